@@ -1,0 +1,4 @@
+"""Allows `python -m fleetctl`."""
+from fleetctl.cli.app import main
+
+main()

@@ -1,0 +1,310 @@
+"""The one definition of the node protocol: operations, their parameters, results and error codes.
+
+The controller's `NodeClient`, the PowerShell module (`FleetNode.psm1`) and the lab's node simulation all
+implement exactly this; `tests/node/test_contract.py` fails when one side drifts. `docs/node-protocol.md`
+describes the same operations for people.
+
+Wire rules (both sides):
+- An operation is a PowerShell function `Verb-FleetNoun`, invoked as a command with *named* parameters
+  (`add_cmdlet(name).add_parameter(...)`); user values are never pasted into script text.
+- It writes exactly one string to the output stream: a JSON document, either
+  `{"ok": true, "result": {...}}` or `{"ok": false, "error": {"code": CODE, "message": TEXT, "details": {...}}}`.
+- Operations marked `pipeline_input` read their input objects (strings) from the pipeline.
+- Every operation is idempotent: calling it twice with the same parameters leaves the node as after once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+PROTOCOL_VERSION = "1"
+MODULE_NAME = "FleetNode"
+
+# Types as the PowerShell side declares them: string, int, long, bool (sent as [bool] values, not switches),
+# switch (present or absent), string[] (a list of strings), hashtable (a dict of string -> string).
+ParamType = Literal["string", "int", "long", "bool", "switch", "string[]", "hashtable"]
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: ParamType
+    required: bool = False
+    secret: bool = False  # never logged, never shown; the value is redacted in every error and report
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Operation:
+    name: str
+    doc: str
+    params: tuple[Param, ...] = ()
+    result: dict[str, str] = field(default_factory=dict)  # result key -> description
+    errors: tuple[str, ...] = ()
+    pipeline_input: bool = False
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.params)
+
+
+# Error codes any operation may return, with what each means. Operations list the specific ones they use.
+ERROR_CODES: dict[str, str] = {
+    "INVALID_ARGUMENT": "A parameter is missing or has an unusable value.",
+    "NOT_FOUND": "The thing named (release, service, artifact, log) does not exist on the node.",
+    "LOCK_HELD": "Another owner holds the app lock and it has not expired; details: holder.",
+    "LOCK_NOT_OWNED": "Unlock by a deploy id that does not hold the lock.",
+    "CHECKSUM_MISMATCH": "The received or downloaded bytes do not hash to the expected sha256; nothing kept.",
+    "DISK_FULL": "Not enough free space to store the artifact or release.",
+    "DOWNLOAD_FAILED": "The node could not download the artifact URL; details: status or reason.",
+    "FILE_IN_USE": "A file is locked by a running process (Windows sharing violation).",
+    "SERVICE_START_FAILED": "The service did not reach Running; details: state, exit code, reason.",
+    "SERVICE_START_TIMEOUT": "The service did not reach Running within the timeout.",
+    "SERVICE_STOP_TIMEOUT": "The service did not reach Stopped within the timeout (the process was not killed).",
+    "RELEASE_IN_USE": "The release asked to remove is current or previous.",
+    "UNSUPPORTED": "The node cannot perform this (for example arbitrary PowerShell in the lab).",
+    "INTERNAL": "An unexpected error on the node; message holds the exception text.",
+}
+
+
+def _p(name: str, type_: ParamType, required: bool = False, doc: str = "", secret: bool = False) -> Param:
+    return Param(name=name, type=type_, required=required, doc=doc, secret=secret)
+
+
+APP = _p("App", "string", True, "Application (service) name; keys the node state and lock.")
+ROOT = _p("Root", "string", True, "Install root on the node, e.g. C:\\apps\\hello.")
+SERVICE_NAME = _p("Name", "string", True, "Windows service name.")
+
+OPERATIONS_LIST: tuple[Operation, ...] = (
+    Operation(
+        "Get-FleetFacts",
+        "Facts about the node: identity, OS, PowerShell, disk and clock.",
+        (),
+        {
+            "hostname": "computer name",
+            "os_name": "e.g. Microsoft Windows Server 2022 Datacenter",
+            "os_version": "e.g. 10.0.20348",
+            "os_build": "build number as a string",
+            "ps_version": "PowerShell version, e.g. 5.1.20348.2031",
+            "drives": "object: drive letter -> free bytes",
+            "utc_now": "ISO 8601 UTC time on the node",
+            "module_version": "the FleetNode module's protocol version",
+            "lab": "true on a lab node (never on Windows)",
+        },
+    ),
+    Operation(
+        "Lock-FleetApp",
+        "Take the per-app lock. Succeeds if free, expired, already ours (same DeployId), or -Force.",
+        (
+            APP,
+            _p("Owner", "string", True, "user@controller that takes the lock"),
+            _p("DeployId", "string", True),
+            _p("TtlSeconds", "int", True, "the lock expires this long after it was taken"),
+            _p("Force", "switch", doc="take over a lock held by someone else"),
+        ),
+        {"lock": "object: owner, deploy_id, acquired_at (ISO), expires_at (ISO)", "taken_over": "previous holder or null"},
+        ("LOCK_HELD",),
+    ),
+    Operation(
+        "Unlock-FleetApp",
+        "Release the per-app lock held by DeployId (or any holder with -Force). Unlocking a free lock is ok.",
+        (APP, _p("DeployId", "string", True), _p("Force", "switch")),
+        {"released": "true if a lock was removed"},
+        ("LOCK_NOT_OWNED",),
+    ),
+    Operation(
+        "Test-FleetArtifact",
+        "Whether the artifact cache holds a file with this sha256.",
+        (_p("Sha256", "string", True, "lower-case hex"),),
+        {"present": "bool", "path": "cache path or null", "size": "bytes or null"},
+    ),
+    Operation(
+        "Receive-FleetArtifact",
+        "Store an artifact streamed as pipeline input: base64 strings of consecutive chunks of the "
+        "(optionally gzip-compressed) bytes. Verified against Sha256 of the uncompressed bytes, then moved "
+        "into the cache atomically; on mismatch nothing is kept.",
+        (
+            _p("Sha256", "string", True),
+            _p("Size", "long", True, "uncompressed size in bytes"),
+            _p("Compression", "string", False, "gzip (default) or none"),
+        ),
+        {"path": "cache path", "sha256": "verified hash", "size": "bytes stored", "received": "bytes received"},
+        ("CHECKSUM_MISMATCH", "DISK_FULL"),
+        pipeline_input=True,
+    ),
+    Operation(
+        "Save-FleetArtifactFromUrl",
+        "Pull mode: download Url (sending Token as a bearer token), verify Sha256, store atomically.",
+        (
+            _p("Url", "string", True),
+            _p("Sha256", "string", True),
+            _p("Size", "long", True),
+            _p("Token", "string", False, "per-deploy bearer token", secret=True),
+            _p("CaCertificate", "string", False, "PEM of the CA to trust for an https Url"),
+        ),
+        {"path": "cache path", "sha256": "verified hash", "size": "bytes", "received": "bytes downloaded"},
+        ("CHECKSUM_MISMATCH", "DISK_FULL", "DOWNLOAD_FAILED"),
+    ),
+    Operation(
+        "Install-FleetRelease",
+        "Create <Root>\\releases\\<Release>\\ holding the cached artifact as ExeName plus rendered Files "
+        "(relative path -> text), and record the release in the node state. Existing release: no-op.",
+        (
+            APP,
+            ROOT,
+            _p("Release", "string", True, "release id: version plus short hash, e.g. 1.2.0-3fa9c1d2"),
+            _p("Version", "string", True),
+            _p("Sha256", "string", True, "artifact in the cache"),
+            _p("ExeName", "string", True, "file name of the exe inside the release"),
+            _p("Files", "hashtable", False, "relative path -> file content (text)"),
+        ),
+        {"release": "id", "path": "release directory", "created": "false if it already existed"},
+        ("NOT_FOUND", "DISK_FULL"),
+    ),
+    Operation(
+        "Set-FleetService",
+        "Create or update the Windows service definition; reports which fields changed.",
+        (
+            SERVICE_NAME,
+            _p("DisplayName", "string"),
+            _p("Description", "string"),
+            _p("BinaryPath", "string", True, "full path of the exe (under <Root>\\current)"),
+            _p("Arguments", "string[]"),
+            _p("Environment", "hashtable"),
+            _p("Account", "string", False, "LocalSystem (default), NT AUTHORITY\\NetworkService, or DOMAIN\\user"),
+            _p("Password", "string", False, "password of Account", secret=True),
+            _p("StartType", "string", False, "auto (default), delayed-auto, manual or disabled"),
+            _p("Dependencies", "string[]"),
+            _p("RecoveryRestartSeconds", "int", False, "restart after N s on failure; 0 = no recovery action"),
+            _p("RecoveryResetSeconds", "int", False, "reset failure count after N s"),
+            _p("StopTimeoutSeconds", "int"),
+        ),
+        {"created": "bool", "changed": "list of changed field names (empty when up to date)"},
+    ),
+    Operation(
+        "Stop-FleetService",
+        "Stop the service and wait until it is Stopped. Already stopped or absent: ok.",
+        (SERVICE_NAME, _p("TimeoutSeconds", "int", True)),
+        {"state": "Stopped", "waited_ms": "int", "was": "state before"},
+        ("SERVICE_STOP_TIMEOUT",),
+    ),
+    Operation(
+        "Start-FleetService",
+        "Start the service and wait until it is Running. Already running: ok.",
+        (SERVICE_NAME, _p("TimeoutSeconds", "int", True)),
+        {"state": "Running", "pid": "int", "waited_ms": "int", "was": "state before"},
+        ("NOT_FOUND", "SERVICE_START_FAILED", "SERVICE_START_TIMEOUT"),
+    ),
+    Operation(
+        "Switch-FleetRelease",
+        "Repoint the <Root>\\current junction at releases\\<Release> and record current/previous. "
+        "The service should be stopped first (the controller does that).",
+        (APP, ROOT, _p("Release", "string", True)),
+        {"current": "release id", "previous": "release id or null", "changed": "bool"},
+        ("NOT_FOUND",),
+    ),
+    Operation(
+        "Get-FleetState",
+        "The node's truth about one app: releases kept, current, previous, service and lock.",
+        (APP, ROOT, _p("ServiceName", "string", False, "defaults to App")),
+        {
+            "releases": "list of {release, version, sha256, installed_at}, oldest first",
+            "current": "release id or null",
+            "previous": "release id or null",
+            "service": "{exists, state, pid, start_time, restarts, binary_path} ",
+            "lock": "lock object or null (expired locks are reported with expired=true)",
+            "history": "list of {at, action, release} (last 50)",
+        },
+    ),
+    Operation(
+        "Test-FleetHealth",
+        "Probe an HTTP URL from the node itself (node-local health checks).",
+        (_p("Url", "string", True), _p("TimeoutSeconds", "int", True)),
+        {"status": "HTTP status or null", "body": "first 4 KiB of the body", "elapsed_ms": "int", "error": "text or null"},
+    ),
+    Operation(
+        "Remove-FleetRelease",
+        "Retention: delete the oldest releases beyond Keep, never current or previous. With -Release, "
+        "delete that one release (refused if current or previous).",
+        (APP, ROOT, _p("Keep", "int", False), _p("Release", "string", False)),
+        {"removed": "list of release ids", "kept": "list of release ids"},
+        ("RELEASE_IN_USE", "FILE_IN_USE"),
+    ),
+    Operation(
+        "Set-FleetFirewallRule",
+        "Ensure an inbound/outbound firewall rule (by Name) with these settings, or remove it.",
+        (
+            _p("Name", "string", True),
+            _p("Port", "int", True),
+            _p("Protocol", "string", False, "TCP (default) or UDP"),
+            _p("Direction", "string", False, "Inbound (default) or Outbound"),
+            _p("Action", "string", False, "Allow (default) or Block"),
+            _p("RemoteAddress", "string[]"),
+            _p("Remove", "switch"),
+        ),
+        {"changed": "bool"},
+    ),
+    Operation(
+        "Set-FleetScheduledTask",
+        "Ensure a scheduled task (by Name) running Execute with Arguments daily At HH:MM, or remove it; "
+        "-RunNow starts it once.",
+        (
+            _p("Name", "string", True),
+            _p("Execute", "string", False),
+            _p("Arguments", "string[]"),
+            _p("At", "string", False, "HH:MM, daily"),
+            _p("User", "string", False, "account, default SYSTEM"),
+            _p("Remove", "switch"),
+            _p("RunNow", "switch"),
+        ),
+        {"changed": "bool", "last_run": "ISO time or null"},
+        ("NOT_FOUND",),
+    ),
+    Operation(
+        "Set-FleetPortProxy",
+        "Ensure a TCP port proxy ListenAddress:ListenPort -> ConnectAddress:ConnectPort, or remove it.",
+        (
+            _p("ListenPort", "int", True),
+            _p("ListenAddress", "string", False, "default 0.0.0.0"),
+            _p("ConnectPort", "int", False),
+            _p("ConnectAddress", "string", False, "default 127.0.0.1"),
+            _p("Remove", "switch"),
+        ),
+        {"changed": "bool", "connect": "address:port or null"},
+    ),
+    Operation(
+        "Get-FleetLog",
+        "The last Tail lines of the service's log file under <Root>\\shared\\logs (or Path, relative to Root).",
+        (APP, ROOT, _p("Tail", "int", False, "default 100"), _p("Path", "string", False)),
+        {"path": "file read", "lines": "list of strings"},
+        ("NOT_FOUND",),
+    ),
+)
+
+OPERATIONS: dict[str, Operation] = {op.name: op for op in OPERATIONS_LIST}
+
+
+def secret_params(operation: str) -> frozenset[str]:
+    """Parameter names of an operation whose values must never be shown."""
+    return frozenset(p.name for p in OPERATIONS[operation].params if p.secret)
+
+
+def snake_case(name: str) -> str:
+    """The Python spelling of a protocol parameter name: `TtlSeconds` -> `ttl_seconds`, `Sha256` -> `sha256`.
+
+    The lab's handlers and `NodeClient`'s methods take parameters under these names; the contract test relies
+    on this mapping.
+    """
+    out = []
+    for i, ch in enumerate(name):
+        if ch.isupper() and i > 0 and (not name[i - 1].isupper() or (i + 1 < len(name) and name[i + 1].islower())):
+            out.append("_")
+        out.append(ch.lower())
+    return "".join(out)
+
+
+def function_name(operation: str) -> str:
+    """The Python spelling of an operation name: `Get-FleetFacts` -> `get_fleet_facts`."""
+    verb, noun = operation.split("-", 1)
+    return snake_case(verb) + "_" + snake_case(noun)
