@@ -1,0 +1,443 @@
+"""The playbook: one service's artifact, install, service, health, rollout and traffic settings (SPEC 4).
+
+A playbook is YAML with Jinja2 in its string values. `load_playbook` parses and checks its shape once;
+`PlaybookSource.render(variables)` renders the templates with a host's variables and validates the result into
+a `Playbook`. The artifact and rollout settings are the same for every host, so `render_global` renders them
+with playbook vars and `--var` extra vars only (a host variable there is an error).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal, Mapping
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from fleetctl.config.sizes import Duration, Size
+from fleetctl.config.yamlfile import KeyPath, YamlDocument, load_yaml
+from fleetctl.errors import ConfigError
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _list_of_str(value: Any) -> Any:
+    """Accept a single string where a list of strings is expected."""
+    return [value] if isinstance(value, str) else value
+
+
+StrList = Annotated[list[str], BeforeValidator(_list_of_str)]
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$"
+
+
+# --- artifact -------------------------------------------------------------------------------------------------
+
+
+class GoBuild(_Model):
+    """`artifact.build.go`: cross-compile a Go program (stdlib `go build`, CGO off)."""
+
+    dir: str = "src"
+    package: str = "."
+    goos: str = "windows"
+    goarch: str = "amd64"
+    ldflags: StrList = []
+    tags: StrList = []
+    version_var: str = "main.Version"
+    output_name: str | None = None
+    host: str | None = None
+    env: dict[str, str] = {}
+
+
+class CommandBuild(_Model):
+    """`artifact.build.command`: any build command and the file(s) it produces."""
+
+    run: str | list[str]
+    dir: str = "."
+    outputs: StrList
+    env: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _outputs_present(self) -> "CommandBuild":
+        if not self.outputs:
+            raise ValueError("outputs must name at least one file the command produces")
+        return self
+
+
+class BuildSpec(_Model):
+    go: GoBuild | None = None
+    command: CommandBuild | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "BuildSpec":
+        if (self.go is None) == (self.command is None):
+            raise ValueError("give exactly one of 'go' or 'command'")
+        return self
+
+
+class Collect(_Model):
+    """`artifact.collect`: take an artifact built elsewhere."""
+
+    path: str | None = None
+    url: str | None = None
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    ssh: str | None = Field(default=None, pattern=r"^ssh://[^/]+/.+")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "Collect":
+        given = [k for k in ("path", "url", "ssh") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'path', 'url' or 'ssh'")
+        if self.url and not self.sha256:
+            raise ValueError("'sha256' is required with 'url'")
+        return self
+
+
+class ArtifactSpec(_Model):
+    build: BuildSpec | None = None
+    collect: Collect | None = None
+    version: str | None = None
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "ArtifactSpec":
+        if (self.build is None) == (self.collect is None):
+            raise ValueError("give exactly one of 'build' or 'collect'")
+        return self
+
+
+# --- install and service --------------------------------------------------------------------------------------
+
+
+class TemplateFile(_Model):
+    """A file rendered from a Jinja2 template into each release directory."""
+
+    src: str  # relative to the playbook file
+    dest: str  # relative to the release directory
+
+    @model_validator(mode="after")
+    def _relative_dest(self) -> "TemplateFile":
+        d = self.dest.replace("\\", "/")
+        if d.startswith("/") or re.match(r"^[A-Za-z]:", d) or ".." in d.split("/"):
+            raise ValueError("dest must be a path inside the release directory")
+        return self
+
+
+class Install(_Model):
+    root: str
+    keep_releases: int = Field(default=5, ge=2, le=100)
+    exe: str | None = None  # file name of the exe in the release; default <service name>.exe
+    files: list[TemplateFile] = []
+
+    @model_validator(mode="after")
+    def _absolute_root(self) -> "Install":
+        if not re.match(r"^[A-Za-z]:\\", self.root):
+            raise ValueError(r"root must be an absolute Windows path such as C:\apps\hello")
+        return self
+
+
+class Recovery(_Model):
+    restart_after: Duration = Duration(10)
+    reset_after: Duration = Duration(86400)
+
+
+class Service(_Model):
+    name: str = Field(pattern=_NAME)
+    display_name: str | None = None
+    description: str | None = None
+    arguments: StrList = []
+    environment: dict[str, str] = {}
+    account: str = "LocalSystem"
+    password: str | None = None
+    start_type: Literal["auto", "delayed-auto", "manual"] = "auto"
+    dependencies: StrList = []
+    recovery: Recovery | None = Recovery()
+    start_timeout: Duration = Duration(30)
+    stop_timeout: Duration = Duration(30)
+    hosting: Literal["native", "nssm", "winsw"] = "native"
+
+
+class FirewallRule(_Model):
+    name: str
+    port: int = Field(ge=1, le=65535)
+    protocol: Literal["TCP", "UDP"] = "TCP"
+    direction: Literal["Inbound", "Outbound"] = "Inbound"
+    action: Literal["Allow", "Block"] = "Allow"
+    remote_address: StrList = []
+
+
+class ScheduledTask(_Model):
+    name: str
+    execute: str
+    arguments: StrList = []
+    at: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    user: str = "SYSTEM"
+
+
+class Hooks(_Model):
+    """PowerShell run on the node around the restart. Real Windows only: the lab refuses them."""
+
+    before_stop: StrList = []
+    after_start: StrList = []
+
+
+# --- health, rollout, traffic, notify ---------------------------------------------------------------------------
+
+
+class Health(_Model):
+    url: str
+    from_: Literal["controller", "node"] = Field(default="controller", alias="from")
+    expect_status: int = Field(default=200, ge=100, le=599)
+    expect_body: str | None = None
+    expect_json: dict[str, Any] = {}
+    interval: Duration = Duration(1)
+    timeout: Duration = Duration(5)
+    retries: int = Field(default=30, ge=1, le=10000)
+    stability_window: Duration = Duration(5)
+
+
+class Rollout(_Model):
+    strategy: Literal["rolling", "blue-green"] = "rolling"
+    batch: Size = Size.parse("25%")
+    canary: Size | None = None
+    canary_bake: Duration = Duration(0)
+    max_failed: Size = Size.parse("0")
+    spread_by: str | None = None
+    forks: int = Field(default=50, ge=1, le=1000)
+    lock_ttl: Duration = Duration(1800)
+    on_failure: Literal["rollback-and-halt"] = "rollback-and-halt"
+
+    @model_validator(mode="after")
+    def _sizes(self) -> "Rollout":
+        if self.batch.is_zero:
+            raise ValueError("batch must be at least 1 host or more than 0%")
+        if self.canary is not None and self.canary.is_zero:
+            raise ValueError("canary must be at least 1 host or more than 0% (omit it for no canary)")
+        return self
+
+
+class BlueGreen(_Model):
+    blue_port: int = Field(ge=1, le=65535)
+    green_port: int = Field(ge=1, le=65535)
+    listen_port: int = Field(ge=1, le=65535)
+
+
+class Traffic(_Model):
+    kind: Literal["nginx", "haproxy", "portproxy"]
+    host: str | None = None  # inventory host of the load balancer (SSH)
+    config_path: str | None = None
+    template: str | None = None  # relative to the playbook
+    reload_command: StrList = []
+    drain: Duration = Duration(0)
+    blue_green: BlueGreen | None = None
+
+    @model_validator(mode="after")
+    def _lb_needs_host(self) -> "Traffic":
+        if self.kind in ("nginx", "haproxy") and not (self.host and self.config_path and self.template):
+            raise ValueError(f"kind '{self.kind}' needs 'host', 'config_path' and 'template'")
+        return self
+
+
+class Webhook(_Model):
+    url: str
+    events: list[Literal["start", "success", "failure"]] = ["start", "success", "failure"]
+
+
+class Notify(_Model):
+    webhooks: list[Webhook] = []
+
+
+class Playbook(_Model):
+    """One service, fully rendered for one host (or, from `render_global`, without host sections)."""
+
+    name: str = Field(pattern=_NAME)
+    description: str | None = None
+    hosts: str = "all"
+    vars: dict[str, Any] = {}
+    artifact: ArtifactSpec
+    transfer: Literal["auto", "push", "pull"] = "auto"
+    install: Install
+    service: Service
+    firewall: list[FirewallRule] = []
+    scheduled_tasks: list[ScheduledTask] = []
+    hooks: Hooks = Hooks()
+    health: Health | None = None
+    rollout: Rollout = Rollout()
+    traffic: Traffic | None = None
+    notify: Notify = Notify()
+
+    # Set by the loader, not by the YAML.
+    path: Path = Field(default=Path("playbook.yml"), exclude=True)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    @property
+    def exe_name(self) -> str:
+        return self.install.exe or f"{self.service.name}.exe"
+
+
+# Sections whose values are the same for every host: rendered once, without host variables.
+GLOBAL_SECTIONS = ("name", "description", "hosts", "vars", "artifact", "transfer", "rollout", "notify")
+
+
+# --- loading and rendering --------------------------------------------------------------------------------------
+
+
+@dataclass
+class PlaybookSource:
+    """A parsed, shape-checked playbook file whose templates are not yet rendered."""
+
+    document: YamlDocument
+    defaults: dict[str, Any] = field(default_factory=dict)  # the playbook's own `vars:`
+
+    @property
+    def path(self) -> Path:
+        return self.document.path
+
+    def render(self, variables: Mapping[str, Any], *, host: str | None = None) -> Playbook:
+        """Render every template with `variables` (host vars, playbook vars and extra vars, already merged)."""
+        data = _render_tree(self.document.data, variables, self.document, (), host)
+        return _validate(data, self.document)
+
+    def render_global(self, variables: Mapping[str, Any]) -> Playbook:
+        """Render the host-independent sections; host sections are validated for shape only."""
+        data = dict(self.document.data)
+        for key in GLOBAL_SECTIONS:
+            if key in data:
+                data[key] = _render_tree(data[key], variables, self.document, (key,), None)
+        return _validate(data, self.document, check_templates_later=True)
+
+
+def load_playbook(path: str | Path) -> PlaybookSource:
+    """Parse a playbook file and check its shape (unknown keys, wrong types) before any template is rendered."""
+    doc = load_yaml(path, what="playbook")
+    if not isinstance(doc.data, dict):
+        raise ConfigError("a playbook must be a YAML mapping (name:, artifact:, install:, service: ...)", file=doc.path)
+    _validate(doc.data, doc, check_templates_later=True)
+    defaults = doc.data.get("vars") or {}
+    if not isinstance(defaults, dict):
+        raise ConfigError("expected a mapping of variable names to values", file=doc.path,
+                          line=doc.line_of(("vars",)), key="vars")
+    return PlaybookSource(document=doc, defaults=defaults)
+
+
+def merge_variables(
+    source: PlaybookSource,
+    host_vars: Mapping[str, Any] | None,
+    extra_vars: Mapping[str, Any] | None,
+    builtins: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Precedence, lowest first: playbook `vars:` (defaults), inventory host vars, fleetctl's builtins
+    (`version`, `inventory_hostname`), `--var` extra vars."""
+    merged: dict[str, Any] = dict(source.defaults)
+    merged.update(host_vars or {})
+    merged.update(builtins or {})
+    merged.update(extra_vars or {})
+    return merged
+
+
+def parse_extra_vars(pairs: list[str] | None) -> dict[str, Any]:
+    """`--var KEY=VALUE` pairs (the value parsed as YAML, so `--var port=8080` gives an int)."""
+    import yaml
+
+    result: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+            raise ConfigError(f"expected KEY=VALUE with KEY a variable name, got '{pair}'", key="--var")
+        try:
+            result[key] = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError:
+            result[key] = value
+    return result
+
+
+def _render_tree(value: Any, variables: Mapping[str, Any], doc: YamlDocument, path: KeyPath, host: str | None) -> Any:
+    from fleetctl.config.templating import render_string
+
+    if isinstance(value, str):
+        if "{{" not in value and "{%" not in value:
+            return value
+        key = ".".join(str(p) for p in path)
+        where = f"{doc.path}:{doc.line_of(path)}" if doc.line_of(path) else str(doc.path)
+        source = f"{where} (host {host})" if host else where
+        return render_string(value, variables, source=source, key=key)
+    if isinstance(value, dict):
+        return {k: _render_tree(v, variables, doc, path + (k,), host) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_render_tree(v, variables, doc, path + (i,), host) for i, v in enumerate(value)]
+    return value
+
+
+_TEMPLATE_RE = re.compile(r"{{|{%")
+
+
+def _shape_only(value: Any) -> Any:
+    """Replace templated scalars by a marker that the validator treats as 'checked after rendering'."""
+    if isinstance(value, str) and _TEMPLATE_RE.search(value):
+        return _Deferred()
+    if isinstance(value, dict):
+        return {k: _shape_only(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shape_only(v) for v in value]
+    return value
+
+
+class _Deferred:
+    """A templated value whose type can only be checked once rendered."""
+
+
+def _validate(data: Any, doc: YamlDocument, *, check_templates_later: bool = False) -> Playbook:
+    if check_templates_later:
+        data = _shape_only(data)
+    try:
+        return Playbook.model_validate({**data, "path": doc.path.resolve()})
+    except ValidationError as err:
+        problems = [e for e in err.errors() if not _is_deferred(e, data)]
+        if not problems:
+            return Playbook.model_construct(path=doc.path.resolve())
+        first = problems[0]
+        loc = tuple(first["loc"])
+        key = ".".join(str(p) for p in loc if not (isinstance(p, str) and p[:1].isupper())) or None
+        msg = _explain(first)
+        more = f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})" if len(problems) > 1 else ""
+        raise ConfigError(msg + more, file=doc.path, line=doc.line_of(_key_path(loc)), key=key) from None
+
+
+def _key_path(loc: tuple[Any, ...]) -> KeyPath:
+    # pydantic inserts union member names ("str", "list[str]", "function-after[...]") into locations; drop them
+    return tuple(p for p in loc if isinstance(p, int) or (isinstance(p, str) and not _is_type_tag(p)))
+
+
+def _is_type_tag(part: str) -> bool:
+    return bool(re.match(r"^(str|int|list\[|dict\[|function-|tagged-union|lax-|json-)", part))
+
+
+def _is_deferred(error: Any, data: Any) -> bool:
+    if isinstance(error.get("input"), _Deferred):
+        return True
+    node = data
+    for part in _key_path(tuple(error["loc"])):
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return False
+    return isinstance(node, _Deferred)
+
+
+def _explain(error: Any) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown key (check the spelling; see docs/playbook.md for every key)"
+    if kind == "missing":
+        return "required key is missing"
+    msg = str(error["msg"])
+    msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    value = error.get("input")
+    if isinstance(value, (str, int, float, bool)) and kind not in ("value_error",):
+        return f"{msg}, got {value!r}"
+    return msg
