@@ -1,0 +1,93 @@
+"""`fleetctl init`: scaffold fleet.yml, an inventory and the example playbook in a directory."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import typer
+
+from fleetctl.errors import ConfigError
+from fleetctl.ui.console import stdout
+
+FLEET_YML = """\
+# fleetctl project settings. Commands run in this directory use them as defaults.
+inventory:
+  - inventory
+"""
+
+HOSTS_YML = """\
+# Ansible-style inventory (fleetctl reads Ansible inventories unchanged; see docs/inventory.md).
+all:
+  children:
+    web:
+      hosts:
+        web[01:04].example.internal:
+      vars:
+        datacenter: main
+"""
+
+GROUP_VARS_ALL = """\
+# Connection settings for every host. Keep passwords out of git: env() and file() read them at run time,
+# and values that come from them are redacted in every output.
+fleet_transport: winrm
+fleet_scheme: https
+fleet_port: 5986
+fleet_auth: negotiate
+fleet_user: 'EXAMPLE\\svc-deploy'
+fleet_password: "{{ env('FLEET_PASSWORD') }}"
+"""
+
+
+def example_source() -> Path:
+    """The example service shipped with fleetctl (playbook, templates and Go source)."""
+    here = Path(__file__).resolve().parent.parent
+    for candidate in (here / "scaffold" / "hello", here.parent / "playbooks" / "hello"):
+        if (candidate / "playbook.yml").is_file():
+            return candidate
+    raise ConfigError("the example playbook is not installed with this copy of fleetctl", key="init")
+
+
+def scaffold(directory: Path, *, force: bool = False) -> list[Path]:
+    """Write the scaffold into `directory`; refuses to overwrite existing files unless `force`."""
+    files = {
+        directory / "fleet.yml": FLEET_YML,
+        directory / "inventory" / "hosts.yml": HOSTS_YML,
+        directory / "inventory" / "group_vars" / "all.yml": GROUP_VARS_ALL,
+    }
+    example = example_source()
+    target_example = directory / "playbooks" / "hello"
+    existing = [p for p in files if p.exists()]
+    if target_example.exists():
+        existing.append(target_example)
+    if existing and not force:
+        names = ", ".join(str(p) for p in existing)
+        raise ConfigError(f"already exists: {names} (use --force to overwrite)", key="init")
+    written: list[Path] = []
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    ignore = shutil.ignore_patterns("dist", "*.exe", "__pycache__")
+    shutil.copytree(example, target_example, dirs_exist_ok=True, ignore=ignore)
+    written.append(target_example)
+    return written
+
+
+def init(
+    directory: Path = typer.Argument(Path("."), help="Where to create the project (default: here)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
+) -> None:
+    """Create fleet.yml, inventory/ and playbooks/hello (a working example) in DIRECTORY."""
+    written = scaffold(directory, force=force)
+    console = stdout()
+    for path in written:
+        console.print(f"[green]created[/] {path}")
+    console.print(
+        "\nNext: [bold]fleetctl inventory list[/], [bold]fleetctl plan playbooks/hello/playbook.yml[/], "
+        "or try it on a simulated fleet: [bold]fleetctl lab up --nodes 4[/]"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("init")(init)

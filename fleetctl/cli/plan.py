@@ -1,0 +1,41 @@
+"""`fleetctl plan`: show the batches a deploy would use; changes nothing and contacts no host."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, inventory_paths
+from fleetctl.targets import RolloutOverrides, load_targets, plan_rollout
+from fleetctl.ui.console import print_json, stdout
+from fleetctl.ui.plan import plan_table
+
+
+def plan(
+    playbook: str = typer.Argument(..., help="Playbook file."),
+    inventory: Optional[list[str]] = InventoryOpt,
+    limit: Optional[str] = LimitOpt,
+    canary: Optional[str] = typer.Option(None, "--canary", help="Canary batch: hosts (3) or percent (10%)."),
+    batch: Optional[str] = typer.Option(None, "--batch", help="Batch size: hosts or percent of targeted hosts."),
+    max_failed: Optional[str] = typer.Option(None, "--max-failed", help="Failure budget: hosts or percent."),
+    var: Optional[list[str]] = VarOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Show the rollout batches for PLAYBOOK (canary first, then batches); nothing is changed."""
+    targets = load_targets(playbook, inventory_paths(inventory), limit=limit, extra_vars=var)
+    the_plan = plan_rollout(targets, RolloutOverrides(canary=canary, batch=batch, max_failed=max_failed))
+    if json_out:
+        print_json(the_plan.to_json())
+        return
+    spread = None
+    if the_plan.spread_by:
+        spread = {h.name: targets.host_variables(h).get(the_plan.spread_by, "") for h in targets.hosts}
+    console = stdout()
+    console.print(plan_table(the_plan, f"Plan for {targets.settings.name}: {len(the_plan.hosts)} hosts, "
+                                        f"{len(the_plan.batches)} batches", spread))
+    console.print(f"failure budget: {the_plan.max_failed} host(s); a failed canary always halts.")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("plan")(plan)

@@ -1,0 +1,95 @@
+"""Which hosts a playbook command acts on: the inventory, the playbook's `hosts:` pattern and `--limit`,
+and each host's variables for rendering. Loading only: no host is contacted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from fleetctl.config.inventory import Host, Inventory, load_inventory
+from fleetctl.config.playbook import Playbook, PlaybookSource, load_playbook, merge_variables, parse_extra_vars
+from fleetctl.config.sizes import Size
+from fleetctl.config.templating import render_vars
+from fleetctl.errors import ConfigError
+from fleetctl.plan import Plan, make_plan, parse_size_option
+
+
+@dataclass(frozen=True)
+class RolloutOverrides:
+    """Command-line settings that override the playbook's `rollout:` section."""
+
+    canary: str | None = None
+    batch: str | None = None
+    max_failed: str | None = None
+
+
+@dataclass
+class Targets:
+    """A loaded playbook and the inventory hosts it acts on, in inventory order."""
+
+    source: PlaybookSource
+    inventory: Inventory
+    hosts: list[Host]
+    extra_vars: dict[str, Any]
+    settings: Playbook  # host-independent sections rendered (artifact, rollout, ...)
+
+    def host_variables(self, host: Host, builtins: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Variables for rendering the playbook on `host`: playbook vars < host vars < builtins < --var."""
+        rendered = render_vars(dict(host.vars), source=f"inventory host {host.name}")
+        base = {"inventory_hostname": host.name, "group_names": [g for g in host.groups if g != "all"]}
+        return merge_variables(self.source, rendered, self.extra_vars, {**base, **(builtins or {})})
+
+    def render_for(self, host: Host, builtins: dict[str, Any] | None = None) -> Playbook:
+        return self.source.render(self.host_variables(host, builtins), host=host.name)
+
+
+def load_targets(
+    playbook: str | Path,
+    inventories: Sequence[str | Path],
+    *,
+    limit: str | None = None,
+    extra_vars: list[str] | None = None,
+    builtins: dict[str, Any] | None = None,
+) -> Targets:
+    """Load the playbook and inventory and select the hosts; every problem is a ConfigError (exit 2)."""
+    source = load_playbook(playbook)
+    extra = parse_extra_vars(extra_vars)
+    settings = source.render_global(merge_variables(source, {}, extra, builtins))
+    inventory = load_inventory(list(inventories))
+    selected = inventory.select(settings.hosts or "all")
+    if limit:
+        limited = {h.name for h in inventory.select(limit)}
+        selected = [h for h in selected if h.name in limited]
+        if not selected:
+            raise ConfigError(
+                f"--limit '{limit}' matches no host of the playbook's hosts pattern '{settings.hosts}'",
+                file=source.path,
+                key="hosts",
+            )
+    return Targets(source=source, inventory=inventory, hosts=selected, extra_vars=extra, settings=settings)
+
+
+def plan_rollout(targets: Targets, overrides: RolloutOverrides) -> Plan:
+    """Batches for a deploy or rollback of `targets`: the playbook's rollout settings, CLI overrides on top."""
+    rollout = targets.settings.rollout
+    batch = parse_size_option(overrides.batch, "--batch") or rollout.batch
+    canary = parse_size_option(overrides.canary, "--canary") or rollout.canary
+    max_failed = parse_size_option(overrides.max_failed, "--max-failed", allow_zero=True)
+    if max_failed is None:
+        max_failed = rollout.max_failed
+    spread_values = None
+    if rollout.spread_by:
+        spread_values = {}
+        for host in targets.hosts:
+            variables = targets.host_variables(host)
+            spread_values[host.name] = variables.get(rollout.spread_by, "")
+    return make_plan(
+        [h.name for h in targets.hosts],
+        batch=batch,
+        canary=canary,
+        max_failed=max_failed if isinstance(max_failed, Size) else None,
+        spread_values=spread_values,
+        spread_by=rollout.spread_by,
+        canary_bake=float(rollout.canary_bake),
+    )
