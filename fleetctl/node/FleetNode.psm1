@@ -1,0 +1,1258 @@
+# FleetNode: the node side of the fleetctl node protocol for real Windows (see docs/node-protocol.md).
+# Windows PowerShell 5.1 (Server 2016+) and PowerShell 7. Every exported function returns exactly one JSON
+# document; user values only ever travel as parameters, never into text that is executed.
+
+Set-StrictMode -Version Latest
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+
+$script:FleetProtocolVersion = '1'
+$script:FleetDataRoot = Join-Path $env:ProgramData 'fleetctl'
+$script:FleetTimeFormat = "yyyy-MM-dd'T'HH:mm:ss.fff'Z'"
+$script:FleetReservedNames = @('CON', 'PRN', 'AUX', 'NUL', 'COM1', 'COM2', 'COM3', 'COM4', 'LPT1', 'LPT2', 'LPT3')
+
+if ($PSVersionTable.PSVersion.Major -lt 6) {
+    # Windows PowerShell 5.1 serialises PSObject-wrapped arrays as {"value": [...], "Count": n} because of the
+    # ETS Count property on System.Array; without that type data, arrays become plain JSON arrays.
+    Remove-TypeData -TypeName System.Array -ErrorAction SilentlyContinue
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# The envelope: one JSON document per call, failures as {code, message, details}.
+
+function Throw-FleetError {
+    # Internal: raise a protocol error that Invoke-FleetOperation turns into {"ok": false, "error": ...}.
+    param([string]$Code, [string]$Message, [hashtable]$Details = @{})
+    $exception = New-Object System.Exception -ArgumentList $Message
+    $exception.Data['FleetCode'] = $Code
+    $exception.Data['FleetDetails'] = $Details
+    throw $exception
+}
+
+function ConvertTo-FleetErrorDocument {
+    param($FleetRecord, [string[]]$FleetSecrets)
+    $code = 'INTERNAL'
+    $details = @{}
+    $message = $null
+    $exception = $FleetRecord.Exception
+    while ($null -ne $exception) {
+        if ($exception.Data.Contains('FleetCode')) {
+            $code = [string]$exception.Data['FleetCode']
+            $details = $exception.Data['FleetDetails']
+            $message = $exception.Message
+            break
+        }
+        # Windows reports full disks and sharing violations as IOException HResults; map them to protocol codes.
+        $hresult = $exception.HResult
+        if ($hresult -eq -2147024784 -or $hresult -eq -2147024857) {
+            $code = 'DISK_FULL'; $message = $exception.Message; break
+        }
+        if ($hresult -eq -2147024864 -or $hresult -eq -2147024863) {
+            $code = 'FILE_IN_USE'; $message = $exception.Message; break
+        }
+        $exception = $exception.InnerException
+    }
+    if ($null -eq $message) {
+        $message = $FleetRecord.Exception.GetType().Name + ': ' + $FleetRecord.Exception.Message
+    }
+    # Secret parameter values never leave the node, even inside an exception text.
+    foreach ($secret in @($FleetSecrets)) {
+        if (-not [string]::IsNullOrEmpty($secret)) { $message = $message.Replace($secret, '********') }
+    }
+    return @{ ok = $false; error = @{ code = $code; message = $message; details = $details } }
+}
+
+function Invoke-FleetOperation {
+    # Runs an operation body and writes its one JSON document. The body sees the caller's parameters through
+    # PowerShell's dynamic scoping, so this function's own names are prefixed to never shadow them.
+    param([scriptblock]$FleetBody, [string[]]$FleetSecrets = @())
+    try {
+        $fleetOutput = @(& $FleetBody)
+        # Only the body's final hashtable is the result: stray output (a cmdlet's return value that was not
+        # discarded) must never corrupt the single JSON document the controller reads.
+        $fleetResult = @{}
+        for ($i = $fleetOutput.Count - 1; $i -ge 0; $i--) {
+            if ($fleetOutput[$i] -is [System.Collections.IDictionary]) { $fleetResult = $fleetOutput[$i]; break }
+        }
+        $fleetDocument = @{ ok = $true; result = $fleetResult }
+    } catch {
+        $fleetDocument = ConvertTo-FleetErrorDocument -FleetRecord $_ -FleetSecrets $FleetSecrets
+    }
+    ConvertTo-Json -InputObject $fleetDocument -Compress -Depth 6
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# Validation: parameters become paths, registry keys and mutex names, so each is checked before use.
+
+function Assert-FleetName {
+    param([string]$Value, [string]$Parameter, [switch]$AllowPlus)
+    $pattern = '^[A-Za-z0-9]([A-Za-z0-9._-]{0,98}[A-Za-z0-9_-])?$'
+    if ($AllowPlus) { $pattern = '^[A-Za-z0-9]([A-Za-z0-9._+-]{0,126}[A-Za-z0-9_+-])?$' }
+    if ($Value -notmatch $pattern -or $Value.Contains('..') -or $script:FleetReservedNames -contains $Value.ToUpperInvariant()) {
+        Throw-FleetError 'INVALID_ARGUMENT' "$Parameter must be letters, digits, '.', '_' or '-' (not ending in '.')" @{ parameter = $Parameter }
+    }
+}
+
+function Assert-FleetSha256 {
+    param([string]$Value)
+    if ($Value -cnotmatch '^[0-9a-f]{64}$') {
+        Throw-FleetError 'INVALID_ARGUMENT' 'Sha256 must be 64 lower-case hex digits' @{ parameter = 'Sha256' }
+    }
+}
+
+function Assert-FleetRoot {
+    param([string]$Value)
+    if ($Value -notmatch '^[A-Za-z]:\\' -or $Value -match '(^|\\)\.\.(\\|$)' -or $Value -match '[<>"|?*]' -or $Value.IndexOf(':', 2) -ge 0) {
+        Throw-FleetError 'INVALID_ARGUMENT' 'Root must be an absolute local path such as C:\apps\hello' @{ parameter = 'Root' }
+    }
+}
+
+function Assert-FleetRelativePath {
+    param([string]$Value, [string]$Parameter)
+    $parts = $Value -split '[\\/]'
+    if ([string]::IsNullOrEmpty($Value) -or [IO.Path]::IsPathRooted($Value) -or $Value.Contains(':') -or
+        $Value -match '[<>"|?*]' -or ($parts -contains '..') -or ($parts -contains '')) {
+        Throw-FleetError 'INVALID_ARGUMENT' "$Parameter must be a relative path inside the release without '..'" @{ parameter = $Parameter; value = $Value }
+    }
+}
+
+function Assert-FleetChoice {
+    param([string]$Value, [string[]]$Choices, [string]$Parameter)
+    if ($Choices -notcontains $Value) {
+        Throw-FleetError 'INVALID_ARGUMENT' ("$Parameter must be one of: " + ($Choices -join ', ')) @{ parameter = $Parameter }
+    }
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# Node state under %ProgramData%\fleetctl: JSON files replaced atomically, one named mutex per app.
+
+function Get-FleetTime {
+    param([datetime]$Value = [datetime]::UtcNow)
+    return $Value.ToUniversalTime().ToString($script:FleetTimeFormat, [Globalization.CultureInfo]::InvariantCulture)
+}
+
+function ConvertFrom-FleetTime {
+    param([string]$Value)
+    $styles = [Globalization.DateTimeStyles]::AdjustToUniversal -bor [Globalization.DateTimeStyles]::AssumeUniversal
+    return [datetime]::Parse($Value, [Globalization.CultureInfo]::InvariantCulture, $styles)
+}
+
+function ConvertTo-FleetHashtable {
+    # ConvertFrom-Json gives PSCustomObjects (and -AsHashtable is PowerShell 7 only); state is edited as hashtables.
+    param($Value)
+    if ($null -eq $Value) { return $null }
+    if ($Value -is [datetime]) {
+        # PowerShell 7's ConvertFrom-Json turns ISO strings into DateTime; keep the one string format on disk.
+        return (Get-FleetTime $Value)
+    }
+    if ($Value -is [System.Management.Automation.PSCustomObject]) {
+        $table = @{}
+        foreach ($property in $Value.PSObject.Properties) { $table[$property.Name] = ConvertTo-FleetHashtable $property.Value }
+        return $table
+    }
+    if ($Value -is [System.Collections.IList]) {
+        $list = New-Object System.Collections.ArrayList
+        foreach ($item in $Value) { $null = $list.Add((ConvertTo-FleetHashtable $item)) }
+        return , $list.ToArray()
+    }
+    return $Value
+}
+
+function Read-FleetJsonFile {
+    param([string]$Path)
+    if (-not [IO.File]::Exists($Path)) { return $null }
+    $text = [IO.File]::ReadAllText($Path)
+    if ([string]::IsNullOrWhiteSpace($text)) { return $null }
+    return (ConvertTo-FleetHashtable (ConvertFrom-Json -InputObject $text))
+}
+
+function Write-FleetJsonFile {
+    # Write a temp file beside the target, then swap it in: a reader sees the old or the new file, never half.
+    param([string]$Path, $Data)
+    $directory = [IO.Path]::GetDirectoryName($Path)
+    $null = [IO.Directory]::CreateDirectory($directory)
+    $temp = $Path + '.' + [guid]::NewGuid().ToString('N') + '.tmp'
+    $json = ConvertTo-Json -InputObject $Data -Depth 6
+    [IO.File]::WriteAllText($temp, $json, (New-Object System.Text.UTF8Encoding -ArgumentList $false))
+    if ([IO.File]::Exists($Path)) { [IO.File]::Replace($temp, $Path, $null) } else { [IO.File]::Move($temp, $Path) }
+}
+
+function Get-FleetAppDirectory {
+    param([string]$App)
+    return (Join-Path (Join-Path $script:FleetDataRoot 'apps') $App)
+}
+
+function Read-FleetAppState {
+    param([string]$App)
+    $state = Read-FleetJsonFile (Join-Path (Get-FleetAppDirectory $App) 'state.json')
+    if ($null -eq $state) { $state = @{ app = $App; releases = @(); current = $null; previous = $null; history = @() } }
+    foreach ($key in @('releases', 'history')) { $state[$key] = @($state[$key] | Where-Object { $null -ne $_ }) }
+    return $state
+}
+
+function Write-FleetAppState {
+    param([string]$App, [hashtable]$State)
+    Write-FleetJsonFile (Join-Path (Get-FleetAppDirectory $App) 'state.json') $State
+}
+
+function Add-FleetHistory {
+    param([hashtable]$State, [string]$Action, [string]$Release)
+    $entries = @($State.history) + @(@{ at = (Get-FleetTime); action = $Action; release = $Release })
+    # The node keeps a bounded history; the controller's journal holds the full record.
+    if ($entries.Count -gt 200) { $entries = $entries[($entries.Count - 200)..($entries.Count - 1)] }
+    $State.history = $entries
+}
+
+function Use-FleetAppMutex {
+    # Serialises read-modify-write of one app's state and lock across every session on the node.
+    param([string]$App, [scriptblock]$FleetCritical)
+    $mutex = New-Object System.Threading.Mutex -ArgumentList $false, ('Global\fleetctl-app-' + $App)
+    $owned = $false
+    try {
+        try { $owned = $mutex.WaitOne(30000) } catch [System.Threading.AbandonedMutexException] { $owned = $true }
+        if (-not $owned) { Throw-FleetError 'INTERNAL' "timed out waiting for the node-local state mutex of $App" @{} }
+        & $FleetCritical
+    } finally {
+        if ($owned) { $mutex.ReleaseMutex() }
+        $mutex.Dispose()
+    }
+}
+
+function Get-FleetFreeBytes {
+    param([string]$Path)
+    $drive = New-Object System.IO.DriveInfo -ArgumentList ([IO.Path]::GetPathRoot($Path))
+    return [long]$drive.AvailableFreeSpace
+}
+
+function Assert-FleetFreeSpace {
+    param([string]$Path, [long]$Needed)
+    $free = Get-FleetFreeBytes $Path
+    if ($free -lt $Needed) {
+        Throw-FleetError 'DISK_FULL' "not enough free space on $([IO.Path]::GetPathRoot($Path))" @{ needed = $Needed; free = $free }
+    }
+}
+
+function Get-FleetArtifactPath {
+    param([string]$Sha256)
+    return (Join-Path (Join-Path $script:FleetDataRoot 'artifacts') $Sha256)
+}
+
+function Complete-FleetArtifact {
+    # Verify a downloaded/received file and move it into the cache under its hash; on mismatch nothing is kept.
+    param([string]$TempPath, [string]$Sha256, [long]$Size, [long]$Received)
+    $actualSize = (New-Object System.IO.FileInfo -ArgumentList $TempPath).Length
+    $actual = (Get-FileHash -LiteralPath $TempPath -Algorithm SHA256).Hash.ToLowerInvariant()
+    if ($actual -ne $Sha256 -or $actualSize -ne $Size) {
+        [IO.File]::Delete($TempPath)
+        Throw-FleetError 'CHECKSUM_MISMATCH' 'artifact bytes do not match the expected sha256 and size' @{
+            expected = $Sha256; actual = $actual; expected_size = $Size; size = $actualSize
+        }
+    }
+    $target = Get-FleetArtifactPath $Sha256
+    if ([IO.File]::Exists($target)) { [IO.File]::Delete($TempPath) } else { [IO.File]::Move($TempPath, $target) }
+    return @{ path = $target; sha256 = $Sha256; size = $actualSize; received = $Received }
+}
+
+function Expand-FleetGzipFile {
+    param([string]$Source, [string]$Destination)
+    $compressed = [IO.File]::OpenRead($Source)
+    try {
+        $gzip = New-Object System.IO.Compression.GZipStream -ArgumentList $compressed, ([IO.Compression.CompressionMode]::Decompress)
+        $output = [IO.File]::Create($Destination)
+        try { $gzip.CopyTo($output) } finally { $output.Dispose(); $gzip.Dispose() }
+    } finally { $compressed.Dispose() }
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# Services, junctions and command lines.
+
+function ConvertTo-FleetCommandLineArgument {
+    # Quote one argument so CommandLineToArgvW (what Go and the C runtime use) gives it back unchanged.
+    param([string]$Argument)
+    if ($Argument.Length -gt 0 -and $Argument -notmatch '[\s"]') { return $Argument }
+    $slash = [char]92
+    $builder = New-Object System.Text.StringBuilder
+    $null = $builder.Append('"')
+    $backslashes = 0
+    foreach ($char in $Argument.ToCharArray()) {
+        if ($char -eq $slash) { $backslashes++; continue }
+        # Backslashes are literal unless they precede a quote: double them there, and escape the quote.
+        if ($char -eq [char]34) { $null = $builder.Append($slash, 2 * $backslashes + 1) }
+        elseif ($backslashes -gt 0) { $null = $builder.Append($slash, $backslashes) }
+        $backslashes = 0
+        $null = $builder.Append($char)
+    }
+    # Trailing backslashes precede the closing quote, so they are doubled too.
+    if ($backslashes -gt 0) { $null = $builder.Append($slash, 2 * $backslashes) }
+    $null = $builder.Append('"')
+    return $builder.ToString()
+}
+
+function Join-FleetCommandLine {
+    param([string[]]$Arguments)
+    return ((@($Arguments) | ForEach-Object { ConvertTo-FleetCommandLineArgument $_ }) -join ' ')
+}
+
+function Get-FleetServiceKey {
+    param([string]$Name)
+    return ('HKLM:\SYSTEM\CurrentControlSet\Services\' + $Name)
+}
+
+function Get-FleetServiceCim {
+    # Fetch Win32_Service by key; a WQL filter would mean building query text from a parameter.
+    param([string]$Name)
+    $key = New-CimInstance -ClassName Win32_Service -Namespace 'root/cimv2' -Property @{ Name = $Name } -Key 'Name' -ClientOnly
+    return (Get-CimInstance -InputObject $key)
+}
+
+function Get-FleetServiceRestarts {
+    # Unexpected terminations (SCM events 7031/7034) since the current release was switched in.
+    param([string]$DisplayName, $Since)
+    if ($null -eq $Since) { return $null }
+    $filter = @{ LogName = 'System'; ProviderName = 'Service Control Manager'; Id = @(7031, 7034); StartTime = (ConvertFrom-FleetTime $Since).ToLocalTime() }
+    try {
+        $events = @(Get-WinEvent -FilterHashtable $filter -ErrorAction Stop)
+    } catch {
+        if ($_.FullyQualifiedErrorId -like 'NoMatchingEventsFound*') { return 0 }
+        return $null
+    }
+    return @($events | Where-Object { $_.Properties.Count -gt 0 -and [string]$_.Properties[0].Value -eq $DisplayName }).Count
+}
+
+function Get-FleetServiceInfo {
+    param([string]$Name, $Since)
+    $service = Get-Service -Name $Name -ErrorAction SilentlyContinue
+    if ($null -eq $service) {
+        return @{ exists = $false; state = $null; pid = $null; start_time = $null; restarts = $null; binary_path = $null }
+    }
+    $cim = Get-FleetServiceCim $Name
+    $processId = $null
+    $startTime = $null
+    if ($cim.ProcessId -gt 0) {
+        $processId = [int]$cim.ProcessId
+        $process = Get-Process -Id $processId -ErrorAction SilentlyContinue
+        if ($null -ne $process) { $startTime = Get-FleetTime $process.StartTime }
+    }
+    return @{
+        exists = $true; state = [string]$service.Status; pid = $processId; start_time = $startTime
+        restarts = (Get-FleetServiceRestarts $service.DisplayName $Since); binary_path = [string]$cim.PathName
+    }
+}
+
+function Get-FleetJunctionTarget {
+    param([string]$Path)
+    $item = Get-Item -LiteralPath $Path -Force -ErrorAction SilentlyContinue
+    if ($null -eq $item) { return $null }
+    if ($item.LinkType -ne 'Junction' -and $item.LinkType -ne 'SymbolicLink') {
+        Throw-FleetError 'INVALID_ARGUMENT' "$Path exists and is not a junction; refusing to replace it" @{ path = $Path }
+    }
+    # 5.1 returns Target as a list, 7 as a string; both may carry the \??\ prefix of the reparse data.
+    $target = [string](@($item.Target)[0])
+    return ($target -replace '^\\\?\?\\', '').TrimEnd('\')
+}
+
+function Find-FleetRelease {
+    param([hashtable]$State, [string]$Release)
+    foreach ($entry in @($State.releases)) { if ($entry.release -eq $Release) { return $entry } }
+    return $null
+}
+
+function Get-FleetLockView {
+    param($Lock)
+    if ($null -eq $Lock) { return $null }
+    $view = @{ owner = $Lock.owner; deploy_id = $Lock.deploy_id; acquired_at = $Lock.acquired_at; expires_at = $Lock.expires_at }
+    $view.expired = ((ConvertFrom-FleetTime $Lock.expires_at) -le [datetime]::UtcNow)
+    return $view
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# The operations (protocol.py OPERATIONS, in the same order). Optional parameters get their defaults in the body,
+# not in param(): a controller that passes $null then gets the default too (and tree-sitter-pwsh, which the
+# contract test uses, mis-reads a default value followed by another parameter).
+
+function Get-FleetFacts {
+    [CmdletBinding()]
+    param()
+    Invoke-FleetOperation {
+        $os = Get-CimInstance -ClassName Win32_OperatingSystem
+        $drives = @{}
+        foreach ($drive in [IO.DriveInfo]::GetDrives()) {
+            if ($drive.DriveType -eq 'Fixed' -and $drive.IsReady) { $drives[$drive.Name.Substring(0, 1)] = [long]$drive.AvailableFreeSpace }
+        }
+        return @{
+            hostname = $env:COMPUTERNAME; os_name = [string]$os.Caption; os_version = [string]$os.Version
+            os_build = [string]$os.BuildNumber; ps_version = $PSVersionTable.PSVersion.ToString(); drives = $drives
+            utc_now = (Get-FleetTime); module_version = $script:FleetProtocolVersion; lab = $false
+        }
+    }
+}
+
+function Lock-FleetApp {
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$App,
+        [Parameter(Mandatory = $true)][string]$Owner,
+        [Parameter(Mandatory = $true)][string]$DeployId,
+        [Parameter(Mandatory = $true)][int]$TtlSeconds,
+        [switch]$Force
+    )
+    Invoke-FleetOperation {
+        Assert-FleetName $App 'App'
+        if ($TtlSeconds -le 0) { Throw-FleetError 'INVALID_ARGUMENT' 'TtlSeconds must be positive' @{ parameter = 'TtlSeconds' } }
+        Use-FleetAppMutex $App {
+            $path = Join-Path (Get-FleetAppDirectory $App) 'lock.json'
+            $existing = Get-FleetLockView (Read-FleetJsonFile $path)
+            $now = [datetime]::UtcNow
+            $takenOver = $null
+            $acquiredAt = Get-FleetTime $now
+            if ($null -ne $existing) {
+                if ($existing.deploy_id -eq $DeployId) {
+                    $acquiredAt = $existing.acquired_at  # our own lock: renew the expiry, keep when it was taken
+                } elseif ($existing.expired -or $Force) {
+                    $takenOver = $existing
+                } else {
+                    Throw-FleetError 'LOCK_HELD' "$App is locked by $($existing.owner) (deploy $($existing.deploy_id)) until $($existing.expires_at)" @{ holder = $existing }
+                }
+            }
+            $lock = @{ owner = $Owner; deploy_id = $DeployId; acquired_at = $acquiredAt; expires_at = (Get-FleetTime $now.AddSeconds($TtlSeconds)) }
+            Write-FleetJsonFile $path $lock
+            return @{ lock = $lock; taken_over = $takenOver }
+        }
+    }
+}
+
+function Unlock-FleetApp {
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$App,
+        [Parameter(Mandatory = $true)][string]$DeployId,
+        [switch]$Force
+    )
+    Invoke-FleetOperation {
+        Assert-FleetName $App 'App'
+        Use-FleetAppMutex $App {
+            $path = Join-Path (Get-FleetAppDirectory $App) 'lock.json'
+            $existing = Get-FleetLockView (Read-FleetJsonFile $path)
+            if ($null -eq $existing) { return @{ released = $false } }
+            if ($existing.deploy_id -ne $DeployId -and -not $Force) {
+                Throw-FleetError 'LOCK_NOT_OWNED' "$App is locked by deploy $($existing.deploy_id), not $DeployId" @{ holder = $existing }
+            }
+            [IO.File]::Delete($path)
+            return @{ released = $true }
+        }
+    }
+}
+
+function Test-FleetArtifact {
+    [CmdletBinding()]
+    param([Parameter(Mandatory = $true)][string]$Sha256)
+    Invoke-FleetOperation {
+        Assert-FleetSha256 $Sha256
+        $path = Get-FleetArtifactPath $Sha256
+        if (-not [IO.File]::Exists($path)) { return @{ present = $false; path = $null; size = $null } }
+        return @{ present = $true; path = $path; size = (New-Object System.IO.FileInfo -ArgumentList $path).Length }
+    }
+}
+
+function Receive-FleetArtifact {
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$Sha256,
+        [Parameter(Mandatory = $true)][long]$Size,
+        [string]$Compression,
+        # The base64 chunks arrive as pipeline input; this parameter is how an advanced function receives them.
+        [Parameter(ValueFromPipeline = $true)][string]$InputObject
+    )
+    begin {
+        # begin/process/end cannot share one Invoke-FleetOperation, so the first failure is kept and reported in end.
+        $receive = @{ Failure = $null; Stream = $null; Temp = $null; Received = [long]0 }
+        try {
+            Assert-FleetSha256 $Sha256
+            if ([string]::IsNullOrEmpty($Compression)) { $Compression = 'gzip' }
+            Assert-FleetChoice $Compression @('gzip', 'none') 'Compression'
+            if ($Size -lt 0) { Throw-FleetError 'INVALID_ARGUMENT' 'Size must not be negative' @{ parameter = 'Size' } }
+            $directory = Join-Path $script:FleetDataRoot 'artifacts'
+            $null = [IO.Directory]::CreateDirectory($directory)
+            if (-not [IO.File]::Exists((Get-FleetArtifactPath $Sha256))) {
+                Assert-FleetFreeSpace $directory ($Size * 2)
+                $receive.Temp = Join-Path $directory ($Sha256 + '.' + [guid]::NewGuid().ToString('N') + '.part')
+                $receive.Stream = [IO.File]::Create($receive.Temp)
+            }
+        } catch { $receive.Failure = $_ }
+    }
+    process {
+        if ($null -eq $receive.Failure -and $null -ne $receive.Stream -and -not [string]::IsNullOrEmpty($InputObject)) {
+            try {
+                $bytes = [Convert]::FromBase64String($InputObject)
+                $receive.Stream.Write($bytes, 0, $bytes.Length)
+                $receive.Received += $bytes.Length
+            } catch { $receive.Failure = $_ }
+        }
+    }
+    end {
+        Invoke-FleetOperation {
+            if ($null -ne $receive.Stream) { $receive.Stream.Dispose() }
+            try {
+                if ($null -ne $receive.Failure) { throw $receive.Failure }
+                $cached = Get-FleetArtifactPath $Sha256
+                if ($null -eq $receive.Temp) {
+                    # Already cached (idempotent re-send): the chunks were not stored at all.
+                    return @{ path = $cached; sha256 = $Sha256; size = (New-Object System.IO.FileInfo -ArgumentList $cached).Length; received = [long]0 }
+                }
+                $plain = $receive.Temp
+                if ($Compression -eq 'gzip') {
+                    $plain = $receive.Temp + '.plain'
+                    try { Expand-FleetGzipFile $receive.Temp $plain } catch [System.IO.InvalidDataException] {
+                        Throw-FleetError 'CHECKSUM_MISMATCH' ('received bytes are not valid gzip: ' + $_.Exception.Message) @{ expected = $Sha256 }
+                    }
+                }
+                return (Complete-FleetArtifact $plain $Sha256 $Size $receive.Received)
+            } finally {
+                foreach ($leftover in @($receive.Temp, ([string]$receive.Temp + '.plain'))) {
+                    if ($null -ne $receive.Temp -and [IO.File]::Exists($leftover)) { [IO.File]::Delete($leftover) }
+                }
+            }
+        }
+    }
+}
+
+$script:FleetCaPinSource = @'
+using System;
+using System.Net.Security;
+using System.Security.Cryptography.X509Certificates;
+namespace FleetNode {
+    // Trusts a server certificate only if it chains to one given CA (and its name matches), for one request.
+    public sealed class CaPin {
+        private readonly X509Certificate2 ca;
+        public CaPin(X509Certificate2 ca) { this.ca = ca; }
+        public RemoteCertificateValidationCallback Callback { get { return Validate; } }
+        private bool Validate(object sender, X509Certificate certificate, X509Chain chain, SslPolicyErrors errors) {
+            if (certificate == null || (errors & SslPolicyErrors.RemoteCertificateNameMismatch) != 0) { return false; }
+            X509Chain own = new X509Chain();
+            own.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+            own.ChainPolicy.VerificationFlags = X509VerificationFlags.AllowUnknownCertificateAuthority;
+            own.ChainPolicy.ExtraStore.Add(ca);
+            if (!own.Build(new X509Certificate2(certificate))) { return false; }
+            X509Certificate2 root = own.ChainElements[own.ChainElements.Count - 1].Certificate;
+            return root.Thumbprint == ca.Thumbprint;
+        }
+    }
+}
+'@
+
+function Save-FleetArtifactFromUrl {
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$Url,
+        [Parameter(Mandatory = $true)][string]$Sha256,
+        [Parameter(Mandatory = $true)][long]$Size,
+        [string]$Token,
+        [string]$CaCertificate
+    )
+    Invoke-FleetOperation -FleetSecrets @($Token) -FleetBody {
+        Assert-FleetSha256 $Sha256
+        $uri = $null
+        if (-not [Uri]::TryCreate($Url, [UriKind]::Absolute, [ref]$uri) -or @('http', 'https') -notcontains $uri.Scheme) {
+            Throw-FleetError 'INVALID_ARGUMENT' 'Url must be an absolute http or https URL' @{ parameter = 'Url' }
+        }
+        $cached = Get-FleetArtifactPath $Sha256
+        if ([IO.File]::Exists($cached)) {
+            return @{ path = $cached; sha256 = $Sha256; size = (New-Object System.IO.FileInfo -ArgumentList $cached).Length; received = [long]0 }
+        }
+        $directory = [IO.Path]::GetDirectoryName($cached)
+        $null = [IO.Directory]::CreateDirectory($directory)
+        Assert-FleetFreeSpace $directory $Size
+        # .NET Framework may not offer TLS 1.2 by default; adding it keeps whatever else the node allows.
+        [Net.ServicePointManager]::SecurityProtocol = [Net.ServicePointManager]::SecurityProtocol -bor [Net.SecurityProtocolType]::Tls12
+        # HttpWebRequest rather than WebClient: it takes a per-request certificate callback, so pinning the
+        # deploy's CA never changes trust for anything else in the process. No progress bar is involved.
+        $request = [Net.HttpWebRequest][Net.WebRequest]::Create($uri)
+        $request.Timeout = 60000
+        $request.ReadWriteTimeout = 60000
+        if (-not [string]::IsNullOrEmpty($Token)) { $request.Headers['Authorization'] = 'Bearer ' + $Token }
+        if (-not [string]::IsNullOrEmpty($CaCertificate)) {
+            if (-not ('FleetNode.CaPin' -as [type])) { Add-Type -TypeDefinition $script:FleetCaPinSource }
+            $pem = [regex]::Match($CaCertificate, '-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]+)-----END CERTIFICATE-----')
+            if (-not $pem.Success) { Throw-FleetError 'INVALID_ARGUMENT' 'CaCertificate must be a PEM certificate' @{ parameter = 'CaCertificate' } }
+            $der = [Convert]::FromBase64String(($pem.Groups[1].Value -replace '\s', ''))
+            $ca = New-Object System.Security.Cryptography.X509Certificates.X509Certificate2 -ArgumentList (, $der)
+            $request.ServerCertificateValidationCallback = (New-Object FleetNode.CaPin -ArgumentList $ca).Callback
+        }
+        $temp = $cached + '.' + [guid]::NewGuid().ToString('N') + '.part'
+        $received = [long]0
+        try {
+            try { $response = $request.GetResponse() } catch {
+                $web = $_.Exception
+                while ($null -ne $web -and -not ($web -is [Net.WebException])) { $web = $web.InnerException }
+                $status = $null
+                $reason = $_.Exception.Message
+                if ($null -ne $web) {
+                    $reason = [string]$web.Status
+                    if ($null -ne $web.Response) { $status = [int]([Net.HttpWebResponse]$web.Response).StatusCode }
+                }
+                Throw-FleetError 'DOWNLOAD_FAILED' "download of the artifact failed: $reason" @{ status = $status; reason = $reason }
+            }
+            try {
+                $body = $response.GetResponseStream()
+                $file = [IO.File]::Create($temp)
+                try {
+                    $buffer = New-Object byte[] 65536
+                    while (($count = $body.Read($buffer, 0, $buffer.Length)) -gt 0) {
+                        $file.Write($buffer, 0, $count)
+                        $received += $count
+                        # A wrong or hostile URL must not fill the disk: stop as soon as it exceeds the size.
+                        if ($received -gt $Size) { break }
+                    }
+                } finally { $file.Dispose() }
+            } finally { $response.Dispose() }
+            return (Complete-FleetArtifact $temp $Sha256 $Size $received)
+        } finally {
+            if ([IO.File]::Exists($temp)) { [IO.File]::Delete($temp) }
+        }
+    }
+}
+
+function Install-FleetRelease {
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$App,
+        [Parameter(Mandatory = $true)][string]$Root,
+        [Parameter(Mandatory = $true)][string]$Release,
+        [Parameter(Mandatory = $true)][string]$Version,
+        [Parameter(Mandatory = $true)][string]$Sha256,
+        [Parameter(Mandatory = $true)][string]$ExeName,
+        [hashtable]$Files
+    )
+    Invoke-FleetOperation {
+        Assert-FleetName $App 'App'
+        Assert-FleetRoot $Root
+        Assert-FleetName $Release 'Release' -AllowPlus
+        Assert-FleetSha256 $Sha256
+        if ($ExeName -notmatch '^[A-Za-z0-9][A-Za-z0-9._-]*\.exe$') {
+            Throw-FleetError 'INVALID_ARGUMENT' 'ExeName must be a plain file name ending in .exe' @{ parameter = 'ExeName' }
+        }
+        $fileMap = @{}
+        if ($null -ne $Files) { foreach ($key in $Files.Keys) { Assert-FleetRelativePath ([string]$key) 'Files'; $fileMap[[string]$key] = [string]$Files[$key] } }
+        Use-FleetAppMutex $App {
+            $state = Read-FleetAppState $App
+            $known = Find-FleetRelease $state $Release
+            if ($null -ne $known -and $known.sha256 -ne $Sha256) {
+                Throw-FleetError 'INVALID_ARGUMENT' "release $Release is already installed from another artifact" @{ release = $Release; sha256 = $known.sha256 }
+            }
+            $releases = Join-Path $Root 'releases'
+            $path = Join-Path $releases $Release
+            $created = $false
+            if (-not [IO.Directory]::Exists($path)) {
+                $artifact = Get-FleetArtifactPath $Sha256
+                if (-not [IO.File]::Exists($artifact)) { Throw-FleetError 'NOT_FOUND' "artifact $Sha256 is not in the node cache" @{ sha256 = $Sha256 } }
+                $null = [IO.Directory]::CreateDirectory($releases)
+                $null = [IO.Directory]::CreateDirectory((Join-Path (Join-Path $Root 'shared') 'logs'))
+                Assert-FleetFreeSpace $releases ((New-Object System.IO.FileInfo -ArgumentList $artifact).Length)
+                # Build beside the final place, then rename: a release directory is complete or absent.
+                $staging = Join-Path $releases ('.' + $Release + '.' + [guid]::NewGuid().ToString('N'))
+                try {
+                    $null = [IO.Directory]::CreateDirectory($staging)
+                    [IO.File]::Copy($artifact, (Join-Path $staging $ExeName))
+                    $utf8 = New-Object System.Text.UTF8Encoding -ArgumentList $false
+                    foreach ($relative in $fileMap.Keys) {
+                        $target = Join-Path $staging $relative
+                        $null = [IO.Directory]::CreateDirectory([IO.Path]::GetDirectoryName($target))
+                        [IO.File]::WriteAllText($target, $fileMap[$relative], $utf8)
+                    }
+                    [IO.Directory]::Move($staging, $path)
+                    $created = $true
+                } finally {
+                    if ([IO.Directory]::Exists($staging)) { [IO.Directory]::Delete($staging, $true) }
+                }
+            }
+            if ($null -eq $known) {
+                $entry = @{ release = $Release; version = $Version; sha256 = $Sha256; exe_name = $ExeName; installed_at = (Get-FleetTime) }
+                $state.releases = @($state.releases) + @($entry)
+                $state.root = $Root
+                Add-FleetHistory $state 'install' $Release
+                Write-FleetAppState $App $state
+            }
+            return @{ release = $Release; path = $path; created = $created }
+        }
+    }
+}
+
+function Set-FleetService {
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$Name,
+        [string]$DisplayName,
+        [string]$Description,
+        [Parameter(Mandatory = $true)][string]$BinaryPath,
+        [string[]]$Arguments,
+        [hashtable]$Environment,
+        [string]$Account,
+        [string]$Password,
+        [string]$StartType,
+        [string[]]$Dependencies,
+        [int]$RecoveryRestartSeconds,
+        [int]$RecoveryResetSeconds,
+        [int]$StopTimeoutSeconds
+    )
+    # Read here: inside the operation body $PSBoundParameters would be the script block's own (empty) set.
+    if (-not $PSBoundParameters.ContainsKey('RecoveryResetSeconds')) { $RecoveryResetSeconds = 86400 }
+    Invoke-FleetOperation -FleetSecrets @($Password) -FleetBody {
+        Assert-FleetName $Name 'Name'
+        if (-not [IO.Path]::IsPathRooted($BinaryPath)) { Throw-FleetError 'INVALID_ARGUMENT' 'BinaryPath must be a full path' @{ parameter = 'BinaryPath' } }
+        if ([string]::IsNullOrEmpty($StartType)) { $StartType = 'auto' }
+        Assert-FleetChoice $StartType @('auto', 'delayed-auto', 'manual', 'disabled') 'StartType'
+        if ([string]::IsNullOrEmpty($Account)) { $Account = 'LocalSystem' }
+        if ([string]::IsNullOrEmpty($DisplayName)) { $DisplayName = $Name }
+        $imagePath = Join-FleetCommandLine (@($BinaryPath) + @($Arguments | Where-Object { $null -ne $_ }))
+        $startMode = @{ 'auto' = 'Automatic'; 'delayed-auto' = 'Automatic'; 'manual' = 'Manual'; 'disabled' = 'Disabled' }[$StartType]
+        $key = Get-FleetServiceKey $Name
+        $changed = New-Object System.Collections.ArrayList
+        $created = $false
+        $existing = Get-Service -Name $Name -ErrorAction SilentlyContinue
+        if ($null -eq $existing) {
+            # New-Service hands the command line straight to CreateService: no native-argument quoting involved.
+            $null = New-Service -Name $Name -BinaryPathName $imagePath -DisplayName $DisplayName -StartupType $startMode
+            $created = $true
+        }
+        $registry = Get-ItemProperty -LiteralPath $key
+        $cim = Get-FleetServiceCim $Name
+        # Win32_Service.Change calls ChangeServiceConfig with each value as an argument (no sc.exe command line),
+        # which matters for paths with spaces and for the password.
+        $change = @{}
+        if ($cim.PathName -ne $imagePath) {
+            $change.PathName = $imagePath
+            # The SCM keeps one command line; tell which half moved by its quoted-exe prefix.
+            $exePart = ConvertTo-FleetCommandLineArgument $BinaryPath
+            if (-not ([string]$cim.PathName).StartsWith($exePart, [StringComparison]::OrdinalIgnoreCase)) { $null = $changed.Add('BinaryPath') }
+            if (([string]$cim.PathName).Length -lt $exePart.Length -or ([string]$cim.PathName).Substring($exePart.Length) -ne $imagePath.Substring($exePart.Length)) { $null = $changed.Add('Arguments') }
+        }
+        if ($cim.DisplayName -ne $DisplayName) { $change.DisplayName = $DisplayName; $null = $changed.Add('DisplayName') }
+        if ($cim.StartMode -notlike ($startMode.Substring(0, 4) + '*')) { $change.StartMode = $startMode; $null = $changed.Add('StartType') }
+        $wantDependencies = @($Dependencies | Where-Object { -not [string]::IsNullOrEmpty($_) })
+        $haveDependencies = @()
+        if ($registry.PSObject.Properties.Name -contains 'DependOnService') { $haveDependencies = @($registry.DependOnService) }
+        if ((@($wantDependencies) -join '|') -ne (@($haveDependencies) -join '|')) { $change.ServiceDependencies = [string[]]$wantDependencies; $null = $changed.Add('Dependencies') }
+        if ($cim.StartName -ne $Account) {
+            $change.StartName = $Account; $null = $changed.Add('Account')
+            # Built-in service accounts take an empty password in ChangeServiceConfig.
+            if ($Account -match '^NT AUTHORITY\\') { $change.StartPassword = '' }
+        }
+        if (-not [string]::IsNullOrEmpty($Password) -and $Account -notmatch '^(LocalSystem|NT AUTHORITY\\)') {
+            # A password cannot be compared, so it is set on every call; it is not reported as a change.
+            $change.StartName = $Account; $change.StartPassword = $Password
+        }
+        if ($change.Count -gt 0) {
+            $outcome = Invoke-CimMethod -InputObject $cim -MethodName Change -Arguments $change
+            if ($outcome.ReturnValue -ne 0) { Throw-FleetError 'INVALID_ARGUMENT' "Win32_Service.Change failed with code $($outcome.ReturnValue)" @{ return_value = [int]$outcome.ReturnValue } }
+        }
+        if (-not [string]::IsNullOrEmpty($Description) -and $cim.Description -ne $Description) {
+            Set-Service -Name $Name -Description $Description; $null = $changed.Add('Description')
+        }
+        $delayed = ($registry.PSObject.Properties.Name -contains 'DelayedAutostart') -and ($registry.DelayedAutostart -eq 1)
+        if ($StartType -eq 'auto' -or $StartType -eq 'delayed-auto') {
+            if ($delayed -ne ($StartType -eq 'delayed-auto')) {
+                # Delayed auto-start is not reachable through Set-Service on 5.1; sc.exe gets validated tokens only.
+                $null = & sc.exe @('config', $Name, 'start=', $StartType)
+                if ($LASTEXITCODE -ne 0) { Throw-FleetError 'INTERNAL' "sc.exe config start= failed with exit code $LASTEXITCODE" @{} }
+                if ($changed -notcontains 'StartType') { $null = $changed.Add('StartType') }
+            }
+        }
+        # The SCM reads a service's Environment value (REG_MULTI_SZ of NAME=value) each time it starts the process.
+        $wantEnvironment = @()
+        if ($null -ne $Environment) { $wantEnvironment = @($Environment.Keys | Sort-Object | ForEach-Object { [string]$_ + '=' + [string]$Environment[$_] }) }
+        $haveEnvironment = @()
+        if ($registry.PSObject.Properties.Name -contains 'Environment') { $haveEnvironment = @($registry.Environment) }
+        if (($wantEnvironment -join "`n") -cne ($haveEnvironment -join "`n")) {
+            if ($wantEnvironment.Count -gt 0) { Set-ItemProperty -LiteralPath $key -Name 'Environment' -Value ([string[]]$wantEnvironment) -Type MultiString }
+            else { Remove-ItemProperty -LiteralPath $key -Name 'Environment' }
+            $null = $changed.Add('Environment')
+        }
+        # Recovery: restart after N s on each failure (first, second, subsequent), and count non-crash exits too.
+        # Windows cannot report recovery settings back in a comparable form, so the last applied pair is kept
+        # beside the service ("restart/reset") and compared instead.
+        $recovery = [string]$RecoveryRestartSeconds + '/' + [string]$RecoveryResetSeconds
+        $haveRecovery = '/'
+        if ($registry.PSObject.Properties.Name -contains 'FleetRecovery') { $haveRecovery = [string]$registry.FleetRecovery }
+        if ($haveRecovery -ne $recovery) {
+            if ($RecoveryRestartSeconds -gt 0) {
+                $delay = [string]($RecoveryRestartSeconds * 1000)
+                $actions = 'restart/' + $delay + '/restart/' + $delay + '/restart/' + $delay
+                $null = & sc.exe @('failure', $Name, 'reset=', [string]$RecoveryResetSeconds, 'actions=', $actions)
+                if ($LASTEXITCODE -ne 0) { Throw-FleetError 'INTERNAL' "sc.exe failure failed with exit code $LASTEXITCODE" @{} }
+                $null = & sc.exe @('failureflag', $Name, '1')
+            } else {
+                # 'none/0' rather than an empty actions= value: Windows PowerShell drops empty native arguments.
+                $null = & sc.exe @('failure', $Name, 'reset=', '0', 'actions=', 'none/0')
+                if ($LASTEXITCODE -ne 0) { Throw-FleetError 'INTERNAL' "sc.exe failure failed with exit code $LASTEXITCODE" @{} }
+            }
+            Set-ItemProperty -LiteralPath $key -Name 'FleetRecovery' -Value $recovery -Type String
+            $havePair = $haveRecovery.Split('/')
+            if ($havePair[0] -ne [string]$RecoveryRestartSeconds) { $null = $changed.Add('RecoveryRestartSeconds') }
+            if ($havePair[1] -ne [string]$RecoveryResetSeconds) { $null = $changed.Add('RecoveryResetSeconds') }
+        }
+        # Windows has no per-service stop timeout; it is kept beside the service for Stop-FleetService callers.
+        $haveStop = $null
+        if ($registry.PSObject.Properties.Name -contains 'FleetStopTimeoutSeconds') { $haveStop = [int]$registry.FleetStopTimeoutSeconds }
+        if ($StopTimeoutSeconds -gt 0 -and $haveStop -ne $StopTimeoutSeconds) {
+            Set-ItemProperty -LiteralPath $key -Name 'FleetStopTimeoutSeconds' -Value $StopTimeoutSeconds -Type DWord
+            $null = $changed.Add('StopTimeoutSeconds')
+        }
+        if ($created) { $changed = New-Object System.Collections.ArrayList }
+        return @{ created = $created; changed = [object[]]$changed.ToArray() }
+    }
+}
+
+function Stop-FleetService {
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$Name,
+        [Parameter(Mandatory = $true)][int]$TimeoutSeconds
+    )
+    Invoke-FleetOperation {
+        Assert-FleetName $Name 'Name'
+        $clock = [Diagnostics.Stopwatch]::StartNew()
+        $service = Get-Service -Name $Name -ErrorAction SilentlyContinue
+        if ($null -eq $service) { return @{ state = 'Stopped'; waited_ms = 0; was = 'Absent' } }
+        $was = [string]$service.Status
+        $stopSent = $false
+        while ($true) {
+            $service.Refresh()
+            if ($service.Status -eq 'Stopped') { break }
+            if (-not $stopSent -and ($service.Status -eq 'Running' -or $service.Status -eq 'Paused')) {
+                # A service still starting cannot accept the stop control yet: it is retried on the next poll.
+                try { $service.Stop(); $stopSent = $true } catch { $stopSent = $false }
+            }
+            if ($clock.Elapsed.TotalSeconds -ge $TimeoutSeconds) {
+                Throw-FleetError 'SERVICE_STOP_TIMEOUT' "$Name did not stop within $TimeoutSeconds s (the process was not killed)" @{ state = [string]$service.Status; was = $was }
+            }
+            Start-Sleep -Milliseconds 200
+        }
+        return @{ state = 'Stopped'; waited_ms = [int]$clock.ElapsedMilliseconds; was = $was }
+    }
+}
+
+function Start-FleetService {
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$Name,
+        [Parameter(Mandatory = $true)][int]$TimeoutSeconds
+    )
+    Invoke-FleetOperation {
+        Assert-FleetName $Name 'Name'
+        $clock = [Diagnostics.Stopwatch]::StartNew()
+        $service = Get-Service -Name $Name -ErrorAction SilentlyContinue
+        if ($null -eq $service) { Throw-FleetError 'NOT_FOUND' "service $Name does not exist" @{ name = $Name } }
+        $was = [string]$service.Status
+        if ($service.Status -ne 'Running') {
+            if ($service.Status -ne 'StartPending') {
+                try { $service.Start() } catch {
+                    # StartService itself fails for e.g. 1053 (no service control dispatcher within the SCM's
+                    # 30 s: a console exe), 1069 (logon failure), 1058 (disabled).
+                    $win32 = $_.Exception
+                    while ($null -ne $win32 -and -not ($win32 -is [ComponentModel.Win32Exception])) { $win32 = $win32.InnerException }
+                    $details = @{ state = 'Stopped'; win32_error = $null; reason = $_.Exception.Message }
+                    if ($null -ne $win32) { $details.win32_error = $win32.NativeErrorCode; $details.reason = $win32.Message }
+                    Throw-FleetError 'SERVICE_START_FAILED' "$Name failed to start: $($details.reason)" $details
+                }
+            }
+            while ($true) {
+                $service.Refresh()
+                if ($service.Status -eq 'Running') { break }
+                if ($service.Status -eq 'Stopped') {
+                    $cim = Get-FleetServiceCim $Name
+                    Throw-FleetError 'SERVICE_START_FAILED' "$Name stopped while starting (exit code $($cim.ExitCode))" @{
+                        state = 'Stopped'; exit_code = [int]$cim.ExitCode; service_exit_code = [int]$cim.ServiceSpecificExitCode
+                    }
+                }
+                if ($clock.Elapsed.TotalSeconds -ge $TimeoutSeconds) {
+                    Throw-FleetError 'SERVICE_START_TIMEOUT' "$Name did not reach Running within $TimeoutSeconds s" @{ state = [string]$service.Status }
+                }
+                Start-Sleep -Milliseconds 200
+            }
+        }
+        $cim = Get-FleetServiceCim $Name
+        return @{ state = 'Running'; pid = [int]$cim.ProcessId; waited_ms = [int]$clock.ElapsedMilliseconds; was = $was }
+    }
+}
+
+function Switch-FleetRelease {
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$App,
+        [Parameter(Mandatory = $true)][string]$Root,
+        [Parameter(Mandatory = $true)][string]$Release
+    )
+    Invoke-FleetOperation {
+        Assert-FleetName $App 'App'
+        Assert-FleetRoot $Root
+        Assert-FleetName $Release 'Release' -AllowPlus
+        Use-FleetAppMutex $App {
+            $target = Join-Path (Join-Path $Root 'releases') $Release
+            if (-not [IO.Directory]::Exists($target)) { Throw-FleetError 'NOT_FOUND' "release $Release is not installed under $Root" @{ release = $Release } }
+            $current = Join-Path $Root 'current'
+            $pointsAt = Get-FleetJunctionTarget $current
+            if ($null -eq $pointsAt -or $pointsAt -ne $target.TrimEnd('\')) {
+                # A junction cannot be replaced in place: make the new one beside it, drop the old link (never its
+                # target's files), then rename the new one into place.
+                $fresh = Join-Path $Root ('.current.' + [guid]::NewGuid().ToString('N'))
+                $null = New-Item -ItemType Junction -Path $fresh -Value $target
+                if ($null -ne $pointsAt) { [IO.Directory]::Delete($current, $false) }
+                [IO.Directory]::Move($fresh, $current)
+            }
+            $state = Read-FleetAppState $App
+            $changed = ($state.current -ne $Release)
+            if ($changed) {
+                if ($null -ne $state.current) { $state.previous = $state.current }
+                $state.current = $Release
+                $state.root = $Root
+                Add-FleetHistory $state 'switch' $Release
+                Write-FleetAppState $App $state
+            }
+            return @{ current = $Release; previous = $state.previous; changed = $changed }
+        }
+    }
+}
+
+function Get-FleetState {
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$App,
+        [Parameter(Mandatory = $true)][string]$Root,
+        [string]$ServiceName
+    )
+    Invoke-FleetOperation {
+        Assert-FleetName $App 'App'
+        Assert-FleetRoot $Root
+        if ([string]::IsNullOrEmpty($ServiceName)) { $ServiceName = $App }
+        Assert-FleetName $ServiceName 'ServiceName'
+        $state = Read-FleetAppState $App
+        $lock = Get-FleetLockView (Read-FleetJsonFile (Join-Path (Get-FleetAppDirectory $App) 'lock.json'))
+        $since = $null
+        foreach ($entry in @($state.history)) { if ($entry.action -eq 'switch' -and $entry.release -eq $state.current) { $since = $entry.at } }
+        $releases = @($state.releases | ForEach-Object { @{ release = $_.release; version = $_.version; sha256 = $_.sha256; installed_at = $_.installed_at } })
+        $history = @($state.history)
+        if ($history.Count -gt 50) { $history = $history[($history.Count - 50)..($history.Count - 1)] }
+        return @{
+            releases = [object[]]$releases; current = $state.current; previous = $state.previous
+            service = (Get-FleetServiceInfo $ServiceName $since); lock = $lock; history = [object[]]$history
+        }
+    }
+}
+
+function Test-FleetHealth {
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$Url,
+        [Parameter(Mandatory = $true)][int]$TimeoutSeconds
+    )
+    Invoke-FleetOperation {
+        $uri = $null
+        if (-not [Uri]::TryCreate($Url, [UriKind]::Absolute, [ref]$uri) -or @('http', 'https') -notcontains $uri.Scheme) {
+            Throw-FleetError 'INVALID_ARGUMENT' 'Url must be an absolute http or https URL' @{ parameter = 'Url' }
+        }
+        $clock = [Diagnostics.Stopwatch]::StartNew()
+        $request = [Net.HttpWebRequest][Net.WebRequest]::Create($uri)
+        $request.Timeout = $TimeoutSeconds * 1000
+        $request.ReadWriteTimeout = $TimeoutSeconds * 1000
+        $status = $null
+        $body = ''
+        $problem = $null
+        $response = $null
+        try { $response = [Net.HttpWebResponse]$request.GetResponse() } catch {
+            $web = $_.Exception
+            while ($null -ne $web -and -not ($web -is [Net.WebException])) { $web = $web.InnerException }
+            # A 4xx/5xx is still an answer: report its status and body, not an error.
+            if ($null -ne $web -and $null -ne $web.Response) { $response = [Net.HttpWebResponse]$web.Response }
+            else { $problem = $_.Exception.Message }
+        }
+        if ($null -ne $response) {
+            try {
+                $status = [int]$response.StatusCode
+                $stream = $response.GetResponseStream()
+                $buffer = New-Object byte[] 4096
+                $filled = 0
+                while ($filled -lt $buffer.Length -and ($count = $stream.Read($buffer, $filled, $buffer.Length - $filled)) -gt 0) { $filled += $count }
+                $body = [Text.Encoding]::UTF8.GetString($buffer, 0, $filled)
+            } catch { $problem = $_.Exception.Message } finally { $response.Dispose() }
+        }
+        return @{ status = $status; body = $body; elapsed_ms = [int]$clock.ElapsedMilliseconds; error = $problem }
+    }
+}
+
+function Remove-FleetRelease {
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$App,
+        [Parameter(Mandatory = $true)][string]$Root,
+        [int]$Keep,
+        [string]$Release
+    )
+    # Read here: inside the operation body $PSBoundParameters would be the script block's own (empty) set.
+    $byKeep = $PSBoundParameters.ContainsKey('Keep') -and -not $PSBoundParameters.ContainsKey('Release')
+    Invoke-FleetOperation {
+        Assert-FleetName $App 'App'
+        Assert-FleetRoot $Root
+        if (-not $byKeep -and [string]::IsNullOrEmpty($Release)) { Throw-FleetError 'INVALID_ARGUMENT' 'give Keep or Release' @{} }
+        if ($byKeep -and $Keep -lt 0) { Throw-FleetError 'INVALID_ARGUMENT' 'Keep must not be negative' @{ parameter = 'Keep' } }
+        if (-not $byKeep) { Assert-FleetName $Release 'Release' -AllowPlus }
+        Use-FleetAppMutex $App {
+            $state = Read-FleetAppState $App
+            $protected = @($state.current, $state.previous) | Where-Object { $null -ne $_ }
+            $doomed = @()
+            if ($byKeep) {
+                $all = @($state.releases | ForEach-Object { $_.release })
+                $excess = $all.Count - $Keep
+                foreach ($candidate in $all) {
+                    if ($excess -le 0) { break }
+                    if ($protected -notcontains $candidate) { $doomed += $candidate; $excess-- }
+                }
+            } elseif ($protected -contains $Release) {
+                Throw-FleetError 'RELEASE_IN_USE' "release $Release is current or previous" @{ release = $Release; current = $state.current; previous = $state.previous }
+            } elseif ($null -ne (Find-FleetRelease $state $Release)) {
+                $doomed = @($Release)
+            }
+            $removed = New-Object System.Collections.ArrayList
+            $failure = $null
+            # Not $release: PowerShell names are case-insensitive and that would overwrite the Release parameter.
+            foreach ($victim in $doomed) {
+                $path = Join-Path (Join-Path $Root 'releases') $victim
+                if ([IO.Directory]::Exists($path)) {
+                    # Rename first: Windows refuses while a file inside is in use, and then nothing was deleted.
+                    $trash = Join-Path (Join-Path $Root 'releases') ('.' + $victim + '.removing.' + [guid]::NewGuid().ToString('N'))
+                    try { [IO.Directory]::Move($path, $trash) } catch {
+                        $failure = @{ release = $victim; path = $path; reason = $_.Exception.Message }
+                        break
+                    }
+                    [IO.Directory]::Delete($trash, $true)
+                }
+                $null = $removed.Add($victim)
+            }
+            if ($removed.Count -gt 0) {
+                $state.releases = @($state.releases | Where-Object { $removed -notcontains $_.release })
+                foreach ($victim in $removed) { Add-FleetHistory $state 'remove' $victim }
+                Write-FleetAppState $App $state
+            }
+            if ($null -ne $failure) {
+                $failure.removed = [object[]]$removed.ToArray()
+                Throw-FleetError 'FILE_IN_USE' "release $($failure.release) is in use and was not removed" $failure
+            }
+            return @{ removed = [object[]]$removed.ToArray(); kept = [object[]]@($state.releases | ForEach-Object { $_.release }) }
+        }
+    }
+}
+
+function ConvertTo-FleetFirewallAddress {
+    # Windows stores 10.0.0.0/8 as 10.0.0.0/255.0.0.0 and a /32 as the bare address; compare in its form.
+    param([string]$Address)
+    $match = [regex]::Match($Address, '^(\d{1,3}(\.\d{1,3}){3})/(\d{1,2})$')
+    if (-not $match.Success) { return $Address }
+    $bits = [int]$match.Groups[3].Value
+    if ($bits -eq 32) { return $match.Groups[1].Value }
+    $mask = [uint32]0
+    if ($bits -gt 0) { $mask = [uint32]([uint64]4294967295 -shl (32 - $bits) -band 4294967295) }
+    $octets = @(24, 16, 8, 0) | ForEach-Object { ($mask -shr $_) -band 255 }
+    return ($match.Groups[1].Value + '/' + ($octets -join '.'))
+}
+
+function Set-FleetFirewallRule {
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$Name,
+        [Parameter(Mandatory = $true)][int]$Port,
+        [string]$Protocol,
+        [string]$Direction,
+        [string]$Action,
+        [string[]]$RemoteAddress,
+        [switch]$Remove
+    )
+    Invoke-FleetOperation {
+        Assert-FleetName $Name 'Name'
+        if ([string]::IsNullOrEmpty($Protocol)) { $Protocol = 'TCP' }
+        if ([string]::IsNullOrEmpty($Direction)) { $Direction = 'Inbound' }
+        if ([string]::IsNullOrEmpty($Action)) { $Action = 'Allow' }
+        Assert-FleetChoice $Protocol @('TCP', 'UDP') 'Protocol'
+        Assert-FleetChoice $Direction @('Inbound', 'Outbound') 'Direction'
+        Assert-FleetChoice $Action @('Allow', 'Block') 'Action'
+        if ($Port -lt 1 -or $Port -gt 65535) { Throw-FleetError 'INVALID_ARGUMENT' 'Port must be 1-65535' @{ parameter = 'Port' } }
+        $rule = Get-NetFirewallRule -Name $Name -ErrorAction SilentlyContinue
+        if ($Remove) {
+            if ($null -eq $rule) { return @{ changed = $false } }
+            Remove-NetFirewallRule -Name $Name
+            return @{ changed = $true }
+        }
+        $addresses = @($RemoteAddress | Where-Object { -not [string]::IsNullOrEmpty($_) } | ForEach-Object { ConvertTo-FleetFirewallAddress $_ })
+        if ($addresses.Count -eq 0) { $addresses = @('Any') }
+        $settings = @{
+            Direction = $Direction; Action = $Action; Protocol = $Protocol; LocalPort = [string]$Port
+            RemoteAddress = [string[]]$addresses; Profile = 'Any'; Enabled = 'True'
+        }
+        if ($null -eq $rule) {
+            $null = New-NetFirewallRule -Name $Name -DisplayName $Name @settings
+            return @{ changed = $true }
+        }
+        $ports = Get-NetFirewallPortFilter -AssociatedNetFirewallRule $rule
+        $remote = Get-NetFirewallAddressFilter -AssociatedNetFirewallRule $rule
+        $same = ([string]$rule.Direction -eq $Direction) -and ([string]$rule.Action -eq $Action) -and
+            ([string]$rule.Enabled -eq 'True') -and ([string]$ports.Protocol -eq $Protocol) -and
+            ((@($ports.LocalPort) -join ',') -eq [string]$Port) -and
+            ((@($remote.RemoteAddress) | Sort-Object) -join ',') -eq ((@($addresses) | Sort-Object) -join ',')
+        if ($same) { return @{ changed = $false } }
+        Set-NetFirewallRule -Name $Name @settings
+        return @{ changed = $true }
+    }
+}
+
+function Set-FleetScheduledTask {
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$Name,
+        [string]$Execute,
+        [string[]]$Arguments,
+        [string]$At,
+        [string]$User,
+        [switch]$Remove,
+        [switch]$RunNow
+    )
+    Invoke-FleetOperation {
+        Assert-FleetName $Name 'Name'
+        # fleetctl's tasks live in their own folder, so a name can never collide with the system's tasks.
+        $folder = '\fleetctl\'
+        $task = Get-ScheduledTask -TaskName $Name -TaskPath $folder -ErrorAction SilentlyContinue
+        $changed = $false
+        if ($Remove) {
+            if ($null -ne $task) { Unregister-ScheduledTask -TaskName $Name -TaskPath $folder -Confirm:$false; $changed = $true }
+            return @{ changed = $changed; last_run = $null }
+        }
+        if (-not [string]::IsNullOrEmpty($Execute)) {
+            if ($At -notmatch '^([01][0-9]|2[0-3]):[0-5][0-9]$') { Throw-FleetError 'INVALID_ARGUMENT' 'At must be HH:MM (24 h)' @{ parameter = 'At' } }
+            if ([string]::IsNullOrEmpty($User)) { $User = 'SYSTEM' }
+            $argumentLine = Join-FleetCommandLine @($Arguments | Where-Object { $null -ne $_ })
+            $same = $false
+            if ($null -ne $task) {
+                $action = @($task.Actions)[0]
+                $trigger = @($task.Triggers)[0]
+                $time = $null
+                if ($null -ne $trigger -and -not [string]::IsNullOrEmpty($trigger.StartBoundary)) { $time = ([datetime]::Parse($trigger.StartBoundary)).ToString('HH:mm') }
+                $same = ($null -ne $action) -and ($action.Execute -eq $Execute) -and ([string]$action.Arguments -eq $argumentLine) -and
+                    ($time -eq $At) -and ($task.Principal.UserId -eq $User)
+            }
+            if (-not $same) {
+                $taskAction = New-ScheduledTaskAction -Execute $Execute
+                if ($argumentLine.Length -gt 0) { $taskAction = New-ScheduledTaskAction -Execute $Execute -Argument $argumentLine }
+                $when = [datetime]::ParseExact($At, 'HH:mm', [Globalization.CultureInfo]::InvariantCulture)
+                $taskTrigger = New-ScheduledTaskTrigger -Daily -At $when
+                # Built-in accounts run as services; any other account runs S4U (no stored password, no network).
+                $logon = 'S4U'
+                if (@('SYSTEM', 'LOCAL SERVICE', 'NETWORK SERVICE', 'NT AUTHORITY\SYSTEM', 'NT AUTHORITY\LOCAL SERVICE', 'NT AUTHORITY\NETWORK SERVICE') -contains $User.ToUpperInvariant()) { $logon = 'ServiceAccount' }
+                $principal = New-ScheduledTaskPrincipal -UserId $User -LogonType $logon -RunLevel Highest
+                $null = Register-ScheduledTask -TaskName $Name -TaskPath $folder -Action $taskAction -Trigger $taskTrigger -Principal $principal -Force
+                $changed = $true
+            }
+        } elseif ($null -eq $task) {
+            Throw-FleetError 'NOT_FOUND' "scheduled task $Name does not exist and no Execute was given" @{ name = $Name }
+        }
+        if ($RunNow) { Start-ScheduledTask -TaskName $Name -TaskPath $folder }
+        $info = Get-ScheduledTaskInfo -TaskName $Name -TaskPath $folder
+        $lastRun = $null
+        # Task Scheduler reports "never ran" as a date in 1999.
+        if ($null -ne $info.LastRunTime -and $info.LastRunTime.Year -ge 2000) { $lastRun = Get-FleetTime $info.LastRunTime }
+        return @{ changed = $changed; last_run = $lastRun }
+    }
+}
+
+function Set-FleetPortProxy {
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][int]$ListenPort,
+        [string]$ListenAddress,
+        [int]$ConnectPort,
+        [string]$ConnectAddress,
+        [switch]$Remove
+    )
+    Invoke-FleetOperation {
+        if ([string]::IsNullOrEmpty($ListenAddress)) { $ListenAddress = '0.0.0.0' }
+        if ([string]::IsNullOrEmpty($ConnectAddress)) { $ConnectAddress = '127.0.0.1' }
+        $parsed = $null
+        foreach ($pair in @(@('ListenAddress', $ListenAddress), @('ConnectAddress', $ConnectAddress))) {
+            # Dotted quads only: TryParse alone accepts "1" as 0.0.0.1, which netsh would store differently.
+            if ($pair[1] -notmatch '^\d{1,3}(\.\d{1,3}){3}$' -or -not [Net.IPAddress]::TryParse($pair[1], [ref]$parsed)) {
+                Throw-FleetError 'INVALID_ARGUMENT' ($pair[0] + ' must be an IPv4 address') @{ parameter = $pair[0] }
+            }
+        }
+        if ($ListenPort -lt 1 -or $ListenPort -gt 65535) { Throw-FleetError 'INVALID_ARGUMENT' 'ListenPort must be 1-65535' @{ parameter = 'ListenPort' } }
+        if (-not $Remove -and ($ConnectPort -lt 1 -or $ConnectPort -gt 65535)) { Throw-FleetError 'INVALID_ARGUMENT' 'ConnectPort must be 1-65535' @{ parameter = 'ConnectPort' } }
+        # netsh keeps v4tov4 entries in the registry as "listenaddress/port" = "connectaddress/port"; reading
+        # them there avoids parsing netsh's localised output.
+        $store = 'HKLM:\SYSTEM\CurrentControlSet\Services\PortProxy\v4tov4\tcp'
+        $entryName = $ListenAddress + '/' + [string]$ListenPort
+        $current = $null
+        $values = Get-ItemProperty -LiteralPath $store -ErrorAction SilentlyContinue
+        if ($null -ne $values -and $values.PSObject.Properties.Name -contains $entryName) { $current = [string]$values.$entryName }
+        $listen = @(('listenport=' + [string]$ListenPort), ('listenaddress=' + $ListenAddress))
+        if ($Remove) {
+            if ($null -eq $current) { return @{ changed = $false; connect = $null } }
+            $null = & netsh.exe (@('interface', 'portproxy', 'delete', 'v4tov4') + $listen)
+            if ($LASTEXITCODE -ne 0) { Throw-FleetError 'INTERNAL' "netsh portproxy delete failed with exit code $LASTEXITCODE" @{} }
+            return @{ changed = $true; connect = $null }
+        }
+        $wanted = $ConnectAddress + '/' + [string]$ConnectPort
+        $connect = $ConnectAddress + ':' + [string]$ConnectPort
+        if ($current -eq $wanted) { return @{ changed = $false; connect = $connect } }
+        $verb = 'add'
+        if ($null -ne $current) { $verb = 'set' }
+        $arguments = @('interface', 'portproxy', $verb, 'v4tov4') + $listen + @(('connectport=' + [string]$ConnectPort), ('connectaddress=' + $ConnectAddress))
+        $null = & netsh.exe $arguments
+        if ($LASTEXITCODE -ne 0) { Throw-FleetError 'INTERNAL' "netsh portproxy $verb failed with exit code $LASTEXITCODE" @{} }
+        return @{ changed = $true; connect = $connect }
+    }
+}
+
+function Get-FleetLog {
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$App,
+        [Parameter(Mandatory = $true)][string]$Root,
+        [int]$Tail,
+        [string]$Path
+    )
+    # Read here: inside the operation body $PSBoundParameters would be the script block's own (empty) set.
+    if (-not $PSBoundParameters.ContainsKey('Tail')) { $Tail = 100 }
+    Invoke-FleetOperation {
+        Assert-FleetName $App 'App'
+        Assert-FleetRoot $Root
+        if ($Tail -lt 0) { Throw-FleetError 'INVALID_ARGUMENT' 'Tail must be 0 or more' @{ parameter = 'Tail' } }
+        $file = Join-Path (Join-Path $Root 'shared') 'logs'
+        if (-not [string]::IsNullOrEmpty($Path)) {
+            Assert-FleetRelativePath $Path 'Path'
+            $file = Join-Path $Root $Path
+        }
+        if ([IO.Directory]::Exists($file)) {
+            # A directory means its most recently written file (at any depth, dot-files excluded).
+            $newest = Get-ChildItem -LiteralPath $file -File -Recurse | Where-Object { -not $_.Name.StartsWith('.') } |
+                Sort-Object LastWriteTimeUtc -Descending | Select-Object -First 1
+            if ($null -eq $newest) { Throw-FleetError 'NOT_FOUND' "no log file under $file" @{ path = $file } }
+            $file = $newest.FullName
+        }
+        if (-not [IO.File]::Exists($file)) { Throw-FleetError 'NOT_FOUND' "log file $file does not exist" @{ path = $file } }
+        # The service keeps its log open for writing: share read/write/delete, and read only the last 4 MiB.
+        $share = [IO.FileShare]::ReadWrite -bor [IO.FileShare]::Delete
+        $stream = New-Object System.IO.FileStream -ArgumentList $file, ([IO.FileMode]::Open), ([IO.FileAccess]::Read), $share
+        try {
+            if ($stream.Length -gt 4194304) { $null = $stream.Seek(-4194304, [IO.SeekOrigin]::End) }
+            $reader = New-Object System.IO.StreamReader -ArgumentList $stream, ([Text.Encoding]::UTF8)
+            $lines = New-Object System.Collections.Generic.Queue[string]
+            while ($Tail -gt 0 -and $null -ne ($line = $reader.ReadLine())) {
+                $lines.Enqueue($line)
+                if ($lines.Count -gt $Tail) { $null = $lines.Dequeue() }
+            }
+        } finally { $stream.Dispose() }
+        return @{ path = $file; lines = [object[]]$lines.ToArray() }
+    }
+}
+
+Export-ModuleMember -Function @(
+    'Get-FleetFacts', 'Lock-FleetApp', 'Unlock-FleetApp', 'Test-FleetArtifact', 'Receive-FleetArtifact',
+    'Save-FleetArtifactFromUrl', 'Install-FleetRelease', 'Set-FleetService', 'Stop-FleetService',
+    'Start-FleetService', 'Switch-FleetRelease', 'Get-FleetState', 'Test-FleetHealth', 'Remove-FleetRelease',
+    'Set-FleetFirewallRule', 'Set-FleetScheduledTask', 'Set-FleetPortProxy', 'Get-FleetLog'
+)
