@@ -1,0 +1,305 @@
+"""PowerShell Remoting Protocol for one WS-Management shell: psrpcore's server side driving a `NodeBackend`.
+
+One `RunspaceSession` per shell (= one runspace pool). The WS-Management layer feeds it the PSRP bytes of
+Create (`creationXml`), Command (first CreatePipeline fragment) and Send (more fragments, pipeline input), and
+long-polls `receive()` for the bytes to answer a Receive with. Everything psrpcore touches runs on the event
+loop thread (psrpcore is not thread-safe); only the backend call runs in the executor, with plain values.
+
+A pipeline runs when its CreatePipeline message is complete and, unless it declared no input, when its
+EndOfPipelineInput arrived. Its commands run in order, each getting the previous one's output as input:
+script commands (and `Invoke-Expression -Command`) go to `backend.run_script`, cmdlets to `backend.invoke` (named parameters; a switch is True),
+and the formatting cmdlets `Out-String`/`Out-Null` are applied here. A failure puts the pipeline in the Failed state
+with an error record, so pypsrp's `had_errors` is True and `streams.error` holds the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import uuid
+from collections import deque
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+import psrpcore
+from psrpcore.types import (
+    ErrorCategory,
+    ErrorCategoryInfo,
+    ErrorRecord,
+    NETException,
+    PSInvocationState,
+    PSObject,
+)
+
+from fleetctl.config.redaction import redact
+from fleetctl.lab.backend import LabUnsupported, NodeBackend
+from fleetctl.lab.scripts import ScriptError
+
+# Outgoing messages are split into fragments of at most this many blob bytes. psrpcore's own fragmenter copies
+# the rest of a message on every fragment (quadratic for a 27 MB fetch answer), so the lab takes each message
+# whole and splits it here with memoryviews.
+FRAGMENT_BLOB = 128 * 1024
+_FRAGMENT_HEADER = struct.Struct(">QQBI")  # ObjectId, FragmentId, flags (S=1, E=2), BlobLength: MS-PSRP 2.2.4
+_TERMINAL = (PSInvocationState.Completed, PSInvocationState.Failed, PSInvocationState.Stopped)
+
+
+def plain(value: Any) -> Any:
+    """A deserialised PowerShell value as plain Python (str, int, bool, float, bytes, list, dict, None)."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, bytes):
+        return bytes(value)
+    if isinstance(value, dict):
+        return {plain(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, PSObject):
+        props = getattr(value.PSObject, "extended_properties", None) or []
+        if props:
+            return {p.name: plain(p.get_value(value)) for p in props}
+    return str(value)
+
+
+@dataclass(frozen=True)
+class CommandCall:
+    """One command of a pipeline, in plain values."""
+
+    name: str  # cmdlet/function name, or the script text
+    is_script: bool
+    named: dict[str, Any]
+    positional: list[Any]
+
+
+@dataclass
+class _Run:
+    pipe: psrpcore.ServerPipeline
+    inputs: list[Any] = field(default_factory=list)
+    calls: list[CommandCall] | None = None
+    launched: bool = False
+    stopped: bool = False
+
+
+def _split_fragments(data: bytes) -> list[bytes]:
+    """Re-split psrpcore's whole-message fragments into fragments of at most FRAGMENT_BLOB bytes."""
+    out: list[bytes] = []
+    view = memoryview(data)
+    pos = 0
+    while pos < len(view):
+        object_id, fragment_id, flags, length = _FRAGMENT_HEADER.unpack_from(view, pos)
+        blob = view[pos + _FRAGMENT_HEADER.size: pos + _FRAGMENT_HEADER.size + length]
+        pos += _FRAGMENT_HEADER.size + length
+        if length <= FRAGMENT_BLOB:
+            out.append(bytes(view[pos - _FRAGMENT_HEADER.size - length: pos]))
+            continue
+        # data_to_send(None) emits each message as one start+end fragment (id 0): split it into 0..n-1.
+        pieces = range(0, length, FRAGMENT_BLOB)
+        for index, offset in enumerate(pieces):
+            piece = blob[offset: offset + FRAGMENT_BLOB]
+            piece_flags = (1 if index == 0 and flags & 1 else 0) | (2 if index == len(pieces) - 1 and flags & 2
+                                                                   else 0)
+            out.append(_FRAGMENT_HEADER.pack(object_id, fragment_id + index, piece_flags, len(piece)) + piece)
+    return out
+
+
+class RunspaceSession:
+    """One runspace pool: PSRP in, PSRP out, pipelines run on the backend."""
+
+    def __init__(self, shell_id: str, backend: NodeBackend, executor: Executor | None = None) -> None:
+        self.shell_id = shell_id
+        self.backend = backend
+        self.executor = executor
+        self.pool = psrpcore.ServerRunspacePool()
+        self.closed = False
+        self._runs: dict[uuid.UUID, _Run] = {}
+        self._queues: dict[uuid.UUID | None, deque[bytes]] = {}
+        self._events: dict[uuid.UUID | None, asyncio.Event] = {}
+        self._receivers: dict[uuid.UUID | None, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- input from the client -------------------------------------------------------------------------------
+    def open(self, creation_data: bytes) -> None:
+        """Create: SessionCapability + InitRunspacePool."""
+        self._feed(creation_data, psrpcore.StreamType.default)
+
+    def command(self, command_id: uuid.UUID, data: bytes) -> None:
+        """Command: a new pipeline and the first fragment(s) of its CreatePipeline message."""
+        # psrpcore needs the pipeline object to exist before the CreatePipeline data is processed.
+        self._runs[command_id] = _Run(psrpcore.ServerPipeline(self.pool, command_id))
+        self._feed(data, psrpcore.StreamType.default)
+
+    def send(self, data: bytes, stream: str) -> None:
+        """Send: more fragments (stdin) or host-call responses (pr)."""
+        kind = psrpcore.StreamType.prompt_response if stream == "pr" else psrpcore.StreamType.default
+        self._feed(data, kind)
+
+    def has_pipeline(self, command_id: uuid.UUID) -> bool:
+        return command_id in self._runs
+
+    def _feed(self, data: bytes, kind: psrpcore.StreamType) -> None:
+        self.pool.receive_data(psrpcore.PSRPPayload(data, kind, None))
+        while (event := self.pool.next_event()) is not None:
+            if isinstance(event, psrpcore.CreatePipelineEvent):
+                run = self._runs[event.pipeline_id]
+                metadata: Any = self.pool.pipeline_table[event.pipeline_id].metadata
+                run.calls = [self._command_call(cmd) for cmd in metadata.commands]
+                run.pipe.start()
+                if metadata.no_input:
+                    self._launch(run)
+            elif isinstance(event, psrpcore.PipelineInputEvent):
+                self._runs[event.pipeline_id].inputs.append(plain(event.data))
+            elif isinstance(event, psrpcore.EndOfPipelineInputEvent):
+                self._launch(self._runs[event.pipeline_id])
+        self._drain()
+
+    @staticmethod
+    def _command_call(cmd: Any) -> CommandCall:
+        named: dict[str, Any] = {}
+        positional: list[Any] = []
+        for name, value in cmd.parameters:
+            if name is None:
+                positional.append(plain(value))
+            else:
+                # A switch parameter (`-Force`) arrives with no value.
+                named[str(name)] = True if value is None else plain(value)
+        return CommandCall(str(cmd.command_text), bool(cmd.is_script), named, positional)
+
+    # --- running pipelines -------------------------------------------------------------------------------------
+    def _launch(self, run: _Run) -> None:
+        if run.launched or run.calls is None:
+            return
+        run.launched = True
+        task = asyncio.get_running_loop().create_task(self._run(run))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, run: _Run) -> None:
+        loop = asyncio.get_running_loop()
+        assert run.calls is not None
+        try:
+            outputs = await loop.run_in_executor(self.executor, self._execute, run.calls, run.inputs)
+            error: str | None = None
+        except LabUnsupported as err:
+            outputs, error = [], f"Not supported by the fleetctl lab: {err}"
+        except ScriptError as err:
+            outputs, error = [], str(err)
+        except Exception as err:  # noqa: BLE001 - any node failure becomes a failed pipeline, never a dead server
+            outputs, error = [], f"lab node internal error: {type(err).__name__}: {err}"
+        run.inputs = []
+        if run.stopped or self.closed or run.pipe.state != PSInvocationState.Running:
+            return
+        for obj in outputs:
+            run.pipe.write_output(obj)
+        if error is None:
+            run.pipe.complete()
+        else:
+            self._fail(run.pipe, redact(error))
+        self._drain()
+
+    def _execute(self, calls: list[CommandCall], inputs: list[Any]) -> list[Any]:
+        """Runs in the executor: each command gets the previous command's output as its input."""
+        objects = inputs
+        for call in calls:
+            name = call.name.lower()
+            if call.is_script:
+                objects = list(self.backend.run_script(call.name, call.positional, objects))
+            elif name == "invoke-expression" and isinstance(call.named.get("Command"), str):
+                # pypsrp's Client.execute_ps(script) sends `Invoke-Expression -Command <script> | Out-String`.
+                objects = list(self.backend.run_script(call.named["Command"], [], objects))
+            elif name == "out-string":
+                objects = ["" if o is None else str(o) for o in objects]
+            elif name == "out-null":
+                objects = []
+            else:
+                if call.positional:
+                    raise LabUnsupported(f"positional arguments to {call.name!r}; pass named parameters")
+                objects = list(self.backend.invoke(call.name, call.named, objects))
+        return objects
+
+    @staticmethod
+    def _fail(pipe: psrpcore.ServerPipeline, message: str) -> None:
+        # Like a terminating error (`throw`) in PowerShell: no separate error record, the pipeline state carries
+        # it; pypsrp then lists it in streams.error and sets had_errors. psrpcore has no public "fail" call.
+        exception = NETException(Message=message)
+        category = ErrorCategoryInfo(Category=ErrorCategory.NotSpecified, Reason="LabError")
+        record = ErrorRecord(Exception=exception, CategoryInfo=category, FullyQualifiedErrorId="FleetLabError")
+        pipe._change_state(PSInvocationState.Failed, error=record)
+
+    # --- signals -------------------------------------------------------------------------------------------------
+    def stop(self, command_id: uuid.UUID) -> None:
+        """PowerShell ctrl_c: the pipeline ends Stopped (a running backend call finishes but is not reported)."""
+        run = self._runs.get(command_id)
+        if run is None:
+            return
+        run.stopped = True
+        if run.pipe.state in (PSInvocationState.Running, PSInvocationState.Stopping):
+            run.pipe.stop()
+            self._drain()
+
+    def terminate(self, command_id: uuid.UUID) -> None:
+        """Terminate: the client is done with the pipeline; forget it."""
+        run = self._runs.pop(command_id, None)
+        if run is not None:
+            run.stopped = True
+            self.pool.pipeline_table.pop(command_id, None)
+        self._queues.pop(command_id, None)
+        self._receivers.pop(command_id, None)
+        event = self._events.pop(command_id, None)
+        if event is not None:
+            event.set()
+
+    def close(self) -> None:
+        """Delete: the shell is gone; wake every waiting Receive."""
+        self.closed = True
+        for run in self._runs.values():
+            run.stopped = True
+        self._runs.clear()
+        self._queues.clear()
+        for event in self._events.values():
+            event.set()
+
+    # --- output to the client ------------------------------------------------------------------------------------
+    def _drain(self) -> None:
+        while (payload := self.pool.data_to_send()) is not None:
+            queue = self._queues.setdefault(payload.pipeline_id, deque())
+            queue.extend(_split_fragments(payload.data))
+            self._event(payload.pipeline_id).set()
+
+    def _event(self, target: uuid.UUID | None) -> asyncio.Event:
+        event = self._events.get(target)
+        if event is None:
+            event = self._events[target] = asyncio.Event()
+        return event
+
+    def finished(self, command_id: uuid.UUID) -> bool:
+        """The pipeline reached a final state and everything it produced has been handed out."""
+        run = self._runs.get(command_id)
+        done = run is None or run.pipe.state in _TERMINAL
+        return done and not self._queues.get(command_id)
+
+    async def receive(self, command_id: uuid.UUID | None, max_bytes: int, timeout: float) -> bytes | None:
+        """Up to `max_bytes` of PSRP fragments for the pool (None) or a pipeline; None when `timeout` passed."""
+        queue = self._queues.setdefault(command_id, deque())
+        # Only the newest Receive per target may take data: when pypsrp gives up on one (read timeout) and
+        # re-sends it on a new connection, the abandoned one must not consume output into a dead socket.
+        generation = self._receivers[command_id] = self._receivers.get(command_id, 0) + 1
+        if not queue:
+            event = self._event(command_id)
+            event.clear()
+            try:
+                await asyncio.wait_for(event.wait(), timeout)
+            except TimeoutError:
+                return None
+            queue = self._queues.get(command_id, deque())
+            if self.closed or not queue or self._receivers.get(command_id) != generation:
+                return None
+        out = bytearray()
+        while queue and (not out or len(out) + len(queue[0]) <= max_bytes):
+            out += queue.popleft()
+        return bytes(out)
