@@ -6,6 +6,7 @@ says password/secret/token, or when a protocol parameter is marked secret. Regis
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from typing import Any
@@ -21,7 +22,9 @@ _secrets: set[str] = set()
 _pattern: re.Pattern[str] | None = None
 
 
+@functools.lru_cache(maxsize=65536)
 def is_secret_name(name: str) -> bool:
+    # Cached: output of a big inventory asks about the same few variable names a hundred thousand times.
     return bool(SECRET_NAME.search(name))
 
 
