@@ -1,0 +1,150 @@
+"""The controller's artifact pull server: a threaded HTTP(S) server that serves only the artifacts it was given,
+by sha256, to clients presenting the per-deploy bearer token (registered as a secret, never shown)."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import shutil
+import socket
+import ssl
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+
+from fleetctl.config.redaction import register_secret
+
+_COPY_BUFFER = 1024 * 1024
+
+
+def address_facing(target: str, port: int = 5986) -> str:
+    """The local address this machine uses to reach `target`: what to bind so that the nodes can reach us.
+
+    Uses a UDP "connect", which only consults the routing table and sends nothing.
+    """
+    family = socket.AF_INET6 if ":" in target else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        probe.connect((target, port))
+        return str(probe.getsockname()[0])
+
+
+class PullServer:
+    """Serves `GET /artifacts/<sha256>` with `Authorization: Bearer <token>` until `stop()`."""
+
+    def __init__(
+        self,
+        bind: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        advertise: str | None = None,
+        certfile: str | Path | None = None,
+        keyfile: str | Path | None = None,
+        ca_pem: str | None = None,
+    ) -> None:
+        """`advertise` is the host name or address put in URLs (default: the bound address); with `certfile`
+        and `keyfile` it serves HTTPS, and `ca_pem` (the PEM of the CA that signed it) is given to the nodes."""
+        self.token = secrets.token_urlsafe(32)
+        register_secret(self.token)
+        self._artifacts: dict[str, Path] = {}
+        self._lock = threading.Lock()
+        self.requests_served = 0
+        self.ca_pem = ca_pem
+        self._httpd = ThreadingHTTPServer((bind, port), self._handler_class())
+        self._httpd.daemon_threads = True
+        self.scheme = "http"
+        if certfile and keyfile:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(str(certfile), str(keyfile))
+            self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
+            self.scheme = "https"
+        self.port = int(self._httpd.server_address[1])
+        self.advertise = advertise or str(self._httpd.server_address[0])
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------
+
+    def start(self) -> PullServer:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._httpd.serve_forever, name="fleetctl-pull-server",
+                                            kwargs={"poll_interval": 0.2}, daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._httpd.server_close()
+
+    def __enter__(self) -> PullServer:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    # -- content ------------------------------------------------------------------------------------------------
+
+    def add(self, path: str | Path, sha256: str) -> None:
+        """Serve `path` under its sha256 (the node verifies the bytes; we only choose which file to send)."""
+        with self._lock:
+            self._artifacts[sha256.lower()] = Path(path)
+
+    def url_for(self, sha256: str) -> str:
+        host = f"[{self.advertise}]" if ":" in self.advertise else self.advertise
+        return f"{self.scheme}://{host}:{self.port}/artifacts/{sha256.lower()}"
+
+    def _lookup(self, sha256: str) -> Path | None:
+        with self._lock:
+            return self._artifacts.get(sha256.lower())
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            server_version = "fleetctl-pull"
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                self._serve(send_body=True)
+
+            def do_HEAD(self) -> None:  # noqa: N802
+                self._serve(send_body=False)
+
+            def _serve(self, send_body: bool) -> None:
+                supplied = self.headers.get("Authorization", "")
+                expected = f"Bearer {server.token}"
+                # Constant-time compare: the token is the only thing protecting the artifact.
+                if not hmac.compare_digest(supplied.encode(), expected.encode()):
+                    self._empty(401, {"WWW-Authenticate": "Bearer"})
+                    return
+                parts = self.path.split("?", 1)[0].strip("/").split("/")
+                path = server._lookup(parts[1]) if len(parts) == 2 and parts[0] == "artifacts" else None
+                if path is None or not path.is_file():
+                    self._empty(404, {})
+                    return
+                size = path.stat().st_size
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(size))
+                self.end_headers()
+                if send_body:
+                    with path.open("rb") as source:
+                        shutil.copyfileobj(source, self.wfile, _COPY_BUFFER)
+                with server._lock:
+                    server.requests_served += 1
+
+            def _empty(self, status: int, headers: dict[str, str]) -> None:
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                # Quiet: request lines would clutter the deploy view (and never carry the token anyway).
+                return
+
+        return Handler

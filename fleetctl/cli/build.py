@@ -1,0 +1,90 @@
+"""`fleetctl build PLAYBOOK`: build (or collect) the playbook's artifact into dist/ and show its manifest."""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+
+import typer
+from rich.console import Group
+from rich.live import Live
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from fleetctl.artifacts.manifest import Manifest
+from fleetctl.artifacts.produce import produce_artifact
+from fleetctl.cli.options import InventoryOpt, JsonOpt, VarOpt, inventory_paths
+from fleetctl.config.inventory import Inventory, load_inventory
+from fleetctl.config.playbook import Playbook, load_playbook, merge_variables, parse_extra_vars
+from fleetctl.ui.console import print_json, safe, stdout
+
+DistOpt = typer.Option(Path("dist"), "--dist", help="Where artifacts and manifests go.")
+_PANEL_LINES = 18  # compiler lines kept visible in the live panel
+
+
+def build(
+    playbook: str = typer.Argument(..., help="Playbook file."),
+    version: str | None = typer.Option(None, "--version", help="Version to stamp (default: artifact.version, "
+                                          "else `git describe --tags --always --dirty`)."),
+    dist: Path = DistOpt,
+    force: bool = typer.Option(False, "--force", help="Rebuild even when the inputs are unchanged."),
+    inventory: list[str] | None = InventoryOpt,
+    var: list[str] | None = VarOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Build or collect PLAYBOOK's artifact: dist/<name>-<version>-<goos>-<goarch>.exe and its manifest."""
+    source = load_playbook(playbook)
+    builtins = {"version": version} if version else {}
+    settings = source.render_global(merge_variables(source, {}, parse_extra_vars(var), builtins))
+    inv = _inventory_if_needed(settings, inventory)
+    if json_out:
+        manifest = produce_artifact(settings, version=version, inventory=inv, dist_dir=dist, force=force)
+        print_json(manifest.to_dict())
+        return
+    console = stdout()
+    title = f"building {settings.artifact.name or settings.name}"
+    if not console.is_terminal:
+        # CI logs: plain lines as they come, no redrawing.
+        manifest = produce_artifact(settings, version=version, inventory=inv, dist_dir=dist, force=force,
+                                    on_output=lambda line: console.print(escape(safe(line))))
+    else:
+        lines: deque[str] = deque(maxlen=_PANEL_LINES)
+
+        def panel() -> Panel:
+            return Panel(Text("\n".join(lines) or "…"), title=title, title_align="left", border_style="cyan")
+
+        with Live(panel(), console=console, refresh_per_second=8, transient=False) as live:
+            def on_output(line: str) -> None:
+                lines.append(safe(line))
+                live.update(panel())
+
+            manifest = produce_artifact(settings, version=version, inventory=inv, dist_dir=dist, force=force,
+                                        on_output=on_output)
+    console.print(Group(manifest_table(manifest)))
+
+
+def manifest_table(manifest: Manifest) -> Table:
+    table = Table(title=f"{manifest.name} {manifest.version}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("artifact", str(manifest.path)), ("sha256", manifest.sha256), ("size", f"{manifest.size:,} bytes"),
+        ("platform", f"{manifest.goos}/{manifest.goarch}"), ("go", manifest.go_version or "-"),
+        ("commit", manifest.git_commit or "-"), ("built", manifest.build_time), ("source", manifest.source),
+    ]
+    for key, value in rows:
+        table.add_row(key, safe(value))
+    return table
+
+
+def _inventory_if_needed(settings: Playbook, given: list[str] | None) -> Inventory | None:
+    """The inventory is read only when the artifact comes from an inventory host (build host, ssh://)."""
+    spec = settings.artifact
+    needs_host = bool((spec.build and spec.build.go and spec.build.go.host) or (spec.collect and spec.collect.ssh))
+    return load_inventory(inventory_paths(given)) if needs_host else None
+
+
+def register(app: typer.Typer) -> None:
+    app.command("build")(build)

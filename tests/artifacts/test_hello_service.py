@@ -1,0 +1,168 @@
+"""The example service itself: /healthz under wine64 (the exact Windows artifact), its broken modes, graceful
+stop, and its log file (the Linux build, for speed where Windows behaviour is not the point)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from artifacts_support import NET, TEST_VERSION, WINE64, free_port, wait_for
+
+from fleetctl.artifacts.manifest import Manifest
+
+ADDRESS = f"{NET}.1"
+
+
+def _get(url: str) -> tuple[int, dict | str] | None:  # type: ignore[type-arg]
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            body = r.read().decode()
+            return r.status, json.loads(body) if url.endswith("/healthz") else body
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read().decode())
+    except OSError:
+        return None
+
+
+class Running:
+    def __init__(self, argv: list[str], env: dict[str, str], port: int) -> None:
+        self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.base = f"http://{ADDRESS}:{port}"
+
+    def healthz(self, timeout: float = 30) -> tuple[int, dict]:  # type: ignore[type-arg]
+        def answer():  # type: ignore[no-untyped-def]
+            if self.proc.poll() is not None:
+                raise AssertionError(f"service exited with {self.proc.returncode}: {self.output()}")
+            return _get(self.base + "/healthz")
+        return wait_for(answer, timeout, "/healthz to answer")  # type: ignore[no-any-return]
+
+    def output(self) -> str:
+        return self.proc.stdout.read().decode(errors="replace") if self.proc.stdout else ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def started() -> Iterator[list[Running]]:
+    running: list[Running] = []
+    yield running
+    for r in running:
+        r.stop()
+
+
+def _start_wine(exe: Path, env: dict[str, str], log_dir: Path, started: list[Running], *extra: str) -> Running:
+    port = free_port(ADDRESS)
+    argv = [WINE64, str(exe), "-listen", f"{ADDRESS}:{port}", "-log-dir", "Z:" + str(log_dir).replace("/", "\\"),
+            *extra]
+    r = Running(argv, env, port)
+    started.append(r)
+    return r
+
+
+@pytest.mark.wine
+def test_windows_build_answers_healthz_under_wine_and_stops_gracefully(
+        hello_windows: Manifest, wine_prefix: dict[str, str], tmp_path: Path, started: list[Running]) -> None:
+    svc = _start_wine(hello_windows.path, wine_prefix, tmp_path / "logs", started)
+    status, body = svc.healthz(timeout=90)  # the first run in a new prefix may take ~20 s
+    assert status == 200
+    assert body["status"] == "ok" and body["version"] == TEST_VERSION and body["mode"] == "ok"
+    assert isinstance(body["uptime_seconds"], (int, float))
+    assert _get(svc.base + "/") == (200, f"hello {TEST_VERSION}\n")
+    # Wine turns SIGINT into a console Ctrl-C event, which the service handles by shutting down cleanly
+    svc.proc.send_signal(signal.SIGINT)
+    assert svc.proc.wait(15) == 0
+    log = (tmp_path / "logs" / "hello.log").read_text()
+    assert f"hello {TEST_VERSION} listening on {ADDRESS}" in log and "GET /healthz" in log and "stopped" in log
+
+
+@pytest.mark.wine
+def test_windows_build_unhealthy_mode_from_environment(
+        hello_windows: Manifest, wine_prefix: dict[str, str], tmp_path: Path, started: list[Running]) -> None:
+    svc = _start_wine(hello_windows.path, {**wine_prefix, "HELLO_MODE": "unhealthy"}, tmp_path, started)
+    status, body = svc.healthz(timeout=90)
+    assert status == 500 and body["status"] == "unhealthy" and body["version"] == TEST_VERSION
+
+
+def _start_linux(m: Manifest, tmp_path: Path, started: list[Running], *extra: str,
+                 env: dict[str, str] | None = None) -> Running:
+    port = free_port(ADDRESS)
+    r = Running([str(m.path), "-listen", f"{ADDRESS}:{port}", "-log-dir", str(tmp_path / "logs"), *extra],
+                {**os.environ, **(env or {})}, port)
+    started.append(r)
+    return r
+
+
+def test_crash_mode_exits_after_the_given_time(hello_linux: Manifest, tmp_path: Path,
+                                                started: list[Running]) -> None:
+    svc = _start_linux(hello_linux, tmp_path, started, "-mode", "crash-after-1s")
+    status, body = svc.healthz()
+    assert status == 200 and body["mode"] == "crash-after-1s"
+    assert svc.proc.wait(15) != 0
+    assert "crashing as configured" in (tmp_path / "logs" / "hello.log").read_text()
+
+
+def test_command_line_mode_wins_over_environment_and_sigterm_is_graceful(
+        hello_linux: Manifest, tmp_path: Path, started: list[Running]) -> None:
+    svc = _start_linux(hello_linux, tmp_path, started, "-mode", "ok", env={"HELLO_MODE": "unhealthy"})
+    assert svc.healthz()[0] == 200
+    svc.proc.send_signal(signal.SIGTERM)
+    assert svc.proc.wait(15) == 0
+    assert "stopped" in (tmp_path / "logs" / "hello.log").read_text()
+
+
+@pytest.mark.parametrize("mode", ["bogus", "crash-after-", "crash-after-0s", "crash-after-x"])
+def test_bad_mode_is_refused(hello_linux: Manifest, tmp_path: Path, mode: str) -> None:
+    done = subprocess.run(check=False, args=[str(hello_linux.path), "-mode", mode, "-log-dir", str(tmp_path)], capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 2 and "expected" in done.stderr
+
+
+def test_version_flag(hello_linux: Manifest) -> None:
+    done = subprocess.run(check=False, args=[str(hello_linux.path), "-version"], capture_output=True, text=True, timeout=30)
+    assert done.stdout.strip() == TEST_VERSION
+
+
+def _sc(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run([WINE64, "sc", *args], env=env, capture_output=True, text=True, timeout=60, check=False)
+    return done.stdout
+
+
+@pytest.mark.wine
+def test_service_mode_under_wines_service_control_manager(
+        hello_windows: Manifest, wine_prefix: dict[str, str], tmp_path: Path, started: list[Running]) -> None:
+    """Started by Wine's services.exe, the exe reports Running, stops on the Stop control and reports Stopped
+    with exit code 0 (the SCM protocol over advapi32, not console mode)."""
+    # Wine ends its services when no ordinary process is left, so keep one running during the test.
+    _start_wine(hello_windows.path, wine_prefix, tmp_path / "anchor-logs", started).healthz(timeout=90)
+    name = f"fleethello{os.getpid()}"
+    port = free_port(ADDRESS)
+    log_dir = tmp_path / "svc-logs"
+    bin_path = f"Z:{hello_windows.path} -listen {ADDRESS}:{port} -log-dir Z:{log_dir}".replace("/", "\\")
+    _sc(wine_prefix, "create", name, "binPath=", bin_path)
+    try:
+        _sc(wine_prefix, "start", name)
+        status, body = wait_for(lambda: _get(f"http://{ADDRESS}:{port}/healthz"), 30, "the service to answer")
+        assert status == 200 and body["version"] == TEST_VERSION
+        assert "RUNNING" in _sc(wine_prefix, "query", name)
+        _sc(wine_prefix, "stop", name)
+        def stopped() -> str | None:
+            answer = _sc(wine_prefix, "query", name)
+            return answer if "STOPPED" in answer else None
+
+        final = wait_for(stopped, 30, "the service to report Stopped")
+        assert "WIN32_EXIT_CODE    : 0" in final
+        log = (log_dir / "hello.log").read_text()
+        assert "service control 1: stopping" in log and log.rstrip().endswith("stopped")
+    finally:
+        _sc(wine_prefix, "stop", name)
+        _sc(wine_prefix, "delete", name)
