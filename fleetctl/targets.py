@@ -10,7 +10,7 @@ from typing import Any, Sequence
 from fleetctl.config.inventory import Host, Inventory, load_inventory
 from fleetctl.config.playbook import Playbook, PlaybookSource, load_playbook, merge_variables, parse_extra_vars
 from fleetctl.config.sizes import Size
-from fleetctl.config.templating import render_vars
+from fleetctl.config.templating import is_template, render_string
 from fleetctl.errors import ConfigError
 from fleetctl.plan import Plan, make_plan, parse_size_option
 
@@ -35,10 +35,22 @@ class Targets:
     settings: Playbook  # host-independent sections rendered (artifact, rollout, ...)
 
     def host_variables(self, host: Host, builtins: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Variables for rendering the playbook on `host`: playbook vars < host vars < builtins < --var."""
-        rendered = render_vars(dict(host.vars), source=f"inventory host {host.name}")
+        """Variables for rendering the playbook on `host`: playbook vars < host vars < builtins < --var.
+
+        Values stay unrendered: templates render them lazily, so a command only needs the variables it uses
+        (`plan` needs no password from the environment)."""
         base = {"inventory_hostname": host.name, "group_names": [g for g in host.groups if g != "all"]}
-        return merge_variables(self.source, rendered, self.extra_vars, {**base, **(builtins or {})})
+        return merge_variables(self.source, dict(host.vars), self.extra_vars, {**base, **(builtins or {})})
+
+    def host_value(self, host: Host, name: str, default: Any = None) -> Any:
+        """One variable of `host`, rendered."""
+        variables = self.host_variables(host)
+        if name not in variables:
+            return default
+        value = variables[name]
+        if isinstance(value, str) and is_template(value):
+            return render_string(value, variables, source=f"inventory host {host.name}", key=name)
+        return value
 
     def render_for(self, host: Host, builtins: dict[str, Any] | None = None) -> Playbook:
         return self.source.render(self.host_variables(host, builtins), host=host.name)
@@ -82,8 +94,7 @@ def plan_rollout(targets: Targets, overrides: RolloutOverrides) -> Plan:
     if rollout.spread_by:
         spread_values = {}
         for host in targets.hosts:
-            variables = targets.host_variables(host)
-            spread_values[host.name] = variables.get(rollout.spread_by, "")
+            spread_values[host.name] = targets.host_value(host, rollout.spread_by, "")
     return make_plan(
         [h.name for h in targets.hosts],
         batch=batch,

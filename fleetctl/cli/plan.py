@@ -30,7 +30,7 @@ def plan(
         return
     spread = None
     if the_plan.spread_by:
-        spread = {h.name: targets.host_variables(h).get(the_plan.spread_by, "") for h in targets.hosts}
+        spread = {h.name: targets.host_value(h, the_plan.spread_by, "") for h in targets.hosts}
     console = stdout()
     console.print(plan_table(the_plan, f"Plan for {targets.settings.name}: {len(the_plan.hosts)} hosts, "
                                         f"{len(the_plan.batches)} batches", spread))

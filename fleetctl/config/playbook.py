@@ -399,13 +399,35 @@ def _validate(data: Any, doc: YamlDocument, *, check_templates_later: bool = Fal
     except ValidationError as err:
         problems = [e for e in err.errors() if not _is_deferred(e, data)]
         if not problems:
-            return Playbook.model_construct(path=doc.path.resolve())
+            return _construct_partial(data, doc)
         first = problems[0]
         loc = tuple(first["loc"])
         key = ".".join(str(p) for p in loc if not (isinstance(p, str) and p[:1].isupper())) or None
         msg = _explain(first)
         more = f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})" if len(problems) > 1 else ""
         raise ConfigError(msg + more, file=doc.path, line=doc.line_of(_key_path(loc)), key=key) from None
+
+
+def _construct_partial(data: Any, doc: YamlDocument) -> Playbook:
+    """A playbook whose templated sections wait for rendering: every section without a template is kept, validated
+    (`render_global` callers need artifact and rollout even when host sections still hold templates)."""
+    from pydantic import TypeAdapter
+
+    def deferred(value: Any) -> bool:
+        if isinstance(value, _Deferred):
+            return True
+        if isinstance(value, dict):
+            return any(deferred(v) for v in value.values())
+        if isinstance(value, list):
+            return any(deferred(v) for v in value)
+        return False
+
+    values: dict[str, Any] = {"path": doc.path.resolve()}
+    for key, value in data.items():
+        field_info = Playbook.model_fields.get(key)
+        if field_info is not None and not deferred(value):
+            values[key] = TypeAdapter(field_info.annotation).validate_python(value)
+    return Playbook.model_construct(**values)
 
 
 def _key_path(loc: tuple[Any, ...]) -> KeyPath:

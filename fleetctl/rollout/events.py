@@ -4,8 +4,9 @@ the `--json` report and the history journal subscribe, so all three always agree
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Literal
 
 Outcome = Literal["deployed", "skipped", "rolled_back", "failed", "not_started"]
 Step = Literal[
