@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fleetctl.config.sizes import Duration, Size
 from fleetctl.config.yamlfile import KeyPath, YamlDocument, load_yaml
@@ -131,11 +131,12 @@ class Install(_Model):
     exe: str | None = None  # file name of the exe in the release; default <service name>.exe
     files: list[TemplateFile] = []
 
-    @model_validator(mode="after")
-    def _absolute_root(self) -> "Install":
-        if not re.match(r"^[A-Za-z]:\\", self.root):
-            raise ValueError(r"root must be an absolute Windows path such as C:\apps\hello")
-        return self
+    @field_validator("root")
+    @classmethod
+    def _absolute_root(cls, root: str) -> str:
+        if not re.match(r"^[A-Za-z]:\\", root):
+            raise ValueError(r"expected an absolute Windows path such as C:\apps\hello")
+        return root
 
 
 class Recovery(_Model):
@@ -209,13 +210,12 @@ class Rollout(_Model):
     lock_ttl: Duration = Duration(1800)
     on_failure: Literal["rollback-and-halt"] = "rollback-and-halt"
 
-    @model_validator(mode="after")
-    def _sizes(self) -> "Rollout":
-        if self.batch.is_zero:
-            raise ValueError("batch must be at least 1 host or more than 0%")
-        if self.canary is not None and self.canary.is_zero:
-            raise ValueError("canary must be at least 1 host or more than 0% (omit it for no canary)")
-        return self
+    @field_validator("batch", "canary")
+    @classmethod
+    def _not_zero(cls, size: Size | None) -> Size | None:
+        if size is not None and size.is_zero:
+            raise ValueError("expected at least 1 host or more than 0% (omit canary for none)")
+        return size
 
 
 class BlueGreen(_Model):
