@@ -425,7 +425,7 @@ def _construct_partial(data: Any, doc: YamlDocument) -> Playbook:
     values: dict[str, Any] = {"path": doc.path.resolve()}
     for key, value in data.items():
         field_info = Playbook.model_fields.get(key)
-        if field_info is not None and not deferred(value):
+        if field_info is not None and field_info.annotation is not None and not deferred(value):
             values[key] = TypeAdapter(field_info.annotation).validate_python(value)
     return Playbook.model_construct(**values)
 
