@@ -12,6 +12,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from fleetctl.config.redaction import register_secret
 
@@ -27,6 +28,18 @@ def address_facing(target: str, port: int = 5986) -> str:
     with socket.socket(family, socket.SOCK_DGRAM) as probe:
         probe.connect((target, port))
         return str(probe.getsockname()[0])
+
+
+def pull_server_for(node_addresses: list[str], *, bind: str | None = None, port: int = 0,
+                    certfile: str | Path | None = None, keyfile: str | Path | None = None,
+                    ca_pem: str | None = None) -> PullServer:
+    """A (not yet started) pull server bound to `bind`, else to the local address routed towards the first
+    node: the address the nodes can reach us on when they share a network with the controller."""
+    if bind is None:
+        if not node_addresses:
+            raise ValueError("no node address to find a reachable local address for")
+        bind = address_facing(socket.gethostbyname(node_addresses[0]))
+    return PullServer(bind, port, certfile=certfile, keyfile=keyfile, ca_pem=ca_pem)
 
 
 class PullServer:
@@ -64,7 +77,7 @@ class PullServer:
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
 
-    def start(self) -> PullServer:
+    def start(self) -> Self:
         if self._thread is None:
             self._thread = threading.Thread(target=self._httpd.serve_forever, name="fleetctl-pull-server",
                                             kwargs={"poll_interval": 0.2}, daemon=True)
@@ -78,7 +91,7 @@ class PullServer:
             self._thread = None
         self._httpd.server_close()
 
-    def __enter__(self) -> PullServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -107,10 +120,10 @@ class PullServer:
             protocol_version = "HTTP/1.1"
             server_version = "fleetctl-pull"
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 self._serve(send_body=True)
 
-            def do_HEAD(self) -> None:  # noqa: N802
+            def do_HEAD(self) -> None:
                 self._serve(send_body=False)
 
             def _serve(self, send_body: bool) -> None:
@@ -133,8 +146,8 @@ class PullServer:
                 if send_body:
                     with path.open("rb") as source:
                         shutil.copyfileobj(source, self.wfile, _COPY_BUFFER)
-                with server._lock:
-                    server.requests_served += 1
+                    with server._lock:
+                        server.requests_served += 1
 
             def _empty(self, status: int, headers: dict[str, str]) -> None:
                 self.send_response(status)
@@ -143,7 +156,7 @@ class PullServer:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 # Quiet: request lines would clutter the deploy view (and never carry the token anyway).
                 return
 

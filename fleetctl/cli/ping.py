@@ -1,0 +1,67 @@
+"""`fleetctl ping`: reach, authenticate and gather facts on the selected hosts in parallel; exit 1 if any failed."""
+
+from __future__ import annotations
+
+import typer
+
+from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, inventory_paths
+from fleetctl.config.connection import ConnectionSettings, insecure_hosts_warning
+from fleetctl.config.inventory import load_inventory
+from fleetctl.config.templating import render_vars
+from fleetctl.errors import ConfigError, RolloutFailed
+from fleetctl.node.fleet import DEFAULT_FORKS, Fleet
+from fleetctl.node.ping import ping_hosts
+from fleetctl.ui.console import print_json, stderr, stdout, warn
+from fleetctl.ui.ping import ping_json, ping_table
+
+
+def load_connection_settings(inventory: list[str] | None, limit: str | None) -> dict[str, ConnectionSettings]:
+    """Connection settings of the selected hosts, in inventory order; every problem is a ConfigError."""
+    paths = inventory_paths(inventory)
+    inv = load_inventory(paths)
+    hosts = inv.select(limit or "all")
+    if not hosts:
+        raise ConfigError(f"the pattern {limit or 'all'!r} matches no host", key="--limit")
+    settings = {}
+    for host in hosts:
+        rendered = render_vars(dict(host.vars), source=f"inventory host {host.name}")
+        settings[host.name] = ConnectionSettings.from_hostvars(host.name, rendered,
+                                                               source=", ".join(str(p) for p in paths))
+    return settings
+
+
+def ping(
+    inventory: list[str] | None = InventoryOpt,
+    limit: str | None = LimitOpt,
+    forks: int = typer.Option(DEFAULT_FORKS, "--forks", "-f", min=1, help="Hosts contacted at the same time."),
+    json_out: bool = JsonOpt,
+) -> None:
+    """Reach, authenticate and gather facts (OS, PowerShell, free disk, clock skew, round trip) on each host."""
+    settings = load_connection_settings(inventory, limit)
+    warning = insecure_hosts_warning(settings.values())
+    if warning:
+        warn(warning)
+    with Fleet(settings, forks=forks) as fleet:
+        if json_out:
+            results = ping_hosts(fleet)
+        else:
+            with stderr().status(f"pinging {len(settings)} host(s)...") as status:
+                done: list[str] = []
+
+                def progress(result: object) -> None:
+                    done.append("")
+                    status.update(f"pinging {len(settings)} host(s)... {len(done)} done")
+
+                results = ping_hosts(fleet, on_done=progress)
+    failed = sorted(h for h, r in results.items() if not r.ok)
+    if json_out:
+        print_json(ping_json(results))
+    else:
+        stdout().print(ping_table(results, f"{len(results) - len(failed)}/{len(results)} host(s) OK"))
+    if failed:
+        shown = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
+        raise RolloutFailed(f"{len(failed)} of {len(results)} host(s) unreachable or failing: {shown}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ping")(ping)

@@ -1,0 +1,153 @@
+"""`NodeClient`: one typed method per node-protocol operation; the only code that builds node calls.
+
+Method names are `protocol.function_name(operation)` and keyword parameters are `protocol.snake_case(param)`
+(tests/node/test_client.py checks this against `protocol.OPERATIONS`). Operations with pipeline input take one
+extra keyword, `chunks`. Structured node errors arrive as `NodeOperationError` with the protocol's code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from fleetctl.node.protocol import OPERATIONS, snake_case
+from fleetctl.node.results import (
+    ArtifactStatus,
+    Changed,
+    Facts,
+    InstalledRelease,
+    LockInfo,
+    LockResult,
+    LogTail,
+    NodeHealthProbe,
+    NodeState,
+    RetentionResult,
+    ServiceChange,
+    ServiceTransition,
+    StoredArtifact,
+    SwitchResult,
+    parse_time,
+)
+from fleetctl.transport.base import Transport
+
+
+class NodeClient:
+    """Typed calls to one node over one transport (which keeps its connection for the client's lifetime)."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+
+    @property
+    def host(self) -> str:
+        return self.transport.host
+
+    @property
+    def max_chunk_bytes(self) -> int:
+        """Raw bytes per pipeline input object that fit one request to this node."""
+        return self.transport.max_input_object_bytes
+
+    def connect(self) -> None:
+        """Connect, authenticate and load the node module now."""
+        self.transport.open()
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def _call(self, operation: str, args: Mapping[str, Any], chunks: Iterable[str] | None = None) -> dict[str, Any]:
+        """Invoke with the protocol's parameter names; None values are left out (the node's default applies)."""
+        params = {p.name: args[snake_case(p.name)] for p in OPERATIONS[operation].params
+                  if args.get(snake_case(p.name)) is not None}
+        return self.transport.invoke(operation, params, chunks)
+
+    # -- facts, locks -------------------------------------------------------------------------------------------
+
+    def get_fleet_facts(self) -> Facts:
+        return Facts.from_result(self._call("Get-FleetFacts", {}))
+
+    def lock_fleet_app(self, *, app: str, owner: str, deploy_id: str, ttl_seconds: int,
+                       force: bool = False) -> LockResult:
+        r = self._call("Lock-FleetApp", locals())
+        return LockResult(LockInfo.from_result(r.get("lock")), LockInfo.from_result(r.get("taken_over")))
+
+    def unlock_fleet_app(self, *, app: str, deploy_id: str, force: bool = False) -> bool:
+        return bool(self._call("Unlock-FleetApp", locals()).get("released", False))
+
+    # -- artifacts ----------------------------------------------------------------------------------------------
+
+    def test_fleet_artifact(self, *, sha256: str) -> ArtifactStatus:
+        r = self._call("Test-FleetArtifact", locals())
+        size = r.get("size")
+        return ArtifactStatus(bool(r.get("present", False)), r.get("path"), int(size) if size is not None else None)
+
+    def receive_fleet_artifact(self, *, sha256: str, size: int, compression: str | None = None,
+                               chunks: Iterable[str]) -> StoredArtifact:
+        args = {"sha256": sha256, "size": size, "compression": compression}
+        return StoredArtifact.from_result(self._call("Receive-FleetArtifact", args, chunks))
+
+    def save_fleet_artifact_from_url(self, *, url: str, sha256: str, size: int, token: str | None = None,
+                                     ca_certificate: str | None = None) -> StoredArtifact:
+        return StoredArtifact.from_result(self._call("Save-FleetArtifactFromUrl", locals()))
+
+    # -- releases and services ----------------------------------------------------------------------------------
+
+    def install_fleet_release(self, *, app: str, root: str, release: str, version: str, sha256: str,
+                              exe_name: str, files: Mapping[str, str] | None = None) -> InstalledRelease:
+        r = self._call("Install-FleetRelease", locals())
+        return InstalledRelease(str(r.get("release", release)), str(r.get("path", "")), bool(r.get("created")))
+
+    def set_fleet_service(self, *, name: str, binary_path: str, display_name: str | None = None,
+                          description: str | None = None, arguments: Sequence[str] | None = None,
+                          environment: Mapping[str, str] | None = None, account: str | None = None,
+                          password: str | None = None, start_type: str | None = None,
+                          dependencies: Sequence[str] | None = None, recovery_restart_seconds: int | None = None,
+                          recovery_reset_seconds: int | None = None,
+                          stop_timeout_seconds: int | None = None) -> ServiceChange:
+        r = self._call("Set-FleetService", locals())
+        return ServiceChange(bool(r.get("created")), tuple(str(x) for x in r.get("changed") or ()))
+
+    def stop_fleet_service(self, *, name: str, timeout_seconds: int) -> ServiceTransition:
+        r = self._call("Stop-FleetService", locals())
+        return ServiceTransition(str(r.get("state", "")), r.get("was"), r.get("waited_ms"))
+
+    def start_fleet_service(self, *, name: str, timeout_seconds: int) -> ServiceTransition:
+        r = self._call("Start-FleetService", locals())
+        return ServiceTransition(str(r.get("state", "")), r.get("was"), r.get("waited_ms"), r.get("pid"))
+
+    def switch_fleet_release(self, *, app: str, root: str, release: str) -> SwitchResult:
+        r = self._call("Switch-FleetRelease", locals())
+        return SwitchResult(str(r.get("current", release)), r.get("previous"), bool(r.get("changed")))
+
+    def get_fleet_state(self, *, app: str, root: str, service_name: str | None = None) -> NodeState:
+        return NodeState.from_result(self._call("Get-FleetState", locals()))
+
+    def test_fleet_health(self, *, url: str, timeout_seconds: int) -> NodeHealthProbe:
+        r = self._call("Test-FleetHealth", locals())
+        return NodeHealthProbe(r.get("status"), str(r.get("body") or ""), r.get("elapsed_ms"), r.get("error"))
+
+    def remove_fleet_release(self, *, app: str, root: str, keep: int | None = None,
+                             release: str | None = None) -> RetentionResult:
+        r = self._call("Remove-FleetRelease", locals())
+        return RetentionResult(tuple(r.get("removed") or ()), tuple(r.get("kept") or ()))
+
+    # -- host configuration -------------------------------------------------------------------------------------
+
+    def set_fleet_firewall_rule(self, *, name: str, port: int, protocol: str | None = None,
+                                direction: str | None = None, action: str | None = None,
+                                remote_address: Sequence[str] | None = None, remove: bool = False) -> Changed:
+        return Changed(bool(self._call("Set-FleetFirewallRule", locals()).get("changed")))
+
+    def set_fleet_scheduled_task(self, *, name: str, execute: str | None = None,
+                                 arguments: Sequence[str] | None = None, at: str | None = None,
+                                 user: str | None = None, remove: bool = False, run_now: bool = False) -> Changed:
+        r = self._call("Set-FleetScheduledTask", locals())
+        return Changed(bool(r.get("changed")), last_run=parse_time(r.get("last_run")))
+
+    def set_fleet_port_proxy(self, *, listen_port: int, listen_address: str | None = None,
+                             connect_port: int | None = None, connect_address: str | None = None,
+                             remove: bool = False) -> Changed:
+        r = self._call("Set-FleetPortProxy", locals())
+        return Changed(bool(r.get("changed")), connect=r.get("connect"))
+
+    def get_fleet_log(self, *, app: str, root: str, tail: int | None = None, path: str | None = None) -> LogTail:
+        r = self._call("Get-FleetLog", locals())
+        return LogTail(str(r.get("path", "")), tuple(str(x) for x in r.get("lines") or ()))

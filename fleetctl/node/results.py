@@ -1,0 +1,224 @@
+"""Typed results of node operations: frozen values built from the protocol's JSON result documents."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An ISO 8601 time from a node as an aware UTC datetime (PowerShell may send 'Z' or an offset)."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)  # 3.11 reads "Z" and offsets
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _opt_int(value: Any) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _opt_str(value: Any) -> str | None:
+    return str(value) if value is not None else None
+
+
+@dataclass(frozen=True)
+class Facts:
+    hostname: str
+    os_name: str
+    os_version: str
+    os_build: str
+    ps_version: str
+    drives: dict[str, int]
+    utc_now: datetime | None
+    module_version: str
+    lab: bool
+
+    @classmethod
+    def from_result(cls, r: dict[str, Any]) -> Facts:
+        drives = r.get("drives") if isinstance(r.get("drives"), dict) else {}
+        return cls(
+            hostname=str(r.get("hostname", "")),
+            os_name=str(r.get("os_name", "")),
+            os_version=str(r.get("os_version", "")),
+            os_build=str(r.get("os_build", "")),
+            ps_version=str(r.get("ps_version", "")),
+            drives={str(k): int(v) for k, v in (drives or {}).items() if _opt_int(v) is not None},
+            utc_now=parse_time(r.get("utc_now")),
+            module_version=str(r.get("module_version", "")),
+            lab=bool(r.get("lab", False)),
+        )
+
+    @property
+    def system_drive_free(self) -> int | None:
+        """Free bytes on C: (where releases and the cache live by default), else on the first drive."""
+        for name, free in self.drives.items():
+            if name.upper().rstrip(":\\") == "C":
+                return free
+        return next(iter(self.drives.values()), None)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["utc_now"] = self.utc_now.isoformat() if self.utc_now else None
+        return data
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    owner: str
+    deploy_id: str
+    acquired_at: datetime | None
+    expires_at: datetime | None
+    expired: bool = False
+
+    @classmethod
+    def from_result(cls, r: Any) -> LockInfo | None:
+        if not isinstance(r, dict) or not r:
+            return None
+        return cls(str(r.get("owner", "")), str(r.get("deploy_id", "")), parse_time(r.get("acquired_at")),
+                   parse_time(r.get("expires_at")), bool(r.get("expired", False)))
+
+
+@dataclass(frozen=True)
+class LockResult:
+    lock: LockInfo | None
+    taken_over: LockInfo | None
+
+
+@dataclass(frozen=True)
+class ArtifactStatus:
+    present: bool
+    path: str | None
+    size: int | None
+
+
+@dataclass(frozen=True)
+class StoredArtifact:
+    path: str
+    sha256: str
+    size: int
+    received: int
+
+    @classmethod
+    def from_result(cls, r: dict[str, Any]) -> StoredArtifact:
+        return cls(str(r.get("path", "")), str(r.get("sha256", "")), _opt_int(r.get("size")) or 0,
+                   _opt_int(r.get("received")) or 0)
+
+
+@dataclass(frozen=True)
+class InstalledRelease:
+    release: str
+    path: str
+    created: bool
+
+
+@dataclass(frozen=True)
+class ServiceChange:
+    created: bool
+    changed: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ServiceTransition:
+    state: str
+    was: str | None
+    waited_ms: int | None
+    pid: int | None = None
+
+
+@dataclass(frozen=True)
+class SwitchResult:
+    current: str
+    previous: str | None
+    changed: bool
+
+
+@dataclass(frozen=True)
+class ReleaseInfo:
+    release: str
+    version: str
+    sha256: str
+    installed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    exists: bool
+    state: str | None
+    pid: int | None
+    start_time: datetime | None
+    restarts: int
+    binary_path: str | None
+
+    @classmethod
+    def from_result(cls, r: Any) -> ServiceInfo | None:
+        if not isinstance(r, dict):
+            return None
+        return cls(bool(r.get("exists", False)), _opt_str(r.get("state")), _opt_int(r.get("pid")),
+                   parse_time(r.get("start_time")), _opt_int(r.get("restarts")) or 0, _opt_str(r.get("binary_path")))
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    at: datetime | None
+    action: str
+    release: str | None
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """The node's truth about one app (SPEC 5)."""
+
+    releases: tuple[ReleaseInfo, ...]
+    current: str | None
+    previous: str | None
+    service: ServiceInfo | None
+    lock: LockInfo | None
+    history: tuple[HistoryEntry, ...] = field(default=())
+
+    @classmethod
+    def from_result(cls, r: dict[str, Any]) -> NodeState:
+        releases = tuple(
+            ReleaseInfo(str(x.get("release", "")), str(x.get("version", "")), str(x.get("sha256", "")),
+                        parse_time(x.get("installed_at")))
+            for x in r.get("releases") or [] if isinstance(x, dict))
+        history = tuple(HistoryEntry(parse_time(x.get("at")), str(x.get("action", "")), _opt_str(x.get("release")))
+                        for x in r.get("history") or [] if isinstance(x, dict))
+        return cls(releases, _opt_str(r.get("current")), _opt_str(r.get("previous")),
+                   ServiceInfo.from_result(r.get("service")), LockInfo.from_result(r.get("lock")), history)
+
+    def release(self, release_id: str | None) -> ReleaseInfo | None:
+        return next((x for x in self.releases if x.release == release_id), None)
+
+
+@dataclass(frozen=True)
+class NodeHealthProbe:
+    status: int | None
+    body: str
+    elapsed_ms: int | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class RetentionResult:
+    removed: tuple[str, ...]
+    kept: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Changed:
+    """Result of an ensure-style operation (firewall rule, scheduled task, port proxy)."""
+
+    changed: bool
+    last_run: datetime | None = None  # scheduled tasks
+    connect: str | None = None  # port proxies: "address:port" or None
+
+
+@dataclass(frozen=True)
+class LogTail:
+    path: str
+    lines: tuple[str, ...]

@@ -1,0 +1,37 @@
+"""Named tenacity retry policies for talking to hosts: transient network failures only, never auth or TLS."""
+
+from __future__ import annotations
+
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from fleetctl.transport.errors import TransportError
+
+DEFAULT_ATTEMPTS = 3
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether trying again may help: refused, reset, timeout, HTTP 5xx. Auth, TLS, DNS and node errors: no."""
+    return isinstance(exc, TransportError) and exc.transient
+
+
+def retry_transient_io(
+    attempts: int = DEFAULT_ATTEMPTS,
+    wait_initial: float = 0.5,
+    wait_max: float = 5.0,
+) -> Retrying:
+    """A fresh policy (tenacity objects keep per-run state) retrying transient transport errors.
+
+    Exponential backoff from `wait_initial` capped at `wait_max`; the last error is re-raised unchanged so the
+    user sees the real reason rather than a `RetryError`.
+    """
+    return Retrying(
+        retry=retry_if_exception(is_transient),
+        stop=stop_after_attempt(max(1, attempts)),
+        wait=wait_exponential(multiplier=wait_initial, max=wait_max),
+        reraise=True,
+    )

@@ -1,0 +1,244 @@
+"""The WinRM transport: one pypsrp RunspacePool per host, opened once, the FleetNode module loaded once into it,
+operations invoked as commands with named parameters, pypsrp and requests failures mapped to typed errors."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from pypsrp.powershell import PowerShell, RunspacePool
+from pypsrp.serializer import TaggedValue
+from pypsrp.wsman import WSMan
+
+from fleetctl.config.connection import ConnectionSettings
+from fleetctl.config.redaction import redact, register_secret
+from fleetctl.node.protocol import MODULE_NAME, OPERATIONS, PROTOCOL_VERSION, secret_params
+from fleetctl.transport.base import Transport, check_call, parse_result_document
+from fleetctl.transport.error_mapping import map_exception
+from fleetctl.transport.errors import NodeOperationError, ProtocolError, TransportError
+from fleetctl.transport.retry import DEFAULT_ATTEMPTS, retry_transient_io
+
+# pypsrp raises MaxEnvelopeSize to 512000 once the server speaks protocol 2.2+ (every supported Windows does);
+# the payload it then allows per request is what an input object must fit in, after base64 and the PSRP
+# message (40-byte header + <S></S>) and fragment (21-byte header) framing. The margin also leaves room for the
+# EndOfPipelineInput message to share the last request.
+_FRAMING_MARGIN = 40 + 21 + 256
+
+def loader_script() -> str:
+    """The script that loads the FleetNode module into a runspace (built by fleetctl.node.loader)."""
+    from fleetctl.node import loader
+
+    return loader.loader_script()
+
+
+def read_timeout(settings: ConnectionSettings) -> int:
+    """Seconds to wait for an HTTP answer: a Receive long-polls for up to operation_timeout, so the read must
+    outlast it by a margin (half of it, 2 to 10 s) before we call the host silent."""
+    op = max(1, round(settings.operation_timeout))
+    return op + max(2, min(10, op // 2))
+
+
+class WinRMTransport(Transport):
+    """Talks to one Windows host (or lab node) over WS-Management with pypsrp."""
+
+    def __init__(
+        self,
+        settings: ConnectionSettings,
+        *,
+        loader: str | None = None,
+        retry_attempts: int = DEFAULT_ATTEMPTS,
+        retry_wait: float = 0.5,
+    ) -> None:
+        self.settings = settings
+        self.host = settings.host_name
+        self._loader = loader
+        self._retry_attempts = retry_attempts
+        self._retry_wait = retry_wait
+        self._lock = threading.RLock()
+        self._wsman: WSMan | None = None
+        self._pool: RunspacePool | None = None
+        register_secret(settings.password)
+
+    # -- connection -------------------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                return
+            for attempt in retry_transient_io(self._retry_attempts, self._retry_wait):
+                with attempt:
+                    self._open_once()
+
+    def _open_once(self) -> None:
+        s = self.settings
+        verify: bool | str = (s.ca_bundle or True) if s.cert_validation else False
+        extra: dict[str, Any] = {}
+        if s.auth == "certificate":
+            extra = {"certificate_pem": s.cert_pem, "certificate_key_pem": s.cert_key_pem}
+        wsman = WSMan(
+            s.address,
+            port=s.port,
+            username=s.user,
+            password=s.password,
+            ssl=s.scheme == "https",
+            auth=s.auth,
+            cert_validation=verify,  # type: ignore[arg-type]  # pypsrp also takes a CA bundle path
+            connection_timeout=max(1, round(s.connect_timeout)),
+            operation_timeout=max(1, round(s.operation_timeout)),
+            read_timeout=read_timeout(s),
+            no_proxy=True,
+            **extra,
+        )
+        pool = RunspacePool(wsman)
+        try:
+            pool.open()
+            self._run_loader(pool)
+        except Exception as exc:  # noqa: BLE001 - every failure is mapped to a typed error below
+            # No pool.close(): it would send a Delete to a host that just failed (one more connection and
+            # timeout); dropping the HTTP session is enough for a pool that never opened.
+            _close_quietly(None, wsman)
+            raise self._mapped(exc) from None
+        self._wsman, self._pool = wsman, pool
+
+    def _run_loader(self, pool: RunspacePool) -> None:
+        ps = PowerShell(pool)
+        ps.add_script(self._loader if self._loader is not None else loader_script())
+        outputs = ps.invoke()
+        pool.pipelines.pop(ps.id, None)
+        if ps.had_errors or ps.streams.error:
+            raise ProtocolError(f"the FleetNode module did not load: {_first_error(ps)}", host=self.host)
+        try:
+            result = parse_result_document(outputs, "FleetNode loader", self.host)
+        except NodeOperationError as err:
+            raise ProtocolError(f"the FleetNode module did not load: {err.message}", host=self.host) from None
+        # The lab's loader reply carries no version (it runs the protocol in Python); a real one always does.
+        version = result.get("version")
+        if result.get("module") != MODULE_NAME or (version is not None and str(version) != PROTOCOL_VERSION):
+            raise ProtocolError(f"the node loaded {result.get('module')} protocol version {version}, expected "
+                                f"{MODULE_NAME} {PROTOCOL_VERSION}; mixed fleetctl versions?", host=self.host)
+
+    def close(self) -> None:
+        with self._lock:
+            pool, wsman = self._pool, self._wsman
+            self._pool = self._wsman = None
+        if pool is not None and wsman is not None:
+            _close_quietly(pool, wsman)
+
+    def _discard(self) -> None:
+        """Forget a pool that failed mid-operation so the next attempt opens a fresh one."""
+        self.close()
+
+    @property
+    def max_input_object_bytes(self) -> int:
+        self.open()
+        assert self._wsman is not None
+        chars = self._wsman.max_payload_size - _FRAMING_MARGIN
+        return max(3, (chars // 4) * 3)
+
+    # -- operations ---------------------------------------------------------------------------------------------
+
+    def invoke(
+        self,
+        operation: str,
+        params: dict[str, Any],
+        input_objects: Iterable[str] | None = None,
+    ) -> dict[str, Any]:
+        check_call(operation, params)
+        for name in secret_params(operation):
+            register_secret(params.get(name))
+        with self._lock:
+            for attempt in retry_transient_io(self._retry_attempts, self._retry_wait):
+                with attempt:
+                    # Not open(): its own retries would multiply with these.
+                    if self._pool is None:
+                        self._open_once()
+                    outputs = self._run(operation, params, input_objects)
+        return parse_result_document(outputs, operation, self.host)
+
+    def _run(self, operation: str, params: dict[str, Any], input_objects: Iterable[str] | None) -> list[Any]:
+        assert self._pool is not None
+        ps = PowerShell(self._pool)
+        ps.add_cmdlet(operation)
+        for name, value in _wire_parameters(operation, params):
+            ps.add_parameter(name, value)
+        try:
+            outputs = ps.invoke(input=_input_generator(input_objects))
+        except Exception as exc:  # noqa: BLE001 - every failure is mapped to a typed error below
+            self._discard()
+            raise self._mapped(exc) from None
+        finally:
+            # Completed pipelines are done on the server; dropping our record (instead of PowerShell.close(),
+            # which costs a Signal round trip) keeps a long-lived pool from accumulating outputs.
+            if self._pool is not None:
+                self._pool.pipelines.pop(ps.id, None)
+        if not any(isinstance(o, str) and o.strip() for o in outputs) and (ps.had_errors or ps.streams.error):
+            raise NodeOperationError("INTERNAL", _first_error(ps), operation=operation, host=self.host)
+        return outputs
+
+    def _mapped(self, exc: BaseException) -> TransportError | NodeOperationError:
+        if isinstance(exc, (TransportError, NodeOperationError)):
+            return exc
+        return map_exception(exc, self.settings)
+
+
+def _wire_parameters(operation: str, params: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    """Protocol parameters as pypsrp values: switches present or absent, longs tagged I64 (pypsrp tags every
+    Python int I32), string lists as lists, hashtables as dicts of strings."""
+    types = {p.name: p.type for p in OPERATIONS[operation].params}
+    for name, value in params.items():
+        if value is None:
+            continue
+        kind = types[name]
+        if kind == "switch":
+            if value:
+                yield name, None
+        elif kind == "long":
+            yield name, TaggedValue("I64", int(value))
+        elif kind == "int":
+            yield name, int(value)
+        elif kind == "bool":
+            yield name, bool(value)
+        elif kind == "string[]":
+            yield name, [str(v) for v in value]
+        elif kind == "hashtable":
+            yield name, {str(k): str(v) for k, v in dict(value).items()}
+        else:
+            yield name, str(value)
+
+
+def _input_generator(input_objects: Iterable[str] | None) -> Iterator[str] | None:
+    """A generator over the input objects (pypsrp streams a generator, one Send per object), or None if empty.
+
+    pypsrp calls next() once before sending anything, so an empty generator must become "no input"."""
+    if input_objects is None:
+        return None
+    iterator = iter(input_objects)
+    try:
+        first = next(iterator)
+    except StopIteration:
+        return None
+
+    def chain() -> Iterator[str]:
+        yield first
+        yield from iterator
+
+    return chain()
+
+
+def _first_error(ps: PowerShell) -> str:
+    if ps.streams.error:
+        return redact(str(ps.streams.error[0]))
+    return "the pipeline failed without an error record"
+
+
+def _close_quietly(pool: RunspacePool | None, wsman: WSMan) -> None:
+    # Closing a pool on a dead host must not mask the error that got us here: pypsrp, requests and socket
+    # errors alike are dropped.
+    with contextlib.suppress(Exception):
+        if pool is not None:
+            pool.close()
+    with contextlib.suppress(Exception):
+        wsman.close()
+
