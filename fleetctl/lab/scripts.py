@@ -30,9 +30,13 @@ from typing import Any, Protocol
 from pypsrp._utils import get_pwsh_script
 
 from fleetctl.lab.backend import LabUnsupported
+from fleetctl.node.protocol import PROTOCOL_VERSION
 
 LOADER_MARKER = "# FleetNode module loader"
-LOADER_RESULT = json.dumps({"ok": True, "result": {"module": "FleetNode", "lab": True}})
+# Same reply as the real loader (fleetctl/node/loader.py), plus lab: true so a lab node never passes for Windows.
+LOADER_RESULT = json.dumps(
+    {"ok": True, "result": {"module": "FleetNode", "version": PROTOCOL_VERSION, "lab": True}}
+)
 
 # What %VAR% expands to on a lab node when a script asks for environment expansion (pypsrp's expand_variables);
 # unknown variables stay as written, as [Environment]::ExpandEnvironmentVariables leaves them.

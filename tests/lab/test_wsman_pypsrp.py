@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from fleetctl.node.protocol import PROTOCOL_VERSION
 import requests
 from pypsrp.exceptions import AuthenticationError, WinRMTransportError, WSManFaultError
 from pypsrp.powershell import PowerShell, PSInvocationState, RunspacePool
@@ -117,7 +119,7 @@ def test_module_loader_script_answers_the_lab_document(fake_node):
         ps = PowerShell(pool)
         ps.add_script(LOADER_MARKER + "\nImport-Module FleetNode\n")
         out = ps.invoke()
-    assert json.loads(out[0]) == {"ok": True, "result": {"module": "FleetNode", "lab": True}}
+    assert json.loads(out[0]) == {"ok": True, "result": {"module": "FleetNode", "version": PROTOCOL_VERSION, "lab": True}}
 
 
 def test_stop_a_running_pipeline(fake_node):
