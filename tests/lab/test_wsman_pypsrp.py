@@ -9,8 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-
-from fleetctl.node.protocol import PROTOCOL_VERSION
 import requests
 from pypsrp.exceptions import AuthenticationError, WinRMTransportError, WSManFaultError
 from pypsrp.powershell import PowerShell, PSInvocationState, RunspacePool
@@ -18,6 +16,7 @@ from pypsrp.wsman import WSMan
 
 from fleetctl.lab.backend import NetworkFaults
 from fleetctl.lab.scripts import LOADER_MARKER
+from fleetctl.node.protocol import PROTOCOL_VERSION
 
 pytestmark = pytest.mark.lab
 
