@@ -1,0 +1,126 @@
+"""`fleetctl lab up|down|status|fault`: a local simulated Windows fleet (see docs/lab.md)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from fleetctl.errors import FleetError
+from fleetctl.lab.control import lab_down, lab_fault, lab_status, lab_up
+from fleetctl.lab.layout import DEFAULT_BASE, HTTP_PORT, HTTPS_PORT, LabLayout
+from fleetctl.ui.console import print_json, safe, stderr, stdout
+
+DirOpt = typer.Option(None, "--dir", help="Lab state directory. Default: $FLEETCTL_LAB_DIR, else .fleetctl/lab.",
+                      show_default=False)
+JsonOpt = typer.Option(False, "--json", help="Print one JSON document instead of a table.")
+NodeArg = typer.Argument(..., help="Node name (lab-node03 or node03), N% of the nodes, or '*'.")
+FaultsArg = typer.Argument(..., help="Faults: unreachable, blackhole, latency:200ms, auth-failure, crash-on-start, "
+                           "crash-after:5s, slow-stop:10s, health-failing, disk-full, clock-skew:+5m; "
+                           "no-NAME clears one, none clears all.")
+
+
+def up(
+    nodes: int = typer.Option(3, "--nodes", "-n", help="How many simulated nodes."),
+    faults: str | None = typer.Option(
+        None, "--faults", help="Faults, e.g. 'node03=crash-on-start,10%=unreachable,node05=latency:200ms'."),
+    base: str | None = typer.Option(
+        None, "--base", help=f"First node address. Default: $FLEETCTL_LAB_BASE, else {DEFAULT_BASE}.",
+        show_default=False),
+    directory: str | None = DirOpt,
+    no_wine: bool = typer.Option(False, "--no-wine", help="Do not prepare Wine (only Linux services will run)."),
+    json_out: bool = JsonOpt,
+) -> None:
+    """Start the lab in the background; returns when every node answers, and writes its inventory."""
+    layout = LabLayout.at(directory)
+    chosen_base = base or os.environ.get("FLEETCTL_LAB_BASE") or DEFAULT_BASE
+    with stderr().status(f"starting {nodes} lab node(s)..."):
+        status = lab_up(layout, nodes=nodes, base=chosen_base, faults=faults, wine=not no_wine)
+    if json_out:
+        print_json(_status_json(status))
+        return
+    names = [n["name"] for n in status["nodes"]]
+    out = stdout()
+    out.print(f"lab up: {len(names)} node(s) ({escape(names[0])} .. {escape(names[-1])}) from "
+              f"{escape(status['nodes'][0]['address'])}")
+    faulted = [f"{n['name']}={'+'.join(n['faults'])}" for n in status["nodes"] if n.get("faults")]
+    if faulted:
+        out.print("faults: " + escape(safe(", ".join(faulted[:20]))) + (" ..." if len(faulted) > 20 else ""))
+    out.print(f"inventory: {escape(status['inventory'])}")
+    out.print(f"CA: {escape(status['ca'])}")
+    out.print(f"try: fleetctl ping -i {escape(status['inventory'])}")
+
+
+def down(directory: str | None = DirOpt, json_out: bool = JsonOpt) -> None:
+    """Stop the lab: every node, service and listener it started."""
+    layout = LabLayout.at(directory)
+    result = lab_down(layout)
+    if json_out:
+        print_json(result)
+    elif not result["stopped"]:
+        stdout().print(f"no lab was running in {escape(str(layout.dir))}")
+    else:
+        stdout().print(f"lab down: {result['nodes']} node(s) stopped" + (" (forced)" if result["forced"] else ""))
+    if result["leftover_listeners"]:
+        raise FleetError(f"listeners still open after lab down: {', '.join(result['leftover_listeners'][:5])}")
+
+
+def status(directory: str | None = DirOpt, json_out: bool = JsonOpt) -> None:
+    """List the lab's nodes: address, ports, services and their state, counters and faults."""
+    layout = LabLayout.at(directory)
+    doc = lab_status(layout)
+    if json_out:
+        print_json(_status_json(doc))
+        return
+    table = Table(title=f"lab {safe(layout.dir)} (WinRM ports {HTTP_PORT}/{HTTPS_PORT})", show_lines=False)
+    for column in ("node", "address", "services", "requests", "received", "artifacts", "restarts", "faults"):
+        table.add_column(column)
+    for node in doc["nodes"]:
+        services = ", ".join(f"{s['name']}: {s['state']}" + (f" (pid {s['pid']})" if s.get("pid") else "")
+                             for s in node["services"]) or "-"
+        c = node["counters"]
+        table.add_row(escape(node["name"]), node["address"], escape(safe(services)), str(c["requests"]), _bytes(c["bytes_received"]),
+                      _bytes(c["artifact_bytes_stored"]), str(c["service_restarts"]),
+                      escape(safe(", ".join(node["faults"]) or "-")))
+    stdout().print(table)
+    stdout().print(f"inventory: {escape(doc['inventory'])}   CA: {escape(doc['ca'])}")
+
+
+def fault(
+    node: str = NodeArg,
+    faults: list[str] = FaultsArg,
+    directory: str | None = DirOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Inject or clear faults on running lab nodes."""
+    result = lab_fault(LabLayout.at(directory), node, "+".join(faults))
+    if json_out:
+        print_json({"nodes": result["nodes"]})
+        return
+    for name, active in result["nodes"].items():
+        stdout().print(f"{escape(name)}: {escape(', '.join(active) or 'no faults')}")
+
+
+def _status_json(doc: dict[str, Any]) -> dict[str, Any]:
+    return {"nodes": doc["nodes"], "ca": doc["ca"], "inventory": doc["inventory"]}
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def register(app: typer.Typer) -> None:
+    lab = typer.Typer(help="A local simulated Windows fleet: real WinRM, real service processes (Wine).",
+                      no_args_is_help=True)
+    lab.command("up")(up)
+    lab.command("down")(down)
+    lab.command("status")(status)
+    lab.command("fault")(fault)
+    app.add_typer(lab, name="lab")

@@ -1,0 +1,101 @@
+"""Where a lab keeps its files, how its nodes are named and addressed, and the inventory it writes for itself."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from fleetctl.errors import ConfigError
+
+DEFAULT_DIR = Path(".fleetctl/lab")
+DEFAULT_BASE = "127.0.1.1"
+HTTP_PORT = 5985
+HTTPS_PORT = 5986
+LAB_USER = "fleet"
+NODES_PER_OCTET = 250  # node addresses use .1 .. .250 of each 127.0.X.0/24, then move to the next X
+_SOCKET_PATH_MAX = 100  # AF_UNIX paths are limited to 108 bytes on Linux
+
+
+@dataclass(frozen=True)
+class LabLayout:
+    """The files of one lab under its state directory (default `.fleetctl/lab`)."""
+
+    dir: Path
+
+    @classmethod
+    def at(cls, directory: str | Path | None) -> LabLayout:
+        layout = cls(Path(directory or os.environ.get("FLEETCTL_LAB_DIR") or DEFAULT_DIR).absolute())
+        if len(str(layout.control)) > _SOCKET_PATH_MAX:
+            raise ConfigError(f"the lab directory path is too long for its control socket (max "
+                              f"{_SOCKET_PATH_MAX - 12} characters); choose a shorter --dir", key="--dir")
+        return layout
+
+    inventory = property(lambda self: self.dir / "inventory.yml")
+    ca = property(lambda self: self.dir / "ca.pem")
+    credentials = property(lambda self: self.dir / "credentials")
+    control = property(lambda self: self.dir / "control.sock")
+    state = property(lambda self: self.dir / "state.json")
+    log = property(lambda self: self.dir / "lab.log")
+    nodes = property(lambda self: self.dir / "nodes")
+    tls = property(lambda self: self.dir / "tls")
+    wineprefix = property(lambda self: self.dir / "wineprefix")
+
+
+def node_name(index: int, count: int) -> str:
+    """`lab-node01`, ..., zero-padded to at least two digits and to the width of the largest index."""
+    return f"lab-node{index:0{max(2, len(str(count)))}d}"
+
+
+def node_addresses(base: str, count: int) -> list[str]:
+    """Addresses of nodes 1..count from `base` (127.0.A.B): B, B+1, ... up to .250, then 127.0.(A+1).1 ..."""
+    try:
+        first = ipaddress.IPv4Address(base)
+    except ValueError:
+        raise ConfigError(f"--base {base!r} is not an IPv4 address; expected e.g. 127.0.1.1", key="--base") from None
+    octets = first.packed
+    if octets[0] != 127 or octets[1] != 0 or not 1 <= octets[3] <= NODES_PER_OCTET:
+        raise ConfigError(f"--base {base!r} must be 127.0.X.Y with Y in 1..{NODES_PER_OCTET} (loopback only)",
+                          key="--base")
+    out = []
+    for i in range(count):
+        offset = octets[3] - 1 + i
+        third = octets[2] + offset // NODES_PER_OCTET
+        if third > 255:
+            raise ConfigError(f"{count} nodes from {base} run past 127.0.255.x; choose a lower --base",
+                              key="--nodes")
+        out.append(f"127.0.{third}.{offset % NODES_PER_OCTET + 1}")
+    return out
+
+
+def inventory_document(names: list[str], addresses: list[str], layout: LabLayout) -> dict[str, object]:
+    """An Ansible-style inventory of the lab; the password is read through `file()`, never written inline."""
+    return {
+        "all": {
+            "children": {
+                "lab": {
+                    "hosts": {n: {"ansible_host": a} for n, a in zip(names, addresses)},
+                    "vars": {
+                        "fleet_transport": "winrm",
+                        "fleet_port": HTTPS_PORT,
+                        "fleet_scheme": "https",
+                        "fleet_auth": "ntlm",
+                        "fleet_user": LAB_USER,
+                        "fleet_password": "{{ file('" + str(layout.credentials) + "') }}",
+                        "fleet_ca_bundle": str(layout.ca),
+                    },
+                }
+            }
+        }
+    }
+
+
+def write_inventory(names: list[str], addresses: list[str], layout: LabLayout) -> None:
+    text = ("# Written by `fleetctl lab up`: the lab's simulated Windows nodes. Rewritten at every `lab up`.\n"
+            + yaml.safe_dump(inventory_document(names, addresses, layout), sort_keys=False))
+    tmp = layout.inventory.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, layout.inventory)

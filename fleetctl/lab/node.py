@@ -1,0 +1,506 @@
+"""One simulated Windows node: the node protocol's operations in Python over the node's sandbox and its SCM.
+
+`LabNode` implements `NodeBackend`. Each protocol operation `Verb-FleetNoun` is the method
+`protocol.function_name(op)` taking the parameters as `protocol.snake_case(name)` keywords; `invoke` binds the
+PowerShell-style named parameters (case-insensitive, typed), calls the method and returns one JSON document,
+exactly as the PowerShell module does on Windows. Anything that is not a protocol operation is refused with
+`LabUnsupported`: the lab never pretends to run arbitrary PowerShell.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from fleetctl.config.redaction import redact_value, register_secret
+from fleetctl.lab.artifact_store import store_chunks, store_download
+from fleetctl.lab.backend import LabUnsupported, NetworkFaults
+from fleetctl.lab.binding import bind, checked_choice, checked_name, checked_port, checked_sha
+from fleetctl.lab.faults import Fault, NodeFaults
+from fleetctl.lab.nodeerror import NodeError
+from fleetctl.lab.portproxy import ProxyHub
+from fleetctl.lab.sandbox import DEFAULT_CAPACITY_BYTES, Sandbox
+from fleetctl.lab.scm import ServiceConfig, ServiceControlManager
+from fleetctl.lab.wine import WinePrefix
+from fleetctl.node.protocol import MODULE_NAME, OPERATIONS, PROTOCOL_VERSION, function_name
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = "C:\\ProgramData\\fleetctl"
+HISTORY_KEPT = 50
+_LOCAL_HOSTS = {"127.0.0.1", "localhost", "0.0.0.0", "::1", "[::1]"}
+_OPS_BY_LOWER = {name.lower(): op for name, op in OPERATIONS.items()}
+
+
+class LabNode:
+    """A simulated Windows node rooted at `root` (its `C/` directory is drive C:)."""
+
+    def __init__(
+        self,
+        name: str,
+        address: str,
+        root: Path,
+        *,
+        faults: NodeFaults | None = None,
+        wine: WinePrefix | None = None,
+        proxies: ProxyHub | None = None,
+        http_port: int = 5985,
+        https_port: int = 5986,
+        capacity_bytes: int = DEFAULT_CAPACITY_BYTES,
+        settle_s: float | None = None,
+        on_processes_changed: Any = None,
+    ) -> None:
+        self.name = name
+        self.address = address
+        self.http_port = http_port
+        self.https_port = https_port
+        self.faults = faults or NodeFaults()
+        self.sandbox = Sandbox(root, capacity_bytes)
+        self.sandbox.disk_full = self.faults.disk_full
+        self._own_proxies = proxies is None
+        self.proxies = proxies or ProxyHub()
+        extra = {"settle_s": settle_s} if settle_s is not None else {}
+        self.scm = ServiceControlManager(
+            self.sandbox, address=address, faults=self.faults, wine=wine, proxies=self.proxies,
+            log_dir=root / "_lab" / "services", on_restart=self._count_restart,
+            on_processes_changed=on_processes_changed or (lambda: None), **extra)
+        self.counters = {"requests": 0, "bytes_received": 0, "artifact_bytes_stored": 0, "service_restarts": 0}
+        self.firewall_rules: dict[str, dict[str, Any]] = {}
+        self.scheduled_tasks: dict[str, dict[str, Any]] = {}
+        self._port_proxies: set[tuple[str, int]] = set()
+        self._lock = threading.RLock()  # node state files (state.json, lock.json) change under this
+        self._counter_lock = threading.Lock()
+        self._input = threading.local()  # pipeline input of the operation running on this thread
+
+    # ---- NodeBackend -------------------------------------------------------------------------------------
+    def invoke(self, command: str, parameters: dict[str, Any], input_objects: list[Any]) -> list[Any]:
+        op = _OPS_BY_LOWER.get(command.lower())
+        if op is None:
+            raise LabUnsupported(
+                f"the fleetctl lab cannot run {command!r}: a lab node only implements the {MODULE_NAME} "
+                "operations; arbitrary PowerShell needs a real Windows host")
+        try:
+            kwargs = bind(op, parameters)
+            self._input.objects = input_objects if op.pipeline_input else []
+            result = getattr(self, function_name(op.name))(**kwargs)
+            document: dict[str, Any] = {"ok": True, "result": result}
+        except NodeError as err:
+            document = err.to_document()
+        except Exception as err:
+            log.exception("lab node %s: %s failed", self.name, op.name)
+            document = NodeError("INTERNAL", f"{type(err).__name__}: {err}").to_document()
+        finally:
+            self._input.objects = []
+        return [json.dumps(redact_value(document))]
+
+    def run_script(self, script: str, arguments: list[Any], input_objects: list[Any]) -> list[Any]:
+        try:
+            from fleetctl.lab.scripts import run_known_script
+        except ImportError:
+            raise LabUnsupported("the fleetctl lab cannot run scripts (fleetctl.lab.scripts is missing)") from None
+        return list(run_known_script(script, arguments, input_objects, self.sandbox))
+
+    def network_faults(self) -> NetworkFaults:
+        return self.faults.network()
+
+    def count_request(self, bytes_received: int) -> None:
+        with self._counter_lock:
+            self.counters["requests"] += 1
+            self.counters["bytes_received"] += bytes_received
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._counter_lock:
+            self.counters[key] += n
+
+    def _count_restart(self) -> None:
+        self._count("service_restarts")
+
+    # ---- faults, status, shutdown ------------------------------------------------------------------------
+    def apply_faults(self, faults: list[Fault]) -> None:
+        for fault in faults:
+            self.faults.apply(fault)
+        self.sandbox.disk_full = self.faults.disk_full
+        self.scm.set_health_failing(self.faults.health_failing)
+
+    def status(self) -> dict[str, Any]:
+        with self._counter_lock:
+            counters = dict(self.counters)
+        return {
+            "name": self.name, "address": self.address, "http_port": self.http_port,
+            "https_port": self.https_port,
+            "services": [self.scm.status(n) for n in self.scm.names()],
+            "counters": counters, "faults": self.faults.active(),
+            "firewall_rules": sorted(self.firewall_rules), "scheduled_tasks": sorted(self.scheduled_tasks),
+            "port_proxies": [f"{a}:{p}" for a, p in sorted(self._port_proxies)],
+        }
+
+    def close(self) -> None:
+        """Stop every process this node started and its port proxies."""
+        self.scm.shutdown()
+        for listen in list(self._port_proxies):
+            self.proxies.remove(listen)
+        self._port_proxies.clear()
+        if self._own_proxies:
+            self.proxies.close()
+
+    # ---- clock and paths ---------------------------------------------------------------------------------
+    def now(self) -> datetime:
+        """The node's clock: real UTC shifted by the clock-skew fault."""
+        return datetime.now(UTC) + timedelta(seconds=self.faults.clock_skew_s)
+
+    def _iso(self, when: datetime | None = None) -> str:
+        return (when or self.now()).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+    def _app_dir(self, app: str) -> Path:
+        return self.sandbox.resolve(f"{STATE_DIR}\\apps\\{checked_name(app, 'App')}")
+
+    def _artifact_path(self, sha256: str) -> Path:
+        return self.sandbox.resolve(f"{STATE_DIR}\\artifacts\\{checked_sha(sha256)}")
+
+    def _read_json(self, path: Path) -> Any:
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+
+    def _write_json(self, path: Path, data: Any) -> None:
+        self.sandbox.write_path(path, json.dumps(data, indent=1).encode())
+
+    def _load_state(self, app: str, root: str | None = None) -> dict[str, Any]:
+        state = self._read_json(self._app_dir(app) / "state.json")
+        return state or {"app": app, "root": root, "releases": [], "current": None, "previous": None,
+                         "history": []}
+
+    def _save_state(self, app: str, state: dict[str, Any], action: str | None = None,
+                    release: str | None = None) -> None:
+        if action:
+            state["history"] = (state["history"] + [{"at": self._iso(), "action": action,
+                                                      "release": release}])[-HISTORY_KEPT:]
+        self._write_json(self._app_dir(app) / "state.json", state)
+
+    # ---- operations: facts and locks ---------------------------------------------------------------------
+    def get_fleet_facts(self) -> dict[str, Any]:
+        return {
+            "hostname": self.name.upper(),
+            "os_name": "Microsoft Windows Server 2022 Datacenter (fleetctl lab simulation)",
+            "os_version": "10.0.20348",
+            "os_build": "20348",
+            "ps_version": "5.1.20348.2031",
+            "drives": {"C": self.sandbox.free_bytes()},
+            "utc_now": self._iso(),
+            "module_version": PROTOCOL_VERSION,
+            "lab": True,
+        }
+
+    def lock_fleet_app(self, app: str, owner: str, deploy_id: str, ttl_seconds: int,
+                       force: bool = False) -> dict[str, Any]:
+        if ttl_seconds <= 0:
+            raise NodeError("INVALID_ARGUMENT", "TtlSeconds must be positive", {"TtlSeconds": ttl_seconds})
+        with self._lock:
+            path = self._app_dir(app) / "lock.json"
+            held = self._read_json(path)
+            now = self.now()
+            taken_over = None
+            if held and held.get("deploy_id") != deploy_id and not _expired(held, now):
+                if not force:
+                    raise NodeError("LOCK_HELD", f"app {app!r} is locked by {held.get('owner')} "
+                                    f"(deploy {held.get('deploy_id')}) until {held.get('expires_at')}",
+                                    {"holder": held})
+                taken_over = held
+            elif held and held.get("deploy_id") != deploy_id:
+                taken_over = held  # an expired lock is taken over silently, but reported
+            acquired = held.get("acquired_at") if held and held.get("deploy_id") == deploy_id else self._iso(now)
+            lock = {"owner": owner, "deploy_id": deploy_id, "acquired_at": acquired,
+                    "expires_at": self._iso(now + timedelta(seconds=ttl_seconds))}
+            self._write_json(path, lock)
+            return {"lock": lock, "taken_over": taken_over}
+
+    def unlock_fleet_app(self, app: str, deploy_id: str, force: bool = False) -> dict[str, Any]:
+        with self._lock:
+            path = self._app_dir(app) / "lock.json"
+            held = self._read_json(path)
+            if not held:
+                return {"released": False}
+            if held.get("deploy_id") != deploy_id and not force:
+                raise NodeError("LOCK_NOT_OWNED", f"app {app!r} is locked by deploy {held.get('deploy_id')}, "
+                                f"not {deploy_id}", {"holder": held})
+            self.sandbox.remove(path)
+            return {"released": True}
+
+    # ---- operations: artifacts ---------------------------------------------------------------------------
+    def test_fleet_artifact(self, sha256: str) -> dict[str, Any]:
+        path = self._artifact_path(sha256)
+        if path.is_file():
+            return {"present": True, "path": self.sandbox.to_windows(path), "size": path.stat().st_size}
+        return {"present": False, "path": None, "size": None}
+
+    def receive_fleet_artifact(self, sha256: str, size: int, compression: str = "gzip") -> dict[str, Any]:
+        target = self._artifact_path(sha256)
+        chunks = getattr(self._input, "objects", [])
+        received = store_chunks(self.sandbox, target, chunks, sha256, size, compression or "gzip")
+        self._count("artifact_bytes_stored", size)
+        return {"path": self.sandbox.to_windows(target), "sha256": sha256, "size": size, "received": received}
+
+    def save_fleet_artifact_from_url(self, url: str, sha256: str, size: int, token: str | None = None,
+                                     ca_certificate: str | None = None) -> dict[str, Any]:
+        register_secret(token)
+        target = self._artifact_path(sha256)
+        if target.is_file() and target.stat().st_size == size:
+            return {"path": self.sandbox.to_windows(target), "sha256": sha256, "size": size, "received": 0}
+        received = store_download(self.sandbox, target, url, sha256, size, token, ca_certificate)
+        self._count("artifact_bytes_stored", size)
+        return {"path": self.sandbox.to_windows(target), "sha256": sha256, "size": size, "received": received}
+
+    # ---- operations: releases ----------------------------------------------------------------------------
+    def install_fleet_release(self, app: str, root: str, release: str, version: str, sha256: str, exe_name: str,
+                              files: dict[str, str] | None = None) -> dict[str, Any]:
+        checked_name(release, "Release")
+        checked_name(exe_name, "ExeName")  # a plain file name: no directory part
+        with self._lock:
+            state = self._load_state(app, root)
+            release_dir = self.sandbox.resolve(f"{root}\\releases\\{release}")
+            if release_dir.is_dir() and any(r["release"] == release for r in state["releases"]):
+                return {"release": release, "path": self.sandbox.to_windows(release_dir), "created": False}
+            artifact = self._artifact_path(sha256)
+            if not artifact.is_file():
+                raise NodeError("NOT_FOUND", f"artifact {sha256} is not in the node's cache", {"sha256": sha256})
+            rendered = {rel: text.encode("utf-8") for rel, text in (files or {}).items()}
+            self.sandbox.ensure_space(artifact.stat().st_size + sum(len(b) for b in rendered.values()),
+                                      f"release {release}")
+            # Built under a temporary name and renamed: a half-installed release is never seen as installed.
+            staging = release_dir.with_name(f".{release}.{uuid.uuid4().hex[:8]}.tmp")
+            try:
+                self.sandbox.copy_file(artifact, staging / exe_name)
+                for rel, data in rendered.items():
+                    parts = [p for p in re.split(r"[\\/]+", rel) if p]
+                    if not parts or any(p in ("..", ".") or ":" in p for p in parts):
+                        raise NodeError("INVALID_ARGUMENT", f"Files key {rel!r} must be a relative path inside "
+                                        "the release", {"Files": rel})
+                    self.sandbox.write_path(staging.joinpath(*parts), data)
+                if release_dir.exists():
+                    self.sandbox.remove(release_dir)  # a leftover directory not in the state: stale, replace
+                os.replace(staging, release_dir)
+            finally:
+                if staging.exists():
+                    self.sandbox.remove(staging)
+            for rel in ("shared\\logs",):
+                self.sandbox.resolve(f"{root}\\{rel}").mkdir(parents=True, exist_ok=True)
+            state["root"] = root
+            state["releases"] = [r for r in state["releases"] if r["release"] != release] + [
+                {"release": release, "version": version, "sha256": sha256, "exe_name": exe_name,
+                 "installed_at": self._iso()}]
+            self._save_state(app, state, "install", release)
+            return {"release": release, "path": self.sandbox.to_windows(release_dir), "created": True}
+
+    def switch_fleet_release(self, app: str, root: str, release: str) -> dict[str, Any]:
+        with self._lock:
+            state = self._load_state(app, root)
+            release_dir = self.sandbox.resolve(f"{root}\\releases\\{checked_name(release, 'Release')}")
+            if not release_dir.is_dir() or not any(r["release"] == release for r in state["releases"]):
+                raise NodeError("NOT_FOUND", f"release {release!r} is not installed under {root}",
+                                {"release": release})
+            link = self.sandbox.resolve(f"{root}\\current")
+            target = self.sandbox.read_junction(link)
+            if state["current"] == release and target is not None and Path(target) == release_dir.absolute():
+                return {"current": release, "previous": state["previous"], "changed": False}
+            self.sandbox.set_junction(link, release_dir)
+            if state["current"] != release:
+                state["previous"], state["current"] = state["current"], release
+            self._save_state(app, state, "switch", release)
+            return {"current": release, "previous": state["previous"], "changed": True}
+
+    def get_fleet_state(self, app: str, root: str, service_name: str | None = None) -> dict[str, Any]:
+        with self._lock:
+            state = self._load_state(app, root)
+            lock = self._read_json(self._app_dir(app) / "lock.json")
+        if lock:
+            lock = dict(lock, expired=_expired(lock, self.now()))
+        releases = [{k: r[k] for k in ("release", "version", "sha256", "installed_at")} for r in state["releases"]]
+        return {"releases": releases, "current": state["current"], "previous": state["previous"],
+                "service": self.scm.status(service_name or app), "lock": lock,
+                "history": state["history"][-HISTORY_KEPT:]}
+
+    def remove_fleet_release(self, app: str, root: str, keep: int | None = None,
+                             release: str | None = None) -> dict[str, Any]:
+        if keep is None and release is None:
+            raise NodeError("INVALID_ARGUMENT", "give Keep or Release")
+        if keep is not None and keep < 0:
+            raise NodeError("INVALID_ARGUMENT", "Keep must be 0 or more", {"Keep": keep})
+        with self._lock:
+            state = self._load_state(app, root)
+            protected = {state["current"], state["previous"]} - {None}
+            ids = [r["release"] for r in state["releases"]]
+            if release is not None:
+                if release in protected:
+                    raise NodeError("RELEASE_IN_USE", f"release {release!r} is the current or previous one",
+                                    {"release": release})
+                doomed = [release] if release in ids else []
+            else:
+                assert keep is not None
+                # Oldest first; current and previous are never removed and count towards Keep.
+                excess = max(0, len(ids) - max(keep, len(protected)))
+                doomed = [r for r in ids if r not in protected][:excess]
+            removed = []
+            for rid in doomed:
+                self.sandbox.remove(self.sandbox.resolve(f"{root}\\releases\\{rid}"))
+                removed.append(rid)
+                state["releases"] = [r for r in state["releases"] if r["release"] != rid]
+                self._save_state(app, state, "remove", rid)
+            return {"removed": removed, "kept": [r["release"] for r in state["releases"]]}
+
+    # ---- operations: services ----------------------------------------------------------------------------
+    def set_fleet_service(self, name: str, binary_path: str, display_name: str | None = None,
+                          description: str | None = None, arguments: list[str] | None = None,
+                          environment: dict[str, str] | None = None, account: str | None = None,
+                          password: str | None = None, start_type: str | None = None,
+                          dependencies: list[str] | None = None, recovery_restart_seconds: int | None = None,
+                          recovery_reset_seconds: int | None = None,
+                          stop_timeout_seconds: int | None = None) -> dict[str, Any]:
+        config = ServiceConfig(
+            name=name, binary_path=binary_path, display_name=display_name or "", description=description or "",
+            arguments=list(arguments or []), environment=dict(environment or {}),
+            account=account or "LocalSystem", password=password, start_type=(start_type or "auto").lower(),
+            dependencies=list(dependencies or []), recovery_restart_seconds=recovery_restart_seconds or 0,
+            recovery_reset_seconds=recovery_reset_seconds if recovery_reset_seconds is not None else 86400,
+            stop_timeout_seconds=stop_timeout_seconds or 20)
+        created, changed = self.scm.configure(config)
+        return {"created": created, "changed": changed}
+
+    def stop_fleet_service(self, name: str, timeout_seconds: int) -> dict[str, Any]:
+        return self.scm.stop(name, timeout_seconds)
+
+    def start_fleet_service(self, name: str, timeout_seconds: int) -> dict[str, Any]:
+        return self.scm.start(name, timeout_seconds)
+
+    # ---- operations: health and logs ---------------------------------------------------------------------
+    def _node_local_url(self, url: str) -> str:
+        """`http://localhost:8080/` on a lab node means the node itself, i.e. its own address."""
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise NodeError("INVALID_ARGUMENT", f"not an http(s) URL: {url!r}", {"Url": url})
+        if parts.hostname in _LOCAL_HOSTS:
+            netloc = self.address + (f":{parts.port}" if parts.port else "")
+            return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+        return url
+
+    def test_fleet_health(self, url: str, timeout_seconds: int) -> dict[str, Any]:
+        target = self._node_local_url(url)
+        began = time.monotonic()
+        status, body, error = None, "", None
+        try:
+            with urllib.request.urlopen(target, timeout=max(1, timeout_seconds)) as response:
+                status, body = response.status, response.read(4096).decode("utf-8", "replace")
+        except urllib.error.HTTPError as err:
+            status, body = err.code, err.read(4096).decode("utf-8", "replace")
+        except (urllib.error.URLError, OSError) as err:
+            error = str(getattr(err, "reason", err))
+        return {"status": status, "body": body, "elapsed_ms": int((time.monotonic() - began) * 1000),
+                "error": error}
+
+    def get_fleet_log(self, app: str, root: str, tail: int | None = None,
+                      path: str | None = None) -> dict[str, Any]:
+        tail = 100 if tail is None else tail
+        if tail < 0:
+            raise NodeError("INVALID_ARGUMENT", "Tail must be 0 or more", {"Tail": tail})
+        if path and (path.startswith(("\\", "/")) or ":" in path or ".." in re.split(r"[\\/]+", path)):
+            raise NodeError("INVALID_ARGUMENT", "Path must be relative to Root", {"Path": path})
+        where = self.sandbox.resolve(f"{root}\\{path}" if path else f"{root}\\shared\\logs")
+        if where.is_dir():
+            files = [p for p in self.sandbox.walk_files(where) if not p.name.startswith(".")]
+            if not files:
+                raise NodeError("NOT_FOUND", f"no log file under {self.sandbox.to_windows(where)}")
+            where = max(files, key=lambda p: p.stat().st_mtime)
+        if not where.is_file():
+            raise NodeError("NOT_FOUND", f"no log file at {self.sandbox.to_windows(where)}")
+        lines = where.read_text(encoding="utf-8", errors="replace").splitlines()
+        return {"path": self.sandbox.to_windows(where), "lines": lines[-tail:] if tail else []}
+
+    # ---- operations: firewall, scheduled tasks, port proxy -----------------------------------------------
+    def set_fleet_firewall_rule(self, name: str, port: int, protocol: str | None = None,
+                                direction: str | None = None, action: str | None = None,
+                                remote_address: list[str] | None = None, remove: bool = False) -> dict[str, Any]:
+        if remove:
+            return {"changed": self.firewall_rules.pop(name, None) is not None}
+        rule = {
+            "port": checked_port(port, "Port"),
+            "protocol": checked_choice(protocol or "TCP", ("TCP", "UDP"), "Protocol"),
+            "direction": checked_choice(direction or "Inbound", ("Inbound", "Outbound"), "Direction"),
+            "action": checked_choice(action or "Allow", ("Allow", "Block"), "Action"),
+            "remote_address": list(remote_address or ["Any"]),
+        }
+        changed = self.firewall_rules.get(name) != rule
+        self.firewall_rules[name] = rule
+        return {"changed": changed}
+
+    def set_fleet_scheduled_task(self, name: str, execute: str | None = None, arguments: list[str] | None = None,
+                                 at: str | None = None, user: str | None = None, remove: bool = False,
+                                 run_now: bool = False) -> dict[str, Any]:
+        if remove:
+            return {"changed": self.scheduled_tasks.pop(name, None) is not None, "last_run": None}
+        task = self.scheduled_tasks.get(name)
+        changed = False
+        if execute is not None:
+            if at is not None and not re.match(r"^([01]\d|2[0-3]):[0-5]\d$", at):
+                raise NodeError("INVALID_ARGUMENT", "At must be HH:MM (24 h)", {"At": at})
+            definition = {"execute": execute, "arguments": list(arguments or []), "at": at,
+                          "user": user or "SYSTEM"}
+            changed = task is None or {k: task[k] for k in definition} != definition
+            task = dict(task or {"last_run": None, "last_pid": None}, **definition)
+            self.scheduled_tasks[name] = task
+        if task is None:
+            raise NodeError("NOT_FOUND" if run_now else "INVALID_ARGUMENT",
+                            f"scheduled task {name!r} does not exist" + ("" if run_now else "; give Execute"),
+                            {"name": name})
+        if run_now:
+            if not re.match(r"^[A-Za-z]:[\\/]", task["execute"]):
+                raise NodeError("UNSUPPORTED", f"the fleetctl lab can only run executables stored on the node "
+                                f"(an absolute C:\\ path), not {task['execute']!r}")
+            task["last_pid"] = self.scm.run_detached(task["execute"], task["arguments"], name)
+            task["last_run"] = self._iso()
+        return {"changed": changed, "last_run": task["last_run"]}
+
+    def set_fleet_port_proxy(self, listen_port: int, listen_address: str | None = None,
+                             connect_port: int | None = None, connect_address: str | None = None,
+                             remove: bool = False) -> dict[str, Any]:
+        listen = (self._node_address(listen_address or "0.0.0.0", "ListenAddress"),
+                  checked_port(listen_port, "ListenPort"))
+        if remove:
+            self._port_proxies.discard(listen)
+            return {"changed": self.proxies.remove(listen), "connect": None}
+        if connect_port is None:
+            raise NodeError("INVALID_ARGUMENT", "ConnectPort is required unless -Remove")
+        connect_host = connect_address or "127.0.0.1"
+        connect_host = self.address if connect_host in _LOCAL_HOSTS else connect_host
+        connect = (connect_host, checked_port(connect_port, "ConnectPort"))
+        try:
+            changed = self.proxies.ensure(listen, connect)
+        except OSError as err:
+            raise NodeError("INVALID_ARGUMENT", f"cannot listen on {listen[0]}:{listen[1]}: {err.strerror}",
+                            {"ListenPort": listen_port}) from None
+        self._port_proxies.add(listen)
+        return {"changed": changed, "connect": f"{connect[0]}:{connect[1]}"}
+
+    def _node_address(self, address: str, key: str) -> str:
+        if address in _LOCAL_HOSTS or address == self.address:
+            return self.address  # every lab node shares the machine: "all interfaces" means the node's address
+        raise NodeError("INVALID_ARGUMENT", f"{key} {address!r} is not an address of this node ({self.address})",
+                        {key: address})
+
+
+def _expired(lock: dict[str, Any], now: datetime) -> bool:
+    try:
+        expires = datetime.fromisoformat(str(lock["expires_at"]))
+    except (KeyError, ValueError):
+        return True
+    return expires <= now

@@ -1,0 +1,484 @@
+"""A lab node's service control manager: service definitions, real service processes, crash detection, recovery.
+
+Services are real processes. A Windows PE exe runs under Wine (the lab's one prefix), a Linux ELF binary or a
+`#!` script runs directly. Arguments and environment values that are absolute Windows paths are translated to
+the node's sandbox; node-local listen addresses (`0.0.0.0:P`, `127.0.0.1:P`, `localhost:P`, `:P`) become the
+node's own address, because every lab node shares the machine's loopback.
+
+States follow Windows: Stopped, StartPending, Running, StopPending. A process counts as Running once it has
+stayed up for `settle_s` (a console program under Wine cannot report SERVICE_RUNNING itself). Stop sends SIGTERM
+to the process group (the lab cannot deliver a Windows service Stop control to a console program under Wine)
+and, if the process ignores it, SIGKILL after the service's stop timeout. An exit nobody asked for is a crash:
+recovery restarts it after the configured delay and counts the restart.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fleetctl.config.redaction import register_secret
+from fleetctl.lab.faults import NodeFaults
+from fleetctl.lab.nodeerror import NodeError
+from fleetctl.lab.portproxy import ProxyHub, free_port
+from fleetctl.lab.sandbox import Sandbox, is_windows_path
+from fleetctl.lab.wine import WinePrefix, windows_path_for_wine
+
+DEFAULT_STOP_TIMEOUT_S = 20
+SETTLE_S = 0.3
+START_TYPES = ("auto", "delayed-auto", "manual", "disabled")
+_LOCAL_LISTEN = re.compile(r"^(?P<prefix>.*=)?(?P<host>0\.0\.0\.0|127\.0\.0\.1|localhost|\[::\]|\[::1\]|)"
+                           r":(?P<port>\d{1,5})$")
+
+
+@dataclass
+class ServiceConfig:
+    """What `Set-FleetService` defines; field names are the protocol's parameters in snake_case."""
+
+    name: str
+    binary_path: str
+    display_name: str = ""  # empty: the service name is shown
+    description: str = ""
+    arguments: list[str] = field(default_factory=list)
+    environment: dict[str, str] = field(default_factory=dict)
+    account: str = "LocalSystem"
+    password: str | None = None
+    start_type: str = "auto"
+    dependencies: list[str] = field(default_factory=list)
+    recovery_restart_seconds: int = 0
+    recovery_reset_seconds: int = 86400
+    stop_timeout_seconds: int = DEFAULT_STOP_TIMEOUT_S
+
+
+@dataclass
+class _Service:
+    config: ServiceConfig
+    state: str = "Stopped"
+    proc: subprocess.Popen[bytes] | None = None
+    pid: int | None = None
+    start_time: str | None = None
+    restarts: int = 0
+    exit_code: int | None = None
+    failures: int = 0
+    last_failure: float = 0.0
+    stop_requested: bool = False
+    generation: int = 0  # bumped by every explicit start/stop: cancels a pending recovery restart
+    in_use: Path | None = None
+    front: tuple[str, int] | None = None
+    timers: list[threading.Timer] = field(default_factory=list)
+
+
+class ServiceControlManager:
+    """The services of one node."""
+
+    def __init__(
+        self,
+        sandbox: Sandbox,
+        *,
+        address: str,
+        faults: NodeFaults,
+        wine: WinePrefix | None,
+        proxies: ProxyHub,
+        log_dir: Path,
+        on_restart: Callable[[], None] = lambda: None,
+        on_processes_changed: Callable[[], None] = lambda: None,
+        settle_s: float = SETTLE_S,
+    ) -> None:
+        self.sandbox = sandbox
+        self.address = address
+        self.faults = faults
+        self.wine = wine
+        self.proxies = proxies
+        self.log_dir = log_dir
+        self.on_restart = on_restart
+        self.on_processes_changed = on_processes_changed
+        self.settle_s = settle_s
+        self._services: dict[str, _Service] = {}
+        self._cond = threading.Condition(threading.RLock())
+        self._closing = False
+        self._tasks: list[subprocess.Popen[bytes]] = []
+
+    # ---- definitions -------------------------------------------------------------------------------------
+    def _find(self, name: str) -> _Service | None:
+        # Service names are case-insensitive on Windows.
+        svc = self._services.get(name.lower())
+        return svc
+
+    def configure(self, config: ServiceConfig) -> tuple[bool, list[str]]:
+        """Create or update a definition; returns (created, changed field names). Applies at the next start."""
+        if config.start_type not in START_TYPES:
+            raise NodeError("INVALID_ARGUMENT", f"StartType must be one of {', '.join(START_TYPES)}",
+                            {"StartType": config.start_type})
+        if not is_windows_path(config.binary_path):
+            raise NodeError("INVALID_ARGUMENT", "BinaryPath must be an absolute Windows path",
+                            {"BinaryPath": config.binary_path})
+        register_secret(config.password)
+        with self._cond:
+            svc = self._find(config.name)
+            if svc is None:
+                self._services[config.name.lower()] = _Service(config=config)
+                return True, []
+            config.name = svc.config.name  # the name a service was created with stays its key (as on Windows)
+            changed = [_protocol_name(f.name) for f in fields(ServiceConfig)
+                       if f.name != "name" and getattr(svc.config, f.name) != getattr(config, f.name)]
+            svc.config = config
+            return False, changed
+
+    def names(self) -> list[str]:
+        with self._cond:
+            return [s.config.name for s in self._services.values()]
+
+    def status(self, name: str) -> dict[str, Any]:
+        with self._cond:
+            svc = self._find(name)
+            if svc is None:
+                return {"exists": False, "state": None, "pid": None, "start_time": None, "restarts": 0,
+                        "binary_path": None}
+            return {"exists": True, "name": svc.config.name, "state": svc.state, "pid": svc.pid,
+                    "start_time": svc.start_time, "restarts": svc.restarts, "binary_path": svc.config.binary_path,
+                    "exit_code": svc.exit_code, "start_type": svc.config.start_type}
+
+    def pids(self) -> list[int]:
+        with self._cond:
+            return [s.pid for s in self._services.values() if s.pid] + [p.pid for p in self._tasks]
+
+    # ---- start -------------------------------------------------------------------------------------------
+    def start(self, name: str, timeout_s: float, _chain: tuple[str, ...] = ()) -> dict[str, Any]:
+        began = time.monotonic()
+        deadline = began + max(0.0, timeout_s)
+        with self._cond:
+            svc = self._find(name)
+            if svc is None:
+                raise NodeError("NOT_FOUND", f"service {name!r} does not exist", {"name": name})
+            was = svc.state
+            if svc.state == "Running":
+                return {"state": "Running", "pid": svc.pid, "waited_ms": 0, "was": was}
+            if svc.config.start_type == "disabled":
+                raise NodeError("SERVICE_START_FAILED", f"service {name!r} is disabled",
+                                {"state": svc.state, "exit_code": None, "reason": "disabled"})
+            if svc.state == "StopPending":
+                self._wait_for(svc, ("Stopped",), deadline)
+                if svc.state != "Stopped":
+                    raise NodeError("SERVICE_START_TIMEOUT", f"service {name!r} is still stopping",
+                                    {"state": svc.state})
+            for dep in svc.config.dependencies:
+                # Windows starts the services a service depends on first, and refuses when one is missing.
+                if dep.lower() in _chain or self._find(dep) is None:
+                    raise NodeError("SERVICE_START_FAILED", f"dependency {dep!r} of service {name!r} does not "
+                                    "exist or depends on it", {"state": "Stopped", "reason": "dependency"})
+                self.start(dep, max(0.0, deadline - time.monotonic()), _chain + (name.lower(),))
+            if svc.state == "Stopped":
+                svc.generation += 1
+                self._cancel_timers(svc)
+                self._launch(svc)
+            self._wait_for(svc, ("Running", "Stopped"), deadline)
+            waited = int((time.monotonic() - began) * 1000)
+            if svc.state == "Running":
+                return {"state": "Running", "pid": svc.pid, "waited_ms": waited, "was": was}
+            if svc.state == "Stopped":
+                raise NodeError("SERVICE_START_FAILED", f"service {name!r} exited while starting "
+                                f"(exit code {svc.exit_code})",
+                                {"state": "Stopped", "exit_code": svc.exit_code, "reason": "process exited"})
+            raise NodeError("SERVICE_START_TIMEOUT", f"service {name!r} did not reach Running within "
+                            f"{timeout_s:g} s", {"state": svc.state, "waited_ms": waited})
+
+    def _wait_for(self, svc: _Service, states: tuple[str, ...], deadline: float) -> None:
+        while svc.state not in states:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._cond.wait(remaining)
+
+    def _launch(self, svc: _Service) -> None:
+        """Start the process (caller holds the lock); a watcher thread follows it from then on."""
+        cfg = svc.config
+        exe = self.sandbox.resolve(cfg.binary_path)
+        kind = _exe_kind(exe)
+        if kind is None:
+            svc.exit_code = 2 if not exe.exists() else 193
+            reason = "file not found" if not exe.exists() else "not a valid Win32 application"
+            raise NodeError("SERVICE_START_FAILED", f"cannot start service {cfg.name!r}: {cfg.binary_path}: {reason}",
+                            {"state": "Stopped", "exit_code": svc.exit_code, "reason": reason})
+        pe = kind == "pe"
+        args = [self._translate(a, pe) for a in cfg.arguments]
+        env = self.wine.env() if pe and self.wine else {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent",
+                                                          "LANG": "C.UTF-8"}
+        env.update({k: self._translate(v, pe) for k, v in cfg.environment.items()})
+        if self.faults.health_failing:
+            args = self._put_failing_front(svc, args)
+        if pe:
+            if self.wine is None:
+                raise NodeError("SERVICE_START_FAILED", "this lab runs without Wine; Windows exes cannot start",
+                                {"state": "Stopped", "reason": "wine"})
+            svc.state = "StartPending"  # so a concurrent start waits instead of launching a second process
+            generation = svc.generation
+            self._cond.release()  # preparing the prefix can take ~20 s the first time; don't block the node
+            try:
+                self.wine.wait_ready()
+            except NodeError:
+                svc.state = "Stopped"
+                self._drop_front(svc)
+                raise
+            finally:
+                self._cond.acquire()
+            if svc.generation != generation:  # stopped while waiting for Wine: do not launch after all
+                self._drop_front(svc)
+                raise NodeError("SERVICE_START_FAILED", f"service {cfg.name!r} was stopped while starting",
+                                {"state": svc.state, "reason": "stopped"})
+            argv = self.wine.command(exe, args)
+        else:
+            # Windows has no execute bit; a Linux binary copied in as an artifact needs one to run.
+            os.chmod(exe, exe.stat().st_mode | 0o111)
+            argv = [str(exe), *args]
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_dir / f"{cfg.name}.out", "ab") as out:
+            try:
+                proc = subprocess.Popen(argv, cwd=exe.parent, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+            except OSError as err:
+                self._drop_front(svc)
+                raise NodeError("SERVICE_START_FAILED", f"cannot start service {cfg.name!r}: {err.strerror}",
+                                {"state": "Stopped", "reason": err.strerror}) from None
+        svc.proc, svc.pid, svc.state = proc, proc.pid, "StartPending"
+        svc.stop_requested = False
+        svc.exit_code = None
+        svc.start_time = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        svc.in_use = self.sandbox.mark_in_use(exe)
+        if self.faults.crash_on_start:
+            _signal_group(proc, signal.SIGKILL)  # the process really starts, then dies at once
+        elif self.faults.crash_after_s > 0:
+            self._add_timer(svc, self.faults.crash_after_s, lambda: _signal_group(proc, signal.SIGKILL))
+        threading.Thread(target=self._watch, args=(svc, proc), name=f"scm-{cfg.name}", daemon=True).start()
+        self.on_processes_changed()
+
+    def _translate(self, value: str, pe: bool) -> str:
+        prefix, sep, rest = value.partition("=")
+        candidates = [("", value)] + ([(prefix + sep, rest)] if sep else [])
+        for head, tail in candidates:
+            if is_windows_path(tail):
+                path = self.sandbox.resolve(tail)
+                return head + (windows_path_for_wine(path) if pe else str(path))
+        match = _LOCAL_LISTEN.match(value)
+        if match:
+            return f"{match.group('prefix') or ''}{self.address}:{match.group('port')}"
+        return value
+
+    def _put_failing_front(self, svc: _Service, args: list[str]) -> list[str]:
+        """Health-failing fault: move the service to a private port and answer its public one with HTTP 500."""
+        pattern = re.compile(r"^(?P<prefix>.*=)?" + re.escape(self.address) + r":(?P<port>\d{1,5})$")
+        for i, arg in enumerate(args):
+            match = pattern.match(arg)
+            if match:
+                public = (self.address, int(match.group("port")))
+                private = free_port(self.address)
+                self.proxies.ensure(public, (self.address, private), failing=True)
+                svc.front = public
+                return args[:i] + [f"{match.group('prefix') or ''}{self.address}:{private}"] + args[i + 1:]
+        return args
+
+    def _drop_front(self, svc: _Service) -> None:
+        if svc.front is not None:
+            self.proxies.remove(svc.front)
+            svc.front = None
+
+    def set_health_failing(self, failing: bool) -> None:
+        """Runtime toggle: existing fronts start/stop failing; a service without one gets it at its next start."""
+        with self._cond:
+            for svc in self._services.values():
+                if svc.front is not None:
+                    self.proxies.set_failing(svc.front, failing)
+
+    def _watch(self, svc: _Service, proc: subprocess.Popen[bytes]) -> None:
+        try:
+            proc.wait(self.settle_s)
+        except subprocess.TimeoutExpired:
+            with self._cond:
+                if svc.proc is proc and svc.state == "StartPending":
+                    svc.state = "Running"
+                    self._cond.notify_all()
+            proc.wait()
+        self._exited(svc, proc)
+
+    def _exited(self, svc: _Service, proc: subprocess.Popen[bytes]) -> None:
+        with self._cond:
+            if svc.proc is not proc:
+                return
+            if svc.in_use is not None:
+                self.sandbox.release(svc.in_use)
+                svc.in_use = None
+            self._drop_front(svc)
+            self._cancel_timers(svc)
+            svc.proc, svc.pid, svc.state = None, None, "Stopped"
+            svc.exit_code = proc.returncode if proc.returncode >= 0 else 1067  # 1067: terminated unexpectedly
+            if not svc.stop_requested and not self._closing:
+                now = time.monotonic()
+                if now - svc.last_failure > svc.config.recovery_reset_seconds:
+                    svc.failures = 0
+                svc.failures += 1
+                svc.last_failure = now
+                if svc.config.recovery_restart_seconds > 0 and svc.config.start_type != "disabled":
+                    generation = svc.generation
+                    self._add_timer(svc, svc.config.recovery_restart_seconds,
+                                    lambda: self._recover(svc, generation))
+            self._cond.notify_all()
+        self.on_processes_changed()
+
+    def _recover(self, svc: _Service, generation: int) -> None:
+        with self._cond:
+            if self._closing or svc.generation != generation or svc.state != "Stopped":
+                return
+            svc.restarts += 1
+            self.on_restart()
+            try:
+                self._launch(svc)
+            except NodeError:
+                svc.state = "Stopped"  # like Windows: a failed recovery start leaves the service stopped
+
+    def _add_timer(self, svc: _Service, delay: float, action: Callable[[], None]) -> None:
+        timer = threading.Timer(delay, action)
+        timer.daemon = True
+        svc.timers.append(timer)
+        timer.start()
+
+    def _cancel_timers(self, svc: _Service) -> None:
+        for timer in svc.timers:
+            if timer is not threading.current_thread():
+                timer.cancel()
+        svc.timers.clear()
+
+    # ---- scheduled-task runs ------------------------------------------------------------------------------
+    def run_detached(self, windows_exe: str, arguments: list[str], label: str) -> int:
+        """Run an exe stored on the node once, not waited for (a scheduled task's Run); returns its PID."""
+        exe = self.sandbox.resolve(windows_exe)
+        kind = _exe_kind(exe)
+        if kind is None:
+            raise NodeError("NOT_FOUND", f"{windows_exe} is not an executable stored on the node",
+                            {"path": windows_exe})
+        pe = kind == "pe"
+        args = [self._translate(a, pe) for a in arguments]
+        if pe:
+            if self.wine is None:
+                raise NodeError("UNSUPPORTED", "this lab runs without Wine; Windows exes cannot run")
+            self.wine.wait_ready()
+            argv, env = self.wine.command(exe, args), self.wine.env()
+        else:
+            os.chmod(exe, exe.stat().st_mode | 0o111)
+            argv, env = [str(exe), *args], {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "LANG": "C.UTF-8"}
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_dir / f"task-{label}.out", "ab") as out:
+            proc = subprocess.Popen(argv, cwd=exe.parent, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        with self._cond:
+            self._tasks.append(proc)
+        threading.Thread(target=self._reap_task, args=(proc,), daemon=True).start()
+        self.on_processes_changed()
+        return proc.pid
+
+    def _reap_task(self, proc: subprocess.Popen[bytes]) -> None:
+        proc.wait()
+        with self._cond:
+            if proc in self._tasks:
+                self._tasks.remove(proc)
+        self.on_processes_changed()
+
+    # ---- stop --------------------------------------------------------------------------------------------
+    def stop(self, name: str, timeout_s: float) -> dict[str, Any]:
+        began = time.monotonic()
+        with self._cond:
+            svc = self._find(name)
+            if svc is None:
+                return {"state": "Stopped", "waited_ms": 0, "was": "Absent"}
+            was = svc.state
+            svc.generation += 1  # an explicit stop cancels a pending recovery restart
+            if svc.state == "Stopped" or (svc.state == "StartPending" and svc.proc is None):
+                # (StartPending without a process: still waiting for Wine; the bumped generation cancels it.)
+                svc.state = "Stopped"
+                self._cancel_timers(svc)
+                self._cond.notify_all()
+                return {"state": "Stopped", "waited_ms": 0, "was": was}
+            if not svc.stop_requested and svc.proc is not None:
+                svc.stop_requested = True
+                svc.state = "StopPending"
+                self._cancel_timers(svc)
+                proc, grace = svc.proc, float(svc.config.stop_timeout_seconds or DEFAULT_STOP_TIMEOUT_S)
+
+                def terminate() -> None:
+                    _signal_group(proc, signal.SIGTERM)
+                    # A process that ignores SIGTERM is killed after the service's own stop timeout.
+                    self._add_timer(svc, grace, lambda: _signal_group(proc, signal.SIGKILL))
+
+                # Slow-stop fault: the service ignores the stop request for N s, then honours it.
+                delay = self.faults.slow_stop_s
+                if delay > 0:
+                    self._add_timer(svc, delay, terminate)
+                else:
+                    terminate()
+            self._wait_for(svc, ("Stopped",), began + max(0.0, timeout_s))
+            waited = int((time.monotonic() - began) * 1000)
+            if svc.state != "Stopped":
+                raise NodeError("SERVICE_STOP_TIMEOUT", f"service {name!r} did not stop within {timeout_s:g} s",
+                                {"state": svc.state, "pid": svc.pid, "waited_ms": waited})
+            return {"state": "Stopped", "waited_ms": waited, "was": was}
+
+    def shutdown(self, grace_s: float = 5.0) -> None:
+        """Stop every service process (lab down): SIGTERM, then SIGKILL whatever is left after `grace_s`."""
+        with self._cond:
+            self._closing = True
+            procs = []
+            for svc in self._services.values():
+                self._cancel_timers(svc)
+                svc.generation += 1
+                if svc.proc is not None:
+                    svc.stop_requested = True
+                    procs.append(svc.proc)
+            procs.extend(self._tasks)
+        for proc in procs:
+            _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for proc in procs:
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait(5)
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, sig)  # the service ran in its own session: its children go too
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _exe_kind(path: Path) -> str | None:
+    """`pe`, `elf`, `script` or None (missing or not executable), judged by the file's first bytes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return None
+    if head[:2] == b"MZ" and len(head) >= 0x40:
+        offset = int.from_bytes(head[0x3C:0x40], "little")
+        if head[offset:offset + 4] == b"PE\0\0" or offset + 4 > len(head):
+            return "pe"
+        return None
+    if head[:4] == b"\x7fELF":
+        return "elf"
+    if head[:2] == b"#!":
+        return "script"
+    return None
+
+
+def _protocol_name(snake: str) -> str:
+    return "".join(part.capitalize() for part in snake.split("_"))

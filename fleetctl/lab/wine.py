@@ -1,0 +1,106 @@
+"""The lab's one Wine prefix: prepared once (in the background), used to run every Windows exe, shut down at the end.
+
+One `wineserver` serves every process of a prefix, so a lab of many nodes costs one prefix and one server.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+from fleetctl.lab.nodeerror import NodeError
+
+WINE64 = os.environ.get("FLEETCTL_WINE64", "/usr/lib/wine/wine64")
+WINESERVER = os.environ.get("FLEETCTL_WINESERVER", "/usr/lib/wine/wineserver")
+PREPARE_TIMEOUT_S = 180.0
+_MARKER = ".fleetctl-prepared"
+
+
+class WinePrefix:
+    """A WINEPREFIX directory, its preparation and its wineserver."""
+
+    def __init__(self, path: Path, wine64: str = WINE64, wineserver: str = WINESERVER) -> None:
+        self.path = path.resolve()
+        self.wine64 = wine64
+        self.wineserver = wineserver
+        self._ready = threading.Event()
+        self._error: str | None = None
+        self._boot: subprocess.Popen[bytes] | None = None
+        self._started = False
+        self._lock = threading.Lock()
+
+    @property
+    def available(self) -> bool:
+        return os.access(self.wine64, os.X_OK)
+
+    def env(self) -> dict[str, str]:
+        return {
+            "WINEPREFIX": str(self.path),
+            "WINEDEBUG": "-all",
+            # No Mono/Gecko installer prompts while the prefix is created: services are plain Go exes.
+            "WINEDLLOVERRIDES": "mscoree,mshtml=",
+            "HOME": os.environ.get("HOME", "/root"),
+            "PATH": "/usr/bin:/bin",
+        }
+
+    def prepare_in_background(self) -> None:
+        """Create the prefix if it is not there yet; returns at once, `wait_ready` waits."""
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+        if (self.path / _MARKER).exists():
+            self._ready.set()
+            return
+        threading.Thread(target=self._prepare, name="wine-prefix", daemon=True).start()
+
+    def _prepare(self) -> None:
+        try:
+            if not self.available:
+                self._error = f"wine64 not found at {self.wine64} (install the Debian package wine64)"
+                return
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._boot = subprocess.Popen([self.wine64, "wineboot", "--init"], env=self.env(),
+                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL, start_new_session=True)
+            code = self._boot.wait(PREPARE_TIMEOUT_S)
+            # The registry files appear only when the wineserver exits; exit code 0 is the signal to trust.
+            if code != 0:
+                self._error = f"preparing the Wine prefix {self.path} failed (wineboot exit code {code})"
+                return
+            (self.path / _MARKER).write_text("ok\n")
+        except (OSError, subprocess.TimeoutExpired) as err:
+            self._error = f"preparing the Wine prefix {self.path} failed: {err}"
+        finally:
+            self._ready.set()
+
+    def wait_ready(self, timeout: float = PREPARE_TIMEOUT_S) -> None:
+        """Block until the prefix can run exes; NodeError SERVICE_START_FAILED if it cannot."""
+        self.prepare_in_background()
+        if not self._ready.wait(timeout):
+            raise NodeError("SERVICE_START_FAILED", "the lab's Wine prefix is still being prepared; retry")
+        if self._error:
+            raise NodeError("SERVICE_START_FAILED", self._error, {"reason": "wine"})
+
+    def command(self, exe: Path, args: list[str]) -> list[str]:
+        return [self.wine64, str(exe), *args]
+
+    def shutdown(self) -> None:
+        """Stop preparation and every process of the prefix, including its wineserver."""
+        boot = self._boot
+        if boot is not None and boot.poll() is None:
+            boot.kill()
+            boot.wait(10)
+        if self.path.exists() and os.access(self.wineserver, os.X_OK):
+            subprocess.run([self.wineserver, "-k"], env=self.env(), stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30, check=False)
+            # -k signals; -w waits until the server has really gone, so no process is left behind.
+            subprocess.run([self.wineserver, "-w"], env=self.env(), stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30, check=False)
+
+
+def windows_path_for_wine(unix_path: Path) -> str:
+    """How a Windows process under Wine names a Unix path: through drive Z:, which maps `/`."""
+    return "Z:" + str(unix_path).replace("/", "\\")

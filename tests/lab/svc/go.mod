@@ -1,0 +1,3 @@
+module labsvc
+
+go 1.19

@@ -1,0 +1,298 @@
+"""LabNode's protocol operations (other than services): binding, facts, locks, artifacts, releases, firewall,
+scheduled tasks, the port proxy and logs. Called through `invoke`, exactly as the WinRM server calls them."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+import pytest
+from node_kit import call, chunks, error, free_port, install, next_address, ok, push, wait_for
+
+from fleetctl.config.redaction import MASK, forget_secrets
+from fleetctl.lab.backend import LabUnsupported
+from fleetctl.lab.node import LabNode
+
+ROOT = "C:\\apps\\hello"
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[LabNode]:
+    n = LabNode("lab-node01", next_address(), tmp_path / "lab-node01", capacity_bytes=10 * 1024**2)
+    yield n
+    n.close()
+
+
+# ---- binding -------------------------------------------------------------------------------------------------
+def test_anything_but_a_protocol_operation_is_refused_saying_the_lab_cannot_run_it(node: LabNode) -> None:
+    with pytest.raises(LabUnsupported, match="cannot run 'Get-Process'.*real Windows"):
+        node.invoke("Get-Process", {}, [])
+
+
+def test_parameters_bind_case_insensitively_with_types_checked(node: LabNode) -> None:
+    assert ok(node, "get-fleetfacts")["lab"] is True
+    err = error(node, "Lock-FleetApp", "INVALID_ARGUMENT", App="a", Owner="o", DeployId="d", TtlSeconds="soon")
+    assert "TtlSeconds expects int" in err["message"]
+    assert "missing required" in error(node, "Lock-FleetApp", "INVALID_ARGUMENT", App="a")["message"]
+    assert "cannot be found" in error(node, "Get-FleetFacts", "INVALID_ARGUMENT", Bogus=1)["message"]
+    assert ok(node, "lock-fleetapp", app="a", owner="o", deployid="d", ttlseconds="60")["lock"]["deploy_id"] == "d"
+
+
+def test_a_path_escaping_app_name_is_refused(node: LabNode) -> None:
+    error(node, "Get-FleetState", "INVALID_ARGUMENT", App="..\\..\\x", Root=ROOT)
+
+
+# ---- facts and clock -----------------------------------------------------------------------------------------
+def test_facts_say_lab_and_report_free_space_and_the_skewed_clock(node: LabNode) -> None:
+    facts = ok(node, "Get-FleetFacts")
+    assert facts["lab"] is True and "lab" in facts["os_name"] and facts["hostname"] == "LAB-NODE01"
+    assert 0 < facts["drives"]["C"] <= 10 * 1024**2
+    from datetime import datetime
+
+    def skew() -> float:
+        at = datetime.fromisoformat(ok(node, "Get-FleetFacts")["utc_now"])
+        return (at - datetime.now(UTC)).total_seconds()
+
+    assert abs(skew()) < 5
+    node.faults.clock_skew_s = -600
+    assert -605 < skew() < -595
+
+
+# ---- locks ---------------------------------------------------------------------------------------------------
+def test_lock_is_exclusive_reentrant_forceable_and_expires_by_the_node_clock(node: LabNode) -> None:
+    first = ok(node, "Lock-FleetApp", App="hello", Owner="ann@ci", DeployId="d1", TtlSeconds=60)
+    assert first["taken_over"] is None
+    again = ok(node, "Lock-FleetApp", App="hello", Owner="ann@ci", DeployId="d1", TtlSeconds=60)
+    assert again["lock"]["acquired_at"] == first["lock"]["acquired_at"]
+    held = error(node, "Lock-FleetApp", "LOCK_HELD", App="hello", Owner="bob@laptop", DeployId="d2", TtlSeconds=60)
+    assert held["details"]["holder"]["owner"] == "ann@ci"
+    error(node, "Unlock-FleetApp", "LOCK_NOT_OWNED", App="hello", DeployId="d2")
+    forced = ok(node, "Lock-FleetApp", App="hello", Owner="bob@laptop", DeployId="d2", TtlSeconds=60, Force=None)
+    assert forced["taken_over"]["deploy_id"] == "d1"
+    node.faults.clock_skew_s = 120  # the node's clock moves past the TTL: the lock has expired
+    assert ok(node, "Get-FleetState", App="hello", Root=ROOT)["lock"]["expired"] is True
+    ok(node, "Lock-FleetApp", App="hello", Owner="cy@ci", DeployId="d3", TtlSeconds=60)
+    assert ok(node, "Unlock-FleetApp", App="hello", DeployId="d3") == {"released": True}
+    assert ok(node, "Unlock-FleetApp", App="hello", DeployId="d3") == {"released": False}
+
+
+# ---- artifacts -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("compress", [True, False])
+def test_receive_artifact_verifies_and_caches_it(node: LabNode, compress: bool) -> None:
+    data = b"artifact bytes " * 500
+    sha = hashlib.sha256(data).hexdigest()
+    assert ok(node, "Test-FleetArtifact", Sha256=sha)["present"] is False
+    result = ok(node, "Receive-FleetArtifact", chunks(data, compress), Sha256=sha, Size=len(data),
+                Compression="gzip" if compress else "none")
+    assert result["size"] == len(data) and result["path"].endswith(sha)
+    present = ok(node, "Test-FleetArtifact", Sha256=sha)
+    assert present == {"present": True, "path": result["path"], "size": len(data)}
+    assert node.sandbox.read_bytes(result["path"]) == data
+    assert node.counters["artifact_bytes_stored"] == len(data)
+
+
+def test_a_corrupt_artifact_is_refused_and_nothing_is_kept(node: LabNode) -> None:
+    data = b"good bytes" * 100
+    sha = hashlib.sha256(data).hexdigest()
+    doc = call(node, "Receive-FleetArtifact", chunks(data[:-1] + b"X"), Sha256=sha, Size=len(data))
+    assert doc["error"]["code"] == "CHECKSUM_MISMATCH"
+    cache = node.sandbox.resolve("C:\\ProgramData\\fleetctl\\artifacts")
+    assert list(cache.iterdir()) == []
+    assert node.counters["artifact_bytes_stored"] == 0
+
+
+def test_an_artifact_larger_than_the_free_space_fails_with_disk_full(node: LabNode) -> None:
+    data = b"x" * (11 * 1024**2)
+    sha = hashlib.sha256(data).hexdigest()
+    assert call(node, "Receive-FleetArtifact", chunks(data, size=1 << 20), Sha256=sha,
+                Size=len(data))["error"]["code"] == "DISK_FULL"
+
+
+@pytest.fixture
+def artifact_server() -> Iterator[tuple[str, bytes, list[str]]]:
+    data = b"downloaded artifact" * 300
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization", ""))
+            if self.headers.get("Authorization") != "Bearer tok-SECRET-123":
+                self.send_error(401)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    address = next_address()
+    server = http.server.ThreadingHTTPServer((address, 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://{address}:{server.server_address[1]}/a.exe", data, seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_pull_mode_downloads_with_the_token_and_never_shows_it(node: LabNode, artifact_server: Any) -> None:
+    forget_secrets()
+    url, data, seen = artifact_server
+    sha = hashlib.sha256(data).hexdigest()
+    result = ok(node, "Save-FleetArtifactFromUrl", Url=url, Sha256=sha, Size=len(data), Token="tok-SECRET-123")
+    assert result["received"] == len(data) and seen == ["Bearer tok-SECRET-123"]
+    assert node.sandbox.read_bytes(result["path"]) == data
+    other = hashlib.sha256(b"other").hexdigest()
+    failed = call(node, "Save-FleetArtifactFromUrl", Url=url, Sha256=other, Size=5, Token="tok-WRONG-456")
+    assert failed["error"]["code"] == "DOWNLOAD_FAILED" and failed["error"]["details"]["status"] == 401
+    assert "tok-WRONG-456" not in json.dumps(failed)
+
+
+# ---- releases ------------------------------------------------------------------------------------------------
+def test_install_switch_state_and_retention(node: LabNode) -> None:
+    for n in (1, 2, 3, 4):
+        install(node, f"exe {n}".encode(), f"{n}.0-abc", switch=n in (2, 3))
+    again = ok(node, "Install-FleetRelease", App="hello", Root=ROOT, Release="1.0-abc", Version="1.0",
+               Sha256=hashlib.sha256(b"exe 1").hexdigest(), ExeName="hello.exe")
+    assert again["created"] is False
+    state = ok(node, "Get-FleetState", App="hello", Root=ROOT)
+    assert [r["release"] for r in state["releases"]] == ["1.0-abc", "2.0-abc", "3.0-abc", "4.0-abc"]
+    assert (state["current"], state["previous"]) == ("3.0-abc", "2.0-abc")
+    assert node.sandbox.read_bytes(f"{ROOT}\\current\\hello.exe") == b"exe 3"
+    assert ok(node, "Switch-FleetRelease", App="hello", Root=ROOT, Release="3.0-abc")["changed"] is False
+    error(node, "Switch-FleetRelease", "NOT_FOUND", App="hello", Root=ROOT, Release="9.9-zzz")
+    error(node, "Remove-FleetRelease", "RELEASE_IN_USE", App="hello", Root=ROOT, Release="2.0-abc")
+    removed = ok(node, "Remove-FleetRelease", App="hello", Root=ROOT, Keep=1)
+    assert removed == {"removed": ["1.0-abc", "4.0-abc"], "kept": ["2.0-abc", "3.0-abc"]}
+    assert not node.sandbox.resolve(f"{ROOT}\\releases\\1.0-abc").exists()
+    actions = [h["action"] for h in ok(node, "Get-FleetState", App="hello", Root=ROOT)["history"]]
+    assert actions.count("install") == 4 and actions.count("switch") == 2 and actions.count("remove") == 2
+
+
+def test_install_renders_files_and_refuses_paths_outside_the_release(node: LabNode) -> None:
+    sha = push(node, b"exe")
+    ok(node, "Install-FleetRelease", App="hello", Root=ROOT, Release="1.0-a", Version="1.0", Sha256=sha,
+       ExeName="hello.exe", Files={"conf\\app.yml": "port: 1\n"})
+    assert node.sandbox.read_bytes(f"{ROOT}\\releases\\1.0-a\\conf\\app.yml") == b"port: 1\n"
+    error(node, "Install-FleetRelease", "INVALID_ARGUMENT", App="hello", Root=ROOT, Release="1.1-a", Version="1.1",
+          Sha256=sha, ExeName="hello.exe", Files={"..\\..\\evil.txt": "x"})
+    assert not node.sandbox.resolve(f"{ROOT}\\releases\\1.1-a").exists()
+    error(node, "Install-FleetRelease", "NOT_FOUND", App="hello", Root=ROOT, Release="2.0-a", Version="2.0",
+          Sha256="0" * 64, ExeName="hello.exe")
+
+
+def test_retention_of_a_release_whose_exe_is_running_fails_with_file_in_use(node: LabNode) -> None:
+    install(node, b"one", "1.0-a")
+    install(node, b"two", "2.0-a")
+    install(node, b"three", "3.0-a")
+    node.sandbox.mark_in_use(node.sandbox.resolve(f"{ROOT}\\releases\\1.0-a\\hello.exe"))  # e.g. a blue instance
+    error(node, "Remove-FleetRelease", "FILE_IN_USE", App="hello", Root=ROOT, Release="1.0-a")
+    assert node.sandbox.resolve(f"{ROOT}\\releases\\1.0-a\\hello.exe").exists()
+
+
+# ---- firewall, tasks, port proxy, logs -----------------------------------------------------------------------
+def test_firewall_rules_are_ensured_idempotently_and_removed(node: LabNode) -> None:
+    assert ok(node, "Set-FleetFirewallRule", Name="hello-http", Port=8080)["changed"] is True
+    assert ok(node, "Set-FleetFirewallRule", Name="hello-http", Port=8080, Protocol="tcp")["changed"] is False
+    assert ok(node, "Set-FleetFirewallRule", Name="hello-http", Port=8081)["changed"] is True
+    assert node.firewall_rules["hello-http"]["port"] == 8081
+    error(node, "Set-FleetFirewallRule", "INVALID_ARGUMENT", Name="x", Port=80, Direction="Sideways")
+    assert ok(node, "Set-FleetFirewallRule", Name="hello-http", Port=8081, Remove=None)["changed"] is True
+    assert node.firewall_rules == {}
+
+
+def test_scheduled_task_is_registered_and_run_on_demand_as_a_real_process(node: LabNode, tmp_path: Path) -> None:
+    script = b"#!/bin/sh\necho ran \"$1\" > \"$2\"\n"
+    node.sandbox.write_bytes("C:\\tools\\job.exe", script)
+    assert ok(node, "Set-FleetScheduledTask", Name="nightly", Execute="C:\\tools\\job.exe",
+              Arguments=["now", "C:\\tools\\out.txt"], At="02:00")["changed"] is True
+    assert ok(node, "Set-FleetScheduledTask", Name="nightly", Execute="C:\\tools\\job.exe",
+              Arguments=["now", "C:\\tools\\out.txt"], At="02:00")["changed"] is False
+    result = ok(node, "Set-FleetScheduledTask", Name="nightly", RunNow=None)
+    assert result["last_run"] is not None
+    out = node.sandbox.resolve("C:\\tools\\out.txt")
+    wait_for(lambda: out.exists() and out.read_text() == "ran now\n", 10, "the task's output")
+    error(node, "Set-FleetScheduledTask", "NOT_FOUND", Name="missing", RunNow=None)
+    ok(node, "Set-FleetScheduledTask", Name="ps", Execute="powershell.exe", Arguments=["-File", "x.ps1"])
+    assert "only run executables" in error(node, "Set-FleetScheduledTask", "UNSUPPORTED", Name="ps",
+                                           RunNow=None)["message"]
+
+
+def _serve_text(address: str, text: bytes) -> tuple[socket.socket, int]:
+    sock = socket.socket()
+    sock.bind((address, 0))
+    sock.listen(8)
+
+    def loop() -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(text)
+
+    threading.Thread(target=loop, daemon=True).start()
+    return sock, int(sock.getsockname()[1])
+
+
+def _read_from(address: str, port: int) -> bytes:
+    with socket.create_connection((address, port), timeout=5) as conn:
+        data = b""
+        while chunk := conn.recv(100):
+            data += chunk
+        return data
+
+
+def test_port_proxy_forwards_real_tcp_and_switches_target(node: LabNode) -> None:
+    blue, blue_port = _serve_text(node.address, b"blue")
+    green, green_port = _serve_text(node.address, b"green")
+    listen = free_port(node.address)
+    try:
+        result = ok(node, "Set-FleetPortProxy", ListenPort=listen, ConnectPort=blue_port)
+        assert result == {"changed": True, "connect": f"{node.address}:{blue_port}"}
+        assert _read_from(node.address, listen) == b"blue"
+        assert ok(node, "Set-FleetPortProxy", ListenPort=listen, ConnectPort=blue_port)["changed"] is False
+        ok(node, "Set-FleetPortProxy", ListenPort=listen, ConnectPort=green_port, ConnectAddress="127.0.0.1")
+        assert _read_from(node.address, listen) == b"green"
+        error(node, "Set-FleetPortProxy", "INVALID_ARGUMENT", ListenPort=listen, ListenAddress="10.1.2.3",
+              ConnectPort=1)
+        assert ok(node, "Set-FleetPortProxy", ListenPort=listen, Remove=None)["changed"] is True
+        with pytest.raises(OSError):
+            _read_from(node.address, listen)
+    finally:
+        blue.close()
+        green.close()
+
+
+def test_get_log_returns_the_last_lines_of_the_newest_log(node: LabNode) -> None:
+    error(node, "Get-FleetLog", "NOT_FOUND", App="hello", Root=ROOT)
+    node.sandbox.write_bytes(f"{ROOT}\\shared\\logs\\hello.log", b"".join(b"line %d\n" % i for i in range(10)))
+    assert ok(node, "Get-FleetLog", App="hello", Root=ROOT, Tail=3)["lines"] == ["line 7", "line 8", "line 9"]
+    assert ok(node, "Get-FleetLog", App="hello", Root=ROOT, Path="shared\\logs\\hello.log")["path"].endswith(
+        "hello.log")
+    error(node, "Get-FleetLog", "INVALID_ARGUMENT", App="hello", Root=ROOT, Path="..\\..\\Windows\\win.ini")
+
+
+def test_node_local_health_probe(node: LabNode) -> None:
+    port = free_port(node.address)
+    result = ok(node, "Test-FleetHealth", Url=f"http://localhost:{port}/healthz", TimeoutSeconds=2)
+    assert result["status"] is None and result["error"]
+
+
+def test_secret_parameters_never_come_back(node: LabNode) -> None:
+    forget_secrets()
+    doc = call(node, "Set-FleetService", Name="svc", BinaryPath="C:\\x\\svc.exe", Password="hunter2-Secret",
+               StartType="sometimes")
+    assert doc["error"]["code"] == "INVALID_ARGUMENT"
+    assert "hunter2-Secret" not in json.dumps(doc)
+    doc = call(node, "Set-FleetService", Name="svc", BinaryPath="C:\\x\\svc.exe", Password=["not", "a string"])
+    assert MASK in doc["error"]["message"]
