@@ -74,6 +74,7 @@ class _Service:
     generation: int = 0  # bumped by every explicit start/stop: cancels a pending recovery restart
     in_use: Path | None = None
     front: tuple[str, int] | None = None
+    pe: bool = False  # a Windows exe under Wine: stopped with SIGINT, which Wine turns into a console Ctrl-C
     timers: list[threading.Timer] = field(default_factory=list)
 
 
@@ -209,6 +210,7 @@ class ServiceControlManager:
             raise NodeError("SERVICE_START_FAILED", f"cannot start service {cfg.name!r}: {cfg.binary_path}: {reason}",
                             {"state": "Stopped", "exit_code": svc.exit_code, "reason": reason})
         pe = kind == "pe"
+        svc.pe = pe
         args = [self._translate(a, pe) for a in cfg.arguments]
         env = self.wine.env() if pe and self.wine else {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent",
                                                           "LANG": "C.UTF-8"}
@@ -411,8 +413,12 @@ class ServiceControlManager:
                 self._cancel_timers(svc)
                 proc, grace = svc.proc, float(svc.config.stop_timeout_seconds or DEFAULT_STOP_TIMEOUT_S)
 
+                # The nearest a console process gets to the SCM's Stop control: a Go program under Wine
+                # exits gracefully on the Ctrl-C event Wine makes of SIGINT (SIGTERM would kill Wine at once).
+                polite = signal.SIGINT if svc.pe else signal.SIGTERM
+
                 def terminate() -> None:
-                    _signal_group(proc, signal.SIGTERM)
+                    _signal_group(proc, polite)
                     # A process that ignores SIGTERM is killed after the service's own stop timeout.
                     self._add_timer(svc, grace, lambda: _signal_group(proc, signal.SIGKILL))
 
