@@ -203,7 +203,6 @@ def test_lab_down_cleans_up_after_a_crashed_lab_process(lab_dir: Path) -> None:
 
 
 @pytest.mark.lab
-@pytest.mark.slow
 def test_two_hundred_nodes_come_up_and_down_leaves_nothing(lab_dir: Path) -> None:
     began = time.monotonic()
     fleetctl("lab", "up", "--nodes", "200", "--dir", str(lab_dir), "--base", SCALE_BASE, "--json", timeout=300)
