@@ -1,0 +1,56 @@
+"""`fleetctl logs`: the last lines of one host's service log, read on the node (`Get-FleetLog`)."""
+
+from __future__ import annotations
+
+import typer
+from rich.text import Text
+
+from fleetctl.cli.options import InventoryOpt, JsonOpt, VarOpt, inventory_paths
+from fleetctl.config.connection import insecure_hosts_warning
+from fleetctl.errors import ConfigError
+from fleetctl.node.fleet import Fleet
+from fleetctl.rollout.status import load_status_request
+from fleetctl.transport.errors import NodeOperationError
+from fleetctl.ui.console import print_json, safe, stderr, stdout, warn
+
+
+def logs(
+    playbook: str = typer.Argument(..., help="Playbook file."),
+    host: str = typer.Option(..., "--host", help="The inventory host whose log to show."),
+    tail: int = typer.Option(100, "--tail", "-n", min=1, max=100000, help="How many lines from the end."),
+    path: str | None = typer.Option(None, "--path", help="Log file relative to the install root "
+                                                            "(default: the newest file under shared\\logs)."),
+    inventory: list[str] | None = InventoryOpt,
+    var: list[str] | None = VarOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Print the last --tail lines of PLAYBOOK's service log on --host."""
+    request = load_status_request(playbook, inventory_paths(inventory), extra_vars=var, forks=1)
+    target = next((t for t in request.targets if t.host == host), None)
+    if target is None:
+        known = ", ".join(t.host for t in request.targets[:10])
+        raise ConfigError(f"'{host}' is not one of the playbook's hosts ({known}"
+                          f"{', ...' if len(request.targets) > 10 else ''})", key="--host")
+    warning = insecure_hosts_warning([request.connections[host]])
+    if warning:
+        warn(warning)
+    with Fleet({host: request.connections[host]}, forks=1) as fleet:
+        try:
+            result = fleet.client(host).get_fleet_log(app=target.app, root=target.root, tail=tail, path=path)
+        except NodeOperationError as err:
+            if err.code == "NOT_FOUND":
+                raise ConfigError(f"{host}: no log found: {err.message}", key="--path" if path else "--host") \
+                    from None
+            raise
+    if json_out:
+        print_json({"host": host, "path": result.path, "lines": list(result.lines)})
+        return
+    stderr().print(Text(safe(f"==> {host}: {result.path} (last {len(result.lines)} line(s))"), style="dim"))
+    out = stdout()
+    for line in result.lines:
+        # Log lines are printed as text, never as markup; secrets known to this run are masked.
+        out.print(Text(safe(line)), soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("logs")(logs)

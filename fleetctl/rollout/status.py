@@ -1,0 +1,278 @@
+"""The core of `fleetctl status`: ask every targeted node for its state, probe health once, and compute drift.
+
+For each host (in parallel, at most `forks` at a time): `Get-FleetState` gives the current and previous
+release, the service state and the lock (the node is the source of truth, SPEC 5); then one health probe,
+without retries, says whether it is healthy now. Drift is computed across the fleet: a host whose current
+release is not the fleet's majority release is drifting. A host that cannot be reached is reported
+(`service: "unreachable"`), never fatal.
+
+Service states: the node's state string (`Running`, `Stopped`, `StartPending`, ...), `absent` when the service
+is not registered, `unreachable` when the host could not be reached or authenticated, `error` when the node
+answered with an error. `healthy` is the single probe's verdict; with no `health:` section in the playbook it
+means "service Running"; a service that is not Running is never healthy (and is not probed).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from fleetctl.config.connection import ConnectionSettings
+from fleetctl.config.inventory import Host
+from fleetctl.config.playbook import Playbook
+from fleetctl.config.redaction import redact
+from fleetctl.errors import ConfigError, FleetError
+from fleetctl.node.client import NodeClient
+from fleetctl.node.fleet import run_parallel
+from fleetctl.node.results import LockInfo, NodeState
+from fleetctl.rollout.health import HealthCheck, ProbeVerdict, probe_once
+from fleetctl.targets import Targets, load_targets
+from fleetctl.transport.errors import TransportError
+
+UNREACHABLE = "unreachable"
+ABSENT = "absent"
+ERROR = "error"
+
+
+@dataclass(frozen=True)
+class StatusTarget:
+    """What status needs to know about one host: where the app lives and how to build its health check for
+    the version it runs (health expectations often name the version, so the check depends on it)."""
+
+    host: str
+    app: str
+    root: str
+    service_name: str
+    health_for: Callable[[str | None], HealthCheck | None]
+
+
+@dataclass(frozen=True)
+class ReleaseRef:
+    release: str
+    version: str | None
+
+    @property
+    def key(self) -> str:
+        """What drift compares: the version when the node knows it, else the release id."""
+        return self.version or self.release
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": self.version, "release": self.release}
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    """One host as `fleetctl status` reports it. `drift` is None when unknown (host did not answer)."""
+
+    host: str
+    current: ReleaseRef | None
+    previous: ReleaseRef | None
+    service: str
+    healthy: bool
+    lock: LockInfo | None
+    answered: bool
+    error: str | None = None  # why the host did not answer, or why it is unhealthy (redacted)
+    drift: bool | None = None
+    releases_kept: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """Exactly the issue's shape: current, previous, service, healthy, lock."""
+        return {
+            "current": self.current.to_json() if self.current else None,
+            "previous": self.previous.to_json() if self.previous else None,
+            "service": self.service,
+            "healthy": self.healthy,
+            "lock": lock_json(self.lock),
+        }
+
+
+@dataclass(frozen=True)
+class FleetStatus:
+    hosts: dict[str, HostStatus]
+    majority: str | None  # the version (or release id) most hosts run, None when no host runs one
+
+    @property
+    def not_answered(self) -> list[str]:
+        return [h for h, s in self.hosts.items() if not s.answered]
+
+    @property
+    def drifting(self) -> list[str]:
+        return [h for h, s in self.hosts.items() if s.drift]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"hosts": {h: s.to_json() for h, s in self.hosts.items()}}
+
+
+def lock_json(lock: LockInfo | None) -> dict[str, Any] | None:
+    if lock is None:
+        return None
+    return {
+        "owner": lock.owner,
+        "deploy_id": lock.deploy_id,
+        "acquired_at": lock.acquired_at.isoformat() if lock.acquired_at else None,
+        "expires_at": lock.expires_at.isoformat() if lock.expires_at else None,
+        "expired": lock.expired,
+    }
+
+
+Probe = Callable[[HealthCheck, NodeClient], ProbeVerdict]
+
+
+def _default_probe(check: HealthCheck, client: NodeClient) -> ProbeVerdict:
+    return probe_once(check, client)
+
+
+def host_status(target: StatusTarget, client: NodeClient, probe: Probe = _default_probe) -> HostStatus:
+    """Ask one node; a transport failure becomes an `unreachable` status, a node error an `error` status."""
+    try:
+        state = client.get_fleet_state(app=target.app, root=target.root, service_name=target.service_name)
+    except TransportError as err:
+        return HostStatus(target.host, None, None, UNREACHABLE, False, None, answered=False,
+                          error=redact(err.reason))
+    except FleetError as err:
+        return HostStatus(target.host, None, None, ERROR, False, None, answered=False, error=redact(str(err)))
+    current = _ref(state, state.current)
+    service = ABSENT
+    if state.service is not None and state.service.exists:
+        service = state.service.state or "Unknown"
+    healthy, reason = _probe_health(target, client, current, service, probe)
+    return HostStatus(target.host, current, _ref(state, state.previous), service, healthy, state.lock,
+                      answered=True, error=reason, releases_kept=len(state.releases))
+
+
+def _ref(state: NodeState, release_id: str | None) -> ReleaseRef | None:
+    if not release_id:
+        return None
+    info = state.release(release_id)
+    return ReleaseRef(release_id, info.version if info and info.version else None)
+
+
+def _probe_health(target: StatusTarget, client: NodeClient, current: ReleaseRef | None, service: str,
+                  probe: Probe) -> tuple[bool, str | None]:
+    if service != "Running":
+        return False, f"service {service}"
+    try:
+        check = target.health_for(current.version if current else None)
+    except ConfigError as err:
+        return False, redact(f"health check cannot be rendered: {err}")
+    if check is None:
+        return True, None
+    try:
+        verdict = probe(check, client)
+    except FleetError as err:  # a node-side probe whose node went away between the two calls
+        return False, redact(str(err))
+    return verdict.ok, verdict.reason
+
+
+def with_drift(statuses: dict[str, HostStatus]) -> FleetStatus:
+    """Mark drift: answering hosts not on the fleet's majority release (ties go to the one seen first, in
+    inventory order). Releases are compared by version: a release id also hashes each host's own rendered
+    files, so hosts on the same version legitimately have different ids. Hosts without any release drift when
+    others have one."""
+    counts = Counter(s.current.key for s in statuses.values() if s.answered and s.current)
+    majority = None
+    if counts:
+        best = max(counts.values())
+        majority = next(s.current.key for s in statuses.values()
+                        if s.answered and s.current and counts[s.current.key] == best)
+    marked = {}
+    for host, s in statuses.items():
+        drift = None if not s.answered else (majority is not None and
+                                             (s.current is None or s.current.key != majority))
+        marked[host] = replace(s, drift=drift)
+    return FleetStatus(marked, majority)
+
+
+def collect_status(
+    targets: Sequence[StatusTarget],
+    connect: Callable[[str], NodeClient],
+    *,
+    forks: int = 50,
+    probe: Probe = _default_probe,
+    on_done: Callable[[HostStatus], None] | None = None,
+) -> FleetStatus:
+    """Status of every target, in the given order; every host gets a status, whatever happens to it."""
+    by_host = {t.host: t for t in targets}
+
+    def one(host: str) -> HostStatus:
+        status = host_status(by_host[host], connect(host), probe)
+        if on_done is not None:
+            on_done(status)
+        return status
+
+    outcomes = run_parallel(list(by_host), one, forks=forks)
+    statuses: dict[str, HostStatus] = {}
+    for host, outcome in outcomes.items():
+        if outcome.value is not None:
+            statuses[host] = outcome.value
+        else:  # an unexpected exception (a bug, or a connect() failure): still a reported state
+            statuses[host] = HostStatus(host, None, None, ERROR, False, None, answered=False,
+                                        error=outcome.error or "unknown error")
+    return with_drift(statuses)
+
+
+# --- loading ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StatusRequest:
+    """Everything `fleetctl status` needs before contacting a host; built by `load_status_request`."""
+
+    name: str
+    targets: tuple[StatusTarget, ...]
+    connections: dict[str, ConnectionSettings]
+    forks: int
+
+
+def load_status_request(
+    playbook: str | Path,
+    inventories: Sequence[str | Path],
+    *,
+    limit: str | None = None,
+    extra_vars: list[str] | None = None,
+    forks: int | None = None,
+) -> StatusRequest:
+    """Render the playbook for each targeted host (root, service name, connection, health check); every
+    problem is a ConfigError (exit 2), raised before any host is contacted."""
+    loaded = load_targets(playbook, inventories, limit=limit, extra_vars=extra_vars, builtins=_NO_VERSION)
+    targets: list[StatusTarget] = []
+    connections: dict[str, ConnectionSettings] = {}
+    for host in loaded.hosts:
+        rendered = loaded.render_for(host, _NO_VERSION)
+        connections[host.name] = ConnectionSettings.from_hostvars(
+            host.name, _connection_vars(loaded, host), source=f"inventory host {host.name}")
+        targets.append(StatusTarget(host=host.name, app=loaded.settings.name, root=rendered.install.root,
+                                    service_name=rendered.service.name,
+                                    health_for=_health_resolver(loaded, host, rendered)))
+    chosen = forks if forks is not None else loaded.settings.rollout.forks
+    if chosen < 1:
+        raise ConfigError(f"expected at least 1, got {chosen}", key="--forks")
+    return StatusRequest(loaded.settings.name, tuple(targets), connections, chosen)
+
+
+# The playbook may name `{{ version }}` (typically in health expectations); status learns each host's version
+# only from the node, so the first rendering gets an empty one and the health check is rendered again per host.
+_NO_VERSION: dict[str, Any] = {"version": ""}
+
+
+def _connection_vars(loaded: Targets, host: Host) -> dict[str, Any]:
+    """The host's connection variables, rendered; only these, as other variables may need what status lacks.
+    (Same rule as deploy's loader.)"""
+    names = [k for k in loaded.host_variables(host) if k.startswith(("fleet_", "ansible_"))]
+    return {k: loaded.host_value(host, k) for k in names}
+
+
+def _health_resolver(loaded: Targets, host: Host, rendered: Playbook) -> Callable[[str | None], HealthCheck | None]:
+    def check(version: str | None) -> HealthCheck | None:
+        if rendered.health is None:
+            return None
+        if not version:
+            # Unknown version (nothing installed by fleetctl): check all but the version-bound JSON fields.
+            return replace(HealthCheck.from_playbook(rendered.health), expect_json=())
+        again = loaded.render_for(host, {"version": version})
+        return HealthCheck.from_playbook(again.health) if again.health else None
+
+    return check

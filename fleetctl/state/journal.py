@@ -1,0 +1,477 @@
+"""The deploy history journal: a SQLite file under `.fleetctl/` written event by event as a rollout progresses.
+
+Wiring (deploy/rollback): `journal = Journal(); journal.subscribe(bus)` before the engine emits `RunStarted`,
+and `journal.close()` in a `finally`. Each event's effect is committed at once, so a controller that crashes
+mid-deploy leaves a run row still marked `running`; readers report such a run as `interrupted` when the
+process that wrote it (pid + start time, on this controller) is gone. Every text stored goes through
+`fleetctl.config.redaction` first: the database never holds a secret.
+
+Readers: `Journal(path).runs(playbook=..., limit=...)` and `Journal(path).run(run_id_or_prefix)`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fleetctl.config.redaction import redact, redact_value
+from fleetctl.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_HALTED,
+    EXIT_INTERRUPTED,
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_ROLLOUT_FAILED,
+    ConfigError,
+)
+from fleetctl.rollout.events import (
+    Event,
+    EventBus,
+    HostFinished,
+    HostOutcome,
+    HostStepStarted,
+    RunFinished,
+    RunStarted,
+)
+
+SCHEMA_VERSION = 1
+DEFAULT_PATH = Path(".fleetctl") / "history.db"
+PATH_ENV = "FLEETCTL_HISTORY_DB"
+
+# The status a finished run gets from its exit code (SPEC section 2's stable exit codes).
+STATUS_BY_EXIT = {
+    EXIT_OK: "succeeded",
+    EXIT_ROLLOUT_FAILED: "failed",
+    EXIT_BAD_INPUT: "bad-input",
+    EXIT_HALTED: "halted",
+    EXIT_LOCKED: "locked",
+    EXIT_INTERRUPTED: "interrupted",
+}
+
+# Version N of the schema is reached by running _MIGRATIONS[N-1]; a new version appends a script, never edits one.
+_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        playbook TEXT NOT NULL,
+        playbook_key TEXT NOT NULL,
+        service TEXT NOT NULL,
+        version TEXT,
+        release TEXT,
+        strategy TEXT NOT NULL,
+        user TEXT NOT NULL,
+        canary INTEGER NOT NULL,
+        batches TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        finished_at REAL,
+        status TEXT NOT NULL,
+        exit_code INTEGER,
+        message TEXT,
+        controller TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        pid_started TEXT
+    );
+    CREATE INDEX runs_started ON runs (started_at);
+    CREATE TABLE hosts (
+        run_id TEXT NOT NULL REFERENCES runs (id),
+        host TEXT NOT NULL,
+        outcome TEXT,
+        step TEXT,
+        release TEXT,
+        error TEXT,
+        timings TEXT NOT NULL DEFAULT '{}',
+        started_at REAL,
+        finished_at REAL,
+        PRIMARY KEY (run_id, host)
+    );
+    """,
+)
+
+
+def default_path() -> Path:
+    """Where the journal lives: $FLEETCTL_HISTORY_DB, else `.fleetctl/history.db` under the current directory."""
+    env = os.environ.get(PATH_ENV)
+    return Path(env) if env else DEFAULT_PATH
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    """One host's line in a run: `outcome` is None while the host was still in flight (`step` says where)."""
+
+    host: str
+    outcome: str | None
+    step: str | None
+    release: str | None
+    error: str | None
+    timings: dict[str, float]
+    started_at: float | None
+    finished_at: float | None
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome, "step": self.step, "release": self.release, "error": self.error,
+            "timings": self.timings, "started_at": _iso(self.started_at), "finished_at": _iso(self.finished_at),
+        }
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One deploy or rollback as the journal knows it; `status` already accounts for crashed controllers."""
+
+    id: str
+    kind: str
+    playbook: str
+    service: str
+    version: str | None
+    release: str | None
+    strategy: str
+    user: str
+    canary: bool
+    batches: tuple[tuple[str, ...], ...]
+    started_at: float
+    finished_at: float | None
+    status: str  # running, succeeded, failed, bad-input, halted, locked, interrupted
+    exit_code: int | None
+    message: str | None
+    controller: str
+    pid: int
+    hosts: dict[str, HostRecord] = field(default_factory=dict)
+
+    @property
+    def host_names(self) -> list[str]:
+        """Every host of the run: planned hosts in batch order, then any host recorded outside the plan."""
+        names = [h for batch in self.batches for h in batch]
+        return names + [h for h in self.hosts if h not in set(names)]
+
+    def outcome_counts(self) -> dict[str, int]:
+        """Hosts per outcome; a planned host with no final outcome counts as `not_started` once the run ended,
+        `in_flight` if it had begun, or `pending` while the run is still running."""
+        counts: dict[str, int] = {}
+        for name in self.host_names:
+            counts[self.host_outcome(name)] = counts.get(self.host_outcome(name), 0) + 1
+        return counts
+
+    def host_outcome(self, name: str) -> str:
+        record = self.hosts.get(name)
+        if record is not None and record.outcome:
+            return record.outcome
+        if self.status == "running":
+            return "in_flight" if record is not None else "pending"
+        return "in_flight" if record is not None and self.status == "interrupted" else "not_started"
+
+    def to_json(self, *, with_hosts: bool = True) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "id": self.id, "kind": self.kind, "playbook": self.playbook, "service": self.service,
+            "version": self.version, "release": self.release, "strategy": self.strategy, "user": self.user,
+            "canary": self.canary, "started_at": _iso(self.started_at), "finished_at": _iso(self.finished_at),
+            "status": self.status, "exit_code": self.exit_code, "message": self.message,
+            "controller": self.controller, "pid": self.pid, "outcomes": self.outcome_counts(),
+        }
+        if with_hosts:
+            doc["hosts"] = {}
+            for name in self.host_names:
+                record = self.hosts.get(name)
+                entry = record.to_json() if record else {"outcome": None, "step": None, "release": None,
+                                                         "error": None, "timings": {}, "started_at": None,
+                                                         "finished_at": None}
+                entry["outcome"] = self.host_outcome(name)
+                doc["hosts"][name] = entry
+        return doc
+
+
+class Journal:
+    """The history database. As a subscriber it records events; as a reader it lists runs.
+
+    Thread-safe: events arrive from the engine's worker threads.
+    """
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else default_path()
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        self._run_id: str | None = None
+        self._warned = False
+
+    # --- connection and schema ---------------------------------------------------------------------------------
+
+    def _connect(self, *, create: bool) -> sqlite3.Connection | None:
+        if self._db is not None:
+            return self._db
+        if not create and not self.path.exists():
+            return None
+        try:
+            if create:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            # One connection shared by the worker threads, serialised by self._lock.
+            db = sqlite3.connect(self.path, check_same_thread=False, timeout=10.0, isolation_level=None)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate(db)
+        except sqlite3.DatabaseError as err:
+            raise ConfigError(f"cannot use the history database: {err}", file=self.path) from None
+        except OSError as err:
+            raise ConfigError(f"cannot create the history database: {err.strerror or err}", file=self.path) from None
+        self._db = db
+        return db
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            version = int(row[0]) if row else 0
+            if version > SCHEMA_VERSION:
+                raise ConfigError(
+                    f"the history database has schema version {version}, newer than this fleetctl understands "
+                    f"({SCHEMA_VERSION}); upgrade fleetctl or point {PATH_ENV} at another file",
+                    file=self.path,
+                )
+            for script in _MIGRATIONS[version:]:
+                for statement in script.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    # --- writing: the event subscriber -------------------------------------------------------------------------
+
+    def subscribe(self, bus: EventBus) -> None:
+        """Record every event `bus` emits from now on. Opens (creating if needed) the database now, so a bad
+        path fails before the rollout starts."""
+        with self._lock:
+            self._connect(create=True)
+        bus.subscribe(self.record)
+
+    def record(self, event: Event) -> None:
+        """Commit the effect of one event. A database failure mid-rollout must not break the rollout: it is
+        reported once on stderr and the rollout goes on."""
+        try:
+            with self._lock:
+                db = self._connect(create=True)
+                assert db is not None
+                if isinstance(event, RunStarted):
+                    self._run_started(db, event)
+                elif isinstance(event, HostStepStarted):
+                    self._host_step(db, event)
+                elif isinstance(event, HostFinished):
+                    self._host_finished(db, event.result)
+                elif isinstance(event, RunFinished):
+                    self._run_finished(db, event)
+        except (sqlite3.Error, ConfigError) as err:
+            if not self._warned:
+                self._warned = True
+                print(f"warning: history not recorded in {self.path}: {redact(str(err))}", file=sys.stderr)
+
+    def _run_started(self, db: sqlite3.Connection, e: RunStarted) -> None:
+        self._run_id = e.run_id
+        db.execute(
+            "INSERT OR REPLACE INTO runs (id, kind, playbook, playbook_key, service, version, release, strategy,"
+            " user, canary, batches, started_at, status, controller, pid, pid_started)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)",
+            (
+                redact(e.run_id), e.kind, redact(e.playbook), playbook_key(e.playbook), redact(e.service),
+                _r(e.version), _r(e.release), redact(e.strategy), redact(e.user), int(e.canary),
+                json.dumps(redact_value([list(b) for b in e.batches])), time.time(), socket.gethostname(),
+                os.getpid(), process_start_marker(os.getpid()),
+            ),
+        )
+
+    def _host_step(self, db: sqlite3.Connection, e: HostStepStarted) -> None:
+        if self._run_id is None:
+            return
+        # The first step creates the host's row (started_at); later steps only move `step`, so a crash shows
+        # where each in-flight host was.
+        db.execute(
+            "INSERT INTO hosts (run_id, host, step, started_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (run_id, host) DO UPDATE SET step = excluded.step WHERE outcome IS NULL",
+            (redact(self._run_id), redact(e.host), e.step, time.time()),
+        )
+
+    def _host_finished(self, db: sqlite3.Connection, r: HostOutcome, *, only_if_missing: bool = False) -> None:
+        if self._run_id is None:
+            return
+        now = time.time()
+        conflict = "DO NOTHING" if only_if_missing else (
+            "DO UPDATE SET outcome = excluded.outcome, release = excluded.release, error = excluded.error,"
+            " timings = excluded.timings, finished_at = excluded.finished_at")
+        started = now - sum(r.timings.values()) if r.timings else None  # None: never started here
+        db.execute(
+            "INSERT INTO hosts (run_id, host, outcome, release, error, timings, started_at, finished_at)"
+            f" VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, host) {conflict}",
+            (redact(self._run_id), redact(r.host), r.outcome, _r(r.release), _r(r.error),
+             _timings_json(r), started, now),
+        )
+
+    def _run_finished(self, db: sqlite3.Connection, e: RunFinished) -> None:
+        self._run_id = self._run_id or e.run_id
+        db.execute("BEGIN")
+        try:
+            for outcome in e.outcomes.values():
+                # The run's final word on each host wins (a canary that passed may have been rolled back when
+                # another canary failed); hosts never reported individually (not_started) get their row now.
+                # Timings and start times already recorded are kept.
+                self._host_finished(db, outcome, only_if_missing=True)
+                db.execute(
+                    "UPDATE hosts SET outcome = ?, release = ?, error = ?,"
+                    " finished_at = CASE WHEN outcome IS NULL THEN ? ELSE finished_at END"
+                    " WHERE run_id = ? AND host = ?",
+                    (outcome.outcome, _r(outcome.release), _r(outcome.error), time.time(), redact(e.run_id),
+                     redact(outcome.host)),
+                )
+                if outcome.timings:
+                    db.execute("UPDATE hosts SET timings = ? WHERE run_id = ? AND host = ?",
+                               (_timings_json(outcome), redact(e.run_id), redact(outcome.host)))
+            db.execute(
+                "UPDATE runs SET finished_at = ?, exit_code = ?, status = ?, message = ? WHERE id = ?",
+                (time.time(), e.exit_code, STATUS_BY_EXIT.get(e.exit_code, "failed"), _r(e.message or None),
+                 redact(e.run_id)),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._run_id = None
+
+    # --- reading -------------------------------------------------------------------------------------------------
+
+    def runs(self, playbook: str | None = None, limit: int = 20) -> list[RunRecord]:
+        """The most recent runs first, optionally only those of `playbook` (path as given, the same file by
+        another path, or the service name)."""
+        with self._lock:
+            db = self._connect(create=False)
+            if db is None:
+                return []
+            if playbook:
+                rows = db.execute(
+                    "SELECT * FROM runs WHERE playbook = ? OR playbook_key = ? OR service = ?"
+                    " ORDER BY started_at DESC, rowid DESC LIMIT ?",
+                    (playbook, playbook_key(playbook), playbook, limit),
+                ).fetchall()
+            else:
+                rows = db.execute("SELECT * FROM runs ORDER BY started_at DESC, rowid DESC LIMIT ?",
+                                  (limit,)).fetchall()
+            return [self._record(db, row) for row in rows]
+
+    def run(self, run_id: str) -> RunRecord:
+        """One run with its hosts, by id or unique id prefix; ConfigError if none or several match."""
+        with self._lock:
+            db = self._connect(create=False)
+            rows = [] if db is None else db.execute(
+                "SELECT * FROM runs WHERE id = ? UNION SELECT * FROM runs WHERE substr(id, 1, ?) = ? LIMIT 5",
+                (run_id, len(run_id), run_id),
+            ).fetchall()
+            exact = [r for r in rows if r["id"] == run_id]
+            rows = exact or rows
+            if not rows:
+                raise ConfigError(f"no run with id '{run_id}' in the history (see `fleetctl history`)",
+                                  file=self.path, key="RUN_ID")
+            if len(rows) > 1:
+                ids = ", ".join(r["id"] for r in rows)
+                raise ConfigError(f"run id prefix '{run_id}' is ambiguous: {ids}", file=self.path, key="RUN_ID")
+            assert db is not None
+            return self._record(db, rows[0])
+
+    def _record(self, db: sqlite3.Connection, row: sqlite3.Row) -> RunRecord:
+        status = row["status"]
+        if status == "running" and not writer_alive(row["controller"], row["pid"], row["pid_started"]):
+            status = "interrupted"
+        hosts = {
+            h["host"]: HostRecord(
+                host=h["host"], outcome=h["outcome"], step=h["step"], release=h["release"], error=h["error"],
+                timings=json.loads(h["timings"] or "{}"), started_at=h["started_at"], finished_at=h["finished_at"],
+            )
+            for h in db.execute("SELECT * FROM hosts WHERE run_id = ? ORDER BY rowid", (row["id"],))
+        }
+        return RunRecord(
+            id=row["id"], kind=row["kind"], playbook=row["playbook"], service=row["service"],
+            version=row["version"], release=row["release"], strategy=row["strategy"], user=row["user"],
+            canary=bool(row["canary"]), batches=tuple(tuple(b) for b in json.loads(row["batches"])),
+            started_at=row["started_at"], finished_at=row["finished_at"], status=status,
+            exit_code=row["exit_code"], message=row["message"], controller=row["controller"], pid=row["pid"],
+            hosts=hosts,
+        )
+
+
+# --- liveness of the writing process --------------------------------------------------------------------------
+
+
+def process_start_marker(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux /proc), so a reused pid is not mistaken for
+    the process that wrote the run. None where /proc is not available."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 22 (starttime); the command name (field 2) may contain spaces, so split after its closing paren.
+    fields = stat[stat.rfind(")") + 2:].split()
+    if not fields or fields[0] in ("Z", "X"):
+        return None  # a zombie has finished running; only its exit status is left to collect
+    return fields[19] if len(fields) > 19 else None
+
+
+def writer_alive(controller: str, pid: int, pid_started: str | None) -> bool:
+    """Whether the process that wrote a `running` run may still be running it. A run written on another
+    controller cannot be checked from here and is assumed alive."""
+    if controller != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    if pid_started is not None:
+        current = process_start_marker(pid)
+        if current is not None and current != pid_started:
+            return False
+        if current is None:
+            return False  # /proc worked when the run was written, so the process is gone (or a zombie)
+    return True
+
+
+def playbook_key(playbook: str) -> str:
+    """A playbook's identity for filtering: its resolved path when it names a file, else the text."""
+    try:
+        path = Path(playbook)
+        return str(path.resolve()) if path.is_file() else redact(playbook)
+    except OSError:
+        return redact(playbook)
+
+
+def _timings_json(outcome: HostOutcome) -> str:
+    return json.dumps({redact(k): round(float(v), 3) for k, v in outcome.timings.items()})
+
+
+def _r(value: str | None) -> str | None:
+    return None if value is None else redact(value)
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
