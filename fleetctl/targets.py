@@ -3,12 +3,19 @@ and each host's variables for rendering. Loading only: no host is contacted."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from fleetctl.config.inventory import Host, Inventory, load_inventory
-from fleetctl.config.playbook import Playbook, PlaybookSource, load_playbook, merge_variables, parse_extra_vars
+from fleetctl.config.playbook import (
+    Playbook,
+    PlaybookSource,
+    load_playbook,
+    merge_variables,
+    parse_extra_vars,
+)
 from fleetctl.config.sizes import Size
 from fleetctl.config.templating import is_template, render_string
 from fleetctl.errors import ConfigError
@@ -51,6 +58,12 @@ class Targets:
         if isinstance(value, str) and is_template(value):
             return render_string(value, variables, source=f"inventory host {host.name}", key=name)
         return value
+
+    def connection_vars(self, host: Host) -> dict[str, Any]:
+        """The host's connection variables (`fleet_*`, `ansible_*`), rendered; only these, since other variables
+        may need values a command does not have (e.g. `version` for `status`)."""
+        names = [k for k in self.host_variables(host) if k.startswith(("fleet_", "ansible_"))]
+        return {k: self.host_value(host, k) for k in names}
 
     def render_for(self, host: Host, builtins: dict[str, Any] | None = None) -> Playbook:
         return self.source.render(self.host_variables(host, builtins), host=host.name)

@@ -243,7 +243,7 @@ def load_status_request(
     for host in loaded.hosts:
         rendered = loaded.render_for(host, _NO_VERSION)
         connections[host.name] = ConnectionSettings.from_hostvars(
-            host.name, _connection_vars(loaded, host), source=f"inventory host {host.name}")
+            host.name, loaded.connection_vars(host), source=f"inventory host {host.name}")
         targets.append(StatusTarget(host=host.name, app=loaded.settings.name, root=rendered.install.root,
                                     service_name=rendered.service.name,
                                     health_for=_health_resolver(loaded, host, rendered)))
@@ -256,13 +256,6 @@ def load_status_request(
 # The playbook may name `{{ version }}` (typically in health expectations); status learns each host's version
 # only from the node, so the first rendering gets an empty one and the health check is rendered again per host.
 _NO_VERSION: dict[str, Any] = {"version": ""}
-
-
-def _connection_vars(loaded: Targets, host: Host) -> dict[str, Any]:
-    """The host's connection variables, rendered; only these, as other variables may need what status lacks.
-    (Same rule as deploy's loader.)"""
-    names = [k for k in loaded.host_variables(host) if k.startswith(("fleet_", "ansible_"))]
-    return {k: loaded.host_value(host, k) for k in names}
 
 
 def _health_resolver(loaded: Targets, host: Host, rendered: Playbook) -> Callable[[str | None], HealthCheck | None]:
