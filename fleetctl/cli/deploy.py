@@ -1,0 +1,124 @@
+"""`fleetctl deploy`: build or collect the artifact, show the plan, confirm, and roll it out with health gates."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import ExitStack
+from typing import Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, inventory_paths
+from fleetctl.errors import ConfigError, RolloutFailed
+from fleetctl.rollout.engine import RunResult
+from fleetctl.rollout.events import EventBus
+from fleetctl.rollout.runner import DeployOptions, HostPreview, dry_run, prepare_deploy, run_deploy
+from fleetctl.ui.console import print_json, safe, stderr, stdout
+from fleetctl.ui.plan import plan_table
+
+CanaryOpt = typer.Option(None, "--canary", help="Canary batch first: hosts (3) or percent (10%).")
+BatchOpt = typer.Option(None, "--batch", help="Batch size: hosts or percent of targeted hosts.")
+MaxFailedOpt = typer.Option(None, "--max-failed", help="Failure budget: hosts or percent (default 0).")
+ForksOpt = typer.Option(None, "--forks", help="Hosts worked on at once (default: rollout.forks, 50).")
+YesOpt = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
+ForceOpt = typer.Option(False, "--force", help="Take over a stale lock held by another run.")
+
+
+def deploy(
+    playbook: str = typer.Argument(..., help="Playbook file."),
+    inventory: list[str] | None = InventoryOpt,
+    limit: str | None = LimitOpt,
+    canary: str | None = CanaryOpt,
+    batch: str | None = BatchOpt,
+    max_failed: str | None = MaxFailedOpt,
+    forks: int | None = ForksOpt,
+    version: str | None = typer.Option(None, "--version", help="Version to build/stamp (default: git describe)."),
+    artifact: str | None = typer.Option(None, "--artifact", help="Deploy this exe or manifest; skip the build."),
+    var: list[str] | None = VarOpt,
+    yes: bool = YesOpt,
+    dry_run_: bool = typer.Option(False, "--dry-run", help="Show the plan and what would change; change nothing."),
+    force: bool = ForceOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Deploy PLAYBOOK: canary first, then batches, each gated on health; failed hosts are rolled back."""
+    options = DeployOptions(playbook=playbook, inventories=inventory_paths(inventory), limit=limit,
+                            extra_vars=tuple(var or ()), canary=canary, batch=batch, max_failed=max_failed,
+                            forks=forks, version=version, artifact=artifact, force=force)
+    people = stderr() if json_out else stdout()
+    prepared = prepare_deploy(options, on_output=lambda line: people.print(safe(line), markup=False,
+                                                                            highlight=False))
+    releases = sorted({r.id for r in prepared.releases.values()})
+    title = (f"Deploy {prepared.fleet.targets.settings.name} {prepared.version} "
+             f"({', '.join(releases[:3])}{'...' if len(releases) > 3 else ''}) to {len(prepared.plan.hosts)} hosts")
+    if not json_out:
+        people.print(plan_table(prepared.plan, title, None))
+        people.print(f"failure budget: {prepared.plan.max_failed} host(s); a failed canary always halts.")
+
+    if dry_run_:
+        previews = dry_run(prepared)
+        if json_out:
+            print_json({"dry_run": True, "version": prepared.version,
+                        "hosts": {h: _preview_json(p) for h, p in previews.items()}})
+        else:
+            people.print(preview_table(previews))
+        unreachable = [h for h, p in previews.items() if p.error]
+        if unreachable:
+            raise RolloutFailed(f"{len(unreachable)} host(s) could not be asked: {', '.join(unreachable[:5])}")
+        return
+
+    confirm(yes, f"Deploy {prepared.version} to {len(prepared.plan.hosts)} host(s)?")
+    result = run_with_subscribers(lambda bus: run_deploy(prepared, bus, force=force), json_out)
+    result.raise_for_exit()
+
+
+def confirm(yes: bool, question: str) -> None:
+    """Ask before changing anything, unless --yes; refuse when nobody can answer (not a terminal)."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise ConfigError("not asking for confirmation without a terminal: pass --yes", key="--yes")
+    if not typer.confirm(question, default=False):
+        raise typer.Exit(1)
+
+
+def run_with_subscribers(run: Any, json_out: bool) -> RunResult:
+    """Wire the live view, the journal and (with --json) the JSON report to a fresh bus, then run."""
+    from fleetctl.state.journal import Journal
+    from fleetctl.ui.live import LiveView
+    from fleetctl.ui.report import JsonReport
+
+    bus = EventBus()
+    report = JsonReport()
+    with ExitStack() as stack:
+        view = LiveView(stderr() if json_out else stdout())
+        view.subscribe(bus)
+        stack.callback(view.close)
+        journal = Journal()
+        journal.subscribe(bus)
+        stack.callback(journal.close)
+        report.subscribe(bus)
+        result: RunResult = run(bus)
+    if json_out:
+        print_json(report.document(exit_code=result.exit_code))
+    return result
+
+
+def preview_table(previews: dict[str, HostPreview]) -> Table:
+    table = Table(title="Dry run: what would change (nothing was changed)", title_justify="left")
+    for column in ("host", "current", "target", "would do"):
+        table.add_column(column)
+    for host, p in previews.items():
+        doing = f"[red]{escape(safe(p.error))}[/]" if p.error else (
+            escape(safe("; ".join(p.changes))) or "[dim]nothing (current)[/]")
+        table.add_row(escape(safe(host)), escape(safe(p.current or "-")), escape(safe(p.target)), doing)
+    return table
+
+
+def _preview_json(p: HostPreview) -> dict[str, Any]:
+    return {"current": p.current, "target": p.target, "changes": list(p.changes), "error": p.error}
+
+
+def register(app: typer.Typer) -> None:
+    app.command("deploy")(deploy)

@@ -1,0 +1,368 @@
+"""The rollout engine: lock every targeted host, run the plan's batches (hosts in parallel, bounded by forks),
+enforce the failure budget and canary rule, honour Ctrl-C, unlock everything, and decide the exit code.
+
+It knows nothing of what a host does (deploy or rollback): it is given a per-host `work` function and an `undo`
+function (used to roll back the canaries that passed when another canary failed). It never prints: it emits
+events on the bus and returns a `RunResult`.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from fleetctl.errors import (
+    EXIT_HALTED,
+    EXIT_INTERRUPTED,
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_ROLLOUT_FAILED,
+    FleetError,
+    Halted,
+    Interrupted,
+    LockHeld,
+    RolloutFailed,
+)
+from fleetctl.node.client import NodeClient
+from fleetctl.plan import Plan
+from fleetctl.rollout.events import (
+    Baking,
+    BatchFinished,
+    BatchStarted,
+    EventBus,
+    Halting,
+    HostFinished,
+    HostOutcome,
+    RunFinished,
+    RunStarted,
+)
+from fleetctl.rollout.host_steps import HostContext, Interruption, describe_error
+from fleetctl.transport.errors import NodeOperationError
+
+FAILED_OUTCOMES = ("failed", "rolled_back")
+HostWork = Callable[[HostContext], HostOutcome]
+Undo = Callable[[HostContext, HostOutcome], HostOutcome]
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a run is, for `RunStarted` and the journal."""
+
+    run_id: str
+    kind: Literal["deploy", "rollback"]
+    playbook: str
+    service: str
+    version: str | None
+    release: str | None
+    strategy: str
+    user: str
+
+
+@dataclass(frozen=True)
+class LockSpec:
+    app: str
+    owner: str
+    ttl_seconds: int
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Where every host ended, the exit code (SPEC 2) and a one-line summary."""
+
+    run_id: str
+    exit_code: int
+    outcomes: dict[str, HostOutcome]
+    message: str = ""
+    halted: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """The `--json` document of deploy and rollback."""
+        return {"deploy_id": self.run_id, "exit_code": self.exit_code,
+                "hosts": {h: o.to_json() for h, o in self.outcomes.items()}}
+
+    def raise_for_exit(self) -> None:
+        """Raise the error that carries this run's exit code (the CLI maps it and prints the message)."""
+        error: type[FleetError] | None = {
+            EXIT_ROLLOUT_FAILED: RolloutFailed, EXIT_HALTED: Halted, EXIT_LOCKED: LockHeld,
+            EXIT_INTERRUPTED: Interrupted,
+        }.get(self.exit_code)
+        if error is not None:
+            raise error(self.message)
+
+
+@dataclass
+class _Host:
+    ctx: HostContext
+    locked: bool = False
+    outcome: HostOutcome | None = None
+
+
+@dataclass
+class RolloutEngine:
+    plan: Plan
+    info: RunInfo
+    connect: Callable[[str], NodeClient]
+    work: HostWork
+    undo: Undo | None
+    bus: EventBus
+    lock: LockSpec
+    forks: int = 50
+    interruption: Interruption = field(default_factory=Interruption)
+
+    def __post_init__(self) -> None:
+        self._hosts: dict[str, _Host] = {}
+        self._guard = threading.Lock()
+        self._halt_reason: str | None = None
+        self._failures = 0
+        self._reported: set[str] = set()
+
+    # -- the run -----------------------------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        plan = self.plan
+        self.bus.emit(RunStarted(
+            run_id=self.info.run_id, kind=self.info.kind, playbook=self.info.playbook, service=self.info.service,
+            version=self.info.version, release=self.info.release, strategy=self.info.strategy, user=self.info.user,
+            batches=tuple(b.hosts for b in plan.batches), canary=any(b.canary for b in plan.batches)))
+        workers = max(1, min(self.forks, len(plan.hosts) or 1))
+        result: RunResult | None = None
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fleetctl-host") as pool:
+            try:
+                holder = self._lock_all(pool)
+                if holder is not None:
+                    result = self._finish(EXIT_LOCKED, holder)
+                else:
+                    result = self._run_batches(pool)
+            finally:
+                self._unlock_all(pool)
+        assert result is not None
+        self.bus.emit(RunFinished(result.run_id, result.exit_code, result.outcomes, result.message))
+        return result
+
+    def _lock_all(self, pool: ThreadPoolExecutor) -> str | None:
+        """Connect to and lock every targeted host before any change; the first LOCK_HELD holder, or None."""
+        held: list[str] = []
+
+        def lock_one(name: str) -> None:
+            client = self.connect(name)
+            host = _Host(HostContext(name, client, self.bus, self.interruption))
+            with self._guard:
+                self._hosts[name] = host
+            try:
+                host.ctx.step("connect", client.connect)
+                host.ctx.step("lock", lambda: client.lock_fleet_app(
+                    app=self.lock.app, owner=self.lock.owner, deploy_id=self.info.run_id,
+                    ttl_seconds=self.lock.ttl_seconds, force=self.lock.force))
+                host.locked = True
+            except NodeOperationError as err:
+                if err.code == "LOCK_HELD":
+                    with self._guard:
+                        held.append(_holder_text(name, err.details))
+                    host.outcome = HostOutcome(name, "not_started", None, "locked by another run", host.ctx.timings)
+                else:
+                    host.outcome = HostOutcome(name, "failed", None, f"lock: {describe_error(err)}",
+                                               host.ctx.timings)
+            except Exception as err:  # noqa: BLE001 - unreachable, auth... : this host fails, the run goes on
+                host.outcome = HostOutcome(name, "failed", None, f"connect: {describe_error(err)}",
+                                           host.ctx.timings)
+
+        for future in [pool.submit(lock_one, name) for name in self.plan.hosts]:
+            future.result()
+        if held:
+            more = f" (and {len(held) - 1} more host(s))" if len(held) > 1 else ""
+            return (f"{held[0]}{more}; wait for that run to finish, or pass --force if its lock is stale")
+        return None
+
+    def _run_batches(self, pool: ThreadPoolExecutor) -> RunResult:
+        early = [h for h in self._hosts.values() if h.outcome is not None]
+        self._failures = len(early)
+        if self._failures > self.plan.max_failed:
+            names = ", ".join(h.ctx.host for h in early[:5])
+            self._halt(f"{self._failures} host(s) could not be reached or locked ({names}); failure budget is "
+                       f"{self.plan.max_failed}: nothing was changed")
+        for batch in self.plan.batches:
+            if self._halt_reason or self.interruption.requested.is_set():
+                break
+            self.bus.emit(BatchStarted(batch.index, batch.canary, batch.hosts))
+            futures: list[Future[None]] = [pool.submit(self._run_host, name, batch.canary) for name in batch.hosts]
+            self._wait(futures)
+            failed = tuple(n for n in batch.hosts if self._outcome(n).outcome in FAILED_OUTCOMES)
+            self.bus.emit(BatchFinished(batch.index, passed=not failed, failed=failed))
+            if batch.canary and failed:
+                self._halt(f"canary failed on {', '.join(failed)}")
+                self._undo_canaries(pool, batch.hosts)
+            elif self._failures > self.plan.max_failed:
+                self._halt(f"{self._failures} failed host(s) exceed the failure budget of {self.plan.max_failed}")
+            elif batch.canary and self.plan.canary_bake > 0 and batch is not self.plan.batches[-1]:
+                self.bus.emit(Baking(self.plan.canary_bake))
+                self.interruption.requested.wait(self.plan.canary_bake)
+        return self._conclude()
+
+    def _run_host(self, name: str, canary: bool) -> None:
+        host = self._hosts[name]
+        if host.outcome is not None:  # failed while connecting or locking
+            with self._guard:
+                self._reported.add(name)
+            self.bus.emit(HostFinished(host.outcome))
+            return
+        with self._guard:
+            stop = self.interruption.requested.is_set() or self._halt_reason is not None or (
+                not canary and self._failures > self.plan.max_failed)
+        if stop:
+            return  # stays not_started; reported at the end
+        try:
+            outcome = self.work(host.ctx)
+        except Exception as err:  # noqa: BLE001 - a bug in one host's work must not abandon the others
+            outcome = HostOutcome(name, "failed", None, describe_error(err), host.ctx.timings)
+        self._record(host, outcome)
+
+    def _record(self, host: _Host, outcome: HostOutcome) -> None:
+        """Store a host's outcome and announce it (a canary undone after passing is announced again)."""
+        with self._guard:
+            already_failed = host.outcome is not None and host.outcome.outcome in FAILED_OUTCOMES
+            host.outcome = outcome
+            if outcome.outcome in FAILED_OUTCOMES and not already_failed:
+                self._failures += 1
+            self._reported.add(host.ctx.host)
+        self.bus.emit(HostFinished(outcome))
+
+    def _undo_canaries(self, pool: ThreadPoolExecutor, names: tuple[str, ...]) -> None:
+        """A canary failure rolls back every canary, including those that passed (SPEC 6)."""
+        undo = self.undo
+        if undo is None:
+            return
+        passed = [self._hosts[n] for n in names if self._outcome(n).outcome == "deployed"]
+
+        def one(host: _Host) -> None:
+            before = self._outcome(host.ctx.host)
+            try:
+                after = undo(host.ctx, before)
+            except Exception as err:  # noqa: BLE001
+                after = HostOutcome(host.ctx.host, "failed", before.release,
+                                    f"rolling back after the canary failure failed: {describe_error(err)}",
+                                    host.ctx.timings)
+            self._record(host, after)
+
+        self._wait([pool.submit(one, h) for h in passed])
+
+    def _wait(self, futures: list[Future[None]]) -> None:
+        # wait() in short slices keeps the main thread responsive to SIGINT between checks
+        pending = set(futures)
+        while pending:
+            _, pending = wait(pending, timeout=0.5)
+        for f in futures:
+            f.result()
+
+    def _halt(self, reason: str) -> None:
+        if self._halt_reason is None:
+            self._halt_reason = reason
+            self.bus.emit(Halting(reason))
+
+    def _outcome(self, name: str) -> HostOutcome:
+        host = self._hosts.get(name)
+        if host is None or host.outcome is None:
+            timings = host.ctx.timings if host else {}
+            return HostOutcome(name, "not_started", None, None, timings)
+        return host.outcome
+
+    # -- the end -----------------------------------------------------------------------------------------------
+
+    def _conclude(self) -> RunResult:
+        outcomes = {n: self._outcome(n) for n in self.plan.hosts}
+        self._report_rest(outcomes)
+        values = list(outcomes.values())
+        failed = [o.host for o in values if o.outcome in FAILED_OUTCOMES]
+        on_target = [o.host for o in values if o.outcome in ("deployed", "skipped")]
+        pending = [o.host for o in values if o.outcome == "not_started"]
+        counts = _counts(values)
+        if self.interruption.requested.is_set():
+            return self._result(EXIT_INTERRUPTED, outcomes, f"interrupted: {counts}")
+        if self._halt_reason:
+            mixed = bool(on_target) and bool(pending or failed)
+            code = EXIT_HALTED if mixed else EXIT_ROLLOUT_FAILED
+            where = "hosts are on mixed releases" if mixed else "no host was left on the new release"
+            return self._result(code, outcomes, f"halted: {self._halt_reason}; {where} ({counts})", halted=True)
+        if failed:
+            return self._result(EXIT_ROLLOUT_FAILED, outcomes, f"{len(failed)} host(s) failed within the failure "
+                                                               f"budget of {self.plan.max_failed} ({counts})")
+        return self._result(EXIT_OK, outcomes, counts)
+
+    def _report_rest(self, outcomes: dict[str, HostOutcome]) -> None:
+        """Every host ends in a reported state: announce those no batch reached (not started, failed to lock)."""
+        for name, outcome in outcomes.items():
+            if name not in self._reported:
+                self._reported.add(name)
+                self.bus.emit(HostFinished(outcome))
+
+    def _finish(self, code: int, message: str) -> RunResult:
+        outcomes = {n: self._outcome(n) for n in self.plan.hosts}
+        self._report_rest(outcomes)
+        return self._result(code, outcomes, message)
+
+    def _result(self, code: int, outcomes: dict[str, HostOutcome], message: str, halted: bool = False) -> RunResult:
+        return RunResult(self.info.run_id, code, outcomes, message, halted)
+
+    def _unlock_all(self, pool: ThreadPoolExecutor) -> None:
+        """Release every lock this run took, whatever happened (a lock left behind expires after its TTL)."""
+        def unlock(host: _Host) -> None:
+            try:
+                if host.locked:
+                    host.ctx.step("unlock", lambda: host.ctx.client.unlock_fleet_app(
+                        app=self.lock.app, deploy_id=self.info.run_id))
+                    host.locked = False
+            except Exception:  # noqa: BLE001, S110 - unreachable now: the lock expires by its TTL
+                pass
+            finally:
+                try:
+                    host.ctx.client.close()
+                except Exception:  # noqa: BLE001, S110 - closing is best effort
+                    pass
+
+        futures = [pool.submit(unlock, h) for h in list(self._hosts.values())]
+        wait(futures)
+
+
+def _holder_text(host: str, details: dict[str, Any]) -> str:
+    nested = details.get("holder")
+    holder: dict[str, Any] = nested if isinstance(nested, dict) else details
+    owner = holder.get("owner", "someone")
+    deploy_id = holder.get("deploy_id", "?")
+    since = holder.get("acquired_at", "?")
+    return f"{host} is locked by {owner} (deploy {deploy_id}, since {since})"
+
+
+def _counts(outcomes: list[HostOutcome]) -> str:
+    order = ("deployed", "skipped", "rolled_back", "failed", "not_started")
+    tally = {k: sum(1 for o in outcomes if o.outcome == k) for k in order}
+    return ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in tally.items() if v) or "no hosts"
+
+
+@contextmanager
+def sigint_handler(interruption: Interruption) -> Iterator[None]:
+    """While active, Ctrl-C presses the interruption instead of raising KeyboardInterrupt (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigint(signum: int, frame: object) -> None:
+        interruption.press()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def new_run_id() -> str:
+    """Sortable and unique enough across controllers: UTC time plus random hex."""
+    import secrets
+
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)

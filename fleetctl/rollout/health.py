@@ -1,0 +1,299 @@
+"""Health gates: probe a service's HTTP health URL (from the controller, or from the node with `Test-FleetHealth`),
+judge the answer against the playbook's expectations, retry with a tenacity policy until it passes, then hold a
+stability window during which the service must stay Running with the same PID and no restarts.
+
+`probe_once(check, client)` is the single, unretried probe (used by `fleetctl status`); `run_health_gate` is the
+gate a deploy waits on. Both return values whose `reason` is a one-line, user-facing explanation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_attempt, stop_any, wait_fixed
+from tenacity.stop import stop_base
+
+from fleetctl.config.playbook import Health
+from fleetctl.config.redaction import redact
+from fleetctl.node.client import NodeClient
+from fleetctl.node.results import ServiceInfo
+
+BODY_LIMIT = 4096  # what Test-FleetHealth returns too
+EXCERPT = 120  # characters of a body shown in a failure reason
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """A health check of one host, rendered from the playbook's `health:` section."""
+
+    url: str
+    from_node: bool = False
+    expect_status: int = 200
+    expect_body: str | None = None
+    expect_json: tuple[tuple[str, Any], ...] = ()
+    interval: float = 1.0
+    timeout: float = 5.0
+    retries: int = 30
+    stability_window: float = 5.0
+
+    @classmethod
+    def from_playbook(cls, health: Health) -> HealthCheck:
+        return cls(
+            url=health.url, from_node=health.from_ == "node", expect_status=health.expect_status,
+            expect_body=health.expect_body, expect_json=tuple(sorted(health.expect_json.items())),
+            interval=float(health.interval), timeout=float(health.timeout), retries=health.retries,
+            stability_window=float(health.stability_window),
+        )
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One HTTP answer (or the reason there was none)."""
+
+    status: int | None
+    body: str
+    elapsed_ms: int
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ProbeVerdict:
+    probe: ProbeResult
+    reason: str | None  # None: the answer is what the check expects
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+@dataclass(frozen=True)
+class HealthResult:
+    ok: bool
+    reason: str | None
+    attempts: int
+    seconds: float
+    timings: dict[str, float] = field(default_factory=dict)  # "probe" and "stability" seconds
+
+
+# --- probing ------------------------------------------------------------------------------------------------------
+
+# No proxies from the environment: health URLs are the nodes' own addresses.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def probe_from_controller(url: str, timeout: float) -> ProbeResult:
+    """GET `url` from this machine with a per-try timeout; an HTTP error status is an answer, not an error."""
+    started = time.monotonic()
+
+    def elapsed() -> int:
+        return int((time.monotonic() - started) * 1000)
+
+    try:
+        with _OPENER.open(urllib.request.Request(url, method="GET"), timeout=timeout) as response:
+            body = response.read(BODY_LIMIT)
+            return ProbeResult(response.status, body.decode("utf-8", "replace"), elapsed())
+    except urllib.error.HTTPError as err:
+        body = err.read(BODY_LIMIT) if err.fp else b""
+        return ProbeResult(err.code, body.decode("utf-8", "replace"), elapsed())
+    except urllib.error.URLError as err:
+        reason = err.reason
+        if isinstance(reason, (socket.timeout, TimeoutError)):
+            return ProbeResult(None, "", elapsed(), f"timeout after {timeout:g}s")
+        return ProbeResult(None, "", elapsed(), _os_error_text(reason))
+    except TimeoutError:
+        return ProbeResult(None, "", elapsed(), f"timeout after {timeout:g}s")
+    except (OSError, ValueError) as err:  # reset mid-answer, malformed URL
+        return ProbeResult(None, "", elapsed(), _os_error_text(err))
+
+
+def probe_from_node(client: NodeClient, url: str, timeout: float) -> ProbeResult:
+    """Ask the node to GET `url` itself (`Test-FleetHealth`)."""
+    started = time.monotonic()
+    answer = client.test_fleet_health(url=url, timeout_seconds=max(1, math.ceil(timeout)))
+    elapsed = answer.elapsed_ms if answer.elapsed_ms is not None else int((time.monotonic() - started) * 1000)
+    return ProbeResult(answer.status, answer.body, int(elapsed), answer.error)
+
+
+def _os_error_text(err: object) -> str:
+    if isinstance(err, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(err, ConnectionResetError):
+        return "connection reset"
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror.lower()
+    return str(err)
+
+
+# --- judging ------------------------------------------------------------------------------------------------------
+
+
+def judge(check: HealthCheck, probe: ProbeResult) -> ProbeVerdict:
+    """Compare one answer with the check's expectations; the reason names what differed."""
+    if probe.status is None:
+        return ProbeVerdict(probe, redact(f"no answer: {probe.error or 'unknown error'}"))
+    if probe.status != check.expect_status:
+        return ProbeVerdict(probe, redact(f"status {probe.status} (expected {check.expect_status})"
+                                          f"{_excerpt(probe.body)}"))
+    if check.expect_body is not None and check.expect_body not in probe.body:
+        return ProbeVerdict(probe, redact(f"body does not contain {check.expect_body!r}{_excerpt(probe.body)}"))
+    if check.expect_json:
+        try:
+            document = json.loads(probe.body)
+        except ValueError:
+            return ProbeVerdict(probe, redact(f"body is not JSON{_excerpt(probe.body)}"))
+        for key, expected in check.expect_json:
+            found, actual = _lookup(document, key)
+            if not found:
+                return ProbeVerdict(probe, redact(f"JSON field {key!r} missing{_excerpt(probe.body)}"))
+            if not _same(actual, expected):
+                return ProbeVerdict(probe, redact(f"JSON field {key!r} is {actual!r} (expected {expected!r})"))
+    return ProbeVerdict(probe, None)
+
+
+def _excerpt(body: str) -> str:
+    text = " ".join(body.split())
+    if not text:
+        return ""
+    return f": {text[:EXCERPT]}" + ("..." if len(text) > EXCERPT else "")
+
+
+def _lookup(document: Any, dotted: str) -> tuple[bool, Any]:
+    """`a.b` looks up nested objects, so `expect_json: {build.version: ...}` works."""
+    node = document
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _same(actual: Any, expected: Any) -> bool:
+    # Templated expectations arrive as strings ("{{ version }}"), so "1.2" must equal 1.2 and "true" True.
+    if actual == expected:
+        return True
+    if isinstance(actual, bool) or isinstance(expected, bool):
+        return str(actual).lower() == str(expected).lower()
+    return str(actual) == str(expected)
+
+
+def probe_once(check: HealthCheck, client: NodeClient | None = None) -> ProbeVerdict:
+    """A single probe without retries (node-side checks need `client`)."""
+    if check.from_node:
+        if client is None:
+            raise ValueError("a node-side health check needs the node's client")
+        return judge(check, probe_from_node(client, check.url, check.timeout))
+    return judge(check, probe_from_controller(check.url, check.timeout))
+
+
+# --- the gate -----------------------------------------------------------------------------------------------------
+
+Probe = Callable[[], ProbeResult]
+ServiceSnapshot = Callable[[], ServiceInfo | None]
+Sleep = Callable[[float], None]
+Clock = Callable[[], float]
+
+
+def run_health_gate(
+    check: HealthCheck,
+    probe: Probe,
+    service: ServiceSnapshot,
+    *,
+    aborted: Callable[[], bool] = lambda: False,
+    sleep: Sleep = time.sleep,
+    clock: Clock = time.monotonic,
+) -> HealthResult:
+    """Retry `probe` (every `interval`, at most `retries` tries) until it passes, then hold the stability window.
+
+    A failed probe while the service is not Running fails at once (a crash does not heal by waiting). `aborted`
+    ends the gate early as a failure (a second Ctrl-C). `sleep`/`clock` are injectable for tests.
+    """
+    started = clock()
+    attempts = 0
+    crash: list[str] = []
+
+    def one_try() -> ProbeVerdict:
+        nonlocal attempts
+        attempts += 1
+        verdict = judge(check, probe())
+        if not verdict.ok:
+            info = service()
+            if info is not None and info.state != "Running":
+                crash.append(f"service {info.state or 'absent'} (crashed or failed to stay up)")
+        return verdict
+
+    class _GiveUp(stop_base):
+        """Stop retrying once the service crashed (waiting will not heal it) or the user aborted."""
+
+        def __call__(self, retry_state: RetryCallState) -> bool:
+            return bool(crash) or aborted()
+
+    retrying = Retrying(
+        stop=stop_any(stop_after_attempt(max(1, check.retries)), _GiveUp()),
+        wait=wait_fixed(check.interval),
+        retry=retry_if_result(lambda v: not v.ok),
+        retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+        sleep=sleep,
+    )
+    verdict: ProbeVerdict = retrying(one_try)
+    probe_seconds = clock() - started
+    if not verdict.ok:
+        reason = f"crash: {crash[0]}; last probe: {verdict.reason}" if crash else (
+            f"aborted; last probe: {verdict.reason}" if aborted() else
+            f"unhealthy after {attempts} tr{'y' if attempts == 1 else 'ies'}: {verdict.reason}")
+        return HealthResult(False, reason, attempts, probe_seconds, {"probe": probe_seconds})
+
+    stability = hold_stability_window(check, probe, service, aborted=aborted, sleep=sleep, clock=clock)
+    total = clock() - started
+    timings = {"probe": probe_seconds, "stability": total - probe_seconds}
+    if stability is not None:
+        return HealthResult(False, stability, attempts, total, timings)
+    return HealthResult(True, None, attempts, total, timings)
+
+
+def hold_stability_window(
+    check: HealthCheck,
+    probe: Probe,
+    service: ServiceSnapshot,
+    *,
+    aborted: Callable[[], bool] = lambda: False,
+    sleep: Sleep = time.sleep,
+    clock: Clock = time.monotonic,
+) -> str | None:
+    """Watch the service for `stability_window` seconds: Running, same PID, no restarts, probes passing.
+
+    Returns None when it stayed stable, else the reason. A window of 0 checks nothing.
+    """
+    window = check.stability_window
+    if window <= 0:
+        return None
+    baseline = service()
+    if baseline is None or baseline.state != "Running":
+        return f"crash: service {baseline.state if baseline else 'absent'} right after passing its health check"
+    deadline = clock() + window
+    step = max(0.05, min(check.interval, window))
+    while True:
+        remaining = deadline - clock()
+        if remaining > 0:
+            sleep(min(step, remaining))
+        if aborted():
+            return "aborted during the stability window"
+        now = service()
+        if now is None or now.state != "Running":
+            return (f"crash during the stability window: service {now.state if now else 'absent'} "
+                    f"(was pid {baseline.pid})")
+        if now.pid != baseline.pid or now.restarts > baseline.restarts:
+            return (f"unstable: service restarted during the stability window (pid {baseline.pid} -> {now.pid}, "
+                    f"restarts {baseline.restarts} -> {now.restarts})")
+        verdict = judge(check, probe())
+        if not verdict.ok:
+            return f"unhealthy during the stability window: {verdict.reason}"
+        if clock() >= deadline:
+            return None

@@ -1,0 +1,175 @@
+"""Deploy and rollback end to end against the lab (real WinRM/PSRP, real service processes)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+from typing import Any
+
+import pytest
+
+from .conftest import FLEETCTL, Lab, _env, wait_for
+
+pytestmark = pytest.mark.lab
+
+
+def outcomes(doc: dict[str, Any]) -> dict[str, str]:
+    return {h: v["outcome"] for h, v in doc["hosts"].items()}
+
+
+def stored(lab: Lab) -> dict[str, int]:
+    return {n: s["counters"]["artifact_bytes_stored"] for n, s in lab.status().items()}
+
+
+@pytest.mark.wine
+def test_broken_canary_on_windows_exe_halts_and_rolls_back(wine_lab: Lab) -> None:
+    lab = wine_lab
+    code, doc, err = lab.deploy("--version", "1.0.0")
+    assert code == 0, err
+    assert all((lab.health(n) or {}).get("version") == "1.0.0" for n in lab.nodes)
+    before = doc["hosts"]["lab-node01"]["release"]
+    code, doc, err = lab.deploy("--version", "1.1.0", "--canary", "1", "--var", "hello_mode=unhealthy")
+    assert code == 1, err
+    assert outcomes(doc) == {"lab-node01": "rolled_back", "lab-node02": "not_started"}
+    assert "status 500" in doc["hosts"]["lab-node01"]["error"]
+    assert doc["hosts"]["lab-node01"]["release"] == before
+    assert (lab.health("lab-node01") or {}).get("mode") == "ok"
+    assert (lab.health("lab-node01") or {}).get("version") == "1.0.0"
+    assert (lab.health("lab-node02") or {}).get("version") == "1.0.0"
+
+
+def test_canary_rolling_then_rollback_moves_no_bytes(elf_lab: Lab) -> None:
+    lab = elf_lab
+    code, doc, err = lab.deploy("--version", "1.0.0", "--canary", "1", "--batch", "30%")
+    assert code == 0, err
+    assert set(outcomes(doc).values()) == {"deployed"}
+    code, doc, err = lab.deploy("--version", "2.0.0", "--canary", "1", "--batch", "30%")
+    assert code == 0, err
+    assert all((lab.health(n) or {}).get("version") == "2.0.0" for n in lab.nodes)
+    before = stored(lab)
+    proc = lab.fleetctl("rollback", str(lab.playbook), "-i", str(lab.inventory), "--yes", "--json", "--batch", "50%")
+    assert proc.returncode == 0, proc.stderr
+    assert set(outcomes(json.loads(proc.stdout)).values()) == {"deployed"}
+    assert stored(lab) == before  # zero artifact bytes moved
+    assert all((lab.health(n) or {}).get("version") == "1.0.0" for n in lab.nodes)
+    code, doc, err = lab.deploy("--version", "1.0.0")  # no-op redeploy
+    assert code == 0 and set(outcomes(doc).values()) == {"skipped"}, err
+
+
+def test_crash_after_start_is_caught_by_the_stability_window(elf_lab: Lab) -> None:
+    lab = elf_lab
+    code, doc, err = lab.deploy("--version", "1.0.0", "--limit", "lab-node01")
+    assert code == 0, err
+    code, doc, err = lab.deploy("--version", "1.3.0", "--limit", "lab-node01", "--var", "hello_mode=crash-after-5s",
+                                "--var", "window=7s")
+    assert code == 1, err
+    assert outcomes(doc) == {"lab-node01": "rolled_back"}
+    assert "stability window" in doc["hosts"]["lab-node01"]["error"]
+    assert (lab.health("lab-node01") or {}).get("version") == "1.0.0"
+
+
+class Background:
+    """A deploy running in the background whose plain progress lines can be waited for."""
+
+    def __init__(self, lab: Lab, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [*FLEETCTL, "deploy", str(lab.playbook), "-i", str(lab.inventory), "--yes", *args],
+            cwd=lab.directory, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in iter(self.proc.stdout.readline, ""):
+            self.lines.append(line)
+
+    def wait_line(self, text: str, timeout: float = 60) -> None:
+        try:
+            wait_for(lambda: any(text in line for line in self.lines), timeout, repr(text))
+        except AssertionError as err:
+            raise AssertionError(f"{err}; output so far:\n{self.output}") from None
+
+    def finish(self, timeout: float = 120) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self._reader.join(timeout=5)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+
+def test_unreachable_node_within_and_over_budget(elf_lab: Lab) -> None:
+    lab = elf_lab
+    lab.deploy("--version", "1.0.0")
+    try:
+        lab.fault("lab-node05", "unreachable")
+        code, doc, err = lab.deploy("--version", "1.4.0", "--batch", "50%", "--max-failed", "1")
+        assert code == 1, err
+        assert outcomes(doc)["lab-node05"] == "failed"
+        assert sum(1 for o in outcomes(doc).values() if o == "deployed") == 9
+        lab.fault("lab-node05", "none")
+        # budget 0, node06 cut off while batch 1 (nodes 2-4) is in its health gates
+        run = Background(lab, "--version", "1.5.0", "--canary", "1", "--batch", "3", "--var", "window=2s")
+        run.wait_line("lab-node02: health")
+        lab.fault("lab-node06", "unreachable")
+        assert run.finish() == 3, run.output
+        status = {n: (lab.health(n) or {}).get("version") for n in lab.nodes}
+        assert [status[n] for n in ("lab-node01", "lab-node02", "lab-node04")] == ["1.5.0"] * 3
+        assert status["lab-node10"] == "1.4.0"  # not started: halted before its batch
+        assert "lab-node06: FAILED" in run.output
+        lab.fault("lab-node06", "none")
+        # node06 could not be unlocked while cut off: its stale lock names the halted run; --force takes over
+        code, _, err = lab.deploy("--version", "1.5.0", "--var", "window=2s", "--batch", "50%")
+        assert code == 4 and "lab-node06 is locked by" in err, err
+        code, doc, err = lab.deploy("--version", "1.5.0", "--var", "window=2s", "--batch", "50%", "--force")
+        assert code == 0, err
+        assert outcomes(doc)["lab-node01"] == "skipped" and outcomes(doc)["lab-node10"] == "deployed"
+    finally:
+        lab.fault("*", "none")
+
+
+def test_concurrent_deploy_is_refused_and_sigint_then_rerun_completes(elf_lab: Lab) -> None:
+    lab = elf_lab
+    lab.deploy("--version", "1.0.0")
+    first = Background(lab, "--version", "1.6.0", "--canary", "1", "--batch", "3", "--var", "window=4s")
+    try:
+        first.wait_line("lab-node02: health")  # mid-batch: the second batch is in its health gates
+        code, doc, err = lab.deploy("--version", "1.7.0")
+        assert code == 4, err
+        assert "is locked by" in err and "deploy 2" in err
+        first.proc.send_signal(signal.SIGINT)
+    finally:
+        code = first.finish()
+    assert code == 130, first.output
+    for node in lab.nodes:
+        assert lab.health(node) is not None, node  # no host left without a running release
+    code, doc, err = lab.deploy("--version", "1.6.0", "--var", "window=4s", "--batch", "50%")
+    assert code == 0, err  # the interrupted run released its locks
+    result = outcomes(doc)
+    assert result["lab-node01"] == "skipped" and result["lab-node02"] == "skipped"
+    assert result["lab-node10"] == "deployed"
+
+
+def test_force_takes_over_a_lock(elf_lab: Lab) -> None:
+    from fleetctl.rollout.runner import DeployOptions, load_fleet
+
+    lab = elf_lab
+    fleet = load_fleet(DeployOptions(playbook=lab.playbook, inventories=[lab.inventory], limit="lab-node03"),
+                       {"version": "0"})
+    client = fleet.client_factory()("lab-node03")
+    try:
+        client.lock_fleet_app(app="hello", owner="ghost@elsewhere", deploy_id="ghost-run", ttl_seconds=600)
+        code, _, err = lab.deploy("--version", "1.0.0", "--limit", "lab-node03")
+        assert code == 4 and "ghost@elsewhere" in err and "ghost-run" in err
+        code, _, err = lab.deploy("--version", "1.0.0", "--limit", "lab-node03", "--force")
+        assert code == 0, err
+    finally:
+        client.unlock_fleet_app(app="hello", deploy_id="ghost-run", force=True)
+        client.close()
