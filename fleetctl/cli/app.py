@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(ex.exit_code)
     except SystemExit:
         raise
-    except Exception as err:  # noqa: BLE001 - usage errors of the click that typer bundles
+    except Exception as err:
         # typer >= 0.29 vendors its own click; recognise its exceptions by shape, not by import path.
         if type(err).__name__ == "Abort":
             print("aborted", file=sys.stderr)

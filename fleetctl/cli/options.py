@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -18,7 +17,7 @@ VarOpt = typer.Option(None, "--var", "-e", help="Extra variable KEY=VALUE (highe
 JsonOpt = typer.Option(False, "--json", help="Print one JSON document instead of tables.")
 
 
-def inventory_paths(given: Optional[list[str]]) -> list[Path]:
+def inventory_paths(given: list[str] | None) -> list[Path]:
     """The inventories to read: `-i` options, else $FLEETCTL_INVENTORY (os.pathsep-separated), else ./inventory."""
     if given:
         return [Path(p) for p in given]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, inventory_paths
@@ -14,12 +12,12 @@ from fleetctl.ui.plan import plan_table
 
 def plan(
     playbook: str = typer.Argument(..., help="Playbook file."),
-    inventory: Optional[list[str]] = InventoryOpt,
-    limit: Optional[str] = LimitOpt,
-    canary: Optional[str] = typer.Option(None, "--canary", help="Canary batch: hosts (3) or percent (10%)."),
-    batch: Optional[str] = typer.Option(None, "--batch", help="Batch size: hosts or percent of targeted hosts."),
-    max_failed: Optional[str] = typer.Option(None, "--max-failed", help="Failure budget: hosts or percent."),
-    var: Optional[list[str]] = VarOpt,
+    inventory: list[str] | None = InventoryOpt,
+    limit: str | None = LimitOpt,
+    canary: str | None = typer.Option(None, "--canary", help="Canary batch: hosts (3) or percent (10%)."),
+    batch: str | None = typer.Option(None, "--batch", help="Batch size: hosts or percent of targeted hosts."),
+    max_failed: str | None = typer.Option(None, "--max-failed", help="Failure budget: hosts or percent."),
+    var: list[str] | None = VarOpt,
     json_out: bool = JsonOpt,
 ) -> None:
     """Show the rollout batches for PLAYBOOK (canary first, then batches); nothing is changed."""

@@ -9,11 +9,20 @@ with playbook vars and `--var` extra vars only (a host variable there is an erro
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from fleetctl.config.sizes import Duration, Size
 from fleetctl.config.yamlfile import KeyPath, YamlDocument, load_yaml
@@ -60,7 +69,7 @@ class CommandBuild(_Model):
     env: dict[str, str] = {}
 
     @model_validator(mode="after")
-    def _outputs_present(self) -> "CommandBuild":
+    def _outputs_present(self) -> CommandBuild:
         if not self.outputs:
             raise ValueError("outputs must name at least one file the command produces")
         return self
@@ -71,7 +80,7 @@ class BuildSpec(_Model):
     command: CommandBuild | None = None
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "BuildSpec":
+    def _exactly_one(self) -> BuildSpec:
         if (self.go is None) == (self.command is None):
             raise ValueError("give exactly one of 'go' or 'command'")
         return self
@@ -86,7 +95,7 @@ class Collect(_Model):
     ssh: str | None = Field(default=None, pattern=r"^ssh://[^/]+/.+")
 
     @model_validator(mode="after")
-    def _one_source(self) -> "Collect":
+    def _one_source(self) -> Collect:
         given = [k for k in ("path", "url", "ssh") if getattr(self, k)]
         if len(given) != 1:
             raise ValueError("give exactly one of 'path', 'url' or 'ssh'")
@@ -102,7 +111,7 @@ class ArtifactSpec(_Model):
     name: str | None = None
 
     @model_validator(mode="after")
-    def _one_of(self) -> "ArtifactSpec":
+    def _one_of(self) -> ArtifactSpec:
         if (self.build is None) == (self.collect is None):
             raise ValueError("give exactly one of 'build' or 'collect'")
         return self
@@ -118,7 +127,7 @@ class TemplateFile(_Model):
     dest: str  # relative to the release directory
 
     @model_validator(mode="after")
-    def _relative_dest(self) -> "TemplateFile":
+    def _relative_dest(self) -> TemplateFile:
         d = self.dest.replace("\\", "/")
         if d.startswith("/") or re.match(r"^[A-Za-z]:", d) or ".." in d.split("/"):
             raise ValueError("dest must be a path inside the release directory")
@@ -234,7 +243,7 @@ class Traffic(_Model):
     blue_green: BlueGreen | None = None
 
     @model_validator(mode="after")
-    def _lb_needs_host(self) -> "Traffic":
+    def _lb_needs_host(self) -> Traffic:
         if self.kind in ("nginx", "haproxy") and not (self.host and self.config_path and self.template):
             raise ValueError(f"kind '{self.kind}' needs 'host', 'config_path' and 'template'")
         return self

@@ -18,9 +18,9 @@ class Duration(float):
     """Seconds. Accepts a number (seconds) or a string with a unit: `500ms`, `30s`, `5m`, `1h`."""
 
     @classmethod
-    def parse(cls, value: Any) -> "Duration":
+    def parse(cls, value: Any) -> Duration:
         if isinstance(value, bool):
-            raise ValueError("expected a duration such as 30s, 5m or a number of seconds")
+            raise ValueError("expected a duration such as 30s, 5m or a number of seconds")  # noqa: TRY004 - pydantic reports ValueError
         if isinstance(value, (int, float)):
             seconds = float(value)
         elif isinstance(value, str) and (m := _DURATION.match(value)):
@@ -46,9 +46,9 @@ class Size:
     percent: bool
 
     @classmethod
-    def parse(cls, value: Any) -> "Size":
+    def parse(cls, value: Any) -> Size:
         if isinstance(value, bool):
-            raise ValueError("expected a host count (3) or a percentage (10%)")
+            raise ValueError("expected a host count (3) or a percentage (10%)")  # noqa: TRY004 - pydantic reports ValueError
         if isinstance(value, int):
             number, percent = float(value), False
         elif isinstance(value, str):
@@ -60,7 +60,7 @@ class Size:
             if not percent and not number.is_integer():
                 raise ValueError(f"a host count must be a whole number, got {value!r}")
         else:
-            raise ValueError(f"expected a host count (3) or a percentage (10%), got {value!r}")
+            raise ValueError(f"expected a host count (3) or a percentage (10%), got {value!r}")  # noqa: TRY004
         if percent and number > 100:
             raise ValueError(f"a percentage must be at most 100%, got {value!r}")
         return cls(number, percent)
