@@ -266,59 +266,71 @@ class LabNode:
     def install_fleet_release(self, app: str, root: str, release: str, version: str, sha256: str, exe_name: str,
                               files: dict[str, str] | None = None) -> dict[str, Any]:
         checked_name(release, "Release")
+        checked_sha(sha256)
         checked_name(exe_name, "ExeName")  # a plain file name: no directory part
+        rendered = {tuple(_release_relative_parts(rel)): text.encode("utf-8") for rel, text in (files or {}).items()}
         with self._lock:
             state = self._load_state(app, root)
+            known = next((r for r in state["releases"] if r["release"] == release), None)
+            if known is not None and known["sha256"] != sha256:
+                # Releases are never modified after install: the same id from other bytes is a caller's mistake.
+                raise NodeError("INVALID_ARGUMENT", f"release {release} is already installed from another "
+                                "artifact", {"release": release, "sha256": known["sha256"]})
             release_dir = self.sandbox.resolve(f"{root}\\releases\\{release}")
-            if release_dir.is_dir() and any(r["release"] == release for r in state["releases"]):
-                return {"release": release, "path": self.sandbox.to_windows(release_dir), "created": False}
-            artifact = self._artifact_path(sha256)
-            if not artifact.is_file():
-                raise NodeError("NOT_FOUND", f"artifact {sha256} is not in the node's cache", {"sha256": sha256})
-            rendered = {rel: text.encode("utf-8") for rel, text in (files or {}).items()}
-            self.sandbox.ensure_space(artifact.stat().st_size + sum(len(b) for b in rendered.values()),
-                                      f"release {release}")
-            # Built under a temporary name and renamed: a half-installed release is never seen as installed.
-            staging = release_dir.with_name(f".{release}.{uuid.uuid4().hex[:8]}.tmp")
-            try:
-                self.sandbox.copy_file(artifact, staging / exe_name)
-                for rel, data in rendered.items():
-                    parts = [p for p in re.split(r"[\\/]+", rel) if p]
-                    if not parts or any(p in ("..", ".") or ":" in p for p in parts):
-                        raise NodeError("INVALID_ARGUMENT", f"Files key {rel!r} must be a relative path inside "
-                                        "the release", {"Files": rel})
-                    self.sandbox.write_path(staging.joinpath(*parts), data)
-                if release_dir.exists():
-                    self.sandbox.remove(release_dir)  # a leftover directory not in the state: stale, replace
-                os.replace(staging, release_dir)
-            finally:
-                if staging.exists():
-                    self.sandbox.remove(staging)
-            for rel in ("shared\\logs",):
-                self.sandbox.resolve(f"{root}\\{rel}").mkdir(parents=True, exist_ok=True)
-            state["root"] = root
-            state["releases"] = [r for r in state["releases"] if r["release"] != release] + [
-                {"release": release, "version": version, "sha256": sha256, "exe_name": exe_name,
-                 "installed_at": self._iso()}]
-            self._save_state(app, state, "install", release)
-            return {"release": release, "path": self.sandbox.to_windows(release_dir), "created": True}
+            created = False
+            # An existing directory is kept as it is, recorded or not: on Windows it cannot be replaced while its
+            # exe runs (a node that lost its state may still be running it), and a release is complete or absent.
+            if not release_dir.is_dir():
+                self._build_release(release_dir, release, sha256, exe_name, rendered)
+                self.sandbox.resolve(f"{root}\\shared\\logs").mkdir(parents=True, exist_ok=True)
+                created = True
+            if known is None:
+                state["root"] = root
+                state["releases"] = state["releases"] + [
+                    {"release": release, "version": version, "sha256": sha256, "exe_name": exe_name,
+                     "installed_at": self._iso()}]
+                self._save_state(app, state, "install", release)
+            return {"release": release, "path": self.sandbox.to_windows(release_dir), "created": created}
+
+    def _build_release(self, release_dir: Path, release: str, sha256: str, exe_name: str,
+                       rendered: dict[tuple[str, ...], bytes]) -> None:
+        artifact = self._artifact_path(sha256)
+        if not artifact.is_file():
+            raise NodeError("NOT_FOUND", f"artifact {sha256} is not in the node's cache", {"sha256": sha256})
+        self.sandbox.ensure_space(artifact.stat().st_size + sum(len(b) for b in rendered.values()),
+                                  f"release {release}")
+        # Built under a temporary name and renamed: a half-installed release is never seen as installed.
+        staging = release_dir.with_name(f".{release}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            self.sandbox.copy_file(artifact, staging / exe_name)
+            for parts, data in rendered.items():
+                self.sandbox.write_path(staging.joinpath(*parts), data)
+            os.replace(staging, release_dir)
+        finally:
+            if staging.exists():
+                self.sandbox.remove(staging)
 
     def switch_fleet_release(self, app: str, root: str, release: str) -> dict[str, Any]:
         with self._lock:
-            state = self._load_state(app, root)
             release_dir = self.sandbox.resolve(f"{root}\\releases\\{checked_name(release, 'Release')}")
-            if not release_dir.is_dir() or not any(r["release"] == release for r in state["releases"]):
+            # Only the directory is needed, not a state entry: a node that lost its state can still switch.
+            if not release_dir.is_dir():
                 raise NodeError("NOT_FOUND", f"release {release!r} is not installed under {root}",
                                 {"release": release})
             link = self.sandbox.resolve(f"{root}\\current")
             target = self.sandbox.read_junction(link)
-            if state["current"] == release and target is not None and Path(target) == release_dir.absolute():
-                return {"current": release, "previous": state["previous"], "changed": False}
-            self.sandbox.set_junction(link, release_dir)
-            if state["current"] != release:
-                state["previous"], state["current"] = state["current"], release
-            self._save_state(app, state, "switch", release)
-            return {"current": release, "previous": state["previous"], "changed": True}
+            if target is None or Path(target) != release_dir.absolute():
+                self.sandbox.set_junction(link, release_dir)
+            state = self._load_state(app, root)
+            # `changed` is about the recorded current release; repairing a stray junction is not a switch.
+            changed = state["current"] != release
+            if changed:
+                if state["current"] is not None:
+                    state["previous"] = state["current"]
+                state["current"] = release
+                state["root"] = root
+                self._save_state(app, state, "switch", release)
+            return {"current": release, "previous": state["previous"], "changed": changed}
 
     def get_fleet_state(self, app: str, root: str, service_name: str | None = None) -> dict[str, Any]:
         with self._lock:
@@ -370,10 +382,12 @@ class LabNode:
         config = ServiceConfig(
             name=name, binary_path=binary_path, display_name=display_name or "", description=description or "",
             arguments=list(arguments or []), environment=dict(environment or {}),
-            account=account or "LocalSystem", password=password, start_type=(start_type or "auto").lower(),
+            account=account or "LocalSystem", password=password or None, start_type=(start_type or "auto").lower(),
             dependencies=list(dependencies or []), recovery_restart_seconds=recovery_restart_seconds or 0,
             recovery_reset_seconds=recovery_reset_seconds if recovery_reset_seconds is not None else 86400,
-            stop_timeout_seconds=stop_timeout_seconds or 20)
+            # As on Windows, only a positive value is recorded; absent keeps what an earlier call recorded.
+            stop_timeout_seconds=stop_timeout_seconds if stop_timeout_seconds and stop_timeout_seconds > 0
+            else None)
         created, changed = self.scm.configure(config)
         return {"created": created, "changed": changed}
 
@@ -496,6 +510,15 @@ class LabNode:
             return self.address  # every lab node shares the machine: "all interfaces" means the node's address
         raise NodeError("INVALID_ARGUMENT", f"{key} {address!r} is not an address of this node ({self.address})",
                         {key: address})
+
+
+def _release_relative_parts(rel: str) -> list[str]:
+    """The path parts of a `Files` key; refused unless it stays inside the release (no drive, root or `..`)."""
+    parts = re.split(r"[\\/]+", rel)
+    if not rel or any(p in ("..", ".", "") or ":" in p for p in parts):
+        raise NodeError("INVALID_ARGUMENT", f"Files key {rel!r} must be a relative path inside the release",
+                        {"Files": rel})
+    return parts
 
 
 def _expired(lock: dict[str, Any], now: datetime) -> bool:

@@ -8,7 +8,8 @@ node's own address, because every lab node shares the machine's loopback.
 States follow Windows: Stopped, StartPending, Running, StopPending. A process counts as Running once it has
 stayed up for `settle_s` (a console program under Wine cannot report SERVICE_RUNNING itself). Stop sends SIGTERM
 to the process group (the lab cannot deliver a Windows service Stop control to a console program under Wine)
-and, if the process ignores it, SIGKILL after the service's stop timeout. An exit nobody asked for is a crash:
+and, if the process ignores it, SIGKILL after the service's recorded stop timeout (none recorded: never, as on
+Windows, where nothing kills a service that does not honour its Stop control). An exit nobody asked for is a crash:
 recovery restarts it after the configured delay and counts the restart.
 """
 
@@ -21,7 +22,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,6 @@ from fleetctl.lab.portproxy import ProxyHub, free_port
 from fleetctl.lab.sandbox import Sandbox, is_windows_path
 from fleetctl.lab.wine import WinePrefix, windows_path_for_wine
 
-DEFAULT_STOP_TIMEOUT_S = 20
 SETTLE_S = 0.3
 START_TYPES = ("auto", "delayed-auto", "manual", "disabled")
 _LOCAL_LISTEN = re.compile(r"^(?P<prefix>.*=)?(?P<host>0\.0\.0\.0|127\.0\.0\.1|localhost|\[::\]|\[::1\]|)"
@@ -56,7 +56,7 @@ class ServiceConfig:
     dependencies: list[str] = field(default_factory=list)
     recovery_restart_seconds: int = 0
     recovery_reset_seconds: int = 86400
-    stop_timeout_seconds: int = DEFAULT_STOP_TIMEOUT_S
+    stop_timeout_seconds: int | None = None  # None: not recorded, so a process ignoring Stop is never killed
 
 
 @dataclass
@@ -129,10 +129,23 @@ class ServiceControlManager:
                 self._services[config.name.lower()] = _Service(config=config)
                 return True, []
             config.name = svc.config.name  # the name a service was created with stays its key (as on Windows)
+            if config.stop_timeout_seconds is None:
+                # Windows keeps the stop timeout beside the service; a call without one leaves it as it was.
+                config.stop_timeout_seconds = svc.config.stop_timeout_seconds
+            if config.password is None:
+                config.password = svc.config.password  # likewise: a call without one changes no password
+            # A password is applied on every call that gives one but never reported: Windows cannot read it back.
             changed = [_protocol_name(f.name) for f in fields(ServiceConfig)
-                       if f.name != "name" and getattr(svc.config, f.name) != getattr(config, f.name)]
+                       if f.name not in ("name", "password")
+                       and getattr(svc.config, f.name) != getattr(config, f.name)]
             svc.config = config
             return False, changed
+
+    def definition(self, name: str) -> ServiceConfig | None:
+        """A copy of the service's current definition (None when absent)."""
+        with self._cond:
+            svc = self._find(name)
+            return None if svc is None else replace(svc.config)
 
     def names(self) -> list[str]:
         with self._cond:
@@ -411,7 +424,7 @@ class ServiceControlManager:
                 svc.stop_requested = True
                 svc.state = "StopPending"
                 self._cancel_timers(svc)
-                proc, grace = svc.proc, float(svc.config.stop_timeout_seconds or DEFAULT_STOP_TIMEOUT_S)
+                proc, grace = svc.proc, svc.config.stop_timeout_seconds
 
                 # The nearest a console process gets to the SCM's Stop control: a Go program under Wine
                 # exits gracefully on the Ctrl-C event Wine makes of SIGINT (SIGTERM would kill Wine at once).
@@ -419,8 +432,10 @@ class ServiceControlManager:
 
                 def terminate() -> None:
                     _signal_group(proc, polite)
-                    # A process that ignores SIGTERM is killed after the service's own stop timeout.
-                    self._add_timer(svc, grace, lambda: _signal_group(proc, signal.SIGKILL))
+                    # A process that ignores the request is killed after the service's recorded stop timeout;
+                    # without one it is left running, as Windows does.
+                    if grace is not None:
+                        self._add_timer(svc, float(grace), lambda: _signal_group(proc, signal.SIGKILL))
 
                 # Slow-stop fault: the service ignores the stop request for N s, then honours it.
                 delay = self.faults.slow_stop_s

@@ -296,3 +296,66 @@ def test_secret_parameters_never_come_back(node: LabNode) -> None:
     assert "hunter2-Secret" not in json.dumps(doc)
     doc = call(node, "Set-FleetService", Name="svc", BinaryPath="C:\\x\\svc.exe", Password=["not", "a string"])
     assert MASK in doc["error"]["message"]
+
+
+# ---- where the lab once differed from FleetNode.psm1 (the module is what Windows does) -----------------------
+def test_install_keeps_an_unrecorded_release_directory_and_records_it(node: LabNode) -> None:
+    # Guards: the lab deleted and rebuilt such a directory, which on Windows fails while its exe runs.
+    sha = push(node, b"new bytes")
+    exe = f"{ROOT}\\releases\\1.0-a\\hello.exe"
+    node.sandbox.write_bytes(exe, b"running bytes")
+    node.sandbox.mark_in_use(node.sandbox.resolve(exe))  # e.g. a node that lost its state.json mid-deploy
+    result = ok(node, "Install-FleetRelease", App="hello", Root=ROOT, Release="1.0-a", Version="1.0", Sha256=sha,
+                ExeName="hello.exe")
+    assert result["created"] is False
+    assert node.sandbox.read_bytes(exe) == b"running bytes"
+    state = ok(node, "Get-FleetState", App="hello", Root=ROOT)
+    assert [(r["release"], r["sha256"]) for r in state["releases"]] == [("1.0-a", sha)]
+    assert [h["action"] for h in state["history"]] == ["install"]
+
+
+def test_install_of_a_known_release_id_from_another_artifact_is_refused(node: LabNode) -> None:
+    # Guards: the lab silently replaced the state entry (when the directory had gone) or ignored the new sha256.
+    first = install(node, b"one", "1.0-a", switch=False)
+    other = push(node, b"two")
+    for gone in (False, True):
+        if gone:
+            node.sandbox.remove(node.sandbox.resolve(f"{ROOT}\\releases\\1.0-a"))
+        err = error(node, "Install-FleetRelease", "INVALID_ARGUMENT", App="hello", Root=ROOT, Release="1.0-a",
+                    Version="1.0", Sha256=other, ExeName="hello.exe")
+        assert "already installed from another artifact" in err["message"]
+        assert err["details"] == {"release": "1.0-a", "sha256": first}
+    state = ok(node, "Get-FleetState", App="hello", Root=ROOT)
+    assert [r["sha256"] for r in state["releases"]] == [first] and len(state["history"]) == 1
+    # The same artifact again rebuilds a vanished directory without a second state entry.
+    again = ok(node, "Install-FleetRelease", App="hello", Root=ROOT, Release="1.0-a", Version="1.0", Sha256=first,
+               ExeName="hello.exe")
+    assert again["created"] is True and node.sandbox.read_bytes(f"{ROOT}\\releases\\1.0-a\\hello.exe") == b"one"
+    assert len(ok(node, "Get-FleetState", App="hello", Root=ROOT)["releases"]) == 1
+
+
+def test_switch_needs_only_the_release_directory_and_records_it(node: LabNode) -> None:
+    # Guards: the lab refused a release missing from the node state (NOT_FOUND), so a node that lost it was stuck.
+    install(node, b"one", "1.0-a")
+    node.sandbox.write_bytes(f"{ROOT}\\releases\\2.0-b\\hello.exe", b"two")  # on disk, never recorded
+    result = ok(node, "Switch-FleetRelease", App="hello", Root=ROOT, Release="2.0-b")
+    assert result == {"current": "2.0-b", "previous": "1.0-a", "changed": True}
+    assert node.sandbox.read_bytes(f"{ROOT}\\current\\hello.exe") == b"two"
+    state = ok(node, "Get-FleetState", App="hello", Root=ROOT)
+    assert (state["current"], state["previous"]) == ("2.0-b", "1.0-a")
+    assert state["history"][-1]["action"] == "switch" and state["history"][-1]["release"] == "2.0-b"
+    error(node, "Switch-FleetRelease", "NOT_FOUND", App="hello", Root=ROOT, Release="3.0-c")
+
+
+def test_set_service_never_reports_password_and_records_stop_timeout_only_when_given(node: LabNode) -> None:
+    # Guards: the lab listed Password in `changed` (Windows cannot compare it) and recorded StopTimeoutSeconds 20
+    # when absent, so a later call without it reported a change; the module records it only when given.
+    forget_secrets()
+    svc = {"Name": "svc", "BinaryPath": "C:\\x\\svc.exe", "Account": "CORP\\svc-hello"}
+    assert ok(node, "Set-FleetService", **svc, Password="first-Secret") == {"created": True, "changed": []}
+    assert ok(node, "Set-FleetService", **svc, Password="second-Secret")["changed"] == []
+    assert node.scm.definition("svc").stop_timeout_seconds is None  # type: ignore[union-attr]
+    assert ok(node, "Set-FleetService", **svc, StopTimeoutSeconds=45)["changed"] == ["StopTimeoutSeconds"]
+    assert ok(node, "Set-FleetService", **svc)["changed"] == []  # absent: the recorded 45 stays
+    assert node.scm.definition("svc").stop_timeout_seconds == 45  # type: ignore[union-attr]
+    assert ok(node, "Set-FleetService", **svc, StopTimeoutSeconds=30)["changed"] == ["StopTimeoutSeconds"]
