@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from fleetctl.config.redaction import redact
 from fleetctl.errors import ConfigError
 from fleetctl.node.client import NodeClient
 from fleetctl.node.results import StoredArtifact
@@ -42,6 +43,7 @@ class TransferResult:
     bytes_sent: int
     seconds: float
     path: str | None = None  # the artifact's path in the node's cache
+    fallback: str | None = None  # `auto` pushed because the pull failed: why (redacted, one line)
 
 
 @dataclass
@@ -154,11 +156,13 @@ def ensure_artifact(
     mode: TransferMode = "auto",
     pull_server: PullServer | None = None,
     progress: ProgressCallback | None = None,
+    on_fallback: Callable[[str], None] | None = None,
 ) -> TransferResult:
     """Make sure the node's artifact cache holds `artifact_path` (whose sha256 is `sha256`).
 
     Raises NodeOperationError (CHECKSUM_MISMATCH, DISK_FULL, DOWNLOAD_FAILED...) or a TransportError; on a
-    checksum mismatch the node keeps nothing.
+    checksum mismatch the node keeps nothing. With `auto`, a node that cannot download from the pull server
+    (DOWNLOAD_FAILED) gets a push instead: `on_fallback(reason)` is told before it starts.
     """
     if mode not in TRANSFER_MODES:
         raise ConfigError(f"expected transfer to be one of {', '.join(TRANSFER_MODES)}, got {mode!r}",
@@ -174,6 +178,7 @@ def ensure_artifact(
             progress(artifact.size, artifact.size)
         return TransferResult("skipped", 0, time.monotonic() - started, status.path)
 
+    fallback: str | None = None
     if pull_server is not None and mode in ("pull", "auto"):
         try:
             stored = _pull(client, artifact, pull_server, progress)
@@ -181,8 +186,11 @@ def ensure_artifact(
         except NodeOperationError as err:
             if mode == "pull" or err.code != "DOWNLOAD_FAILED":
                 raise
+            fallback = redact(f"{err.code}: {err.message}")
+            if on_fallback is not None:
+                on_fallback(fallback)
     stored = _push(client, artifact, progress)
-    return TransferResult("push", len(artifact.payload), time.monotonic() - started, stored.path)
+    return TransferResult("push", len(artifact.payload), time.monotonic() - started, stored.path, fallback)
 
 
 def _push(client: NodeClient, artifact: PreparedArtifact, progress: ProgressCallback | None) -> StoredArtifact:

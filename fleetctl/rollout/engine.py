@@ -4,6 +4,12 @@ enforce the failure budget and canary rule, honour Ctrl-C, unlock everything, an
 It knows nothing of what a host does (deploy or rollback): it is given a per-host `work` function and an `undo`
 function (used to roll back the canaries that passed when another canary failed). It never prints: it emits
 events on the bus and returns a `RunResult`.
+
+Overlap, to keep the wall time near the critical path: an optional `stage` function (the part of a host's work
+that changes nothing the service runs: state, transfer, install) runs for the next batch's hosts while the
+current batch is in its health gates, but never during a canary batch (a failed canary leaves every other host
+untouched); its result reaches `work` as `ctx.staged`. An optional `after` function (retention) runs once a host
+is deployed without holding up the batch; all of it is joined before the locks are released.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -39,6 +45,7 @@ from fleetctl.rollout.events import (
     Halting,
     HostFinished,
     HostOutcome,
+    Notice,
     RunFinished,
     RunStarted,
 )
@@ -48,6 +55,8 @@ from fleetctl.transport.errors import NodeOperationError
 FAILED_OUTCOMES = ("failed", "rolled_back")
 HostWork = Callable[[HostContext], HostOutcome]
 Undo = Callable[[HostContext, HostOutcome], HostOutcome]
+Stage = Callable[[HostContext], object]  # pre-work whose result `work` finds in ctx.staged; must not raise
+After = Callable[[HostContext, HostOutcome], HostOutcome]  # follow-up work of a deployed host (retention)
 
 
 @dataclass(frozen=True)
@@ -115,6 +124,9 @@ class RolloutEngine:
     lock: LockSpec
     forks: int = 50
     interruption: Interruption = field(default_factory=Interruption)
+    stage: Stage | None = None
+    after: After | None = None
+    notes: tuple[str, ...] = ()  # one-line remarks announced right after RunStarted (Notice events)
 
     def __post_init__(self) -> None:
         self._hosts: dict[str, _Host] = {}
@@ -122,6 +134,9 @@ class RolloutEngine:
         self._halt_reason: str | None = None
         self._failures = 0
         self._reported: set[str] = set()
+        self._staging: dict[str, Future[None]] = {}
+        self._background: dict[str, Future[None]] = {}  # host -> its `after` work
+        self._pool: ThreadPoolExecutor | None = None
 
     # -- the run -----------------------------------------------------------------------------------------------
 
@@ -131,9 +146,12 @@ class RolloutEngine:
             run_id=self.info.run_id, kind=self.info.kind, playbook=self.info.playbook, service=self.info.service,
             version=self.info.version, release=self.info.release, strategy=self.info.strategy, user=self.info.user,
             batches=tuple(b.hosts for b in plan.batches), canary=any(b.canary for b in plan.batches)))
+        for note in self.notes:
+            self.bus.emit(Notice(note))
         workers = max(1, min(self.forks, len(plan.hosts) or 1))
         result: RunResult | None = None
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fleetctl-host") as pool:
+            self._pool = pool
             try:
                 holder = self._lock_all(pool)
                 if holder is not None:
@@ -141,6 +159,7 @@ class RolloutEngine:
                 else:
                     result = self._run_batches(pool)
             finally:
+                self._join_background()
                 self._unlock_all(pool)
         assert result is not None
         self.bus.emit(RunFinished(result.run_id, result.exit_code, result.outcomes, result.message))
@@ -187,11 +206,16 @@ class RolloutEngine:
             names = ", ".join(h.ctx.host for h in early[:5])
             self._halt(f"{self._failures} host(s) could not be reached or locked ({names}); failure budget is "
                        f"{self.plan.max_failed}: nothing was changed")
-        for batch in self.plan.batches:
+        batches = self.plan.batches
+        for position, batch in enumerate(batches):
             if self._halt_reason or self.interruption.requested.is_set():
                 break
+            following = batches[position + 1] if position + 1 < len(batches) else None
             self.bus.emit(BatchStarted(batch.index, batch.canary, batch.hosts))
             futures: list[Future[None]] = [pool.submit(self._run_host, name, batch.canary) for name in batch.hosts]
+            if following is not None and not batch.canary:
+                self._await_gates(batch.hosts, futures)
+                self._stage_batch(pool, following.hosts)
             self._wait(futures)
             failed = tuple(n for n in batch.hosts if self._outcome(n).outcome in FAILED_OUTCOMES)
             self.bus.emit(BatchFinished(batch.index, passed=not failed, failed=failed))
@@ -200,10 +224,49 @@ class RolloutEngine:
                 self._undo_canaries(pool, batch.hosts)
             elif self._failures > self.plan.max_failed:
                 self._halt(f"{self._failures} failed host(s) exceed the failure budget of {self.plan.max_failed}")
-            elif batch.canary and self.plan.canary_bake > 0 and batch is not self.plan.batches[-1]:
-                self.bus.emit(Baking(self.plan.canary_bake))
-                self.interruption.requested.wait(self.plan.canary_bake)
+            elif batch.canary and following is not None:
+                # The canaries passed: the next batch may stage while the canaries bake.
+                self._stage_batch(pool, following.hosts)
+                if self.plan.canary_bake > 0:
+                    self.bus.emit(Baking(self.plan.canary_bake))
+                    self.interruption.requested.wait(self.plan.canary_bake)
         return self._conclude()
+
+    def _await_gates(self, names: tuple[str, ...], futures: list[Future[None]]) -> None:
+        """Return once every host of the batch is in its health gate or done (its transfer, stop and start no
+        longer compete with the next batch's staging), or the run is stopping."""
+        pending = set(futures)
+        while pending:
+            if self._halt_reason or self.interruption.requested.is_set():
+                return
+            if all(self._hosts[n].ctx.gating.is_set() for n, f in zip(names, futures, strict=True) if f in pending):
+                return
+            # Short slices: the gating flags are polled, and the main thread stays responsive to SIGINT.
+            _, pending = wait(pending, timeout=0.02, return_when=FIRST_COMPLETED)
+
+    def _stage_batch(self, pool: ThreadPoolExecutor, names: tuple[str, ...]) -> None:
+        """Start the stage work of the next batch's hosts (only changes the running services do not see)."""
+        stage = self.stage
+        if stage is None:
+            return
+        for name in names:
+            host = self._hosts.get(name)
+            with self._guard:
+                stop = self._halt_reason is not None or self.interruption.requested.is_set() or \
+                    self._failures > self.plan.max_failed
+            if stop:
+                return
+            if host is None or host.outcome is not None or name in self._staging:
+                continue
+            self._staging[name] = pool.submit(self._stage_one, host, stage)
+
+    def _stage_one(self, host: _Host, stage: Stage) -> None:
+        if self.interruption.requested.is_set() or self._halt_reason is not None:
+            return  # the run is stopping: leave this host untouched
+        try:
+            host.ctx.staged = stage(host.ctx)
+        except Exception:  # noqa: BLE001 - the host's own work stages again and reports the error
+            host.ctx.staged = None
 
     def _run_host(self, name: str, canary: bool) -> None:
         host = self._hosts[name]
@@ -217,27 +280,57 @@ class RolloutEngine:
                 not canary and self._failures > self.plan.max_failed)
         if stop:
             return  # stays not_started; reported at the end
+        staging = self._staging.pop(name, None)
+        # A stage that has not started yet is done here instead: waiting for it could starve a small pool.
+        if staging is not None and not staging.cancel():
+            staging.result()
         try:
             outcome = self.work(host.ctx)
         except Exception as err:  # noqa: BLE001 - a bug in one host's work must not abandon the others
             outcome = HostOutcome(name, "failed", None, describe_error(err), host.ctx.timings)
-        self._record(host, outcome)
+        after = self.after
+        if after is None or outcome.outcome != "deployed":
+            self._record(host, outcome)
+            return
+        # Counted now (the batch is judged on it), announced once the follow-up work is done.
+        self._record(host, outcome, announce=False)
+        assert self._pool is not None
+        self._background[name] = self._pool.submit(self._follow_up, host, outcome, after)
 
-    def _record(self, host: _Host, outcome: HostOutcome) -> None:
+    def _follow_up(self, host: _Host, outcome: HostOutcome, after: After) -> None:
+        try:
+            final = after(host.ctx, outcome)
+        except Exception as err:  # noqa: BLE001 - follow-up work never undoes a healthy deploy
+            final = HostOutcome(outcome.host, outcome.outcome, outcome.release, describe_error(err),
+                                outcome.timings, outcome.transfer)
+        self._record(host, final)
+
+    def _join_background(self) -> None:
+        """Wait for staging and follow-up work still running (a stage not started yet is dropped)."""
+        for future in self._staging.values():
+            future.cancel()
+        self._wait(list(self._staging.values()) + list(self._background.values()), cancelled_ok=True)
+        self._staging.clear()
+
+    def _record(self, host: _Host, outcome: HostOutcome, announce: bool = True) -> None:
         """Store a host's outcome and announce it (a canary undone after passing is announced again)."""
         with self._guard:
             already_failed = host.outcome is not None and host.outcome.outcome in FAILED_OUTCOMES
             host.outcome = outcome
             if outcome.outcome in FAILED_OUTCOMES and not already_failed:
                 self._failures += 1
-            self._reported.add(host.ctx.host)
-        self.bus.emit(HostFinished(outcome))
+            if announce:
+                self._reported.add(host.ctx.host)
+        if announce:
+            self.bus.emit(HostFinished(outcome))
 
     def _undo_canaries(self, pool: ThreadPoolExecutor, names: tuple[str, ...]) -> None:
         """A canary failure rolls back every canary, including those that passed (SPEC 6)."""
         undo = self.undo
         if undo is None:
             return
+        # One thing at a time per host: a canary's retention ends before it is undone.
+        self._wait([f for n, f in self._background.items() if n in names])
         passed = [self._hosts[n] for n in names if self._outcome(n).outcome == "deployed"]
 
         def one(host: _Host) -> None:
@@ -252,13 +345,14 @@ class RolloutEngine:
 
         self._wait([pool.submit(one, h) for h in passed])
 
-    def _wait(self, futures: list[Future[None]]) -> None:
+    def _wait(self, futures: list[Future[None]], cancelled_ok: bool = False) -> None:
         # wait() in short slices keeps the main thread responsive to SIGINT between checks
         pending = set(futures)
         while pending:
             _, pending = wait(pending, timeout=0.5)
         for f in futures:
-            f.result()
+            if not (cancelled_ok and f.cancelled()):
+                f.result()
 
     def _halt(self, reason: str) -> None:
         if self._halt_reason is None:
@@ -275,6 +369,7 @@ class RolloutEngine:
     # -- the end -----------------------------------------------------------------------------------------------
 
     def _conclude(self) -> RunResult:
+        self._join_background()
         outcomes = {n: self._outcome(n) for n in self.plan.hosts}
         self._report_rest(outcomes)
         values = list(outcomes.values())
@@ -302,6 +397,7 @@ class RolloutEngine:
                 self.bus.emit(HostFinished(outcome))
 
     def _finish(self, code: int, message: str) -> RunResult:
+        self._join_background()
         outcomes = {n: self._outcome(n) for n in self.plan.hosts}
         self._report_rest(outcomes)
         return self._result(code, outcomes, message)

@@ -22,6 +22,7 @@ class HostOutcome:
     release: str | None = None  # the release the host runs at the end (None if unknown)
     error: str | None = None  # redacted one-line reason for failed / rolled_back
     timings: dict[str, float] = field(default_factory=dict)  # step -> seconds
+    transfer: str | None = None  # how the artifact got there: "pull", "push", "skipped" (None: no transfer step)
 
     def to_json(self) -> dict[str, object]:
         return {"outcome": self.outcome, "release": self.release, "error": self.error}
@@ -90,6 +91,13 @@ class Baking(Event):
 @dataclass(frozen=True)
 class Halting(Event):
     reason: str
+
+
+@dataclass(frozen=True)
+class Notice(Event):
+    """A one-line remark about the run as a whole (e.g. the pull server could not start, so auto pushes)."""
+
+    message: str
 
 
 @dataclass(frozen=True)

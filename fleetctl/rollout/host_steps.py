@@ -5,6 +5,11 @@ Failure rule: a failure before the service definition is touched changes nothing
 `failed` and left as it was. From the service step on, any failure rolls the host back at once to the release it
 ran before (restore that release's service definition → stop → switch → start → health). A host that had no
 previous release is stopped and reported `failed`. Every step is timed into `HostOutcome.timings`.
+
+Each host's work is split so the engine can overlap hosts: `stage_deploy` (state, transfer, install, extras:
+nothing the service runs changes, so it may run while the previous batch is in its health gates),
+`activate_deploy` (service → ... → record) and `retain` (retention, which may finish while the next batch runs).
+`deploy_host` runs all three in order. Rollback has `stage_rollback` (read-only) and `activate_rollback`.
 """
 
 from __future__ import annotations
@@ -61,6 +66,10 @@ class HostContext:
     bus: EventBus
     interruption: Interruption
     timings: dict[str, float] = field(default_factory=dict)
+    staged: object | None = None  # what the engine's stage function returned for this host (see RolloutEngine)
+    gating: threading.Event = field(default_factory=threading.Event)  # set when the host reaches its health gate
+    last_state: NodeState | None = None  # the newest node state read since the switch (spares the record read)
+    transfer_method: str | None = None  # "pull", "push" or "skipped" once the transfer step ran
 
     def step(self, name: Step, action: Callable[[], T], detail: str = "") -> T:
         """Run one step: announce it, time it (accumulating, since rollback repeats steps)."""
@@ -117,8 +126,24 @@ def read_state(ctx: HostContext, release: Release) -> NodeState:
 # --- deploy -------------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class StagedDeploy:
+    """A host ready to activate: the release is installed next to the running one, the service untouched."""
+
+    state: NodeState
+    previous: str | None
+    previous_version: str | None
+
+
 def deploy_host(ctx: HostContext, job: DeployJob) -> HostOutcome:
     """Deploy `job.release` on one (already locked) host and return its outcome; never raises for host errors."""
+    return retain(ctx, job, activate_deploy(ctx, job, stage_deploy(ctx, job)))
+
+
+def stage_deploy(ctx: HostContext, job: DeployJob) -> StagedDeploy | HostOutcome:
+    """Read the state, transfer and install the release, ensure the extras: everything before the service is
+    touched. Returns the final outcome instead when the host is already current (skipped) or a step failed (the
+    host is left running what it ran). Never raises for host errors."""
     release = job.release
     try:
         state = ctx.step("connect", lambda: read_state(ctx, release), "reading node state")
@@ -132,11 +157,13 @@ def deploy_host(ctx: HostContext, job: DeployJob) -> HostOutcome:
     previous_version = previous_info.version if previous_info else None
 
     # Nothing the service runs changes before the service step: a failure here leaves the host as it was.
+    method = "skipped"
     try:
         if state.release(release.id) is None:
-            ctx.step("transfer", lambda: ensure_artifact(ctx.client, job.artifact_path, release.artifact_sha256,
-                                                          job.transfer, job.pull_server,  # type: ignore[arg-type]
-                                                          ctx.progress("transfer")))
+            result = ctx.step("transfer", lambda: ensure_artifact(
+                ctx.client, job.artifact_path, release.artifact_sha256, job.transfer,
+                job.pull_server, ctx.progress("transfer"), on_fallback=_announce_fallback(ctx)))  # type: ignore[arg-type]
+            method = result.method
         ctx.step("install", lambda: ctx.client.install_fleet_release(
             app=release.app, root=release.root, release=release.id, version=release.version,
             sha256=release.artifact_sha256, exe_name=release.exe_name, files=release.files_map))
@@ -147,15 +174,42 @@ def deploy_host(ctx: HostContext, job: DeployJob) -> HostOutcome:
             raise StepFailed("install", "interrupted before any change to the service")
     except Exception as err:  # noqa: BLE001
         return HostOutcome(ctx.host, "failed", state.current, describe_error(err), ctx.timings)
+    ctx.transfer_method = method
+    return StagedDeploy(state, previous, previous_version)
 
+
+def activate_deploy(ctx: HostContext, job: DeployJob, staged: StagedDeploy | HostOutcome) -> HostOutcome:
+    """Make the staged release the running one, gated; on failure roll the host back at once."""
+    if isinstance(staged, HostOutcome):
+        return staged
+    release = job.release
     try:
         activate(ctx, release, release.service, job.health_for(release.version), job, record=True)
     except Exception as err:  # noqa: BLE001
         reason = describe_error(err)
-        return _roll_back_after_failure(ctx, job, release, previous, previous_version, reason)
+        return _with_transfer(ctx, _roll_back_after_failure(ctx, job, release, staged.previous,
+                                                            staged.previous_version, reason))
+    return HostOutcome(ctx.host, "deployed", release.id, None, ctx.timings, ctx.transfer_method)
 
-    warning = _retention(ctx, release, job.keep_releases)
-    return HostOutcome(ctx.host, "deployed", release.id, warning, ctx.timings)
+
+def retain(ctx: HostContext, job: DeployJob, outcome: HostOutcome) -> HostOutcome:
+    """Retention after a successful deploy; an error is reported on the host, it does not undo the deploy."""
+    if outcome.outcome != "deployed":
+        return outcome
+    warning = _retention(ctx, job.release, job.keep_releases)
+    if warning is None:
+        return outcome
+    return HostOutcome(outcome.host, outcome.outcome, outcome.release, warning, ctx.timings, outcome.transfer)
+
+
+def _announce_fallback(ctx: HostContext) -> Callable[[str], None]:
+    # Shown in the live view and kept in the journal as the transfer step's detail.
+    return lambda reason: ctx.bus.emit(HostStepStarted(ctx.host, "transfer", f"pull failed ({reason}): pushing"))
+
+
+def _with_transfer(ctx: HostContext, outcome: HostOutcome) -> HostOutcome:
+    return HostOutcome(outcome.host, outcome.outcome, outcome.release, outcome.error, outcome.timings,
+                       ctx.transfer_method)
 
 
 def _roll_back_after_failure(ctx: HostContext, job: DeployJob, release: Release, previous: str | None,
@@ -200,14 +254,19 @@ def activate(ctx: HostContext, target: Release, definition: ServiceDefinition | 
                                                    timeout_seconds=_seconds(job.stop_timeout)))
     step("switch", lambda: client.switch_fleet_release(app=target.app, root=target.root, release=target.id),
          target.id)
+    ctx.last_state = None  # only a state read after this switch can vouch for it
     step("start", lambda: client.start_fleet_service(name=target.service.name,
                                                      timeout_seconds=_seconds(job.start_timeout)))
     if health is not None:
+        ctx.gating.set()
         result = step("health", lambda: gate(ctx, target, health))
         if not result.ok:
             raise StepFailed("health", result.reason or "health check failed")
     if record:
-        state = step("record", lambda: read_state(ctx, target))
+        # The gate's last state read happened after the switch, under our lock: it is as good as a new read.
+        seen = ctx.last_state
+        state = seen if seen is not None and seen.current == target.id else step(
+            "record", lambda: read_state(ctx, target))
         if state.current != target.id:
             raise StepFailed("record", f"the node reports current release {state.current}, expected {target.id}")
 
@@ -222,7 +281,9 @@ def gate(ctx: HostContext, target: Release, check: HealthCheck) -> HealthResult:
         return probe_from_controller(check.url, check.timeout)
 
     def service() -> ServiceInfo | None:
-        return read_state(ctx, target).service
+        state = read_state(ctx, target)
+        ctx.last_state = state
+        return state.service
 
     return run_health_gate(check, probe, service, aborted=ctx.interruption.abort.is_set)
 
@@ -292,8 +353,23 @@ def choose_target(state: NodeState, to_version: str | None) -> tuple[str, str]:
     return matches[-1].release, matches[-1].version
 
 
+@dataclass(frozen=True)
+class StagedRollback:
+    """What a rollback host will switch to, read before its batch (nothing changed yet)."""
+
+    state: NodeState
+    target_id: str
+    target_version: str
+    definition: ServiceDefinition | None
+
+
 def rollback_host(ctx: HostContext, job: RollbackJob) -> HostOutcome:
     """Switch one (already locked) host to an older kept release; moves no artifact bytes."""
+    return activate_rollback(ctx, job, stage_rollback(ctx, job))
+
+
+def stage_rollback(ctx: HostContext, job: RollbackJob) -> StagedRollback | HostOutcome:
+    """Read-only: the node's state, the release to return to and its stored service definition."""
     ref = job.reference
     try:
         state = ctx.step("connect", lambda: read_state(ctx, ref), "reading node state")
@@ -302,13 +378,24 @@ def rollback_host(ctx: HostContext, job: RollbackJob) -> HostOutcome:
         return HostOutcome(ctx.host, "failed", None, describe_error(err), ctx.timings)
     if is_current(target_id, state):
         return HostOutcome(ctx.host, "skipped", target_id, None, ctx.timings)
-    original = state.current
-    original_info = state.release(original)
-    original_version = original_info.version if original_info else ""
-    target = _release_like(ref, target_id, target_version)
     try:
         definition = stored_definition(ctx.client, ref, target_id)
-        activate(ctx, target, definition, job.health_for(target_version), job, record=True)
+    except Exception as err:  # noqa: BLE001
+        return HostOutcome(ctx.host, "failed", None, describe_error(err), ctx.timings)
+    return StagedRollback(state, target_id, target_version, definition)
+
+
+def activate_rollback(ctx: HostContext, job: RollbackJob, staged: StagedRollback | HostOutcome) -> HostOutcome:
+    """Switch to the staged target, gated; a host failing its gate returns to the release it was on."""
+    if isinstance(staged, HostOutcome):
+        return staged
+    ref = job.reference
+    original = staged.state.current
+    original_info = staged.state.release(original)
+    original_version = original_info.version if original_info else ""
+    target = _release_like(ref, staged.target_id, staged.target_version)
+    try:
+        activate(ctx, target, staged.definition, job.health_for(staged.target_version), job, record=True)
     except Exception as err:  # noqa: BLE001
         reason = describe_error(err)
         if original is None:
@@ -321,4 +408,4 @@ def rollback_host(ctx: HostContext, job: RollbackJob) -> HostOutcome:
             return HostOutcome(ctx.host, "failed", None, f"{reason}; returning to {original} failed: "
                                                          f"{describe_error(again)}", ctx.timings)
         return HostOutcome(ctx.host, "rolled_back", original, reason, ctx.timings)
-    return HostOutcome(ctx.host, "deployed", target_id, None, ctx.timings)
+    return HostOutcome(ctx.host, "deployed", staged.target_id, None, ctx.timings)

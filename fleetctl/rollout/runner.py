@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from fleetctl.artifacts.manifest import Manifest
+from fleetctl.artifacts.pull_server import PullServer, pull_server_for
 from fleetctl.config.connection import ConnectionSettings
 from fleetctl.config.inventory import Host
 from fleetctl.config.playbook import Playbook
@@ -23,7 +24,16 @@ from fleetctl.config.templating import render_string
 from fleetctl.errors import ConfigError
 from fleetctl.node.client import NodeClient
 from fleetctl.plan import Plan
-from fleetctl.rollout.engine import LockSpec, RolloutEngine, RunInfo, RunResult, new_run_id, sigint_handler
+from fleetctl.rollout.engine import (
+    After,
+    LockSpec,
+    RolloutEngine,
+    RunInfo,
+    RunResult,
+    Stage,
+    new_run_id,
+    sigint_handler,
+)
 from fleetctl.rollout.events import EventBus, HostOutcome
 from fleetctl.rollout.health import HealthCheck
 from fleetctl.rollout.host_steps import (
@@ -31,9 +41,15 @@ from fleetctl.rollout.host_steps import (
     HostContext,
     Interruption,
     RollbackJob,
-    deploy_host,
+    StagedDeploy,
+    StagedRollback,
+    activate_deploy,
+    activate_rollback,
     describe_error,
+    retain,
     rollback_host,
+    stage_deploy,
+    stage_rollback,
 )
 from fleetctl.rollout.release import Release, changes_for, is_current, make_release
 from fleetctl.targets import RolloutOverrides, Targets, load_targets, plan_rollout
@@ -248,17 +264,27 @@ def run_deploy(
     """Run the deploy: lock all, batches with health gates, failure budget, rollback, unlock. Never raises for
     host failures: the result's exit code says how it went (`RunResult.raise_for_exit()`)."""
     fleet = prepared.fleet
-    pull_server = _pull_server(prepared)
+    pull_server, notes = _pull_server(prepared)
     any_release = next(iter(prepared.releases.values()), None)
 
+    def job_for(host: str) -> DeployJob:
+        playbook = fleet.playbooks[host]
+        return DeployJob(release=prepared.releases[host], health_for=fleet.health_for(host),
+                         artifact_path=prepared.manifest.path, transfer=prepared.transfer,  # type: ignore[arg-type]
+                         pull_server=pull_server, keep_releases=playbook.install.keep_releases,
+                         start_timeout=float(playbook.service.start_timeout),
+                         stop_timeout=float(playbook.service.stop_timeout), ensure_extras=host_extras(playbook))
+
+    def stage(ctx: HostContext) -> StagedDeploy | HostOutcome:
+        return stage_deploy(ctx, job_for(ctx.host))
+
     def work(ctx: HostContext) -> HostOutcome:
-        playbook = fleet.playbooks[ctx.host]
-        job = DeployJob(release=prepared.releases[ctx.host], health_for=fleet.health_for(ctx.host),
-                        artifact_path=prepared.manifest.path, transfer=prepared.transfer,  # type: ignore[arg-type]
-                        pull_server=pull_server, keep_releases=playbook.install.keep_releases,
-                        start_timeout=float(playbook.service.start_timeout),
-                        stop_timeout=float(playbook.service.stop_timeout), ensure_extras=host_extras(playbook))
-        return deploy_host(ctx, job)
+        job = job_for(ctx.host)
+        staged = ctx.staged if isinstance(ctx.staged, (StagedDeploy, HostOutcome)) else stage_deploy(ctx, job)
+        return activate_deploy(ctx, job, staged)
+
+    def after(ctx: HostContext, outcome: HostOutcome) -> HostOutcome:
+        return retain(ctx, job_for(ctx.host), outcome)
 
     def undo(ctx: HostContext, before: HostOutcome) -> HostOutcome:
         after = rollback_host(ctx, _rollback_job(fleet, ctx.host, prepared.releases[ctx.host], None))
@@ -271,7 +297,8 @@ def run_deploy(
                    service=fleet.targets.settings.name, version=prepared.version,
                    release=any_release.id if any_release else None, strategy="rolling", user=fleet.owner)
     try:
-        return _run(fleet, info, work, undo, bus, connect, interruption, force)
+        return _run(fleet, info, work, undo, bus, connect, interruption, force, stage=stage, after=after,
+                    notes=notes)
     finally:
         if pull_server is not None:
             pull_server.stop()
@@ -293,15 +320,21 @@ def host_extras(playbook: Playbook) -> Callable[[NodeClient], None] | None:
     return ensure
 
 
-def _pull_server(prepared: PreparedDeploy):  # type: ignore[no-untyped-def]
-    """Only `transfer: pull` starts the controller's pull server; `auto` pushes over the WinRM connection,
-    which is already authenticated and encrypted (docs/rollouts.md)."""
-    if prepared.transfer != "pull" or not prepared.fleet.connections:
-        return None
-    from fleetctl.artifacts.pull_server import PullServer, address_facing
-
-    first = next(iter(prepared.fleet.connections.values()))
-    return PullServer(address_facing(first.address, first.port)).start()
+def _pull_server(prepared: PreparedDeploy) -> tuple[PullServer | None, tuple[str, ...]]:
+    """The controller's pull server for `pull` and `auto` (None for `push`), bound to the local address that faces
+    the nodes, and any note for the live view. `auto` without one (it cannot start) pushes; `pull` without one is
+    an error, since the playbook asked for it."""
+    connections = prepared.fleet.connections
+    if prepared.transfer == "push" or not connections:
+        return None, ()
+    try:
+        server = pull_server_for([c.address for c in connections.values()]).start()
+    except (OSError, ValueError) as err:
+        if prepared.transfer == "pull":
+            raise ConfigError(f"transfer: pull needs the controller's pull server, which could not start: {err}",
+                              file=prepared.fleet.targets.source.path, key="transfer") from None
+        return None, (f"the artifact pull server could not start ({err}); transfer: auto pushes over WinRM",)
+    return server, ()
 
 
 # --- rollback -------------------------------------------------------------------------------------------------
@@ -345,9 +378,16 @@ def run_rollback(
     """Switch every targeted host to its previous (or the named) kept release, batch by batch, gated."""
     fleet = prepared.fleet
 
+    def job_for(host: str) -> RollbackJob:
+        return _rollback_job(fleet, host, prepared.references[host], prepared.to_version)
+
+    def stage(ctx: HostContext) -> StagedRollback | HostOutcome:
+        return stage_rollback(ctx, job_for(ctx.host))
+
     def work(ctx: HostContext) -> HostOutcome:
-        return rollback_host(ctx, _rollback_job(fleet, ctx.host, prepared.references[ctx.host],
-                                                prepared.to_version))
+        job = job_for(ctx.host)
+        staged = ctx.staged if isinstance(ctx.staged, (StagedRollback, HostOutcome)) else stage_rollback(ctx, job)
+        return activate_rollback(ctx, job, staged)
 
     def undo(ctx: HostContext, before: HostOutcome) -> HostOutcome:
         after = rollback_host(ctx, _rollback_job(fleet, ctx.host, prepared.references[ctx.host], None))
@@ -359,17 +399,18 @@ def run_rollback(
     info = RunInfo(run_id=prepared.run_id, kind="rollback", playbook=str(fleet.targets.source.path),
                    service=fleet.targets.settings.name, version=prepared.to_version, release=None,
                    strategy="rolling", user=fleet.owner)
-    return _run(fleet, info, work, undo, bus, connect, interruption, force)
+    return _run(fleet, info, work, undo, bus, connect, interruption, force, stage=stage)
 
 
 def _run(fleet: Fleet, info: RunInfo, work: Callable[[HostContext], HostOutcome],
          undo: Callable[[HostContext, HostOutcome], HostOutcome], bus: EventBus, connect: Connect | None,
-         interruption: Interruption | None, force: bool) -> RunResult:
+         interruption: Interruption | None, force: bool, *, stage: Stage | None = None, after: After | None = None,
+         notes: tuple[str, ...] = ()) -> RunResult:
     interruption = interruption or Interruption()
     engine = RolloutEngine(
         plan=fleet.plan, info=info, connect=connect or fleet.client_factory(), work=work, undo=undo, bus=bus,
         lock=LockSpec(app=fleet.targets.settings.name, owner=fleet.owner, ttl_seconds=fleet.lock_ttl, force=force),
-        forks=fleet.forks, interruption=interruption)
+        forks=fleet.forks, interruption=interruption, stage=stage, after=after, notes=notes)
     with sigint_handler(interruption):
         return engine.run()
 

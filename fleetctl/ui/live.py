@@ -35,6 +35,7 @@ from fleetctl.rollout.events import (
     HostOutcome,
     HostProgress,
     HostStepStarted,
+    Notice,
     RunFinished,
     RunStarted,
 )
@@ -175,6 +176,8 @@ class LiveView:
         if isinstance(event, Baking):
             self._bake_until = now + event.seconds
             return f"baking for {_duration(event.seconds)} before the next batch"
+        if isinstance(event, Notice):
+            return f"note: {event.message}"
         if isinstance(event, Halting):
             self._halting = event.reason
             return f"HALTING: {event.reason}"

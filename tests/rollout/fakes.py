@@ -13,6 +13,8 @@ import hashlib
 import json
 import shutil
 import threading
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,13 +57,21 @@ rollout:
 """
 
 
-def write_project(tmp: Path, hosts: int, playbook: str = PLAYBOOK) -> tuple[Path, Path, Path]:
-    """A playbook, a template, an inventory of `hosts` nodes and an artifact file under `tmp`."""
+def write_project(tmp: Path, hosts: int, playbook: str = PLAYBOOK,
+                  address_base: str | None = None) -> tuple[Path, Path, Path]:
+    """A playbook, a template, an inventory of `hosts` nodes and an artifact file under `tmp`. With
+    `address_base` (e.g. "127.0.50.1") each node gets an address from it: then the controller can bind a pull
+    server facing them (without, the names do not resolve and `transfer: auto` pushes)."""
     (tmp / "hello.json.j2").write_text('{"version": "{{ version }}"}\n')
     (tmp / "playbook.yml").write_text(playbook)
     artifact = tmp / "hello.exe"
     shutil.copyfile("/bin/true", artifact)  # any real executable: collect checks for PE or ELF
-    lines = ["all:", "  hosts:"] + [f"    n{i:02d}:" for i in range(1, hosts + 1)]
+    lines = ["all:", "  hosts:"]
+    for i in range(1, hosts + 1):
+        lines.append(f"    n{i:02d}:")
+        if address_base:
+            first = [int(part) for part in address_base.split(".")]
+            lines.append(f"      fleet_host: {'.'.join(map(str, first[:3] + [first[3] + i - 1]))}")
     lines += ["  vars:", "    fleet_scheme: http", "    fleet_auth: ntlm", "    fleet_user: u", "    fleet_password: pw"]
     (tmp / "inventory.yml").write_text("\n".join(lines) + "\n")
     return tmp / "playbook.yml", tmp / "inventory.yml", artifact
@@ -83,7 +93,9 @@ class FakeFleetNode:
     restarts: int = 0
     lock: dict[str, Any] | None = None
     unreachable: bool = False
+    cut_off_from_controller: bool = False  # Save-FleetArtifactFromUrl fails as if the URL could not be reached
     artifact_bytes: int = 0
+    pulled_bytes: int = 0
     operations: list[str] = field(default_factory=list)
     _pids: int = 1000
     _guard: threading.Lock = field(default_factory=threading.Lock)
@@ -131,6 +143,22 @@ class FakeFleetNode:
         self.artifacts[p["Sha256"]] = len(data)
         self.artifact_bytes += len(raw)
         return {"path": "C:\\cache", "sha256": p["Sha256"], "size": len(data), "received": len(raw)}
+
+    def op_save_fleetartifactfromurl(self, p: dict[str, Any], _: Any) -> Any:
+        # A real HTTP download from the controller's pull server, token and all, like the node module's.
+        if self.cut_off_from_controller:
+            return error_document("DOWNLOAD_FAILED", "download failed: connection refused", {"url": p["Url"]})
+        request = urllib.request.Request(p["Url"], headers={"Authorization": f"Bearer {p['Token']}"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:  # the test's own pull server
+                data = answer.read()
+        except (urllib.error.URLError, OSError) as err:
+            return error_document("DOWNLOAD_FAILED", f"download failed: {err}", {"url": p["Url"]})
+        if hashlib.sha256(data).hexdigest() != p["Sha256"]:
+            return error_document("CHECKSUM_MISMATCH", "bad")
+        self.artifacts[p["Sha256"]] = len(data)
+        self.pulled_bytes += len(data)
+        return {"path": "C:\\cache", "sha256": p["Sha256"], "size": len(data), "received": len(data)}
 
     def op_install_fleetrelease(self, p: dict[str, Any], _: Any) -> Any:
         if p["Sha256"] not in self.artifacts:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import threading
@@ -173,3 +174,30 @@ def test_force_takes_over_a_lock(elf_lab: Lab) -> None:
     finally:
         client.unlock_fleet_app(app="hello", deploy_id="ghost-run", force=True)
         client.close()
+
+
+def test_auto_pulls_and_a_node_cut_off_from_the_controller_falls_back_to_push(
+        elf_lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fleetctl.artifacts.pull_server import PullServer
+    from fleetctl.rollout.events import EventBus
+    from fleetctl.rollout.runner import DeployOptions, prepare_deploy, run_deploy
+
+    lab = elf_lab
+
+    def deploy(version: str) -> dict[str, str | None]:
+        opts = DeployOptions(playbook=lab.playbook, inventories=[lab.inventory], limit="lab-node01:lab-node02",
+                             version=version, dist_dir=lab.directory / "dist", extra_vars=("window=0s",))
+        result = run_deploy(prepare_deploy(opts), EventBus())
+        assert result.exit_code == 0, result.message
+        return {h: o.transfer for h, o in result.outcomes.items()}
+
+    assert deploy("3.1.0") == {"lab-node01": "pull", "lab-node02": "pull"}
+    # The server runs, but the address it advertises is one no node can reach: every pull fails, every host pushes.
+    unreachable = os.environ.get("FLEETCTL_TEST_ROLLOUT_UNREACHABLE", "127.0.59.254")
+    monkeypatch.setattr("fleetctl.rollout.runner.pull_server_for",
+                        lambda addresses: PullServer("127.0.0.1", advertise=unreachable))
+    before = stored(lab)
+    assert deploy("3.2.0") == {"lab-node01": "push", "lab-node02": "push"}
+    after = stored(lab)
+    assert after["lab-node01"] > before["lab-node01"] and after["lab-node03"] == before["lab-node03"]
+    assert (lab.health("lab-node01") or {}).get("version") == "3.2.0"
