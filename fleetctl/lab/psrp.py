@@ -75,6 +75,7 @@ class CommandCall:
     is_script: bool
     named: dict[str, Any]
     positional: list[Any]
+    end_of_statement: bool = False  # the last command of its statement (pypsrp's add_statement())
 
 
 @dataclass
@@ -168,7 +169,8 @@ class RunspaceSession:
             else:
                 # A switch parameter (`-Force`) arrives with no value.
                 named[str(name)] = True if value is None else plain(value)
-        return CommandCall(str(cmd.command_text), bool(cmd.is_script), named, positional)
+        return CommandCall(str(cmd.command_text), bool(cmd.is_script), named, positional,
+                           bool(getattr(cmd, "end_of_statement", False)))
 
     # --- running pipelines -------------------------------------------------------------------------------------
     def _launch(self, run: _Run) -> None:
@@ -182,15 +184,17 @@ class RunspaceSession:
     async def _run(self, run: _Run) -> None:
         loop = asyncio.get_running_loop()
         assert run.calls is not None
+        # Statements that completed before a failing one keep their output, as in PowerShell.
+        outputs: list[Any] = []
         try:
-            outputs = await loop.run_in_executor(self.executor, self._execute, run.calls, run.inputs)
+            await loop.run_in_executor(self.executor, self._execute, run.calls, run.inputs, outputs)
             error: str | None = None
         except LabUnsupported as err:
-            outputs, error = [], f"Not supported by the fleetctl lab: {err}"
+            error = f"Not supported by the fleetctl lab: {err}"
         except ScriptError as err:
-            outputs, error = [], str(err)
+            error = str(err)
         except Exception as err:  # noqa: BLE001 - any node failure becomes a failed pipeline, never a dead server
-            outputs, error = [], f"lab node internal error: {type(err).__name__}: {err}"
+            error = f"lab node internal error: {type(err).__name__}: {err}"
         run.inputs = []
         if run.stopped or self.closed or run.pipe.state != PSInvocationState.Running:
             return
@@ -202,24 +206,32 @@ class RunspaceSession:
             self._fail(run.pipe, redact(error))
         self._drain()
 
-    def _execute(self, calls: list[CommandCall], inputs: list[Any]) -> list[Any]:
-        """Runs in the executor: each command gets the previous command's output as its input."""
+    def _execute(self, calls: list[CommandCall], inputs: list[Any], outputs: list[Any]) -> None:
+        """Runs in the executor: each command gets the previous command's output as its input; a statement's
+        output goes to `outputs` when it ends, and the next statement starts without input (the pipeline's
+        input feeds the first statement only)."""
         objects = inputs
-        for call in calls:
-            name = call.name.lower()
-            if call.is_script:
-                objects = list(self.backend.run_script(call.name, call.positional, objects))
-            elif name == "invoke-expression" and isinstance(call.named.get("Command"), str):
-                # pypsrp's Client.execute_ps(script) sends `Invoke-Expression -Command <script> | Out-String`.
-                objects = list(self.backend.run_script(call.named["Command"], [], objects))
-            elif name == "out-string":
-                objects = ["" if o is None else str(o) for o in objects]
-            elif name == "out-null":
+        for index, call in enumerate(calls):
+            objects = self._execute_one(call, objects)
+            if call.end_of_statement or index == len(calls) - 1:
+                outputs.extend(objects)
                 objects = []
-            else:
-                if call.positional:
-                    raise LabUnsupported(f"positional arguments to {call.name!r}; pass named parameters")
-                objects = list(self.backend.invoke(call.name, call.named, objects))
+
+    def _execute_one(self, call: CommandCall, objects: list[Any]) -> list[Any]:
+        name = call.name.lower()
+        if call.is_script:
+            objects = list(self.backend.run_script(call.name, call.positional, objects))
+        elif name == "invoke-expression" and isinstance(call.named.get("Command"), str):
+            # pypsrp's Client.execute_ps(script) sends `Invoke-Expression -Command <script> | Out-String`.
+            objects = list(self.backend.run_script(call.named["Command"], [], objects))
+        elif name == "out-string":
+            objects = ["" if o is None else str(o) for o in objects]
+        elif name == "out-null":
+            objects = []
+        else:
+            if call.positional:
+                raise LabUnsupported(f"positional arguments to {call.name!r}; pass named parameters")
+            objects = list(self.backend.invoke(call.name, call.named, objects))
         return objects
 
     @staticmethod

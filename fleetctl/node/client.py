@@ -50,6 +50,18 @@ class NodeClient:
         """Connect, authenticate and load the node module now."""
         self.transport.open()
 
+    def connect_and_lock(self, *, app: str, owner: str, deploy_id: str, ttl_seconds: int,
+                         force: bool = False) -> LockResult:
+        """Connect, load the node module and take the app lock, in one round trip where the transport allows
+        (`Transport.invoke_all`); raises like `connect()` and `lock_fleet_app()`."""
+        args = {"app": app, "owner": owner, "deploy_id": deploy_id, "ttl_seconds": ttl_seconds, "force": force}
+        params = {p.name: args[snake_case(p.name)] for p in OPERATIONS["Lock-FleetApp"].params
+                  if args.get(snake_case(p.name)) is not None}
+        (r,) = self.transport.invoke_all([("Lock-FleetApp", params)])
+        if isinstance(r, Exception):
+            raise r
+        return LockResult(LockInfo.from_result(r.get("lock")), LockInfo.from_result(r.get("taken_over")))
+
     def close(self) -> None:
         self.transport.close()
 

@@ -175,8 +175,8 @@ class RolloutEngine:
             with self._guard:
                 self._hosts[name] = host
             try:
-                host.ctx.step("connect", client.connect)
-                host.ctx.step("lock", lambda: client.lock_fleet_app(
+                # One round trip after the pool opens: module loader + Lock-FleetApp in one pipeline.
+                host.ctx.step("lock", lambda: client.connect_and_lock(
                     app=self.lock.app, owner=self.lock.owner, deploy_id=self.info.run_id,
                     ttl_seconds=self.lock.ttl_seconds, force=self.lock.force))
                 host.locked = True

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -20,6 +20,9 @@ from fleetctl.transport.errors import NodeOperationError, ProtocolError
 # Raw bytes per pipeline input object when the transport does not know better (fits pypsrp's default 150 KiB
 # envelope after two rounds of base64).
 DEFAULT_INPUT_OBJECT_BYTES = 96 * 1024
+
+# One operation of a batch for `Transport.invoke_all`: its protocol name and protocol-named parameters.
+Call = tuple[str, dict[str, Any]]
 
 
 class Transport(ABC):
@@ -39,6 +42,18 @@ class Transport(ABC):
         `input_objects` is iterated once per attempt (pass a re-iterable object if it must survive a retry).
         Raises `NodeOperationError` for a structured node error and a `TransportError` subclass otherwise.
         """
+
+    def invoke_all(self, calls: Sequence[Call]) -> list[dict[str, Any] | NodeOperationError]:
+        """Run operations (without pipeline input) in order; one result per call, or in its place the
+        `NodeOperationError` it ended with (the later calls still run). A transport that can sends them in one
+        round trip, connecting first if needed; a `TransportError` is raised for the whole batch."""
+        results: list[dict[str, Any] | NodeOperationError] = []
+        for operation, params in calls:
+            try:
+                results.append(self.invoke(operation, params))
+            except NodeOperationError as err:
+                results.append(err)
+        return results
 
     def open(self) -> None:
         """Connect and authenticate now rather than on the first `invoke` (for timing and early errors)."""

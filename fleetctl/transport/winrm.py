@@ -1,11 +1,15 @@
 """The WinRM transport: one pypsrp RunspacePool per host, opened once, the FleetNode module loaded once into it,
-operations invoked as commands with named parameters, pypsrp and requests failures mapped to typed errors."""
+operations invoked as commands with named parameters, pypsrp and requests failures mapped to typed errors.
+
+Round trips are the fixed cost of a host: `invoke_all` sends several operations as the statements of one
+pipeline (pypsrp's `add_statement()`), and when the pool is not open yet, after the module loader in that same
+pipeline, so connect + load + lock is one Command and one Receive after the pool opens."""
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from pypsrp.powershell import PowerShell, RunspacePool
@@ -15,7 +19,7 @@ from pypsrp.wsman import WSMan
 from fleetctl.config.connection import ConnectionSettings
 from fleetctl.config.redaction import redact, register_secret
 from fleetctl.node.protocol import MODULE_NAME, OPERATIONS, PROTOCOL_VERSION, secret_params
-from fleetctl.transport.base import Transport, check_call, parse_result_document
+from fleetctl.transport.base import Call, Transport, check_call, parse_result_document
 from fleetctl.transport.error_mapping import map_exception
 from fleetctl.transport.errors import NodeOperationError, ProtocolError, TransportError
 from fleetctl.transport.retry import DEFAULT_ATTEMPTS, retry_transient_io
@@ -71,7 +75,8 @@ class WinRMTransport(Transport):
                 with attempt:
                     self._open_once()
 
-    def _open_once(self) -> None:
+    def _open_once(self, calls: Sequence[Call] = ()) -> list[Any]:
+        """Open the pool and run the loader, then `calls`, as one pipeline; the calls' output objects."""
         s = self.settings
         verify: bool | str = (s.ca_bundle or True) if s.cert_validation else False
         extra: dict[str, Any] = {}
@@ -94,23 +99,30 @@ class WinRMTransport(Transport):
         pool = RunspacePool(wsman)
         try:
             pool.open()
-            self._run_loader(pool)
+            outputs = self._run_loader(pool, calls)
         except Exception as exc:  # noqa: BLE001 - every failure is mapped to a typed error below
             # No pool.close(): it would send a Delete to a host that just failed (one more connection and
             # timeout); dropping the HTTP session is enough for a pool that never opened.
             _close_quietly(None, wsman)
             raise self._mapped(exc) from None
         self._wsman, self._pool = wsman, pool
+        return outputs
 
-    def _run_loader(self, pool: RunspacePool) -> None:
+    def _run_loader(self, pool: RunspacePool, calls: Sequence[Call]) -> list[Any]:
+        """The loader (a fixed script) as the first statement, each call a further statement; returns the
+        calls' output objects (the loader's document is checked here)."""
         ps = PowerShell(pool)
         ps.add_script(self._loader if self._loader is not None else loader_script())
+        for operation, params in calls:
+            ps.add_statement()
+            _add_call(ps, operation, params)
         outputs = ps.invoke()
         pool.pipelines.pop(ps.id, None)
-        if ps.had_errors or ps.streams.error:
+        texts = _documents(outputs)
+        if not texts and (ps.had_errors or ps.streams.error):
             raise ProtocolError(f"the FleetNode module did not load: {_first_error(ps)}", host=self.host)
         try:
-            result = parse_result_document(outputs, "FleetNode loader", self.host)
+            result = parse_result_document(texts[:1], "FleetNode loader", self.host)
         except NodeOperationError as err:
             raise ProtocolError(f"the FleetNode module did not load: {err.message}", host=self.host) from None
         # The lab's loader reply carries no version (it runs the protocol in Python); a real one always does.
@@ -118,6 +130,13 @@ class WinRMTransport(Transport):
         if result.get("module") != MODULE_NAME or (version is not None and str(version) != PROTOCOL_VERSION):
             raise ProtocolError(f"the node loaded {result.get('module')} protocol version {version}, expected "
                                 f"{MODULE_NAME} {PROTOCOL_VERSION}; mixed fleetctl versions?", host=self.host)
+        if len(texts) < 1 + len(calls) and not (ps.had_errors or ps.streams.error):
+            raise ProtocolError(f"the pipeline of {len(calls)} call(s) after the loader returned "
+                                f"{len(texts) - 1} document(s)", host=self.host)
+        # A failed pipeline (a terminating error) ends after the statements that completed.
+        if ps.had_errors or ps.streams.error:
+            return [*texts[1:], _PipelineFailed(_first_error(ps))]
+        return texts[1:]
 
     def close(self) -> None:
         with self._lock:
@@ -157,12 +176,67 @@ class WinRMTransport(Transport):
                     outputs = self._run(operation, params, input_objects)
         return parse_result_document(outputs, operation, self.host)
 
+    def invoke_all(self, calls: Sequence[Call]) -> list[dict[str, Any] | NodeOperationError]:
+        """All `calls` as the statements of one pipeline (after the loader if the pool is not open yet)."""
+        for operation, params in calls:
+            check_call(operation, params)
+            for name in secret_params(operation):
+                register_secret(params.get(name))
+        with self._lock:
+            for attempt in retry_transient_io(self._retry_attempts, self._retry_wait):
+                with attempt:
+                    if self._pool is None:
+                        outputs = self._open_once(calls)
+                    else:
+                        outputs = self._run_statements(calls)
+        return self._split(calls, outputs)
+
+    def _run_statements(self, calls: Sequence[Call]) -> list[Any]:
+        assert self._pool is not None
+        ps = PowerShell(self._pool)
+        for index, (operation, params) in enumerate(calls):
+            if index:
+                ps.add_statement()
+            _add_call(ps, operation, params)
+        try:
+            outputs = ps.invoke()
+        except Exception as exc:  # noqa: BLE001 - every failure is mapped to a typed error below
+            self._discard()
+            raise self._mapped(exc) from None
+        finally:
+            if self._pool is not None:
+                self._pool.pipelines.pop(ps.id, None)
+        texts = _documents(outputs)
+        if ps.had_errors or ps.streams.error:
+            return [*texts, _PipelineFailed(_first_error(ps))]
+        return texts
+
+    def _split(self, calls: Sequence[Call], outputs: list[Any]) -> list[dict[str, Any] | NodeOperationError]:
+        """One result (or node error) per call from a pipeline's documents, one document per statement."""
+        if not any(isinstance(o, _PipelineFailed) for o in outputs) and len(outputs) != len(calls):
+            raise ProtocolError(f"{len(calls)} calls in one pipeline returned {len(outputs)} document(s), "
+                                "expected one each", host=self.host)
+        results: list[dict[str, Any] | NodeOperationError] = []
+        failed = False
+        for index, (operation, _) in enumerate(calls):
+            item = outputs[index] if index < len(outputs) else None
+            if failed or item is None:  # after the statement that failed the pipeline: never ran
+                results.append(NodeOperationError("INTERNAL", "not run: an earlier call of the same pipeline failed",
+                                                  operation=operation, host=self.host))
+            elif isinstance(item, _PipelineFailed):
+                failed = True
+                results.append(NodeOperationError("INTERNAL", item.message, operation=operation, host=self.host))
+            else:
+                try:
+                    results.append(parse_result_document([item], operation, self.host))
+                except NodeOperationError as err:
+                    results.append(err)
+        return results
+
     def _run(self, operation: str, params: dict[str, Any], input_objects: Iterable[str] | None) -> list[Any]:
         assert self._pool is not None
         ps = PowerShell(self._pool)
-        ps.add_cmdlet(operation)
-        for name, value in _wire_parameters(operation, params):
-            ps.add_parameter(name, value)
+        _add_call(ps, operation, params)
         try:
             outputs = ps.invoke(input=_input_generator(input_objects))
         except Exception as exc:  # noqa: BLE001 - every failure is mapped to a typed error below
@@ -181,6 +255,25 @@ class WinRMTransport(Transport):
         if isinstance(exc, (TransportError, NodeOperationError)):
             return exc
         return map_exception(exc, self.settings)
+
+
+class _PipelineFailed:
+    """Stands for the statement a terminating error ended a multi-statement pipeline in."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _documents(outputs: list[Any]) -> list[str]:
+    """The non-blank output strings: one JSON document per protocol operation (the wire rule)."""
+    return [o for o in outputs if isinstance(o, str) and o.strip()]
+
+
+def _add_call(ps: PowerShell, operation: str, params: dict[str, Any]) -> None:
+    """One protocol operation as a command: its name is fixed protocol text, every value a parameter."""
+    ps.add_cmdlet(operation)
+    for name, value in _wire_parameters(operation, params):
+        ps.add_parameter(name, value)
 
 
 def _wire_parameters(operation: str, params: dict[str, Any]) -> Iterator[tuple[str, Any]]:

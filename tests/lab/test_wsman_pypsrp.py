@@ -257,3 +257,29 @@ def test_a_superseded_receive_does_not_swallow_output(fake_backend_class):
         session.close()
 
     asyncio.run(scenario())
+
+
+def test_statements_of_one_pipeline_run_in_order_each_without_the_previous_output(fake_node):
+    with RunspacePool(fake_node.wsman()) as pool:
+        ps = PowerShell(pool)
+        ps.add_script(LOADER_MARKER + "\nImport-Module FleetNode\n").add_statement()
+        ps.add_cmdlet("Get-Echo").add_parameter("App", "first").add_statement()
+        ps.add_cmdlet("Get-Echo").add_parameter("App", "second")
+        out = ps.invoke(input=["in"])
+    assert not ps.had_errors
+    docs = [json.loads(o) for o in out]
+    assert docs[0]["result"]["module"] == "FleetNode"
+    # Each statement starts afresh: the loader's document is not piped into the first Get-Echo.
+    assert [d["result"] for d in docs[1:]] == [{"parameters": {"App": "first"}, "input": []},
+                                               {"parameters": {"App": "second"}, "input": []}]
+
+
+def test_a_failing_statement_keeps_the_output_of_those_before_it(fake_node):
+    with RunspacePool(fake_node.wsman()) as pool:
+        ps = PowerShell(pool)
+        ps.add_cmdlet("Get-Echo").add_parameter("App", "first").add_statement()
+        ps.add_cmdlet("Remove-Item").add_parameter("Path", "C:\\x").add_statement()
+        ps.add_cmdlet("Get-Echo").add_parameter("App", "never")
+        out = ps.invoke()
+    assert ps.had_errors and "Not supported by the fleetctl lab" in str(ps.streams.error[0])
+    assert [json.loads(o)["result"]["parameters"]["App"] for o in out] == ["first"]

@@ -147,3 +147,48 @@ def test_every_operation_end_to_end(lab_node: ConnectionSettings, tmp_path: Path
         assert client.unlock_fleet_app(app=app, deploy_id="d1")
     finally:
         client.close()
+
+
+@pytest.mark.lab
+def test_connect_and_lock_is_one_pipeline_and_batches_report_errors_in_place(lab_node: ConnectionSettings) -> None:
+    from fleetctl.transport.winrm import WinRMTransport
+
+    transport = WinRMTransport(lab_node)
+    client = NodeClient(transport)
+    other = NodeClient(WinRMTransport(lab_node))
+
+    def separate_pipeline(*args: object) -> list[object]:
+        raise AssertionError("the lock must travel in the loader's pipeline, not in one of its own")
+
+    transport._run = separate_pipeline  # type: ignore[method-assign]
+    try:
+        lock = client.connect_and_lock(app="batchapp", owner="ci@test", deploy_id="b1", ttl_seconds=600)
+        assert lock.lock is not None and lock.lock.deploy_id == "b1"
+        del transport._run
+        with pytest.raises(NodeOperationError) as held:
+            other.connect_and_lock(app="batchapp", owner="x@y", deploy_id="b2", ttl_seconds=600)
+        assert held.value.code == "LOCK_HELD"
+        # On an open pool: several statements, a node error in its place, the next call still answered.
+        results = other.transport.invoke_all([
+            ("Lock-FleetApp", {"App": "batchapp", "Owner": "x@y", "DeployId": "b2", "TtlSeconds": 600}),
+            ("Get-FleetFacts", {}),
+        ])
+        assert isinstance(results[0], NodeOperationError) and results[0].code == "LOCK_HELD"
+        assert isinstance(results[1], dict) and Facts.from_result(results[1]).lab
+        assert client.unlock_fleet_app(app="batchapp", deploy_id="b1")
+    finally:
+        client.close()
+        other.close()
+
+
+def test_invoke_all_default_runs_each_call_and_keeps_errors_in_place() -> None:
+    node = FakeNode()
+    transport = FakeTransport(node)
+    results = transport.invoke_all([
+        ("Lock-FleetApp", {"App": "a", "Owner": "o", "DeployId": "d1", "TtlSeconds": 60}),
+        ("Lock-FleetApp", {"App": "a", "Owner": "o", "DeployId": "d2", "TtlSeconds": 60}),
+        ("Get-FleetFacts", {}),
+    ])
+    assert isinstance(results[0], dict) and results[0]["lock"]["deploy_id"] == "d1"
+    assert isinstance(results[1], NodeOperationError) and results[1].code == "LOCK_HELD"
+    assert isinstance(results[2], dict)
