@@ -323,7 +323,8 @@ def host_extras(playbook: Playbook) -> Callable[[NodeClient], None] | None:
 def _pull_server(prepared: PreparedDeploy) -> tuple[PullServer | None, tuple[str, ...]]:
     """The controller's pull server for `pull` and `auto` (None for `push`), bound to the local address that faces
     the nodes, and any note for the live view. `auto` without one (it cannot start) pushes; `pull` without one is
-    an error, since the playbook asked for it."""
+    an error, since the playbook asked for it. It serves HTTPS with a certificate from its own per-deploy CA, whose
+    PEM the nodes pin (CaCertificate), so the bearer token never crosses the network in clear."""
     connections = prepared.fleet.connections
     if prepared.transfer == "push" or not connections:
         return None, ()

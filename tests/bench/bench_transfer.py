@@ -4,7 +4,8 @@
     .venv/bin/python tests/bench/bench_transfer.py [--nodes 50] [--base 127.0.34.1] [--skip-fleet-copy]
 
 The exe is `cmd/compile` of the local Go toolchain cross-built for windows/amd64 (stdlib only, works offline);
-three variants differ only by 16 trailing bytes (PE overlay), so every method moves fresh bytes to the same node.
+the variants differ only by 16 trailing bytes (PE overlay), so every method moves fresh bytes to the same node.
+Pull is measured over HTTPS (the default: per-deploy CA pinned by the node) and over plain HTTP, for the TLS cost.
 """
 
 from __future__ import annotations
@@ -115,12 +116,16 @@ def main() -> int:
             variant(exe, t, work) for t in ("push", "fleet-push", "fleet-pull"))
 
         # Same node, interleaved rounds, median: the machine is shared, so single timings are noisy.
-        samples: dict[str, list[float]] = {k: [] for k in ("copy", "push_cold", "push_warm", "pull", "skip", "gzip")}
-        with PullServer(args.base.rsplit(".", 1)[0] + ".250") as server:
+        samples: dict[str, list[float]] = {k: [] for k in ("copy", "push_cold", "push_warm", "pull", "pull_http",
+                                                           "skip", "gzip")}
+        pull_address = args.base.rsplit(".", 1)[0] + ".250"
+        # The default server is HTTPS (per-deploy CA); the plain-HTTP one measures what TLS costs.
+        with PullServer(pull_address) as server, PullServer(pull_address, plain_http=True) as plain:
             for r in range(args.rounds):
                 p_cold, s_cold = variant(exe, f"cold{r}", work)
                 p_warm, s_warm = variant(exe, f"warm{r}", work)
                 p_pull, s_pull = variant(exe, f"pull{r}", work)
+                p_http, s_http = variant(exe, f"http{r}", work)
                 samples["copy"].append(timed(partial(client_copy, one, exe, f"copy{r}")))
                 # cold: reading + hashing + gzip of the artifact included (once per deploy, shared by all hosts)
                 samples["push_cold"].append(timed(partial(push, one, p_cold, s_cold)))
@@ -129,19 +134,22 @@ def main() -> int:
                 samples["skip"].append(timed(partial(skip, one, p_warm, s_warm)))
                 prepare_artifact(p_pull, s_pull)
                 samples["pull"].append(timed(partial(pull, one, p_pull, s_pull, server)))
-                for path in (p_cold, p_warm, p_pull):
+                prepare_artifact(p_http, s_http)
+                samples["pull_http"].append(timed(partial(pull, one, p_http, s_http, plain)))
+                for path in (p_cold, p_warm, p_pull, p_http):
                     path.unlink()
         m = {k: statistics.median(v) for k, v in samples.items()}
         prepared = prepare_artifact(p_push, s_push)
-        t_copy, t_push_cold, t_push_warm, t_pull, t_skip, t_gzip = (
-            m["copy"], m["push_cold"], m["push_warm"], m["pull"], m["skip"], m["gzip"])
+        t_copy, t_push_cold, t_push_warm, t_pull, t_pull_http, t_skip, t_gzip = (
+            m["copy"], m["push_cold"], m["push_warm"], m["pull"], m["pull_http"], m["skip"], m["gzip"])
         rows += [
             ("artifact", (f"{size / 1e6:.1f} MB, gzip level 6 -> {len(prepared.payload) / 1e6:.1f} MB "
                           f"({len(prepared.payload) / size:.0%}), compress once: {t_gzip:.2f} s")),
             ("pypsrp Client.copy, 1 node (new pool per call, as pypsrp does)", f"{t_copy:.2f} s"),
             ("fleetctl push, 1 node (incl. connect + gzip)", f"{t_push_cold:.2f} s  ({t_copy / t_push_cold:.1f}x)"),
             ("fleetctl push, 1 node (gzip cached)", f"{t_push_warm:.2f} s  ({t_copy / t_push_warm:.1f}x)"),
-            ("fleetctl pull, 1 node (default `auto`)", f"{t_pull:.2f} s  ({t_copy / t_pull:.1f}x)"),
+            ("fleetctl pull over HTTPS, 1 node (default `auto`)", f"{t_pull:.2f} s  ({t_copy / t_pull:.1f}x)"),
+            ("fleetctl pull over plain HTTP, 1 node", f"{t_pull_http:.2f} s  ({t_copy / t_pull_http:.1f}x)"),
             ("fleetctl skip (already there), 1 node", f"{t_skip:.2f} s"),
             ("(medians of rounds)", f"{args.rounds}; raw samples: " + "; ".join(
                 f"{k} " + "/".join(f"{x:.2f}" for x in v) for k, v in samples.items())),
@@ -166,10 +174,17 @@ def main() -> int:
         rows.append((f"fleetctl push, {n} nodes in parallel",
                      f"{t_fleet_push:.1f} s ({t_fleet_push / n:.2f} s/node)"))
         print(rows[-1], file=sys.stderr)
-        with PullServer(args.base.rsplit(".", 1)[0] + ".250") as server:
+        with PullServer(pull_address) as server:
             t_fleet_pull = fleet(lambda s: pull(s, p_fpull, s_fpull, server))
-        rows.append((f"fleetctl pull, {n} nodes in parallel",
+        rows.append((f"fleetctl pull over HTTPS, {n} nodes in parallel",
                      f"{t_fleet_pull:.1f} s ({t_fleet_pull / n:.2f} s/node)"))
+        print(rows[-1], file=sys.stderr)
+        p_fhttp, s_fhttp = variant(exe, "fleet-http", work)
+        prepare_artifact(p_fhttp, s_fhttp)
+        with PullServer(pull_address, plain_http=True) as plain:
+            t_fleet_http = fleet(lambda s: pull(s, p_fhttp, s_fhttp, plain))
+        rows.append((f"fleetctl pull over plain HTTP, {n} nodes in parallel",
+                     f"{t_fleet_http:.1f} s ({t_fleet_http / n:.2f} s/node)"))
         print(rows[-1], file=sys.stderr)
         if not args.skip_fleet_copy:
             t_fleet_copy = fleet(lambda s: client_copy(s, exe, "fleet-copy"))

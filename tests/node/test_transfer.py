@@ -1,5 +1,6 @@
 """Artifact transfer: skip / push / pull / auto, chunking and compression (fake node), and against lab nodes:
-pushed, skipped on the second try, pulled, and a corrupted transfer refused by checksum with nothing kept."""
+pushed, skipped on the second try, pulled over HTTPS pinning the per-deploy CA, and a corrupted transfer refused by
+checksum with nothing kept."""
 
 from __future__ import annotations
 
@@ -155,11 +156,23 @@ def test_lab_push_then_skip(lab: dict[str, ConnectionSettings], tmp_path: Path) 
 
 
 @pytest.mark.lab
-def test_lab_pull_with_token(lab: dict[str, ConnectionSettings], tmp_path: Path) -> None:
+def test_lab_pull_over_https_with_the_pinned_ca(lab: dict[str, ConnectionSettings], tmp_path: Path) -> None:
+    from fleetctl import pki
+
     sha = write_artifact(tmp_path / "app.exe", 1_000_000, seed=b"pull")
     client = lab_client(lab, 1)
     try:
         with PullServer(f"{NET}.200") as server:
+            assert server.url_for(sha).startswith("https://") and server.ca_pem
+            server.add(tmp_path / "app.exe", sha)
+            # Without the per-deploy CA, or pinning another one, the node refuses the server: the pin is what works.
+            stranger = pki.new_ca("someone else", "elsewhere").cert_pem.decode()
+            for ca_pem in (None, stranger):
+                with pytest.raises(NodeOperationError) as info:
+                    client.save_fleet_artifact_from_url(url=server.url_for(sha), sha256=sha, size=1_000_000,
+                                                        token=server.token, ca_certificate=ca_pem)
+                assert info.value.code == "DOWNLOAD_FAILED" and server.token not in str(info.value)
+            assert server.requests_served == 0 and not client.test_fleet_artifact(sha256=sha).present
             pulled = ensure_artifact(client, tmp_path / "app.exe", sha, "pull", pull_server=server)
             assert pulled.method == "pull" and server.requests_served == 1
         assert client.test_fleet_artifact(sha256=sha).present
@@ -216,11 +229,11 @@ def test_lab_corrupted_or_unauthorised_pull_keeps_nothing(lab: dict[str, Connect
             server.add(tmp_path / "evil.exe", sha)  # serves other bytes under the expected hash
             with pytest.raises(NodeOperationError) as info:
                 client.save_fleet_artifact_from_url(url=server.url_for(sha), sha256=sha, size=500_000,
-                                                    token=server.token)
+                                                    token=server.token, ca_certificate=server.ca_pem)
             assert info.value.code == "CHECKSUM_MISMATCH"
             with pytest.raises(NodeOperationError) as info:
                 client.save_fleet_artifact_from_url(url=server.url_for(sha), sha256=sha, size=500_000,
-                                                    token="not-the-token")
+                                                    token="not-the-token", ca_certificate=server.ca_pem)
             assert info.value.code == "DOWNLOAD_FAILED"
             assert server.token not in str(info.value)
         assert not client.test_fleet_artifact(sha256=sha).present

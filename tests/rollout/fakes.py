@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import json
 import shutil
+import ssl
 import threading
 import urllib.error
 import urllib.request
@@ -149,8 +150,10 @@ class FakeFleetNode:
         if self.cut_off_from_controller:
             return error_document("DOWNLOAD_FAILED", "download failed: connection refused", {"url": p["Url"]})
         request = urllib.request.Request(p["Url"], headers={"Authorization": f"Bearer {p['Token']}"})
+        # Like the node module: trust only the pinned CA when one is given (the pull server's per-deploy CA).
+        context = ssl.create_default_context(cadata=p["CaCertificate"]) if p.get("CaCertificate") else None
         try:
-            with urllib.request.urlopen(request, timeout=10) as answer:  # the test's own pull server
+            with urllib.request.urlopen(request, timeout=10, context=context) as answer:  # the test's pull server
                 data = answer.read()
         except (urllib.error.URLError, OSError) as err:
             return error_document("DOWNLOAD_FAILED", f"download failed: {err}", {"url": p["Url"]})
