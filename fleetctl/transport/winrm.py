@@ -30,11 +30,11 @@ from fleetctl.transport.retry import DEFAULT_ATTEMPTS, retry_transient_io
 # EndOfPipelineInput message to share the last request.
 _FRAMING_MARGIN = 40 + 21 + 256
 
-def loader_script() -> str:
-    """The script that loads the FleetNode module into a runspace (built by fleetctl.node.loader)."""
+def _loader_call() -> tuple[str, dict[str, str]]:
+    """The script that loads the FleetNode module into a runspace, and its parameters (fleetctl.node.loader)."""
     from fleetctl.node import loader
 
-    return loader.loader_script()
+    return loader.loader_script(), loader.loader_parameters()
 
 
 def read_timeout(settings: ConnectionSettings) -> int:
@@ -112,7 +112,13 @@ class WinRMTransport(Transport):
         """The loader (a fixed script) as the first statement, each call a further statement; returns the
         calls' output objects (the loader's document is checked here)."""
         ps = PowerShell(pool)
-        ps.add_script(self._loader if self._loader is not None else loader_script())
+        if self._loader is not None:
+            ps.add_script(self._loader)
+        else:
+            script, parameters = _loader_call()
+            ps.add_script(script)
+            for name, value in parameters.items():
+                ps.add_parameter(name, value)
         for operation, params in calls:
             ps.add_statement()
             _add_call(ps, operation, params)

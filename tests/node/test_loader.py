@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import re
 
@@ -18,14 +20,18 @@ def test_loader_starts_with_the_line_the_lab_recognises() -> None:
     assert loader.loader_script().split("\n", 1)[0] == "# FleetNode module loader" == loader.LOADER_FIRST_LINE
 
 
-def test_loader_defines_the_shipped_module_verbatim_and_imports_it_globally() -> None:
+def test_loader_carries_the_shipped_module_as_its_gzip_parameter_and_imports_it_globally() -> None:
     script = loader.loader_script()
     module = loader.module_text()
     assert "function Receive-FleetArtifact" in module  # the packaged file, not an empty resource
-    # Verbatim and unindented: the C# here-string's closing '@ must stay in column 0 to parse.
-    assert "-ScriptBlock {\n" + module in script
-    assert re.search(r"^\} \| Import-Module -Global -Force$", script, re.MULTILINE)
-    assert f"New-Module -Name {MODULE_NAME} " in script
+    parameters = loader.loader_parameters()
+    assert list(parameters) == [loader.LOADER_PARAMETER]
+    unpacked = gzip.decompress(base64.b64decode(parameters[loader.LOADER_PARAMETER])).decode("utf-8")
+    assert unpacked == module  # byte for byte, so here-strings keep their column-0 terminators
+    assert len(parameters[loader.LOADER_PARAMETER]) < len(module) / 3  # the point of packing it
+    assert f"[string]${loader.LOADER_PARAMETER})" in script and "function " not in script
+    assert re.search(rf"New-Module -Name {MODULE_NAME} -ScriptBlock \(\[ScriptBlock\]::Create\(\$source\)\) \| "
+                     r"Import-Module -Global -Force$", script, re.MULTILINE)
 
 
 def test_loader_parses_as_powershell() -> None:
