@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import threading
 from typing import Any
@@ -18,6 +20,22 @@ pytestmark = pytest.mark.lab
 
 def outcomes(doc: dict[str, Any]) -> dict[str, str]:
     return {h: v["outcome"] for h, v in doc["hosts"].items()}
+
+
+def finished_in_plan_order(lab: Lab) -> bool:
+    """The journal's finish times of the newest deploy: every host of a batch finished before any host of a
+    later batch (the engine starts a batch only when the previous one passed its gates)."""
+    db = sqlite3.connect(lab.directory / ".fleetctl" / "history.db")
+    try:
+        run_id, batches = db.execute("SELECT id, batches FROM runs WHERE kind = 'deploy' "
+                                     "ORDER BY started_at DESC LIMIT 1").fetchone()
+        finished = dict(db.execute("SELECT host, finished_at FROM hosts WHERE run_id = ?", (run_id,)).fetchall())
+    finally:
+        db.close()
+    plan = json.loads(batches)
+    assert sorted(h for batch in plan for h in batch) == sorted(finished)
+    return all(max(finished[h] for h in earlier) < min(finished[h] for h in later)
+               for earlier, later in itertools.pairwise(plan))
 
 
 def stored(lab: Lab) -> dict[str, int]:
@@ -49,6 +67,7 @@ def test_canary_rolling_then_rollback_moves_no_bytes(elf_lab: Lab) -> None:
     code, doc, err = lab.deploy("--version", "2.0.0", "--canary", "1", "--batch", "30%")
     assert code == 0, err
     assert all((lab.health(n) or {}).get("version") == "2.0.0" for n in lab.nodes)
+    assert finished_in_plan_order(lab)
     before = stored(lab)
     proc = lab.fleetctl("rollback", str(lab.playbook), "-i", str(lab.inventory), "--yes", "--json", "--batch", "50%")
     assert proc.returncode == 0, proc.stderr
