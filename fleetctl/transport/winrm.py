@@ -37,6 +37,13 @@ def _loader_call() -> tuple[str, dict[str, str]]:
     return loader.loader_script(), loader.loader_parameters()
 
 
+def _check_and_protect(operation: str, params: dict[str, Any]) -> None:
+    """Refuse a call the protocol does not define, and register its secret values before anything is sent."""
+    check_call(operation, params)
+    for name in secret_params(operation):
+        register_secret(params.get(name))
+
+
 def read_timeout(settings: ConnectionSettings) -> int:
     """Seconds to wait for an HTTP answer: a Receive long-polls for up to operation_timeout, so the read must
     outlast it by a margin (half of it, 2 to 10 s) before we call the host silent."""
@@ -170,9 +177,7 @@ class WinRMTransport(Transport):
         params: dict[str, Any],
         input_objects: Iterable[str] | None = None,
     ) -> dict[str, Any]:
-        check_call(operation, params)
-        for name in secret_params(operation):
-            register_secret(params.get(name))
+        _check_and_protect(operation, params)
         with self._lock:
             for attempt in retry_transient_io(self._retry_attempts, self._retry_wait):
                 with attempt:
@@ -185,9 +190,7 @@ class WinRMTransport(Transport):
     def invoke_all(self, calls: Sequence[Call]) -> list[dict[str, Any] | NodeOperationError]:
         """All `calls` as the statements of one pipeline (after the loader if the pool is not open yet)."""
         for operation, params in calls:
-            check_call(operation, params)
-            for name in secret_params(operation):
-                register_secret(params.get(name))
+            _check_and_protect(operation, params)
         with self._lock:
             for attempt in retry_transient_io(self._retry_attempts, self._retry_wait):
                 with attempt:
