@@ -51,10 +51,15 @@ def wine_prefix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     if not Path(WINE64).exists():
         pytest.skip(f"{WINE64} not found (scripts/bootstrap installs wine64)")
     prefix = tmp_path_factory.mktemp("wineprefix")
-    env = {**os.environ, "WINEPREFIX": str(prefix), "WINEDEBUG": "-all"}
-    subprocess.run(check=False, args=[WINE64, "cmd", "/c", "exit"], env=env, capture_output=True, timeout=180)
-    yield env
+    # As the lab prepares its prefix: no Mono/Gecko installers, and the prefix fully created before any test runs
+    # an exe in it (`wineserver -w` waits for wineboot's processes to end). An exe started while the new prefix
+    # was still settling was once killed (-9) by Wine instead of getting its Ctrl-C event.
+    env = {**os.environ, "WINEPREFIX": str(prefix), "WINEDEBUG": "-all", "WINEDLLOVERRIDES": "mscoree,mshtml="}
     wineserver = Path(WINE64).with_name("wineserver")
+    subprocess.run(check=False, args=[WINE64, "wineboot", "--init"], env=env, capture_output=True, timeout=180)
+    if wineserver.exists():
+        subprocess.run(check=False, args=[str(wineserver), "-w"], env=env, capture_output=True, timeout=180)
+    yield env
     if wineserver.exists():
         subprocess.run(check=False, args=[str(wineserver), "-k"], env=env, capture_output=True, timeout=60)
 
