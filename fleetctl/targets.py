@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fleetctl.config.connection import render_connection_vars
 from fleetctl.config.inventory import Host, Inventory, load_inventory
 from fleetctl.config.playbook import (
     Playbook,
@@ -62,8 +63,7 @@ class Targets:
     def connection_vars(self, host: Host) -> dict[str, Any]:
         """The host's connection variables (`fleet_*`, `ansible_*`), rendered; only these, since other variables
         may need values a command does not have (e.g. `version` for `status`)."""
-        names = [k for k in self.host_variables(host) if k.startswith(("fleet_", "ansible_"))]
-        return {k: self.host_value(host, k) for k in names}
+        return render_connection_vars(self.host_variables(host), source=f"inventory host {host.name}")
 
     def render_for(self, host: Host, builtins: dict[str, Any] | None = None) -> Playbook:
         return self.source.render(self.host_variables(host, builtins), host=host.name)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import typer
 
 from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, inventory_paths
-from fleetctl.config.connection import ConnectionSettings, insecure_hosts_warning
+from fleetctl.config.connection import ConnectionSettings, insecure_hosts_warning, render_connection_vars
 from fleetctl.config.inventory import load_inventory
-from fleetctl.config.templating import render_vars
 from fleetctl.errors import ConfigError, RolloutFailed
 from fleetctl.node.fleet import DEFAULT_FORKS, Fleet
 from fleetctl.node.ping import ping_hosts
@@ -24,7 +23,7 @@ def load_connection_settings(inventory: list[str] | None, limit: str | None) -> 
         raise ConfigError(f"the pattern {limit or 'all'!r} matches no host", key="--limit")
     settings = {}
     for host in hosts:
-        rendered = render_vars(dict(host.vars), source=f"inventory host {host.name}")
+        rendered = render_connection_vars(dict(host.vars), source=f"inventory host {host.name}")
         settings[host.name] = ConnectionSettings.from_hostvars(host.name, rendered,
                                                                source=", ".join(str(p) for p in paths))
     return settings

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, NoReturn
 
 from fleetctl.config.redaction import register_secret
+from fleetctl.config.templating import is_template, render_string
 from fleetctl.errors import ConfigError
 
 Scheme = Literal["https", "http"]
@@ -122,6 +123,20 @@ class ConnectionSettings:
             connect_timeout=reader.number(_CONNECT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT),
             operation_timeout=reader.number(_OPERATION_TIMEOUT, DEFAULT_OPERATION_TIMEOUT),
         )
+
+
+CONNECTION_PREFIXES = ("fleet_", "ansible_")
+
+
+def render_connection_vars(variables: Mapping[str, Any], *, source: str) -> dict[str, Any]:
+    """A host's connection variables (`fleet_*`, `ansible_*`: all `from_hostvars` reads), rendered against all of
+    `variables`. Only these are rendered, so connecting needs no value that only other variables use (a playbook's
+    `version`, a secret meant for the service)."""
+    return {
+        key: render_string(value, variables, source=source, key=key) if isinstance(value, str) and is_template(value)
+        else value
+        for key, value in variables.items() if key.startswith(CONNECTION_PREFIXES)
+    }
 
 
 def insecure_hosts_warning(settings: Iterable[ConnectionSettings]) -> str | None:

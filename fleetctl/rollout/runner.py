@@ -18,7 +18,6 @@ from pathlib import Path
 from fleetctl.artifacts.manifest import Manifest
 from fleetctl.artifacts.pull_server import PullServer, pull_server_for
 from fleetctl.config.connection import ConnectionSettings
-from fleetctl.config.inventory import Host
 from fleetctl.config.playbook import Playbook
 from fleetctl.config.templating import render_string
 from fleetctl.errors import ConfigError
@@ -153,18 +152,12 @@ def load_fleet(options: DeployOptions, builtins: dict[str, object] | None = None
         _refuse_unsupported(playbook)
         playbooks[host.name] = playbook
         connections[host.name] = ConnectionSettings.from_hostvars(
-            host.name, _connection_vars(targets, host), source=f"inventory host {host.name}")
+            host.name, targets.connection_vars(host), source=f"inventory host {host.name}")
     forks = options.forks if options.forks is not None else settings.rollout.forks
     if forks < 1:
         raise ConfigError(f"expected at least 1, got {forks}", key="--forks")
     owner = options.owner or f"{getpass.getuser()}@{socket.gethostname()}"
     return Fleet(targets, plan, playbooks, connections, forks, owner, max(1, int(settings.rollout.lock_ttl)))
-
-
-def _connection_vars(targets: Targets, host: Host) -> dict[str, object]:
-    """The host's connection variables, rendered (only these: other variables may need what is not set here)."""
-    names = [k for k in targets.host_variables(host) if k.startswith(("fleet_", "ansible_"))]
-    return {k: targets.host_value(host, k) for k in names}
 
 
 def _refuse_unsupported(playbook: Playbook) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from fleetctl.config.connection import ConnectionSettings, insecure_hosts_warning
+from fleetctl.config.connection import ConnectionSettings, insecure_hosts_warning, render_connection_vars
 from fleetctl.config.redaction import forget_secrets, redact
 from fleetctl.errors import ConfigError
 
@@ -72,3 +72,16 @@ def test_insecure_warning_lists_each_host_once(tmp_path: Path) -> None:
     warning = insecure_hosts_warning(hosts)
     assert warning is not None and "2 host(s) (a, b)" in warning
     assert insecure_hosts_warning([ConnectionSettings.from_hostvars("c", {})]) is None
+
+
+def test_only_connection_variables_are_rendered(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAB_PW", "s3cret-pw")
+    monkeypatch.delenv("NOT_SET_FOR_CONNECTING", raising=False)
+    variables = {"fleet_user": "{{ user_name }}", "user_name": "deploy", "fleet_password": "{{ env('LAB_PW') }}",
+                 "app_token": "{{ env('NOT_SET_FOR_CONNECTING') }}", "ansible_port": 5986,
+                 "health_version": "{{ version }}"}
+    rendered = render_connection_vars(variables, source="inventory host w1")
+    assert rendered == {"fleet_user": "deploy", "fleet_password": "s3cret-pw", "ansible_port": 5986}
+    with pytest.raises(ConfigError) as info:
+        render_connection_vars({"fleet_password": "{{ env('NOT_SET_FOR_CONNECTING') }}"}, source="inventory host w1")
+    assert "fleet_password" in str(info.value) and "w1" in str(info.value)
