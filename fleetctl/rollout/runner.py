@@ -11,7 +11,6 @@ from __future__ import annotations
 import getpass
 import socket
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from fleetctl.config.playbook import Playbook
 from fleetctl.config.templating import render_string
 from fleetctl.errors import ConfigError
 from fleetctl.node.client import NodeClient
+from fleetctl.node.fleet import run_parallel
 from fleetctl.plan import Plan
 from fleetctl.rollout.engine import (
     After,
@@ -241,9 +241,10 @@ def dry_run(prepared: PreparedDeploy, *, connect: Connect | None = None) -> dict
         finally:
             client.close()
 
-    hosts = list(prepared.plan.hosts)
-    with ThreadPoolExecutor(max_workers=max(1, min(prepared.fleet.forks, len(hosts) or 1))) as pool:
-        return dict(zip(hosts, pool.map(preview, hosts)))
+    outcomes = run_parallel(list(prepared.plan.hosts), preview, forks=prepared.fleet.forks)
+    return {host: outcome.value if outcome.value is not None
+            else HostPreview(host, None, prepared.releases[host].id, (), outcome.error)
+            for host, outcome in outcomes.items()}
 
 
 def run_deploy(

@@ -64,6 +64,17 @@ def test_canary_rolling_then_rollback_moves_no_bytes(elf_lab: Lab) -> None:
     code, doc, err = lab.deploy("--version", "1.0.0", "--canary", "1", "--batch", "30%")
     assert code == 0, err
     assert set(outcomes(doc).values()) == {"deployed"}
+    # --dry-run: asks every host, says what would change, changes nothing
+    before_dry = stored(lab)
+    code, dry, err = lab.deploy("--version", "2.0.0", "--dry-run")
+    assert code == 0, err
+    assert dry["dry_run"] is True and set(dry["hosts"]) == set(lab.nodes)
+    for host, preview in dry["hosts"].items():
+        assert preview["error"] is None and preview["current"] == doc["hosts"][host]["release"]
+        assert any(c.startswith("transfer artifact") for c in preview["changes"]), preview
+        assert f"switch {preview['current']} -> {preview['target']}" in preview["changes"]
+    assert stored(lab) == before_dry
+    assert all((lab.health(n) or {}).get("version") == "1.0.0" for n in lab.nodes)
     code, doc, err = lab.deploy("--version", "2.0.0", "--canary", "1", "--batch", "30%")
     assert code == 0, err
     assert all((lab.health(n) or {}).get("version") == "2.0.0" for n in lab.nodes)
