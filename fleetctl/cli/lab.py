@@ -14,6 +14,8 @@ from fleetctl.lab.control import lab_down, lab_fault, lab_status, lab_up
 from fleetctl.lab.layout import DEFAULT_BASE, HTTP_PORT, HTTPS_PORT, LabLayout
 from fleetctl.ui.console import print_json, safe, stderr, stdout
 
+TABLE_NODES = 40  # beyond this many nodes `lab status` lists only the notable ones (fits a screen)
+
 DirOpt = typer.Option(None, "--dir", help="Lab state directory. Default: $FLEETCTL_LAB_DIR, else .fleetctl/lab.",
                       show_default=False)
 JsonOpt = typer.Option(False, "--json", help="Print one JSON document instead of a table.")
@@ -32,13 +34,20 @@ def up(
         show_default=False),
     directory: str | None = DirOpt,
     no_wine: bool = typer.Option(False, "--no-wine", help="Do not prepare Wine (only Linux services will run)."),
+    workers: str = typer.Option(
+        "auto", "--workers", help="Lab worker processes serving the nodes: a number, or 'auto' (one per 100 nodes, "
+        "at most one per core)."),
+    idle_timeout: str | None = typer.Option(
+        None, "--idle-timeout", help="WinRM shell idle timeout of every node, e.g. 30s, 5m (default 2h, as Windows' "
+        "IdleTimeout 7200000 ms).", show_default=False),
     json_out: bool = JsonOpt,
 ) -> None:
     """Start the lab in the background; returns when every node answers, and writes its inventory."""
     layout = LabLayout.at(directory)
     chosen_base = base or os.environ.get("FLEETCTL_LAB_BASE") or DEFAULT_BASE
     with stderr().status(f"starting {nodes} lab node(s)..."):
-        status = lab_up(layout, nodes=nodes, base=chosen_base, faults=faults, wine=not no_wine)
+        status = lab_up(layout, nodes=nodes, base=chosen_base, faults=faults, wine=not no_wine, workers=workers,
+                        idle_timeout=idle_timeout)
     if json_out:
         print_json(_status_json(status))
         return
@@ -68,24 +77,43 @@ def down(directory: str | None = DirOpt, json_out: bool = JsonOpt) -> None:
         raise FleetError(f"listeners still open after lab down: {', '.join(result['leftover_listeners'][:5])}")
 
 
-def status(directory: str | None = DirOpt, json_out: bool = JsonOpt) -> None:
-    """List the lab's nodes: address, ports, services and their state, counters and faults."""
+def status(directory: str | None = DirOpt, json_out: bool = JsonOpt,
+           show_all: bool = typer.Option(False, "--all", help=f"List every node even in a lab of more than "
+                                         f"{TABLE_NODES} nodes (otherwise only those with faults or a service "
+                                         "that is not running).")) -> None:
+    """List the lab's nodes: address, ports, services and their state, counters and faults; the lab's CPU."""
     layout = LabLayout.at(directory)
     doc = lab_status(layout)
     if json_out:
         print_json(_status_json(doc))
         return
+    nodes = doc["nodes"]
+    shown = nodes if show_all or len(nodes) <= TABLE_NODES else [n for n in nodes if _notable(n)][:TABLE_NODES]
     table = Table(title=f"lab {safe(layout.dir)} (WinRM ports {HTTP_PORT}/{HTTPS_PORT})", show_lines=False)
     for column in ("node", "address", "services", "requests", "received", "artifacts", "restarts", "faults"):
         table.add_column(column)
-    for node in doc["nodes"]:
+    for node in shown:
         services = ", ".join(f"{s['name']}: {s['state']}" + (f" (pid {s['pid']})" if s.get("pid") else "")
                              for s in node["services"]) or "-"
         c = node["counters"]
         table.add_row(escape(node["name"]), node["address"], escape(safe(services)), str(c["requests"]), _bytes(c["bytes_received"]),
                       _bytes(c["artifact_bytes_stored"]), str(c["service_restarts"]),
                       escape(safe(", ".join(node["faults"]) or "-")))
-    stdout().print(table)
+    if shown:
+        stdout().print(table)
+    hidden = len(nodes) - len(shown)
+    requests = sum(n["counters"]["requests"] for n in nodes)
+    shells = sum(n.get("shells", {}).get("open", 0) for n in nodes)
+    expired = sum(n.get("shells", {}).get("expired", 0) for n in nodes)
+    summary = f"{len(nodes)} node(s), {requests} WS-Man requests, {shells} open shell(s), {expired} expired"
+    if hidden:
+        summary += f"; {hidden} node(s) not listed (--all lists them)"
+    stdout().print(summary)
+    cpu = doc.get("cpu")
+    if cpu:
+        workers = sum(1 for p in cpu["processes"] if p["role"] == "worker")
+        stdout().print(f"lab CPU: {cpu['seconds']:.1f} s ({workers} worker process(es) + supervisor); services "
+                       f"{cpu['services_seconds']:.1f} s")
     stdout().print(f"inventory: {escape(doc['inventory'])}   CA: {escape(doc['ca'])}")
 
 
@@ -104,8 +132,12 @@ def fault(
         stdout().print(f"{escape(name)}: {escape(', '.join(active) or 'no faults')}")
 
 
+def _notable(node: dict[str, Any]) -> bool:
+    return bool(node.get("faults")) or any(s.get("state") != "Running" for s in node.get("services", []))
+
+
 def _status_json(doc: dict[str, Any]) -> dict[str, Any]:
-    return {"nodes": doc["nodes"], "ca": doc["ca"], "inventory": doc["inventory"]}
+    return {"nodes": doc["nodes"], "ca": doc["ca"], "inventory": doc["inventory"], "cpu": doc.get("cpu")}
 
 
 def _bytes(n: int) -> str:

@@ -8,6 +8,7 @@ API:
     create_ca(dir) -> TlsFiles                           # new CA: dir/ca.pem + dir/ca.key
     load_ca(dir) -> TlsFiles | None                      # an existing CA in dir, if complete
     issue_node_cert(ca, address, names, dir) -> TlsFiles # dir/<address>.pem + .key, signed by ca
+    issue_node_certs(ca, [(address, names)], dir)        # the same for many nodes, the CA loaded once
     server_ssl_context(tls) -> ssl.SSLContext            # for an HTTPS listener
     channel_binding_data(tls) -> bytes                   # RFC 5929 tls-server-end-point data for NTLM CBT
 """
@@ -55,12 +56,20 @@ def load_ca(dir: Path) -> TlsFiles | None:
 
 def issue_node_cert(ca: TlsFiles, address: str, names: list[str], dir: Path) -> TlsFiles:
     """Issue a server certificate for one node: IP SAN `address` plus DNS SANs `names`, signed by `ca`."""
+    return issue_node_certs(ca, [(address, names)], dir)[0]
+
+
+def issue_node_certs(ca: TlsFiles, nodes: list[tuple[str, list[str]]], dir: Path) -> list[TlsFiles]:
+    """`issue_node_cert` for each (address, names), loading the CA key once (a lab worker issues hundreds)."""
     dir.mkdir(parents=True, exist_ok=True)
     authority = pki.load_key_pair(ca.cert, ca.key)
-    pair = pki.issue_server_cert(authority, [address, *names], common_name=names[0] if names else address)
-    cert_path, key_path = dir / f"{address}.pem", dir / f"{address}.key"
-    pki.write_pair(pair, cert_path, key_path)
-    return TlsFiles(cert=cert_path, key=key_path, ca=ca.cert)
+    out = []
+    for address, names in nodes:
+        pair = pki.issue_server_cert(authority, [address, *names], common_name=names[0] if names else address)
+        cert_path, key_path = dir / f"{address}.pem", dir / f"{address}.key"
+        pki.write_pair(pair, cert_path, key_path)
+        out.append(TlsFiles(cert=cert_path, key=key_path, ca=ca.cert))
+    return out
 
 
 def server_ssl_context(tls: TlsFiles) -> ssl.SSLContext:

@@ -1,7 +1,7 @@
 """Driving a lab from the controller side: start the lab process, talk to its control socket, take it down.
 
 `fleetctl lab up|down|status|fault` call exactly these functions:
-    lab_up(layout, nodes=, base=, faults=, wine=) -> dict     # returns when every node answers
+    lab_up(layout, nodes=, base=, faults=, wine=, workers=, idle_timeout=) -> dict   # when every node answers
     lab_status(layout) -> dict                                # {"nodes": [...], "ca": PATH, "inventory": PATH}
     lab_fault(layout, target, faults) -> dict
     lab_down(layout) -> dict                                  # {"stopped", "pid", "leftover_listeners", ...}
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import socket
@@ -22,11 +23,21 @@ from typing import Any
 
 from fleetctl.config.redaction import redact
 from fleetctl.errors import ConfigError, FleetError
-from fleetctl.lab.faults import assign_faults, parse_fault_spec
-from fleetctl.lab.layout import HTTP_PORT, HTTPS_PORT, LabLayout, node_addresses, node_name
+from fleetctl.lab.faults import assign_faults, parse_duration, parse_fault_spec
+from fleetctl.lab.layout import (
+    DEFAULT_IDLE_TIMEOUT_S,
+    HTTP_PORT,
+    HTTPS_PORT,
+    LabLayout,
+    node_addresses,
+    node_name,
+)
 from fleetctl.lab.wine import WinePrefix
 
 MAX_NODES = 2000
+MAX_WORKERS = 64
+NODES_PER_WORKER = 100  # `--workers auto`: one worker per this many nodes, at most one per core
+_LAB_MODULES = (b"fleetctl.lab.fleet", b"fleetctl.lab.worker")
 _children: dict[int, subprocess.Popen[bytes]] = {}  # lab processes this process started (reaped in lab_down)
 
 
@@ -67,10 +78,35 @@ def _alive(pid: int) -> bool:
 
 
 def _is_lab_process(pid: int) -> bool:
+    """The supervisor or one of its workers (never a recycled PID of an unrelated process)."""
     try:
-        return b"fleetctl.lab.fleet" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
+    return any(module in cmdline for module in _LAB_MODULES)
+
+
+def resolve_workers(workers: str | int | None, nodes: int) -> int:
+    """`--workers`: a count, or `auto` (one per NODES_PER_WORKER nodes, at most the machine's cores)."""
+    if workers is None or str(workers).strip().lower() == "auto":
+        return max(1, min(os.cpu_count() or 1, math.ceil(nodes / NODES_PER_WORKER)))
+    try:
+        count = int(str(workers))
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_WORKERS:
+        raise ConfigError(f"--workers must be 'auto' or 1..{MAX_WORKERS} (got {workers!r})", key="--workers")
+    return min(count, nodes)
+
+
+def resolve_idle_timeout(text: str | float | None) -> float:
+    """`--idle-timeout`: a duration (`5s`, `2h`); default Windows' 7200000 ms."""
+    if text is None:
+        return DEFAULT_IDLE_TIMEOUT_S
+    seconds = text if isinstance(text, float) else parse_duration(str(text), where="--idle-timeout")
+    if seconds <= 0:
+        raise ConfigError(f"--idle-timeout must be positive (got {text!r})", key="--idle-timeout")
+    return float(seconds)
 
 
 def running_pid(layout: LabLayout) -> int | None:
@@ -91,10 +127,13 @@ def _log_tail(layout: LabLayout, lines: int = 8) -> str:
 
 
 def lab_up(layout: LabLayout, *, nodes: int, base: str, faults: str | None = None, wine: bool = True,
+           workers: str | int | None = None, idle_timeout: str | float | None = None,
            timeout_s: float | None = None) -> dict[str, Any]:
     """Start a lab of `nodes` nodes in the background; returns its status once every node answers."""
     if not 1 <= nodes <= MAX_NODES:
         raise ConfigError(f"--nodes must be 1..{MAX_NODES} (got {nodes})", key="--nodes")
+    worker_count = resolve_workers(workers, nodes)
+    idle_timeout_s = resolve_idle_timeout(idle_timeout)
     addresses = node_addresses(base, nodes)
     names = [node_name(i, nodes) for i in range(1, nodes + 1)]
     assigned = assign_faults(parse_fault_spec(faults), names) if faults else {}
@@ -106,7 +145,8 @@ def lab_up(layout: LabLayout, *, nodes: int, base: str, faults: str | None = Non
     layout.dir.mkdir(parents=True, exist_ok=True)
     layout.state.unlink(missing_ok=True)
     argv = [sys.executable, "-m", "fleetctl.lab.fleet", "--dir", str(layout.dir), "--nodes", str(nodes),
-            "--base", base] + (["--faults", faults] if faults else []) + ([] if wine else ["--no-wine"])
+            "--base", base, "--workers", str(worker_count), "--idle-timeout", repr(idle_timeout_s)]
+    argv += (["--faults", faults] if faults else []) + ([] if wine else ["--no-wine"])
     with open(layout.log, "wb") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # the lab outlives this command
@@ -206,9 +246,14 @@ def _stop_process(pid: int) -> None:
 
 
 def _cleanup_leftovers(layout: LabLayout) -> list[int]:
-    """Kill service processes a crashed lab left behind (recognised by a working directory inside the lab's
-    node drives, so a recycled PID of someone else's process is never touched) and the lab's wineserver."""
+    """Kill what a crashed lab left behind: worker processes (recognised by their command line), service
+    processes (recognised by a working directory inside the lab's node drives, so a recycled PID of someone else's
+    process is never touched) and the lab's wineserver. Returns the service PIDs killed."""
     state = _read_state(layout)
+    for worker in (state or {}).get("workers", []):
+        pid = worker.get("pid")
+        if pid and _alive(int(pid)) and _is_lab_process(int(pid)):
+            _stop_process(int(pid))
     killed = []
     nodes_dir = str(layout.nodes.resolve())
     for pid in (state or {}).get("service_pids", []):

@@ -16,6 +16,8 @@ DEFAULT_BASE = "127.0.1.1"
 HTTP_PORT = 5985
 HTTPS_PORT = 5986
 LAB_USER = "fleet"
+# Windows' WinRM shell idle timeout by default (`winrm get winrm/config/winrs`: IdleTimeout = 7200000 ms).
+DEFAULT_IDLE_TIMEOUT_S = 7200.0
 NODES_PER_OCTET = 250  # node addresses use .1 .. .250 of each 127.0.X.0/24, then move to the next X
 _SOCKET_PATH_MAX = 100  # AF_UNIX paths are limited to 108 bytes on Linux
 

@@ -41,6 +41,7 @@ from fleetctl.lab.auth import AuthPolicy, ConnectionAuth, Credentials, Encryptio
 from fleetctl.lab.backend import NodeBackend
 from fleetctl.lab.certs import TlsFiles, channel_binding_data, server_ssl_context
 from fleetctl.lab.httpwire import HttpError, HttpRequest, format_response, read_request
+from fleetctl.lab.layout import DEFAULT_IDLE_TIMEOUT_S
 from fleetctl.lab.psrp import RunspaceSession
 
 log = logging.getLogger(__name__)
@@ -67,9 +68,11 @@ class NodeServer:
     """One simulated node's WinRM listeners."""
 
     def __init__(self, backend: NodeBackend, *, address: str, http_port: int = 5985, https_port: int = 5986,
-                 credentials: Mapping[str, str], tls: TlsFiles | None, enable_http: bool = True) -> None:
+                 credentials: Mapping[str, str], tls: TlsFiles | None, enable_http: bool = True,
+                 idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S) -> None:
         self.backend = backend
         self.address = address
+        self.idle_timeout_s = idle_timeout_s
         self.credentials = Credentials(credentials, computer_name=backend.name)
         self.listeners: list[_Listener] = []
         if enable_http:
@@ -80,6 +83,7 @@ class NodeServer:
                 self.credentials, allow_basic=True, channel_bindings=channel_binding_data(tls),
                 require_encryption=False), server_ssl_context(tls)))
         self.shells: dict[str, RunspaceSession] = {}
+        self.shells_expired = 0  # shells deleted by the idle timeout
         self.listening = False
         self.connections_accepted = 0  # TCP connections so far (keep-alive checks, benchmarks)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -103,6 +107,9 @@ class NodeServer:
         if self._handlers:
             await asyncio.gather(*self._handlers, return_exceptions=True)
         self.credentials.close()
+
+    def shell_counts(self) -> dict[str, int]:
+        return {"open": len(self.shells), "expired": self.shells_expired}
 
     def set_listening(self, on: bool) -> None:
         """Open or close the listeners (closed = connection refused). Callable from any thread."""

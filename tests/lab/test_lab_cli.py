@@ -84,7 +84,7 @@ def facts(address: str, inventory_vars: dict[str, Any], password: str) -> dict[s
 @pytest.mark.lab
 def test_lab_up_status_fault_down(lab_dir: Path) -> None:
     up = fleetctl("lab", "up", "--nodes", "3", "--dir", str(lab_dir), "--base", LAB_BASE, "--no-wine",
-                  "--faults", "node03=unreachable+clock-skew:+10m")
+                  "--workers", "2", "--faults", "node03=unreachable+clock-skew:+10m")
     assert "lab up: 3 node(s)" in up.stdout
     # The inventory points at the CA and reads the password through file(), never inline.
     inventory_text = (lab_dir / "inventory.yml").read_text()
@@ -103,8 +103,17 @@ def test_lab_up_status_fault_down(lab_dir: Path) -> None:
     assert facts(address, rendered, password)["hostname"] == "LAB-NODE01"
 
     status = json.loads(fleetctl("lab", "status", "--json", "--dir", str(lab_dir)).stdout)
-    assert set(status) == {"nodes", "ca", "inventory"}
+    assert set(status) == {"nodes", "ca", "inventory", "cpu"}
     assert status["ca"] == str(lab_dir / "ca.pem") and status["inventory"] == str(lab_dir / "inventory.yml")
+    # Two worker processes serve the three nodes; the lab's own CPU is reported per process and in total.
+    state = json.loads((lab_dir / "state.json").read_text())
+    assert [(w["first"], w["last"]) for w in state["workers"]] == [("lab-node01", "lab-node02"),
+                                                                    ("lab-node03", "lab-node03")]
+    cpu = status["cpu"]
+    assert [p["role"] for p in cpu["processes"]] == ["supervisor", "worker", "worker"]
+    assert [p["pid"] for p in cpu["processes"][1:]] == [w["pid"] for w in state["workers"]]
+    assert cpu["seconds"] == pytest.approx(sum(p["user"] + p["system"] for p in cpu["processes"]), abs=0.01)
+    assert cpu["processes"][1]["user"] > 0  # worker 0 served node01's pool above
     first, _, third = status["nodes"]
     assert {"name", "address", "https_port", "services", "counters"} <= set(first)
     assert first["counters"]["requests"] > 0 and first["https_port"] == 5986
@@ -112,10 +121,13 @@ def test_lab_up_status_fault_down(lab_dir: Path) -> None:
     assert not listening(third["address"], 5986)
     assert password not in json.dumps(status)
 
-    # Faults at run time: node01 becomes unreachable, node03 comes back.
+    # Faults at run time, on nodes of both workers: node01 becomes unreachable, node03 comes back.
     fleetctl("lab", "fault", "lab-node01", "unreachable", "--dir", str(lab_dir))
     fleetctl("lab", "fault", "node03", "none", "--dir", str(lab_dir))
     assert not listening(first["address"], 5986)
+    everywhere = json.loads(fleetctl("lab", "fault", "*", "latency:10ms", "--dir", str(lab_dir), "--json").stdout)
+    assert everywhere["nodes"] == {"lab-node01": ["unreachable", "latency:10ms"], "lab-node02": ["latency:10ms"],
+                                   "lab-node03": ["latency:10ms"]}
     rendered3 = render_vars(dict(hosts[2].vars), source="lab inventory")
     assert facts(rendered3["ansible_host"], rendered3, password)["hostname"] == "LAB-NODE03"
     bad = fleetctl("lab", "fault", "lab-node01", "explode", "--dir", str(lab_dir), check=False)
@@ -186,20 +198,72 @@ def test_services_started_on_many_nodes_at_once_are_stopped_by_lab_down(lab_dir:
     assert lab_processes(lab_dir) == []
 
 
-@pytest.mark.lab
-def test_lab_down_cleans_up_after_a_crashed_lab_process(lab_dir: Path) -> None:
-    fleetctl("lab", "up", "--nodes", "1", "--dir", str(lab_dir), "--base", CRASH_BASE, "--no-wine")
+def lab_pids(lab_dir: Path) -> list[int]:
+    """The supervisor's and every worker's PID, from state.json."""
     state = json.loads((lab_dir / "state.json").read_text())
+    return [int(state["pid"]), *(int(w["pid"]) for w in state["workers"])]
+
+
+@pytest.mark.lab
+def test_lab_down_cleans_up_after_a_crashed_lab(lab_dir: Path) -> None:
+    fleetctl("lab", "up", "--nodes", "1", "--dir", str(lab_dir), "--base", CRASH_BASE, "--no-wine")
     pid = deploy(lab_dir, CRASH_BASE, (lab_dir / "credentials").read_text())
     wait_for(lambda: json.loads((lab_dir / "state.json").read_text())["service_pids"] == [pid], 5,
              "the service PID in state.json")
-    os.kill(state["pid"], signal.SIGKILL)  # the lab dies without cleaning up; its service is orphaned
+    for lab_pid in lab_pids(lab_dir):
+        os.kill(lab_pid, signal.SIGKILL)  # the whole lab dies without cleaning up; its service is orphaned
     wait_for(lambda: not listening(CRASH_BASE, 5986), 10, "the lab's listeners to go with it")
     assert Path(f"/proc/{pid}").exists()
     down = fleetctl("lab", "down", "--dir", str(lab_dir), "--json")
     assert json.loads(down.stdout)["killed_leftovers"] == [pid]
     wait_for(lambda: not Path(f"/proc/{pid}").exists(), 10, "the orphaned service to be gone")
     assert lab_processes(lab_dir) == []
+
+
+@pytest.mark.lab
+def test_workers_stop_their_nodes_when_the_supervisor_dies(lab_dir: Path) -> None:
+    fleetctl("lab", "up", "--nodes", "2", "--workers", "2", "--dir", str(lab_dir), "--base", CRASH_BASE,
+             "--no-wine")
+    pids = [deploy(lab_dir, a, (lab_dir / "credentials").read_text()) for a in (CRASH_BASE, next_to(CRASH_BASE))]
+    supervisor, *workers = lab_pids(lab_dir)
+    os.kill(supervisor, signal.SIGKILL)
+    # Each worker reads end of file on its channel and takes its nodes down: services (which ignore SIGTERM)
+    # killed after their stop grace, listeners closed, the worker gone.
+    wait_for(lambda: not any(Path(f"/proc/{p}").exists() for p in pids + workers), 30,
+             "the workers and their services to stop")
+    assert not listening(CRASH_BASE, 5986) and not listening(next_to(CRASH_BASE), 5986)
+    assert json.loads(fleetctl("lab", "down", "--dir", str(lab_dir), "--json").stdout)["killed_leftovers"] == []
+    assert lab_processes(lab_dir) == []
+
+
+@pytest.mark.lab
+def test_a_dead_worker_takes_the_lab_down(lab_dir: Path) -> None:
+    fleetctl("lab", "up", "--nodes", "2", "--workers", "2", "--dir", str(lab_dir), "--base", CRASH_BASE,
+             "--no-wine")
+    survivor_service = deploy(lab_dir, next_to(CRASH_BASE), (lab_dir / "credentials").read_text())
+    supervisor, first_worker, _ = lab_pids(lab_dir)
+    os.kill(first_worker, signal.SIGKILL)
+    # A lab with a silently missing shard would mislead: the supervisor stops the other worker and exits.
+    wait_for(lambda: not Path(f"/proc/{supervisor}").exists() or _zombie(supervisor), 30,
+             "the supervisor to take the lab down")
+    assert not Path(f"/proc/{survivor_service}").exists()
+    assert "exited unexpectedly" in (lab_dir / "lab.log").read_text()
+    gone = fleetctl("lab", "status", "--dir", str(lab_dir), check=False)
+    assert gone.returncode == 1 and "no lab is running" in gone.stderr
+    fleetctl("lab", "down", "--dir", str(lab_dir))
+    assert lab_processes(lab_dir) == []
+
+
+def next_to(address: str) -> str:
+    head, last = address.rsplit(".", 1)
+    return f"{head}.{int(last) + 1}"
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 @pytest.mark.lab
@@ -217,3 +281,34 @@ def test_two_hundred_nodes_come_up_and_down_leaves_nothing(lab_dir: Path) -> Non
     assert lab_processes(lab_dir) == []
     assert not any(listening(a, p) for a in addresses for p in (5985, 5986))
     print(f"200 nodes: up {up_s:.1f} s, down {down_s:.1f} s")
+
+
+@pytest.mark.lab
+@pytest.mark.slow
+def test_a_thousand_nodes_across_workers(lab_dir: Path) -> None:
+    began = time.monotonic()
+    fleetctl("lab", "up", "--nodes", "1000", "--dir", str(lab_dir), "--base", SCALE_BASE, "--json", "--no-wine",
+             timeout=600)
+    up_s = time.monotonic() - began
+    status = json.loads(fleetctl("lab", "status", "--json", "--dir", str(lab_dir)).stdout)
+    addresses = [n["address"] for n in status["nodes"]]
+    # Beyond 250 nodes the addresses continue in the next /24s; names are zero-padded to four digits.
+    assert len(set(addresses)) == 1000 and addresses[250] == next_octet(SCALE_BASE)
+    assert status["nodes"][-1]["name"] == "lab-node1000"
+    assert len([p for p in status["cpu"]["processes"] if p["role"] == "worker"]) == min(os.cpu_count() or 1, 10)
+    assert all(listening(a, 5986) for a in addresses)
+    # Faults and status reach nodes of every worker.
+    fleetctl("lab", "fault", "--dir", str(lab_dir), "lab-node1000", "unreachable")
+    assert not listening(addresses[-1], 5986)
+    began = time.monotonic()
+    fleetctl("lab", "down", "--dir", str(lab_dir), timeout=600)
+    down_s = time.monotonic() - began
+    assert lab_processes(lab_dir) == []
+    assert not any(listening(a, p) for a in addresses for p in (5985, 5986))
+    print(f"1000 nodes: up {up_s:.1f} s, down {down_s:.1f} s")
+
+
+def next_octet(base: str) -> str:
+    a, b, c, d = (int(x) for x in base.split("."))
+    offset = d - 1 + 250
+    return f"{a}.{b}.{c + offset // 250}.{offset % 250 + 1}"
