@@ -1,157 +1,246 @@
-"""Scale benchmark of the lab's protocol server: N nodes (default 200) x 2 listeners in one process.
+"""Scale benchmark of the lab itself and of the controller's connections: `lab up`/`lab down` at several sizes,
+the lab's own CPU per WS-Man request, and the controller's memory with many pools open.
 
-Prints: certificate issuing and listener start-up time, RSS after start, idle CPU over a window, the time for one
-pypsrp RunspacePool + command against every node (in parallel), RSS after that, and idle CPU again.
+    .venv/bin/python tests/bench/bench_lab_scale.py [--sizes 200,500,1000] [--cpu-nodes 200] [--pools 1000]
+                                                    [--workers auto] [--base 127.0.60.1] [--trace]
+    (run it inside /work/tools/netns-run on a shared machine)
 
-    .venv/bin/python tests/bench/bench_lab_scale.py [--nodes 200] [--base 127.0.11] [--idle 10] [--real]
+1. **up/down**: `fleetctl lab up --nodes N --no-wine` and `fleetctl lab down` through the CLI, wall time, for
+   each size.
+2. **lab CPU per request**: a lab of `--cpu-nodes` nodes; a controller in its own process (this script with
+   `--client`) connects to every node with the real `WinRMTransport` (TLS, NTLM, pool, module loader) and runs
+   connect+lock, facts, state, artifact check, unlock, close on `--forks` threads. The lab's CPU (user+sys of the
+   lab processes, from `lab status --json`) and the WS-Man request counters are read before and after: lab CPU
+   per request and per host, next to the controller's own CPU per host (`resource.getrusage`) of the same run.
+3. **controller RSS at N pools**: a lab of `--pools` nodes; a controller process opens one pool per node (module
+   loaded) and keeps them all open: VmRSS/VmHWM before and after, per pool. `--trace` adds the top allocation
+   sites (tracemalloc) of the pools, grouped by file.
 
-`--real` serves `fleetctl.lab.node.LabNode` backends (sandboxes under a temp dir) instead of the minimal
-in-script backend. Addresses are `<base>.1 ...` (override the base with FLEETCTL_TEST_ADDR_BASE or --base);
-more than 250 nodes continue in the next /24 (`127.0.12.x`).
+The lab's CPU comes from the `cpu` section of `lab status --json`; for an older lab without it, from
+/proc/<lab pid>/stat (a single-process lab).
 """
 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import json
 import os
 import resource
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from fleetctl.lab.backend import LabUnsupported, NetworkFaults
-from fleetctl.lab.certs import create_ca, issue_node_cert
-from fleetctl.lab.wsman import LabServer, NodeServer
-
-USER, PASSWORD = "fleet", "Bench:Pass-w0rd!"
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+FLEETCTL = [sys.executable, "-m", "fleetctl"]
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
-class MinimalBackend:
-    """Answers `Get-FleetFacts` with a small JSON document; nothing else."""
-
-    def __init__(self, name: str, address: str) -> None:
-        self.name, self.address = name, address
-
-    def invoke(self, command: str, parameters: dict[str, Any], input_objects: list[Any]) -> list[Any]:
-        if command == "Get-FleetFacts":
-            return [json.dumps({"ok": True, "result": {"hostname": self.name}})]
-        raise LabUnsupported(command)
-
-    def run_script(self, script: str, arguments: list[Any], input_objects: list[Any]) -> list[Any]:
-        raise LabUnsupported("no scripts in the benchmark backend")
-
-    def network_faults(self) -> NetworkFaults:
-        return NetworkFaults()
-
-    def count_request(self, bytes_received: int) -> None:
-        pass
+def fleetctl(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([*FLEETCTL, *args], capture_output=True, text=True, env=ENV, timeout=timeout, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"fleetctl {' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()}")
+    return proc
 
 
-def rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+def lab_up(lab: Path, nodes: int, base: str, workers: str | None, extra: list[str] | None = None) -> float:
+    began = time.monotonic()
+    fleetctl("lab", "up", "--nodes", str(nodes), "--base", base, "--dir", str(lab), "--no-wine", "--json",
+             *(["--workers", workers] if workers else []), *(extra or []))
+    return time.monotonic() - began
 
 
-def cpu_seconds() -> float:
+def lab_down(lab: Path) -> float:
+    began = time.monotonic()
+    fleetctl("lab", "down", "--dir", str(lab))
+    return time.monotonic() - began
+
+
+def lab_snapshot(lab: Path) -> tuple[float, int]:
+    """(the lab's own CPU seconds so far, WS-Man requests served so far)."""
+    doc = json.loads(fleetctl("lab", "status", "--dir", str(lab), "--json").stdout)
+    requests = sum(n["counters"]["requests"] for n in doc["nodes"])
+    cpu = doc.get("cpu")
+    if cpu is not None:
+        return float(cpu["seconds"]), requests
+    pid = json.loads((lab / "state.json").read_text())["pid"]  # a lab from before the `cpu` section
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), requests
+
+
+def controller(lab: Path, mode: str, forks: int, trace: bool) -> None:
+    """Run the controller side in a child process; it prints one JSON line of figures."""
+    cmd = [sys.executable, __file__, "--client", mode, "--lab", str(lab), "--forks", str(forks)]
+    proc = subprocess.run(cmd + (["--trace"] if trace else []), capture_output=True, text=True, env=ENV,
+                          check=False, timeout=1800)
+    if proc.returncode != 0:
+        raise SystemExit(f"controller ({mode}) failed: {proc.stderr.strip()[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+# ---- the controller process ---------------------------------------------------------------------------------
+def _settings(lab: Path) -> list[Any]:
+    import yaml
+
+    from fleetctl.config.connection import ConnectionSettings
+
+    inventory = yaml.safe_load((lab / "inventory.yml").read_text())["all"]["children"]["lab"]
+    variables = dict(inventory["vars"])
+    variables["fleet_password"] = (lab / "credentials").read_text()
+    return [ConnectionSettings.from_hostvars(name, {**variables, **hostvars})
+            for name, hostvars in inventory["hosts"].items()]
+
+
+def _status_kb(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def _cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
 
-def idle_cpu_percent(window: float) -> float:
-    start_cpu, start = cpu_seconds(), time.monotonic()
-    time.sleep(window)
-    return 100 * (cpu_seconds() - start_cpu) / (time.monotonic() - start)
+def client_requests(lab: Path, forks: int) -> dict[str, Any]:
+    from fleetctl.node.client import NodeClient
+    from fleetctl.transport.winrm import WinRMTransport
+
+    settings = _settings(lab)
+    sha = "0" * 64
+
+    def one(s: Any) -> None:
+        client = NodeClient(WinRMTransport(s))
+        try:
+            client.connect_and_lock(app="bench", owner="bench", deploy_id="bench-1", ttl_seconds=600)
+            client.get_fleet_facts()
+            client.get_fleet_state(app="bench", root="C:\\apps\\bench")
+            client.test_fleet_artifact(sha256=sha)
+            client.unlock_fleet_app(app="bench", deploy_id="bench-1")
+        finally:
+            client.close()
+
+    cpu0, wall0 = _cpu(), time.monotonic()
+    by_name = {s.host_name: s for s in settings}
+    from fleetctl.node.fleet import run_parallel
+
+    outcomes = run_parallel(list(by_name), lambda h: one(by_name[h]), forks=forks)
+    errors = [o.error for o in outcomes.values() if o.error]
+    return {"hosts": len(settings), "errors": errors[:5], "error_count": len(errors),
+            "cpu": _cpu() - cpu0, "wall": time.monotonic() - wall0}
 
 
-def address_of(base: str, index: int) -> str:
-    a, b, c = (int(x) for x in base.split("."))
-    c += index // 250
-    return f"{a}.{b}.{c}.{index % 250 + 1}"
+def client_pools(lab: Path, forks: int, trace: bool) -> dict[str, Any]:
+    import gc
+    import tracemalloc
+
+    from fleetctl.node.client import NodeClient
+    from fleetctl.node.fleet import run_parallel
+    from fleetctl.transport.winrm import WinRMTransport
+
+    settings = _settings(lab)
+    by_name = {s.host_name: s for s in settings}
+    clients: dict[str, NodeClient] = {}
+    lock = threading.Lock()
+
+    def one(host: str) -> None:
+        client = NodeClient(WinRMTransport(by_name[host]))
+        client.connect()
+        with lock:
+            clients[host] = client
+
+    # Warm up imports and one connection so the baseline holds the code, not the first pool.
+    one(settings[0].host_name)
+    gc.collect()
+    rss0 = _status_kb("VmRSS")
+    if trace:
+        tracemalloc.start(8)
+    began = time.monotonic()
+    outcomes = run_parallel(list(by_name)[1:], one, forks=forks)
+    opened_s = time.monotonic() - began
+    gc.collect()
+    rss1, hwm = _status_kb("VmRSS"), _status_kb("VmHWM")
+    top: list[str] = []
+    if trace:
+        snapshot = tracemalloc.take_snapshot()
+        for stat in snapshot.statistics("filename")[:12]:
+            top.append(f"{stat.size / 1024:9.0f} KiB {stat.count:8d} blocks  {stat.traceback[0].filename}")
+        tracemalloc.stop()
+    errors = [o.error for o in outcomes.values() if o.error]
+    pools = len(clients)
+    result = {"pools": pools, "errors": errors[:5], "error_count": len(errors), "rss_before_mb": rss0 / 1024,
+              "rss_after_mb": rss1 / 1024, "hwm_mb": hwm / 1024, "open_s": opened_s,
+              "per_pool_kb": (rss1 - rss0) / max(1, pools - 1), "top": top}
+    run_parallel(list(clients), lambda h: clients[h].close(), forks=forks)
+    return result
 
 
+# ---- the benchmark ------------------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nodes", type=int, default=200)
-    parser.add_argument("--base", default=os.environ.get("FLEETCTL_TEST_ADDR_BASE", "127.0.11"))
-    parser.add_argument("--idle", type=float, default=10.0, help="idle CPU measuring window, seconds")
-    parser.add_argument("--threads", type=int, default=20, help="client threads for the round of requests")
-    parser.add_argument("--real", action="store_true", help="serve LabNode backends")
+    parser.add_argument("--sizes", default="200,500,1000", help="lab sizes for the up/down rows ('' skips them)")
+    parser.add_argument("--cpu-nodes", type=int, default=200, help="lab size for CPU per request (0 skips it)")
+    parser.add_argument("--pools", type=int, default=1000, help="pools for the controller RSS row (0 skips it)")
+    parser.add_argument("--forks", type=int, default=50)
+    parser.add_argument("--workers", default=None, help="`lab up --workers` (default: the lab's default)")
+    parser.add_argument("--base", default=os.environ.get("FLEETCTL_BENCH_LAB_BASE", "127.0.60.1"))
+    parser.add_argument("--trace", action="store_true", help="tracemalloc the pools (slower)")
+    parser.add_argument("--client", choices=["requests", "pools"], help=argparse.SUPPRESS)
+    parser.add_argument("--lab", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    from pypsrp.powershell import PowerShell, RunspacePool
-    from pypsrp.wsman import WSMan
+    if args.client:
+        lab = Path(args.lab)
+        doc = client_requests(lab, args.forks) if args.client == "requests" else \
+            client_pools(lab, args.forks, args.trace)
+        print(json.dumps(doc))
+        return
 
-    work = Path(tempfile.mkdtemp(prefix="fleetctl-lab-bench-"))
-    rss_before = rss_mb()
-    started = time.monotonic()
-    ca = create_ca(work / "tls")
-    lab = LabServer()
-    backends: list[Any] = []
-    for i in range(args.nodes):
-        address = address_of(args.base, i)
-        name = f"BENCH{i + 1:03d}"
-        if args.real:
-            from fleetctl.lab.node import LabNode
+    work = Path(tempfile.mkdtemp(prefix="bench-lab-scale-"))
+    lab = work / "lab"
+    print(f"machine: {os.cpu_count()} cores; lab workers: {args.workers or 'default'}; base {args.base}")
+    for size in [int(s) for s in args.sizes.split(",") if s.strip()]:
+        up = lab_up(lab, size, args.base, args.workers)
+        try:
+            nodes = len(json.loads(fleetctl("lab", "status", "--dir", str(lab), "--json").stdout)["nodes"])
+        finally:
+            down = lab_down(lab)
+        print(f"lab of {size} nodes ({nodes} in status): up {up:.2f} s, down {down:.2f} s")
 
-            backend: Any = LabNode(name, address, work / "nodes" / name)
-        else:
-            backend = MinimalBackend(name, address)
-        backends.append(backend)
-        tls = issue_node_cert(ca, address, [name.lower()], work / "tls")
-        lab.add(NodeServer(backend, address=address, credentials={USER: PASSWORD}, tls=tls))
-    certs_done = time.monotonic()
-    lab.start_background()
-    up = time.monotonic()
-    try:
-        print(f"nodes: {args.nodes} ({'LabNode' if args.real else 'minimal'} backends), "
-              f"listeners: {2 * args.nodes}, addresses {address_of(args.base, 0)} .. "
-              f"{address_of(args.base, args.nodes - 1)}")
-        print(f"setup: certificates + node objects {certs_done - started:.2f} s, "
-              f"listeners started {up - certs_done:.2f} s")
-        print(f"RSS: {rss_before:.1f} MB before, {rss_mb():.1f} MB with {args.nodes} nodes listening")
-        print(f"idle CPU with {args.nodes} nodes: {idle_cpu_percent(args.idle):.2f} % of one core "
-              f"over {args.idle:.0f} s")
+    if args.cpu_nodes:
+        lab_up(lab, args.cpu_nodes, args.base, args.workers)
+        try:
+            cpu0, req0 = lab_snapshot(lab)
+            result = controller(lab, "requests", args.forks, False)
+            cpu1, req1 = lab_snapshot(lab)
+        finally:
+            lab_down(lab)
+        hosts, requests = result["hosts"], req1 - req0
+        print(f"requests: {hosts} hosts x (connect+lock, facts, state, artifact, unlock, close), forks "
+              f"{args.forks}: wall {result['wall']:.2f} s, {requests} WS-Man requests ({requests / hosts:.1f}/host), "
+              f"errors {result['error_count']} {result['errors'][:1]}")
+        lab_cpu = cpu1 - cpu0
+        print(f"  lab CPU {lab_cpu:.2f} s: {1000 * lab_cpu / max(1, requests):.2f} ms/request, "
+              f"{1000 * lab_cpu / hosts:.1f} ms/host; controller CPU {result['cpu']:.2f} s: "
+              f"{1000 * result['cpu'] / hosts:.1f} ms/host; lab/controller {lab_cpu / result['cpu']:.2f}")
 
-        def one(i: int) -> float:
-            t = time.monotonic()
-            wsman = WSMan(address_of(args.base, i), username=USER, password=PASSWORD, auth="ntlm",
-                          cert_validation=str(ca.cert))
-            with RunspacePool(wsman) as pool:
-                ps = PowerShell(pool)
-                ps.add_cmdlet("Get-FleetFacts")
-                out = ps.invoke()
-                assert not ps.had_errors and json.loads(out[0])["ok"], out
-            wsman.close()
-            return time.monotonic() - t
-
-        t0 = time.monotonic()
-        with concurrent.futures.ThreadPoolExecutor(args.threads) as pool:
-            latencies = sorted(pool.map(one, range(args.nodes)))
-        total = time.monotonic() - t0
-        print(f"one pool open + command + close on every node, {args.threads} client threads: {total:.2f} s "
-              f"({args.nodes / total:.1f} nodes/s; per node median {latencies[len(latencies) // 2] * 1000:.0f} "
-              f"ms, p95 {latencies[int(len(latencies) * 0.95) - 1] * 1000:.0f} ms; client and server share "
-              "the same cores)")
-        print(f"RSS after the round: {rss_mb():.1f} MB (includes the pypsrp clients in this process)")
-        print(f"idle CPU after the round: {idle_cpu_percent(args.idle):.2f} % of one core")
-    finally:
-        lab.stop_background()
-        for backend in backends:
-            close = getattr(backend, "close", None)
-            if close is not None:
-                close()
-        from fleetctl.lab.auth import remove_store_dir
-
-        remove_store_dir()
+    if args.pools:
+        lab_up(lab, args.pools, args.base, args.workers)
+        try:
+            result = controller(lab, "pools", args.forks, args.trace)
+        finally:
+            lab_down(lab)
+        print(f"controller with {result['pools']} open pools (module loaded), opened in {result['open_s']:.1f} s "
+              f"(forks {args.forks}): RSS {result['rss_before_mb']:.0f} MB -> {result['rss_after_mb']:.0f} MB "
+              f"(peak {result['hwm_mb']:.0f} MB), {result['per_pool_kb']:.0f} KiB per pool; errors "
+              f"{result['error_count']} {result['errors'][:1]}")
+        for line in result["top"]:
+            print("  " + line)
 
 
 if __name__ == "__main__":
