@@ -23,6 +23,7 @@ class NetworkFaults:
     blackhole: bool = False  # connections accepted, never answered
     latency_ms: int = 0  # added before every response
     auth_failure: bool = False  # every authentication attempt is refused (401)
+    idle_timeout_s: float = 0.0  # this node's WinRM shell idle timeout; 0: the lab's (`lab up --idle-timeout`)
 
 
 class NodeBackend(Protocol):

@@ -7,6 +7,7 @@ Grammar (whitespace around separators is ignored)::
     TARGET   := NODE | PERCENT "%" | "*"           NODE: a node name, `lab-node03`, or short `node03`
     FAULT    := unreachable | blackhole | auth-failure | crash-on-start | health-failing | disk-full
               | latency:DURATION | crash-after:DURATION | slow-stop:DURATION | clock-skew:[+|-]DURATION
+              | idle-timeout:DURATION              (this node's WinRM shell idle timeout, for shells created after)
               | none | no-NAME                     (clear every fault / one fault: for `lab fault` at run time)
     DURATION := NUMBER ("ms" | "s" | "m" | "h")     e.g. 200ms, 5s, 1.5m
 
@@ -26,7 +27,7 @@ from fleetctl.errors import ConfigError
 from fleetctl.lab.backend import NetworkFaults
 
 FLAG_FAULTS = ("unreachable", "blackhole", "auth-failure", "crash-on-start", "health-failing", "disk-full")
-DURATION_FAULTS = ("latency", "crash-after", "slow-stop", "clock-skew")
+DURATION_FAULTS = ("latency", "crash-after", "slow-stop", "clock-skew", "idle-timeout")
 ALL_FAULTS = FLAG_FAULTS + DURATION_FAULTS
 _DURATION = re.compile(r"^([+-]?)(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -70,6 +71,7 @@ class NodeFaults:
     crash_after_s: float = 0.0
     slow_stop_s: float = 0.0
     clock_skew_s: float = 0.0
+    idle_timeout_s: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def apply(self, fault: Fault) -> None:
@@ -87,7 +89,8 @@ class NodeFaults:
 
     def network(self) -> NetworkFaults:
         return NetworkFaults(unreachable=self.unreachable, blackhole=self.blackhole,
-                             latency_ms=int(self.latency_s * 1000), auth_failure=self.auth_failure)
+                             latency_ms=int(self.latency_s * 1000), auth_failure=self.auth_failure,
+                             idle_timeout_s=self.idle_timeout_s)
 
     def active(self) -> list[str]:
         """The active faults in spec spelling, e.g. `["latency:200ms", "disk-full"]`."""

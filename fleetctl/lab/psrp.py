@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 import uuid
 from collections import deque
 from concurrent.futures import Executor
@@ -123,6 +124,19 @@ class RunspaceSession:
         self._events: dict[uuid.UUID | None, asyncio.Event] = {}
         self._receivers: dict[uuid.UUID | None, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._waiting_receives = 0
+        # When the client last did something with this shell (WinRM's idle timeout counts from here).
+        self.last_activity = time.monotonic()
+
+    def touch(self) -> None:
+        self.last_activity = time.monotonic()
+
+    @property
+    def busy(self) -> bool:
+        """A command is running or a Receive is waiting: the shell is in use, not idle (MS-WSMV: the idle
+        countdown restarts once the command sequence has completed)."""
+        return self._waiting_receives > 0 or any(
+            r.launched and not r.stopped and r.pipe.state not in _TERMINAL for r in self._runs.values())
 
     # --- input from the client -------------------------------------------------------------------------------
     def open(self, creation_data: bytes) -> None:
@@ -196,6 +210,7 @@ class RunspaceSession:
         except Exception as err:  # noqa: BLE001 - any node failure becomes a failed pipeline, never a dead server
             error = f"lab node internal error: {type(err).__name__}: {err}"
         run.inputs = []
+        self.touch()
         if run.stopped or self.closed or run.pipe.state != PSInvocationState.Running:
             return
         for obj in outputs:
@@ -304,10 +319,14 @@ class RunspaceSession:
         if not queue:
             event = self._event(command_id)
             event.clear()
+            self._waiting_receives += 1
             try:
                 await asyncio.wait_for(event.wait(), timeout)
             except TimeoutError:
                 return None
+            finally:
+                self._waiting_receives -= 1
+                self.touch()
             queue = self._queues.get(command_id, deque())
             if self.closed or not queue or self._receivers.get(command_id) != generation:
                 return None

@@ -58,6 +58,27 @@ FAULT_INVALID_SELECTORS = 2150858843  # no such shell
 FAULT_ACTION_NOT_SUPPORTED = 2150858754
 FAULT_INTERNAL = 2150858752
 FAULT_ACCESS_DENIED = 5
+# SOAP code and WS-Management subcode Windows sends with each fault (MS-WSMV 2.2.4.8 / DSP0226 14.6).
+_FAULT_SUBCODES = {
+    FAULT_OPERATION_TIMEOUT: ("s:Receiver", "w:TimedOut"),
+    FAULT_INVALID_SELECTORS: ("s:Sender", "w:InvalidSelectors"),
+    FAULT_ACTION_NOT_SUPPORTED: ("s:Sender", "w:ActionNotSupported"),
+    FAULT_ACCESS_DENIED: ("s:Sender", "w:AccessDenied"),
+}
+
+
+def shell_not_found(shell_id: str | None) -> str:
+    """What Windows says (fault 2150858843) for a ShellId it does not have: never created, deleted, or
+    deleted by the idle timeout."""
+    return (f"The request for the Windows Remote Shell with ShellId {shell_id or ''} failed because the shell was "
+            "not found on the server. Possible causes are: the specified ShellId is incorrect or the shell no "
+            "longer exists on the server. Provide the correct ShellId or create a new shell and retry the "
+            "operation.")
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as an xs:duration the way WinRM writes it, e.g. `PT7200.000S`."""
+    return f"PT{seconds:.3f}S"
 
 _DURATION = re.compile(r"^PT(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?$")
 
@@ -143,8 +164,10 @@ def response(request: WsmanRequest, body: str = "") -> bytes:
     return _envelope(action, request.message_id, body)
 
 
-def create_response(request: WsmanRequest, shell_id: str, resource_uri: str, address: str) -> bytes:
-    """The Create answer: pypsrp takes the ShellId for later requests from the ResourceCreated selector set."""
+def create_response(request: WsmanRequest, shell_id: str, resource_uri: str, address: str,
+                    idle_timeout_s: float) -> bytes:
+    """The Create answer: pypsrp takes the ShellId for later requests from the ResourceCreated selector set;
+    `rsp:IdleTimeOut` tells the client how long the shell lives without requests, as Windows does."""
     body = (
         "<wst:ResourceCreated>"
         f"<wsa:Address>{escape(address)}</wsa:Address>"
@@ -154,6 +177,7 @@ def create_response(request: WsmanRequest, shell_id: str, resource_uri: str, add
         "</wsa:ReferenceParameters></wst:ResourceCreated>"
         f"<rsp:Shell><rsp:ShellId>{shell_id}</rsp:ShellId>"
         f"<rsp:ResourceUri>{escape(resource_uri)}</rsp:ResourceUri>"
+        f"<rsp:IdleTimeOut>{format_duration(idle_timeout_s)}</rsp:IdleTimeOut>"
         "<rsp:InputStreams>stdin pr</rsp:InputStreams><rsp:OutputStreams>stdout</rsp:OutputStreams>"
         "</rsp:Shell>"
     )
@@ -178,9 +202,10 @@ def receive_response(request: WsmanRequest, stream: str, command_id: str | None,
 
 def fault(relates_to: str, code: int, message: str, *, machine: str = "") -> bytes:
     """A WSManFault (sent with HTTP 500); pypsrp raises it as `WSManFaultError` with `.code`."""
+    soap_code, subcode = _FAULT_SUBCODES.get(code, ("s:Receiver", "w:InternalError"))
     body = (
-        "<s:Fault><s:Code><s:Value>s:Receiver</s:Value>"
-        "<s:Subcode><s:Value>w:InternalError</s:Value></s:Subcode></s:Code>"
+        f"<s:Fault><s:Code><s:Value>{soap_code}</s:Value>"
+        f"<s:Subcode><s:Value>{subcode}</s:Value></s:Subcode></s:Code>"
         f'<s:Reason><s:Text xml:lang="en-US">{escape(message)}</s:Text></s:Reason>'
         f'<s:Detail><f:WSManFault xmlns:f="{NS["wsmanfault"]}" Code="{code}" Machine={quoteattr(machine)}>'
         f"<f:Message>{escape(message)}</f:Message></f:WSManFault></s:Detail></s:Fault>"

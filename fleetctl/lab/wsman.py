@@ -30,6 +30,7 @@ import functools
 import logging
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
@@ -84,6 +85,8 @@ class NodeServer:
                 require_encryption=False), server_ssl_context(tls)))
         self.shells: dict[str, RunspaceSession] = {}
         self.shells_expired = 0  # shells deleted by the idle timeout
+        self._idle_timers: dict[str, asyncio.TimerHandle] = {}
+        self._idle_timeouts: dict[str, float] = {}
         self.listening = False
         self.connections_accepted = 0  # TCP connections so far (keep-alive checks, benchmarks)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -102,6 +105,9 @@ class NodeServer:
         for session in self.shells.values():
             session.close()
         self.shells.clear()
+        for timer in self._idle_timers.values():
+            timer.cancel()
+        self._idle_timers.clear()
         for task in list(self._handlers):
             task.cancel()
         if self._handlers:
@@ -254,7 +260,12 @@ class NodeServer:
             handler = getattr(self, f"_on_{request.action.lower()}", None)
             if handler is None:
                 raise soap.SoapError(f"action {request.action_uri!r} is not supported by the fleetctl lab")
-            return 200, await handler(request, listener)
+            try:
+                return 200, await handler(request, listener)
+            finally:
+                session = self.shells.get((request.shell_id or "").upper())
+                if session is not None:
+                    session.touch()  # the idle countdown starts when a request is done
         except soap.SoapError as err:
             return 500, soap.fault(relates_to, err.code, redact(str(err)), machine=self.address)
         except Exception as err:
@@ -265,9 +276,52 @@ class NodeServer:
     def _shell(self, request: soap.WsmanRequest) -> RunspaceSession:
         session = self.shells.get((request.shell_id or "").upper())
         if session is None:
-            raise soap.SoapError(f"no shell with id {request.shell_id!r} on this node",
-                                 soap.FAULT_INVALID_SELECTORS)
+            # Never created, deleted, or deleted by the idle timeout: Windows answers all three alike.
+            raise soap.SoapError(soap.shell_not_found(request.shell_id), soap.FAULT_INVALID_SELECTORS)
+        session.touch()
         return session
+
+    # --- WinRM's shell idle timeout ------------------------------------------------------------------------------
+    def _idle_timeout_for(self, request: soap.WsmanRequest) -> float:
+        """The node's idle timeout (`lab up --idle-timeout`, or the node's idle-timeout fault); a client may ask
+        for a shorter one in Create (`rsp:IdleTimeOut`), never a longer one."""
+        configured = self.backend.network_faults().idle_timeout_s or self.idle_timeout_s
+        asked = request.body.findtext("rsp:Shell/rsp:IdleTimeOut", None, soap.NS)
+        requested = soap.parse_duration(asked, 0.0) if asked else 0.0
+        return min(configured, requested) if requested > 0 else configured
+
+    def _arm_idle_timer(self, shell_id: str) -> None:
+        session = self.shells.get(shell_id)
+        if session is None or self._loop is None:
+            return
+        due = session.last_activity + self._idle_timeouts[shell_id] - time.monotonic()
+        self._idle_timers[shell_id] = self._loop.call_later(max(0.05, due), self._idle_check, shell_id)
+
+    def _idle_check(self, shell_id: str) -> None:
+        # One timer per shell, re-armed only when it fires: a request costs a timestamp, not a timer.
+        self._idle_timers.pop(shell_id, None)
+        session = self.shells.get(shell_id)
+        if session is None:
+            return
+        if session.busy:
+            session.touch()  # a running command keeps the shell; the countdown restarts when it completes
+        if time.monotonic() - session.last_activity < self._idle_timeouts[shell_id] - 0.001:
+            self._arm_idle_timer(shell_id)
+            return
+        log.info("%s: shell %s idle for %.1f s: deleted (WinRM idle timeout)", self.backend.name, shell_id,
+                 self._idle_timeouts[shell_id])
+        self._forget_shell(session)
+        self.shells_expired += 1
+
+    def _forget_shell(self, session: RunspaceSession) -> None:
+        session.close()
+        self.shells.pop(session.shell_id, None)
+        self._idle_timeouts.pop(session.shell_id, None)
+        timer = self._idle_timers.pop(session.shell_id, None)
+        if timer is not None:
+            timer.cancel()
+        for key in [k for k in self._last_receive if k[0] == session.shell_id]:
+            del self._last_receive[key]
 
     @staticmethod
     def _b64(text: str | None) -> bytes:
@@ -292,8 +346,10 @@ class NodeServer:
         session = RunspaceSession(shell_id, self.backend)  # backend calls: the loop's default executor
         session.open(self._b64(creation.text))
         self.shells[shell_id] = session
+        self._idle_timeouts[shell_id] = idle_timeout = self._idle_timeout_for(request)
+        self._arm_idle_timer(shell_id)
         address = f"{listener.scheme}://{self.address}:{listener.port}{WSMAN_PATH}"
-        return soap.create_response(request, shell_id, request.resource_uri, address)
+        return soap.create_response(request, shell_id, request.resource_uri, address, idle_timeout)
 
     async def _on_command(self, request: soap.WsmanRequest, listener: _Listener) -> bytes:
         session = self._shell(request)
@@ -331,7 +387,7 @@ class NodeServer:
         data = await session.receive(command_id, max_bytes, timeout)
         if data is None:
             if session.closed:
-                raise soap.SoapError("the shell was deleted", soap.FAULT_INVALID_SELECTORS)
+                raise soap.SoapError(soap.shell_not_found(session.shell_id), soap.FAULT_INVALID_SELECTORS)
             raise soap.SoapError("The WS-Management service cannot complete the operation within the time "
                                  "specified in OperationTimeout.", soap.FAULT_OPERATION_TIMEOUT)
         done = command_id is not None and session.finished(command_id)
@@ -357,11 +413,7 @@ class NodeServer:
         return soap.response(request, "<rsp:SignalResponse/>")
 
     async def _on_delete(self, request: soap.WsmanRequest, listener: _Listener) -> bytes:
-        session = self._shell(request)
-        session.close()
-        self.shells.pop(session.shell_id, None)
-        for key in [k for k in self._last_receive if k[0] == session.shell_id]:
-            del self._last_receive[key]
+        self._forget_shell(self._shell(request))
         return soap.response(request)
 
 
