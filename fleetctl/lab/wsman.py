@@ -7,12 +7,17 @@ pool (a fixed set of reused worker threads). Layers, one module each: `httpwire`
 NTLM/Negotiate, CBT, encryption) -> `soap` (envelopes) -> this module (shell lifecycle) -> `psrp` (PSRP).
 
 Network faults come from `backend.network_faults()` on every connection and request: blackhole (accept, read,
-never answer), latency (sleep before answering), auth_failure (every request gets 401). Unreachable is
+never answer), latency (sleep before answering), auth_failure (every request gets 401), idle_timeout_s (for
+shells created from then on). A shell without requests for its idle timeout (WinRM's IdleTimeout, default
+7200 s) is deleted, unless a command runs or a Receive waits in it; requests for it then get Windows' fault
+2150858843 ("... the shell was not found on the server ..."). Unreachable is
 `set_listening(False)`: listeners closed and open connections dropped, so clients get "connection refused".
 
 API (async methods run on the server's loop; `set_listening` may be called from any thread):
-    NodeServer(backend, *, address, http_port=5985, https_port=5986, credentials={user: password}, tls=TlsFiles)
+    NodeServer(backend, *, address, http_port=5985, https_port=5986, credentials={user: password}, tls=TlsFiles,
+               idle_timeout_s=7200.0)
         await start(); await stop(); set_listening(on); await set_listening_async(on)
+        shell_counts() -> {"open", "expired", "unknown"}; await delete_shells()
     LabServer(workers=64)
         add(node); await start_all(); await stop_all()
         start_background() / stop_background()   # the same, on a loop in a daemon thread (sync callers, tests)
@@ -85,6 +90,7 @@ class NodeServer:
                 require_encryption=False), server_ssl_context(tls)))
         self.shells: dict[str, RunspaceSession] = {}
         self.shells_expired = 0  # shells deleted by the idle timeout
+        self.unknown_shell_requests = 0  # requests for a shell this node does not have (fault 2150858843)
         self._idle_timers: dict[str, asyncio.TimerHandle] = {}
         self._idle_timeouts: dict[str, float] = {}
         self.listening = False
@@ -115,7 +121,12 @@ class NodeServer:
         self.credentials.close()
 
     def shell_counts(self) -> dict[str, int]:
-        return {"open": len(self.shells), "expired": self.shells_expired}
+        return {"open": len(self.shells), "expired": self.shells_expired, "unknown": self.unknown_shell_requests}
+
+    async def delete_shells(self) -> None:
+        """Delete every open shell, as a restart of the WinRM service does (connections stay open here)."""
+        for session in list(self.shells.values()):
+            self._forget_shell(session)
 
     def set_listening(self, on: bool) -> None:
         """Open or close the listeners (closed = connection refused). Callable from any thread."""
@@ -277,6 +288,7 @@ class NodeServer:
         session = self.shells.get((request.shell_id or "").upper())
         if session is None:
             # Never created, deleted, or deleted by the idle timeout: Windows answers all three alike.
+            self.unknown_shell_requests += 1
             raise soap.SoapError(soap.shell_not_found(request.shell_id), soap.FAULT_INVALID_SELECTORS)
         session.touch()
         return session

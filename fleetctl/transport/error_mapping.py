@@ -28,11 +28,15 @@ from fleetctl.transport.errors import (
     HostUnreachable,
     PoolBroken,
     ProtocolError,
+    ShellNotFound,
     TransportError,
 )
 
-# WS-Management fault codes that mean the remote shell (our RunspacePool) no longer exists or was closed.
-_SHELL_GONE_FAULTS = {"2150858843", "2150858754", "2150858802"}
+# ERROR_WSMAN_INVALID_SELECTORS: Windows' answer for a ShellId it does not have (expired by IdleTimeout, deleted,
+# or the WinRM service restarted).
+SHELL_NOT_FOUND_FAULT = "2150858843"
+# Other WS-Management fault codes that mean the remote shell (our RunspacePool) was closed.
+_SHELL_GONE_FAULTS = {"2150858754", "2150858802"}
 
 
 def causes(exc: BaseException) -> Iterator[BaseException]:
@@ -87,6 +91,10 @@ def map_exception(exc: BaseException, settings: ConnectionSettings) -> Transport
     if isinstance(exc, WSManFaultError):
         fault = str(exc.code or "")
         reason = (exc.reason or "no reason given").strip()
+        if fault == SHELL_NOT_FOUND_FAULT:
+            return ShellNotFound(f"the host no longer has this PowerShell session (WS-Man fault {fault}, shell not "
+                                 "found: WinRM deletes a shell left idle for its IdleTimeout, and all of them when "
+                                 "the WinRM service restarts)", host=host)
         if fault in _SHELL_GONE_FAULTS:
             return PoolBroken(f"the remote PowerShell session was closed by the host (WS-Man fault {fault}: "
                               f"{reason}); run the command again", host=host)

@@ -44,6 +44,16 @@ class PoolBroken(TransportError):
     """The remote PowerShell session (RunspacePool) broke or was closed by the host."""
 
 
+class ShellNotFound(PoolBroken):
+    """The host no longer has the pool's shell (WS-Man fault 2150858843): WinRM deleted it after its idle timeout,
+    or the WinRM service restarted. `before_call` is True when the request that found out was the call's own
+    Command, so nothing of the call ran on the host and it may be sent again on a new pool."""
+
+    def __init__(self, message: str, *, host: str | None = None, before_call: bool = False) -> None:
+        super().__init__(message, host=host)
+        self.before_call = before_call
+
+
 class ProtocolError(TransportError):
     """The host answered something that is not a node-protocol result document."""
 

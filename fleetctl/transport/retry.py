@@ -9,7 +9,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from fleetctl.transport.errors import TransportError
+from fleetctl.transport.errors import ShellNotFound, TransportError
 
 DEFAULT_ATTEMPTS = 3
 
@@ -35,3 +35,15 @@ def retry_transient_io(
         wait=wait_exponential(multiplier=wait_initial, max=wait_max),
         reraise=True,
     )
+
+
+def is_expired_before_call(exc: BaseException) -> bool:
+    """The host had dropped the pool's shell before the call reached it: nothing of the call ran."""
+    return isinstance(exc, ShellNotFound) and exc.before_call
+
+
+def reopen_expired_shell() -> Retrying:
+    """A fresh policy sending a call once more, on a new pool, when its Command found the pool's shell gone
+    (WinRM's idle timeout). Safe for every operation, idempotent or not: the first attempt never ran. The
+    caller opens the new pool; an authentication failure while doing so is raised, never retried."""
+    return Retrying(retry=retry_if_exception(is_expired_before_call), stop=stop_after_attempt(2), reraise=True)

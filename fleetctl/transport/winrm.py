@@ -3,15 +3,25 @@ operations invoked as commands with named parameters, pypsrp and requests failur
 
 Round trips are the fixed cost of a host: `invoke_all` sends several operations as the statements of one
 pipeline (pypsrp's `add_statement()`), and when the pool is not open yet, after the module loader in that same
-pipeline, so connect + load + lock is one Command and one Receive after the pool opens."""
+pipeline, so connect + load + lock is one Command and one Receive after the pool opens.
+
+A pool outlives WinRM's shell idle timeout (7200 s by default on Windows; pypsrp has no keep-alive): the
+transport remembers the idle timeout the host reported when the shell was created and, past it, opens a new pool
+(module loaded again) before the next call instead of sending it into a deleted shell. Should the host drop the
+shell anyway (a shorter timeout, a WinRM restart), the call's Command fails with `ShellNotFound` before anything
+ran, and the call is sent once more on a new pool (`reopen_expired_shell`); a failure after the Command was
+accepted is never resent."""
 
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from pypsrp.complex_objects import PSInvocationState
 from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.serializer import TaggedValue
 from pypsrp.wsman import WSMan
@@ -21,14 +31,18 @@ from fleetctl.config.redaction import redact, register_secret
 from fleetctl.node.protocol import MODULE_NAME, OPERATIONS, PROTOCOL_VERSION, secret_params
 from fleetctl.transport.base import Call, Transport, check_call, parse_result_document
 from fleetctl.transport.error_mapping import map_exception
-from fleetctl.transport.errors import NodeOperationError, ProtocolError, TransportError
-from fleetctl.transport.retry import DEFAULT_ATTEMPTS, retry_transient_io
+from fleetctl.transport.errors import NodeOperationError, ProtocolError, ShellNotFound, TransportError
+from fleetctl.transport.retry import DEFAULT_ATTEMPTS, reopen_expired_shell, retry_transient_io
 
 # pypsrp raises MaxEnvelopeSize to 512000 once the server speaks protocol 2.2+ (every supported Windows does);
 # the payload it then allows per request is what an input object must fit in, after base64 and the PSRP
 # message (40-byte header + <S></S>) and fragment (21-byte header) framing. The margin also leaves room for the
 # EndOfPipelineInput message to share the last request.
 _FRAMING_MARGIN = 40 + 21 + 256
+# How much earlier than the host's idle timeout a pool counts as expired: our "last used" is when an answer
+# arrived, the host's when it sent it (at most 5 s, at most a tenth of the timeout).
+_IDLE_MARGIN_MAX_S = 5.0
+_DURATION = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
 
 def _loader_call() -> tuple[str, dict[str, str]]:
     """The script that loads the FleetNode module into a runspace, and its parameters (fleetctl.node.loader)."""
@@ -42,6 +56,16 @@ def _check_and_protect(operation: str, params: dict[str, Any]) -> None:
     check_call(operation, params)
     for name in secret_params(operation):
         register_secret(params.get(name))
+
+
+def idle_timeout_seconds(text: str | None) -> float | None:
+    """A shell's `rsp:IdleTimeOut` from the Create answer (`PT7200.000S`) in seconds; None if absent/unreadable."""
+    match = _DURATION.match((text or "").strip())
+    if not text or not match or not any(match.groups()):
+        return None
+    days, hours, minutes, seconds = match.groups()
+    value = int(days or 0) * 86400 + int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(seconds or 0)
+    return value if value > 0 else None
 
 
 def read_timeout(settings: ConnectionSettings) -> int:
@@ -70,6 +94,9 @@ class WinRMTransport(Transport):
         self._lock = threading.RLock()
         self._wsman: WSMan | None = None
         self._pool: RunspacePool | None = None
+        self._idle_timeout_s: float | None = None  # what the host reported for the pool's shell
+        self._last_used = 0.0  # monotonic time of the pool's last answer
+        self.pools_reopened = 0  # pools replaced because the host's idle timeout had (or would have) expired
         register_secret(settings.password)
 
     # -- connection -------------------------------------------------------------------------------------------
@@ -83,13 +110,49 @@ class WinRMTransport(Transport):
                     self._open_once()
 
     def _open_once(self, calls: Sequence[Call] = ()) -> list[Any]:
-        """Open the pool and run the loader, then `calls`, as one pipeline; the calls' output objects."""
+        """Open the pool and run the loader, then `calls`, as one pipeline; the calls' output objects.
+
+        After an expired shell the connection (TLS, NTLM) is kept and only the pool is new."""
+        wsman = self._wsman or self._new_wsman()
+        pool = RunspacePool(wsman)
+        try:
+            pool.open()
+            self._pool_opened(pool)
+            outputs = self._run_loader(pool, calls)
+        except Exception as exc:  # noqa: BLE001 - every failure is mapped to a typed error below
+            # No pool.close(): it would send a Delete to a host that just failed (one more connection and
+            # timeout); dropping the HTTP session is enough for a pool that never opened.
+            self._wsman = None
+            _close_quietly(None, wsman)
+            raise self._mapped(exc) from None
+        self._wsman, self._pool = wsman, pool
+        return outputs
+
+    def _pool_opened(self, pool: RunspacePool) -> None:
+        self._idle_timeout_s = idle_timeout_seconds(getattr(pool.shell, "idle_time_out", None))
+        self._last_used = time.monotonic()
+
+    def _idle_expired(self) -> bool:
+        """The open pool has been idle for (about) the host's idle timeout: its shell is gone or about to be."""
+        if self._pool is None or self._idle_timeout_s is None:
+            return False
+        margin = min(_IDLE_MARGIN_MAX_S, self._idle_timeout_s / 10)
+        return time.monotonic() - self._last_used >= self._idle_timeout_s - margin
+
+    def _ensure_live_pool(self) -> None:
+        """Before a call: a pool idle past the host's idle timeout is replaced, not used (its shell is deleted,
+        so no Delete is sent for it; the connection is kept)."""
+        if self._idle_expired():
+            self._pool = None
+            self.pools_reopened += 1
+
+    def _new_wsman(self) -> WSMan:
         s = self.settings
         verify: bool | str = (s.ca_bundle or True) if s.cert_validation else False
         extra: dict[str, Any] = {}
         if s.auth == "certificate":
             extra = {"certificate_pem": s.cert_pem, "certificate_key_pem": s.cert_key_pem}
-        wsman = WSMan(
+        return WSMan(
             s.address,
             port=s.port,
             username=s.user,
@@ -103,17 +166,6 @@ class WinRMTransport(Transport):
             no_proxy=True,
             **extra,
         )
-        pool = RunspacePool(wsman)
-        try:
-            pool.open()
-            outputs = self._run_loader(pool, calls)
-        except Exception as exc:  # noqa: BLE001 - every failure is mapped to a typed error below
-            # No pool.close(): it would send a Delete to a host that just failed (one more connection and
-            # timeout); dropping the HTTP session is enough for a pool that never opened.
-            _close_quietly(None, wsman)
-            raise self._mapped(exc) from None
-        self._wsman, self._pool = wsman, pool
-        return outputs
 
     def _run_loader(self, pool: RunspacePool, calls: Sequence[Call]) -> list[Any]:
         """The loader (a fixed script) as the first statement, each call a further statement; returns the
@@ -129,7 +181,10 @@ class WinRMTransport(Transport):
         for operation, params in calls:
             ps.add_statement()
             _add_call(ps, operation, params)
-        outputs = ps.invoke()
+        try:
+            outputs = ps.invoke()
+        finally:
+            self._last_used = time.monotonic()
         pool.pipelines.pop(ps.id, None)
         texts = _documents(outputs)
         if not texts and (ps.had_errors or ps.streams.error):
@@ -153,10 +208,12 @@ class WinRMTransport(Transport):
 
     def close(self) -> None:
         with self._lock:
+            expired = self._idle_expired()
             pool, wsman = self._pool, self._wsman
             self._pool = self._wsman = None
-        if pool is not None and wsman is not None:
-            _close_quietly(pool, wsman)
+        if wsman is not None:
+            # A shell the host has deleted for idleness needs no Delete (it would only earn a fault).
+            _close_quietly(None if expired else pool, wsman)
 
     def _discard(self) -> None:
         """Forget a pool that failed mid-operation so the next attempt opens a fresh one."""
@@ -181,10 +238,13 @@ class WinRMTransport(Transport):
         with self._lock:
             for attempt in retry_transient_io(self._retry_attempts, self._retry_wait):
                 with attempt:
-                    # Not open(): its own retries would multiply with these.
-                    if self._pool is None:
-                        self._open_once()
-                    outputs = self._run(operation, params, input_objects)
+                    for reopen in reopen_expired_shell():
+                        with reopen:
+                            # Not open(): its own retries would multiply with these.
+                            self._ensure_live_pool()
+                            if self._pool is None:
+                                self._open_once()
+                            outputs = self._run(operation, params, input_objects)
         return parse_result_document(outputs, operation, self.host)
 
     def invoke_all(self, calls: Sequence[Call]) -> list[dict[str, Any] | NodeOperationError]:
@@ -194,10 +254,13 @@ class WinRMTransport(Transport):
         with self._lock:
             for attempt in retry_transient_io(self._retry_attempts, self._retry_wait):
                 with attempt:
-                    if self._pool is None:
-                        outputs = self._open_once(calls)
-                    else:
-                        outputs = self._run_statements(calls)
+                    for reopen in reopen_expired_shell():
+                        with reopen:
+                            self._ensure_live_pool()
+                            if self._pool is None:
+                                outputs = self._open_once(calls)
+                            else:
+                                outputs = self._run_statements(calls)
         return self._split(calls, outputs)
 
     def _run_statements(self, calls: Sequence[Call]) -> list[Any]:
@@ -210,9 +273,9 @@ class WinRMTransport(Transport):
         try:
             outputs = ps.invoke()
         except Exception as exc:  # noqa: BLE001 - every failure is mapped to a typed error below
-            self._discard()
-            raise self._mapped(exc) from None
+            raise self._failed(exc, ps) from None
         finally:
+            self._last_used = time.monotonic()
             if self._pool is not None:
                 self._pool.pipelines.pop(ps.id, None)
         texts = _documents(outputs)
@@ -249,9 +312,9 @@ class WinRMTransport(Transport):
         try:
             outputs = ps.invoke(input=_input_generator(input_objects))
         except Exception as exc:  # noqa: BLE001 - every failure is mapped to a typed error below
-            self._discard()
-            raise self._mapped(exc) from None
+            raise self._failed(exc, ps) from None
         finally:
+            self._last_used = time.monotonic()
             # Completed pipelines are done on the server; dropping our record (instead of PowerShell.close(),
             # which costs a Signal round trip) keeps a long-lived pool from accumulating outputs.
             if self._pool is not None:
@@ -259,6 +322,20 @@ class WinRMTransport(Transport):
         if not any(isinstance(o, str) and o.strip() for o in outputs) and (ps.had_errors or ps.streams.error):
             raise NodeOperationError("INTERNAL", _first_error(ps), operation=operation, host=self.host)
         return outputs
+
+    def _failed(self, exc: BaseException, ps: PowerShell) -> TransportError | NodeOperationError:
+        """The typed error for a pipeline that failed, and the pool forgotten: a shell the host no longer has
+        costs only the pool (the connection stays); anything else drops the connection too."""
+        mapped = self._mapped(exc)
+        if isinstance(mapped, ShellNotFound):
+            # pypsrp marks a pipeline Running once the host accepted its Command: before that nothing ran.
+            mapped.before_call = ps.state == PSInvocationState.NOT_STARTED
+            self._pool = None
+            if mapped.before_call:
+                self.pools_reopened += 1
+        else:
+            self._discard()
+        return mapped
 
     def _mapped(self, exc: BaseException) -> TransportError | NodeOperationError:
         if isinstance(exc, (TransportError, NodeOperationError)):

@@ -45,11 +45,11 @@ def test_an_idle_shell_is_deleted_and_answers_like_windows(node: Any) -> None:
     pool.open()
     assert pool.shell.idle_time_out == "PT1.000S"  # Windows reports the shell's IdleTimeOut in Create
     echo(pool)
-    assert wait_until(lambda: node.server.shell_counts() == {"open": 0, "expired": 1}, 5)
+    assert wait_until(lambda: node.server.shell_counts() == {"open": 0, "expired": 1, "unknown": 0}, 5)
     with pytest.raises(WSManFaultError) as caught:
         echo(pool)
     fault = caught.value
-    assert fault.code == SHELL_NOT_FOUND
+    assert fault.code == SHELL_NOT_FOUND and node.server.shell_counts()["unknown"] == 1
     assert fault.reason.startswith(f"The request for the Windows Remote Shell with ShellId {pool.shell.id} failed "
                                    "because the shell was not found on the server.")
     # A new pool on the same connection works at once.
@@ -63,7 +63,7 @@ def test_a_shell_in_use_does_not_expire(node: Any) -> None:
         while time.monotonic() - began < 2.5:  # well past the 1 s idle timeout, one request every 0.3 s
             echo(pool)
             time.sleep(0.3)
-        assert node.server.shell_counts() == {"open": 1, "expired": 0}
+        assert node.server.shell_counts() == {"open": 1, "expired": 0, "unknown": 0}
 
 
 def test_a_running_command_keeps_its_shell_past_the_idle_timeout(node: Any) -> None:

@@ -1,8 +1,9 @@
 """Lab fixtures for rollout end-to-end tests: a lab started through the real CLI in a temp directory, and the
 example playbook adapted for tests (Linux ELF build for speed, or the real Windows exe under Wine).
 
-Addresses are configurable: FLEETCTL_TEST_ROLLOUT_BASE (ELF lab, default 127.0.50.1) and
-FLEETCTL_TEST_ROLLOUT_WINE_BASE (Wine lab, default 127.0.51.1).
+Addresses are configurable: FLEETCTL_TEST_ROLLOUT_BASE (ELF lab, default 127.0.50.1),
+FLEETCTL_TEST_ROLLOUT_WINE_BASE (Wine lab, default 127.0.51.1) and FLEETCTL_TEST_ROLLOUT_IDLE_BASE (ELF lab with a
+1 s shell idle timeout, default 127.0.53.1).
 """
 
 from __future__ import annotations
@@ -89,9 +90,9 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _start_lab(directory: Path, nodes: int, base: str, goos: str) -> Iterator[Lab]:
+def _start_lab(directory: Path, nodes: int, base: str, goos: str, *extra: str) -> Iterator[Lab]:
     lab_dir = directory / "lab"
-    args = ["lab", "up", "--nodes", str(nodes), "--base", base, "--dir", str(lab_dir)]
+    args = ["lab", "up", "--nodes", str(nodes), "--base", base, "--dir", str(lab_dir), *extra]
     if goos != "windows":
         args.append("--no-wine")
     proc = subprocess.run([*FLEETCTL, *args], check=False, cwd=directory, capture_output=True, text=True, timeout=300,
@@ -113,6 +114,13 @@ def elf_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """Ten lab nodes running the example service as a Linux ELF (fast)."""
     base = os.environ.get("FLEETCTL_TEST_ROLLOUT_BASE", "127.0.50.1")
     yield from _start_lab(tmp_path_factory.mktemp("rollout-elf"), 10, base, "linux")
+
+
+@pytest.fixture(scope="session")
+def idle_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """Four ELF nodes whose WinRM shells expire after 1 s idle (`lab up --idle-timeout 1s`)."""
+    base = os.environ.get("FLEETCTL_TEST_ROLLOUT_IDLE_BASE", "127.0.53.1")
+    yield from _start_lab(tmp_path_factory.mktemp("rollout-idle"), 4, base, "linux", "--idle-timeout", "1s")
 
 
 @pytest.fixture(scope="session")

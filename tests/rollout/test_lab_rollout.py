@@ -231,3 +231,20 @@ def test_auto_pulls_and_a_node_cut_off_from_the_controller_falls_back_to_push(
     after = stored(lab)
     assert after["lab-node01"] > before["lab-node01"] and after["lab-node03"] == before["lab-node03"]
     assert (lab.health("lab-node01") or {}).get("version") == "3.2.0"
+
+
+def test_a_rollout_outlives_the_pools_idle_timeout(idle_lab: Lab) -> None:
+    # Every host is connected and locked before the first batch; with one host per batch and a 2 s stability
+    # window, the later batches start seconds after the hosts' shells expired (1 s idle timeout), and every
+    # host's pool is idle again while the others deploy, before the final unlock.
+    lab = idle_lab
+    code, doc, err = lab.deploy("--version", "1.0.0", "--batch", "1", "--var", "window=2s")
+    assert code == 0, err
+    assert set(outcomes(doc).values()) == {"deployed"} and all(v["error"] is None for v in doc["hosts"].values())
+    assert finished_in_plan_order(lab)
+    assert all((lab.health(n) or {}).get("version") == "1.0.0" for n in lab.nodes)
+    shells = {n: s["shells"] for n, s in lab.status().items()}
+    assert all(s["expired"] >= 1 for s in shells.values()), shells  # the timeout really struck every host
+    # and the app locks were released through the new pools
+    code, doc, err = lab.deploy("--version", "1.0.1", "--batch", "2")
+    assert code == 0, err
