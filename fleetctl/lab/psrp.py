@@ -1,23 +1,34 @@
-"""PowerShell Remoting Protocol for one WS-Management shell: psrpcore's server side driving a `NodeBackend`.
+"""PowerShell Remoting Protocol for one WS-Management shell: the runspace pool and its pipelines, driving a
+`NodeBackend`.
 
 One `RunspaceSession` per shell (= one runspace pool). The WS-Management layer feeds it the PSRP bytes of
 Create (`creationXml`), Command (first CreatePipeline fragment) and Send (more fragments, pipeline input), and
-long-polls `receive()` for the bytes to answer a Receive with. Everything psrpcore touches runs on the event
-loop thread (psrpcore is not thread-safe); only the backend call runs in the executor, with plain values.
+long-polls `receive()` for the bytes to answer a Receive with. Everything here runs on the event loop thread;
+only the backend call runs in the executor, with plain values.
+
+The pool's own messages (SessionCapability, InitRunspacePool, anything else addressed to the pool) go to
+psrpcore's `ServerRunspacePool`. A pipeline's messages are this module's: CreatePipeline and PipelineInput are
+read by `clixml.py` (a fast walk over the XML; psrpcore's full deserializer only for shapes it does not know), and
+the pipeline's state and output messages are written here, so the per-operation cost is an XML parse rather than
+psrpcore's object model (profiled: that was half of the lab's CPU in a deploy).
 
 A pipeline runs when its CreatePipeline message is complete and, unless it declared no input, when its
 EndOfPipelineInput arrived. Its commands run in order, each getting the previous one's output as input:
-script commands (and `Invoke-Expression -Command`) go to `backend.run_script`, cmdlets to `backend.invoke` (named parameters; a switch is True),
-and the formatting cmdlets `Out-String`/`Out-Null` are applied here. A failure puts the pipeline in the Failed state
-with an error record, so pypsrp's `had_errors` is True and `streams.error` holds the message.
+script commands (and `Invoke-Expression -Command`) go to `backend.run_script`, cmdlets to `backend.invoke`
+(named parameters; a switch is True), and the formatting cmdlets `Out-String`/`Out-Null` are applied here. A
+failure puts the pipeline in the Failed state with an error record, so pypsrp's `had_errors` is True and
+`streams.error` holds the message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 import struct
 import time
 import uuid
+import xml.etree.ElementTree as ET
 from collections import deque
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -29,11 +40,15 @@ from psrpcore.types import (
     ErrorCategoryInfo,
     ErrorRecord,
     NETException,
+    PipelineState,
     PSInvocationState,
     PSObject,
+    deserialize,
+    serialize,
 )
 
 from fleetctl.config.redaction import redact
+from fleetctl.lab import clixml
 from fleetctl.lab.backend import LabUnsupported, NodeBackend
 from fleetctl.lab.scripts import ScriptError
 
@@ -43,6 +58,12 @@ from fleetctl.lab.scripts import ScriptError
 FRAGMENT_BLOB = 128 * 1024
 _FRAGMENT_HEADER = struct.Struct(">QQBI")  # ObjectId, FragmentId, flags (S=1, E=2), BlobLength: MS-PSRP 2.2.4
 _TERMINAL = (PSInvocationState.Completed, PSInvocationState.Failed, PSInvocationState.Stopped)
+# Object ids of the messages this module writes: far above psrpcore's own counter (which starts at 0), so a
+# client's defragmenter never sees one id for two messages.
+_OWN_OBJECT_IDS = 1 << 40
+# FLEETCTL_LAB_CLIXML=psrpcore reads every pipeline message with psrpcore's deserializer (the lab's reader before
+# clixml.py): the baseline tests/bench/bench_lab_scale.py measures the fast reader against, in the same run.
+_FAST_READ = os.environ.get("FLEETCTL_LAB_CLIXML", "fast") != "psrpcore"
 
 
 def plain(value: Any) -> Any:
@@ -81,11 +102,24 @@ class CommandCall:
 
 @dataclass
 class _Run:
-    pipe: psrpcore.ServerPipeline
+    pipeline_id: uuid.UUID
+    state: PSInvocationState = PSInvocationState.NotStarted
     inputs: list[Any] = field(default_factory=list)
     calls: list[CommandCall] | None = None
     launched: bool = False
     stopped: bool = False
+
+
+def _call(name: str, is_script: bool, parameters: list[tuple[Any, Any]], end_of_statement: bool) -> CommandCall:
+    named: dict[str, Any] = {}
+    positional: list[Any] = []
+    for key, value in parameters:
+        if key is None:
+            positional.append(plain(value))
+        else:
+            # A switch parameter (`-Force`) arrives with no value.
+            named[str(key)] = True if value is None else plain(value)
+    return CommandCall(str(name), bool(is_script), named, positional, end_of_statement)
 
 
 def _split_fragments(data: bytes) -> list[bytes]:
@@ -124,6 +158,8 @@ class RunspaceSession:
         self._events: dict[uuid.UUID | None, asyncio.Event] = {}
         self._receivers: dict[uuid.UUID | None, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._incoming: dict[int, list[bytes]] = {}  # pipeline messages being defragmented, by object id
+        self._object_ids = itertools.count(_OWN_OBJECT_IDS)
         self._waiting_receives = 0
         # When the client last did something with this shell (WinRM's idle timeout counts from here).
         self.last_activity = time.monotonic()
@@ -136,7 +172,7 @@ class RunspaceSession:
         """A command is running or a Receive is waiting: the shell is in use, not idle (MS-WSMV: the idle
         countdown restarts once the command sequence has completed)."""
         return self._waiting_receives > 0 or any(
-            r.launched and not r.stopped and r.pipe.state not in _TERMINAL for r in self._runs.values())
+            r.launched and not r.stopped and r.state not in _TERMINAL for r in self._runs.values())
 
     # --- input from the client -------------------------------------------------------------------------------
     def open(self, creation_data: bytes) -> None:
@@ -145,8 +181,7 @@ class RunspaceSession:
 
     def command(self, command_id: uuid.UUID, data: bytes) -> None:
         """Command: a new pipeline and the first fragment(s) of its CreatePipeline message."""
-        # psrpcore needs the pipeline object to exist before the CreatePipeline data is processed.
-        self._runs[command_id] = _Run(psrpcore.ServerPipeline(self.pool, command_id))
+        self._runs[command_id] = _Run(command_id)
         self._feed(data, psrpcore.StreamType.default)
 
     def send(self, data: bytes, stream: str) -> None:
@@ -158,33 +193,81 @@ class RunspaceSession:
         return command_id in self._runs
 
     def _feed(self, data: bytes, kind: psrpcore.StreamType) -> None:
-        self.pool.receive_data(psrpcore.PSRPPayload(data, kind, None))
-        while (event := self.pool.next_event()) is not None:
-            if isinstance(event, psrpcore.CreatePipelineEvent):
-                run = self._runs[event.pipeline_id]
-                metadata: Any = self.pool.pipeline_table[event.pipeline_id].metadata
-                run.calls = [self._command_call(cmd) for cmd in metadata.commands]
-                run.pipe.start()
-                if metadata.no_input:
-                    self._launch(run)
-            elif isinstance(event, psrpcore.PipelineInputEvent):
-                self._runs[event.pipeline_id].inputs.append(plain(event.data))
-            elif isinstance(event, psrpcore.EndOfPipelineInputEvent):
-                self._launch(self._runs[event.pipeline_id])
+        """Pipeline messages are handled here; everything else (the pool's messages, host responses) goes on to
+        psrpcore's pool unchanged."""
+        if kind != psrpcore.StreamType.default:
+            self._feed_pool(data, kind)
+            return
+        passthrough: list[bytes] = []
+        for frag in clixml.split_fragments(data):
+            if frag.object_id in self._incoming or (
+                    frag.start and clixml.message_type(frag.blob) in clixml.PIPELINE_MESSAGES):
+                parts = self._incoming.setdefault(frag.object_id, [])
+                parts.append(frag.blob)
+                if frag.end:
+                    del self._incoming[frag.object_id]
+                    self._on_pipeline_message(b"".join(parts))
+            else:
+                passthrough.append(frag.raw)
+        if passthrough:
+            self._feed_pool(b"".join(passthrough), kind)
         self._drain()
 
-    @staticmethod
-    def _command_call(cmd: Any) -> CommandCall:
-        named: dict[str, Any] = {}
-        positional: list[Any] = []
-        for name, value in cmd.parameters:
-            if name is None:
-                positional.append(plain(value))
-            else:
-                # A switch parameter (`-Force`) arrives with no value.
-                named[str(name)] = True if value is None else plain(value)
-        return CommandCall(str(cmd.command_text), bool(cmd.is_script), named, positional,
-                           bool(getattr(cmd, "end_of_statement", False)))
+    def _feed_pool(self, data: bytes, kind: psrpcore.StreamType) -> None:
+        self.pool.receive_data(psrpcore.PSRPPayload(data, kind, None))
+        while self.pool.next_event() is not None:
+            pass  # psrpcore answers the pool's messages itself; _drain() sends what it queued
+        self._drain()
+
+    def _on_pipeline_message(self, data: bytes) -> None:
+        kind, _, pipeline_id, body = clixml.unpack_message(data)
+        run = self._runs.get(pipeline_id) if pipeline_id is not None else None
+        if run is None:
+            raise ValueError(f"a pipeline message for pipeline {pipeline_id} that has no Command in this shell")
+        if kind == clixml.CREATE_PIPELINE:
+            no_input, run.calls = self._read_create_pipeline(body)
+            self._set_state(run, PSInvocationState.Running)
+            if no_input:
+                self._launch(run)
+        elif kind == clixml.PIPELINE_INPUT:
+            run.inputs.append(self._read_value(body))
+        elif kind == clixml.END_OF_PIPELINE_INPUT:
+            self._launch(run)
+
+    def _read_create_pipeline(self, body: bytes) -> tuple[bool, list[CommandCall]]:
+        try:
+            if not _FAST_READ:
+                raise clixml.Unsupported("FLEETCTL_LAB_CLIXML=psrpcore")
+            no_input, statements = clixml.read_create_pipeline(body)
+            calls = [_call(c.name, c.is_script, c.parameters, index == len(st.commands) - 1)
+                     for st in statements for index, c in enumerate(st.commands)]
+            return no_input, calls
+        except clixml.Unsupported:
+            shell: Any = psrpcore.PowerShell.FromPSObjectForRemoting(self._deserialize(body))
+            return bool(shell.no_input), [_call(c.command_text, c.is_script, c.parameters,
+                                                bool(getattr(c, "end_of_statement", False)))
+                                          for c in shell.commands]
+
+    def _read_value(self, body: bytes) -> Any:
+        if not body:
+            return None
+        try:
+            if not _FAST_READ:
+                raise clixml.Unsupported("FLEETCTL_LAB_CLIXML=psrpcore")
+            return clixml.read_value(body)
+        except clixml.Unsupported:
+            return plain(self._deserialize(body))
+
+    def _deserialize(self, body: bytes) -> Any:
+        # The slow path, for shapes clixml.py does not read (secure strings need the session key psrpcore holds).
+        # psrpcore has no public accessor for the pool's session key; its own (de)serialization uses this one.
+        return deserialize(ET.fromstring(body), self.pool._cipher,
+                           our_capability=self.pool.our_capability, their_capability=self.pool.their_capability)
+
+    def _serialize(self, value: Any) -> bytes:
+        element = serialize(value, self.pool._cipher, our_capability=self.pool.our_capability,
+                            their_capability=self.pool.their_capability)
+        return ET.tostring(element, encoding="utf-8", method="xml")
 
     # --- running pipelines -------------------------------------------------------------------------------------
     def _launch(self, run: _Run) -> None:
@@ -211,15 +294,14 @@ class RunspaceSession:
             error = f"lab node internal error: {type(err).__name__}: {err}"
         run.inputs = []
         self.touch()
-        if run.stopped or self.closed or run.pipe.state != PSInvocationState.Running:
+        if run.stopped or self.closed or run.state != PSInvocationState.Running:
             return
         for obj in outputs:
-            run.pipe.write_output(obj)
+            self._write_output(run, obj)
         if error is None:
-            run.pipe.complete()
+            self._set_state(run, PSInvocationState.Completed)
         else:
-            self._fail(run.pipe, redact(error))
-        self._drain()
+            self._set_state(run, PSInvocationState.Failed, _failure_record(redact(error)))
 
     def _execute(self, calls: list[CommandCall], inputs: list[Any], outputs: list[Any]) -> None:
         """Runs in the executor: each command gets the previous command's output as its input; a statement's
@@ -249,14 +331,30 @@ class RunspaceSession:
             objects = list(self.backend.invoke(call.name, call.named, objects))
         return objects
 
-    @staticmethod
-    def _fail(pipe: psrpcore.ServerPipeline, message: str) -> None:
-        # Like a terminating error (`throw`) in PowerShell: no separate error record, the pipeline state carries
-        # it; pypsrp then lists it in streams.error and sets had_errors. psrpcore has no public "fail" call.
-        exception = NETException(Message=message)
-        category = ErrorCategoryInfo(Category=ErrorCategory.NotSpecified, Reason="LabError")
-        record = ErrorRecord(Exception=exception, CategoryInfo=category, FullyQualifiedErrorId="FleetLabError")
-        pipe._change_state(PSInvocationState.Failed, error=record)
+    # --- output to the client ------------------------------------------------------------------------------------
+    def _queue_message(self, pipeline_id: uuid.UUID, message: bytes) -> None:
+        queue = self._queues.setdefault(pipeline_id, deque())
+        queue.extend(clixml.fragment(next(self._object_ids), message, FRAGMENT_BLOB))
+        self._event(pipeline_id).set()
+
+    def _write_output(self, run: _Run, value: Any) -> None:
+        rpid = self.pool.runspace_pool_id
+        message = clixml.output_message(rpid, run.pipeline_id, value)
+        if message is None:  # not a string: psrpcore knows how every other type is written
+            message = clixml.pack_message(clixml.PIPELINE_OUTPUT, rpid, run.pipeline_id, self._serialize(value))
+        self._queue_message(run.pipeline_id, message)
+
+    def _set_state(self, run: _Run, state: PSInvocationState, error: ErrorRecord | None = None) -> None:
+        run.state = state
+        rpid = self.pool.runspace_pool_id
+        if error is None:
+            message = clixml.state_message(rpid, run.pipeline_id, int(state))
+        else:
+            # The error record travels in the state message, as a terminating error does in PowerShell.
+            pipe_state = PipelineState(PipelineState=int(state))
+            pipe_state.ExceptionAsErrorRecord = error
+            message = clixml.pack_message(clixml.PIPELINE_STATE, rpid, run.pipeline_id, self._serialize(pipe_state))
+        self._queue_message(run.pipeline_id, message)
 
     # --- signals -------------------------------------------------------------------------------------------------
     def stop(self, command_id: uuid.UUID) -> None:
@@ -265,16 +363,14 @@ class RunspaceSession:
         if run is None:
             return
         run.stopped = True
-        if run.pipe.state in (PSInvocationState.Running, PSInvocationState.Stopping):
-            run.pipe.stop()
-            self._drain()
+        if run.state in (PSInvocationState.Running, PSInvocationState.Stopping):
+            self._set_state(run, PSInvocationState.Stopped, _stopped_record())
 
     def terminate(self, command_id: uuid.UUID) -> None:
         """Terminate: the client is done with the pipeline; forget it."""
         run = self._runs.pop(command_id, None)
         if run is not None:
             run.stopped = True
-            self.pool.pipeline_table.pop(command_id, None)
         self._queues.pop(command_id, None)
         self._receivers.pop(command_id, None)
         event = self._events.pop(command_id, None)
@@ -291,8 +387,8 @@ class RunspaceSession:
         for event in self._events.values():
             event.set()
 
-    # --- output to the client ------------------------------------------------------------------------------------
     def _drain(self) -> None:
+        """Move what psrpcore queued for the pool (its own messages) to the Receive queues."""
         while (payload := self.pool.data_to_send()) is not None:
             queue = self._queues.setdefault(payload.pipeline_id, deque())
             queue.extend(_split_fragments(payload.data))
@@ -307,7 +403,7 @@ class RunspaceSession:
     def finished(self, command_id: uuid.UUID) -> bool:
         """The pipeline reached a final state and everything it produced has been handed out."""
         run = self._runs.get(command_id)
-        done = run is None or run.pipe.state in _TERMINAL
+        done = run is None or run.state in _TERMINAL
         return done and not self._queues.get(command_id)
 
     async def receive(self, command_id: uuid.UUID | None, max_bytes: int, timeout: float) -> bytes | None:
@@ -334,3 +430,22 @@ class RunspaceSession:
         while queue and (not out or len(out) + len(queue[0]) <= max_bytes):
             out += queue.popleft()
         return bytes(out)
+
+
+def _failure_record(message: str) -> ErrorRecord:
+    # Like a terminating error (`throw`) in PowerShell: no separate error record, the pipeline state carries it;
+    # pypsrp then lists it in streams.error and sets had_errors.
+    exception = NETException(Message=message)
+    category = ErrorCategoryInfo(Category=ErrorCategory.NotSpecified, Reason="LabError")
+    return ErrorRecord(Exception=exception, CategoryInfo=category, FullyQualifiedErrorId="FleetLabError")
+
+
+def _stopped_record() -> ErrorRecord:
+    """What PowerShell reports for a pipeline stopped by ctrl_c (as psrpcore's ServerPipeline.stop writes it)."""
+    exception = NETException(Message="The pipeline has been stopped.", HResult=-2146233087)
+    exception.PSObject.type_names = ["System.Management.Automation.PipelineStoppedException",
+                                     "System.Management.Automation.RuntimeException", "System.SystemException",
+                                     *exception.PSTypeNames]
+    return ErrorRecord(Exception=exception, CategoryInfo=ErrorCategoryInfo(
+        Category=ErrorCategory.OperationStopped, Reason="PipelineStoppedException"),
+        FullyQualifiedErrorId="PipelineStopped")

@@ -1,8 +1,8 @@
 """Scale benchmark of the lab itself and of the controller's connections: `lab up`/`lab down` at several sizes,
 the lab's own CPU per WS-Man request, and the controller's memory with many pools open.
 
-    .venv/bin/python tests/bench/bench_lab_scale.py [--sizes 200,500,1000] [--cpu-nodes 200] [--pools 1000]
-                                                    [--workers auto] [--base 127.0.60.1] [--trace]
+    .venv/bin/python tests/bench/bench_lab_scale.py [--sizes 200,500,1000] [--cpu-nodes 200] [--deploy-nodes 100]
+                                 [--pools 1000] [--workers auto] [--base 127.0.60.1] [--trace] [--no-baseline]
     (run it inside /work/tools/netns-run on a shared machine)
 
 1. **up/down**: `fleetctl lab up --nodes N --no-wine` and `fleetctl lab down` through the CLI, wall time, for
@@ -12,7 +12,13 @@ the lab's own CPU per WS-Man request, and the controller's memory with many pool
    connect+lock, facts, state, artifact check, unlock, close on `--forks` threads. The lab's CPU (user+sys of the
    lab processes, from `lab status --json`) and the WS-Man request counters are read before and after: lab CPU
    per request and per host, next to the controller's own CPU per host (`resource.getrusage`) of the same run.
-3. **controller RSS at N pools**: a lab of `--pools` nodes; a controller process opens one pool per node (module
+3. **lab CPU during a deploy**: a lab of `--deploy-nodes` nodes, the example service built for Linux; a controller
+   process deploys version 1 (warm-up, not measured), then version 2 and a no-op redeploy (`run_deploy`, batches
+   of 20 %): lab CPU per host and per request, controller CPU per host, for each.
+   Phases 2 and 3 run twice: first on a lab that reads pipeline messages with psrpcore's deserializer
+   (`FLEETCTL_LAB_CLIXML=psrpcore`, the lab before `fleetctl/lab/clixml.py`), then on the default lab, and print
+   the ratio (`--no-baseline` skips the first).
+4. **controller RSS at N pools**: a lab of `--pools` nodes; a controller process opens one pool per node (module
    loaded) and keeps them all open: VmRSS/VmHWM before and after, per pool. `--trace` adds the top allocation
    sites (tracemalloc) of the pools, grouped by file.
 
@@ -47,8 +53,10 @@ def fleetctl(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[st
     return proc
 
 
-def lab_up(lab: Path, nodes: int, base: str, workers: str | None, extra: list[str] | None = None) -> float:
+def lab_up(lab: Path, nodes: int, base: str, workers: str | None, extra: list[str] | None = None,
+           reader: str = "fast") -> float:
     began = time.monotonic()
+    ENV["FLEETCTL_LAB_CLIXML"] = reader  # read by the lab's workers, which inherit the CLI's environment
     fleetctl("lab", "up", "--nodes", str(nodes), "--base", base, "--dir", str(lab), "--no-wine", "--json",
              *(["--workers", workers] if workers else []), *(extra or []))
     return time.monotonic() - began
@@ -62,7 +70,10 @@ def lab_down(lab: Path) -> float:
 
 def lab_snapshot(lab: Path) -> tuple[float, int]:
     """(the lab's own CPU seconds so far, WS-Man requests served so far)."""
-    doc = json.loads(fleetctl("lab", "status", "--dir", str(lab), "--json").stdout)
+    from fleetctl.lab.control import lab_status
+    from fleetctl.lab.layout import LabLayout
+
+    doc = lab_status(LabLayout.at(lab))
     requests = sum(n["counters"]["requests"] for n in doc["nodes"])
     cpu = doc.get("cpu")
     if cpu is not None:
@@ -72,14 +83,14 @@ def lab_snapshot(lab: Path) -> tuple[float, int]:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), requests
 
 
-def controller(lab: Path, mode: str, forks: int, trace: bool) -> None:
+def controller(lab: Path, mode: str, forks: int, trace: bool) -> dict[str, Any]:
     """Run the controller side in a child process; it prints one JSON line of figures."""
     cmd = [sys.executable, __file__, "--client", mode, "--lab", str(lab), "--forks", str(forks)]
     proc = subprocess.run(cmd + (["--trace"] if trace else []), capture_output=True, text=True, env=ENV,
                           check=False, timeout=1800)
     if proc.returncode != 0:
         raise SystemExit(f"controller ({mode}) failed: {proc.stderr.strip()[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
 # ---- the controller process ---------------------------------------------------------------------------------
@@ -135,6 +146,35 @@ def client_requests(lab: Path, forks: int) -> dict[str, Any]:
             "cpu": _cpu() - cpu0, "wall": time.monotonic() - wall0}
 
 
+def client_deploy(lab: Path) -> dict[str, Any]:
+    """Deploy 1.0.0 (warm-up), then 2.0.0 and a no-op redeploy, each with the lab's CPU and requests around it."""
+    from fleetctl.rollout.events import EventBus
+    from fleetctl.rollout.runner import DeployOptions, prepare_deploy, run_deploy
+    from tests.rollout.conftest import make_playbook
+
+    os.chdir(lab.parent)
+    playbook = make_playbook(lab.parent, "linux")
+    hosts = len(_settings(lab))
+
+    def options(version: str) -> Any:
+        return DeployOptions(playbook=playbook, inventories=[lab / "inventory.yml"], batch="20%", version=version)
+
+    first = run_deploy(prepare_deploy(options("1.0.0")), EventBus())
+    assert first.exit_code == 0, first.message
+    out: dict[str, Any] = {"hosts": hosts}
+    for name, version in (("deploy", "2.0.0"), ("no-op", "2.0.0")):
+        prepared = prepare_deploy(options(version))  # builds outside the measured window
+        lab0, req0 = lab_snapshot(lab)
+        cpu0, wall0 = _cpu(), time.monotonic()
+        result = run_deploy(prepared, EventBus())
+        cpu1, wall1 = _cpu(), time.monotonic()
+        lab1, req1 = lab_snapshot(lab)
+        assert result.exit_code == 0, result.message
+        out[name] = {"wall": wall1 - wall0, "controller_cpu": cpu1 - cpu0, "lab_cpu": lab1 - lab0,
+                     "requests": req1 - req0}
+    return out
+
+
 def client_pools(lab: Path, forks: int, trace: bool) -> dict[str, Any]:
     import gc
     import tracemalloc
@@ -185,19 +225,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="200,500,1000", help="lab sizes for the up/down rows ('' skips them)")
     parser.add_argument("--cpu-nodes", type=int, default=200, help="lab size for CPU per request (0 skips it)")
+    parser.add_argument("--deploy-nodes", type=int, default=100, help="lab size for the deploy rows (0 skips them)")
     parser.add_argument("--pools", type=int, default=1000, help="pools for the controller RSS row (0 skips it)")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the psrpcore-reader baseline runs")
     parser.add_argument("--forks", type=int, default=50)
     parser.add_argument("--workers", default=None, help="`lab up --workers` (default: the lab's default)")
     parser.add_argument("--base", default=os.environ.get("FLEETCTL_BENCH_LAB_BASE", "127.0.60.1"))
     parser.add_argument("--trace", action="store_true", help="tracemalloc the pools (slower)")
-    parser.add_argument("--client", choices=["requests", "pools"], help=argparse.SUPPRESS)
+    parser.add_argument("--client", choices=["requests", "deploy", "pools"], help=argparse.SUPPRESS)
     parser.add_argument("--lab", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.client:
         lab = Path(args.lab)
-        doc = client_requests(lab, args.forks) if args.client == "requests" else \
-            client_pools(lab, args.forks, args.trace)
+        if args.client == "requests":
+            doc = client_requests(lab, args.forks)
+        elif args.client == "deploy":
+            doc = client_deploy(lab)
+        else:
+            doc = client_pools(lab, args.forks, args.trace)
         print(json.dumps(doc))
         return
 
@@ -212,22 +258,50 @@ def main() -> None:
             down = lab_down(lab)
         print(f"lab of {size} nodes ({nodes} in status): up {up:.2f} s, down {down:.2f} s")
 
+    readers = ["fast"] if args.no_baseline else ["psrpcore", "fast"]
     if args.cpu_nodes:
-        lab_up(lab, args.cpu_nodes, args.base, args.workers)
-        try:
-            cpu0, req0 = lab_snapshot(lab)
-            result = controller(lab, "requests", args.forks, False)
-            cpu1, req1 = lab_snapshot(lab)
-        finally:
-            lab_down(lab)
-        hosts, requests = result["hosts"], req1 - req0
-        print(f"requests: {hosts} hosts x (connect+lock, facts, state, artifact, unlock, close), forks "
-              f"{args.forks}: wall {result['wall']:.2f} s, {requests} WS-Man requests ({requests / hosts:.1f}/host), "
-              f"errors {result['error_count']} {result['errors'][:1]}")
-        lab_cpu = cpu1 - cpu0
-        print(f"  lab CPU {lab_cpu:.2f} s: {1000 * lab_cpu / max(1, requests):.2f} ms/request, "
-              f"{1000 * lab_cpu / hosts:.1f} ms/host; controller CPU {result['cpu']:.2f} s: "
-              f"{1000 * result['cpu'] / hosts:.1f} ms/host; lab/controller {lab_cpu / result['cpu']:.2f}")
+        per_request: dict[str, float] = {}
+        for reader in readers:
+            lab_up(lab, args.cpu_nodes, args.base, args.workers, reader=reader)
+            try:
+                cpu0, req0 = lab_snapshot(lab)
+                result = controller(lab, "requests", args.forks, False)
+                cpu1, req1 = lab_snapshot(lab)
+            finally:
+                lab_down(lab)
+            hosts, requests = result["hosts"], req1 - req0
+            lab_cpu = cpu1 - cpu0
+            per_request[reader] = lab_cpu / max(1, requests)
+            print(f"requests, lab reading pipelines with {reader}: {hosts} hosts x (connect+lock, facts, state, "
+                  f"artifact, unlock, close), forks {args.forks}: wall {result['wall']:.2f} s, {requests} WS-Man "
+                  f"requests ({requests / hosts:.1f}/host), errors {result['error_count']} {result['errors'][:1]}")
+            print(f"  lab CPU {lab_cpu:.2f} s: {1000 * per_request[reader]:.2f} ms/request, "
+                  f"{1000 * lab_cpu / hosts:.1f} ms/host; controller CPU {result['cpu']:.2f} s: "
+                  f"{1000 * result['cpu'] / hosts:.1f} ms/host; lab/controller {lab_cpu / result['cpu']:.2f}")
+        if len(per_request) == 2:
+            print(f"  lab CPU per request, psrpcore reader / fast reader: "
+                  f"{per_request['psrpcore'] / per_request['fast']:.2f}x")
+
+    if args.deploy_nodes:
+        deploys: dict[str, dict[str, Any]] = {}
+        for reader in readers:
+            lab_up(lab, args.deploy_nodes, args.base, args.workers, reader=reader)
+            try:
+                deploys[reader] = result = controller(lab, "deploy", args.forks, False)
+            finally:
+                lab_down(lab)
+            hosts = result["hosts"]
+            for name in ("deploy", "no-op"):
+                r = result[name]
+                print(f"{name} of {hosts} nodes, lab reading pipelines with {reader}: wall {r['wall']:.2f} s, "
+                      f"{r['requests'] / hosts:.1f} requests/host; lab CPU {1000 * r['lab_cpu'] / hosts:.1f} ms/host "
+                      f"({1000 * r['lab_cpu'] / max(1, r['requests']):.2f} ms/request); controller CPU "
+                      f"{1000 * r['controller_cpu'] / hosts:.1f} ms/host")
+        if len(deploys) == 2:
+            for name in ("deploy", "no-op"):
+                before, after = deploys["psrpcore"][name], deploys["fast"][name]
+                print(f"  {name}: lab CPU per request, psrpcore reader / fast reader: "
+                      f"{(before['lab_cpu'] / before['requests']) / (after['lab_cpu'] / after['requests']):.2f}x")
 
     if args.pools:
         lab_up(lab, args.pools, args.base, args.workers)
