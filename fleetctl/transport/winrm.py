@@ -33,6 +33,7 @@ from fleetctl.transport.base import Call, Transport, check_call, parse_result_do
 from fleetctl.transport.error_mapping import map_exception
 from fleetctl.transport.errors import NodeOperationError, ProtocolError, ShellNotFound, TransportError
 from fleetctl.transport.retry import DEFAULT_ATTEMPTS, reopen_expired_shell, retry_transient_io
+from fleetctl.transport.tls import share_tls_context
 
 # pypsrp raises MaxEnvelopeSize to 512000 once the server speaks protocol 2.2+ (every supported Windows does);
 # the payload it then allows per request is what an input object must fit in, after base64 and the PSRP
@@ -152,7 +153,7 @@ class WinRMTransport(Transport):
         extra: dict[str, Any] = {}
         if s.auth == "certificate":
             extra = {"certificate_pem": s.cert_pem, "certificate_key_pem": s.cert_key_pem}
-        return WSMan(
+        wsman = WSMan(
             s.address,
             port=s.port,
             username=s.user,
@@ -166,6 +167,8 @@ class WinRMTransport(Transport):
             no_proxy=True,
             **extra,
         )
+        share_tls_context(wsman)  # one certificate store per CA bundle, not one per host (tls.py)
+        return wsman
 
     def _run_loader(self, pool: RunspacePool, calls: Sequence[Call]) -> list[Any]:
         """The loader (a fixed script) as the first statement, each call a further statement; returns the

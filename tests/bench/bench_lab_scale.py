@@ -19,8 +19,9 @@ the lab's own CPU per WS-Man request, and the controller's memory with many pool
    (`FLEETCTL_LAB_CLIXML=psrpcore`, the lab before `fleetctl/lab/clixml.py`), then on the default lab, and print
    the ratio (`--no-baseline` skips the first).
 4. **controller RSS at N pools**: a lab of `--pools` nodes; a controller process opens one pool per node (module
-   loaded) and keeps them all open: VmRSS/VmHWM before and after, per pool. `--trace` adds the top allocation
-   sites (tracemalloc) of the pools, grouped by file.
+   loaded) and keeps them all open: VmRSS/VmHWM before and after, per pool; once trusting the lab CA only, once
+   a bundle of ~140 public CAs plus the lab CA (what a real fleet's bundle looks like). `--trace` adds the top
+   allocation sites (tracemalloc) of the pools, grouped by file (first run only).
 
 The lab's CPU comes from the `cpu` section of `lab status --json`; for an older lab without it, from
 /proc/<lab pid>/stat (a single-process lab).
@@ -83,10 +84,11 @@ def lab_snapshot(lab: Path) -> tuple[float, int]:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), requests
 
 
-def controller(lab: Path, mode: str, forks: int, trace: bool) -> dict[str, Any]:
+def controller(lab: Path, mode: str, forks: int, trace: bool, system_cas: bool = False) -> dict[str, Any]:
     """Run the controller side in a child process; it prints one JSON line of figures."""
     cmd = [sys.executable, __file__, "--client", mode, "--lab", str(lab), "--forks", str(forks)]
-    proc = subprocess.run(cmd + (["--trace"] if trace else []), capture_output=True, text=True, env=ENV,
+    cmd += (["--trace"] if trace else []) + (["--system-cas"] if system_cas else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV,
                           check=False, timeout=1800)
     if proc.returncode != 0:
         raise SystemExit(f"controller ({mode}) failed: {proc.stderr.strip()[-2000:]}")
@@ -94,7 +96,7 @@ def controller(lab: Path, mode: str, forks: int, trace: bool) -> dict[str, Any]:
 
 
 # ---- the controller process ---------------------------------------------------------------------------------
-def _settings(lab: Path) -> list[Any]:
+def _settings(lab: Path, system_cas: bool = False) -> list[Any]:
     import yaml
 
     from fleetctl.config.connection import ConnectionSettings
@@ -102,6 +104,13 @@ def _settings(lab: Path) -> list[Any]:
     inventory = yaml.safe_load((lab / "inventory.yml").read_text())["all"]["children"]["lab"]
     variables = dict(inventory["vars"])
     variables["fleet_password"] = (lab / "credentials").read_text()
+    if system_cas:
+        # What a real fleet trusts: a bundle of public CAs plus the company's own (here: certifi + the lab CA).
+        import certifi
+
+        bundle = lab / "bundle-with-public-cas.pem"
+        bundle.write_text(Path(certifi.where()).read_text() + (lab / "ca.pem").read_text())
+        variables["fleet_ca_bundle"] = str(bundle)
     return [ConnectionSettings.from_hostvars(name, {**variables, **hostvars})
             for name, hostvars in inventory["hosts"].items()]
 
@@ -175,7 +184,7 @@ def client_deploy(lab: Path) -> dict[str, Any]:
     return out
 
 
-def client_pools(lab: Path, forks: int, trace: bool) -> dict[str, Any]:
+def client_pools(lab: Path, forks: int, trace: bool, system_cas: bool) -> dict[str, Any]:
     import gc
     import tracemalloc
 
@@ -183,7 +192,7 @@ def client_pools(lab: Path, forks: int, trace: bool) -> dict[str, Any]:
     from fleetctl.node.fleet import run_parallel
     from fleetctl.transport.winrm import WinRMTransport
 
-    settings = _settings(lab)
+    settings = _settings(lab, system_cas)
     by_name = {s.host_name: s for s in settings}
     clients: dict[str, NodeClient] = {}
     lock = threading.Lock()
@@ -232,6 +241,7 @@ def main() -> None:
     parser.add_argument("--workers", default=None, help="`lab up --workers` (default: the lab's default)")
     parser.add_argument("--base", default=os.environ.get("FLEETCTL_BENCH_LAB_BASE", "127.0.60.1"))
     parser.add_argument("--trace", action="store_true", help="tracemalloc the pools (slower)")
+    parser.add_argument("--system-cas", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--client", choices=["requests", "deploy", "pools"], help=argparse.SUPPRESS)
     parser.add_argument("--lab", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -243,7 +253,7 @@ def main() -> None:
         elif args.client == "deploy":
             doc = client_deploy(lab)
         else:
-            doc = client_pools(lab, args.forks, args.trace)
+            doc = client_pools(lab, args.forks, args.trace, args.system_cas)
         print(json.dumps(doc))
         return
 
@@ -306,15 +316,18 @@ def main() -> None:
     if args.pools:
         lab_up(lab, args.pools, args.base, args.workers)
         try:
-            result = controller(lab, "pools", args.forks, args.trace)
+            for system_cas in (False, True):
+                result = controller(lab, "pools", args.forks, args.trace and not system_cas, system_cas)
+                trust = "lab CA + ~140 public CAs (certifi)" if system_cas else "the lab CA only"
+                print(f"controller with {result['pools']} open pools (module loaded), CA bundle: {trust}; opened "
+                      f"in {result['open_s']:.1f} s (forks {args.forks}): RSS {result['rss_before_mb']:.0f} MB -> "
+                      f"{result['rss_after_mb']:.0f} MB (peak {result['hwm_mb']:.0f} MB), "
+                      f"{result['per_pool_kb']:.0f} KiB per pool; errors {result['error_count']} "
+                      f"{result['errors'][:1]}")
+                for line in result["top"]:
+                    print("  " + line)
         finally:
             lab_down(lab)
-        print(f"controller with {result['pools']} open pools (module loaded), opened in {result['open_s']:.1f} s "
-              f"(forks {args.forks}): RSS {result['rss_before_mb']:.0f} MB -> {result['rss_after_mb']:.0f} MB "
-              f"(peak {result['hwm_mb']:.0f} MB), {result['per_pool_kb']:.0f} KiB per pool; errors "
-              f"{result['error_count']} {result['errors'][:1]}")
-        for line in result["top"]:
-            print("  " + line)
 
 
 if __name__ == "__main__":

@@ -111,3 +111,50 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, object,
     server = issue_node_cert(ca, f"{NET}.11", [], base / "server")
     other = create_ca(base / "other", common_name="some other CA")
     return server, ca, other.cert
+
+
+@dataclass
+class LabNodeServed:
+    """A real lab node (LabNode behind NodeServer) on its own loop thread, and settings that reach it."""
+
+    server: object  # fleetctl.lab.wsman.NodeServer
+    lab: object  # fleetctl.lab.wsman.LabServer
+    settings: object  # fleetctl.config.connection.ConnectionSettings
+
+
+LAB_PASSWORD = "Lab:Pass-w0rd!"
+
+
+@pytest.fixture
+def lab_node(tmp_path: Path) -> Iterator[object]:
+    """`lab_node(address, idle_timeout_s=7200, cert_for=None, ca=None, **hostvars)`: serve a LabNode; its
+    certificate is issued for `cert_for` (default: its own address) by `ca` (default: a CA made per test), and
+    the returned settings trust that default CA."""
+    from fleetctl.config.connection import ConnectionSettings
+    from fleetctl.lab.certs import create_ca, issue_node_cert
+    from fleetctl.lab.node import LabNode
+    from fleetctl.lab.wsman import LabServer, NodeServer
+
+    trusted = create_ca(tmp_path / "ca")
+    started: list[tuple[LabServer, LabNode]] = []
+
+    def serve(address: str, idle_timeout_s: float = 7200.0, cert_for: str | None = None,
+              ca: object = None, **hostvars: object) -> LabNodeServed:
+        name = f"node-{address.replace('.', '-')}"
+        backend = LabNode(name.upper(), address, tmp_path / name)
+        tls = issue_node_cert(ca or trusted, cert_for or address, [name], tmp_path / f"tls-{name}")  # type: ignore[arg-type]
+        server = NodeServer(backend, address=address, credentials={"fleet": LAB_PASSWORD}, tls=tls,
+                            idle_timeout_s=idle_timeout_s)
+        lab = LabServer(workers=4)
+        lab.add(server)
+        lab.start_background()
+        started.append((lab, backend))
+        settings = ConnectionSettings.from_hostvars(name, {
+            "fleet_host": address, "fleet_auth": "ntlm", "fleet_user": "fleet", "fleet_password": LAB_PASSWORD,
+            "fleet_ca_bundle": str(trusted.cert), **hostvars})
+        return LabNodeServed(server, lab, settings)
+
+    yield serve
+    for lab, backend in started:
+        lab.stop_background()
+        backend.close()

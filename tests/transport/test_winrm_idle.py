@@ -5,41 +5,21 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fleetctl.config.connection import ConnectionSettings
-from fleetctl.lab.certs import create_ca, issue_node_cert
-from fleetctl.lab.node import LabNode
-from fleetctl.lab.wsman import LabServer, NodeServer
 from fleetctl.node.client import NodeClient
 from fleetctl.transport.winrm import WinRMTransport
 
 pytestmark = pytest.mark.lab
 ADDRESS = os.environ.get("FLEETCTL_TEST_IDLE_ADDR", "127.0.31.1")
-PASSWORD = "Idle:Pass-w0rd!"
 
 
 @pytest.fixture
-def node(tmp_path: Path) -> Iterator[tuple[NodeServer, LabServer, ConnectionSettings]]:
-    ca = create_ca(tmp_path / "ca")
-    backend = LabNode("IDLE01", ADDRESS, tmp_path / "node")
-    server = NodeServer(backend, address=ADDRESS, credentials={"fleet": PASSWORD},
-                        tls=issue_node_cert(ca, ADDRESS, ["idle01"], tmp_path / "tls"), idle_timeout_s=1.0)
-    lab = LabServer(workers=4)
-    lab.add(server)
-    lab.start_background()
-    settings = ConnectionSettings.from_hostvars("idle01", {
-        "fleet_host": ADDRESS, "fleet_auth": "ntlm", "fleet_user": "fleet", "fleet_password": PASSWORD,
-        "fleet_ca_bundle": str(ca.cert)})
-    try:
-        yield server, lab, settings
-    finally:
-        lab.stop_background()
-        backend.close()
+def node(lab_node: Any) -> Any:
+    served = lab_node(ADDRESS, idle_timeout_s=1.0)
+    return served.server, served.lab, served.settings
 
 
 def wait_until(predicate: Any, timeout: float) -> None:
@@ -54,9 +34,9 @@ def test_a_pool_idle_past_the_hosts_timeout_is_replaced_before_the_next_call(nod
     transport = WinRMTransport(settings)
     client = NodeClient(transport)
     try:
-        assert client.get_fleet_facts().hostname == "IDLE01"
+        assert client.get_fleet_facts().hostname == "NODE-127-0-31-1"
         wait_until(lambda: server.shells_expired == 1, 5)  # the host deleted the idle shell
-        assert client.get_fleet_facts().hostname == "IDLE01"
+        assert client.get_fleet_facts().hostname == "NODE-127-0-31-1"
         # Known from the Create answer: no request went into the deleted shell, the connection was kept.
         assert transport.pools_reopened == 1 and server.connections_accepted == 1
         assert server.shell_counts() == {"open": 1, "expired": 1, "unknown": 0}

@@ -1,0 +1,72 @@
+"""One TLS context per CA bundle for all WinRM connections (fleetctl/transport/tls.py): shared, loaded once, and
+still verifying the chain and the host name; not used where it must not be (validation off)."""
+
+from __future__ import annotations
+
+import os
+import ssl
+from typing import Any
+
+import pytest
+
+from fleetctl.lab.certs import create_ca
+from fleetctl.transport import tls
+from fleetctl.transport.errors import CertificateError
+from fleetctl.transport.winrm import WinRMTransport
+
+pytestmark = pytest.mark.lab
+NET = os.environ.get("FLEETCTL_TEST_TLS_NET", "127.0.32")
+
+
+def adapter_of(transport: WinRMTransport) -> Any:
+    assert transport._wsman is not None
+    return transport._wsman.transport.session.get_adapter("https://")  # type: ignore[union-attr]
+
+
+def test_connections_to_many_hosts_share_one_context_loaded_once(lab_node: Any,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    nodes = [lab_node(f"{NET}.{i}") for i in range(1, 5)]
+    loads: list[Any] = []
+    real = ssl.SSLContext.load_verify_locations
+
+    def counting(self: ssl.SSLContext, *args: Any, **kwargs: Any) -> None:
+        loads.append(args or kwargs)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counting)
+    monkeypatch.setattr(tls, "_contexts", {})
+    transports = [WinRMTransport(n.settings) for n in nodes]
+    try:
+        for transport in transports:
+            assert transport.invoke("Get-FleetFacts", {})["lab"] is True
+        adapters = [adapter_of(t) for t in transports]
+        assert all(isinstance(a, tls.SharedContextAdapter) for a in adapters)
+        assert len({id(a._context) for a in adapters}) == 1
+        assert len(loads) == 1  # the bundle was parsed once, not once per connection
+    finally:
+        for transport in transports:
+            transport.close()
+
+
+def test_a_certificate_for_another_host_is_still_refused(lab_node: Any) -> None:
+    node = lab_node(f"{NET}.10", cert_for=f"{NET}.11")  # signed by the trusted CA, for another address
+    transport = WinRMTransport(node.settings, retry_attempts=1)
+    with pytest.raises(CertificateError, match="failed verification"):
+        transport.invoke("Get-FleetFacts", {})
+
+
+def test_a_certificate_from_another_ca_is_still_refused(lab_node: Any, tmp_path: Any) -> None:
+    node = lab_node(f"{NET}.12", ca=create_ca(tmp_path / "other", common_name="not trusted"))
+    transport = WinRMTransport(node.settings, retry_attempts=1)
+    with pytest.raises(CertificateError, match="failed verification"):
+        transport.invoke("Get-FleetFacts", {})
+
+
+def test_validation_off_keeps_pypsrps_own_adapter(lab_node: Any) -> None:
+    node = lab_node(f"{NET}.13", fleet_cert_validation="ignore")
+    transport = WinRMTransport(node.settings)
+    try:
+        assert transport.invoke("Get-FleetFacts", {})["lab"] is True
+        assert not isinstance(adapter_of(transport), tls.SharedContextAdapter)
+    finally:
+        transport.close()
