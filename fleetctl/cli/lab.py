@@ -90,7 +90,9 @@ def status(directory: str | None = DirOpt, json_out: bool = JsonOpt,
     nodes = doc["nodes"]
     shown = nodes if show_all or len(nodes) <= TABLE_NODES else [n for n in nodes if _notable(n)][:TABLE_NODES]
     table = Table(title=f"lab {safe(layout.dir)} (WinRM ports {HTTP_PORT}/{HTTPS_PORT})", show_lines=False)
-    for column in ("node", "address", "services", "requests", "received", "artifacts", "restarts", "faults"):
+    for column in ("node", "address"):
+        table.add_column(column, no_wrap=True)  # what identifies a row is never cut; the other columns wrap
+    for column in ("services", "requests", "received", "artifacts", "restarts", "faults"):
         table.add_column(column)
     for node in shown:
         services = ", ".join(f"{s['name']}: {s['state']}" + (f" (pid {s['pid']})" if s.get("pid") else "")

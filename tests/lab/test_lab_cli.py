@@ -151,6 +151,12 @@ def test_bad_options_fail_before_anything_starts(lab_dir: Path) -> None:
     assert bad.returncode == 2 and "no lab node named 'node09'" in bad.stderr and "--faults" in bad.stderr
     bad = fleetctl("lab", "up", "--nodes", "2", "--dir", str(lab_dir), "--base", "10.0.0.1", check=False)
     assert bad.returncode == 2 and "loopback" in bad.stderr
+    bad = fleetctl("lab", "up", "--nodes", "2", "--dir", str(lab_dir), "--workers", "many", check=False)
+    assert bad.returncode == 2 and "--workers must be 'auto' or 1..64" in bad.stderr
+    bad = fleetctl("lab", "up", "--nodes", "2", "--dir", str(lab_dir), "--idle-timeout", "soon", check=False)
+    assert bad.returncode == 2 and "--idle-timeout" in bad.stderr and "bad duration 'soon'" in bad.stderr
+    bad = fleetctl("lab", "up", "--nodes", "2", "--dir", str(lab_dir), "--idle-timeout", "0s", check=False)
+    assert bad.returncode == 2 and "must be positive" in bad.stderr
     assert not (lab_dir / "state.json").exists()
 
 
@@ -275,6 +281,12 @@ def test_two_hundred_nodes_come_up_and_down_leaves_nothing(lab_dir: Path) -> Non
     addresses = [n["address"] for n in status["nodes"]]
     assert len(addresses) == 200 and len(set(addresses)) == 200
     assert all(listening(a, 5986) for a in addresses)
+    # The table fits a screen: a big lab lists only notable nodes (here node007, faulted), then a summary.
+    fleetctl("lab", "fault", "--dir", str(lab_dir), "node007", "latency:1ms")
+    text = fleetctl("lab", "status", "--dir", str(lab_dir)).stdout
+    assert "lab-node007" in text and "lab-node008" not in text and len(text.splitlines()) < 20
+    words = " ".join(text.split())  # rich wraps long lines at the terminal's width
+    assert "200 node(s)" in words and "199 node(s) not listed" in words and "lab CPU:" in words
     began = time.monotonic()
     fleetctl("lab", "down", "--dir", str(lab_dir), timeout=300)
     down_s = time.monotonic() - began
