@@ -238,7 +238,7 @@ class ServiceControlManager:
             generation = svc.generation
             self._cond.release()  # preparing the prefix can take ~20 s the first time; don't block the node
             try:
-                self.wine.wait_ready()
+                self.wine.wait_ready(exe=exe)
             except NodeError:
                 svc.state = "Stopped"
                 self._drop_front(svc)
@@ -383,7 +383,7 @@ class ServiceControlManager:
         if pe:
             if self.wine is None:
                 raise NodeError("UNSUPPORTED", "this lab runs without Wine; Windows exes cannot run")
-            self.wine.wait_ready()
+            self.wine.wait_ready(exe=exe)
             argv, env = self.wine.command(exe, args), self.wine.env()
         else:
             os.chmod(exe, exe.stat().st_mode | 0o111)

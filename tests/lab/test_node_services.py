@@ -4,7 +4,6 @@ dependencies, path/address translation, and a Windows exe under Wine."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -24,6 +23,8 @@ from node_kit import (
     wait_for,
 )
 
+from fleetctl.artifacts.errors import ArtifactError
+from fleetctl.artifacts.go_toolchain import find_go
 from fleetctl.lab.node import LabNode
 from fleetctl.lab.wine import WINE64, WinePrefix
 
@@ -195,12 +196,15 @@ def test_close_stops_every_service_process(installed: LabNode) -> None:
 
 # ---- a real Windows exe under Wine ---------------------------------------------------------------------------
 def _build_labsvc(directory: Path, goos: str) -> bytes:
-    if shutil.which("go") is None:
-        pytest.skip("go is not installed")
+    src = Path(__file__).parent / "svc"
+    try:
+        go = find_go(src).path  # the Go fleetctl would build it with: a current Go, so a Windows exe needs ProcessPrng
+    except ArtifactError as err:
+        pytest.skip(str(err))
     out = directory / f"labsvc-{goos}"
     env = dict(os.environ, CGO_ENABLED="0", GOOS=goos, GOARCH="amd64", GOPROXY="off", GOFLAGS="-mod=mod")
-    subprocess.run(["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(out), "."],
-                   cwd=Path(__file__).parent / "svc", env=env, check=True, timeout=300)
+    subprocess.run([go, "build", "-trimpath", "-ldflags", "-s -w", "-o", str(out), "."], cwd=src, env=env,
+                   check=True, timeout=300)
     return out.read_bytes()
 
 
