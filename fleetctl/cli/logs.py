@@ -9,8 +9,8 @@ from fleetctl.cli.options import InventoryOpt, JsonOpt, VarOpt, inventory_paths
 from fleetctl.config.connection import insecure_hosts_warning
 from fleetctl.errors import ConfigError
 from fleetctl.node.fleet import Fleet
+from fleetctl.protocol.errors import NodeOperationError
 from fleetctl.rollout.status import load_status_request
-from fleetctl.transport.errors import NodeOperationError
 from fleetctl.ui.console import print_json, safe, stderr, stdout, warn
 
 

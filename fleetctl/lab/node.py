@@ -33,7 +33,7 @@ from fleetctl.lab.portproxy import ProxyHub
 from fleetctl.lab.sandbox import DEFAULT_CAPACITY_BYTES, Sandbox
 from fleetctl.lab.scm import ServiceConfig, ServiceControlManager
 from fleetctl.lab.wine import WinePrefix
-from fleetctl.node.protocol import MODULE_NAME, OPERATIONS, PROTOCOL_VERSION, function_name
+from fleetctl.protocol.operations import MODULE_NAME, OPERATIONS, PROTOCOL_VERSION, function_name
 
 log = logging.getLogger(__name__)
 

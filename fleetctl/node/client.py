@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from fleetctl.node.protocol import OPERATIONS, snake_case
 from fleetctl.node.results import (
     ArtifactStatus,
     Changed,
@@ -28,6 +27,7 @@ from fleetctl.node.results import (
     SwitchResult,
     parse_time,
 )
+from fleetctl.protocol.operations import OPERATIONS, snake_case
 from fleetctl.transport.base import Transport
 
 

@@ -37,6 +37,7 @@ from fleetctl.errors import (
 )
 from fleetctl.node.client import NodeClient
 from fleetctl.plan import Plan
+from fleetctl.protocol.errors import NodeOperationError
 from fleetctl.rollout.events import (
     Baking,
     BatchFinished,
@@ -50,7 +51,6 @@ from fleetctl.rollout.events import (
     RunStarted,
 )
 from fleetctl.rollout.host_steps import HostContext, Interruption, describe_error
-from fleetctl.transport.errors import NodeOperationError
 
 FAILED_OUTCOMES = ("failed", "rolled_back")
 HostWork = Callable[[HostContext], HostOutcome]

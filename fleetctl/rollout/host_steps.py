@@ -28,6 +28,7 @@ from fleetctl.errors import FleetError
 from fleetctl.node.client import NodeClient
 from fleetctl.node.results import NodeState, ServiceInfo
 from fleetctl.node.transfer import TransferMode, ensure_artifact
+from fleetctl.protocol.errors import NodeOperationError, TransportError
 from fleetctl.rollout.events import EventBus, HostOutcome, HostProgress, HostStepStarted, Step
 from fleetctl.rollout.health import (
     HealthCheck,
@@ -38,7 +39,6 @@ from fleetctl.rollout.health import (
     run_health_gate,
 )
 from fleetctl.rollout.release import SERVICE_DEFINITION_FILE, Release, ServiceDefinition, is_current
-from fleetctl.transport.errors import NodeOperationError, TransportError
 
 T = TypeVar("T")
 HealthFor = Callable[[str], "HealthCheck | None"]  # version -> the health check that version must pass

@@ -28,9 +28,9 @@ from fleetctl.errors import ConfigError, FleetError
 from fleetctl.node.client import NodeClient
 from fleetctl.node.fleet import run_parallel
 from fleetctl.node.results import LockInfo, NodeState
+from fleetctl.protocol.errors import TransportError
 from fleetctl.rollout.health import HealthCheck, ProbeVerdict, probe_once
 from fleetctl.targets import Targets, load_targets
-from fleetctl.transport.errors import TransportError
 
 UNREACHABLE = "unreachable"
 ABSENT = "absent"

@@ -9,7 +9,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from fleetctl.transport.errors import TransportError
+from fleetctl.protocol.errors import TransportError
 
 DEFAULT_ATTEMPTS = 3
 

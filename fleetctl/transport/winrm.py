@@ -18,10 +18,11 @@ from pypsrp.wsman import WSMan
 
 from fleetctl.config.connection import ConnectionSettings
 from fleetctl.config.redaction import redact, register_secret
-from fleetctl.node.protocol import MODULE_NAME, OPERATIONS, PROTOCOL_VERSION, secret_params
+from fleetctl.protocol import loader
+from fleetctl.protocol.errors import NodeOperationError, ProtocolError, TransportError
+from fleetctl.protocol.operations import MODULE_NAME, OPERATIONS, PROTOCOL_VERSION, secret_params
 from fleetctl.transport.base import Call, Transport, check_call, parse_result_document
 from fleetctl.transport.error_mapping import map_exception
-from fleetctl.transport.errors import NodeOperationError, ProtocolError, TransportError
 from fleetctl.transport.retry import DEFAULT_ATTEMPTS, retry_transient_io
 
 # pypsrp raises MaxEnvelopeSize to 512000 once the server speaks protocol 2.2+ (every supported Windows does);
@@ -31,9 +32,7 @@ from fleetctl.transport.retry import DEFAULT_ATTEMPTS, retry_transient_io
 _FRAMING_MARGIN = 40 + 21 + 256
 
 def _loader_call() -> tuple[str, dict[str, str]]:
-    """The script that loads the FleetNode module into a runspace, and its parameters (fleetctl.node.loader)."""
-    from fleetctl.node import loader
-
+    """The script that loads the FleetNode module into a runspace, and its parameters (fleetctl.protocol.loader)."""
     return loader.loader_script(), loader.loader_parameters()
 
 
@@ -42,13 +41,6 @@ def _check_and_protect(operation: str, params: dict[str, Any]) -> None:
     check_call(operation, params)
     for name in secret_params(operation):
         register_secret(params.get(name))
-
-
-def read_timeout(settings: ConnectionSettings) -> int:
-    """Seconds to wait for an HTTP answer: a Receive long-polls for up to operation_timeout, so the read must
-    outlast it by a margin (half of it, 2 to 10 s) before we call the host silent."""
-    op = max(1, round(settings.operation_timeout))
-    return op + max(2, min(10, op // 2))
 
 
 class WinRMTransport(Transport):
@@ -99,7 +91,7 @@ class WinRMTransport(Transport):
             cert_validation=verify,  # type: ignore[arg-type]  # pypsrp also takes a CA bundle path
             connection_timeout=max(1, round(s.connect_timeout)),
             operation_timeout=max(1, round(s.operation_timeout)),
-            read_timeout=read_timeout(s),
+            read_timeout=s.read_timeout,
             no_proxy=True,
             **extra,
         )

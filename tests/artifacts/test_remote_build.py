@@ -14,7 +14,7 @@ from fleetctl.artifacts.manifest import load_manifest, manifest_path, sha256_fil
 from fleetctl.artifacts.pe import inspect_executable
 from fleetctl.artifacts.remote_build import build_go_remote
 from fleetctl.config.playbook import GoBuild
-from fleetctl.transport.errors import AuthenticationFailed, HostUnreachable, TransportError
+from fleetctl.protocol.errors import AuthenticationFailed, HostUnreachable, TransportError
 
 pytestmark = pytest.mark.ssh
 

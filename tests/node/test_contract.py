@@ -19,10 +19,17 @@ import pytest
 import tree_sitter_pwsh
 from tree_sitter import Language, Node, Parser
 
-from fleetctl.node.protocol import OPERATIONS, PROTOCOL_VERSION, Operation, Param, function_name, snake_case
+from fleetctl.protocol.operations import (
+    OPERATIONS,
+    PROTOCOL_VERSION,
+    Operation,
+    Param,
+    function_name,
+    snake_case,
+)
 
 REPO = Path(__file__).resolve().parents[2]
-MODULE = REPO / "fleetctl" / "node" / "FleetNode.psm1"
+MODULE = REPO / "fleetctl" / "protocol" / "FleetNode.psm1"
 PIPELINE_PARAMETER = "InputObject"  # how an advanced function receives pipeline input (docs/node-protocol.md)
 SKIPPED_DIRS = {"node_modules", "__pycache__", "build", "dist"}
 FORBIDDEN_COMMANDS = {"invoke-expression", "iex", "invoke-webrequest", "iwr", "invoke-restmethod", "irm",

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetctl.node.client import NodeClient
-from fleetctl.transport.errors import HostUnreachable, NodeOperationError
+from fleetctl.protocol.errors import HostUnreachable, NodeOperationError
 from fleetctl.transport.fake import FakeCall, FakeTransport, error_document
 
 PLAYBOOK = """\
