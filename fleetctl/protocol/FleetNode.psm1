@@ -267,9 +267,11 @@ function Expand-FleetGzipFile {
 # Services, junctions and command lines.
 
 function ConvertTo-FleetCommandLineArgument {
-    # Quote one argument so CommandLineToArgvW (what Go and the C runtime use) gives it back unchanged.
+    # Quote one argument so CommandLineToArgvW (what Go and the C runtime use) gives it back unchanged. The same
+    # algorithm, statement for statement, as fleetctl/protocol/cmdline.py quote_argument (tested under Wine with
+    # hostile values; tests/node/test_contract.py keeps the two alike). The class is space, tab, LF, VT, quote.
     param([string]$Argument)
-    if ($Argument.Length -gt 0 -and $Argument -notmatch '[\s"]') { return $Argument }
+    if ($Argument.Length -gt 0 -and $Argument -cnotmatch '[ \t\n\v"]') { return $Argument }
     $slash = [char]92
     $builder = New-Object System.Text.StringBuilder
     $null = $builder.Append('"')
