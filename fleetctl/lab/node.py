@@ -378,7 +378,11 @@ class LabNode:
                           password: str | None = None, start_type: str | None = None,
                           dependencies: list[str] | None = None, recovery_restart_seconds: int | None = None,
                           recovery_reset_seconds: int | None = None,
-                          stop_timeout_seconds: int | None = None) -> dict[str, Any]:
+                          stop_timeout_seconds: int | None = None, hosting: str | None = None,
+                          wrapper_sha256: str | None = None, working_directory: str | None = None,
+                          stdout_path: str | None = None, stderr_path: str | None = None,
+                          rotate_bytes: int | None = None, restart_delay_milliseconds: int | None = None,
+                          throttle_milliseconds: int | None = None) -> dict[str, Any]:
         config = ServiceConfig(
             name=name, binary_path=binary_path, display_name=display_name or "", description=description or "",
             arguments=list(arguments or []), environment=dict(environment or {}),
@@ -387,9 +391,26 @@ class LabNode:
             recovery_reset_seconds=recovery_reset_seconds if recovery_reset_seconds is not None else 86400,
             # As on Windows, only a positive value is recorded; absent keeps what an earlier call recorded.
             stop_timeout_seconds=stop_timeout_seconds if stop_timeout_seconds and stop_timeout_seconds > 0
-            else None)
+            else None,
+            hosting=(hosting or "native").lower(), wrapper_sha256=wrapper_sha256, working_directory=working_directory,
+            stdout_path=stdout_path, stderr_path=stderr_path, rotate_bytes=max(0, rotate_bytes or 0),
+            restart_delay_milliseconds=max(0, restart_delay_milliseconds or 0),
+            throttle_milliseconds=throttle_milliseconds if throttle_milliseconds is not None else 1500)
+        if config.hosting == "nssm":
+            self._install_wrapper(wrapper_sha256)
         created, changed = self.scm.configure(config)
-        return {"created": created, "changed": changed}
+        return {"created": created, "changed": changed, "image_path": config.image_path}
+
+    def _install_wrapper(self, sha256: str | None) -> None:
+        """nssm.exe from the artifact cache into C:\\ProgramData\\fleetctl\\tools\\<sha256>\\ (as the module does)."""
+        if not sha256:
+            raise NodeError("INVALID_ARGUMENT", "Hosting nssm needs WrapperSha256 (nssm.exe in the artifact cache)")
+        cached = self._artifact_path(sha256)
+        if not cached.is_file():
+            raise NodeError("NOT_FOUND", f"nssm.exe {sha256} is not in the node's artifact cache", {"sha256": sha256})
+        target = self.sandbox.resolve(f"{STATE_DIR}\\tools\\{sha256}\\nssm.exe")
+        if not target.is_file():
+            self.sandbox.copy_file(cached, target)
 
     def stop_fleet_service(self, name: str, timeout_seconds: int) -> dict[str, Any]:
         return self.scm.stop(name, timeout_seconds)

@@ -179,8 +179,20 @@ OPERATIONS_LIST: tuple[Operation, ...] = (
             _p("RecoveryRestartSeconds", "int", False, "restart after N s on failure; 0 = no recovery action"),
             _p("RecoveryResetSeconds", "int", False, "reset failure count after N s"),
             _p("StopTimeoutSeconds", "int"),
+            _p("Hosting", "string", False, "native (default: the exe talks to the SCM itself) or nssm (a console "
+               "exe run by nssm.exe)"),
+            _p("WrapperSha256", "string", False, "nssm: the nssm.exe to use, by sha256 in the artifact cache"),
+            _p("WorkingDirectory", "string", False, "nssm: AppDirectory (default: the directory of BinaryPath)"),
+            _p("StdoutPath", "string", False, "nssm: AppStdout, the file receiving the program's stdout"),
+            _p("StderrPath", "string", False, "nssm: AppStderr (the same path as StdoutPath: one file for both)"),
+            _p("RotateBytes", "long", False, "nssm: rotate the output files when they exceed this size (AppRotate*)"),
+            _p("RestartDelayMilliseconds", "int", False, "nssm: AppRestartDelay before restarting an exited program"),
+            _p("ThrottleMilliseconds", "int", False, "nssm: AppThrottle; a program that ran less is restarted "
+               "with a growing delay"),
         ),
-        {"created": "bool", "changed": "list of changed field names (empty when up to date)"},
+        {"created": "bool", "changed": "list of changed field names (empty when up to date)",
+         "image_path": "the command line the SCM starts (for nssm: the quoted nssm.exe path)"},
+        ("NOT_FOUND",),
     ),
     Operation(
         "Stop-FleetService",
