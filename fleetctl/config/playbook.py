@@ -153,6 +153,15 @@ class Recovery(_Model):
     reset_after: Duration = Duration(86400)
 
 
+class NssmOptions(_Model):
+    """`service.nssm`: how nssm.exe runs a console program (hosting: nssm)."""
+
+    exe: str | None = None  # the controller's nssm.exe (default: FLEETCTL_NSSM_EXE, else the bundled copy)
+    rotate_bytes: int = Field(default=10 * 1024 * 1024, ge=0, le=2**32 - 1)  # 0: never rotate
+    restart_delay: Duration = Duration(0)
+    throttle: Duration = Duration(1.5)
+
+
 class Service(_Model):
     name: str = Field(pattern=_NAME)
     display_name: str | None = None
@@ -167,6 +176,23 @@ class Service(_Model):
     start_timeout: Duration = Duration(30)
     stop_timeout: Duration = Duration(30)
     hosting: Literal["native", "nssm", "winsw"] = "native"
+    working_directory: str | None = None  # hosting: nssm only (AppDirectory); default <root>\\current
+    nssm: NssmOptions | None = None
+
+    @model_validator(mode="after")
+    def _hosting_settings(self) -> Service:
+        if self.hosting == "winsw":
+            raise ValueError("hosting 'winsw' is not implemented: use 'nssm' for a console program, or 'native' "
+                             "for an exe that talks to the service control manager itself")
+        if self.nssm is not None and self.hosting != "nssm":
+            raise ValueError("'nssm' settings need hosting: nssm")
+        if self.working_directory is not None:
+            if self.hosting != "nssm":
+                raise ValueError("working_directory needs hosting: nssm (the SCM starts every native service in "
+                                 "%SystemRoot%\\System32 and has no setting for it)")
+            if not re.match(r"^[A-Za-z]:\\", self.working_directory):
+                raise ValueError(r"working_directory must be an absolute Windows path such as C:\apps\hello\shared")
+        return self
 
 
 class FirewallRule(_Model):

@@ -139,7 +139,7 @@ class LabNode:
         return {
             "name": self.name, "address": self.address, "http_port": self.http_port,
             "https_port": self.https_port,
-            "services": [self.scm.status(n) for n in self.scm.names()],
+            "services": [dict(self.scm.status(n), nssm=self.scm.nssm_parameters(n)) for n in self.scm.names()],
             "counters": counters, "faults": self.faults.active(),
             "firewall_rules": sorted(self.firewall_rules), "scheduled_tasks": sorted(self.scheduled_tasks),
             "port_proxies": [f"{a}:{p}" for a, p in sorted(self._port_proxies)],

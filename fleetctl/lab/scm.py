@@ -37,8 +37,8 @@ from typing import Any
 
 from fleetctl.config.redaction import register_secret
 from fleetctl.lab.faults import NodeFaults
-from fleetctl.lab.nssm import DEFAULT_THROTTLE_MS, NssmHost, NssmSettings, nssm_parameters
 from fleetctl.lab.nodeerror import NodeError
+from fleetctl.lab.nssm import DEFAULT_THROTTLE_MS, NssmHost, NssmSettings, nssm_parameters
 from fleetctl.lab.portproxy import ProxyHub, free_port
 from fleetctl.lab.sandbox import Sandbox, is_windows_path
 from fleetctl.lab.wine import WinePrefix, windows_path_for_wine

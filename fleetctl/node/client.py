@@ -113,7 +113,11 @@ class NodeClient:
                           password: str | None = None, start_type: str | None = None,
                           dependencies: Sequence[str] | None = None, recovery_restart_seconds: int | None = None,
                           recovery_reset_seconds: int | None = None,
-                          stop_timeout_seconds: int | None = None) -> ServiceChange:
+                          stop_timeout_seconds: int | None = None, hosting: str | None = None,
+                          wrapper_sha256: str | None = None, working_directory: str | None = None,
+                          stdout_path: str | None = None, stderr_path: str | None = None,
+                          rotate_bytes: int | None = None, restart_delay_milliseconds: int | None = None,
+                          throttle_milliseconds: int | None = None) -> ServiceChange:
         r = self._call("Set-FleetService", locals())
         return ServiceChange(bool(r.get("created")), tuple(str(x) for x in r.get("changed") or ()))
 

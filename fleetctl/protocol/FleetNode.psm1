@@ -295,6 +295,86 @@ function Join-FleetCommandLine {
     return ((@($Arguments) | ForEach-Object { ConvertTo-FleetCommandLineArgument $_ }) -join ' ')
 }
 
+# ---------------------------------------------------------------------------------------------------------------
+# NSSM: a console program run as a service by nssm.exe (Set-FleetService -Hosting nssm). docs/windows.md, "NSSM".
+
+function Install-FleetWrapper {
+    # nssm.exe from the artifact cache into tools\<sha256>\: a running nssm.exe cannot be overwritten, so each build
+    # gets its own directory, shared by every service that build hosts.
+    param([string]$Sha256)
+    $cached = Get-FleetArtifactPath $Sha256
+    if (-not [IO.File]::Exists($cached)) { Throw-FleetError 'NOT_FOUND' "nssm.exe $Sha256 is not in the node's artifact cache" @{ sha256 = $Sha256 } }
+    $directory = Join-Path (Join-Path $script:FleetDataRoot 'tools') $Sha256
+    $target = Join-Path $directory 'nssm.exe'
+    if (-not [IO.File]::Exists($target)) {
+        $null = [IO.Directory]::CreateDirectory($directory)
+        $temp = $target + '.' + [guid]::NewGuid().ToString('N') + '.tmp'
+        [IO.File]::Copy($cached, $temp)
+        [IO.File]::Move($temp, $target)
+    }
+    return $target
+}
+
+function Invoke-FleetNssm {
+    # Runs nssm.exe with each value as one argument, quoted by ConvertTo-FleetCommandLineArgument: Process.Start
+    # passes the command line as built (Windows PowerShell 5.1's native-argument passing does not escape quotes).
+    # No cmd.exe is involved, so ^ & | < > mean nothing; nssm itself expands %NAME% in App* values when it starts
+    # the program.
+    param([string]$Nssm, [string[]]$Arguments)
+    $info = New-Object System.Diagnostics.ProcessStartInfo
+    $info.FileName = $Nssm
+    $info.Arguments = Join-FleetCommandLine $Arguments
+    $info.UseShellExecute = $false
+    $info.CreateNoWindow = $true
+    $info.RedirectStandardOutput = $true
+    $info.RedirectStandardError = $true
+    $process = [Diagnostics.Process]::Start($info)
+    $errors = $process.StandardError.ReadToEndAsync()
+    $output = $process.StandardOutput.ReadToEnd()
+    if (-not $process.WaitForExit(60000)) {
+        $process.Kill()
+        Throw-FleetError 'INTERNAL' ('nssm ' + $Arguments[0] + ' did not finish within 60 s') @{ command = $Arguments[0] }
+    }
+    if ($process.ExitCode -ne 0) {
+        $text = ([string]$errors.Result + ' ' + [string]$output).Trim()
+        Throw-FleetError 'INTERNAL' ('nssm ' + ($Arguments[0..2] -join ' ') + " failed with exit code $($process.ExitCode): $text") @{
+            command = $Arguments[0]; exit_code = $process.ExitCode
+        }
+    }
+}
+
+function Get-FleetNssmValue {
+    # NSSM keeps its parameters under the service's Parameters key; REG_EXPAND_SZ values are read unexpanded, so a
+    # %NAME% the user gave compares equal to itself.
+    param([string]$Name, [string]$Parameter)
+    $path = 'SYSTEM\CurrentControlSet\Services\' + $Name + '\Parameters'
+    if ($Parameter -eq 'AppExit') { $path = $path + '\AppExit'; $Parameter = '' }
+    $key = [Microsoft.Win32.Registry]::LocalMachine.OpenSubKey($path)
+    if ($null -eq $key) { return '' }
+    try {
+        $value = $key.GetValue($Parameter, $null, [Microsoft.Win32.RegistryValueOptions]::DoNotExpandEnvironmentNames)
+        if ($null -eq $value) { return '' }
+        return ((@($value) | ForEach-Object { [string]$_ }) -join "`n")
+    } finally { $key.Dispose() }
+}
+
+function Set-FleetNssmParameters {
+    # `nssm set` (or `nssm reset` for an empty value) each parameter that differs; returns the protocol names of
+    # what changed. Each row: protocol name, NSSM parameter, wanted values (AppExit takes 'Default' first).
+    param([string]$Nssm, [string]$Name, [object[]]$Rows)
+    $changed = New-Object System.Collections.ArrayList
+    foreach ($row in $Rows) {
+        $values = @($row[2] | ForEach-Object { [string]$_ })
+        $wanted = ($values -join "`n")
+        if ($row[1] -eq 'AppExit') { $wanted = $values[1] }
+        if ((Get-FleetNssmValue $Name $row[1]) -ceq $wanted) { continue }
+        if ($wanted.Length -eq 0) { Invoke-FleetNssm $Nssm @('reset', $Name, $row[1]) }
+        else { Invoke-FleetNssm $Nssm (@('set', $Name, $row[1]) + $values) }
+        if ($changed -notcontains $row[0]) { $null = $changed.Add($row[0]) }
+    }
+    return , $changed.ToArray()
+}
+
 function Get-FleetServiceKey {
     param([string]$Name)
     return ('HKLM:\SYSTEM\CurrentControlSet\Services\' + $Name)
@@ -694,24 +774,54 @@ function Set-FleetService {
         [string[]]$Dependencies,
         [int]$RecoveryRestartSeconds,
         [int]$RecoveryResetSeconds,
-        [int]$StopTimeoutSeconds
+        [int]$StopTimeoutSeconds,
+        [string]$Hosting,
+        [string]$WrapperSha256,
+        [string]$WorkingDirectory,
+        [string]$StdoutPath,
+        [string]$StderrPath,
+        [long]$RotateBytes,
+        [int]$RestartDelayMilliseconds,
+        [int]$ThrottleMilliseconds
     )
     # Read here: inside the operation body $PSBoundParameters would be the script block's own (empty) set.
     if (-not $PSBoundParameters.ContainsKey('RecoveryResetSeconds')) { $RecoveryResetSeconds = 86400 }
+    if (-not $PSBoundParameters.ContainsKey('ThrottleMilliseconds')) { $ThrottleMilliseconds = 1500 }
     Invoke-FleetOperation -FleetSecrets @($Password) -FleetBody {
         Assert-FleetName $Name 'Name'
         if (-not [IO.Path]::IsPathRooted($BinaryPath)) { Throw-FleetError 'INVALID_ARGUMENT' 'BinaryPath must be a full path' @{ parameter = 'BinaryPath' } }
+        if ([string]::IsNullOrEmpty($Hosting)) { $Hosting = 'native' }
+        Assert-FleetChoice $Hosting @('native', 'nssm') 'Hosting'
+        $nssm = $null
+        if ($Hosting -eq 'nssm') {
+            Assert-FleetSha256 $WrapperSha256
+            foreach ($pair in @(@('StdoutPath', $StdoutPath), @('StderrPath', $StderrPath), @('WorkingDirectory', $WorkingDirectory))) {
+                if (-not [string]::IsNullOrEmpty($pair[1]) -and -not [IO.Path]::IsPathRooted($pair[1])) {
+                    Throw-FleetError 'INVALID_ARGUMENT' ($pair[0] + ' must be a full path') @{ parameter = $pair[0] }
+                }
+            }
+            $nssm = Install-FleetWrapper $WrapperSha256
+            if ([string]::IsNullOrEmpty($WorkingDirectory)) { $WorkingDirectory = [IO.Path]::GetDirectoryName($BinaryPath) }
+        } elseif (-not [string]::IsNullOrEmpty($WorkingDirectory)) {
+            # The SCM starts every native service in %SystemRoot%\System32 and has no setting to change that.
+            Throw-FleetError 'INVALID_ARGUMENT' 'WorkingDirectory needs Hosting nssm: the SCM has no working directory setting' @{ parameter = 'WorkingDirectory' }
+        }
         if ([string]::IsNullOrEmpty($StartType)) { $StartType = 'auto' }
         Assert-FleetChoice $StartType @('auto', 'delayed-auto', 'manual', 'disabled') 'StartType'
         if ([string]::IsNullOrEmpty($Account)) { $Account = 'LocalSystem' }
         if ([string]::IsNullOrEmpty($DisplayName)) { $DisplayName = $Name }
         $imagePath = Join-FleetCommandLine (@($BinaryPath) + @($Arguments | Where-Object { $null -ne $_ }))
+        if ($null -ne $nssm) { $imagePath = ConvertTo-FleetCommandLineArgument $nssm }
         $startMode = @{ 'auto' = 'Automatic'; 'delayed-auto' = 'Automatic'; 'manual' = 'Manual'; 'disabled' = 'Disabled' }[$StartType]
         $key = Get-FleetServiceKey $Name
         $changed = New-Object System.Collections.ArrayList
         $created = $false
         $existing = Get-Service -Name $Name -ErrorAction SilentlyContinue
-        if ($null -eq $existing) {
+        if ($null -eq $existing -and $null -ne $nssm) {
+            # nssm install creates the service with nssm.exe as its ImagePath and the program as Application.
+            Invoke-FleetNssm $nssm @('install', $Name, $BinaryPath)
+            $created = $true
+        } elseif ($null -eq $existing) {
             # New-Service hands the command line straight to CreateService: no native-argument quoting involved.
             $null = New-Service -Name $Name -BinaryPathName $imagePath -DisplayName $DisplayName -StartupType $startMode
             $created = $true
@@ -721,7 +831,10 @@ function Set-FleetService {
         # Win32_Service.Change calls ChangeServiceConfig with each value as an argument (no sc.exe command line),
         # which matters for paths with spaces and for the password.
         $change = @{}
-        if ($cim.PathName -ne $imagePath) {
+        if ($cim.PathName -ne $imagePath -and ($null -ne $nssm -or ([string]$cim.PathName) -like '*\nssm.exe"')) {
+            # Between native and nssm hosting (or to another nssm build): the SCM's command line changes wholesale.
+            $change.PathName = $imagePath; $null = $changed.Add('Hosting')
+        } elseif ($cim.PathName -ne $imagePath) {
             $change.PathName = $imagePath
             # The SCM keeps one command line; tell which half moved by its quoted-exe prefix.
             $exePart = ConvertTo-FleetCommandLineArgument $BinaryPath
@@ -762,6 +875,8 @@ function Set-FleetService {
         # The SCM reads a service's Environment value (REG_MULTI_SZ of NAME=value) each time it starts the process.
         $wantEnvironment = @()
         if ($null -ne $Environment) { $wantEnvironment = @($Environment.Keys | Sort-Object | ForEach-Object { [string]$_ + '=' + [string]$Environment[$_] }) }
+        $pairs = $wantEnvironment
+        if ($null -ne $nssm) { $wantEnvironment = @() }  # nssm passes them to the program as AppEnvironmentExtra
         $haveEnvironment = @()
         if ($registry.PSObject.Properties.Name -contains 'Environment') { $haveEnvironment = @($registry.Environment) }
         if (($wantEnvironment -join "`n") -cne ($haveEnvironment -join "`n")) {
@@ -799,8 +914,34 @@ function Set-FleetService {
             Set-ItemProperty -LiteralPath $key -Name 'FleetStopTimeoutSeconds' -Value $StopTimeoutSeconds -Type DWord
             $null = $changed.Add('StopTimeoutSeconds')
         }
+        if ($null -ne $nssm) {
+            $rotate = '0'
+            if ($RotateBytes -gt 0) { $rotate = '1' }
+            $stopMs = 1500
+            if ($StopTimeoutSeconds -gt 0) { $stopMs = $StopTimeoutSeconds * 1000 }
+            $rows = @(
+                @('BinaryPath', 'Application', @($BinaryPath)),
+                @('WorkingDirectory', 'AppDirectory', @($WorkingDirectory)),
+                @('Arguments', 'AppParameters', @(Join-FleetCommandLine @($Arguments | Where-Object { $null -ne $_ }))),
+                @('Environment', 'AppEnvironmentExtra', $pairs),
+                @('StdoutPath', 'AppStdout', @([string]$StdoutPath)),
+                @('StderrPath', 'AppStderr', @([string]$StderrPath)),
+                @('RotateBytes', 'AppRotateFiles', @($rotate)),
+                @('RotateBytes', 'AppRotateOnline', @($rotate)),
+                @('RotateBytes', 'AppRotateBytes', @([string]$RotateBytes)),
+                @('Hosting', 'AppExit', @('Default', 'Restart')),
+                @('RestartDelayMilliseconds', 'AppRestartDelay', @([string]$RestartDelayMilliseconds)),
+                @('ThrottleMilliseconds', 'AppThrottle', @([string]$ThrottleMilliseconds)),
+                @('StopTimeoutSeconds', 'AppStopMethodSkip', @('0')),
+                @('StopTimeoutSeconds', 'AppStopMethodConsole', @([string]$stopMs))
+            )
+            foreach ($field in (Set-FleetNssmParameters $nssm $Name $rows)) { if ($changed -notcontains $field) { $null = $changed.Add($field) } }
+        } elseif (Test-Path -LiteralPath ($key + '\Parameters')) {
+            # Back to native hosting: NSSM's parameters would only mislead whoever reads the registry.
+            Remove-Item -LiteralPath ($key + '\Parameters') -Recurse
+        }
         if ($created) { $changed = New-Object System.Collections.ArrayList }
-        return @{ created = $created; changed = [object[]]$changed.ToArray() }
+        return @{ created = $created; changed = [object[]]$changed.ToArray(); image_path = $imagePath }
     }
 }
 

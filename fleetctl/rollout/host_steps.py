@@ -97,6 +97,7 @@ class DeployJob:
     start_timeout: float = 30.0
     stop_timeout: float = 30.0
     ensure_extras: Callable[[NodeClient], None] | None = None  # firewall rules, scheduled tasks (idempotent)
+    wrapper_path: Path | None = None  # nssm.exe (release.service.wrapper_sha256), moved like an artifact
 
 
 class StepFailed(Exception):
@@ -164,6 +165,12 @@ def stage_deploy(ctx: HostContext, job: DeployJob) -> StagedDeploy | HostOutcome
                 ctx.client, job.artifact_path, release.artifact_sha256, job.transfer,
                 job.pull_server, ctx.progress("transfer"), on_fallback=_announce_fallback(ctx)))  # type: ignore[arg-type]
             method = result.method
+        wrapper, wrapper_sha = job.wrapper_path, release.service.wrapper_sha256
+        if wrapper is not None and wrapper_sha:
+            # nssm.exe goes through the node's artifact cache too, so it crosses the network once per node.
+            ctx.step("transfer", lambda: ensure_artifact(ctx.client, wrapper, wrapper_sha, job.transfer,
+                                                         job.pull_server, None,  # type: ignore[arg-type]
+                                                         on_fallback=_announce_fallback(ctx)), "nssm.exe")
         ctx.step("install", lambda: ctx.client.install_fleet_release(
             app=release.app, root=release.root, release=release.id, version=release.version,
             sha256=release.artifact_sha256, exe_name=release.exe_name, files=release.files_map))

@@ -1,0 +1,124 @@
+"""`service.hosting: nssm` end to end against the lab: a plain console program (no SCM code) deployed through the real
+CLI with the bundled nssm.exe, healthy, its output in shared\\logs, and a rollback that restores the NSSM parameters
+of the release it returns to. nssm.exe crosses the network once per node (through the artifact cache)."""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fleetctl.artifacts.wrapper import NSSM_SHA256, bundled_nssm_path
+
+from .conftest import Lab, _start_lab, wait_for
+
+pytestmark = pytest.mark.lab
+
+CONSOLE_SRC = Path(__file__).resolve().parent / "console"
+
+PLAYBOOK = r"""
+name: console
+vars:
+  greeting: one
+  rotate: 1048576
+artifact:
+  build:
+    go:
+      dir: SRC
+      goos: linux
+install:
+  root: 'C:\apps\console'
+  exe: console.exe
+service:
+  name: console
+  hosting: nssm
+  arguments: [--listen, "{{ ansible_host }}:8181", --greeting, "{{ greeting }}"]
+  environment:
+    CONSOLE_ENV: "with spaces & \"quotes\""
+  stop_timeout: 5s
+  nssm:
+    rotate_bytes: "{{ rotate }}"
+    restart_delay: 200ms
+health:
+  url: "http://{{ ansible_host }}:8181/"
+  expect_json:
+    greeting: "{{ greeting }}"
+  interval: 0.25s
+  retries: 20
+  stability_window: 1s
+rollout:
+  batch: 100%
+"""
+
+
+@pytest.fixture(scope="module")
+def nssm_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    if not bundled_nssm_path().is_file():
+        pytest.fail(f"{bundled_nssm_path()} is missing: scripts/bootstrap fetches it")
+    base = os.environ.get("FLEETCTL_TEST_ROLLOUT_NSSM_BASE", "127.0.52.1")
+    directory = tmp_path_factory.mktemp("rollout-nssm")
+    for lab in _start_lab(directory, 2, base, "linux"):
+        playbook = directory / "console.yml"
+        playbook.write_text(textwrap.dedent(PLAYBOOK).replace("SRC", str(CONSOLE_SRC)))
+        lab.playbook = playbook
+        yield lab
+
+
+def nssm_of(lab: Lab, node: str) -> dict[str, Any]:
+    (service,) = [s for s in lab.status()[node]["services"] if s["name"] == "console"]
+    assert service["hosting"] == "nssm"
+    return dict(service["nssm"])
+
+
+def test_a_console_program_deploys_under_nssm_and_rolls_back_with_its_parameters(nssm_lab: Lab) -> None:
+    lab = nssm_lab
+    code, doc, err = lab.deploy("--version", "1.0.0")
+    assert code == 0, err
+    assert {h["outcome"] for h in doc["hosts"].values()} == {"deployed"}
+    first = nssm_of(lab, "lab-node01")
+    assert first["Application"] == "C:\\apps\\console\\current\\console.exe"
+    assert first["AppDirectory"] == "C:\\apps\\console\\current"
+    assert first["AppParameters"] == f"--listen {lab.addresses['lab-node01']}:8181 --greeting one"
+    assert first["AppEnvironmentExtra"] == ['CONSOLE_ENV=with spaces & "quotes"']
+    assert first["AppStdout"] == first["AppStderr"] == "C:\\apps\\console\\shared\\logs\\console.log"
+    assert (first["AppRotateBytes"], first["AppRestartDelay"], first["AppStopMethodConsole"]) == (1048576, 200, 5000)
+    node_c = lab.lab_dir / "nodes" / "lab-node01" / "C"
+    tool = node_c / "ProgramData" / "fleetctl" / "tools" / NSSM_SHA256 / "nssm.exe"
+    assert tool.read_bytes() == bundled_nssm_path().read_bytes()
+    log = node_c / "apps" / "console" / "shared" / "logs" / "console.log"
+    wait_for(lambda: log.is_file() and 'started greeting=one env=with spaces & "quotes"' in log.read_text(), 5,
+             "the program's stdout in shared\\logs")
+    logs = lab.fleetctl("logs", str(lab.playbook), "-i", str(lab.inventory), "--host", "lab-node01", "--json",
+                        check=True)
+    assert any("console 1.0.0 started greeting=one" in line for line in json.loads(logs.stdout)["lines"])
+    stored_once = {n: s["counters"]["artifact_bytes_stored"] for n, s in lab.status().items()}
+
+    code, doc, err = lab.deploy("--version", "1.1.0", "--var", "greeting=two", "--var", "rotate=2097152")
+    assert code == 0, err
+    second = nssm_of(lab, "lab-node01")
+    assert "--greeting two" in second["AppParameters"] and second["AppRotateBytes"] == 2097152
+    # Only the new build moved: nssm.exe was already in each node's cache.
+    artifact = (lab.directory / "dist" / "console-1.1.0-linux-amd64").stat().st_size
+    for node, status in lab.status().items():
+        grown = status["counters"]["artifact_bytes_stored"] - stored_once[node]
+        assert grown == artifact, (node, grown, artifact)
+
+    proc = lab.fleetctl("rollback", str(lab.playbook), "-i", str(lab.inventory), "--yes", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert nssm_of(lab, "lab-node01") == first
+    assert nssm_of(lab, "lab-node02")["AppParameters"].endswith("--greeting one")
+
+
+def test_a_missing_nssm_exe_is_refused_before_anything_changes(nssm_lab: Lab, tmp_path: Path) -> None:
+    lab = nssm_lab
+    broken = tmp_path / "broken.yml"
+    broken.write_text(lab.playbook.read_text().replace("    restart_delay: 200ms\n",
+                                                       "    restart_delay: 200ms\n    exe: no-such-nssm.exe\n"))
+    proc = lab.fleetctl("deploy", str(broken), "-i", str(lab.inventory), "--yes", "--version", "9.9.9")
+    assert proc.returncode == 2, proc.stderr
+    assert "service.hosting" in proc.stderr and "nssm.exe" in proc.stderr and "no-such-nssm.exe" in proc.stderr
