@@ -418,6 +418,46 @@ class LabNode:
     def start_fleet_service(self, name: str, timeout_seconds: int) -> dict[str, Any]:
         return self.scm.start(name, timeout_seconds)
 
+    # ---- operations: retiring a service ------------------------------------------------------------------
+    def remove_fleet_service(self, name: str, timeout_seconds: int) -> dict[str, Any]:
+        was = self.scm.status(name)["state"] if self.scm.status(name)["exists"] else "Absent"
+        if was != "Absent":
+            self.scm.stop(name, timeout_seconds)  # SERVICE_STOP_TIMEOUT: nothing is deleted
+        return {"removed": self.scm.delete(name), "was": was}
+
+    def remove_fleet_app(self, app: str, root: str, purge: bool = False) -> dict[str, Any]:
+        removed: list[str] = []
+        kept: list[str] = []
+        with self._lock:
+            base = self.sandbox.resolve(root)
+            current = self.sandbox.resolve(f"{root}\\current")
+            if current.is_symlink():
+                self.sandbox.remove(current)  # the junction only, never its target
+                removed.append(self.sandbox.to_windows(current))
+            for part in ("releases", "shared"):
+                path = self.sandbox.resolve(f"{root}\\{part}")
+                if not path.exists():
+                    continue
+                if purge:
+                    self.sandbox.remove(path)  # FILE_IN_USE while anything below runs
+                    removed.append(self.sandbox.to_windows(path))
+                else:
+                    kept.append(self.sandbox.to_windows(path))
+            if purge:
+                if base.is_dir() and not any(base.iterdir()):
+                    base.rmdir()
+                    removed.append(root)
+                app_dir = self._app_dir(app)
+                if app_dir.exists():
+                    self.sandbox.remove(app_dir)  # the node state: history, lock
+                    removed.append(self.sandbox.to_windows(app_dir))
+            else:
+                state = self._load_state(app, root)
+                if state["current"] is not None:
+                    state["previous"], state["current"] = state["current"], None
+                    self._save_state(app, state, "retire", state["previous"])
+        return {"removed": removed, "kept": kept}
+
     # ---- operations: health and logs ---------------------------------------------------------------------
     def _node_local_url(self, url: str) -> str:
         """`http://localhost:8080/` on a lab node means the node itself, i.e. its own address."""

@@ -199,6 +199,21 @@ class ServiceControlManager:
             svc.config = config
             return False, changed
 
+    def delete(self, name: str) -> bool:
+        """Delete a stopped service's definition (DeleteService); a running one is refused, as the module stops
+        first. Returns whether there was one."""
+        with self._cond:
+            svc = self._find(name)
+            if svc is None:
+                return False
+            if svc.state != "Stopped":
+                raise NodeError("INVALID_ARGUMENT", f"service {name!r} is {svc.state}; stop it first",
+                                {"state": svc.state})
+            self._cancel_timers(svc)
+            svc.generation += 1
+            del self._services[name.lower()]
+            return True
+
     def definition(self, name: str) -> ServiceConfig | None:
         """A copy of the service's current definition (None when absent)."""
         with self._cond:

@@ -22,6 +22,7 @@ from fleetctl.node.results import (
     NodeState,
     RetentionResult,
     ServiceChange,
+    ServiceRemoval,
     ServiceTransition,
     StoredArtifact,
     SwitchResult,
@@ -163,6 +164,16 @@ class NodeClient:
                              remove: bool = False) -> Changed:
         r = self._call("Set-FleetPortProxy", locals())
         return Changed(bool(r.get("changed")), connect=r.get("connect"))
+
+    # -- retiring a service -------------------------------------------------------------------------------------
+
+    def remove_fleet_service(self, *, name: str, timeout_seconds: int) -> ServiceRemoval:
+        r = self._call("Remove-FleetService", locals())
+        return ServiceRemoval(bool(r.get("removed")), r.get("was"))
+
+    def remove_fleet_app(self, *, app: str, root: str, purge: bool = False) -> RetentionResult:
+        r = self._call("Remove-FleetApp", locals())
+        return RetentionResult(tuple(r.get("removed") or ()), tuple(r.get("kept") or ()))
 
     def get_fleet_log(self, *, app: str, root: str, tail: int | None = None, path: str | None = None) -> LogTail:
         r = self._call("Get-FleetLog", locals())

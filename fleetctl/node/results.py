@@ -210,6 +210,14 @@ class RetentionResult:
 
 
 @dataclass(frozen=True)
+class ServiceRemoval:
+    """Result of `Remove-FleetService`: whether a service was deleted, and its state before."""
+
+    removed: bool
+    was: str | None
+
+
+@dataclass(frozen=True)
 class Changed:
     """Result of an ensure-style operation (firewall rule, scheduled task, port proxy)."""
 

@@ -1350,6 +1350,83 @@ function Set-FleetPortProxy {
     }
 }
 
+function Remove-FleetService {
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$Name,
+        [Parameter(Mandatory = $true)][int]$TimeoutSeconds
+    )
+    Invoke-FleetOperation {
+        Assert-FleetName $Name 'Name'
+        $service = Get-Service -Name $Name -ErrorAction SilentlyContinue
+        if ($null -eq $service) { return @{ removed = $false; was = 'Absent' } }
+        $was = [string]$service.Status
+        # An open handle would leave the service "marked for deletion" instead of deleting it.
+        $service.Dispose()
+        $stopped = ConvertTo-FleetHashtable (ConvertFrom-Json -InputObject (Stop-FleetService -Name $Name -TimeoutSeconds $TimeoutSeconds))
+        if (-not $stopped.ok) { Throw-FleetError $stopped.error.code $stopped.error.message $stopped.error.details }
+        # DeleteService through sc.exe with the validated name as its one argument; NSSM's Parameters key lives
+        # under the service's key and goes with it. 1060: already gone.
+        $null = & sc.exe @('delete', $Name)
+        if ($LASTEXITCODE -ne 0 -and $LASTEXITCODE -ne 1060) { Throw-FleetError 'INTERNAL' "sc.exe delete failed with exit code $LASTEXITCODE" @{} }
+        return @{ removed = $true; was = $was }
+    }
+}
+
+function Remove-FleetApp {
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$App,
+        [Parameter(Mandatory = $true)][string]$Root,
+        [switch]$Purge
+    )
+    Invoke-FleetOperation {
+        Assert-FleetName $App 'App'
+        Assert-FleetRoot $Root
+        Use-FleetAppMutex $App {
+            $removed = New-Object System.Collections.ArrayList
+            $kept = New-Object System.Collections.ArrayList
+            $current = Join-Path $Root 'current'
+            if ($null -ne (Get-FleetJunctionTarget $current)) {
+                [IO.Directory]::Delete($current, $false)  # the link only, never its target's files
+                $null = $removed.Add($current)
+            }
+            foreach ($part in @('releases', 'shared')) {
+                $path = Join-Path $Root $part
+                if (-not [IO.Directory]::Exists($path)) { continue }
+                if (-not $Purge) { $null = $kept.Add($path); continue }
+                # Rename first, as Remove-FleetRelease does: if anything inside is in use, nothing is deleted.
+                $trash = Join-Path $Root ('.' + $part + '.removing.' + [guid]::NewGuid().ToString('N'))
+                try { [IO.Directory]::Move($path, $trash) } catch {
+                    Throw-FleetError 'FILE_IN_USE' "$path is in use and was not removed" @{ path = $path; removed = [object[]]$removed.ToArray() }
+                }
+                [IO.Directory]::Delete($trash, $true)
+                $null = $removed.Add($path)
+            }
+            if ($Purge) {
+                if ([IO.Directory]::Exists($Root) -and @([IO.Directory]::GetFileSystemEntries($Root)).Count -eq 0) {
+                    [IO.Directory]::Delete($Root, $false)
+                    $null = $removed.Add($Root)
+                }
+                $appDirectory = Get-FleetAppDirectory $App
+                if ([IO.Directory]::Exists($appDirectory)) {
+                    [IO.Directory]::Delete($appDirectory, $true)  # the node state: releases kept, history, lock
+                    $null = $removed.Add($appDirectory)
+                }
+            } else {
+                $state = Read-FleetAppState $App
+                if ($null -ne $state.current) {
+                    $state.previous = $state.current
+                    $state.current = $null
+                    Add-FleetHistory $state 'retire' $state.previous
+                    Write-FleetAppState $App $state
+                }
+            }
+            return @{ removed = [object[]]$removed.ToArray(); kept = [object[]]$kept.ToArray() }
+        }
+    }
+}
+
 function Get-FleetLog {
     [CmdletBinding()]
     param(
@@ -1397,5 +1474,6 @@ Export-ModuleMember -Function @(
     'Get-FleetFacts', 'Lock-FleetApp', 'Unlock-FleetApp', 'Test-FleetArtifact', 'Receive-FleetArtifact',
     'Save-FleetArtifactFromUrl', 'Install-FleetRelease', 'Set-FleetService', 'Stop-FleetService',
     'Start-FleetService', 'Switch-FleetRelease', 'Get-FleetState', 'Test-FleetHealth', 'Remove-FleetRelease',
-    'Set-FleetFirewallRule', 'Set-FleetScheduledTask', 'Set-FleetPortProxy', 'Get-FleetLog'
+    'Set-FleetFirewallRule', 'Set-FleetScheduledTask', 'Set-FleetPortProxy', 'Remove-FleetService',
+    'Remove-FleetApp', 'Get-FleetLog'
 )

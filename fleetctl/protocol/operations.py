@@ -286,6 +286,21 @@ OPERATIONS_LIST: tuple[Operation, ...] = (
         {"changed": "bool", "connect": "address:port or null"},
     ),
     Operation(
+        "Remove-FleetService",
+        "Retire a Windows service: stop it (waiting TimeoutSeconds) and delete its definition. Absent: ok.",
+        (SERVICE_NAME, _p("TimeoutSeconds", "int", True)),
+        {"removed": "true if a service was deleted", "was": "state before, or Absent"},
+        ("SERVICE_STOP_TIMEOUT",),
+    ),
+    Operation(
+        "Remove-FleetApp",
+        "Retire an app's files after its service is gone: the <Root>\\current junction, and with -Purge also "
+        "releases\\, shared\\, the empty Root and the node state. Absent: ok.",
+        (APP, ROOT, _p("Purge", "switch", doc="also delete releases, shared files and the node's state")),
+        {"removed": "list of the paths deleted", "kept": "list of the paths left in place"},
+        ("FILE_IN_USE",),
+    ),
+    Operation(
         "Get-FleetLog",
         "The last Tail lines of the service's log file under <Root>\\shared\\logs (or Path, relative to Root).",
         (APP, ROOT, _p("Tail", "int", False, "default 100"), _p("Path", "string", False)),

@@ -137,7 +137,8 @@ class HostPreview:
 # --- loading --------------------------------------------------------------------------------------------------
 
 
-def load_fleet(options: DeployOptions, builtins: dict[str, object] | None = None) -> Fleet:
+def load_fleet(options: DeployOptions, builtins: dict[str, object] | None = None, *,
+               refuse_unsupported: bool = True) -> Fleet:
     """Targets, plan, per-host playbooks and connection settings; every problem is a ConfigError (exit 2)."""
     targets = load_targets(options.playbook, options.inventories, limit=options.limit,
                            extra_vars=list(options.extra_vars), builtins=builtins)
@@ -151,7 +152,8 @@ def load_fleet(options: DeployOptions, builtins: dict[str, object] | None = None
     connections: dict[str, ConnectionSettings] = {}
     for host in targets.hosts:
         playbook = targets.render_for(host, builtins)
-        _refuse_unsupported(playbook)
+        if refuse_unsupported:  # `remove` retires what such a playbook describes without running it
+            _refuse_unsupported(playbook)
         playbooks[host.name] = playbook
         connections[host.name] = ConnectionSettings.from_hostvars(
             host.name, targets.connection_vars(host), source=f"inventory host {host.name}")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import sqlite3
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,6 +46,14 @@ service:
   nssm:
     rotate_bytes: "{{ rotate }}"
     restart_delay: 200ms
+firewall:
+  - name: console-http
+    port: 8181
+scheduled_tasks:
+  - name: console-nightly
+    execute: 'C:\apps\console\current\console.exe'
+    arguments: [--greeting, nightly]
+    at: "03:00"
 health:
   url: "http://{{ ansible_host }}:8181/"
   expect_json:
@@ -122,3 +132,43 @@ def test_a_missing_nssm_exe_is_refused_before_anything_changes(nssm_lab: Lab, tm
     proc = lab.fleetctl("deploy", str(broken), "-i", str(lab.inventory), "--yes", "--version", "9.9.9")
     assert proc.returncode == 2, proc.stderr
     assert "service.hosting" in proc.stderr and "nssm.exe" in proc.stderr and "no-such-nssm.exe" in proc.stderr
+
+
+def test_remove_retires_the_service_and_keeps_files_unless_purged(nssm_lab: Lab) -> None:
+    lab = nssm_lab
+    code, _, err = lab.deploy("--version", "2.0.0")
+    assert code == 0, err
+    status = lab.status()["lab-node01"]
+    assert "console-http" in status["firewall_rules"] and "console-nightly" in status["scheduled_tasks"]
+    base = [str(lab.playbook), "-i", str(lab.inventory), "--json"]
+
+    dry = lab.fleetctl("remove", *base, "--dry-run", check=True)
+    steps = json.loads(dry.stdout)["hosts"]["lab-node01"]["changes"]
+    assert steps[0] == "remove scheduled task console-nightly (if present)"
+    assert "stop (Running) and delete service console" in steps and steps[-1].startswith("keep releases")
+    assert any(s["name"] == "console" for s in lab.status()["lab-node01"]["services"])  # nothing changed
+
+    proc = lab.fleetctl("remove", *base, "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert {h["outcome"] for h in json.loads(proc.stdout)["hosts"].values()} == {"removed"}
+    for node, status in lab.status().items():
+        assert not any(s["name"] == "console" for s in status["services"]), node
+        assert "console-http" not in status["firewall_rules"] and "console-nightly" not in status["scheduled_tasks"]
+    app = lab.lab_dir / "nodes" / "lab-node01" / "C" / "apps" / "console"
+    assert not os.path.lexists(app / "current") and any((app / "releases").iterdir())
+    assert (app / "shared" / "logs" / "console.log").is_file()
+    with pytest.raises(OSError):  # nothing answers on the service's port any more
+        socket.create_connection((lab.addresses["lab-node01"], 8181), timeout=2).close()
+
+    again = lab.fleetctl("remove", *base, "--yes")
+    assert {h["outcome"] for h in json.loads(again.stdout)["hosts"].values()} == {"skipped"}
+    purged = lab.fleetctl("remove", *base, "--yes", "--purge")
+    assert purged.returncode == 0, purged.stderr
+    assert not app.exists()
+    assert not (lab.lab_dir / "nodes" / "lab-node01" / "C" / "ProgramData" / "fleetctl" / "apps" / "console").exists()
+    db = sqlite3.connect(lab.directory / ".fleetctl" / "history.db")
+    try:
+        kinds = [k for (k,) in db.execute("SELECT kind FROM runs ORDER BY started_at")]
+    finally:
+        db.close()
+    assert kinds[-3:] == ["remove", "remove", "remove"]
