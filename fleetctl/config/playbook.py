@@ -205,11 +205,39 @@ class FirewallRule(_Model):
 
 
 class ScheduledTask(_Model):
-    name: str
+    """A task in Task Scheduler's \\fleetctl\\ folder: typically a guard that checks or restarts the service."""
+
+    name: str = Field(pattern=_NAME)
     execute: str
     arguments: StrList = []
-    at: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    at: str | None = Field(default=None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")  # daily
+    at_startup: bool = False
+    every: Duration | None = None  # repeat every N minutes, indefinitely
     user: str = "SYSTEM"
+    restart_count: int = Field(default=0, ge=0, le=999)
+    restart_interval: Duration = Duration(60)
+    execution_time_limit: Duration | None = None  # None: Windows' 72 h; 0: no limit
+
+    @model_validator(mode="after")
+    def _triggers(self) -> ScheduledTask:
+        if self.at is None and not self.at_startup and self.every is None:
+            raise ValueError("give at least one trigger: 'at' (daily HH:MM), 'at_startup' or 'every'")
+        # Task Scheduler counts these in whole minutes, one minute at least (restarts: up to 31 days).
+        for key, value, low in (("every", self.every, 60), ("restart_interval", self.restart_interval, 60)):
+            if value is not None and (float(value) < low or float(value) % 60):
+                raise ValueError(f"'{key}' must be whole minutes, at least 1m, got {float(value):g}s")
+        if self.execution_time_limit is not None and float(self.execution_time_limit) % 60:
+            raise ValueError("'execution_time_limit' must be whole minutes (0 for no limit)")
+        return self
+
+    @property
+    def every_minutes(self) -> int | None:
+        return int(float(self.every)) // 60 if self.every is not None else None
+
+    @property
+    def execution_time_limit_minutes(self) -> int | None:
+        limit = self.execution_time_limit
+        return int(float(limit)) // 60 if limit is not None else None
 
 
 class Hooks(_Model):

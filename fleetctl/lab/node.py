@@ -82,6 +82,7 @@ class LabNode:
         self._lock = threading.RLock()  # node state files (state.json, lock.json) change under this
         self._counter_lock = threading.Lock()
         self._input = threading.local()  # pipeline input of the operation running on this thread
+        self.task_minute_s = 60.0  # how long a Task Scheduler minute lasts here (tests shorten it)
 
     # ---- NodeBackend -------------------------------------------------------------------------------------
     def invoke(self, command: str, parameters: dict[str, Any], input_objects: list[Any]) -> list[Any]:
@@ -147,6 +148,9 @@ class LabNode:
 
     def close(self) -> None:
         """Stop every process this node started and its port proxies."""
+        for task in self.scheduled_tasks.values():
+            if task.get("timer") is not None:
+                task["timer"].cancel()
         self.scm.shutdown()
         for listen in list(self._port_proxies):
             self.proxies.remove(listen)
@@ -332,7 +336,8 @@ class LabNode:
                 self._save_state(app, state, "switch", release)
             return {"current": release, "previous": state["previous"], "changed": changed}
 
-    def get_fleet_state(self, app: str, root: str, service_name: str | None = None) -> dict[str, Any]:
+    def get_fleet_state(self, app: str, root: str, service_name: str | None = None,
+                        task_names: list[str] | None = None) -> dict[str, Any]:
         with self._lock:
             state = self._load_state(app, root)
             lock = self._read_json(self._app_dir(app) / "lock.json")
@@ -341,7 +346,7 @@ class LabNode:
         releases = [{k: r[k] for k in ("release", "version", "sha256", "installed_at")} for r in state["releases"]]
         return {"releases": releases, "current": state["current"], "previous": state["previous"],
                 "service": self.scm.status(service_name or app), "lock": lock,
-                "history": state["history"][-HISTORY_KEPT:]}
+                "history": state["history"][-HISTORY_KEPT:], "tasks": [self._task_status(n) for n in task_names or []]}
 
     def remove_fleet_release(self, app: str, root: str, keep: int | None = None,
                              release: str | None = None) -> dict[str, Any]:
@@ -519,31 +524,87 @@ class LabNode:
         return {"changed": changed}
 
     def set_fleet_scheduled_task(self, name: str, execute: str | None = None, arguments: list[str] | None = None,
-                                 at: str | None = None, user: str | None = None, remove: bool = False,
+                                 at: str | None = None, at_startup: bool = False, every_minutes: int | None = None,
+                                 user: str | None = None, restart_count: int | None = None,
+                                 restart_interval_minutes: int | None = None,
+                                 execution_time_limit_minutes: int | None = None, remove: bool = False,
                                  run_now: bool = False) -> dict[str, Any]:
         if remove:
-            return {"changed": self.scheduled_tasks.pop(name, None) is not None, "last_run": None}
+            gone = self.scheduled_tasks.pop(name, None)
+            if gone is not None and gone.get("timer") is not None:
+                gone["timer"].cancel()
+            return {"changed": gone is not None, "last_run": None, "last_result": None}
         task = self.scheduled_tasks.get(name)
         changed = False
         if execute is not None:
             if at is not None and not re.match(r"^([01]\d|2[0-3]):[0-5]\d$", at):
                 raise NodeError("INVALID_ARGUMENT", "At must be HH:MM (24 h)", {"At": at})
+            if at is None and not at_startup and not every_minutes:
+                raise NodeError("INVALID_ARGUMENT", "give a trigger: At, AtStartup or EveryMinutes")
+            for key, value, low in (("EveryMinutes", every_minutes, 1), ("RestartCount", restart_count, 0),
+                                    ("RestartIntervalMinutes", restart_interval_minutes, 1),
+                                    ("ExecutionTimeLimitMinutes", execution_time_limit_minutes, 0)):
+                if value is not None and value < low:
+                    raise NodeError("INVALID_ARGUMENT", f"{key} must be {low} or more", {key: value})
             definition = {"execute": execute, "arguments": list(arguments or []), "at": at,
-                          "user": user or "SYSTEM"}
-            changed = task is None or {k: task[k] for k in definition} != definition
-            task = dict(task or {"last_run": None, "last_pid": None}, **definition)
+                          "at_startup": bool(at_startup), "every_minutes": every_minutes or None,
+                          "user": user or "SYSTEM", "restart_count": restart_count or 0,
+                          "restart_interval_minutes": restart_interval_minutes or 1,
+                          "execution_time_limit_minutes": 4320 if execution_time_limit_minutes is None
+                          else execution_time_limit_minutes}
+            changed = task is None or {k: task.get(k) for k in definition} != definition
+            if changed and task is not None and task.get("timer") is not None:
+                task["timer"].cancel()
+            task = dict(task or {"last_run": None, "last_result": None, "last_pid": None},
+                        **definition, timer=None if changed else (task or {}).get("timer"))
             self.scheduled_tasks[name] = task
+            if changed and task["every_minutes"]:
+                self._repeat_task(name, task)
         if task is None:
             raise NodeError("NOT_FOUND" if run_now else "INVALID_ARGUMENT",
                             f"scheduled task {name!r} does not exist" + ("" if run_now else "; give Execute"),
                             {"name": name})
         if run_now:
-            if not re.match(r"^[A-Za-z]:[\\/]", task["execute"]):
-                raise NodeError("UNSUPPORTED", f"the fleetctl lab can only run executables stored on the node "
-                                f"(an absolute C:\\ path), not {task['execute']!r}")
-            task["last_pid"] = self.scm.run_detached(task["execute"], task["arguments"], name)
-            task["last_run"] = self._iso()
-        return {"changed": changed, "last_run": task["last_run"]}
+            self._run_task(name, task)
+        return {"changed": changed, "last_run": task["last_run"], "last_result": task["last_result"]}
+
+    def _run_task(self, name: str, task: dict[str, Any]) -> None:
+        if not re.match(r"^[A-Za-z]:[\\/]", task["execute"]):
+            raise NodeError("UNSUPPORTED", f"the fleetctl lab can only run executables stored on the node "
+                            f"(an absolute C:\\ path), not {task['execute']!r}")
+
+        def finished(code: int) -> None:
+            task["last_result"] = code
+
+        limit = task["execution_time_limit_minutes"]
+        task["last_pid"] = self.scm.run_detached(task["execute"], task["arguments"], name,
+                                                 time_limit_s=limit * 60 if limit else None, on_exit=finished)
+        task["last_run"] = self._iso()
+
+    def _repeat_task(self, name: str, task: dict[str, Any]) -> None:
+        """The every-N-minutes trigger, fired by the lab like Task Scheduler does (startup and daily are not)."""
+        def fire() -> None:
+            if self.scheduled_tasks.get(name) is not task:
+                return
+            try:
+                self._run_task(name, task)
+            except NodeError as err:
+                log.warning("lab node %s: scheduled task %s: %s", self.name, name, err.message)
+            self._repeat_task(name, task)
+
+        timer = threading.Timer(task["every_minutes"] * 60.0 * self.task_minute_s / 60.0, fire)
+        timer.daemon = True
+        task["timer"] = timer
+        timer.start()
+
+    def _task_status(self, name: str) -> dict[str, Any]:
+        task = self.scheduled_tasks.get(name)
+        if task is None:
+            return {"name": name, "exists": False, "state": None, "last_run": None, "last_result": None,
+                    "next_run": None}
+        running = task.get("last_pid") is not None and task.get("last_result") is None and task["last_run"]
+        return {"name": name, "exists": True, "state": "Running" if running else "Ready",
+                "last_run": task["last_run"], "last_result": task["last_result"], "next_run": None}
 
     def set_fleet_port_proxy(self, listen_port: int, listen_address: str | None = None,
                              connect_port: int | None = None, connect_address: str | None = None,

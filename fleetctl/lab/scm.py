@@ -229,11 +229,12 @@ class ServiceControlManager:
             svc = self._find(name)
             if svc is None:
                 return {"exists": False, "state": None, "pid": None, "start_time": None, "restarts": 0,
-                        "binary_path": None}
+                        "binary_path": None, "recent_restarts": 0}
             return {"exists": True, "name": svc.config.name, "state": svc.state, "pid": svc.pid,
                     "start_time": svc.start_time, "restarts": svc.restarts, "binary_path": svc.config.binary_path,
                     "exit_code": svc.exit_code, "start_type": svc.config.start_type,
-                    "hosting": svc.config.hosting, "image_path": svc.config.image_path}
+                    "hosting": svc.config.hosting, "image_path": svc.config.image_path,
+                    "recent_restarts": sum(1 for t in svc.restart_times if t > time.time() - 600)}
 
     def pids(self) -> list[int]:
         with self._cond:
@@ -525,8 +526,10 @@ class ServiceControlManager:
         svc.timers.clear()
 
     # ---- scheduled-task runs ------------------------------------------------------------------------------
-    def run_detached(self, windows_exe: str, arguments: list[str], label: str) -> int:
-        """Run an exe stored on the node once, not waited for (a scheduled task's Run); returns its PID."""
+    def run_detached(self, windows_exe: str, arguments: list[str], label: str, *, time_limit_s: float | None = None,
+                     on_exit: Callable[[int], None] | None = None) -> int:
+        """Run an exe stored on the node once, not waited for (a scheduled task's Run); returns its PID. A run still
+        going after `time_limit_s` is killed (the task's execution time limit); `on_exit` gets its exit code."""
         exe = self.sandbox.resolve(windows_exe)
         kind = _exe_kind(exe)
         if kind is None:
@@ -548,12 +551,20 @@ class ServiceControlManager:
                                     stderr=subprocess.STDOUT, start_new_session=True)
         with self._cond:
             self._tasks.append(proc)
-        threading.Thread(target=self._reap_task, args=(proc,), daemon=True).start()
+        threading.Thread(target=self._reap_task, args=(proc, time_limit_s, on_exit), daemon=True).start()
         self.on_processes_changed()
         return proc.pid
 
-    def _reap_task(self, proc: subprocess.Popen[bytes]) -> None:
-        proc.wait()
+    def _reap_task(self, proc: subprocess.Popen[bytes], time_limit_s: float | None,
+                   on_exit: Callable[[int], None] | None) -> None:
+        try:
+            proc.wait(time_limit_s)
+        except subprocess.TimeoutExpired:
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait()
+        if on_exit is not None:
+            # Task Scheduler reports a run it stopped at the time limit as 0x41306 (SCHED_S_TASK_TERMINATED).
+            on_exit(proc.returncode if proc.returncode >= 0 else 0x41306)
         with self._cond:
             if proc in self._tasks:
                 self._tasks.remove(proc)

@@ -134,7 +134,8 @@ class NodeClient:
         r = self._call("Switch-FleetRelease", locals())
         return SwitchResult(str(r.get("current", release)), r.get("previous"), bool(r.get("changed")))
 
-    def get_fleet_state(self, *, app: str, root: str, service_name: str | None = None) -> NodeState:
+    def get_fleet_state(self, *, app: str, root: str, service_name: str | None = None,
+                        task_names: Sequence[str] | None = None) -> NodeState:
         return NodeState.from_result(self._call("Get-FleetState", locals()))
 
     def test_fleet_health(self, *, url: str, timeout_seconds: int) -> NodeHealthProbe:
@@ -155,9 +156,15 @@ class NodeClient:
 
     def set_fleet_scheduled_task(self, *, name: str, execute: str | None = None,
                                  arguments: Sequence[str] | None = None, at: str | None = None,
-                                 user: str | None = None, remove: bool = False, run_now: bool = False) -> Changed:
+                                 at_startup: bool = False, every_minutes: int | None = None,
+                                 user: str | None = None, restart_count: int | None = None,
+                                 restart_interval_minutes: int | None = None,
+                                 execution_time_limit_minutes: int | None = None, remove: bool = False,
+                                 run_now: bool = False) -> Changed:
         r = self._call("Set-FleetScheduledTask", locals())
-        return Changed(bool(r.get("changed")), last_run=parse_time(r.get("last_run")))
+        result = r.get("last_result")
+        return Changed(bool(r.get("changed")), last_run=parse_time(r.get("last_run")),
+                       last_result=int(result) if isinstance(result, int) else None)
 
     def set_fleet_port_proxy(self, *, listen_port: int, listen_address: str | None = None,
                              connect_port: int | None = None, connect_address: str | None = None,

@@ -405,7 +405,7 @@ function Get-FleetServiceInfo {
     param([string]$Name, $Since)
     $service = Get-Service -Name $Name -ErrorAction SilentlyContinue
     if ($null -eq $service) {
-        return @{ exists = $false; state = $null; pid = $null; start_time = $null; restarts = $null; binary_path = $null }
+        return @{ exists = $false; state = $null; pid = $null; start_time = $null; restarts = $null; recent_restarts = 0; binary_path = $null }
     }
     $cim = Get-FleetServiceCim $Name
     $processId = $null
@@ -418,6 +418,8 @@ function Get-FleetServiceInfo {
     return @{
         exists = $true; state = [string]$service.Status; pid = $processId; start_time = $startTime
         restarts = (Get-FleetServiceRestarts $service.DisplayName $Since); binary_path = [string]$cim.PathName
+        # The crash-loop window (fleetctl status): unexpected exits in the last 10 minutes.
+        recent_restarts = (Get-FleetServiceRestarts $service.DisplayName (Get-FleetTime ([datetime]::UtcNow.AddMinutes(-10))))
     }
 }
 
@@ -1061,7 +1063,8 @@ function Get-FleetState {
     param(
         [Parameter(Mandatory = $true)][string]$App,
         [Parameter(Mandatory = $true)][string]$Root,
-        [string]$ServiceName
+        [string]$ServiceName,
+        [string[]]$TaskNames
     )
     Invoke-FleetOperation {
         Assert-FleetName $App 'App'
@@ -1078,6 +1081,7 @@ function Get-FleetState {
         return @{
             releases = [object[]]$releases; current = $state.current; previous = $state.previous
             service = (Get-FleetServiceInfo $ServiceName $since); lock = $lock; history = [object[]]$history
+            tasks = [object[]]@($TaskNames | Where-Object { -not [string]::IsNullOrEmpty($_) } | ForEach-Object { Assert-FleetName $_ 'TaskNames'; Get-FleetTaskStatus $_ })
         }
     }
 }
@@ -1245,6 +1249,22 @@ function Set-FleetFirewallRule {
     }
 }
 
+function Get-FleetTaskStatus {
+    # One task of the \fleetctl\ folder as Get-FleetState reports it. 0x41303 (SCHED_S_TASK_HAS_NOT_RUN) is "never".
+    param([string]$Name)
+    $task = Get-ScheduledTask -TaskName $Name -TaskPath '\fleetctl\' -ErrorAction SilentlyContinue
+    if ($null -eq $task) { return @{ name = $Name; exists = $false; state = $null; last_run = $null; last_result = $null; next_run = $null } }
+    $info = Get-ScheduledTaskInfo -TaskName $Name -TaskPath '\fleetctl\'
+    $lastRun = $null
+    $result = $null
+    # Task Scheduler reports "never ran" as a date in 1999.
+    if ($null -ne $info.LastRunTime -and $info.LastRunTime.Year -ge 2000) { $lastRun = Get-FleetTime $info.LastRunTime; $result = [int]$info.LastTaskResult }
+    if ($result -eq 267011) { $result = $null }
+    $nextRun = $null
+    if ($null -ne $info.NextRunTime -and $info.NextRunTime.Year -ge 2000) { $nextRun = Get-FleetTime $info.NextRunTime }
+    return @{ name = $Name; exists = $true; state = [string]$task.State; last_run = $lastRun; last_result = $result; next_run = $nextRun }
+}
+
 function Set-FleetScheduledTask {
     [CmdletBinding()]
     param(
@@ -1252,10 +1272,18 @@ function Set-FleetScheduledTask {
         [string]$Execute,
         [string[]]$Arguments,
         [string]$At,
+        [switch]$AtStartup,
+        [int]$EveryMinutes,
         [string]$User,
+        [int]$RestartCount,
+        [int]$RestartIntervalMinutes,
+        [int]$ExecutionTimeLimitMinutes,
         [switch]$Remove,
         [switch]$RunNow
     )
+    # Read here: inside the operation body $PSBoundParameters would be the script block's own (empty) set.
+    if (-not $PSBoundParameters.ContainsKey('ExecutionTimeLimitMinutes')) { $ExecutionTimeLimitMinutes = 4320 }
+    if (-not $PSBoundParameters.ContainsKey('RestartIntervalMinutes')) { $RestartIntervalMinutes = 1 }
     Invoke-FleetOperation {
         Assert-FleetName $Name 'Name'
         # fleetctl's tasks live in their own folder, so a name can never collide with the system's tasks.
@@ -1264,42 +1292,55 @@ function Set-FleetScheduledTask {
         $changed = $false
         if ($Remove) {
             if ($null -ne $task) { Unregister-ScheduledTask -TaskName $Name -TaskPath $folder -Confirm:$false; $changed = $true }
-            return @{ changed = $changed; last_run = $null }
+            return @{ changed = $changed; last_run = $null; last_result = $null }
         }
         if (-not [string]::IsNullOrEmpty($Execute)) {
-            if ($At -notmatch '^([01][0-9]|2[0-3]):[0-5][0-9]$') { Throw-FleetError 'INVALID_ARGUMENT' 'At must be HH:MM (24 h)' @{ parameter = 'At' } }
+            if (-not [string]::IsNullOrEmpty($At) -and $At -notmatch '^([01][0-9]|2[0-3]):[0-5][0-9]$') { Throw-FleetError 'INVALID_ARGUMENT' 'At must be HH:MM (24 h)' @{ parameter = 'At' } }
+            if ([string]::IsNullOrEmpty($At) -and -not $AtStartup -and $EveryMinutes -le 0) { Throw-FleetError 'INVALID_ARGUMENT' 'give a trigger: At, AtStartup or EveryMinutes' @{} }
+            if ($RestartCount -lt 0 -or $RestartIntervalMinutes -lt 1 -or $ExecutionTimeLimitMinutes -lt 0) { Throw-FleetError 'INVALID_ARGUMENT' 'RestartCount/ExecutionTimeLimitMinutes must be 0 or more, RestartIntervalMinutes 1 or more' @{} }
             if ([string]::IsNullOrEmpty($User)) { $User = 'SYSTEM' }
             $argumentLine = Join-FleetCommandLine @($Arguments | Where-Object { $null -ne $_ })
-            $same = $false
-            if ($null -ne $task) {
-                $action = @($task.Actions)[0]
-                $trigger = @($task.Triggers)[0]
-                $time = $null
-                if ($null -ne $trigger -and -not [string]::IsNullOrEmpty($trigger.StartBoundary)) { $time = ([datetime]::Parse($trigger.StartBoundary)).ToString('HH:mm') }
-                $same = ($null -ne $action) -and ($action.Execute -eq $Execute) -and ([string]$action.Arguments -eq $argumentLine) -and
-                    ($time -eq $At) -and ($task.Principal.UserId -eq $User)
-            }
-            if (-not $same) {
+            # Task Scheduler cannot report its triggers and settings back in a comparable form across versions,
+            # so the definition's canonical text is kept in the task's Description and compared instead.
+            $fingerprint = 'fleetctl: ' + (ConvertTo-Json -Compress -InputObject ([ordered]@{
+                execute = $Execute; arguments = $argumentLine; at = $At; at_startup = [bool]$AtStartup
+                every_minutes = $EveryMinutes; user = $User; restart_count = $RestartCount
+                restart_interval_minutes = $RestartIntervalMinutes; execution_time_limit_minutes = $ExecutionTimeLimitMinutes
+            }))
+            if ($null -eq $task -or [string]$task.Description -cne $fingerprint) {
                 $taskAction = New-ScheduledTaskAction -Execute $Execute
+                # The arguments are one command line, built by the quoting function; Task Scheduler starts the
+                # program with it directly (no cmd.exe) after expanding %NAME% in it.
                 if ($argumentLine.Length -gt 0) { $taskAction = New-ScheduledTaskAction -Execute $Execute -Argument $argumentLine }
-                $when = [datetime]::ParseExact($At, 'HH:mm', [Globalization.CultureInfo]::InvariantCulture)
-                $taskTrigger = New-ScheduledTaskTrigger -Daily -At $when
+                $triggers = @()
+                if ($AtStartup) { $triggers += New-ScheduledTaskTrigger -AtStartup }
+                if (-not [string]::IsNullOrEmpty($At)) {
+                    $when = [datetime]::ParseExact($At, 'HH:mm', [Globalization.CultureInfo]::InvariantCulture)
+                    $triggers += New-ScheduledTaskTrigger -Daily -At $when
+                }
+                if ($EveryMinutes -gt 0) {
+                    # A one-time trigger from now, repeated: without -RepetitionDuration it repeats indefinitely
+                    # (Server 2016 and later; [TimeSpan]::MaxValue is refused there).
+                    $triggers += New-ScheduledTaskTrigger -Once -At ([datetime]::Now) -RepetitionInterval (New-TimeSpan -Minutes $EveryMinutes)
+                }
+                $limit = New-TimeSpan -Minutes $ExecutionTimeLimitMinutes  # 0: PT0S, no limit
+                $settings = New-ScheduledTaskSettingsSet -ExecutionTimeLimit $limit -StartWhenAvailable -MultipleInstances IgnoreNew
+                if ($RestartCount -gt 0) {
+                    $settings = New-ScheduledTaskSettingsSet -ExecutionTimeLimit $limit -StartWhenAvailable -MultipleInstances IgnoreNew -RestartCount $RestartCount -RestartInterval (New-TimeSpan -Minutes $RestartIntervalMinutes)
+                }
                 # Built-in accounts run as services; any other account runs S4U (no stored password, no network).
                 $logon = 'S4U'
                 if (@('SYSTEM', 'LOCAL SERVICE', 'NETWORK SERVICE', 'NT AUTHORITY\SYSTEM', 'NT AUTHORITY\LOCAL SERVICE', 'NT AUTHORITY\NETWORK SERVICE') -contains $User.ToUpperInvariant()) { $logon = 'ServiceAccount' }
                 $principal = New-ScheduledTaskPrincipal -UserId $User -LogonType $logon -RunLevel Highest
-                $null = Register-ScheduledTask -TaskName $Name -TaskPath $folder -Action $taskAction -Trigger $taskTrigger -Principal $principal -Force
+                $null = Register-ScheduledTask -TaskName $Name -TaskPath $folder -Action $taskAction -Trigger $triggers -Settings $settings -Principal $principal -Description $fingerprint -Force
                 $changed = $true
             }
         } elseif ($null -eq $task) {
             Throw-FleetError 'NOT_FOUND' "scheduled task $Name does not exist and no Execute was given" @{ name = $Name }
         }
         if ($RunNow) { Start-ScheduledTask -TaskName $Name -TaskPath $folder }
-        $info = Get-ScheduledTaskInfo -TaskName $Name -TaskPath $folder
-        $lastRun = $null
-        # Task Scheduler reports "never ran" as a date in 1999.
-        if ($null -ne $info.LastRunTime -and $info.LastRunTime.Year -ge 2000) { $lastRun = Get-FleetTime $info.LastRunTime }
-        return @{ changed = $changed; last_run = $lastRun }
+        $status = Get-FleetTaskStatus $Name
+        return @{ changed = $changed; last_run = $status.last_run; last_result = $status.last_result }
     }
 }
 

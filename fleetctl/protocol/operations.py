@@ -218,15 +218,18 @@ OPERATIONS_LIST: tuple[Operation, ...] = (
     ),
     Operation(
         "Get-FleetState",
-        "The node's truth about one app: releases kept, current, previous, service and lock.",
-        (APP, ROOT, _p("ServiceName", "string", False, "defaults to App")),
+        "The node's truth about one app: releases kept, current, previous, service, lock and its scheduled tasks.",
+        (APP, ROOT, _p("ServiceName", "string", False, "defaults to App"),
+         _p("TaskNames", "string[]", False, "scheduled tasks (in \\fleetctl\\) to report")),
         {
             "releases": "list of {release, version, sha256, installed_at}, oldest first",
             "current": "release id or null",
             "previous": "release id or null",
-            "service": "{exists, state, pid, start_time, restarts, binary_path} ",
+            "service": "{exists, state, pid, start_time, restarts, recent_restarts, binary_path}: restarts since "
+                       "the current release was switched in, recent_restarts in the last 10 minutes",
             "lock": "lock object or null (expired locks are reported with expired=true)",
             "history": "list of {at, action, release} (last 50)",
+            "tasks": "list of {name, exists, state, last_run, last_result, next_run}, one per TaskNames entry",
         },
     ),
     Operation(
@@ -259,18 +262,25 @@ OPERATIONS_LIST: tuple[Operation, ...] = (
     ),
     Operation(
         "Set-FleetScheduledTask",
-        "Ensure a scheduled task (by Name) running Execute with Arguments daily At HH:MM, or remove it; "
-        "-RunNow starts it once.",
+        "Ensure a scheduled task (by Name, in the \\fleetctl\\ folder) running Execute with Arguments on its triggers "
+        "(at startup, every N minutes, daily At HH:MM), or remove it; -RunNow starts it once.",
         (
             _p("Name", "string", True),
             _p("Execute", "string", False),
             _p("Arguments", "string[]"),
-            _p("At", "string", False, "HH:MM, daily"),
+            _p("At", "string", False, "HH:MM: a daily trigger"),
+            _p("AtStartup", "switch", doc="a trigger at system startup"),
+            _p("EveryMinutes", "int", False, "a trigger repeating every N minutes, indefinitely"),
             _p("User", "string", False, "account, default SYSTEM"),
+            _p("RestartCount", "int", False, "restart attempts when a run fails (default 0)"),
+            _p("RestartIntervalMinutes", "int", False, "minutes between those attempts (default 1)"),
+            _p("ExecutionTimeLimitMinutes", "int", False, "stop a run after N minutes; 0 = no limit (default 4320, "
+               "Windows' 72 h)"),
             _p("Remove", "switch"),
             _p("RunNow", "switch"),
         ),
-        {"changed": "bool", "last_run": "ISO time or null"},
+        {"changed": "bool", "last_run": "ISO time or null", "last_result": "exit code of the last run, or null if "
+         "it never ran"},
         ("NOT_FOUND",),
     ),
     Operation(

@@ -322,7 +322,10 @@ def host_extras(playbook: Playbook) -> Callable[[NodeClient], None] | None:
                                            remote_address=rule.remote_address or None)
         for task in playbook.scheduled_tasks:
             client.set_fleet_scheduled_task(name=task.name, execute=task.execute, arguments=task.arguments,
-                                            at=task.at, user=task.user)
+                                            at=task.at, at_startup=task.at_startup, every_minutes=task.every_minutes,
+                                            user=task.user, restart_count=task.restart_count,
+                                            restart_interval_minutes=int(float(task.restart_interval)) // 60,
+                                            execution_time_limit_minutes=task.execution_time_limit_minutes)
     return ensure
 
 

@@ -221,7 +221,7 @@ def test_scheduled_task_is_registered_and_run_on_demand_as_a_real_process(node: 
     out = node.sandbox.resolve("C:\\tools\\out.txt")
     wait_for(lambda: out.exists() and out.read_text() == "ran now\n", 10, "the task's output")
     error(node, "Set-FleetScheduledTask", "NOT_FOUND", Name="missing", RunNow=None)
-    ok(node, "Set-FleetScheduledTask", Name="ps", Execute="powershell.exe", Arguments=["-File", "x.ps1"])
+    ok(node, "Set-FleetScheduledTask", Name="ps", Execute="powershell.exe", Arguments=["-File", "x.ps1"], At="01:00")
     assert "only run executables" in error(node, "Set-FleetScheduledTask", "UNSUPPORTED", Name="ps",
                                            RunNow=None)["message"]
 

@@ -139,6 +139,7 @@ def test_an_exited_program_is_restarted_and_quick_exits_are_throttled(node: LabN
     wait_for(lambda: node.scm.status("con")["restarts"] >= 2, 10, "two restarts")
     status = node.scm.status("con")
     assert status["state"] == "Running" and status["pid"] != first["pid"] and status["exit_code"] == 3
+    assert status["recent_restarts"] >= 2  # what fleetctl status judges a crash loop by
     wait_for(lambda: log_text(node).count("started") >= 3, 5, "the third start's output")
     ok(node, "Stop-FleetService", Name="con", TimeoutSeconds=10)
     # A program that runs less than AppThrottle is restarted after NSSM's growing delay; the service is Paused.
