@@ -148,9 +148,36 @@ class Install(_Model):
         return root
 
 
+def _recovery_action(value: Any) -> Any:
+    """`none` (run nothing) or `{restart: 5s}`; a bare `restart` restarts at once."""
+    if value == "none":
+        return {}
+    if value == "restart":
+        return {"restart": 0}
+    return value
+
+
+class RecoveryAction(_Model):
+    """One entry of `service.recovery.actions`: restart after a delay, or (no `restart`) run nothing."""
+
+    restart: Duration | None = None
+
+
 class Recovery(_Model):
+    """What the SCM does when the service fails: `actions` for the first, second and later failures (the last one
+    repeats), or `restart_after` for all three; the failure count resets after `reset_after` without failures."""
+
     restart_after: Duration = Duration(10)
     reset_after: Duration = Duration(86400)
+    actions: list[Annotated[RecoveryAction, BeforeValidator(_recovery_action)]] | None = Field(
+        default=None, min_length=1, max_length=3)
+
+    def sc_actions(self) -> tuple[str, ...]:
+        """The actions as sc.exe's `<action>/<milliseconds>` tokens (what Set-FleetService -RecoveryActions takes)."""
+        if self.actions is None:
+            return ()
+        return tuple(f"restart/{int(float(a.restart) * 1000)}" if a.restart is not None else "none/0"
+                     for a in self.actions)
 
 
 class NssmOptions(_Model):

@@ -31,7 +31,7 @@ from fleetctl.lab.faults import Fault, NodeFaults
 from fleetctl.lab.nodeerror import NodeError
 from fleetctl.lab.portproxy import ProxyHub
 from fleetctl.lab.sandbox import DEFAULT_CAPACITY_BYTES, Sandbox
-from fleetctl.lab.scm import ServiceConfig, ServiceControlManager
+from fleetctl.lab.scm import ServiceConfig, ServiceControlManager, checked_recovery_action
 from fleetctl.lab.wine import WinePrefix
 from fleetctl.protocol.operations import MODULE_NAME, OPERATIONS, PROTOCOL_VERSION, function_name
 
@@ -383,6 +383,7 @@ class LabNode:
                           password: str | None = None, start_type: str | None = None,
                           dependencies: list[str] | None = None, recovery_restart_seconds: int | None = None,
                           recovery_reset_seconds: int | None = None,
+                          recovery_actions: list[str] | None = None,
                           stop_timeout_seconds: int | None = None, hosting: str | None = None,
                           wrapper_sha256: str | None = None, working_directory: str | None = None,
                           stdout_path: str | None = None, stderr_path: str | None = None,
@@ -394,6 +395,7 @@ class LabNode:
             account=account or "LocalSystem", password=password or None, start_type=(start_type or "auto").lower(),
             dependencies=list(dependencies or []), recovery_restart_seconds=recovery_restart_seconds or 0,
             recovery_reset_seconds=recovery_reset_seconds if recovery_reset_seconds is not None else 86400,
+            recovery_actions=[checked_recovery_action(a) for a in recovery_actions or []],
             # As on Windows, only a positive value is recorded; absent keeps what an earlier call recorded.
             stop_timeout_seconds=stop_timeout_seconds if stop_timeout_seconds and stop_timeout_seconds > 0
             else None,

@@ -69,6 +69,7 @@ class ServiceConfig:
     dependencies: list[str] = field(default_factory=list)
     recovery_restart_seconds: int = 0
     recovery_reset_seconds: int = 86400
+    recovery_actions: list[str] = field(default_factory=list)  # restart/<ms> or none/0 per failure
     stop_timeout_seconds: int | None = None  # None: not recorded (the module keeps it beside the service)
     hosting: str = "native"
     wrapper_sha256: str | None = None
@@ -495,10 +496,10 @@ class ServiceControlManager:
                 svc.failures += 1
                 svc.last_failure = now
                 svc.restart_times = [*svc.restart_times[-19:], time.time()]
-                if svc.config.recovery_restart_seconds > 0 and svc.config.start_type != "disabled":
+                delay = _recovery_delay(svc.config, svc.failures)
+                if delay is not None and svc.config.start_type != "disabled":
                     generation = svc.generation
-                    self._add_timer(svc, svc.config.recovery_restart_seconds,
-                                    lambda: self._recover(svc, generation))
+                    self._add_timer(svc, delay, lambda: self._recover(svc, generation))
             self._cond.notify_all()
         self.on_processes_changed()
 
@@ -634,6 +635,23 @@ class ServiceControlManager:
             except subprocess.TimeoutExpired:
                 _signal_group(proc, signal.SIGKILL)
                 proc.wait(5)
+
+
+def _recovery_delay(config: ServiceConfig, failures: int) -> float | None:
+    """Seconds until the SCM restarts a service after its `failures`-th failure (None: run nothing). The first,
+    second and subsequent failures take the actions in order; the last action repeats."""
+    if config.recovery_actions:
+        action, _, ms = config.recovery_actions[min(failures, len(config.recovery_actions)) - 1].partition("/")
+        return int(ms) / 1000 if action == "restart" else None
+    return float(config.recovery_restart_seconds) if config.recovery_restart_seconds > 0 else None
+
+
+def checked_recovery_action(token: str) -> str:
+    """A RecoveryActions entry as sc.exe takes it: `restart/<ms>` or `none/0`."""
+    if not re.match(r"^(restart/\d{1,9}|none/0)$", token):
+        raise NodeError("INVALID_ARGUMENT", "RecoveryActions entries must be restart/<milliseconds> or none/0",
+                        {"RecoveryActions": token})
+    return token
 
 
 def service_pipe_timeout_s() -> float:

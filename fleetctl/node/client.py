@@ -114,6 +114,7 @@ class NodeClient:
                           password: str | None = None, start_type: str | None = None,
                           dependencies: Sequence[str] | None = None, recovery_restart_seconds: int | None = None,
                           recovery_reset_seconds: int | None = None,
+                          recovery_actions: Sequence[str] | None = None,
                           stop_timeout_seconds: int | None = None, hosting: str | None = None,
                           wrapper_sha256: str | None = None, working_directory: str | None = None,
                           stdout_path: str | None = None, stderr_path: str | None = None,

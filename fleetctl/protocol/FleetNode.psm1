@@ -776,6 +776,7 @@ function Set-FleetService {
         [string[]]$Dependencies,
         [int]$RecoveryRestartSeconds,
         [int]$RecoveryResetSeconds,
+        [string[]]$RecoveryActions,
         [int]$StopTimeoutSeconds,
         [string]$Hosting,
         [string]$WrapperSha256,
@@ -886,17 +887,25 @@ function Set-FleetService {
             else { Remove-ItemProperty -LiteralPath $key -Name 'Environment' }
             $null = $changed.Add('Environment')
         }
-        # Recovery: restart after N s on each failure (first, second, subsequent), and count non-crash exits too.
-        # Windows cannot report recovery settings back in a comparable form, so the last applied pair is kept
-        # beside the service ("restart/reset") and compared instead.
-        $recovery = [string]$RecoveryRestartSeconds + '/' + [string]$RecoveryResetSeconds
-        $haveRecovery = '/'
+        # Recovery: the actions for the first, second and subsequent failures (RecoveryActions, or a restart after
+        # RecoveryRestartSeconds for all three), and non-crash exits count too. Windows cannot report recovery
+        # settings back in a comparable form, so the last applied "actions|reset" is kept beside the service.
+        $wantActions = @($RecoveryActions | Where-Object { -not [string]::IsNullOrEmpty($_) })
+        foreach ($token in $wantActions) {
+            if ($token -cnotmatch '^(restart/[0-9]{1,9}|none/0)$') { Throw-FleetError 'INVALID_ARGUMENT' 'RecoveryActions entries must be restart/<milliseconds> or none/0' @{ parameter = 'RecoveryActions' } }
+        }
+        $actionsField = 'RecoveryActions'
+        if ($wantActions.Count -eq 0) {
+            $actionsField = 'RecoveryRestartSeconds'
+            if ($RecoveryRestartSeconds -gt 0) { $wantActions = @(1, 2, 3 | ForEach-Object { 'restart/' + [string]($RecoveryRestartSeconds * 1000) }) }
+        }
+        $recovery = ($wantActions -join '/') + '|' + [string]$RecoveryResetSeconds
+        $haveRecovery = '|'
         if ($registry.PSObject.Properties.Name -contains 'FleetRecovery') { $haveRecovery = [string]$registry.FleetRecovery }
         if ($haveRecovery -ne $recovery) {
-            if ($RecoveryRestartSeconds -gt 0) {
-                $delay = [string]($RecoveryRestartSeconds * 1000)
-                $actions = 'restart/' + $delay + '/restart/' + $delay + '/restart/' + $delay
-                $null = & sc.exe @('failure', $Name, 'reset=', [string]$RecoveryResetSeconds, 'actions=', $actions)
+            if ($wantActions.Count -gt 0) {
+                # One sc.exe token: validated <action>/<ms> pairs joined by '/', e.g. restart/5000/restart/30000/none/0.
+                $null = & sc.exe @('failure', $Name, 'reset=', [string]$RecoveryResetSeconds, 'actions=', ($wantActions -join '/'))
                 if ($LASTEXITCODE -ne 0) { Throw-FleetError 'INTERNAL' "sc.exe failure failed with exit code $LASTEXITCODE" @{} }
                 $null = & sc.exe @('failureflag', $Name, '1')
             } else {
@@ -905,9 +914,9 @@ function Set-FleetService {
                 if ($LASTEXITCODE -ne 0) { Throw-FleetError 'INTERNAL' "sc.exe failure failed with exit code $LASTEXITCODE" @{} }
             }
             Set-ItemProperty -LiteralPath $key -Name 'FleetRecovery' -Value $recovery -Type String
-            $havePair = $haveRecovery.Split('/')
-            if ($havePair[0] -ne [string]$RecoveryRestartSeconds) { $null = $changed.Add('RecoveryRestartSeconds') }
-            if ($havePair[1] -ne [string]$RecoveryResetSeconds) { $null = $changed.Add('RecoveryResetSeconds') }
+            $havePair = $haveRecovery.Split('|')
+            if ($havePair[0] -ne ($wantActions -join '/')) { $null = $changed.Add($actionsField) }
+            if ($havePair.Count -lt 2 -or $havePair[1] -ne [string]$RecoveryResetSeconds) { $null = $changed.Add('RecoveryResetSeconds') }
         }
         # Windows has no per-service stop timeout; it is kept beside the service for Stop-FleetService callers.
         $haveStop = $null

@@ -178,6 +178,8 @@ OPERATIONS_LIST: tuple[Operation, ...] = (
             _p("Dependencies", "string[]"),
             _p("RecoveryRestartSeconds", "int", False, "restart after N s on failure; 0 = no recovery action"),
             _p("RecoveryResetSeconds", "int", False, "reset failure count after N s"),
+            _p("RecoveryActions", "string[]", False, "per failure (first, second, later): restart/<ms> or none/0; "
+               "overrides RecoveryRestartSeconds"),
             _p("StopTimeoutSeconds", "int"),
             _p("Hosting", "string", False, "native (default: the exe talks to the SCM itself) or nssm (a console "
                "exe run by nssm.exe)"),

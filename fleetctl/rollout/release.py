@@ -39,6 +39,7 @@ class ServiceDefinition:
     recovery_restart_seconds: int | None = None
     recovery_reset_seconds: int | None = None
     stop_timeout_seconds: int | None = None
+    recovery_actions: tuple[str, ...] = ()  # sc.exe tokens; empty: RecoveryRestartSeconds for every failure
     # How the service is hosted; the rest only for nssm (NSSM's parameters, restored with the release).
     hosting: str = "native"
     wrapper_sha256: str | None = None
@@ -51,7 +52,8 @@ class ServiceDefinition:
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for `NodeClient.set_fleet_service`."""
-        return {**self._base_kwargs(), **self._hosting_kwargs()}
+        recovery = {"recovery_actions": list(self.recovery_actions)} if self.recovery_actions else {}
+        return {**self._base_kwargs(), **recovery, **self._hosting_kwargs()}
 
     def _hosting_kwargs(self) -> dict[str, Any]:
         if self.hosting == "native":
@@ -97,6 +99,7 @@ class ServiceDefinition:
             recovery_restart_seconds=opt_int("recovery_restart_seconds"),
             recovery_reset_seconds=opt_int("recovery_reset_seconds"),
             stop_timeout_seconds=opt_int("stop_timeout_seconds"),
+            recovery_actions=tuple(str(a) for a in data.get("recovery_actions") or ()),
             hosting=str(data.get("hosting") or "native"), wrapper_sha256=data.get("wrapper_sha256"),
             working_directory=data.get("working_directory"), stdout_path=data.get("stdout_path"),
             stderr_path=data.get("stderr_path"), rotate_bytes=opt_int("rotate_bytes"),
@@ -151,6 +154,7 @@ def service_definition(playbook: Playbook, wrapper_sha256: str | None = None) ->
         recovery_restart_seconds=int(recovery.restart_after) if recovery else 0,
         recovery_reset_seconds=int(recovery.reset_after) if recovery else None,
         stop_timeout_seconds=max(1, int(svc.stop_timeout)),
+        recovery_actions=recovery.sc_actions() if recovery else (),
         **hosting,
     )
 

@@ -183,6 +183,23 @@ def test_a_hanging_stop_times_out_and_leaves_the_process_running_as_windows_does
     wait_for(lambda: node.scm.status("hello")["state"] == "Stopped", 5, "Stopped once the process is gone")
 
 
+def test_recovery_actions_apply_per_failure_and_the_last_one_repeats(installed: LabNode) -> None:
+    node = installed
+    define_service(node, free_port(node.address), RecoveryActions=["restart/200", "none/0"],
+                   RecoveryResetSeconds=3600)
+    pid = ok(node, "Start-FleetService", Name="hello", TimeoutSeconds=10)["pid"]
+    os.kill(pid, signal.SIGKILL)  # first failure: restart after 200 ms
+    wait_for(lambda: node.scm.status("hello")["state"] == "Running" and node.scm.status("hello")["pid"] != pid, 5,
+             "the first recovery restart")
+    os.kill(node.scm.status("hello")["pid"], signal.SIGKILL)  # second failure: run nothing
+    wait_for(lambda: node.scm.status("hello")["state"] == "Stopped", 5, "Stopped")
+    time.sleep(0.5)
+    status = node.scm.status("hello")
+    assert status["state"] == "Stopped" and status["restarts"] == 1 and status["recent_restarts"] == 2
+    assert "restart/<milliseconds>" in error(node, "Set-FleetService", "INVALID_ARGUMENT", Name="hello",
+                                             BinaryPath="C:\\x\\y.exe", RecoveryActions=["reboot/0"])["message"]
+
+
 def test_dependencies_start_first_and_a_missing_one_fails_the_start(installed: LabNode) -> None:
     node = installed
     define_service(node, free_port(node.address), name="db")

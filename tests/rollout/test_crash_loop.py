@@ -57,3 +57,13 @@ def test_scheduled_task_minutes() -> None:
 def test_service_hosting_rules(fields: dict[str, object], problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         Service(name="svc", **fields)  # type: ignore[arg-type]
+
+
+def test_recovery_actions_become_sc_tokens() -> None:
+    from fleetctl.config.playbook import Recovery
+
+    recovery = Recovery(actions=[{"restart": "5s"}, {"restart": "30s"}, "none"], reset_after="1h")  # type: ignore[list-item,arg-type]
+    assert recovery.sc_actions() == ("restart/5000", "restart/30000", "none/0")
+    assert Recovery().sc_actions() == ()
+    with pytest.raises(ValueError):
+        Recovery(actions=[])
