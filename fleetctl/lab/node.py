@@ -425,6 +425,12 @@ class LabNode:
     def start_fleet_service(self, name: str, timeout_seconds: int) -> dict[str, Any]:
         return self.scm.start(name, timeout_seconds)
 
+    def get_fleet_events(self, source: str, max: int | None = None) -> dict[str, Any]:
+        limit = 50 if max is None else max
+        if limit < 0:
+            raise NodeError("INVALID_ARGUMENT", "Max must be 0 or more", {"Max": limit})
+        return self.scm.events(checked_name(source, "Source"), limit)
+
     # ---- operations: retiring a service ------------------------------------------------------------------
     def remove_fleet_service(self, name: str, timeout_seconds: int) -> dict[str, Any]:
         was = self.scm.status(name)["state"] if self.scm.status(name)["exists"] else "Absent"

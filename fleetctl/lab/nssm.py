@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
+from fleetctl.lab.eventlog import is_event_line
 from fleetctl.protocol.cmdline import join_command_line
 
 DEFAULT_THROTTLE_MS = 1500
@@ -89,6 +90,7 @@ class NssmSettings:
 
     stdout: Path
     stderr: Path
+    events: Path  # where Wine's ReportEventW lines go instead of AppStderr (fleetctl/lab/eventlog.py)
     rotate_bytes: int
     restart_delay_s: float
     throttle_s: float
@@ -194,7 +196,8 @@ class NssmHost:
             if err_write != out_write:
                 os.close(err_write)
         for fd, target in {(out_read, self._files[0]), (err_read, self._files[1])}:
-            threading.Thread(target=_pump, args=(fd, target), name="nssm-output", daemon=True).start()
+            threading.Thread(target=_pump, args=(fd, target, self.settings.events), name="nssm-output",
+                             daemon=True).start()
         with self._lock:
             self._proc = proc
         self._on_pid(proc.pid)
@@ -236,10 +239,16 @@ class NssmHost:
             self._done.set()
 
 
-def _pump(fd: int, target: _OutputFile) -> None:
-    with os.fdopen(fd, "rb", buffering=0) as pipe:
-        while chunk := pipe.read(65536):
-            target.write(chunk)
+def _pump(fd: int, target: _OutputFile, events: Path) -> None:
+    with os.fdopen(fd, "rb") as pipe:
+        for line in iter(pipe.readline, b""):
+            if is_event_line(line):
+                # Wine's trace of an event-log write is not the program's output: kept for Get-FleetEvents.
+                events.parent.mkdir(parents=True, exist_ok=True)
+                with open(events, "ab") as record:
+                    record.write(line)
+                continue
+            target.write(line)
 
 
 def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:

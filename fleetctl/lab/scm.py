@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetctl.config.redaction import register_secret
+from fleetctl.lab.eventlog import LAB_NOTE, WINEDEBUG_EVENTS, parse_events
 from fleetctl.lab.faults import NodeFaults
 from fleetctl.lab.nodeerror import NodeError
 from fleetctl.lab.nssm import DEFAULT_THROTTLE_MS, NssmHost, NssmSettings, nssm_parameters
@@ -328,6 +329,8 @@ class ServiceControlManager:
         env = self.wine.env() if pe and self.wine else {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent",
                                                           "LANG": "C.UTF-8"}
         env.update({k: self._translate(v, pe) for k, v in cfg.environment.items()})
+        if pe:
+            env["WINEDEBUG"] = WINEDEBUG_EVENTS  # ReportEventW's only trace under Wine (fleetctl/lab/eventlog.py)
         cwd = self.sandbox.resolve(cfg.working_directory) if nssm and cfg.working_directory else exe.parent
         if self.faults.health_failing:
             args = self._put_failing_front(svc, args)
@@ -391,7 +394,8 @@ class ServiceControlManager:
         stdout = self.sandbox.resolve(cfg.stdout_path) if cfg.stdout_path else logs / f"{cfg.name}.out"
         stderr = self.sandbox.resolve(cfg.stderr_path) if cfg.stderr_path else stdout
         params = cfg.nssm_parameters() or {}
-        settings = NssmSettings(stdout=stdout, stderr=stderr, rotate_bytes=cfg.rotate_bytes,
+        settings = NssmSettings(stdout=stdout, stderr=stderr, events=self.log_dir / f"{cfg.name}.out",
+                                rotate_bytes=cfg.rotate_bytes,
                                 restart_delay_s=cfg.restart_delay_milliseconds / 1000,
                                 throttle_s=cfg.throttle_milliseconds / 1000,
                                 stop_console_s=int(params.get("AppStopMethodConsole", 1500)) / 1000)
@@ -422,6 +426,13 @@ class ServiceControlManager:
         host = NssmHost(settings, launch, on_app_exit=on_app_exit, on_paused=on_paused, on_pid=on_pid)
         svc.host = host
         return host
+
+    def events(self, name: str, limit: int) -> dict[str, Any]:
+        """Get-FleetEvents for a service's source: what its process wrote through ReportEventW, newest first."""
+        with self._cond:
+            svc = self._find(name)
+            key = svc.config.name if svc is not None else name
+        return {"events": parse_events(self.log_dir / f"{key}.out", limit), "note": LAB_NOTE}
 
     def nssm_parameters(self, name: str) -> dict[str, Any] | None:
         """What the module would have set with `nssm install`/`nssm set` for the service (tests compare it)."""

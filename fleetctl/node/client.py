@@ -13,6 +13,7 @@ from typing import Any
 from fleetctl.node.results import (
     ArtifactStatus,
     Changed,
+    EventTail,
     Facts,
     InstalledRelease,
     LockInfo,
@@ -172,6 +173,9 @@ class NodeClient:
                              remove: bool = False) -> Changed:
         r = self._call("Set-FleetPortProxy", locals())
         return Changed(bool(r.get("changed")), connect=r.get("connect"))
+
+    def get_fleet_events(self, *, source: str, max: int | None = None) -> EventTail:
+        return EventTail.from_result(self._call("Get-FleetEvents", locals()))
 
     # -- retiring a service -------------------------------------------------------------------------------------
 

@@ -257,6 +257,28 @@ class Changed:
 
 
 @dataclass(frozen=True)
+class ServiceEvent:
+    """One Application-log event; `time` and `id` are None where the node cannot tell (the lab)."""
+
+    time: datetime | None
+    level: str
+    id: int | None
+    message: str
+
+
+@dataclass(frozen=True)
+class EventTail:
+    events: tuple[ServiceEvent, ...]  # newest first
+    note: str | None  # what the node could not report
+
+    @classmethod
+    def from_result(cls, r: dict[str, Any]) -> EventTail:
+        events = tuple(ServiceEvent(parse_time(e.get("time")), str(e.get("level") or ""), _opt_int(e.get("id")),
+                                    str(e.get("message") or "")) for e in r.get("events") or [] if isinstance(e, dict))
+        return cls(events, _opt_str(r.get("note")))
+
+
+@dataclass(frozen=True)
 class LogTail:
     path: str
     lines: tuple[str, ...]

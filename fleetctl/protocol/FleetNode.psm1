@@ -951,6 +951,10 @@ function Set-FleetService {
             # Back to native hosting: NSSM's parameters would only mislead whoever reads the registry.
             Remove-Item -LiteralPath ($key + '\Parameters') -Recurse
         }
+        # The service's own event source in the Application log, so what it writes through ReportEvent (Go's
+        # svc/eventlog) is kept and shown by fleetctl logs --events. .NET registers its EventLogMessages.dll as
+        # the message file, which renders the inserted strings as the message.
+        if (-not [Diagnostics.EventLog]::SourceExists($Name)) { [Diagnostics.EventLog]::CreateEventSource($Name, 'Application') }
         if ($created) { $changed = New-Object System.Collections.ArrayList }
         return @{ created = $created; changed = [object[]]$changed.ToArray(); image_path = $imagePath }
     }
@@ -1400,6 +1404,39 @@ function Set-FleetPortProxy {
     }
 }
 
+function Get-FleetEvents {
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$Source,
+        [int]$Max
+    )
+    # Read here: inside the operation body $PSBoundParameters would be the script block's own (empty) set.
+    if (-not $PSBoundParameters.ContainsKey('Max')) { $Max = 50 }
+    Invoke-FleetOperation {
+        Assert-FleetName $Source 'Source'
+        if ($Max -lt 0) { Throw-FleetError 'INVALID_ARGUMENT' 'Max must be 0 or more' @{ parameter = 'Max' } }
+        $events = @()
+        if ($Max -gt 0) {
+            # A filter hashtable, not XPath text built from the parameter; newest first is Get-WinEvent's order.
+            try {
+                $events = @(Get-WinEvent -FilterHashtable @{ LogName = 'Application'; ProviderName = $Source } -MaxEvents $Max -ErrorAction Stop)
+            } catch {
+                if ($_.FullyQualifiedErrorId -notlike 'NoMatchingEventsFound*') { throw }
+            }
+        }
+        $levels = @{ 1 = 'Critical'; 2 = 'Error'; 3 = 'Warning'; 4 = 'Information'; 0 = 'Information'; 5 = 'Verbose' }
+        $list = @($events | ForEach-Object {
+            $level = 'Information'
+            if ($null -ne $_.Level -and $levels.ContainsKey([int]$_.Level)) { $level = $levels[[int]$_.Level] }
+            # Without a message file the event has no formatted message: its inserted strings are the text.
+            $message = $_.Message
+            if ([string]::IsNullOrEmpty($message)) { $message = (@($_.Properties | ForEach-Object { [string]$_.Value }) -join ' ') }
+            @{ time = (Get-FleetTime $_.TimeCreated); level = $level; id = [int]$_.Id; message = [string]$message }
+        })
+        return @{ events = [object[]]$list; note = $null }
+    }
+}
+
 function Remove-FleetService {
     [CmdletBinding()]
     param(
@@ -1524,6 +1561,6 @@ Export-ModuleMember -Function @(
     'Get-FleetFacts', 'Lock-FleetApp', 'Unlock-FleetApp', 'Test-FleetArtifact', 'Receive-FleetArtifact',
     'Save-FleetArtifactFromUrl', 'Install-FleetRelease', 'Set-FleetService', 'Stop-FleetService',
     'Start-FleetService', 'Switch-FleetRelease', 'Get-FleetState', 'Test-FleetHealth', 'Remove-FleetRelease',
-    'Set-FleetFirewallRule', 'Set-FleetScheduledTask', 'Set-FleetPortProxy', 'Remove-FleetService',
+    'Set-FleetFirewallRule', 'Set-FleetScheduledTask', 'Set-FleetPortProxy', 'Get-FleetEvents', 'Remove-FleetService',
     'Remove-FleetApp', 'Get-FleetLog'
 )

@@ -298,6 +298,14 @@ OPERATIONS_LIST: tuple[Operation, ...] = (
         {"changed": "bool", "connect": "address:port or null"},
     ),
     Operation(
+        "Get-FleetEvents",
+        "The newest Application-log events written under an event source (the service's name), newest first.",
+        (_p("Source", "string", True, "event source, normally the service name"),
+         _p("Max", "int", False, "at most this many events (default 50)")),
+        {"events": "list of {time (ISO or null), level (Information, Warning, Error), id (int or null), message}",
+         "note": "what the node cannot report (the lab says so here), or null"},
+    ),
+    Operation(
         "Remove-FleetService",
         "Retire a Windows service: stop it (waiting TimeoutSeconds) and delete its definition. Absent: ok.",
         (SERVICE_NAME, _p("TimeoutSeconds", "int", True)),

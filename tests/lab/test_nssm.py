@@ -197,3 +197,40 @@ def test_a_console_windows_exe_registered_natively_fails_with_1053(tmp_path: Pat
         assert call(console, "Stop-FleetService", Name="con", TimeoutSeconds=10)["ok"]
     finally:
         console.close()
+
+
+@pytest.mark.wine
+def test_what_a_windows_program_writes_to_the_event_log_is_captured(tmp_path: Path) -> None:
+    import os
+    import shutil
+    import subprocess
+
+    from fleetctl.lab.wine import WINE64, WinePrefix
+
+    compiler = shutil.which("x86_64-w64-mingw32-gcc")
+    if compiler is None or not os.access(WINE64, os.X_OK):
+        pytest.skip("needs x86_64-w64-mingw32-gcc and wine64")
+    exe = tmp_path / "events.exe"
+    subprocess.run([compiler, "-O2", "-o", str(exe), str(Path(__file__).parent / "eventlog" / "events.c"),
+                    "-ladvapi32"], check=True, timeout=120)
+    given = os.environ.get("FLEETCTL_TEST_WINEPREFIX")
+    prefix = WinePrefix(Path(given) if given else tmp_path / "prefix")
+    node = LabNode("lab-events", next_address(), tmp_path / "node", wine=prefix)
+    try:
+        install(node, exe.read_bytes(), "1.0-e", root=ROOT, exe="con.exe")
+        push(node, NSSM)
+        define(node)
+        ok(node, "Start-FleetService", Name="con", TimeoutSeconds=120)
+        found = wait_for(lambda: len((r := ok(node, "Get-FleetEvents", Source="con"))["events"]) == 2 and r, 30,
+                         "two events")
+        assert [(e["level"], e["message"]) for e in found["events"]] == [
+            ("Error", "something failed"), ("Information", 'con started: grüße "quoted"')]
+        assert found["events"][0]["time"] is None and "Wine" in found["note"]
+        assert ok(node, "Get-FleetEvents", Source="con", Max=1)["events"][0]["message"] == "something failed"
+        text = wait_for(lambda: "program output" in log_text(node) and log_text(node), 10, "stdout in shared\\logs")
+        assert "eventlog" not in text  # Wine's trace lines are not the program's output
+        ok(node, "Stop-FleetService", Name="con", TimeoutSeconds=20)
+    finally:
+        node.close()
+        if not given:
+            prefix.shutdown()

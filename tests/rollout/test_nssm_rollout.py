@@ -106,6 +106,10 @@ def test_a_console_program_deploys_under_nssm_and_rolls_back_with_its_parameters
     logs = lab.fleetctl("logs", str(lab.playbook), "-i", str(lab.inventory), "--host", "lab-node01", "--json",
                         check=True)
     assert any("console 1.0.0 started greeting=one" in line for line in json.loads(logs.stdout)["lines"])
+    events = lab.fleetctl("logs", str(lab.playbook), "-i", str(lab.inventory), "--host", "lab-node01", "--events",
+                          "--json", check=True)
+    shown = json.loads(events.stdout)
+    assert shown["source"] == "console" and shown["events"] == [] and "Linux executables write none" in shown["note"]
     stored_once = {n: s["counters"]["artifact_bytes_stored"] for n, s in lab.status().items()}
 
     code, doc, err = lab.deploy("--version", "1.1.0", "--var", "greeting=two", "--var", "rotate=2097152")
