@@ -1,5 +1,6 @@
-"""Local builds: `go build` cross-compiles a Go service with its version stamped in (reused when nothing
-changed), or `build.command` runs the team's own build; both end as a verified artifact and manifest in dist/."""
+"""Local builds: `go build` (with the Go that go_toolchain picks for the module) cross-compiles a Go service with
+its version stamped in (reused when nothing changed), or `build.command` runs the team's own build; both end as a
+verified artifact and manifest in dist/."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fleetctl.artifacts.errors import ArtifactError
+from fleetctl.artifacts.go_toolchain import find_go
 from fleetctl.artifacts.manifest import (
     Manifest,
     artifact_filename,
@@ -92,18 +94,6 @@ def failure_tail(text: str) -> str:
     return "\n".join(lines[-_ERROR_TAIL_LINES:])
 
 
-def local_go_version(env: Mapping[str, str], go: str = "go") -> str:
-    try:
-        done = subprocess.run(check=False, args=[go, "env", "GOVERSION"], capture_output=True, text=True, timeout=60,
-                              env={**os.environ, **env})
-    except FileNotFoundError:
-        raise ArtifactError("Go is not installed here: no 'go' on PATH (install Go, or build on a remote host "
-                            "with artifact.build.go.host)", key="artifact.build.go") from None
-    if done.returncode != 0:
-        raise ArtifactError(f"'go env GOVERSION' failed: {failure_tail(done.stderr)}", key="artifact.build.go")
-    return done.stdout.strip()
-
-
 def source_dir(base_dir: Path, spec_dir: str, key: str) -> Path:
     path = (base_dir / spec_dir).resolve()
     if not path.is_dir():
@@ -130,8 +120,8 @@ def build_go(spec: GoBuild, *, name: str, version: str, base_dir: Path, dist_dir
     """Cross-compile locally into dist/, verify the result, write its manifest; reuse an identical build."""
     src = source_dir(base_dir, spec.dir, "artifact.build.go.dir")
     out_name = spec.output_name or name
-    base_env = {"CGO_ENABLED": "0", **spec.env}
-    go_version = local_go_version(base_env)
+    go = find_go(src, {"CGO_ENABLED": "0", **spec.env})
+    go_version = go.version
     files = list_source_files(src)
     inputs = go_build_fingerprint(spec, version, go_version, src, files)
     if not force and (old := reusable(dist_dir, out_name, version, inputs)) is not None:
@@ -141,9 +131,9 @@ def build_go(spec: GoBuild, *, name: str, version: str, base_dir: Path, dist_dir
     dist_dir.mkdir(parents=True, exist_ok=True)
     final = dist_dir / artifact_filename(out_name, version, spec.goos, spec.goarch)
     partial = final.with_name(final.name + ".partial")
-    plan = plan_go_build(spec, version, str(partial))
+    plan = plan_go_build(spec, version, str(partial), go=go.path)
     if on_output:
-        on_output(f"$ {plan.describe()}")
+        on_output(f"$ {plan.describe()}   ({go.version}, from {go.origin})")
     started = time.monotonic()
     code, text = run_streaming(list(plan.argv), cwd=src, env=plan.env, on_output=on_output)
     if code != 0:

@@ -22,6 +22,7 @@ from fleetctl.artifacts.build import (
     source_dir,
 )
 from fleetctl.artifacts.errors import ArtifactError
+from fleetctl.artifacts.go_toolchain import required_go, satisfies
 from fleetctl.artifacts.manifest import Manifest, artifact_filename, sha256_file
 from fleetctl.artifacts.source_tree import list_source_files, tar_gz
 from fleetctl.artifacts.version import git_commit
@@ -45,7 +46,7 @@ def build_go_remote(spec: GoBuild, *, host: str, hostvars: Mapping[str, Any], na
         on_output(f"connecting to build host {host} ({settings.target})")
     conn = ssh.connect(settings)
     try:
-        go_version = _remote_go_version(conn, host, go, spec)
+        go_version = _remote_go_version(conn, host, go, spec, src)
         inputs = go_build_fingerprint(spec, version, go_version, src, files, where=f"ssh:{host}")
         if not force and (old := reusable(dist_dir, out_name, version, inputs)) is not None:
             if on_output:
@@ -86,8 +87,9 @@ def build_go_remote(spec: GoBuild, *, host: str, hostvars: Mapping[str, Any], na
         conn.close()
 
 
-def _remote_go_version(conn: Connection, host: str, go: str, spec: GoBuild) -> str:
-    result = ssh.run(conn, [go, "env", "GOVERSION"], env=spec.env or None, timeout=120)
+def _remote_go_version(conn: Connection, host: str, go: str, spec: GoBuild, src: Path) -> str:
+    """The build host's GOVERSION, checked against the module's go.mod as a local Go would be."""
+    result = ssh.run(conn, [go, "env", "GOVERSION", "GOTOOLCHAIN"], env=spec.env or None, timeout=120)
     if result.exited == 127 or (not result.ok and "not found" in result.output.lower()):
         raise ArtifactError(f"Go is not installed on build host {host}: {go!r} not found on the remote PATH "
                             f"(install Go there, or set the host variable {_GO_BINARY_VAR} to its path)",
@@ -95,7 +97,21 @@ def _remote_go_version(conn: Connection, host: str, go: str, spec: GoBuild) -> s
     if not result.ok:
         raise ArtifactError(f"'go env GOVERSION' failed on build host {host}: {failure_tail(result.output)}",
                             key="artifact.build.go.host")
-    return result.output.strip().splitlines()[-1]
+    # GOVERSION's line, then GOTOOLCHAIN's (empty before Go 1.21); a login banner may come first.
+    lines = [line.strip() for line in result.output.splitlines()]
+    at = next((i for i, line in enumerate(lines) if line.startswith(("go1", "devel "))), None)
+    if at is None:
+        raise ArtifactError(f"'go env GOVERSION' on build host {host} printed no Go version: "
+                            f"{failure_tail(result.output)}", key="artifact.build.go.host")
+    version, toolchain = lines[at], (lines[at + 1] if at + 1 < len(lines) else "")
+    requirement = required_go(src)
+    # A Go that may switch toolchains (GOTOOLCHAIN=auto or <name>+auto, Go >= 1.21) fetches a newer one itself.
+    switches = toolchain == "auto" or toolchain.endswith("+auto")
+    if requirement is not None and not satisfies(version, requirement) and not switches:
+        raise ArtifactError(f"Go on build host {host} ({go!r}) is {version}, but {requirement.go_mod.name} needs Go "
+                            f">= {requirement.version} (install a newer Go there, or set the host variable "
+                            f"{_GO_BINARY_VAR} to one)", key="artifact.build.go.host")
+    return version
 
 
 def _make_workdir(conn: Connection, host: str) -> str:

@@ -14,7 +14,8 @@ from fleetctl.errors import EXIT_INTERRUPTED, FleetError
 # Each module has `register(app: typer.Typer) -> None`. The help lists only what is registered here.
 # A module not written yet is skipped, so the help lists only commands that exist.
 COMMAND_MODULES: tuple[str, ...] = (
-    "init", "inventory", "plan", "build", "ping", "deploy", "rollback", "status", "history", "logs", "lab",
+    "init", "inventory", "plan", "build", "ping", "deploy", "rollback", "remove", "status", "history", "logs",
+    "lab",
 )
 
 app = typer.Typer(

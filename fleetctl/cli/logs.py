@@ -1,4 +1,5 @@
-"""`fleetctl logs`: the last lines of one host's service log, read on the node (`Get-FleetLog`)."""
+"""`fleetctl logs`: the last lines of one host's service log, read on the node (`Get-FleetLog`), or with --events
+the service's recent Application-log events (`Get-FleetEvents`)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ import typer
 from rich.text import Text
 
 from fleetctl.cli.options import InventoryOpt, JsonOpt, VarOpt, inventory_paths
-from fleetctl.config.connection import insecure_hosts_warning
+from fleetctl.config.connection import ConnectionSettings, insecure_hosts_warning
 from fleetctl.errors import ConfigError
 from fleetctl.node.fleet import Fleet
+from fleetctl.protocol.errors import NodeOperationError
 from fleetctl.rollout.status import load_status_request
-from fleetctl.transport.errors import NodeOperationError
 from fleetctl.ui.console import print_json, safe, stderr, stdout, warn
 
 
@@ -20,11 +21,13 @@ def logs(
     tail: int = typer.Option(100, "--tail", "-n", min=1, max=100000, help="How many lines from the end."),
     path: str | None = typer.Option(None, "--path", help="Log file relative to the install root "
                                                             "(default: the newest file under shared\\logs)."),
+    events: bool = typer.Option(False, "--events", help="The service's recent Windows Application-log events "
+                                                         "instead (the last --tail, newest first)."),
     inventory: list[str] | None = InventoryOpt,
     var: list[str] | None = VarOpt,
     json_out: bool = JsonOpt,
 ) -> None:
-    """Print the last --tail lines of PLAYBOOK's service log on --host."""
+    """Print the last --tail lines of PLAYBOOK's service log on --host (or its event-log events)."""
     request = load_status_request(playbook, inventory_paths(inventory), extra_vars=var, forks=1)
     target = next((t for t in request.targets if t.host == host), None)
     if target is None:
@@ -34,6 +37,11 @@ def logs(
     warning = insecure_hosts_warning([request.connections[host]])
     if warning:
         warn(warning)
+    if events:
+        if path:
+            raise ConfigError("--path and --events do not go together", key="--events")
+        _show_events(request.connections[host], host, target.service_name, tail, json_out)
+        return
     with Fleet({host: request.connections[host]}, forks=1) as fleet:
         try:
             result = fleet.client(host).get_fleet_log(app=target.app, root=target.root, tail=tail, path=path)
@@ -50,6 +58,27 @@ def logs(
     for line in result.lines:
         # Log lines are printed as text, never as markup; secrets known to this run are masked.
         out.print(Text(safe(line)), soft_wrap=True)
+
+
+def _show_events(connection: ConnectionSettings, host: str, source: str, tail: int, json_out: bool) -> None:
+    with Fleet({host: connection}, forks=1) as fleet:
+        result = fleet.client(host).get_fleet_events(source=source, max=tail)
+    if json_out:
+        print_json({"host": host, "source": source, "note": result.note, "events": [
+            {"time": e.time.isoformat() if e.time else None, "level": e.level, "id": e.id, "message": e.message}
+            for e in result.events]})
+        return
+    stderr().print(Text(safe(f"==> {host}: Application log, source {source} ({len(result.events)} event(s), "
+                             "newest first)"), style="dim"))
+    if result.note:
+        stderr().print(Text(safe(result.note), style="yellow"))
+    out = stdout()
+    for e in result.events:
+        when = e.time.isoformat(timespec="seconds") if e.time else "-"
+        style = {"Error": "red", "Critical": "bold red", "Warning": "yellow"}.get(e.level, "")
+        line = Text(f"{when} {e.level:<11} {e.id if e.id is not None else '-':>5} ", style=style)
+        line.append(safe(e.message))
+        out.print(line, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

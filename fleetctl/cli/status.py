@@ -63,7 +63,7 @@ def status_table(result: FleetStatus, name: str) -> Group:
     majority = f", majority {result.majority}" if result.majority else ""
     table = Table(title=safe(f"Status of {name}: {answered}/{len(result.hosts)} host(s) answered{majority}"),
                   title_justify="left")
-    for column in ("host", "current", "previous", "service", "health", "lock", "drift"):
+    for column in ("host", "current", "previous", "service", "health", "tasks", "lock", "drift"):
         # Names and releases are what people scan for: never cut them.
         table.add_column(column, overflow="fold",
                          no_wrap=column in ("host", "current", "service", "health", "drift"))
@@ -75,8 +75,10 @@ def status_table(result: FleetStatus, name: str) -> Group:
             Text(safe(_release(s.previous)), style="dim"),
             Text(s.service, style="green" if s.service == "Running" else "bold red"
                  if s.service in ("unreachable", "error") else "yellow"),
-            Text("healthy", style="green") if s.healthy else Text("unhealthy" if s.answered else "-",
-                                                                   style="red" if s.answered else "dim"),
+            Text("healthy", style="green") if s.healthy else Text(
+                ("CRASH LOOP" if s.crash_loop else "unhealthy") if s.answered else "-",
+                style="red" if s.answered else "dim"),
+            _tasks(s),
             Text(safe(_lock(s)), style="yellow" if s.lock and not s.lock.expired else "dim"),
             Text("-" if s.drift is None else ("DRIFT" if s.drift else "no"),
                  style="bold yellow" if s.drift else "dim"),
@@ -85,6 +87,13 @@ def status_table(result: FleetStatus, name: str) -> Group:
             note = Text(f"{safe(host)}: ", style="bold")
             note.append(safe(s.error), style="red" if not s.answered else "yellow")
             notes.append(note)
+        for task in s.tasks:
+            # A task that is missing or whose last run failed is worth a line; healthy guards are not.
+            if not task.exists or task.failed:
+                note = Text(f"{safe(host)}: scheduled task {safe(task.name)} ", style="bold")
+                note.append("is missing" if not task.exists else
+                            f"last run failed with result {task.last_result} (0x{task.last_result:x})", style="yellow")
+                notes.append(note)
     return Group(table, *notes)
 
 
@@ -92,6 +101,16 @@ def _release(ref: ReleaseRef | None) -> str:
     if ref is None:
         return "-"
     return ref.release if not ref.version or ref.release.startswith(ref.version) else f"{ref.version} ({ref.release})"
+
+
+def _tasks(s: HostStatus) -> Text:
+    """`-` without tasks, else how many last ran fine (a failed or missing one shows, with a note below)."""
+    if not s.tasks:
+        return Text("-", style="dim")
+    bad = [t for t in s.tasks if not t.exists or t.failed]
+    if bad:
+        return Text(f"{len(bad)}/{len(s.tasks)} failing", style="yellow")
+    return Text(f"{len(s.tasks)} ok", style="green")
 
 
 def _lock(s: HostStatus) -> str:

@@ -62,6 +62,13 @@ class ConnectionSettings:
     operation_timeout: float = DEFAULT_OPERATION_TIMEOUT
 
     @property
+    def read_timeout(self) -> int:
+        """Seconds to wait for an HTTP answer: a Receive long-polls for up to operation_timeout, so the read must
+        outlast it by a margin (half of it, 2 to 10 s) before we call the host silent."""
+        op = max(1, round(self.operation_timeout))
+        return op + max(2, min(10, op // 2))
+
+    @property
     def endpoint(self) -> str:
         """The WS-Management URL, for messages (never holds credentials)."""
         host = f"[{self.address}]" if ":" in self.address else self.address

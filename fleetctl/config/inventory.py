@@ -22,6 +22,7 @@ from fleetctl.config.inventory_data import GroupData, InventoryBuilder
 from fleetctl.config.inventory_ini import parse_ini_inventory
 from fleetctl.config.inventory_vars import VarsDirectory
 from fleetctl.config.inventory_yaml import InventoryLoader, load_yaml_file, parse_yaml_inventory
+from fleetctl.config.patterns import select_hosts
 from fleetctl.config.redaction import is_secret_name, register_secret
 from fleetctl.config.templating import is_template
 from fleetctl.errors import ConfigError
@@ -66,8 +67,6 @@ class Inventory:
 
     def select(self, pattern: str | None) -> list[Host]:
         """The hosts a `--limit` pattern selects, in inventory order; ConfigError if it selects none."""
-        from fleetctl.config.patterns import select_hosts
-
         names = select_hosts(self, pattern)
         return [self.hosts[n] for n in names]
 

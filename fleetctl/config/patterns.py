@@ -10,13 +10,23 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 from fleetctl.config.inventory_ranges import split_port
 from fleetctl.errors import ConfigError
 
-if TYPE_CHECKING:
-    from fleetctl.config.inventory import Inventory
+
+class HostIndex(Protocol):
+    """What matching needs of an inventory (`config.inventory.Inventory` is one): hosts in inventory order, each
+    group's members, and the files it came from (for error messages)."""
+
+    @property
+    def hosts(self) -> Mapping[str, object]: ...
+    @property
+    def groups(self) -> Mapping[str, Sequence[str]]: ...
+    @property
+    def sources(self) -> Sequence[object]: ...
 
 # A `:` inside brackets belongs to a range or subscript, never to the pattern list.
 _TERM = re.compile(r"(?:[^\s:\[\]]|\[[^\]]*\])+")
@@ -35,7 +45,7 @@ def split_pattern(pattern: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
-def select_hosts(inventory: Inventory, pattern: str | None) -> list[str]:
+def select_hosts(inventory: HostIndex, pattern: str | None) -> list[str]:
     """Host names selected by `pattern` (None or '' = all), in inventory order; ConfigError if none."""
     if not inventory.hosts:
         raise ConfigError("the inventory has no hosts", file=_sources(inventory))
@@ -57,11 +67,11 @@ def select_hosts(inventory: Inventory, pattern: str | None) -> list[str]:
     return [name for name in inventory.hosts if name in selected]
 
 
-def _sources(inventory: Inventory) -> str | None:
+def _sources(inventory: HostIndex) -> str | None:
     return ", ".join(str(s) for s in inventory.sources) or None
 
 
-def _match_term(inventory: Inventory, term: str, pattern: str) -> set[str]:
+def _match_term(inventory: HostIndex, term: str, pattern: str) -> set[str]:
     if not term:
         raise ConfigError(f"pattern '{pattern}' has an empty term after '&' or '!'", key="--limit")
     subscript: tuple[int, int | None] | None = None
@@ -88,7 +98,7 @@ def _compile(expr: str, pattern: str) -> re.Pattern[str]:
                           key="--limit") from None
 
 
-def _enumerate(inventory: Inventory, expr: str, pattern: str) -> list[str]:
+def _enumerate(inventory: HostIndex, expr: str, pattern: str) -> list[str]:
     # Ansible's rule: a term names groups first; it matches host names when no group matched, or when it is
     # a regex or glob (which may well mean both).
     if expr in inventory.groups and expr[0] != "~" and not any(c in expr for c in _GLOB_CHARS):
@@ -107,7 +117,7 @@ def _enumerate(inventory: Inventory, expr: str, pattern: str) -> list[str]:
     return _in_inventory_order(inventory, found)
 
 
-def _in_inventory_order(inventory: Inventory, names: set[str]) -> list[str]:
+def _in_inventory_order(inventory: HostIndex, names: set[str]) -> list[str]:
     if len(names) == len(inventory.hosts):
         return list(inventory.hosts)
     return [h for h in inventory.hosts if h in names]

@@ -148,9 +148,45 @@ class Install(_Model):
         return root
 
 
+def _recovery_action(value: Any) -> Any:
+    """`none` (run nothing) or `{restart: 5s}`; a bare `restart` restarts at once."""
+    if value == "none":
+        return {}
+    if value == "restart":
+        return {"restart": 0}
+    return value
+
+
+class RecoveryAction(_Model):
+    """One entry of `service.recovery.actions`: restart after a delay, or (no `restart`) run nothing."""
+
+    restart: Duration | None = None
+
+
 class Recovery(_Model):
+    """What the SCM does when the service fails: `actions` for the first, second and later failures (the last one
+    repeats), or `restart_after` for all three; the failure count resets after `reset_after` without failures."""
+
     restart_after: Duration = Duration(10)
     reset_after: Duration = Duration(86400)
+    actions: list[Annotated[RecoveryAction, BeforeValidator(_recovery_action)]] | None = Field(
+        default=None, min_length=1, max_length=3)
+
+    def sc_actions(self) -> tuple[str, ...]:
+        """The actions as sc.exe's `<action>/<milliseconds>` tokens (what Set-FleetService -RecoveryActions takes)."""
+        if self.actions is None:
+            return ()
+        return tuple(f"restart/{int(float(a.restart) * 1000)}" if a.restart is not None else "none/0"
+                     for a in self.actions)
+
+
+class NssmOptions(_Model):
+    """`service.nssm`: how nssm.exe runs a console program (hosting: nssm)."""
+
+    exe: str | None = None  # the controller's nssm.exe (default: FLEETCTL_NSSM_EXE, else the bundled copy)
+    rotate_bytes: int = Field(default=10 * 1024 * 1024, ge=0, le=2**32 - 1)  # 0: never rotate
+    restart_delay: Duration = Duration(0)
+    throttle: Duration = Duration(1.5)
 
 
 class Service(_Model):
@@ -167,6 +203,23 @@ class Service(_Model):
     start_timeout: Duration = Duration(30)
     stop_timeout: Duration = Duration(30)
     hosting: Literal["native", "nssm", "winsw"] = "native"
+    working_directory: str | None = None  # hosting: nssm only (AppDirectory); default <root>\\current
+    nssm: NssmOptions | None = None
+
+    @model_validator(mode="after")
+    def _hosting_settings(self) -> Service:
+        if self.hosting == "winsw":
+            raise ValueError("hosting 'winsw' is not implemented: use 'nssm' for a console program, or 'native' "
+                             "for an exe that talks to the service control manager itself")
+        if self.nssm is not None and self.hosting != "nssm":
+            raise ValueError("'nssm' settings need hosting: nssm")
+        if self.working_directory is not None:
+            if self.hosting != "nssm":
+                raise ValueError("working_directory needs hosting: nssm (the SCM starts every native service in "
+                                 "%SystemRoot%\\System32 and has no setting for it)")
+            if not re.match(r"^[A-Za-z]:\\", self.working_directory):
+                raise ValueError(r"working_directory must be an absolute Windows path such as C:\apps\hello\shared")
+        return self
 
 
 class FirewallRule(_Model):
@@ -179,11 +232,39 @@ class FirewallRule(_Model):
 
 
 class ScheduledTask(_Model):
-    name: str
+    """A task in Task Scheduler's \\fleetctl\\ folder: typically a guard that checks or restarts the service."""
+
+    name: str = Field(pattern=_NAME)
     execute: str
     arguments: StrList = []
-    at: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    at: str | None = Field(default=None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")  # daily
+    at_startup: bool = False
+    every: Duration | None = None  # repeat every N minutes, indefinitely
     user: str = "SYSTEM"
+    restart_count: int = Field(default=0, ge=0, le=999)
+    restart_interval: Duration = Duration(60)
+    execution_time_limit: Duration | None = None  # None: Windows' 72 h; 0: no limit
+
+    @model_validator(mode="after")
+    def _triggers(self) -> ScheduledTask:
+        if self.at is None and not self.at_startup and self.every is None:
+            raise ValueError("give at least one trigger: 'at' (daily HH:MM), 'at_startup' or 'every'")
+        # Task Scheduler counts these in whole minutes, one minute at least (restarts: up to 31 days).
+        for key, value, low in (("every", self.every, 60), ("restart_interval", self.restart_interval, 60)):
+            if value is not None and (float(value) < low or float(value) % 60):
+                raise ValueError(f"'{key}' must be whole minutes, at least 1m, got {float(value):g}s")
+        if self.execution_time_limit is not None and float(self.execution_time_limit) % 60:
+            raise ValueError("'execution_time_limit' must be whole minutes (0 for no limit)")
+        return self
+
+    @property
+    def every_minutes(self) -> int | None:
+        return int(float(self.every)) // 60 if self.every is not None else None
+
+    @property
+    def execution_time_limit_minutes(self) -> int | None:
+        limit = self.execution_time_limit
+        return int(float(limit)) // 60 if limit is not None else None
 
 
 class Hooks(_Model):

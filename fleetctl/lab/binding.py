@@ -8,7 +8,7 @@ from typing import Any
 
 from fleetctl.config.redaction import register_secret
 from fleetctl.lab.nodeerror import NodeError
-from fleetctl.node.protocol import Operation, Param, snake_case
+from fleetctl.protocol.operations import Operation, Param, snake_case
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")  # app and release ids become directory names
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")

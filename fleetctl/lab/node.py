@@ -31,9 +31,9 @@ from fleetctl.lab.faults import Fault, NodeFaults
 from fleetctl.lab.nodeerror import NodeError
 from fleetctl.lab.portproxy import ProxyHub
 from fleetctl.lab.sandbox import DEFAULT_CAPACITY_BYTES, Sandbox
-from fleetctl.lab.scm import ServiceConfig, ServiceControlManager
+from fleetctl.lab.scm import ServiceConfig, ServiceControlManager, checked_recovery_action
 from fleetctl.lab.wine import WinePrefix
-from fleetctl.node.protocol import MODULE_NAME, OPERATIONS, PROTOCOL_VERSION, function_name
+from fleetctl.protocol.operations import MODULE_NAME, OPERATIONS, PROTOCOL_VERSION, function_name
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ class LabNode:
         self._lock = threading.RLock()  # node state files (state.json, lock.json) change under this
         self._counter_lock = threading.Lock()
         self._input = threading.local()  # pipeline input of the operation running on this thread
+        self.task_minute_s = 60.0  # how long a Task Scheduler minute lasts here (tests shorten it)
 
     # ---- NodeBackend -------------------------------------------------------------------------------------
     def invoke(self, command: str, parameters: dict[str, Any], input_objects: list[Any]) -> list[Any]:
@@ -139,7 +140,7 @@ class LabNode:
         return {
             "name": self.name, "address": self.address, "http_port": self.http_port,
             "https_port": self.https_port,
-            "services": [self.scm.status(n) for n in self.scm.names()],
+            "services": [dict(self.scm.status(n), nssm=self.scm.nssm_parameters(n)) for n in self.scm.names()],
             "counters": counters, "faults": self.faults.active(),
             "firewall_rules": sorted(self.firewall_rules), "scheduled_tasks": sorted(self.scheduled_tasks),
             "port_proxies": [f"{a}:{p}" for a, p in sorted(self._port_proxies)],
@@ -147,6 +148,9 @@ class LabNode:
 
     def close(self) -> None:
         """Stop every process this node started and its port proxies."""
+        for task in self.scheduled_tasks.values():
+            if task.get("timer") is not None:
+                task["timer"].cancel()
         self.scm.shutdown()
         for listen in list(self._port_proxies):
             self.proxies.remove(listen)
@@ -332,7 +336,8 @@ class LabNode:
                 self._save_state(app, state, "switch", release)
             return {"current": release, "previous": state["previous"], "changed": changed}
 
-    def get_fleet_state(self, app: str, root: str, service_name: str | None = None) -> dict[str, Any]:
+    def get_fleet_state(self, app: str, root: str, service_name: str | None = None,
+                        task_names: list[str] | None = None) -> dict[str, Any]:
         with self._lock:
             state = self._load_state(app, root)
             lock = self._read_json(self._app_dir(app) / "lock.json")
@@ -341,7 +346,7 @@ class LabNode:
         releases = [{k: r[k] for k in ("release", "version", "sha256", "installed_at")} for r in state["releases"]]
         return {"releases": releases, "current": state["current"], "previous": state["previous"],
                 "service": self.scm.status(service_name or app), "lock": lock,
-                "history": state["history"][-HISTORY_KEPT:]}
+                "history": state["history"][-HISTORY_KEPT:], "tasks": [self._task_status(n) for n in task_names or []]}
 
     def remove_fleet_release(self, app: str, root: str, keep: int | None = None,
                              release: str | None = None) -> dict[str, Any]:
@@ -378,24 +383,93 @@ class LabNode:
                           password: str | None = None, start_type: str | None = None,
                           dependencies: list[str] | None = None, recovery_restart_seconds: int | None = None,
                           recovery_reset_seconds: int | None = None,
-                          stop_timeout_seconds: int | None = None) -> dict[str, Any]:
+                          recovery_actions: list[str] | None = None,
+                          stop_timeout_seconds: int | None = None, hosting: str | None = None,
+                          wrapper_sha256: str | None = None, working_directory: str | None = None,
+                          stdout_path: str | None = None, stderr_path: str | None = None,
+                          rotate_bytes: int | None = None, restart_delay_milliseconds: int | None = None,
+                          throttle_milliseconds: int | None = None) -> dict[str, Any]:
         config = ServiceConfig(
             name=name, binary_path=binary_path, display_name=display_name or "", description=description or "",
             arguments=list(arguments or []), environment=dict(environment or {}),
             account=account or "LocalSystem", password=password or None, start_type=(start_type or "auto").lower(),
             dependencies=list(dependencies or []), recovery_restart_seconds=recovery_restart_seconds or 0,
             recovery_reset_seconds=recovery_reset_seconds if recovery_reset_seconds is not None else 86400,
+            recovery_actions=[checked_recovery_action(a) for a in recovery_actions or []],
             # As on Windows, only a positive value is recorded; absent keeps what an earlier call recorded.
             stop_timeout_seconds=stop_timeout_seconds if stop_timeout_seconds and stop_timeout_seconds > 0
-            else None)
+            else None,
+            hosting=(hosting or "native").lower(), wrapper_sha256=wrapper_sha256, working_directory=working_directory,
+            stdout_path=stdout_path, stderr_path=stderr_path, rotate_bytes=max(0, rotate_bytes or 0),
+            restart_delay_milliseconds=max(0, restart_delay_milliseconds or 0),
+            throttle_milliseconds=throttle_milliseconds if throttle_milliseconds is not None else 1500)
+        if config.hosting == "nssm":
+            self._install_wrapper(wrapper_sha256)
         created, changed = self.scm.configure(config)
-        return {"created": created, "changed": changed}
+        return {"created": created, "changed": changed, "image_path": config.image_path}
+
+    def _install_wrapper(self, sha256: str | None) -> None:
+        """nssm.exe from the artifact cache into C:\\ProgramData\\fleetctl\\tools\\<sha256>\\ (as the module does)."""
+        if not sha256:
+            raise NodeError("INVALID_ARGUMENT", "Hosting nssm needs WrapperSha256 (nssm.exe in the artifact cache)")
+        cached = self._artifact_path(sha256)
+        if not cached.is_file():
+            raise NodeError("NOT_FOUND", f"nssm.exe {sha256} is not in the node's artifact cache", {"sha256": sha256})
+        target = self.sandbox.resolve(f"{STATE_DIR}\\tools\\{sha256}\\nssm.exe")
+        if not target.is_file():
+            self.sandbox.copy_file(cached, target)
 
     def stop_fleet_service(self, name: str, timeout_seconds: int) -> dict[str, Any]:
         return self.scm.stop(name, timeout_seconds)
 
     def start_fleet_service(self, name: str, timeout_seconds: int) -> dict[str, Any]:
         return self.scm.start(name, timeout_seconds)
+
+    def get_fleet_events(self, source: str, max: int | None = None) -> dict[str, Any]:
+        limit = 50 if max is None else max
+        if limit < 0:
+            raise NodeError("INVALID_ARGUMENT", "Max must be 0 or more", {"Max": limit})
+        return self.scm.events(checked_name(source, "Source"), limit)
+
+    # ---- operations: retiring a service ------------------------------------------------------------------
+    def remove_fleet_service(self, name: str, timeout_seconds: int) -> dict[str, Any]:
+        was = self.scm.status(name)["state"] if self.scm.status(name)["exists"] else "Absent"
+        if was != "Absent":
+            self.scm.stop(name, timeout_seconds)  # SERVICE_STOP_TIMEOUT: nothing is deleted
+        return {"removed": self.scm.delete(name), "was": was}
+
+    def remove_fleet_app(self, app: str, root: str, purge: bool = False) -> dict[str, Any]:
+        removed: list[str] = []
+        kept: list[str] = []
+        with self._lock:
+            base = self.sandbox.resolve(root)
+            current = self.sandbox.resolve(f"{root}\\current")
+            if current.is_symlink():
+                self.sandbox.remove(current)  # the junction only, never its target
+                removed.append(self.sandbox.to_windows(current))
+            for part in ("releases", "shared"):
+                path = self.sandbox.resolve(f"{root}\\{part}")
+                if not path.exists():
+                    continue
+                if purge:
+                    self.sandbox.remove(path)  # FILE_IN_USE while anything below runs
+                    removed.append(self.sandbox.to_windows(path))
+                else:
+                    kept.append(self.sandbox.to_windows(path))
+            if purge:
+                if base.is_dir() and not any(base.iterdir()):
+                    base.rmdir()
+                    removed.append(root)
+                app_dir = self._app_dir(app)
+                if app_dir.exists():
+                    self.sandbox.remove(app_dir)  # the node state: history, lock
+                    removed.append(self.sandbox.to_windows(app_dir))
+            else:
+                state = self._load_state(app, root)
+                if state["current"] is not None:
+                    state["previous"], state["current"] = state["current"], None
+                    self._save_state(app, state, "retire", state["previous"])
+        return {"removed": removed, "kept": kept}
 
     # ---- operations: health and logs ---------------------------------------------------------------------
     def _node_local_url(self, url: str) -> str:
@@ -458,31 +532,87 @@ class LabNode:
         return {"changed": changed}
 
     def set_fleet_scheduled_task(self, name: str, execute: str | None = None, arguments: list[str] | None = None,
-                                 at: str | None = None, user: str | None = None, remove: bool = False,
+                                 at: str | None = None, at_startup: bool = False, every_minutes: int | None = None,
+                                 user: str | None = None, restart_count: int | None = None,
+                                 restart_interval_minutes: int | None = None,
+                                 execution_time_limit_minutes: int | None = None, remove: bool = False,
                                  run_now: bool = False) -> dict[str, Any]:
         if remove:
-            return {"changed": self.scheduled_tasks.pop(name, None) is not None, "last_run": None}
+            gone = self.scheduled_tasks.pop(name, None)
+            if gone is not None and gone.get("timer") is not None:
+                gone["timer"].cancel()
+            return {"changed": gone is not None, "last_run": None, "last_result": None}
         task = self.scheduled_tasks.get(name)
         changed = False
         if execute is not None:
             if at is not None and not re.match(r"^([01]\d|2[0-3]):[0-5]\d$", at):
                 raise NodeError("INVALID_ARGUMENT", "At must be HH:MM (24 h)", {"At": at})
+            if at is None and not at_startup and not every_minutes:
+                raise NodeError("INVALID_ARGUMENT", "give a trigger: At, AtStartup or EveryMinutes")
+            for key, value, low in (("EveryMinutes", every_minutes, 1), ("RestartCount", restart_count, 0),
+                                    ("RestartIntervalMinutes", restart_interval_minutes, 1),
+                                    ("ExecutionTimeLimitMinutes", execution_time_limit_minutes, 0)):
+                if value is not None and value < low:
+                    raise NodeError("INVALID_ARGUMENT", f"{key} must be {low} or more", {key: value})
             definition = {"execute": execute, "arguments": list(arguments or []), "at": at,
-                          "user": user or "SYSTEM"}
-            changed = task is None or {k: task[k] for k in definition} != definition
-            task = dict(task or {"last_run": None, "last_pid": None}, **definition)
+                          "at_startup": bool(at_startup), "every_minutes": every_minutes or None,
+                          "user": user or "SYSTEM", "restart_count": restart_count or 0,
+                          "restart_interval_minutes": restart_interval_minutes or 1,
+                          "execution_time_limit_minutes": 4320 if execution_time_limit_minutes is None
+                          else execution_time_limit_minutes}
+            changed = task is None or {k: task.get(k) for k in definition} != definition
+            if changed and task is not None and task.get("timer") is not None:
+                task["timer"].cancel()
+            task = dict(task or {"last_run": None, "last_result": None, "last_pid": None},
+                        **definition, timer=None if changed else (task or {}).get("timer"))
             self.scheduled_tasks[name] = task
+            if changed and task["every_minutes"]:
+                self._repeat_task(name, task)
         if task is None:
             raise NodeError("NOT_FOUND" if run_now else "INVALID_ARGUMENT",
                             f"scheduled task {name!r} does not exist" + ("" if run_now else "; give Execute"),
                             {"name": name})
         if run_now:
-            if not re.match(r"^[A-Za-z]:[\\/]", task["execute"]):
-                raise NodeError("UNSUPPORTED", f"the fleetctl lab can only run executables stored on the node "
-                                f"(an absolute C:\\ path), not {task['execute']!r}")
-            task["last_pid"] = self.scm.run_detached(task["execute"], task["arguments"], name)
-            task["last_run"] = self._iso()
-        return {"changed": changed, "last_run": task["last_run"]}
+            self._run_task(name, task)
+        return {"changed": changed, "last_run": task["last_run"], "last_result": task["last_result"]}
+
+    def _run_task(self, name: str, task: dict[str, Any]) -> None:
+        if not re.match(r"^[A-Za-z]:[\\/]", task["execute"]):
+            raise NodeError("UNSUPPORTED", f"the fleetctl lab can only run executables stored on the node "
+                            f"(an absolute C:\\ path), not {task['execute']!r}")
+
+        def finished(code: int) -> None:
+            task["last_result"] = code
+
+        limit = task["execution_time_limit_minutes"]
+        task["last_pid"] = self.scm.run_detached(task["execute"], task["arguments"], name,
+                                                 time_limit_s=limit * 60 if limit else None, on_exit=finished)
+        task["last_run"] = self._iso()
+
+    def _repeat_task(self, name: str, task: dict[str, Any]) -> None:
+        """The every-N-minutes trigger, fired by the lab like Task Scheduler does (startup and daily are not)."""
+        def fire() -> None:
+            if self.scheduled_tasks.get(name) is not task:
+                return
+            try:
+                self._run_task(name, task)
+            except NodeError as err:
+                log.warning("lab node %s: scheduled task %s: %s", self.name, name, err.message)
+            self._repeat_task(name, task)
+
+        timer = threading.Timer(task["every_minutes"] * 60.0 * self.task_minute_s / 60.0, fire)
+        timer.daemon = True
+        task["timer"] = timer
+        timer.start()
+
+    def _task_status(self, name: str) -> dict[str, Any]:
+        task = self.scheduled_tasks.get(name)
+        if task is None:
+            return {"name": name, "exists": False, "state": None, "last_run": None, "last_result": None,
+                    "next_run": None}
+        running = task.get("last_pid") is not None and task.get("last_result") is None and task["last_run"]
+        return {"name": name, "exists": True, "state": "Running" if running else "Ready",
+                "last_run": task["last_run"], "last_result": task["last_result"], "next_run": None}
 
     def set_fleet_port_proxy(self, listen_port: int, listen_address: str | None = None,
                              connect_port: int | None = None, connect_address: str | None = None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleetctl.node.protocol import ERROR_CODES
+from fleetctl.protocol.operations import ERROR_CODES
 
 
 class NodeError(Exception):

@@ -30,10 +30,10 @@ from typing import Any, Protocol
 from pypsrp._utils import get_pwsh_script
 
 from fleetctl.lab.backend import LabUnsupported
-from fleetctl.node.protocol import PROTOCOL_VERSION
+from fleetctl.protocol.operations import PROTOCOL_VERSION
 
 LOADER_MARKER = "# FleetNode module loader"
-# Same reply as the real loader (fleetctl/node/loader.py), plus lab: true so a lab node never passes for Windows.
+# Same reply as the real loader (fleetctl/protocol/loader.py), plus lab: true so a lab node never passes for Windows.
 LOADER_RESULT = json.dumps(
     {"ok": True, "result": {"module": "FleetNode", "version": PROTOCOL_VERSION, "lab": True}}
 )

@@ -58,12 +58,13 @@ class SharedWinePrefix(WinePrefix):
         self._failure = error
         self._prepared.set()
 
-    def wait_ready(self, timeout: float = PREPARE_TIMEOUT_S) -> None:
+    def wait_ready(self, timeout: float = PREPARE_TIMEOUT_S, exe: Path | None = None) -> None:
         if not self._prepared.wait(timeout):
             raise NodeError("SERVICE_START_FAILED", "the lab's Wine prefix is still being prepared; retry")
         if self._failure:
             raise NodeError("SERVICE_START_FAILED", self._failure, {"reason": "wine"})
-        super().wait_ready(timeout)  # the prefix is marked prepared: returns at once
+        # The prefix exists now: this only checks (and, idempotently, installs) the ProcessPrng shim for `exe`.
+        super().wait_ready(timeout, exe)
 
     def shutdown(self) -> None:
         """The prefix's wineserver is the supervisor's to stop, after every worker has stopped its processes."""

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from fleetctl.node.protocol import OPERATIONS, snake_case
 from fleetctl.node.results import (
     ArtifactStatus,
     Changed,
+    EventTail,
     Facts,
     InstalledRelease,
     LockInfo,
@@ -23,11 +23,13 @@ from fleetctl.node.results import (
     NodeState,
     RetentionResult,
     ServiceChange,
+    ServiceRemoval,
     ServiceTransition,
     StoredArtifact,
     SwitchResult,
     parse_time,
 )
+from fleetctl.protocol.operations import OPERATIONS, snake_case
 from fleetctl.transport.base import Transport
 
 
@@ -113,7 +115,12 @@ class NodeClient:
                           password: str | None = None, start_type: str | None = None,
                           dependencies: Sequence[str] | None = None, recovery_restart_seconds: int | None = None,
                           recovery_reset_seconds: int | None = None,
-                          stop_timeout_seconds: int | None = None) -> ServiceChange:
+                          recovery_actions: Sequence[str] | None = None,
+                          stop_timeout_seconds: int | None = None, hosting: str | None = None,
+                          wrapper_sha256: str | None = None, working_directory: str | None = None,
+                          stdout_path: str | None = None, stderr_path: str | None = None,
+                          rotate_bytes: int | None = None, restart_delay_milliseconds: int | None = None,
+                          throttle_milliseconds: int | None = None) -> ServiceChange:
         r = self._call("Set-FleetService", locals())
         return ServiceChange(bool(r.get("created")), tuple(str(x) for x in r.get("changed") or ()))
 
@@ -129,7 +136,8 @@ class NodeClient:
         r = self._call("Switch-FleetRelease", locals())
         return SwitchResult(str(r.get("current", release)), r.get("previous"), bool(r.get("changed")))
 
-    def get_fleet_state(self, *, app: str, root: str, service_name: str | None = None) -> NodeState:
+    def get_fleet_state(self, *, app: str, root: str, service_name: str | None = None,
+                        task_names: Sequence[str] | None = None) -> NodeState:
         return NodeState.from_result(self._call("Get-FleetState", locals()))
 
     def test_fleet_health(self, *, url: str, timeout_seconds: int) -> NodeHealthProbe:
@@ -150,15 +158,34 @@ class NodeClient:
 
     def set_fleet_scheduled_task(self, *, name: str, execute: str | None = None,
                                  arguments: Sequence[str] | None = None, at: str | None = None,
-                                 user: str | None = None, remove: bool = False, run_now: bool = False) -> Changed:
+                                 at_startup: bool = False, every_minutes: int | None = None,
+                                 user: str | None = None, restart_count: int | None = None,
+                                 restart_interval_minutes: int | None = None,
+                                 execution_time_limit_minutes: int | None = None, remove: bool = False,
+                                 run_now: bool = False) -> Changed:
         r = self._call("Set-FleetScheduledTask", locals())
-        return Changed(bool(r.get("changed")), last_run=parse_time(r.get("last_run")))
+        result = r.get("last_result")
+        return Changed(bool(r.get("changed")), last_run=parse_time(r.get("last_run")),
+                       last_result=int(result) if isinstance(result, int) else None)
 
     def set_fleet_port_proxy(self, *, listen_port: int, listen_address: str | None = None,
                              connect_port: int | None = None, connect_address: str | None = None,
                              remove: bool = False) -> Changed:
         r = self._call("Set-FleetPortProxy", locals())
         return Changed(bool(r.get("changed")), connect=r.get("connect"))
+
+    def get_fleet_events(self, *, source: str, max: int | None = None) -> EventTail:
+        return EventTail.from_result(self._call("Get-FleetEvents", locals()))
+
+    # -- retiring a service -------------------------------------------------------------------------------------
+
+    def remove_fleet_service(self, *, name: str, timeout_seconds: int) -> ServiceRemoval:
+        r = self._call("Remove-FleetService", locals())
+        return ServiceRemoval(bool(r.get("removed")), r.get("was"))
+
+    def remove_fleet_app(self, *, app: str, root: str, purge: bool = False) -> RetentionResult:
+        r = self._call("Remove-FleetApp", locals())
+        return RetentionResult(tuple(r.get("removed") or ()), tuple(r.get("kept") or ()))
 
     def get_fleet_log(self, *, app: str, root: str, tail: int | None = None, path: str | None = None) -> LogTail:
         r = self._call("Get-FleetLog", locals())

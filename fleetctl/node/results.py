@@ -145,6 +145,9 @@ class ReleaseInfo:
     installed_at: datetime | None
 
 
+CRASH_WINDOW_MINUTES = 10  # the window of Get-FleetState's service.recent_restarts (protocol)
+
+
 @dataclass(frozen=True)
 class ServiceInfo:
     exists: bool
@@ -153,13 +156,15 @@ class ServiceInfo:
     start_time: datetime | None
     restarts: int
     binary_path: str | None
+    recent_restarts: int = 0  # unexpected exits in the node's last CRASH_WINDOW_MINUTES (crash-loop verdict)
 
     @classmethod
     def from_result(cls, r: Any) -> ServiceInfo | None:
         if not isinstance(r, dict):
             return None
         return cls(bool(r.get("exists", False)), _opt_str(r.get("state")), _opt_int(r.get("pid")),
-                   parse_time(r.get("start_time")), _opt_int(r.get("restarts")) or 0, _opt_str(r.get("binary_path")))
+                   parse_time(r.get("start_time")), _opt_int(r.get("restarts")) or 0, _opt_str(r.get("binary_path")),
+                   _opt_int(r.get("recent_restarts")) or 0)
 
 
 @dataclass(frozen=True)
@@ -167,6 +172,28 @@ class HistoryEntry:
     at: datetime | None
     action: str
     release: str | None
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """One scheduled task as `Get-FleetState` reports it; `last_result` None: it never ran."""
+
+    name: str
+    exists: bool
+    state: str | None
+    last_run: datetime | None
+    last_result: int | None
+
+    @property
+    def failed(self) -> bool:
+        """The last run ended with a non-zero result (0x41301 is "still running", not a failure)."""
+        return self.last_result is not None and self.last_result not in (0, 0x41301)
+
+    @classmethod
+    def from_result(cls, r: dict[str, Any]) -> TaskInfo:
+        result = r.get("last_result")
+        return cls(str(r.get("name", "")), bool(r.get("exists")), _opt_str(r.get("state")),
+                   parse_time(r.get("last_run")), int(result) if isinstance(result, int) else None)
 
 
 @dataclass(frozen=True)
@@ -179,6 +206,7 @@ class NodeState:
     service: ServiceInfo | None
     lock: LockInfo | None
     history: tuple[HistoryEntry, ...] = field(default=())
+    tasks: tuple[TaskInfo, ...] = field(default=())
 
     @classmethod
     def from_result(cls, r: dict[str, Any]) -> NodeState:
@@ -188,8 +216,9 @@ class NodeState:
             for x in r.get("releases") or [] if isinstance(x, dict))
         history = tuple(HistoryEntry(parse_time(x.get("at")), str(x.get("action", "")), _opt_str(x.get("release")))
                         for x in r.get("history") or [] if isinstance(x, dict))
+        tasks = tuple(TaskInfo.from_result(x) for x in r.get("tasks") or [] if isinstance(x, dict))
         return cls(releases, _opt_str(r.get("current")), _opt_str(r.get("previous")),
-                   ServiceInfo.from_result(r.get("service")), LockInfo.from_result(r.get("lock")), history)
+                   ServiceInfo.from_result(r.get("service")), LockInfo.from_result(r.get("lock")), history, tasks)
 
     def release(self, release_id: str | None) -> ReleaseInfo | None:
         return next((x for x in self.releases if x.release == release_id), None)
@@ -210,12 +239,43 @@ class RetentionResult:
 
 
 @dataclass(frozen=True)
+class ServiceRemoval:
+    """Result of `Remove-FleetService`: whether a service was deleted, and its state before."""
+
+    removed: bool
+    was: str | None
+
+
+@dataclass(frozen=True)
 class Changed:
     """Result of an ensure-style operation (firewall rule, scheduled task, port proxy)."""
 
     changed: bool
     last_run: datetime | None = None  # scheduled tasks
+    last_result: int | None = None  # scheduled tasks: exit code of the last run (None: never ran)
     connect: str | None = None  # port proxies: "address:port" or None
+
+
+@dataclass(frozen=True)
+class ServiceEvent:
+    """One Application-log event; `time` and `id` are None where the node cannot tell (the lab)."""
+
+    time: datetime | None
+    level: str
+    id: int | None
+    message: str
+
+
+@dataclass(frozen=True)
+class EventTail:
+    events: tuple[ServiceEvent, ...]  # newest first
+    note: str | None  # what the node could not report
+
+    @classmethod
+    def from_result(cls, r: dict[str, Any]) -> EventTail:
+        events = tuple(ServiceEvent(parse_time(e.get("time")), str(e.get("level") or ""), _opt_int(e.get("id")),
+                                    str(e.get("message") or "")) for e in r.get("events") or [] if isinstance(e, dict))
+        return cls(events, _opt_str(r.get("note")))
 
 
 @dataclass(frozen=True)

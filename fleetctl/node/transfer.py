@@ -22,7 +22,7 @@ from fleetctl.config.redaction import redact
 from fleetctl.errors import ConfigError
 from fleetctl.node.client import NodeClient
 from fleetctl.node.results import StoredArtifact
-from fleetctl.transport.errors import NodeOperationError
+from fleetctl.protocol.errors import NodeOperationError
 
 if TYPE_CHECKING:
     from fleetctl.artifacts.pull_server import PullServer

@@ -37,6 +37,7 @@ from fleetctl.errors import (
 )
 from fleetctl.node.client import NodeClient
 from fleetctl.plan import Plan
+from fleetctl.protocol.errors import NodeOperationError
 from fleetctl.rollout.events import (
     Baking,
     BatchFinished,
@@ -50,7 +51,6 @@ from fleetctl.rollout.events import (
     RunStarted,
 )
 from fleetctl.rollout.host_steps import HostContext, Interruption, describe_error
-from fleetctl.transport.errors import NodeOperationError
 
 FAILED_OUTCOMES = ("failed", "rolled_back")
 HostWork = Callable[[HostContext], HostOutcome]
@@ -64,7 +64,7 @@ class RunInfo:
     """What a run is, for `RunStarted` and the journal."""
 
     run_id: str
-    kind: Literal["deploy", "rollback"]
+    kind: Literal["deploy", "rollback", "remove"]
     playbook: str
     service: str
     version: str | None
@@ -374,7 +374,7 @@ class RolloutEngine:
         self._report_rest(outcomes)
         values = list(outcomes.values())
         failed = [o.host for o in values if o.outcome in FAILED_OUTCOMES]
-        on_target = [o.host for o in values if o.outcome in ("deployed", "skipped")]
+        on_target = [o.host for o in values if o.outcome in ("deployed", "removed", "skipped")]
         pending = [o.host for o in values if o.outcome == "not_started"]
         counts = _counts(values)
         if self.interruption.requested.is_set():
@@ -435,7 +435,7 @@ def _holder_text(host: str, details: dict[str, Any]) -> str:
 
 
 def _counts(outcomes: list[HostOutcome]) -> str:
-    order = ("deployed", "skipped", "rolled_back", "failed", "not_started")
+    order = ("deployed", "removed", "skipped", "rolled_back", "failed", "not_started")
     tally = {k: sum(1 for o in outcomes if o.outcome == k) for k in order}
     return ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in tally.items() if v) or "no hosts"
 

@@ -8,10 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-Outcome = Literal["deployed", "skipped", "rolled_back", "failed", "not_started"]
+Outcome = Literal["deployed", "skipped", "rolled_back", "failed", "not_started", "removed"]
 Step = Literal[
     "connect", "lock", "transfer", "install", "service", "stop", "switch", "start", "health", "record",
-    "retention", "unlock", "rollback",
+    "retention", "unlock", "rollback", "remove",
 ]
 
 
@@ -36,7 +36,7 @@ class Event:
 @dataclass(frozen=True)
 class RunStarted(Event):
     run_id: str
-    kind: Literal["deploy", "rollback"]
+    kind: Literal["deploy", "rollback", "remove"]
     playbook: str
     service: str
     version: str | None

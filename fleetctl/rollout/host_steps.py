@@ -4,7 +4,9 @@ record → retention), the same activation used to roll a host back, and `fleetc
 Failure rule: a failure before the service definition is touched changes nothing the service runs, so the host is
 `failed` and left as it was. From the service step on, any failure rolls the host back at once to the release it
 ran before (restore that release's service definition → stop → switch → start → health). A host that had no
-previous release is stopped and reported `failed`. Every step is timed into `HostOutcome.timings`.
+previous release is stopped and reported `failed`. A stop that times out is the exception: Windows kills nothing,
+so the old process still runs; the junction is not switched under it, the definition of the release it runs is put
+back and the host is `failed` without another stop (`StopHung`). Every step is timed into `HostOutcome.timings`.
 
 Each host's work is split so the engine can overlap hosts: `stage_deploy` (state, transfer, install, extras:
 nothing the service runs changes, so it may run while the previous batch is in its health gates),
@@ -28,6 +30,7 @@ from fleetctl.errors import FleetError
 from fleetctl.node.client import NodeClient
 from fleetctl.node.results import NodeState, ServiceInfo
 from fleetctl.node.transfer import TransferMode, ensure_artifact
+from fleetctl.protocol.errors import NodeOperationError, TransportError
 from fleetctl.rollout.events import EventBus, HostOutcome, HostProgress, HostStepStarted, Step
 from fleetctl.rollout.health import (
     HealthCheck,
@@ -38,7 +41,6 @@ from fleetctl.rollout.health import (
     run_health_gate,
 )
 from fleetctl.rollout.release import SERVICE_DEFINITION_FILE, Release, ServiceDefinition, is_current
-from fleetctl.transport.errors import NodeOperationError, TransportError
 
 T = TypeVar("T")
 HealthFor = Callable[[str], "HealthCheck | None"]  # version -> the health check that version must pass
@@ -97,6 +99,17 @@ class DeployJob:
     start_timeout: float = 30.0
     stop_timeout: float = 30.0
     ensure_extras: Callable[[NodeClient], None] | None = None  # firewall rules, scheduled tasks (idempotent)
+    wrapper_path: Path | None = None  # nssm.exe (release.service.wrapper_sha256), moved like an artifact
+
+
+class StopHung(Exception):
+    """The service did not stop within the stop timeout. Windows then gives up waiting and kills nothing, so its
+    process still runs the current release: the junction must not be switched under it, and stopping again would
+    only wait the whole timeout once more. `reason` is the redacted node error."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
 
 
 class StepFailed(Exception):
@@ -164,6 +177,12 @@ def stage_deploy(ctx: HostContext, job: DeployJob) -> StagedDeploy | HostOutcome
                 ctx.client, job.artifact_path, release.artifact_sha256, job.transfer,
                 job.pull_server, ctx.progress("transfer"), on_fallback=_announce_fallback(ctx)))  # type: ignore[arg-type]
             method = result.method
+        wrapper, wrapper_sha = job.wrapper_path, release.service.wrapper_sha256
+        if wrapper is not None and wrapper_sha:
+            # nssm.exe goes through the node's artifact cache too, so it crosses the network once per node.
+            ctx.step("transfer", lambda: ensure_artifact(ctx.client, wrapper, wrapper_sha, job.transfer,
+                                                         job.pull_server, None,  # type: ignore[arg-type]
+                                                         on_fallback=_announce_fallback(ctx)), "nssm.exe")
         ctx.step("install", lambda: ctx.client.install_fleet_release(
             app=release.app, root=release.root, release=release.id, version=release.version,
             sha256=release.artifact_sha256, exe_name=release.exe_name, files=release.files_map))
@@ -185,11 +204,31 @@ def activate_deploy(ctx: HostContext, job: DeployJob, staged: StagedDeploy | Hos
     release = job.release
     try:
         activate(ctx, release, release.service, job.health_for(release.version), job, record=True)
+    except StopHung as hung:
+        return _with_transfer(ctx, _left_running(ctx, release, staged.state.current, hung))
     except Exception as err:  # noqa: BLE001
         reason = describe_error(err)
         return _with_transfer(ctx, _roll_back_after_failure(ctx, job, release, staged.previous,
                                                             staged.previous_version, reason))
     return HostOutcome(ctx.host, "deployed", release.id, None, ctx.timings, ctx.transfer_method)
+
+
+def _left_running(ctx: HostContext, reference: Release, running: str | None, hung: StopHung) -> HostOutcome:
+    """A stop that hung: put back the definition of the release the process still runs (the new one was set before
+    the stop, and would apply at its next start), switch nothing, start nothing; the host is `failed` and says
+    where it stands."""
+    note = f"the service is still stopping and runs release {running or '(none)'}; the junction was not switched"
+    if running is not None:
+        try:
+            definition = ctx.step("rollback", lambda: stored_definition(ctx.client, reference, running),
+                                  f"definition of {running}")
+            if definition is not None:
+                ctx.step("rollback", lambda: ctx.client.set_fleet_service(**definition.client_kwargs()),
+                         f"service definition of {running}")
+        except Exception as err:  # noqa: BLE001
+            note += f"; restoring its service definition failed: {describe_error(err)}"
+    return HostOutcome(ctx.host, "failed", running, f"{hung.reason} ({note}; let it finish or end its process on "
+                                                    "the host, then deploy again)", ctx.timings)
 
 
 def retain(ctx: HostContext, job: DeployJob, outcome: HostOutcome) -> HostOutcome:
@@ -250,8 +289,13 @@ def activate(ctx: HostContext, target: Release, definition: ServiceDefinition | 
 
     if definition is not None:
         step("service", lambda: client.set_fleet_service(**definition.client_kwargs()))
-    step("stop", lambda: client.stop_fleet_service(name=target.service.name,
-                                                   timeout_seconds=_seconds(job.stop_timeout)))
+    try:
+        step("stop", lambda: client.stop_fleet_service(name=target.service.name,
+                                                       timeout_seconds=_seconds(job.stop_timeout)))
+    except NodeOperationError as err:
+        if err.code == "SERVICE_STOP_TIMEOUT":
+            raise StopHung(describe_error(err)) from None
+        raise
     step("switch", lambda: client.switch_fleet_release(app=target.app, root=target.root, release=target.id),
          target.id)
     ctx.last_state = None  # only a state read after this switch can vouch for it
@@ -396,6 +440,8 @@ def activate_rollback(ctx: HostContext, job: RollbackJob, staged: StagedRollback
     target = _release_like(ref, staged.target_id, staged.target_version)
     try:
         activate(ctx, target, staged.definition, job.health_for(staged.target_version), job, record=True)
+    except StopHung as hung:
+        return _left_running(ctx, ref, original, hung)
     except Exception as err:  # noqa: BLE001
         reason = describe_error(err)
         if original is None:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleetctl.config.playbook import Playbook
+from fleetctl.config.playbook import NssmOptions, Playbook
 from fleetctl.node.results import NodeState
 
 # Written into every release directory (never part of the hash): the service definition that release runs with,
@@ -39,9 +39,32 @@ class ServiceDefinition:
     recovery_restart_seconds: int | None = None
     recovery_reset_seconds: int | None = None
     stop_timeout_seconds: int | None = None
+    recovery_actions: tuple[str, ...] = ()  # sc.exe tokens; empty: RecoveryRestartSeconds for every failure
+    # How the service is hosted; the rest only for nssm (NSSM's parameters, restored with the release).
+    hosting: str = "native"
+    wrapper_sha256: str | None = None
+    working_directory: str | None = None
+    stdout_path: str | None = None
+    stderr_path: str | None = None
+    rotate_bytes: int | None = None
+    restart_delay_milliseconds: int | None = None
+    throttle_milliseconds: int | None = None
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for `NodeClient.set_fleet_service`."""
+        recovery = {"recovery_actions": list(self.recovery_actions)} if self.recovery_actions else {}
+        return {**self._base_kwargs(), **recovery, **self._hosting_kwargs()}
+
+    def _hosting_kwargs(self) -> dict[str, Any]:
+        if self.hosting == "native":
+            return {}  # left out, so a native definition (and its release id) is what it was before nssm existed
+        return {"hosting": self.hosting, "wrapper_sha256": self.wrapper_sha256,
+                "working_directory": self.working_directory, "stdout_path": self.stdout_path,
+                "stderr_path": self.stderr_path, "rotate_bytes": self.rotate_bytes,
+                "restart_delay_milliseconds": self.restart_delay_milliseconds,
+                "throttle_milliseconds": self.throttle_milliseconds}
+
+    def _base_kwargs(self) -> dict[str, Any]:
         return {
             "name": self.name, "binary_path": self.binary_path, "display_name": self.display_name,
             "description": self.description, "arguments": list(self.arguments),
@@ -76,6 +99,12 @@ class ServiceDefinition:
             recovery_restart_seconds=opt_int("recovery_restart_seconds"),
             recovery_reset_seconds=opt_int("recovery_reset_seconds"),
             stop_timeout_seconds=opt_int("stop_timeout_seconds"),
+            recovery_actions=tuple(str(a) for a in data.get("recovery_actions") or ()),
+            hosting=str(data.get("hosting") or "native"), wrapper_sha256=data.get("wrapper_sha256"),
+            working_directory=data.get("working_directory"), stdout_path=data.get("stdout_path"),
+            stderr_path=data.get("stderr_path"), rotate_bytes=opt_int("rotate_bytes"),
+            restart_delay_milliseconds=opt_int("restart_delay_milliseconds"),
+            throttle_milliseconds=opt_int("throttle_milliseconds"),
         )
 
 
@@ -97,10 +126,20 @@ class Release:
         return dict(self.files)
 
 
-def service_definition(playbook: Playbook) -> ServiceDefinition:
-    """The service definition of a playbook rendered for one host."""
+def service_definition(playbook: Playbook, wrapper_sha256: str | None = None) -> ServiceDefinition:
+    """The service definition of a playbook rendered for one host (`wrapper_sha256`: its nssm.exe, if hosted)."""
     svc = playbook.service
     recovery = svc.recovery
+    hosting: dict[str, Any] = {}
+    if svc.hosting == "nssm":
+        options = svc.nssm or NssmOptions()
+        # Both streams into one file under shared\logs, which survives releases and is where `fleetctl logs` looks.
+        log = playbook.install.root.rstrip("\\") + f"\\shared\\logs\\{svc.name}.log"
+        hosting = {"hosting": "nssm", "wrapper_sha256": wrapper_sha256,
+                   "working_directory": svc.working_directory or playbook.install.root.rstrip("\\") + "\\current",
+                   "stdout_path": log, "stderr_path": log, "rotate_bytes": options.rotate_bytes,
+                   "restart_delay_milliseconds": int(float(options.restart_delay) * 1000),
+                   "throttle_milliseconds": int(float(options.throttle) * 1000)}
     return ServiceDefinition(
         name=svc.name,
         binary_path=current_exe_path(playbook.install.root, playbook.exe_name),
@@ -115,6 +154,8 @@ def service_definition(playbook: Playbook) -> ServiceDefinition:
         recovery_restart_seconds=int(recovery.restart_after) if recovery else 0,
         recovery_reset_seconds=int(recovery.reset_after) if recovery else None,
         stop_timeout_seconds=max(1, int(svc.stop_timeout)),
+        recovery_actions=recovery.sc_actions() if recovery else (),
+        **hosting,
     )
 
 
@@ -132,9 +173,10 @@ def release_id(version: str, artifact_sha256: str, files: Mapping[str, str], ser
     return f"{version}-{hashlib.sha256(canonical.encode()).hexdigest()[:8]}"
 
 
-def make_release(playbook: Playbook, *, version: str, artifact_sha256: str, files: Mapping[str, str]) -> Release:
+def make_release(playbook: Playbook, *, version: str, artifact_sha256: str, files: Mapping[str, str],
+                 wrapper_sha256: str | None = None) -> Release:
     """The release a host should run, from its rendered playbook and rendered template files."""
-    service = service_definition(playbook)
+    service = service_definition(playbook, wrapper_sha256)
     rid = release_id(version, artifact_sha256, files, service)
     installed = dict(files)
     installed[SERVICE_DEFINITION_FILE] = json.dumps(service.public_json(), indent=2, sort_keys=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from fleetctl.artifacts.manifest import Manifest
 from fleetctl.artifacts.pull_server import PullServer, pull_server_for
+from fleetctl.artifacts.wrapper import Wrapper, find_wrapper
 from fleetctl.config.connection import ConnectionSettings
 from fleetctl.config.playbook import Playbook
 from fleetctl.config.templating import render_string
@@ -111,6 +112,7 @@ class PreparedDeploy:
     releases: dict[str, Release]
     transfer: str
     run_id: str = field(default_factory=new_run_id)
+    wrappers: dict[str, Wrapper] = field(default_factory=dict)  # host -> the nssm.exe its service needs
 
     @property
     def plan(self) -> Plan:
@@ -135,7 +137,8 @@ class HostPreview:
 # --- loading --------------------------------------------------------------------------------------------------
 
 
-def load_fleet(options: DeployOptions, builtins: dict[str, object] | None = None) -> Fleet:
+def load_fleet(options: DeployOptions, builtins: dict[str, object] | None = None, *,
+               refuse_unsupported: bool = True) -> Fleet:
     """Targets, plan, per-host playbooks and connection settings; every problem is a ConfigError (exit 2)."""
     targets = load_targets(options.playbook, options.inventories, limit=options.limit,
                            extra_vars=list(options.extra_vars), builtins=builtins)
@@ -149,7 +152,8 @@ def load_fleet(options: DeployOptions, builtins: dict[str, object] | None = None
     connections: dict[str, ConnectionSettings] = {}
     for host in targets.hosts:
         playbook = targets.render_for(host, builtins)
-        _refuse_unsupported(playbook)
+        if refuse_unsupported:  # `remove` retires what such a playbook describes without running it
+            _refuse_unsupported(playbook)
         playbooks[host.name] = playbook
         connections[host.name] = ConnectionSettings.from_hostvars(
             host.name, targets.connection_vars(host), source=f"inventory host {host.name}")
@@ -207,17 +211,24 @@ def prepare_deploy(options: DeployOptions, *, on_output: Callable[[str], None] |
 
     # Fail fast on bad input before a possibly long build (the real version is known only after it).
     first = load_fleet(options, {"version": options.version or "0.0.0"})
+    for playbook in first.playbooks.values():
+        find_wrapper(playbook)
     manifest = produce_artifact(first.targets.settings, version=options.version, artifact=options.artifact,
                                 inventory=first.targets.inventory, dist_dir=options.dist_dir, on_output=on_output)
     builtins: dict[str, object] = {"version": manifest.version}
     fleet = load_fleet(options, builtins)
     releases: dict[str, Release] = {}
+    wrappers: dict[str, Wrapper] = {}
     for host in fleet.targets.hosts:
         playbook = fleet.playbooks[host.name]
         variables = fleet.targets.host_variables(host, builtins)
+        wrapper = find_wrapper(playbook)
+        if wrapper is not None:
+            wrappers[host.name] = wrapper
         releases[host.name] = make_release(playbook, version=manifest.version, artifact_sha256=manifest.sha256,
-                                           files=render_files(playbook, variables))
-    return PreparedDeploy(fleet, manifest, releases, fleet.targets.settings.transfer)
+                                           files=render_files(playbook, variables),
+                                           wrapper_sha256=wrapper.sha256 if wrapper else None)
+    return PreparedDeploy(fleet, manifest, releases, fleet.targets.settings.transfer, wrappers=wrappers)
 
 
 # --- deploy ---------------------------------------------------------------------------------------------------
@@ -267,7 +278,8 @@ def run_deploy(
                          artifact_path=prepared.manifest.path, transfer=prepared.transfer,  # type: ignore[arg-type]
                          pull_server=pull_server, keep_releases=playbook.install.keep_releases,
                          start_timeout=float(playbook.service.start_timeout),
-                         stop_timeout=float(playbook.service.stop_timeout), ensure_extras=host_extras(playbook))
+                         stop_timeout=float(playbook.service.stop_timeout), ensure_extras=host_extras(playbook),
+                         wrapper_path=wrapper.path if (wrapper := prepared.wrappers.get(host)) else None)
 
     def stage(ctx: HostContext) -> StagedDeploy | HostOutcome:
         return stage_deploy(ctx, job_for(ctx.host))
@@ -310,7 +322,10 @@ def host_extras(playbook: Playbook) -> Callable[[NodeClient], None] | None:
                                            remote_address=rule.remote_address or None)
         for task in playbook.scheduled_tasks:
             client.set_fleet_scheduled_task(name=task.name, execute=task.execute, arguments=task.arguments,
-                                            at=task.at, user=task.user)
+                                            at=task.at, at_startup=task.at_startup, every_minutes=task.every_minutes,
+                                            user=task.user, restart_count=task.restart_count,
+                                            restart_interval_minutes=int(float(task.restart_interval)) // 60,
+                                            execution_time_limit_minutes=task.execution_time_limit_minutes)
     return ensure
 
 

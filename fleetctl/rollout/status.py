@@ -27,10 +27,10 @@ from fleetctl.config.redaction import redact
 from fleetctl.errors import ConfigError, FleetError
 from fleetctl.node.client import NodeClient
 from fleetctl.node.fleet import run_parallel
-from fleetctl.node.results import LockInfo, NodeState
+from fleetctl.node.results import CRASH_WINDOW_MINUTES, LockInfo, NodeState, ServiceInfo, TaskInfo
+from fleetctl.protocol.errors import TransportError
 from fleetctl.rollout.health import HealthCheck, ProbeVerdict, probe_once
 from fleetctl.targets import Targets, load_targets
-from fleetctl.transport.errors import TransportError
 
 UNREACHABLE = "unreachable"
 ABSENT = "absent"
@@ -47,6 +47,7 @@ class StatusTarget:
     root: str
     service_name: str
     health_for: Callable[[str | None], HealthCheck | None]
+    tasks: tuple[str, ...] = ()  # the playbook's scheduled tasks, whose last results status shows
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,8 @@ class HostStatus:
     error: str | None = None  # why the host did not answer, or why it is unhealthy (redacted)
     drift: bool | None = None
     releases_kept: int = 0
+    tasks: tuple[TaskInfo, ...] = ()
+    crash_loop: str | None = None  # the verdict, e.g. "4 restarts in 10 min", when the service keeps restarting
 
     def to_json(self) -> dict[str, Any]:
         """Exactly the issue's shape: current, previous, service, healthy, lock."""
@@ -86,6 +89,10 @@ class HostStatus:
             "service": self.service,
             "healthy": self.healthy,
             "lock": lock_json(self.lock),
+            "crash_loop": self.crash_loop,
+            "tasks": [{"name": t.name, "exists": t.exists, "state": t.state,
+                       "last_run": t.last_run.isoformat() if t.last_run else None, "last_result": t.last_result}
+                      for t in self.tasks],
         }
 
 
@@ -128,7 +135,8 @@ def _default_probe(check: HealthCheck, client: NodeClient) -> ProbeVerdict:
 def host_status(target: StatusTarget, client: NodeClient, probe: Probe = _default_probe) -> HostStatus:
     """Ask one node; a transport failure becomes an `unreachable` status, a node error an `error` status."""
     try:
-        state = client.get_fleet_state(app=target.app, root=target.root, service_name=target.service_name)
+        state = client.get_fleet_state(app=target.app, root=target.root, service_name=target.service_name,
+                                       task_names=list(target.tasks) or None)
     except TransportError as err:
         return HostStatus(target.host, None, None, UNREACHABLE, False, None, answered=False,
                           error=redact(err.reason))
@@ -138,9 +146,25 @@ def host_status(target: StatusTarget, client: NodeClient, probe: Probe = _defaul
     service = ABSENT
     if state.service is not None and state.service.exists:
         service = state.service.state or "Unknown"
+    loop = crash_loop_verdict(state.service)
     healthy, reason = _probe_health(target, client, current, service, probe)
+    if loop is not None:
+        healthy, reason = False, f"crash loop: {loop}" + (f"; {reason}" if reason else "")
     return HostStatus(target.host, current, _ref(state, state.previous), service, healthy, state.lock,
-                      answered=True, error=reason, releases_kept=len(state.releases))
+                      answered=True, error=reason, releases_kept=len(state.releases), tasks=state.tasks,
+                      crash_loop=loop)
+
+
+CRASH_LOOP_RESTARTS = 3  # unexpected exits within the node's window (CRASH_WINDOW_MINUTES) that make a loop
+
+
+def crash_loop_verdict(service: ServiceInfo | None) -> str | None:
+    """A service whose restart count keeps rising: CRASH_LOOP_RESTARTS or more unexpected exits in the node's
+    recent window, whatever state it is caught in at the moment of asking (a looping service is often Running)."""
+    if service is None or not service.exists or service.recent_restarts < CRASH_LOOP_RESTARTS:
+        return None
+    return f"{service.recent_restarts} restarts in the last {CRASH_WINDOW_MINUTES} min ({service.restarts} since " \
+           "the release was switched in)"
 
 
 def _ref(state: NodeState, release_id: str | None) -> ReleaseRef | None:
@@ -246,7 +270,8 @@ def load_status_request(
             host.name, loaded.connection_vars(host), source=f"inventory host {host.name}")
         targets.append(StatusTarget(host=host.name, app=loaded.settings.name, root=rendered.install.root,
                                     service_name=rendered.service.name,
-                                    health_for=_health_resolver(loaded, host, rendered)))
+                                    health_for=_health_resolver(loaded, host, rendered),
+                                    tasks=tuple(t.name for t in rendered.scheduled_tasks)))
     chosen = forks if forks is not None else loaded.settings.rollout.forks
     if chosen < 1:
         raise ConfigError(f"expected at least 1, got {chosen}", key="--forks")

@@ -1,7 +1,7 @@
 """The `Transport` interface every way of reaching a node implements, and the node-protocol wire rules they share.
 
 A transport runs one protocol operation with named parameters (and optional pipeline input) and returns the
-operation's result document, or raises a typed error from `fleetctl.transport.errors`. `NodeClient` is the only
+operation's result document, or raises a typed error from `fleetctl.protocol.errors`. `NodeClient` is the only
 caller; the WinRM transport and the in-memory fake implement the same interface, so code above them is tested
 without a host.
 """
@@ -14,8 +14,8 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, Self
 
-from fleetctl.node.protocol import OPERATIONS
-from fleetctl.transport.errors import NodeOperationError, ProtocolError
+from fleetctl.protocol.errors import NodeOperationError, ProtocolError
+from fleetctl.protocol.operations import OPERATIONS
 
 # Raw bytes per pipeline input object when the transport does not know better (fits pypsrp's default 150 KiB
 # envelope after two rounds of base64).

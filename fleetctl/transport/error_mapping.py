@@ -21,7 +21,7 @@ from pypsrp.exceptions import (
 )
 
 from fleetctl.config.connection import ConnectionSettings
-from fleetctl.transport.errors import (
+from fleetctl.protocol.errors import (
     AuthenticationFailed,
     CertificateError,
     HostTimeout,
@@ -115,9 +115,7 @@ def map_exception(exc: BaseException, settings: ConnectionSettings) -> Transport
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return HostTimeout(f"connecting to {where} timed out after {settings.connect_timeout:g}s", host=host)
     if isinstance(exc, (requests.exceptions.ReadTimeout, socket.timeout)):
-        from fleetctl.transport.winrm import read_timeout
-
-        return HostTimeout(f"{where} did not answer within {read_timeout(settings)}s", host=host)
+        return HostTimeout(f"{where} did not answer within {settings.read_timeout}s", host=host)
     if isinstance(exc, (requests.exceptions.ConnectionError, OSError)):
         if _find(exc, socket.gaierror) is not None:
             return HostUnreachable(f"cannot resolve host name '{settings.address}' (DNS); check fleet_host",

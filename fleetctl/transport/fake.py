@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from fleetctl.protocol.errors import NodeOperationError
 from fleetctl.transport.base import Transport, check_call, parse_result_document
-from fleetctl.transport.errors import NodeOperationError
 
 
 @dataclass

@@ -9,7 +9,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from fleetctl.transport.errors import ShellNotFound, TransportError
+from fleetctl.protocol.errors import ShellNotFound, TransportError
 
 DEFAULT_ATTEMPTS = 3
 

@@ -20,7 +20,7 @@ from fabric import Connection
 
 from fleetctl.config.redaction import redact, register_secret
 from fleetctl.errors import ConfigError
-from fleetctl.transport.errors import AuthenticationFailed, HostTimeout, HostUnreachable, TransportError
+from fleetctl.protocol.errors import AuthenticationFailed, HostTimeout, HostUnreachable, TransportError
 
 _ADDRESS = ("fleet_ssh_host", "ansible_host")
 _PORT = ("fleet_ssh_port", "ansible_port", "ansible_ssh_port")

@@ -28,10 +28,11 @@ from pypsrp.wsman import WSMan
 
 from fleetctl.config.connection import ConnectionSettings
 from fleetctl.config.redaction import redact, register_secret
-from fleetctl.node.protocol import MODULE_NAME, OPERATIONS, PROTOCOL_VERSION, secret_params
+from fleetctl.protocol import loader
+from fleetctl.protocol.errors import NodeOperationError, ProtocolError, ShellNotFound, TransportError
+from fleetctl.protocol.operations import MODULE_NAME, OPERATIONS, PROTOCOL_VERSION, secret_params
 from fleetctl.transport.base import Call, Transport, check_call, parse_result_document
 from fleetctl.transport.error_mapping import map_exception
-from fleetctl.transport.errors import NodeOperationError, ProtocolError, ShellNotFound, TransportError
 from fleetctl.transport.retry import DEFAULT_ATTEMPTS, reopen_expired_shell, retry_transient_io
 from fleetctl.transport.tls import share_tls_context
 
@@ -46,9 +47,7 @@ _IDLE_MARGIN_MAX_S = 5.0
 _DURATION = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
 
 def _loader_call() -> tuple[str, dict[str, str]]:
-    """The script that loads the FleetNode module into a runspace, and its parameters (fleetctl.node.loader)."""
-    from fleetctl.node import loader
-
+    """The script that loads the FleetNode module into a runspace, and its parameters (fleetctl.protocol.loader)."""
     return loader.loader_script(), loader.loader_parameters()
 
 
@@ -67,13 +66,6 @@ def idle_timeout_seconds(text: str | None) -> float | None:
     days, hours, minutes, seconds = match.groups()
     value = int(days or 0) * 86400 + int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(seconds or 0)
     return value if value > 0 else None
-
-
-def read_timeout(settings: ConnectionSettings) -> int:
-    """Seconds to wait for an HTTP answer: a Receive long-polls for up to operation_timeout, so the read must
-    outlast it by a margin (half of it, 2 to 10 s) before we call the host silent."""
-    op = max(1, round(settings.operation_timeout))
-    return op + max(2, min(10, op // 2))
 
 
 class WinRMTransport(Transport):
@@ -163,7 +155,7 @@ class WinRMTransport(Transport):
             cert_validation=verify,  # type: ignore[arg-type]  # pypsrp also takes a CA bundle path
             connection_timeout=max(1, round(s.connect_timeout)),
             operation_timeout=max(1, round(s.operation_timeout)),
-            read_timeout=read_timeout(s),
+            read_timeout=s.read_timeout,
             no_proxy=True,
             **extra,
         )

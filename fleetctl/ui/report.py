@@ -20,6 +20,7 @@ from fleetctl.ui.console import safe
 
 OUTCOME_STYLE = {
     "deployed": "green",
+    "removed": "green",
     "skipped": "dim",
     "rolled_back": "yellow",
     "failed": "bold red",

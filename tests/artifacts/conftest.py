@@ -15,14 +15,25 @@ import pytest
 from artifacts_support import HELLO_SRC, NET, REPO, SSHD, TEST_VERSION, WINE64, SshServer, free_port, wait_for
 
 from fleetctl.artifacts.build import build_go
+from fleetctl.artifacts.errors import ArtifactError
+from fleetctl.artifacts.go_toolchain import GoToolchain, find_go
 from fleetctl.artifacts.manifest import Manifest
 from fleetctl.config.playbook import GoBuild
+from fleetctl.lab.wine import WinePrefix
 
 
 @pytest.fixture(scope="session")
-def go_available() -> None:
-    if shutil.which("go") is None:
-        pytest.skip("Go is not installed (scripts/bootstrap installs it)")
+def go_toolchain() -> GoToolchain:
+    """The Go that `fleetctl build` uses for the example (skips the test where there is none)."""
+    try:
+        return find_go(HELLO_SRC)
+    except ArtifactError as err:
+        pytest.skip(f"{err} (scripts/bootstrap installs one)")
+
+
+@pytest.fixture(scope="session")
+def go_available(go_toolchain: GoToolchain) -> None:
+    """Tests that build with fleetctl only need a usable Go to exist."""
 
 
 @pytest.fixture(scope="session")
@@ -46,22 +57,17 @@ def hello_linux(go_available: None, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture(scope="session")
 def wine_prefix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A Wine prefix shared by the session's tests (created by the first run, ~20 s); its wineserver is stopped
-    at the end."""
+    """A Wine prefix shared by the session's tests, prepared exactly as the lab prepares its own (created by the
+    first run, ~20 s; the ProcessPrng shim where this Wine lacks it); its wineserver is stopped at the end."""
     if not Path(WINE64).exists():
         pytest.skip(f"{WINE64} not found (scripts/bootstrap installs wine64)")
-    prefix = tmp_path_factory.mktemp("wineprefix")
-    # As the lab prepares its prefix: no Mono/Gecko installers, and the prefix fully created before any test runs
-    # an exe in it (`wineserver -w` waits for wineboot's processes to end). An exe started while the new prefix
-    # was still settling was once killed (-9) by Wine instead of getting its Ctrl-C event.
-    env = {**os.environ, "WINEPREFIX": str(prefix), "WINEDEBUG": "-all", "WINEDLLOVERRIDES": "mscoree,mshtml="}
-    wineserver = Path(WINE64).with_name("wineserver")
-    subprocess.run(check=False, args=[WINE64, "wineboot", "--init"], env=env, capture_output=True, timeout=180)
-    if wineserver.exists():
-        subprocess.run(check=False, args=[str(wineserver), "-w"], env=env, capture_output=True, timeout=180)
-    yield env
-    if wineserver.exists():
-        subprocess.run(check=False, args=[str(wineserver), "-k"], env=env, capture_output=True, timeout=60)
+    prefix = WinePrefix(tmp_path_factory.mktemp("wineprefix"), wine64=WINE64,
+                        wineserver=str(Path(WINE64).with_name("wineserver")))
+    prefix.wait_ready()
+    try:
+        yield {**os.environ, **prefix.env()}
+    finally:
+        prefix.shutdown()
 
 
 # --- sshd -------------------------------------------------------------------------------------------------------

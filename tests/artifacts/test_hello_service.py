@@ -1,5 +1,6 @@
-"""The example service itself: /healthz under wine64 (the exact Windows artifact), its broken modes, graceful
-stop, and its log file (the Linux build, for speed where Windows behaviour is not the point)."""
+"""The example service itself: /healthz under wine64 (the exact Windows artifact, built with the Go fleetctl picks
+and golang.org/x/sys), its broken modes, graceful stop, its log file (the Linux build, for speed where Windows
+behaviour is not the point), its Go tests under Wine, and svc.Run under Wine's own service control manager."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from artifacts_support import NET, TEST_VERSION, WINE64, free_port, wait_for
+from artifacts_support import HELLO_SRC, NET, TEST_VERSION, WINE64, free_port, wait_for
 
+from fleetctl.artifacts.go_toolchain import GoToolchain
 from fleetctl.artifacts.manifest import Manifest
 
 ADDRESS = f"{NET}.1"
@@ -73,7 +75,7 @@ def _start_wine(exe: Path, env: dict[str, str], log_dir: Path, started: list[Run
 def test_windows_build_answers_healthz_under_wine_and_stops_gracefully(
         hello_windows: Manifest, wine_prefix: dict[str, str], tmp_path: Path, started: list[Running]) -> None:
     svc = _start_wine(hello_windows.path, wine_prefix, tmp_path / "logs", started)
-    status, body = svc.healthz(timeout=90)  # the first run in a new prefix may take ~20 s
+    status, body = svc.healthz(timeout=90)
     assert status == 200
     assert body["status"] == "ok" and body["version"] == TEST_VERSION and body["mode"] == "ok"
     assert isinstance(body["uptime_seconds"], (int, float))
@@ -83,6 +85,38 @@ def test_windows_build_answers_healthz_under_wine_and_stops_gracefully(
     assert svc.proc.wait(15) == 0
     log = (tmp_path / "logs" / "hello.log").read_text()
     assert f"hello {TEST_VERSION} listening on {ADDRESS}" in log and "GET /healthz" in log and "stopped" in log
+    # Started by wine64, not by an SCM: x/sys's IsWindowsService says console mode at once (the dispatcher,
+    # which under Wine takes ~10 s to fail for such a process, is never called), and debug.Run turned the
+    # Ctrl-C into the handler's Stop.
+    assert "console mode: not started by the service control manager" in log
+    assert "service control 1: stopping" in log and f"info: hello {TEST_VERSION} stopped" in log
+
+
+@pytest.mark.wine
+def test_the_prefixs_process_prng_is_what_lets_a_current_go_exe_start(
+        hello_windows: Manifest, wine_prefix: dict[str, str]) -> None:
+    """An exe of Go >= 1.22 runs in the prefix as the lab prepares it, and dies as the issue describes when
+    bcryptprimitives.dll is taken away from that one process (whether Wine's own or the lab's shim)."""
+    works = subprocess.run([WINE64, str(hello_windows.path), "-version"], env=wine_prefix, capture_output=True,
+                           text=True, errors="replace", timeout=60, check=False)
+    assert (works.returncode, works.stdout.strip()) == (0, TEST_VERSION), works.stderr
+    without = {**wine_prefix, "WINEDLLOVERRIDES": "mscoree,mshtml,bcryptprimitives="}  # "=" disables a DLL
+    broken = subprocess.run([WINE64, str(hello_windows.path), "-version"], env=without, capture_output=True,
+                            text=True, errors="replace", timeout=60, check=False)
+    assert broken.returncode != 0 and "bcryptprimitives.dll not found" in broken.stdout + broken.stderr
+
+
+def test_windows_build_is_made_by_the_chosen_go_with_x_sys(hello_windows: Manifest,
+                                                           go_toolchain: GoToolchain) -> None:
+    """The issue's check: `go version -m` on the exe lists golang.org/x/sys (the module's x/sys/windows/svc)."""
+    done = subprocess.run([go_toolchain.path, "version", "-m", str(hello_windows.path)], capture_output=True,
+                          text=True, timeout=60, check=True)
+    assert done.stdout.splitlines()[0].endswith(f": {go_toolchain.version}")
+    assert hello_windows.go_version == go_toolchain.version
+    deps = [line.split() for line in done.stdout.splitlines() if line.strip().startswith("dep")]
+    assert [d[1] for d in deps] == ["golang.org/x/sys"], done.stdout
+    required = (HELLO_SRC / "go.mod").read_text().split("golang.org/x/sys ")[1].split()[0]
+    assert deps[0][2] == required
 
 
 @pytest.mark.wine
@@ -137,24 +171,51 @@ def _sc(env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
+@pytest.fixture(scope="session")
+def hello_windows_tests(go_toolchain: GoToolchain, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example's Go tests compiled for windows/amd64 (`go test -c`), with the Go fleetctl builds with."""
+    out = tmp_path_factory.mktemp("hello-tests") / "hello.test.exe"
+    env = {**os.environ, "CGO_ENABLED": "0", "GOOS": "windows", "GOARCH": "amd64"}
+    subprocess.run([go_toolchain.path, "test", "-c", "-o", str(out), "."], cwd=HELLO_SRC, env=env, check=True,
+                   capture_output=True, timeout=600)
+    return out
+
+
 @pytest.mark.wine
-def test_service_mode_under_wines_service_control_manager(
-        hello_windows: Manifest, wine_prefix: dict[str, str], tmp_path: Path, started: list[Running]) -> None:
-    """Started by Wine's services.exe, the exe reports Running, stops on the Stop control and reports Stopped
-    with exit code 0 (the SCM protocol over advapi32, not console mode)."""
+def test_the_examples_go_tests_pass_under_wine(hello_windows_tests: Path, wine_prefix: dict[str, str]) -> None:
+    """The svc.Handler (Running, Interrogate, Stop and Shutdown with StopPending, a second Stop while stopping,
+    a failed start's service-specific exit code) and the graceful HTTP shutdown, run as Windows code."""
+    done = subprocess.run([WINE64, str(hello_windows_tests), "-test.v", "-test.count=1"], env=wine_prefix,
+                          capture_output=True, text=True, errors="replace", timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for name in ("TestHandlerReportsRunningAnswersInterrogateAndStopsGracefully",
+                 "TestHandlerShutdownIsAnsweredLikeStop", "TestHandlerFailsWithAServiceSpecificCodeWhenItCannotListen",
+                 "TestStopCutsOffRequestsAfterTheTimeout"):
+        assert f"--- PASS: {name}" in done.stdout, done.stdout
+
+
+@pytest.mark.wine
+def test_svc_run_under_wines_service_control_manager(
+        hello_windows: Manifest, hello_windows_tests: Path, wine_prefix: dict[str, str], tmp_path: Path,
+        started: list[Running]) -> None:
+    """Started by Wine's services.exe, svc.Run connects the handler to the SCM: the service reports Running,
+    stops on the Stop control and reports Stopped with exit code 0. The example's test binary is the service
+    (`-as-service`, see its TestMain): Wine runs services.exe in session 1, where svc.IsWindowsService (parent
+    services.exe in session 0, as on Windows) says console mode, so the example itself would not call svc.Run."""
     # Wine ends its services when no ordinary process is left, so keep one running during the test.
     _start_wine(hello_windows.path, wine_prefix, tmp_path / "anchor-logs", started).healthz(timeout=90)
     name = f"fleethello{os.getpid()}"
     port = free_port(ADDRESS)
     log_dir = tmp_path / "svc-logs"
-    bin_path = f"Z:{hello_windows.path} -listen {ADDRESS}:{port} -log-dir Z:{log_dir}".replace("/", "\\")
+    bin_path = f"Z:{hello_windows_tests} -as-service -listen {ADDRESS}:{port} -log-dir Z:{log_dir}".replace("/", "\\")
     _sc(wine_prefix, "create", name, "binPath=", bin_path)
     try:
         _sc(wine_prefix, "start", name)
         status, body = wait_for(lambda: _get(f"http://{ADDRESS}:{port}/healthz"), 30, "the service to answer")
-        assert status == 200 and body["version"] == TEST_VERSION
+        assert status == 200 and body["status"] == "ok"
         assert "RUNNING" in _sc(wine_prefix, "query", name)
         _sc(wine_prefix, "stop", name)
+
         def stopped() -> str | None:
             answer = _sc(wine_prefix, "query", name)
             return answer if "STOPPED" in answer else None
@@ -162,6 +223,7 @@ def test_service_mode_under_wines_service_control_manager(
         final = wait_for(stopped, 30, "the service to report Stopped")
         assert "WIN32_EXIT_CODE    : 0" in final
         log = (log_dir / "hello.log").read_text()
+        assert "console mode" not in log
         assert "service control 1: stopping" in log and log.rstrip().endswith("stopped")
     finally:
         _sc(wine_prefix, "stop", name)

@@ -11,6 +11,7 @@ import pytest
 from artifacts_support import HELLO_SRC, SshServer, write_playbook
 
 from fleetctl.artifacts.errors import ArtifactError
+from fleetctl.artifacts.go_toolchain import GoToolchain
 from fleetctl.artifacts.manifest import Manifest, manifest_path, save_manifest
 from fleetctl.artifacts.produce import produce_artifact
 from fleetctl.errors import ConfigError
@@ -55,12 +56,12 @@ def test_collect_path_route_and_given_artifact(hello_windows: Manifest, tmp_path
 
 
 @pytest.mark.ssh
-def test_remote_build_route_needs_the_host_in_the_inventory(go_available: None, sshd: SshServer,
+def test_remote_build_route_needs_the_host_in_the_inventory(go_toolchain: GoToolchain, sshd: SshServer,
                                                             tmp_path: Path) -> None:
     pb = write_playbook(tmp_path, f"build:\n  go:\n    dir: {HELLO_SRC}\n    goos: linux\n    host: buildhost\n")
     with pytest.raises(ConfigError, match="give an inventory"):
         produce_artifact(pb, version="3.0", dist_dir=tmp_path / "dist")
     with pytest.raises(ConfigError, match="'buildhost' is not in the inventory"):
         produce_artifact(pb, version="3.0", dist_dir=tmp_path / "dist", inventory={"other": {}})
-    m = produce_artifact(pb, version="3.0", dist_dir=tmp_path / "dist", inventory={"buildhost": sshd.hostvars()})
+    m = produce_artifact(pb, version="3.0", dist_dir=tmp_path / "dist", inventory={"buildhost": sshd.hostvars(fleet_go=go_toolchain.path)})
     assert m.source == "go@buildhost" and m.goos == "linux"

@@ -9,14 +9,18 @@ from pathlib import Path
 
 import pytest
 
+from fleetctl.artifacts.errors import ArtifactError
+from fleetctl.artifacts.go_toolchain import find_go
 from fleetctl.cli.app import main
 
 HELLO_SRC = Path(__file__).resolve().parents[2] / "playbooks" / "hello" / "src"
 
 
 def _playbook(tmp_path: Path) -> Path:
-    if shutil.which("go") is None:
-        pytest.skip("Go is not installed")
+    try:
+        find_go(HELLO_SRC)
+    except ArtifactError as err:
+        pytest.skip(str(err))
     shutil.copytree(HELLO_SRC, tmp_path / "src")
     path = tmp_path / "playbook.yml"
     path.write_text("name: hello\nartifact:\n  build:\n    go:\n      dir: src\n      goos: linux\n"

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from fleetctl.node.client import NodeClient
+from fleetctl.protocol.errors import AuthenticationFailed, HostUnreachable, NodeOperationError
 from fleetctl.rollout.health import HealthCheck, ProbeResult, ProbeVerdict
 from fleetctl.rollout.status import StatusTarget, collect_status
-from fleetctl.transport.errors import AuthenticationFailed, HostUnreachable, NodeOperationError
 from fleetctl.transport.fake import FakeCall, FakeTransport
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,17 +67,18 @@ def test_exact_json_shape_drift_and_unreachable_hosts() -> None:
     doc = result.to_json()
     assert list(doc) == ["hosts"] and list(doc["hosts"]) == ["a", "b", "c", "d", "e", "f"]
     for entry in doc["hosts"].values():
-        assert list(entry) == ["current", "previous", "service", "healthy", "lock"]
+        assert list(entry) == ["current", "previous", "service", "healthy", "lock", "crash_loop", "tasks"]
     assert doc["hosts"]["a"] == {"current": {"version": "2.0", "release": "2.0-aaa"},
                                  "previous": {"version": "1.0", "release": "1.0-aaa"},
-                                 "service": "Running", "healthy": True, "lock": None}
+                                 "service": "Running", "healthy": True, "lock": None, "crash_loop": None,
+                                 "tasks": []}
     assert doc["hosts"]["b"]["lock"] == {"owner": "ops@ctl", "deploy_id": "d1",
                                          "acquired_at": "2026-01-01T00:00:00+00:00",
                                          "expires_at": "2026-01-01T00:30:00+00:00", "expired": False}
     assert doc["hosts"]["d"] == {"current": None, "previous": None, "service": "absent", "healthy": False,
-                                 "lock": None}
+                                 "lock": None, "crash_loop": None, "tasks": []}
     assert doc["hosts"]["e"] == {"current": None, "previous": None, "service": "unreachable", "healthy": False,
-                                 "lock": None}
+                                 "lock": None, "crash_loop": None, "tasks": []}
     assert doc["hosts"]["f"]["service"] == "unreachable"
     assert result.majority == "2.0"
     assert {h: s.drift for h, s in result.hosts.items()} == {"a": False, "b": False, "c": True, "d": True,
@@ -204,7 +205,7 @@ def test_status_logs_and_history_after_real_deploys(lab: tuple[Path, Path, Path]
         assert partial.returncode == 1
         doc = json.loads(partial.stdout)["hosts"]
         assert doc["lab-node03"] == {"current": None, "previous": None, "service": "unreachable",
-                                     "healthy": False, "lock": None}
+                                     "healthy": False, "lock": None, "crash_loop": None, "tasks": []}
         assert doc["lab-node02"]["healthy"] is True
         assert "lab-node03" in partial.stderr
     finally:

@@ -221,7 +221,7 @@ def test_scheduled_task_is_registered_and_run_on_demand_as_a_real_process(node: 
     out = node.sandbox.resolve("C:\\tools\\out.txt")
     wait_for(lambda: out.exists() and out.read_text() == "ran now\n", 10, "the task's output")
     error(node, "Set-FleetScheduledTask", "NOT_FOUND", Name="missing", RunNow=None)
-    ok(node, "Set-FleetScheduledTask", Name="ps", Execute="powershell.exe", Arguments=["-File", "x.ps1"])
+    ok(node, "Set-FleetScheduledTask", Name="ps", Execute="powershell.exe", Arguments=["-File", "x.ps1"], At="01:00")
     assert "only run executables" in error(node, "Set-FleetScheduledTask", "UNSUPPORTED", Name="ps",
                                            RunNow=None)["message"]
 
@@ -352,7 +352,8 @@ def test_set_service_never_reports_password_and_records_stop_timeout_only_when_g
     # when absent, so a later call without it reported a change; the module records it only when given.
     forget_secrets()
     svc = {"Name": "svc", "BinaryPath": "C:\\x\\svc.exe", "Account": "CORP\\svc-hello"}
-    assert ok(node, "Set-FleetService", **svc, Password="first-Secret") == {"created": True, "changed": []}
+    assert ok(node, "Set-FleetService", **svc, Password="first-Secret") == {"created": True, "changed": [],
+                                                                          "image_path": "C:\\x\\svc.exe"}
     assert ok(node, "Set-FleetService", **svc, Password="second-Secret")["changed"] == []
     assert node.scm.definition("svc").stop_timeout_seconds is None  # type: ignore[union-attr]
     assert ok(node, "Set-FleetService", **svc, StopTimeoutSeconds=45)["changed"] == ["StopTimeoutSeconds"]

@@ -4,10 +4,10 @@ dependencies, path/address translation, and a Windows exe under Wine."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,9 +21,12 @@ from node_kit import (
     install,
     next_address,
     ok,
+    push,
     wait_for,
 )
 
+from fleetctl.artifacts.errors import ArtifactError
+from fleetctl.artifacts.go_toolchain import find_go
 from fleetctl.lab.node import LabNode
 from fleetctl.lab.wine import WINE64, WinePrefix
 
@@ -100,10 +103,11 @@ def test_set_service_reports_changed_fields_and_applies_them_at_next_start(insta
     port = free_port(node.address)
     created = ok(node, "Set-FleetService", Name="hello", BinaryPath=f"{ROOT}\\current\\hello.exe",
                  Arguments=["--listen", f"0.0.0.0:{port}"])
-    assert created == {"created": True, "changed": []}
+    assert created == {"created": True, "changed": [],
+                       "image_path": f"{ROOT}\\current\\hello.exe --listen 0.0.0.0:{port}"}
     same = ok(node, "Set-FleetService", Name="hello", BinaryPath=f"{ROOT}\\current\\hello.exe",
               Arguments=["--listen", f"0.0.0.0:{port}"])
-    assert same == {"created": False, "changed": []}
+    assert same["created"] is False and same["changed"] == []
     changed = ok(node, "Set-FleetService", Name="HELLO", BinaryPath=f"{ROOT}\\current\\hello.exe",
                  Arguments=["--listen", f"0.0.0.0:{port}"], StartType="manual", Environment={"A": "1"},
                  Dependencies=[], RecoveryRestartSeconds=5)
@@ -164,13 +168,37 @@ def test_without_recovery_actions_a_crashed_service_stays_stopped(installed: Lab
     assert node.scm.status("hello")["restarts"] == 0
 
 
-def test_a_process_ignoring_stop_is_killed_after_the_service_stop_timeout(installed: LabNode) -> None:
+def test_a_hanging_stop_times_out_and_leaves_the_process_running_as_windows_does(installed: LabNode) -> None:
+    # Guards: the lab killed a process that ignored Stop after the stop timeout; the SCM never kills a service
+    # process: ControlService returns, the service stays StopPending and the process keeps running.
     node = installed
     define_service(node, free_port(node.address), mode="ignore-term", StopTimeoutSeconds=1)
     pid = ok(node, "Start-FleetService", Name="hello", TimeoutSeconds=10)["pid"]
-    stopped = ok(node, "Stop-FleetService", Name="hello", TimeoutSeconds=10)
-    assert stopped["waited_ms"] >= 900
-    assert not _alive(pid)
+    hung = error(node, "Stop-FleetService", "SERVICE_STOP_TIMEOUT", Name="hello", TimeoutSeconds=2)
+    assert hung["details"]["state"] == "StopPending" and hung["details"]["pid"] == pid
+    time.sleep(0.5)  # the recorded stop timeout (1 s) has passed too: still nothing kills it
+    assert _alive(pid) and node.scm.status("hello")["state"] == "StopPending"
+    # Its release cannot be deleted while it runs, and a second stop waits again without killing.
+    assert error(node, "Stop-FleetService", "SERVICE_STOP_TIMEOUT", Name="hello", TimeoutSeconds=1)
+    os.kill(pid, signal.SIGKILL)  # what an operator (or the process itself, at last) does
+    wait_for(lambda: node.scm.status("hello")["state"] == "Stopped", 5, "Stopped once the process is gone")
+
+
+def test_recovery_actions_apply_per_failure_and_the_last_one_repeats(installed: LabNode) -> None:
+    node = installed
+    define_service(node, free_port(node.address), RecoveryActions=["restart/200", "none/0"],
+                   RecoveryResetSeconds=3600)
+    pid = ok(node, "Start-FleetService", Name="hello", TimeoutSeconds=10)["pid"]
+    os.kill(pid, signal.SIGKILL)  # first failure: restart after 200 ms
+    wait_for(lambda: node.scm.status("hello")["state"] == "Running" and node.scm.status("hello")["pid"] != pid, 5,
+             "the first recovery restart")
+    os.kill(node.scm.status("hello")["pid"], signal.SIGKILL)  # second failure: run nothing
+    wait_for(lambda: node.scm.status("hello")["state"] == "Stopped", 5, "Stopped")
+    time.sleep(0.5)
+    status = node.scm.status("hello")
+    assert status["state"] == "Stopped" and status["restarts"] == 1 and status["recent_restarts"] == 2
+    assert "restart/<milliseconds>" in error(node, "Set-FleetService", "INVALID_ARGUMENT", Name="hello",
+                                             BinaryPath="C:\\x\\y.exe", RecoveryActions=["reboot/0"])["message"]
 
 
 def test_dependencies_start_first_and_a_missing_one_fails_the_start(installed: LabNode) -> None:
@@ -195,12 +223,15 @@ def test_close_stops_every_service_process(installed: LabNode) -> None:
 
 # ---- a real Windows exe under Wine ---------------------------------------------------------------------------
 def _build_labsvc(directory: Path, goos: str) -> bytes:
-    if shutil.which("go") is None:
-        pytest.skip("go is not installed")
+    src = Path(__file__).parent / "svc"
+    try:
+        go = find_go(src).path  # the Go fleetctl would build it with: a current Go, so a Windows exe needs ProcessPrng
+    except ArtifactError as err:
+        pytest.skip(str(err))
     out = directory / f"labsvc-{goos}"
     env = dict(os.environ, CGO_ENABLED="0", GOOS=goos, GOARCH="amd64", GOPROXY="off", GOFLAGS="-mod=mod")
-    subprocess.run(["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(out), "."],
-                   cwd=Path(__file__).parent / "svc", env=env, check=True, timeout=300)
+    subprocess.run([go, "build", "-trimpath", "-ldflags", "-s -w", "-o", str(out), "."], cwd=src, env=env,
+                   check=True, timeout=300)
     return out.read_bytes()
 
 
@@ -236,15 +267,27 @@ def wine_prefix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WinePrefix
 
 
 @pytest.mark.wine
-def test_a_windows_exe_runs_under_wine_with_windows_paths_and_stops_on_terminate(
-        tmp_path: Path, labsvc_exe: bytes, wine_prefix: WinePrefix) -> None:
+def test_a_console_windows_exe_fails_natively_with_1053_and_runs_under_nssm(
+        tmp_path: Path, labsvc_exe: bytes, wine_prefix: WinePrefix, monkeypatch: pytest.MonkeyPatch) -> None:
+    # labsvc is a plain console Go program (no SCM code), as most teams' services are before they meet NSSM.
+    assert b"StartServiceCtrlDispatcherW" not in labsvc_exe
+    monkeypatch.setenv("FLEETCTL_LAB_SERVICE_PIPE_TIMEOUT", "3")  # Windows waits 30 s
     node = LabNode("lab-node02", next_address(), tmp_path / "lab-node02", wine=wine_prefix)
     try:
         install(node, labsvc_exe, "1.0-w")
         port = free_port(node.address)
-        ok(node, "Set-FleetService", Name="labsvc", BinaryPath=f"{ROOT}\\current\\hello.exe",
-           Arguments=["-listen", f"0.0.0.0:{port}", "-log-dir", f"{ROOT}\\shared\\logs"],
+        arguments = ["-listen", f"0.0.0.0:{port}", "-log-dir", f"{ROOT}\\shared\\logs"]
+        ok(node, "Set-FleetService", Name="labsvc", BinaryPath=f"{ROOT}\\current\\hello.exe", Arguments=arguments,
            Environment={"LABSVC_GREETING": "from-wine"})
+        failed = error(node, "Start-FleetService", "SERVICE_START_FAILED", Name="labsvc", TimeoutSeconds=60)
+        assert failed["details"]["win32_error"] == 1053
+        assert node.scm.status("labsvc")["state"] == "Stopped" and node.scm.pids() == []
+
+        nssm = push(node, b"MZ stand-in for nssm.exe (the lab models it)")
+        ok(node, "Set-FleetService", Name="labsvc", BinaryPath=f"{ROOT}\\current\\hello.exe", Arguments=arguments,
+           Environment={"LABSVC_GREETING": "from-wine"}, Hosting="nssm", WrapperSha256=nssm,
+           StdoutPath=f"{ROOT}\\shared\\logs\\labsvc.out.log", StderrPath=f"{ROOT}\\shared\\logs\\labsvc.out.log",
+           StopTimeoutSeconds=5)
         started = ok(node, "Start-FleetService", Name="labsvc", TimeoutSeconds=60)
         health = wait_for(lambda: (h := ok(node, "Test-FleetHealth", Url=f"http://localhost:{port}/healthz",
                                            TimeoutSeconds=2))["status"] == 200 and h, 20, "the exe's /healthz")

@@ -16,7 +16,7 @@ from pypsrp.wsman import WSMan
 
 from fleetctl.lab.backend import NetworkFaults
 from fleetctl.lab.scripts import LOADER_MARKER
-from fleetctl.node.protocol import PROTOCOL_VERSION
+from fleetctl.protocol.operations import PROTOCOL_VERSION
 
 pytestmark = pytest.mark.lab
 

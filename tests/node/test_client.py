@@ -14,10 +14,10 @@ import pytest
 from fleetctl.config.connection import ConnectionSettings
 from fleetctl.config.templating import render_vars
 from fleetctl.node.client import NodeClient
-from fleetctl.node.protocol import OPERATIONS, function_name, snake_case
 from fleetctl.node.results import Facts, NodeState
 from fleetctl.node.transfer import ensure_artifact
-from fleetctl.transport.errors import NodeOperationError, ProtocolError
+from fleetctl.protocol.errors import NodeOperationError, ProtocolError
+from fleetctl.protocol.operations import OPERATIONS, function_name, snake_case
 from fleetctl.transport.fake import FakeNode, FakeTransport, error_document
 
 NET = os.environ.get("FLEETCTL_TEST_CLIENT_NET", "127.0.32")

@@ -8,6 +8,7 @@ the bottom can feed them modified inputs and prove that they catch a one-sided c
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -17,12 +18,21 @@ from typing import Any
 
 import pytest
 import tree_sitter_pwsh
+from pwsh_subset import call_function
 from tree_sitter import Language, Node, Parser
 
-from fleetctl.node.protocol import OPERATIONS, PROTOCOL_VERSION, Operation, Param, function_name, snake_case
+from fleetctl.protocol.cmdline import quote_argument
+from fleetctl.protocol.operations import (
+    OPERATIONS,
+    PROTOCOL_VERSION,
+    Operation,
+    Param,
+    function_name,
+    snake_case,
+)
 
 REPO = Path(__file__).resolve().parents[2]
-MODULE = REPO / "fleetctl" / "node" / "FleetNode.psm1"
+MODULE = REPO / "fleetctl" / "protocol" / "FleetNode.psm1"
 PIPELINE_PARAMETER = "InputObject"  # how an advanced function receives pipeline input (docs/node-protocol.md)
 SKIPPED_DIRS = {"node_modules", "__pycache__", "build", "dist"}
 FORBIDDEN_COMMANDS = {"invoke-expression", "iex", "invoke-webrequest", "iwr", "invoke-restmethod", "irm",
@@ -420,3 +430,44 @@ def test_the_protocol_document_describes_every_operation_and_parameter() -> None
         assert "Example" in section and '{"ok":' in section, f"docs/node-protocol.md, {op.name}: no example"
     extra = sorted(set(sections) - set(OPERATIONS))
     assert not extra, f"docs/node-protocol.md documents operations protocol.py does not define: {extra}"
+
+
+# -- the quoting function: one algorithm in Python and PowerShell --------------------------------------------------
+
+QUOTING_VECTORS = REPO / "tests" / "protocol" / "cmdline_vectors.json"
+
+
+def module_function_node(source: str, name: str) -> Node:
+    for statement in _descendants(parse(source), "function_statement"):
+        if _text(next(c for c in statement.children if c.type == "function_name")) == name:
+            return statement
+    raise AssertionError(f"FleetNode.psm1 has no function {name}")
+
+
+def quoting_problems(source: str) -> list[str]:
+    """Where the module's ConvertTo-FleetCommandLineArgument quotes a shared vector's argument differently from
+    fleetctl/protocol/cmdline.py (run by tests/node/pwsh_subset.py, an evaluator of the subset it is written in)."""
+    function = module_function_node(source, "ConvertTo-FleetCommandLineArgument")
+    problems = []
+    for case in json.loads(QUOTING_VECTORS.read_text(encoding="utf-8"))["cases"]:
+        for argument in case["args"]:
+            got, want = call_function(function, argument=argument), quote_argument(argument)
+            if got != want:
+                problems.append(f"{case['name']}: {argument!r} -> module {got!r}, cmdline.py {want!r}")
+    return problems
+
+
+def test_the_module_quotes_every_shared_vector_as_cmdline_py_does() -> None:
+    source = MODULE.read_text(encoding="utf-8")
+    assert quoting_problems(source) == []
+    # The join is the quoting function applied to each argument, separated by single spaces, like join_command_line.
+    join = _text(module_function_node(source, "Join-FleetCommandLine"))
+    assert "ForEach-Object { ConvertTo-FleetCommandLineArgument $_ }) -join ' '" in join
+
+
+def test_a_drifted_module_quoting_function_is_caught() -> None:
+    source = MODULE.read_text(encoding="utf-8")
+    for old, new in (("2 * $backslashes + 1", "2 * $backslashes"), ("'[ \\t\\n\\v\"]'", "'[ \"]'"),
+                     ("Append($slash, 2 * $backslashes) }", "Append($slash, $backslashes) }")):
+        assert old in source, old
+        assert quoting_problems(source.replace(old, new, 1)), f"not caught: {old} -> {new}"

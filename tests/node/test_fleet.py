@@ -10,7 +10,7 @@ from fleetctl.config.connection import ConnectionSettings
 from fleetctl.config.redaction import forget_secrets, register_secret
 from fleetctl.node.fleet import Fleet, run_parallel
 from fleetctl.node.ping import ping_hosts
-from fleetctl.transport.errors import HostUnreachable
+from fleetctl.protocol.errors import HostUnreachable
 from fleetctl.transport.fake import FakeNode, FakeTransport
 from fleetctl.ui.ping import ping_json
 

@@ -10,8 +10,8 @@ import re
 import tree_sitter_pwsh
 from tree_sitter import Language, Parser
 
-from fleetctl.node import loader
-from fleetctl.node.protocol import MODULE_NAME, PROTOCOL_VERSION
+from fleetctl.protocol import loader
+from fleetctl.protocol.operations import MODULE_NAME, PROTOCOL_VERSION
 
 _PARSER = Parser(Language(tree_sitter_pwsh.language()))
 

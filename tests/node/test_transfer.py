@@ -19,8 +19,8 @@ from fleetctl.config.templating import render_vars
 from fleetctl.errors import ConfigError
 from fleetctl.node.client import NodeClient
 from fleetctl.node.transfer import ensure_artifact, forget_prepared
+from fleetctl.protocol.errors import NodeOperationError
 from fleetctl.transport.base import Transport
-from fleetctl.transport.errors import NodeOperationError
 from fleetctl.transport.fake import FakeNode, FakeTransport
 
 NET = os.environ.get("FLEETCTL_TEST_TRANSFER_NET", "127.0.31")

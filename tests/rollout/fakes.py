@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetctl.node.client import NodeClient
-from fleetctl.transport.errors import HostUnreachable, NodeOperationError
+from fleetctl.protocol.errors import HostUnreachable, NodeOperationError
 from fleetctl.transport.fake import FakeCall, FakeTransport, error_document
 
 PLAYBOOK = """\
@@ -95,6 +95,7 @@ class FakeFleetNode:
     lock: dict[str, Any] | None = None
     unreachable: bool = False
     cut_off_from_controller: bool = False  # Save-FleetArtifactFromUrl fails as if the URL could not be reached
+    stop_hangs: bool = False  # the service ignores Stop: SERVICE_STOP_TIMEOUT, it stays StopPending and runs on
     artifact_bytes: int = 0
     pulled_bytes: int = 0
     operations: list[str] = field(default_factory=list)
@@ -178,6 +179,10 @@ class FakeFleetNode:
         return {"created": created, "changed": []}
 
     def op_stop_fleetservice(self, p: dict[str, Any], _: Any) -> Any:
+        if self.stop_hangs and self.state in ("Running", "StopPending"):
+            self.state = "StopPending"
+            return error_document("SERVICE_STOP_TIMEOUT", f"hello did not stop within {p['TimeoutSeconds']} s "
+                                  "(the process was not killed)", {"state": "StopPending", "was": "Running"})
         was, self.state = self.state, "Stopped"
         return {"state": "Stopped", "waited_ms": 1, "was": was}
 

@@ -176,6 +176,26 @@ def test_crash_after_start_is_rolled_back(project: tuple[Path, Path, Path]) -> N
     assert fleet.nodes["n01"].current == good.outcomes["n01"].release and fleet.nodes["n01"].state == "Running"
 
 
+def test_a_hanging_stop_fails_the_host_without_switching_under_the_running_process(
+        project: tuple[Path, Path, Path]) -> None:
+    fleet = FakeFleet(HOSTS)
+    v1 = deploy(fleet, options(project, limit="n01:n02"))
+    node = fleet.nodes["n01"]
+    definition = dict(node.service or {})
+    node.stop_hangs = True
+    stops = node.operations.count("Stop-FleetService")
+    result = deploy(fleet, options(project, version="2.0.0", limit="n01:n02", max_failed="1"))
+    outcome = result.outcomes["n01"]
+    assert outcome.outcome == "failed" and "did not stop" in (outcome.error or "")
+    assert "not switched" in (outcome.error or "") and v1.outcomes["n01"].release in (outcome.error or "")
+    # The junction still points at the release the process runs, with that release's definition back in place,
+    # and the stop was not retried (each try would wait the whole stop timeout again).
+    assert node.current == v1.outcomes["n01"].release and node.state == "StopPending"
+    assert node.service == definition
+    assert node.operations.count("Stop-FleetService") == stops + 1 and "Start-FleetService" not in node.operations[-8:]
+    assert result.outcomes["n02"].outcome == "deployed"
+
+
 def test_first_release_failing_is_stopped_and_failed(project: tuple[Path, Path, Path]) -> None:
     fleet = FakeFleet(HOSTS)
     result = deploy(fleet, options(project, limit="n01", extra_vars=("hello_mode=unhealthy",)))

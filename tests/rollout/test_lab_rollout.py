@@ -57,6 +57,9 @@ def test_broken_canary_on_windows_exe_halts_and_rolls_back(wine_lab: Lab) -> Non
     assert (lab.health("lab-node01") or {}).get("mode") == "ok"
     assert (lab.health("lab-node01") or {}).get("version") == "1.0.0"
     assert (lab.health("lab-node02") or {}).get("version") == "1.0.0"
+    # The example is built with a current Go and x/sys: it runs because the lab's prefix provides ProcessPrng
+    # (the shim where Wine lacks it), which never reaches a node.
+    assert not [p for p in (lab.lab_dir / "nodes").rglob("*") if p.name.lower() == "bcryptprimitives.dll"]
 
 
 def test_canary_rolling_then_rollback_moves_no_bytes(elf_lab: Lab) -> None:

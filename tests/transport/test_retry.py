@@ -10,8 +10,7 @@ import requests
 from pypsrp.exceptions import AuthenticationError, WinRMTransportError, WSManFaultError
 
 from fleetctl.config.connection import ConnectionSettings
-from fleetctl.transport.error_mapping import map_exception
-from fleetctl.transport.errors import (
+from fleetctl.protocol.errors import (
     AuthenticationFailed,
     CertificateError,
     HostTimeout,
@@ -21,6 +20,7 @@ from fleetctl.transport.errors import (
     ShellNotFound,
     TransportError,
 )
+from fleetctl.transport.error_mapping import map_exception
 from fleetctl.transport.retry import is_transient, retry_transient_io
 from fleetctl.transport.winrm import WinRMTransport
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from fleetctl.lab.certs import create_ca
+from fleetctl.protocol.errors import CertificateError
 from fleetctl.transport import tls
-from fleetctl.transport.errors import CertificateError
 from fleetctl.transport.winrm import WinRMTransport
 
 pytestmark = pytest.mark.lab

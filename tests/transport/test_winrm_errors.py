@@ -10,7 +10,7 @@ import pytest
 
 from fleetctl.config.connection import ConnectionSettings
 from fleetctl.config.redaction import forget_secrets
-from fleetctl.transport.errors import (
+from fleetctl.protocol.errors import (
     AuthenticationFailed,
     CertificateError,
     HostTimeout,

@@ -1,3 +1,5 @@
 module example.com/hello
 
-go 1.19
+go 1.26.0
+
+require golang.org/x/sys v0.50.0

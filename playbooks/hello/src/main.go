@@ -1,7 +1,8 @@
 // Command hello is fleetctl's example service: a small HTTP service that runs as a native Windows service
-// (it answers the service control manager itself) or as a console program (how the lab and developers run it).
+// through golang.org/x/sys/windows/svc, or as a console program (how the lab, developers and other platforms
+// run it).
 //
-// Usage: hello -listen ADDR:PORT -log-dir DIR -mode ok|unhealthy|crash-after-Ns
+// Usage: hello -listen ADDR:PORT -log-dir DIR -mode ok|unhealthy|crash-after-Ns [-shutdown-timeout 10s]
 package main
 
 import (
@@ -15,10 +16,8 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -52,9 +51,10 @@ func parseMode(s string) (mode, error) {
 }
 
 type config struct {
-	listen string
-	logDir string
-	mode   mode
+	listen          string
+	logDir          string
+	mode            mode
+	shutdownTimeout time.Duration // how long in-flight requests get to finish on Stop
 }
 
 func parseArgs(args []string) (config, bool, error) {
@@ -66,6 +66,9 @@ func parseArgs(args []string) (config, bool, error) {
 		defaultMode = "ok"
 	}
 	modeName := fs.String("mode", defaultMode, "ok, unhealthy or crash-after-Ns (default from HELLO_MODE)")
+	shutdown := fs.Duration("shutdown-timeout", 10*time.Second,
+		"on Stop, how long in-flight requests may take before connections are closed (keep it below the "+
+			"service's stop timeout)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return config{}, false, err
@@ -77,7 +80,10 @@ func parseArgs(args []string) (config, bool, error) {
 	if err != nil {
 		return config{}, false, err
 	}
-	return config{listen: *listen, logDir: *logDir, mode: m}, false, nil
+	if *shutdown <= 0 {
+		return config{}, false, fmt.Errorf("shutdown-timeout %v: expected a positive duration", *shutdown)
+	}
+	return config{listen: *listen, logDir: *logDir, mode: m, shutdownTimeout: *shutdown}, false, nil
 }
 
 // healthBody is the /healthz answer; fleetctl's health gates read `status` and `version`.
@@ -133,55 +139,54 @@ func openLog(dir string, console bool) (*log.Logger, io.Closer, error) {
 	return log.New(w, "", log.LstdFlags|log.Lmicroseconds), f, nil
 }
 
-// serve runs the HTTP service until stop is closed (graceful shutdown, nil) or it fails. In a crash mode it
-// exits the process abruptly, as a crashing service would, so the service manager sees a crash.
-func serve(cfg config, logger *log.Logger, started chan<- struct{}, stop <-chan struct{}) error {
+// server is the HTTP service as a service manager drives it: started once, then stopped on request or
+// failed on its own. Both the Windows service handler and the console runners use it.
+type server struct {
+	http   *http.Server
+	addr   string // where it listens (the port chosen when -listen gave :0)
+	logger *log.Logger
+	failed chan error // receives Serve's error if serving ends without a stop
+}
+
+// start listens and serves in the background. In a crash mode it later exits the process abruptly, as a
+// crashing service would, so the service manager sees a crash.
+func start(cfg config, logger *log.Logger) (*server, error) {
 	ln, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.listen, err)
+		return nil, fmt.Errorf("listen on %s: %w", cfg.listen, err)
 	}
-	t0 := time.Now()
-	srv := &http.Server{Handler: newHandler(cfg, t0, logger), ReadHeaderTimeout: 10 * time.Second}
-	logger.Printf("hello %s listening on %s (mode %s, pid %d)", Version, ln.Addr(), cfg.mode.name, os.Getpid())
+	s := &server{
+		http:   &http.Server{Handler: newHandler(cfg, time.Now(), logger), ReadHeaderTimeout: 10 * time.Second},
+		addr:   ln.Addr().String(),
+		logger: logger,
+		failed: make(chan error, 1),
+	}
+	go func() {
+		if err := s.http.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			s.failed <- err
+		}
+	}()
 	if cfg.mode.crashAfter > 0 {
 		time.AfterFunc(cfg.mode.crashAfter, func() {
 			logger.Printf("crashing as configured by mode %s", cfg.mode.name)
 			os.Exit(3)
 		})
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	if started != nil {
-		close(started)
-	}
-	select {
-	case err := <-errc:
-		return err
-	case <-stop:
-	}
-	logger.Printf("stopping")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(ctx); err != nil {
-		return err
-	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	logger.Printf("stopped")
-	return nil
+	logger.Printf("hello %s listening on %s (mode %s, pid %d)", Version, s.addr, cfg.mode.name, os.Getpid())
+	return s, nil
 }
 
-func runConsole(cfg config, logger *log.Logger) error {
-	stop := make(chan struct{})
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	go func() {
-		s := <-sigs
-		logger.Printf("received %v", s)
-		close(stop)
-	}()
-	return serve(cfg, logger, nil, stop)
+// stop shuts down gracefully: no new connections, in-flight requests get `timeout` to finish, then the
+// remaining connections are closed. It reports whether the drain finished in time.
+func (s *server) stop(timeout time.Duration) error {
+	s.logger.Printf("stopping (in-flight requests get %v)", timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := s.http.Shutdown(ctx); err != nil {
+		_ = s.http.Close()
+		return fmt.Errorf("requests still running after %v were cut off: %w", timeout, err)
+	}
+	return nil
 }
 
 func main() {
@@ -209,7 +214,7 @@ func main() {
 	}
 	defer closer.Close()
 	if asService {
-		err = runService(serviceName, cfg, logger)
+		err = runService(cfg, logger)
 	} else {
 		err = runConsole(cfg, logger)
 	}
@@ -218,4 +223,5 @@ func main() {
 		closer.Close()
 		os.Exit(1)
 	}
+	logger.Printf("stopped")
 }

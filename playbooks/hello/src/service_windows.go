@@ -2,180 +2,143 @@
 
 package main
 
-// The service control manager protocol over advapi32 through syscall: golang.org/x/sys/windows/svc is not
-// available offline, and the part we need is three calls and two callbacks.
+// The Windows service side, the way golang.org/x/sys/windows/svc means it to be written: one svc.Handler
+// that svc.Run connects to the service control manager, and that debug.Run drives from Ctrl-C in console
+// mode; start, stop and error events go to the Windows Event Log through svc/eventlog.
 
 import (
+	"errors"
 	"fmt"
 	"log"
-	"os"
-	"strings"
-	"sync"
 	"syscall"
-	"unsafe"
+	"time"
+
+	"golang.org/x/sys/windows/svc"
+	"golang.org/x/sys/windows/svc/debug"
+	"golang.org/x/sys/windows/svc/eventlog"
 )
 
-var (
-	advapi32                          = syscall.NewLazyDLL("advapi32.dll")
-	procStartServiceCtrlDispatcherW   = advapi32.NewProc("StartServiceCtrlDispatcherW")
-	procRegisterServiceCtrlHandlerExW = advapi32.NewProc("RegisterServiceCtrlHandlerExW")
-	procSetServiceStatus              = advapi32.NewProc("SetServiceStatus")
-)
-
+// Event IDs written to the Application log under the source "hello".
 const (
-	serviceWin32OwnProcess = 0x10
-
-	serviceStopped      = 1
-	serviceStartPending = 2
-	serviceStopPending  = 3
-	serviceRunning      = 4
-
-	serviceAcceptStop     = 0x1
-	serviceAcceptShutdown = 0x4
-
-	serviceControlStop        = 1
-	serviceControlInterrogate = 4
-	serviceControlShutdown    = 5
-
-	errorCallNotImplemented   = 120
-	errorServiceSpecificError = 1066
+	eventStarted = 1
+	eventStopped = 2
+	eventFailed  = 3
+	eventWarning = 4
 )
 
-// serviceStatus is SERVICE_STATUS.
-type serviceStatus struct {
-	ServiceType             uint32
-	CurrentState            uint32
-	ControlsAccepted        uint32
-	Win32ExitCode           uint32
-	ServiceSpecificExitCode uint32
-	CheckPoint              uint32
-	WaitHint                uint32
-}
-
-// serviceTableEntry is SERVICE_TABLE_ENTRYW.
-type serviceTableEntry struct {
-	ServiceName *uint16
-	ServiceProc uintptr
-}
-
-// Callbacks are a limited resource in the runtime: create each once.
-var (
-	serviceMainCallback = syscall.NewCallback(serviceMain)
-	ctlHandlerCallback  = syscall.NewCallback(ctlHandler)
+// Service-specific exit codes the SCM records (Win32ExitCode ERROR_SERVICE_SPECIFIC_ERROR).
+const (
+	exitStartFailed = 1 // could not listen
+	exitServeFailed = 2 // serving ended without a stop request
 )
 
-// svc is the one service this process hosts (SERVICE_WIN32_OWN_PROCESS); the SCM's callbacks carry no
-// Go state, so they find it here.
-var svc struct {
-	name   string
+const startWaitHint = 10 * time.Second
+
+// isWindowsService asks x/sys, which checks that the parent process is services.exe in session 0. It does not
+// call the dispatcher to find out: under Wine that call takes ~10 s to fail for a process the SCM did not start.
+func isWindowsService() (bool, error) { return svc.IsWindowsService() }
+
+// runService hands the process to the SCM's dispatcher; it returns once the service has stopped.
+func runService(cfg config, logger *log.Logger) error {
+	elog, err := eventlog.Open(serviceName)
+	if err != nil {
+		// The service still runs; its log file is then the only record.
+		logger.Printf("warning: cannot open the event log as source %q: %v", serviceName, err)
+	} else {
+		defer elog.Close()
+	}
+	return svc.Run(serviceName, &helloService{cfg: cfg, logger: logger, elog: elog})
+}
+
+// runConsole runs the same handler with debug.Run, which turns Ctrl-C (and the Ctrl-C event Wine makes of
+// SIGINT) into a Stop request. Events then go to the log only: the Event Log is for services.
+func runConsole(cfg config, logger *log.Logger) error {
+	logger.Printf("console mode: not started by the service control manager")
+	err := debug.Run(serviceName, &helloService{cfg: cfg, logger: logger})
+	var code syscall.Errno
+	if errors.As(err, &code) {
+		// debug.Run turns the handler's exit code into an Errno, whose text would be a Win32 message.
+		return fmt.Errorf("service exit code %d", uint32(code))
+	}
+	return err
+}
+
+// helloService is the svc.Handler.
+type helloService struct {
 	cfg    config
 	logger *log.Logger
-	stop   chan struct{}
-	once   sync.Once
-	err    error
-
-	mu         sync.Mutex
-	handle     uintptr
-	checkPoint uint32
+	elog   *eventlog.Log // nil in console mode
 }
 
-// isWindowsService tells whether the SCM started this process, the way x/sys's IsWindowsService does: the
-// parent is services.exe. Asking the dispatcher instead costs ~10 s under Wine before it fails.
-func isWindowsService() (bool, error) {
-	ppid := uint32(os.Getppid())
-	snap, err := syscall.CreateToolhelp32Snapshot(syscall.TH32CS_SNAPPROCESS, 0)
-	if err != nil {
-		return false, fmt.Errorf("CreateToolhelp32Snapshot: %w", err)
+func (h *helloService) event(kind string, id uint32, msg string) {
+	h.logger.Printf("%s: %s", kind, msg)
+	if h.elog == nil {
+		return
 	}
-	defer syscall.CloseHandle(snap)
-	var entry syscall.ProcessEntry32
-	entry.Size = uint32(unsafe.Sizeof(entry))
-	err = syscall.Process32First(snap, &entry)
-	for err == nil {
-		if entry.ProcessID == ppid {
-			return strings.EqualFold(syscall.UTF16ToString(entry.ExeFile[:]), "services.exe"), nil
+	switch kind {
+	case "error":
+		_ = h.elog.Error(id, msg)
+	case "warning":
+		_ = h.elog.Warning(id, msg)
+	default:
+		_ = h.elog.Info(id, msg)
+	}
+}
+
+// Execute reports StartPending, Running once listening, and answers the SCM until the service has stopped:
+// Interrogate with the current status, Stop and Shutdown with StopPending and a graceful HTTP shutdown.
+// Status changes go out from the same select that takes requests, so neither side can wedge the other
+// (svc.Run's and debug.Run's control goroutines both block until a request is taken), and every status is
+// reported before Execute returns.
+func (h *helloService) Execute(args []string, requests <-chan svc.ChangeRequest,
+	changes chan<- svc.Status) (bool, uint32) {
+	changes <- svc.Status{State: svc.StartPending, WaitHint: uint32(startWaitHint / time.Millisecond)}
+	srv, err := start(h.cfg, h.logger)
+	if err != nil {
+		h.event("error", eventFailed, fmt.Sprintf("hello %s failed to start: %v", Version, err))
+		return true, exitStartFailed
+	}
+	current := svc.Status{State: svc.Running, Accepts: svc.AcceptStop | svc.AcceptShutdown}
+	pending := []svc.Status{current}
+	h.event("info", eventStarted, fmt.Sprintf("hello %s started on %s", Version, srv.addr))
+	var stopping chan error // set once a stop is under way
+	finished := false       // the stop is done: return once every status is out
+	for !finished || len(pending) > 0 {
+		var out chan<- svc.Status // nil (never ready) while there is nothing to report
+		var next svc.Status
+		if len(pending) > 0 {
+			out, next = changes, pending[0]
 		}
-		err = syscall.Process32Next(snap, &entry)
+		select {
+		case out <- next:
+			pending = pending[1:]
+		case req := <-requests:
+			switch req.Cmd {
+			case svc.Interrogate:
+				pending = append(pending, current)
+			case svc.Stop, svc.Shutdown:
+				if stopping != nil || finished {
+					continue // already stopping
+				}
+				h.logger.Printf("service control %d: stopping", req.Cmd)
+				hint := h.cfg.shutdownTimeout + 2*time.Second
+				current = svc.Status{State: svc.StopPending, WaitHint: uint32(hint / time.Millisecond)}
+				pending = append(pending, current)
+				stopping = make(chan error, 1)
+				go func(done chan<- error) { done <- srv.stop(h.cfg.shutdownTimeout) }(stopping)
+			default:
+				h.event("warning", eventWarning, fmt.Sprintf("unexpected service control request %d", req.Cmd))
+			}
+		case err := <-srv.failed:
+			h.event("error", eventFailed, fmt.Sprintf("hello %s stopped serving: %v", Version, err))
+			return true, exitServeFailed
+		case err := <-stopping:
+			if err != nil {
+				h.event("warning", eventWarning, err.Error())
+			}
+			stopping, finished = nil, true
+		}
 	}
-	if err == syscall.ERROR_NO_MORE_FILES {
-		return false, nil // parent gone or not listed (Wine): not started by the SCM
-	}
-	return false, fmt.Errorf("Process32Next: %w", err)
-}
-
-// runService hands this thread to the SCM's dispatcher; it returns once the service has stopped.
-func runService(name string, cfg config, logger *log.Logger) error {
-	svc.name, svc.cfg, svc.logger = name, cfg, logger
-	svc.stop = make(chan struct{})
-	namep, err := syscall.UTF16PtrFromString(name)
-	if err != nil {
-		return err
-	}
-	table := []serviceTableEntry{{ServiceName: namep, ServiceProc: serviceMainCallback}, {}}
-	r, _, callErr := procStartServiceCtrlDispatcherW.Call(uintptr(unsafe.Pointer(&table[0])))
-	if r == 0 {
-		return fmt.Errorf("StartServiceCtrlDispatcherW: %w", callErr)
-	}
-	return svc.err
-}
-
-func setStatus(state, accepted, exitCode uint32) {
-	svc.mu.Lock()
-	defer svc.mu.Unlock()
-	st := serviceStatus{ServiceType: serviceWin32OwnProcess, CurrentState: state, ControlsAccepted: accepted}
-	if state == serviceStartPending || state == serviceStopPending {
-		// Pending states must show progress, or the SCM decides the service hung.
-		svc.checkPoint++
-		st.CheckPoint, st.WaitHint = svc.checkPoint, 15000
-	}
-	if exitCode != 0 {
-		st.Win32ExitCode, st.ServiceSpecificExitCode = errorServiceSpecificError, exitCode
-	}
-	if r, _, err := procSetServiceStatus.Call(svc.handle, uintptr(unsafe.Pointer(&st))); r == 0 {
-		svc.logger.Printf("SetServiceStatus(%d): %v", state, err)
-	}
-}
-
-// serviceMain is LPSERVICE_MAIN_FUNCTIONW, run by the dispatcher on its own thread.
-func serviceMain(argc, argv uintptr) uintptr {
-	namep, _ := syscall.UTF16PtrFromString(svc.name)
-	h, _, err := procRegisterServiceCtrlHandlerExW.Call(uintptr(unsafe.Pointer(namep)), ctlHandlerCallback, 0)
-	if h == 0 {
-		svc.err = fmt.Errorf("RegisterServiceCtrlHandlerExW: %w", err)
-		return 0
-	}
-	svc.handle = h
-	setStatus(serviceStartPending, 0, 0)
-	started := make(chan struct{})
-	done := make(chan error, 1)
-	go func() { done <- serve(svc.cfg, svc.logger, started, svc.stop) }()
-	select {
-	case <-started:
-		setStatus(serviceRunning, serviceAcceptStop|serviceAcceptShutdown, 0)
-		svc.err = <-done
-	case svc.err = <-done:
-	}
-	var code uint32
-	if svc.err != nil {
-		svc.logger.Printf("service error: %v", svc.err)
-		code = 1
-	}
-	setStatus(serviceStopped, 0, code)
-	return 0
-}
-
-// ctlHandler is LPHANDLER_FUNCTION_EX: the SCM's Stop/Shutdown/Interrogate requests.
-func ctlHandler(control, eventType, eventData, context uintptr) uintptr {
-	switch control {
-	case serviceControlStop, serviceControlShutdown:
-		svc.once.Do(func() {
-			svc.logger.Printf("service control %d: stopping", control)
-			setStatus(serviceStopPending, 0, 0)
-			close(svc.stop)
-		})
-		return 0
-	case serviceControlInterrogate:
-		return 0
-	}
-	return errorCallNotImplemented
+	h.event("info", eventStopped, fmt.Sprintf("hello %s stopped", Version))
+	return false, 0
 }

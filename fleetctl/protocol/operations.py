@@ -178,9 +178,23 @@ OPERATIONS_LIST: tuple[Operation, ...] = (
             _p("Dependencies", "string[]"),
             _p("RecoveryRestartSeconds", "int", False, "restart after N s on failure; 0 = no recovery action"),
             _p("RecoveryResetSeconds", "int", False, "reset failure count after N s"),
+            _p("RecoveryActions", "string[]", False, "per failure (first, second, later): restart/<ms> or none/0; "
+               "overrides RecoveryRestartSeconds"),
             _p("StopTimeoutSeconds", "int"),
+            _p("Hosting", "string", False, "native (default: the exe talks to the SCM itself) or nssm (a console "
+               "exe run by nssm.exe)"),
+            _p("WrapperSha256", "string", False, "nssm: the nssm.exe to use, by sha256 in the artifact cache"),
+            _p("WorkingDirectory", "string", False, "nssm: AppDirectory (default: the directory of BinaryPath)"),
+            _p("StdoutPath", "string", False, "nssm: AppStdout, the file receiving the program's stdout"),
+            _p("StderrPath", "string", False, "nssm: AppStderr (the same path as StdoutPath: one file for both)"),
+            _p("RotateBytes", "long", False, "nssm: rotate the output files when they exceed this size (AppRotate*)"),
+            _p("RestartDelayMilliseconds", "int", False, "nssm: AppRestartDelay before restarting an exited program"),
+            _p("ThrottleMilliseconds", "int", False, "nssm: AppThrottle; a program that ran less is restarted "
+               "with a growing delay"),
         ),
-        {"created": "bool", "changed": "list of changed field names (empty when up to date)"},
+        {"created": "bool", "changed": "list of changed field names (empty when up to date)",
+         "image_path": "the command line the SCM starts (for nssm: the quoted nssm.exe path)"},
+        ("NOT_FOUND",),
     ),
     Operation(
         "Stop-FleetService",
@@ -206,15 +220,18 @@ OPERATIONS_LIST: tuple[Operation, ...] = (
     ),
     Operation(
         "Get-FleetState",
-        "The node's truth about one app: releases kept, current, previous, service and lock.",
-        (APP, ROOT, _p("ServiceName", "string", False, "defaults to App")),
+        "The node's truth about one app: releases kept, current, previous, service, lock and its scheduled tasks.",
+        (APP, ROOT, _p("ServiceName", "string", False, "defaults to App"),
+         _p("TaskNames", "string[]", False, "scheduled tasks (in \\fleetctl\\) to report")),
         {
             "releases": "list of {release, version, sha256, installed_at}, oldest first",
             "current": "release id or null",
             "previous": "release id or null",
-            "service": "{exists, state, pid, start_time, restarts, binary_path} ",
+            "service": "{exists, state, pid, start_time, restarts, recent_restarts, binary_path}: restarts since "
+                       "the current release was switched in, recent_restarts in the last 10 minutes",
             "lock": "lock object or null (expired locks are reported with expired=true)",
             "history": "list of {at, action, release} (last 50)",
+            "tasks": "list of {name, exists, state, last_run, last_result, next_run}, one per TaskNames entry",
         },
     ),
     Operation(
@@ -247,18 +264,25 @@ OPERATIONS_LIST: tuple[Operation, ...] = (
     ),
     Operation(
         "Set-FleetScheduledTask",
-        "Ensure a scheduled task (by Name) running Execute with Arguments daily At HH:MM, or remove it; "
-        "-RunNow starts it once.",
+        "Ensure a scheduled task (by Name, in the \\fleetctl\\ folder) running Execute with Arguments on its triggers "
+        "(at startup, every N minutes, daily At HH:MM), or remove it; -RunNow starts it once.",
         (
             _p("Name", "string", True),
             _p("Execute", "string", False),
             _p("Arguments", "string[]"),
-            _p("At", "string", False, "HH:MM, daily"),
+            _p("At", "string", False, "HH:MM: a daily trigger"),
+            _p("AtStartup", "switch", doc="a trigger at system startup"),
+            _p("EveryMinutes", "int", False, "a trigger repeating every N minutes, indefinitely"),
             _p("User", "string", False, "account, default SYSTEM"),
+            _p("RestartCount", "int", False, "restart attempts when a run fails (default 0)"),
+            _p("RestartIntervalMinutes", "int", False, "minutes between those attempts (default 1)"),
+            _p("ExecutionTimeLimitMinutes", "int", False, "stop a run after N minutes; 0 = no limit (default 4320, "
+               "Windows' 72 h)"),
             _p("Remove", "switch"),
             _p("RunNow", "switch"),
         ),
-        {"changed": "bool", "last_run": "ISO time or null"},
+        {"changed": "bool", "last_run": "ISO time or null", "last_result": "exit code of the last run, or null if "
+         "it never ran"},
         ("NOT_FOUND",),
     ),
     Operation(
@@ -272,6 +296,29 @@ OPERATIONS_LIST: tuple[Operation, ...] = (
             _p("Remove", "switch"),
         ),
         {"changed": "bool", "connect": "address:port or null"},
+    ),
+    Operation(
+        "Get-FleetEvents",
+        "The newest Application-log events written under an event source (the service's name), newest first.",
+        (_p("Source", "string", True, "event source, normally the service name"),
+         _p("Max", "int", False, "at most this many events (default 50)")),
+        {"events": "list of {time (ISO or null), level (Information, Warning, Error), id (int or null), message}",
+         "note": "what the node cannot report (the lab says so here), or null"},
+    ),
+    Operation(
+        "Remove-FleetService",
+        "Retire a Windows service: stop it (waiting TimeoutSeconds) and delete its definition. Absent: ok.",
+        (SERVICE_NAME, _p("TimeoutSeconds", "int", True)),
+        {"removed": "true if a service was deleted", "was": "state before, or Absent"},
+        ("SERVICE_STOP_TIMEOUT",),
+    ),
+    Operation(
+        "Remove-FleetApp",
+        "Retire an app's files after its service is gone: the <Root>\\current junction, and with -Purge also "
+        "releases\\, shared\\, the empty Root and the node state. Absent: ok.",
+        (APP, ROOT, _p("Purge", "switch", doc="also delete releases, shared files and the node's state")),
+        {"removed": "list of the paths deleted", "kept": "list of the paths left in place"},
+        ("FILE_IN_USE",),
     ),
     Operation(
         "Get-FleetLog",

@@ -267,9 +267,11 @@ function Expand-FleetGzipFile {
 # Services, junctions and command lines.
 
 function ConvertTo-FleetCommandLineArgument {
-    # Quote one argument so CommandLineToArgvW (what Go and the C runtime use) gives it back unchanged.
+    # Quote one argument so CommandLineToArgvW (what Go and the C runtime use) gives it back unchanged. The same
+    # algorithm, statement for statement, as fleetctl/protocol/cmdline.py quote_argument (tested under Wine with
+    # hostile values; tests/node/test_contract.py keeps the two alike). The class is space, tab, LF, VT, quote.
     param([string]$Argument)
-    if ($Argument.Length -gt 0 -and $Argument -notmatch '[\s"]') { return $Argument }
+    if ($Argument.Length -gt 0 -and $Argument -cnotmatch '[ \t\n\v"]') { return $Argument }
     $slash = [char]92
     $builder = New-Object System.Text.StringBuilder
     $null = $builder.Append('"')
@@ -291,6 +293,86 @@ function ConvertTo-FleetCommandLineArgument {
 function Join-FleetCommandLine {
     param([string[]]$Arguments)
     return ((@($Arguments) | ForEach-Object { ConvertTo-FleetCommandLineArgument $_ }) -join ' ')
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# NSSM: a console program run as a service by nssm.exe (Set-FleetService -Hosting nssm). docs/windows.md, "NSSM".
+
+function Install-FleetWrapper {
+    # nssm.exe from the artifact cache into tools\<sha256>\: a running nssm.exe cannot be overwritten, so each build
+    # gets its own directory, shared by every service that build hosts.
+    param([string]$Sha256)
+    $cached = Get-FleetArtifactPath $Sha256
+    if (-not [IO.File]::Exists($cached)) { Throw-FleetError 'NOT_FOUND' "nssm.exe $Sha256 is not in the node's artifact cache" @{ sha256 = $Sha256 } }
+    $directory = Join-Path (Join-Path $script:FleetDataRoot 'tools') $Sha256
+    $target = Join-Path $directory 'nssm.exe'
+    if (-not [IO.File]::Exists($target)) {
+        $null = [IO.Directory]::CreateDirectory($directory)
+        $temp = $target + '.' + [guid]::NewGuid().ToString('N') + '.tmp'
+        [IO.File]::Copy($cached, $temp)
+        [IO.File]::Move($temp, $target)
+    }
+    return $target
+}
+
+function Invoke-FleetNssm {
+    # Runs nssm.exe with each value as one argument, quoted by ConvertTo-FleetCommandLineArgument: Process.Start
+    # passes the command line as built (Windows PowerShell 5.1's native-argument passing does not escape quotes).
+    # No cmd.exe is involved, so ^ & | < > mean nothing; nssm itself expands %NAME% in App* values when it starts
+    # the program.
+    param([string]$Nssm, [string[]]$Arguments)
+    $info = New-Object System.Diagnostics.ProcessStartInfo
+    $info.FileName = $Nssm
+    $info.Arguments = Join-FleetCommandLine $Arguments
+    $info.UseShellExecute = $false
+    $info.CreateNoWindow = $true
+    $info.RedirectStandardOutput = $true
+    $info.RedirectStandardError = $true
+    $process = [Diagnostics.Process]::Start($info)
+    $errors = $process.StandardError.ReadToEndAsync()
+    $output = $process.StandardOutput.ReadToEnd()
+    if (-not $process.WaitForExit(60000)) {
+        $process.Kill()
+        Throw-FleetError 'INTERNAL' ('nssm ' + $Arguments[0] + ' did not finish within 60 s') @{ command = $Arguments[0] }
+    }
+    if ($process.ExitCode -ne 0) {
+        $text = ([string]$errors.Result + ' ' + [string]$output).Trim()
+        Throw-FleetError 'INTERNAL' ('nssm ' + ($Arguments[0..2] -join ' ') + " failed with exit code $($process.ExitCode): $text") @{
+            command = $Arguments[0]; exit_code = $process.ExitCode
+        }
+    }
+}
+
+function Get-FleetNssmValue {
+    # NSSM keeps its parameters under the service's Parameters key; REG_EXPAND_SZ values are read unexpanded, so a
+    # %NAME% the user gave compares equal to itself.
+    param([string]$Name, [string]$Parameter)
+    $path = 'SYSTEM\CurrentControlSet\Services\' + $Name + '\Parameters'
+    if ($Parameter -eq 'AppExit') { $path = $path + '\AppExit'; $Parameter = '' }
+    $key = [Microsoft.Win32.Registry]::LocalMachine.OpenSubKey($path)
+    if ($null -eq $key) { return '' }
+    try {
+        $value = $key.GetValue($Parameter, $null, [Microsoft.Win32.RegistryValueOptions]::DoNotExpandEnvironmentNames)
+        if ($null -eq $value) { return '' }
+        return ((@($value) | ForEach-Object { [string]$_ }) -join "`n")
+    } finally { $key.Dispose() }
+}
+
+function Set-FleetNssmParameters {
+    # `nssm set` (or `nssm reset` for an empty value) each parameter that differs; returns the protocol names of
+    # what changed. Each row: protocol name, NSSM parameter, wanted values (AppExit takes 'Default' first).
+    param([string]$Nssm, [string]$Name, [object[]]$Rows)
+    $changed = New-Object System.Collections.ArrayList
+    foreach ($row in $Rows) {
+        $values = @($row[2] | ForEach-Object { [string]$_ })
+        $wanted = ($values -join "`n")
+        if ($row[1] -eq 'AppExit') { $wanted = $values[1] }
+        if ((Get-FleetNssmValue $Name $row[1]) -ceq $wanted) { continue }
+        if ($wanted.Length -eq 0) { Invoke-FleetNssm $Nssm @('reset', $Name, $row[1]) }
+        else { Invoke-FleetNssm $Nssm (@('set', $Name, $row[1]) + $values) }
+        if ($changed -notcontains $row[0]) { $null = $changed.Add($row[0]) }
+    }
+    return , $changed.ToArray()
 }
 
 function Get-FleetServiceKey {
@@ -323,7 +405,7 @@ function Get-FleetServiceInfo {
     param([string]$Name, $Since)
     $service = Get-Service -Name $Name -ErrorAction SilentlyContinue
     if ($null -eq $service) {
-        return @{ exists = $false; state = $null; pid = $null; start_time = $null; restarts = $null; binary_path = $null }
+        return @{ exists = $false; state = $null; pid = $null; start_time = $null; restarts = $null; recent_restarts = 0; binary_path = $null }
     }
     $cim = Get-FleetServiceCim $Name
     $processId = $null
@@ -336,6 +418,8 @@ function Get-FleetServiceInfo {
     return @{
         exists = $true; state = [string]$service.Status; pid = $processId; start_time = $startTime
         restarts = (Get-FleetServiceRestarts $service.DisplayName $Since); binary_path = [string]$cim.PathName
+        # The crash-loop window (fleetctl status): unexpected exits in the last 10 minutes.
+        recent_restarts = (Get-FleetServiceRestarts $service.DisplayName (Get-FleetTime ([datetime]::UtcNow.AddMinutes(-10))))
     }
 }
 
@@ -692,24 +776,55 @@ function Set-FleetService {
         [string[]]$Dependencies,
         [int]$RecoveryRestartSeconds,
         [int]$RecoveryResetSeconds,
-        [int]$StopTimeoutSeconds
+        [string[]]$RecoveryActions,
+        [int]$StopTimeoutSeconds,
+        [string]$Hosting,
+        [string]$WrapperSha256,
+        [string]$WorkingDirectory,
+        [string]$StdoutPath,
+        [string]$StderrPath,
+        [long]$RotateBytes,
+        [int]$RestartDelayMilliseconds,
+        [int]$ThrottleMilliseconds
     )
     # Read here: inside the operation body $PSBoundParameters would be the script block's own (empty) set.
     if (-not $PSBoundParameters.ContainsKey('RecoveryResetSeconds')) { $RecoveryResetSeconds = 86400 }
+    if (-not $PSBoundParameters.ContainsKey('ThrottleMilliseconds')) { $ThrottleMilliseconds = 1500 }
     Invoke-FleetOperation -FleetSecrets @($Password) -FleetBody {
         Assert-FleetName $Name 'Name'
         if (-not [IO.Path]::IsPathRooted($BinaryPath)) { Throw-FleetError 'INVALID_ARGUMENT' 'BinaryPath must be a full path' @{ parameter = 'BinaryPath' } }
+        if ([string]::IsNullOrEmpty($Hosting)) { $Hosting = 'native' }
+        Assert-FleetChoice $Hosting @('native', 'nssm') 'Hosting'
+        $nssm = $null
+        if ($Hosting -eq 'nssm') {
+            Assert-FleetSha256 $WrapperSha256
+            foreach ($pair in @(@('StdoutPath', $StdoutPath), @('StderrPath', $StderrPath), @('WorkingDirectory', $WorkingDirectory))) {
+                if (-not [string]::IsNullOrEmpty($pair[1]) -and -not [IO.Path]::IsPathRooted($pair[1])) {
+                    Throw-FleetError 'INVALID_ARGUMENT' ($pair[0] + ' must be a full path') @{ parameter = $pair[0] }
+                }
+            }
+            $nssm = Install-FleetWrapper $WrapperSha256
+            if ([string]::IsNullOrEmpty($WorkingDirectory)) { $WorkingDirectory = [IO.Path]::GetDirectoryName($BinaryPath) }
+        } elseif (-not [string]::IsNullOrEmpty($WorkingDirectory)) {
+            # The SCM starts every native service in %SystemRoot%\System32 and has no setting to change that.
+            Throw-FleetError 'INVALID_ARGUMENT' 'WorkingDirectory needs Hosting nssm: the SCM has no working directory setting' @{ parameter = 'WorkingDirectory' }
+        }
         if ([string]::IsNullOrEmpty($StartType)) { $StartType = 'auto' }
         Assert-FleetChoice $StartType @('auto', 'delayed-auto', 'manual', 'disabled') 'StartType'
         if ([string]::IsNullOrEmpty($Account)) { $Account = 'LocalSystem' }
         if ([string]::IsNullOrEmpty($DisplayName)) { $DisplayName = $Name }
         $imagePath = Join-FleetCommandLine (@($BinaryPath) + @($Arguments | Where-Object { $null -ne $_ }))
+        if ($null -ne $nssm) { $imagePath = ConvertTo-FleetCommandLineArgument $nssm }
         $startMode = @{ 'auto' = 'Automatic'; 'delayed-auto' = 'Automatic'; 'manual' = 'Manual'; 'disabled' = 'Disabled' }[$StartType]
         $key = Get-FleetServiceKey $Name
         $changed = New-Object System.Collections.ArrayList
         $created = $false
         $existing = Get-Service -Name $Name -ErrorAction SilentlyContinue
-        if ($null -eq $existing) {
+        if ($null -eq $existing -and $null -ne $nssm) {
+            # nssm install creates the service with nssm.exe as its ImagePath and the program as Application.
+            Invoke-FleetNssm $nssm @('install', $Name, $BinaryPath)
+            $created = $true
+        } elseif ($null -eq $existing) {
             # New-Service hands the command line straight to CreateService: no native-argument quoting involved.
             $null = New-Service -Name $Name -BinaryPathName $imagePath -DisplayName $DisplayName -StartupType $startMode
             $created = $true
@@ -719,7 +834,10 @@ function Set-FleetService {
         # Win32_Service.Change calls ChangeServiceConfig with each value as an argument (no sc.exe command line),
         # which matters for paths with spaces and for the password.
         $change = @{}
-        if ($cim.PathName -ne $imagePath) {
+        if ($cim.PathName -ne $imagePath -and ($null -ne $nssm -or ([string]$cim.PathName) -like '*\nssm.exe"')) {
+            # Between native and nssm hosting (or to another nssm build): the SCM's command line changes wholesale.
+            $change.PathName = $imagePath; $null = $changed.Add('Hosting')
+        } elseif ($cim.PathName -ne $imagePath) {
             $change.PathName = $imagePath
             # The SCM keeps one command line; tell which half moved by its quoted-exe prefix.
             $exePart = ConvertTo-FleetCommandLineArgument $BinaryPath
@@ -760,6 +878,8 @@ function Set-FleetService {
         # The SCM reads a service's Environment value (REG_MULTI_SZ of NAME=value) each time it starts the process.
         $wantEnvironment = @()
         if ($null -ne $Environment) { $wantEnvironment = @($Environment.Keys | Sort-Object | ForEach-Object { [string]$_ + '=' + [string]$Environment[$_] }) }
+        $pairs = $wantEnvironment
+        if ($null -ne $nssm) { $wantEnvironment = @() }  # nssm passes them to the program as AppEnvironmentExtra
         $haveEnvironment = @()
         if ($registry.PSObject.Properties.Name -contains 'Environment') { $haveEnvironment = @($registry.Environment) }
         if (($wantEnvironment -join "`n") -cne ($haveEnvironment -join "`n")) {
@@ -767,17 +887,25 @@ function Set-FleetService {
             else { Remove-ItemProperty -LiteralPath $key -Name 'Environment' }
             $null = $changed.Add('Environment')
         }
-        # Recovery: restart after N s on each failure (first, second, subsequent), and count non-crash exits too.
-        # Windows cannot report recovery settings back in a comparable form, so the last applied pair is kept
-        # beside the service ("restart/reset") and compared instead.
-        $recovery = [string]$RecoveryRestartSeconds + '/' + [string]$RecoveryResetSeconds
-        $haveRecovery = '/'
+        # Recovery: the actions for the first, second and subsequent failures (RecoveryActions, or a restart after
+        # RecoveryRestartSeconds for all three), and non-crash exits count too. Windows cannot report recovery
+        # settings back in a comparable form, so the last applied "actions|reset" is kept beside the service.
+        $wantActions = @($RecoveryActions | Where-Object { -not [string]::IsNullOrEmpty($_) })
+        foreach ($token in $wantActions) {
+            if ($token -cnotmatch '^(restart/[0-9]{1,9}|none/0)$') { Throw-FleetError 'INVALID_ARGUMENT' 'RecoveryActions entries must be restart/<milliseconds> or none/0' @{ parameter = 'RecoveryActions' } }
+        }
+        $actionsField = 'RecoveryActions'
+        if ($wantActions.Count -eq 0) {
+            $actionsField = 'RecoveryRestartSeconds'
+            if ($RecoveryRestartSeconds -gt 0) { $wantActions = @(1, 2, 3 | ForEach-Object { 'restart/' + [string]($RecoveryRestartSeconds * 1000) }) }
+        }
+        $recovery = ($wantActions -join '/') + '|' + [string]$RecoveryResetSeconds
+        $haveRecovery = '|'
         if ($registry.PSObject.Properties.Name -contains 'FleetRecovery') { $haveRecovery = [string]$registry.FleetRecovery }
         if ($haveRecovery -ne $recovery) {
-            if ($RecoveryRestartSeconds -gt 0) {
-                $delay = [string]($RecoveryRestartSeconds * 1000)
-                $actions = 'restart/' + $delay + '/restart/' + $delay + '/restart/' + $delay
-                $null = & sc.exe @('failure', $Name, 'reset=', [string]$RecoveryResetSeconds, 'actions=', $actions)
+            if ($wantActions.Count -gt 0) {
+                # One sc.exe token: validated <action>/<ms> pairs joined by '/', e.g. restart/5000/restart/30000/none/0.
+                $null = & sc.exe @('failure', $Name, 'reset=', [string]$RecoveryResetSeconds, 'actions=', ($wantActions -join '/'))
                 if ($LASTEXITCODE -ne 0) { Throw-FleetError 'INTERNAL' "sc.exe failure failed with exit code $LASTEXITCODE" @{} }
                 $null = & sc.exe @('failureflag', $Name, '1')
             } else {
@@ -786,9 +914,9 @@ function Set-FleetService {
                 if ($LASTEXITCODE -ne 0) { Throw-FleetError 'INTERNAL' "sc.exe failure failed with exit code $LASTEXITCODE" @{} }
             }
             Set-ItemProperty -LiteralPath $key -Name 'FleetRecovery' -Value $recovery -Type String
-            $havePair = $haveRecovery.Split('/')
-            if ($havePair[0] -ne [string]$RecoveryRestartSeconds) { $null = $changed.Add('RecoveryRestartSeconds') }
-            if ($havePair[1] -ne [string]$RecoveryResetSeconds) { $null = $changed.Add('RecoveryResetSeconds') }
+            $havePair = $haveRecovery.Split('|')
+            if ($havePair[0] -ne ($wantActions -join '/')) { $null = $changed.Add($actionsField) }
+            if ($havePair.Count -lt 2 -or $havePair[1] -ne [string]$RecoveryResetSeconds) { $null = $changed.Add('RecoveryResetSeconds') }
         }
         # Windows has no per-service stop timeout; it is kept beside the service for Stop-FleetService callers.
         $haveStop = $null
@@ -797,8 +925,38 @@ function Set-FleetService {
             Set-ItemProperty -LiteralPath $key -Name 'FleetStopTimeoutSeconds' -Value $StopTimeoutSeconds -Type DWord
             $null = $changed.Add('StopTimeoutSeconds')
         }
+        if ($null -ne $nssm) {
+            $rotate = '0'
+            if ($RotateBytes -gt 0) { $rotate = '1' }
+            $stopMs = 1500
+            if ($StopTimeoutSeconds -gt 0) { $stopMs = $StopTimeoutSeconds * 1000 }
+            $rows = @(
+                @('BinaryPath', 'Application', @($BinaryPath)),
+                @('WorkingDirectory', 'AppDirectory', @($WorkingDirectory)),
+                @('Arguments', 'AppParameters', @(Join-FleetCommandLine @($Arguments | Where-Object { $null -ne $_ }))),
+                @('Environment', 'AppEnvironmentExtra', $pairs),
+                @('StdoutPath', 'AppStdout', @([string]$StdoutPath)),
+                @('StderrPath', 'AppStderr', @([string]$StderrPath)),
+                @('RotateBytes', 'AppRotateFiles', @($rotate)),
+                @('RotateBytes', 'AppRotateOnline', @($rotate)),
+                @('RotateBytes', 'AppRotateBytes', @([string]$RotateBytes)),
+                @('Hosting', 'AppExit', @('Default', 'Restart')),
+                @('RestartDelayMilliseconds', 'AppRestartDelay', @([string]$RestartDelayMilliseconds)),
+                @('ThrottleMilliseconds', 'AppThrottle', @([string]$ThrottleMilliseconds)),
+                @('StopTimeoutSeconds', 'AppStopMethodSkip', @('0')),
+                @('StopTimeoutSeconds', 'AppStopMethodConsole', @([string]$stopMs))
+            )
+            foreach ($field in (Set-FleetNssmParameters $nssm $Name $rows)) { if ($changed -notcontains $field) { $null = $changed.Add($field) } }
+        } elseif (Test-Path -LiteralPath ($key + '\Parameters')) {
+            # Back to native hosting: NSSM's parameters would only mislead whoever reads the registry.
+            Remove-Item -LiteralPath ($key + '\Parameters') -Recurse
+        }
+        # The service's own event source in the Application log, so what it writes through ReportEvent (Go's
+        # svc/eventlog) is kept and shown by fleetctl logs --events. .NET registers its EventLogMessages.dll as
+        # the message file, which renders the inserted strings as the message.
+        if (-not [Diagnostics.EventLog]::SourceExists($Name)) { [Diagnostics.EventLog]::CreateEventSource($Name, 'Application') }
         if ($created) { $changed = New-Object System.Collections.ArrayList }
-        return @{ created = $created; changed = [object[]]$changed.ToArray() }
+        return @{ created = $created; changed = [object[]]$changed.ToArray(); image_path = $imagePath }
     }
 }
 
@@ -918,7 +1076,8 @@ function Get-FleetState {
     param(
         [Parameter(Mandatory = $true)][string]$App,
         [Parameter(Mandatory = $true)][string]$Root,
-        [string]$ServiceName
+        [string]$ServiceName,
+        [string[]]$TaskNames
     )
     Invoke-FleetOperation {
         Assert-FleetName $App 'App'
@@ -935,6 +1094,7 @@ function Get-FleetState {
         return @{
             releases = [object[]]$releases; current = $state.current; previous = $state.previous
             service = (Get-FleetServiceInfo $ServiceName $since); lock = $lock; history = [object[]]$history
+            tasks = [object[]]@($TaskNames | Where-Object { -not [string]::IsNullOrEmpty($_) } | ForEach-Object { Assert-FleetName $_ 'TaskNames'; Get-FleetTaskStatus $_ })
         }
     }
 }
@@ -1102,6 +1262,22 @@ function Set-FleetFirewallRule {
     }
 }
 
+function Get-FleetTaskStatus {
+    # One task of the \fleetctl\ folder as Get-FleetState reports it. 0x41303 (SCHED_S_TASK_HAS_NOT_RUN) is "never".
+    param([string]$Name)
+    $task = Get-ScheduledTask -TaskName $Name -TaskPath '\fleetctl\' -ErrorAction SilentlyContinue
+    if ($null -eq $task) { return @{ name = $Name; exists = $false; state = $null; last_run = $null; last_result = $null; next_run = $null } }
+    $info = Get-ScheduledTaskInfo -TaskName $Name -TaskPath '\fleetctl\'
+    $lastRun = $null
+    $result = $null
+    # Task Scheduler reports "never ran" as a date in 1999.
+    if ($null -ne $info.LastRunTime -and $info.LastRunTime.Year -ge 2000) { $lastRun = Get-FleetTime $info.LastRunTime; $result = [int]$info.LastTaskResult }
+    if ($result -eq 267011) { $result = $null }
+    $nextRun = $null
+    if ($null -ne $info.NextRunTime -and $info.NextRunTime.Year -ge 2000) { $nextRun = Get-FleetTime $info.NextRunTime }
+    return @{ name = $Name; exists = $true; state = [string]$task.State; last_run = $lastRun; last_result = $result; next_run = $nextRun }
+}
+
 function Set-FleetScheduledTask {
     [CmdletBinding()]
     param(
@@ -1109,10 +1285,18 @@ function Set-FleetScheduledTask {
         [string]$Execute,
         [string[]]$Arguments,
         [string]$At,
+        [switch]$AtStartup,
+        [int]$EveryMinutes,
         [string]$User,
+        [int]$RestartCount,
+        [int]$RestartIntervalMinutes,
+        [int]$ExecutionTimeLimitMinutes,
         [switch]$Remove,
         [switch]$RunNow
     )
+    # Read here: inside the operation body $PSBoundParameters would be the script block's own (empty) set.
+    if (-not $PSBoundParameters.ContainsKey('ExecutionTimeLimitMinutes')) { $ExecutionTimeLimitMinutes = 4320 }
+    if (-not $PSBoundParameters.ContainsKey('RestartIntervalMinutes')) { $RestartIntervalMinutes = 1 }
     Invoke-FleetOperation {
         Assert-FleetName $Name 'Name'
         # fleetctl's tasks live in their own folder, so a name can never collide with the system's tasks.
@@ -1121,42 +1305,55 @@ function Set-FleetScheduledTask {
         $changed = $false
         if ($Remove) {
             if ($null -ne $task) { Unregister-ScheduledTask -TaskName $Name -TaskPath $folder -Confirm:$false; $changed = $true }
-            return @{ changed = $changed; last_run = $null }
+            return @{ changed = $changed; last_run = $null; last_result = $null }
         }
         if (-not [string]::IsNullOrEmpty($Execute)) {
-            if ($At -notmatch '^([01][0-9]|2[0-3]):[0-5][0-9]$') { Throw-FleetError 'INVALID_ARGUMENT' 'At must be HH:MM (24 h)' @{ parameter = 'At' } }
+            if (-not [string]::IsNullOrEmpty($At) -and $At -notmatch '^([01][0-9]|2[0-3]):[0-5][0-9]$') { Throw-FleetError 'INVALID_ARGUMENT' 'At must be HH:MM (24 h)' @{ parameter = 'At' } }
+            if ([string]::IsNullOrEmpty($At) -and -not $AtStartup -and $EveryMinutes -le 0) { Throw-FleetError 'INVALID_ARGUMENT' 'give a trigger: At, AtStartup or EveryMinutes' @{} }
+            if ($RestartCount -lt 0 -or $RestartIntervalMinutes -lt 1 -or $ExecutionTimeLimitMinutes -lt 0) { Throw-FleetError 'INVALID_ARGUMENT' 'RestartCount/ExecutionTimeLimitMinutes must be 0 or more, RestartIntervalMinutes 1 or more' @{} }
             if ([string]::IsNullOrEmpty($User)) { $User = 'SYSTEM' }
             $argumentLine = Join-FleetCommandLine @($Arguments | Where-Object { $null -ne $_ })
-            $same = $false
-            if ($null -ne $task) {
-                $action = @($task.Actions)[0]
-                $trigger = @($task.Triggers)[0]
-                $time = $null
-                if ($null -ne $trigger -and -not [string]::IsNullOrEmpty($trigger.StartBoundary)) { $time = ([datetime]::Parse($trigger.StartBoundary)).ToString('HH:mm') }
-                $same = ($null -ne $action) -and ($action.Execute -eq $Execute) -and ([string]$action.Arguments -eq $argumentLine) -and
-                    ($time -eq $At) -and ($task.Principal.UserId -eq $User)
-            }
-            if (-not $same) {
+            # Task Scheduler cannot report its triggers and settings back in a comparable form across versions,
+            # so the definition's canonical text is kept in the task's Description and compared instead.
+            $fingerprint = 'fleetctl: ' + (ConvertTo-Json -Compress -InputObject ([ordered]@{
+                execute = $Execute; arguments = $argumentLine; at = $At; at_startup = [bool]$AtStartup
+                every_minutes = $EveryMinutes; user = $User; restart_count = $RestartCount
+                restart_interval_minutes = $RestartIntervalMinutes; execution_time_limit_minutes = $ExecutionTimeLimitMinutes
+            }))
+            if ($null -eq $task -or [string]$task.Description -cne $fingerprint) {
                 $taskAction = New-ScheduledTaskAction -Execute $Execute
+                # The arguments are one command line, built by the quoting function; Task Scheduler starts the
+                # program with it directly (no cmd.exe) after expanding %NAME% in it.
                 if ($argumentLine.Length -gt 0) { $taskAction = New-ScheduledTaskAction -Execute $Execute -Argument $argumentLine }
-                $when = [datetime]::ParseExact($At, 'HH:mm', [Globalization.CultureInfo]::InvariantCulture)
-                $taskTrigger = New-ScheduledTaskTrigger -Daily -At $when
+                $triggers = @()
+                if ($AtStartup) { $triggers += New-ScheduledTaskTrigger -AtStartup }
+                if (-not [string]::IsNullOrEmpty($At)) {
+                    $when = [datetime]::ParseExact($At, 'HH:mm', [Globalization.CultureInfo]::InvariantCulture)
+                    $triggers += New-ScheduledTaskTrigger -Daily -At $when
+                }
+                if ($EveryMinutes -gt 0) {
+                    # A one-time trigger from now, repeated: without -RepetitionDuration it repeats indefinitely
+                    # (Server 2016 and later; [TimeSpan]::MaxValue is refused there).
+                    $triggers += New-ScheduledTaskTrigger -Once -At ([datetime]::Now) -RepetitionInterval (New-TimeSpan -Minutes $EveryMinutes)
+                }
+                $limit = New-TimeSpan -Minutes $ExecutionTimeLimitMinutes  # 0: PT0S, no limit
+                $settings = New-ScheduledTaskSettingsSet -ExecutionTimeLimit $limit -StartWhenAvailable -MultipleInstances IgnoreNew
+                if ($RestartCount -gt 0) {
+                    $settings = New-ScheduledTaskSettingsSet -ExecutionTimeLimit $limit -StartWhenAvailable -MultipleInstances IgnoreNew -RestartCount $RestartCount -RestartInterval (New-TimeSpan -Minutes $RestartIntervalMinutes)
+                }
                 # Built-in accounts run as services; any other account runs S4U (no stored password, no network).
                 $logon = 'S4U'
                 if (@('SYSTEM', 'LOCAL SERVICE', 'NETWORK SERVICE', 'NT AUTHORITY\SYSTEM', 'NT AUTHORITY\LOCAL SERVICE', 'NT AUTHORITY\NETWORK SERVICE') -contains $User.ToUpperInvariant()) { $logon = 'ServiceAccount' }
                 $principal = New-ScheduledTaskPrincipal -UserId $User -LogonType $logon -RunLevel Highest
-                $null = Register-ScheduledTask -TaskName $Name -TaskPath $folder -Action $taskAction -Trigger $taskTrigger -Principal $principal -Force
+                $null = Register-ScheduledTask -TaskName $Name -TaskPath $folder -Action $taskAction -Trigger $triggers -Settings $settings -Principal $principal -Description $fingerprint -Force
                 $changed = $true
             }
         } elseif ($null -eq $task) {
             Throw-FleetError 'NOT_FOUND' "scheduled task $Name does not exist and no Execute was given" @{ name = $Name }
         }
         if ($RunNow) { Start-ScheduledTask -TaskName $Name -TaskPath $folder }
-        $info = Get-ScheduledTaskInfo -TaskName $Name -TaskPath $folder
-        $lastRun = $null
-        # Task Scheduler reports "never ran" as a date in 1999.
-        if ($null -ne $info.LastRunTime -and $info.LastRunTime.Year -ge 2000) { $lastRun = Get-FleetTime $info.LastRunTime }
-        return @{ changed = $changed; last_run = $lastRun }
+        $status = Get-FleetTaskStatus $Name
+        return @{ changed = $changed; last_run = $status.last_run; last_result = $status.last_result }
     }
 }
 
@@ -1207,6 +1404,116 @@ function Set-FleetPortProxy {
     }
 }
 
+function Get-FleetEvents {
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$Source,
+        [int]$Max
+    )
+    # Read here: inside the operation body $PSBoundParameters would be the script block's own (empty) set.
+    if (-not $PSBoundParameters.ContainsKey('Max')) { $Max = 50 }
+    Invoke-FleetOperation {
+        Assert-FleetName $Source 'Source'
+        if ($Max -lt 0) { Throw-FleetError 'INVALID_ARGUMENT' 'Max must be 0 or more' @{ parameter = 'Max' } }
+        $events = @()
+        if ($Max -gt 0) {
+            # A filter hashtable, not XPath text built from the parameter; newest first is Get-WinEvent's order.
+            try {
+                $events = @(Get-WinEvent -FilterHashtable @{ LogName = 'Application'; ProviderName = $Source } -MaxEvents $Max -ErrorAction Stop)
+            } catch {
+                if ($_.FullyQualifiedErrorId -notlike 'NoMatchingEventsFound*') { throw }
+            }
+        }
+        $levels = @{ 1 = 'Critical'; 2 = 'Error'; 3 = 'Warning'; 4 = 'Information'; 0 = 'Information'; 5 = 'Verbose' }
+        $list = @($events | ForEach-Object {
+            $level = 'Information'
+            if ($null -ne $_.Level -and $levels.ContainsKey([int]$_.Level)) { $level = $levels[[int]$_.Level] }
+            # Without a message file the event has no formatted message: its inserted strings are the text.
+            $message = $_.Message
+            if ([string]::IsNullOrEmpty($message)) { $message = (@($_.Properties | ForEach-Object { [string]$_.Value }) -join ' ') }
+            @{ time = (Get-FleetTime $_.TimeCreated); level = $level; id = [int]$_.Id; message = [string]$message }
+        })
+        return @{ events = [object[]]$list; note = $null }
+    }
+}
+
+function Remove-FleetService {
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$Name,
+        [Parameter(Mandatory = $true)][int]$TimeoutSeconds
+    )
+    Invoke-FleetOperation {
+        Assert-FleetName $Name 'Name'
+        $service = Get-Service -Name $Name -ErrorAction SilentlyContinue
+        if ($null -eq $service) { return @{ removed = $false; was = 'Absent' } }
+        $was = [string]$service.Status
+        # An open handle would leave the service "marked for deletion" instead of deleting it.
+        $service.Dispose()
+        $stopped = ConvertTo-FleetHashtable (ConvertFrom-Json -InputObject (Stop-FleetService -Name $Name -TimeoutSeconds $TimeoutSeconds))
+        if (-not $stopped.ok) { Throw-FleetError $stopped.error.code $stopped.error.message $stopped.error.details }
+        # DeleteService through sc.exe with the validated name as its one argument; NSSM's Parameters key lives
+        # under the service's key and goes with it. 1060: already gone.
+        $null = & sc.exe @('delete', $Name)
+        if ($LASTEXITCODE -ne 0 -and $LASTEXITCODE -ne 1060) { Throw-FleetError 'INTERNAL' "sc.exe delete failed with exit code $LASTEXITCODE" @{} }
+        return @{ removed = $true; was = $was }
+    }
+}
+
+function Remove-FleetApp {
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$App,
+        [Parameter(Mandatory = $true)][string]$Root,
+        [switch]$Purge
+    )
+    Invoke-FleetOperation {
+        Assert-FleetName $App 'App'
+        Assert-FleetRoot $Root
+        Use-FleetAppMutex $App {
+            $removed = New-Object System.Collections.ArrayList
+            $kept = New-Object System.Collections.ArrayList
+            $current = Join-Path $Root 'current'
+            if ($null -ne (Get-FleetJunctionTarget $current)) {
+                [IO.Directory]::Delete($current, $false)  # the link only, never its target's files
+                $null = $removed.Add($current)
+            }
+            foreach ($part in @('releases', 'shared')) {
+                $path = Join-Path $Root $part
+                if (-not [IO.Directory]::Exists($path)) { continue }
+                if (-not $Purge) { $null = $kept.Add($path); continue }
+                # Rename first, as Remove-FleetRelease does: if anything inside is in use, nothing is deleted.
+                $trash = Join-Path $Root ('.' + $part + '.removing.' + [guid]::NewGuid().ToString('N'))
+                try { [IO.Directory]::Move($path, $trash) } catch {
+                    Throw-FleetError 'FILE_IN_USE' "$path is in use and was not removed" @{ path = $path; removed = [object[]]$removed.ToArray() }
+                }
+                [IO.Directory]::Delete($trash, $true)
+                $null = $removed.Add($path)
+            }
+            if ($Purge) {
+                if ([IO.Directory]::Exists($Root) -and @([IO.Directory]::GetFileSystemEntries($Root)).Count -eq 0) {
+                    [IO.Directory]::Delete($Root, $false)
+                    $null = $removed.Add($Root)
+                }
+                $appDirectory = Get-FleetAppDirectory $App
+                if ([IO.Directory]::Exists($appDirectory)) {
+                    [IO.Directory]::Delete($appDirectory, $true)  # the node state: releases kept, history, lock
+                    $null = $removed.Add($appDirectory)
+                }
+            } else {
+                $state = Read-FleetAppState $App
+                if ($null -ne $state.current) {
+                    $state.previous = $state.current
+                    $state.current = $null
+                    Add-FleetHistory $state 'retire' $state.previous
+                    Write-FleetAppState $App $state
+                }
+            }
+            return @{ removed = [object[]]$removed.ToArray(); kept = [object[]]$kept.ToArray() }
+        }
+    }
+}
+
 function Get-FleetLog {
     [CmdletBinding()]
     param(
@@ -1254,5 +1561,6 @@ Export-ModuleMember -Function @(
     'Get-FleetFacts', 'Lock-FleetApp', 'Unlock-FleetApp', 'Test-FleetArtifact', 'Receive-FleetArtifact',
     'Save-FleetArtifactFromUrl', 'Install-FleetRelease', 'Set-FleetService', 'Stop-FleetService',
     'Start-FleetService', 'Switch-FleetRelease', 'Get-FleetState', 'Test-FleetHealth', 'Remove-FleetRelease',
-    'Set-FleetFirewallRule', 'Set-FleetScheduledTask', 'Set-FleetPortProxy', 'Get-FleetLog'
+    'Set-FleetFirewallRule', 'Set-FleetScheduledTask', 'Set-FleetPortProxy', 'Get-FleetEvents', 'Remove-FleetService',
+    'Remove-FleetApp', 'Get-FleetLog'
 )

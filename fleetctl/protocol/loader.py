@@ -14,7 +14,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from fleetctl.node.protocol import MODULE_NAME, PROTOCOL_VERSION
+from fleetctl.protocol.operations import MODULE_NAME, PROTOCOL_VERSION
 
 LOADER_FIRST_LINE = "# FleetNode module loader"
 MODULE_FILE = "FleetNode.psm1"
@@ -22,7 +22,7 @@ MODULE_FILE = "FleetNode.psm1"
 
 def module_text() -> str:
     """The PowerShell module's source as shipped in the package."""
-    return resources.files("fleetctl.node").joinpath(MODULE_FILE).read_text(encoding="utf-8")
+    return resources.files("fleetctl.protocol").joinpath(MODULE_FILE).read_text(encoding="utf-8")
 
 
 def loaded_result() -> dict[str, Any]:

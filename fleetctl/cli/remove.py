@@ -1,0 +1,66 @@
+"""`fleetctl remove`: retire PLAYBOOK's service from the targeted hosts (tasks, service, rules, port proxy, files)."""
+
+from __future__ import annotations
+
+import typer
+
+from fleetctl.cli.deploy import (
+    BatchOpt,
+    ForceOpt,
+    ForksOpt,
+    MaxFailedOpt,
+    YesOpt,
+    confirm,
+    preview_table,
+    run_with_subscribers,
+)
+from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, inventory_paths
+from fleetctl.errors import RolloutFailed
+from fleetctl.rollout.remove import dry_run_remove, prepare_remove, run_remove
+from fleetctl.rollout.runner import DeployOptions
+from fleetctl.ui.console import print_json, stderr, stdout
+from fleetctl.ui.plan import plan_table
+
+
+def remove(
+    playbook: str = typer.Argument(..., help="Playbook file."),
+    inventory: list[str] | None = InventoryOpt,
+    limit: str | None = LimitOpt,
+    batch: str | None = BatchOpt,
+    max_failed: str | None = MaxFailedOpt,
+    forks: int | None = ForksOpt,
+    var: list[str] | None = VarOpt,
+    purge: bool = typer.Option(False, "--purge", help="Also delete releases\\, shared\\ and the node state."),
+    yes: bool = YesOpt,
+    dry_run_: bool = typer.Option(False, "--dry-run", help="Show what would be removed; change nothing."),
+    force: bool = ForceOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Retire PLAYBOOK's service: scheduled tasks, service, firewall rules, port proxy; files kept unless --purge."""
+    options = DeployOptions(playbook=playbook, inventories=inventory_paths(inventory), limit=limit,
+                            extra_vars=tuple(var or ()), batch=batch, max_failed=max_failed, forks=forks,
+                            force=force)
+    prepared = prepare_remove(options, purge=purge)
+    name, count = prepared.fleet.targets.settings.name, len(prepared.fleet.plan.hosts)
+    people = stderr() if json_out else stdout()
+    if not json_out:
+        people.print(plan_table(prepared.fleet.plan, f"Remove {name} from {count} hosts"
+                                + (" (purge: releases, shared files and node state too)" if purge else ""), None))
+    if dry_run_:
+        previews = dry_run_remove(prepared)
+        if json_out:
+            print_json({"dry_run": True, "purge": purge, "hosts": {
+                h: {"current": p.current, "changes": list(p.changes), "error": p.error} for h, p in previews.items()}})
+        else:
+            people.print(preview_table(previews))
+        unreachable = [h for h, p in previews.items() if p.error]
+        if unreachable:
+            raise RolloutFailed(f"{len(unreachable)} host(s) could not be asked: {', '.join(unreachable[:5])}")
+        return
+    confirm(yes, f"Remove {name} from {count} host(s){' and purge its files' if purge else ''}?")
+    result = run_with_subscribers(lambda bus: run_remove(prepared, bus, force=force), json_out)
+    result.raise_for_exit()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("remove")(remove)
