@@ -219,6 +219,10 @@ def _terminate(*_: Any) -> None:
     raise SystemExit(0)  # raised in the main thread, out of the blocking read of the request loop
 
 
+def _ignore(signum: int, frame: object) -> None:
+    """SIGINT in the worker: the supervisor decides (see main)."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fleetctl.lab.worker", description=__doc__)
     parser.add_argument("--dir", required=True)
@@ -234,8 +238,10 @@ def main(argv: list[str] | None = None) -> int:
                                                    "%(message)s")
     worker = LabWorker(LabLayout.at(args.dir), args.index, wine=not args.no_wine)
     end = WorkerEnd(sys.stdin.buffer, channel_out)
-    # SIGTERM ends the worker like `down`; SIGINT is the supervisor's to handle (it then sends `down`).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # SIGTERM ends the worker like `down`; SIGINT is the supervisor's to handle (it then sends `down`). A handler
+    # that does nothing rather than SIG_IGN: an ignored signal stays ignored across exec, so every service process
+    # the worker starts would ignore the Ctrl-C (SIGINT) that the lab's SCM and NSSM model send to stop it.
+    signal.signal(signal.SIGINT, _ignore)
     signal.signal(signal.SIGTERM, _terminate)
     try:
         serve(worker, end)
