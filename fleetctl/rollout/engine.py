@@ -38,6 +38,7 @@ from fleetctl.errors import (
 from fleetctl.node.client import NodeClient
 from fleetctl.plan import Plan
 from fleetctl.protocol.errors import NodeOperationError
+from fleetctl.rollout.deadlines import PhaseTimeouts
 from fleetctl.rollout.events import (
     Baking,
     BatchFinished,
@@ -52,11 +53,12 @@ from fleetctl.rollout.events import (
 )
 from fleetctl.rollout.host_steps import HostContext, Interruption, describe_error
 
-FAILED_OUTCOMES = ("failed", "rolled_back")
+FAILED_OUTCOMES = ("failed", "rolled_back", "unknown")
 HostWork = Callable[[HostContext], HostOutcome]
 Undo = Callable[[HostContext, HostOutcome], HostOutcome]
 Stage = Callable[[HostContext], object]  # pre-work whose result `work` finds in ctx.staged; must not raise
 After = Callable[[HostContext, HostOutcome], HostOutcome]  # follow-up work of a deployed host (retention)
+Recheck = Callable[[HostContext, HostOutcome], HostOutcome]  # a deployed host still running at its batch's end?
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,10 @@ class RolloutEngine:
     stage: Stage | None = None
     after: After | None = None
     notes: tuple[str, ...] = ()  # one-line remarks announced right after RunStarted (Notice events)
+    timeouts: PhaseTimeouts | None = None  # per-phase bounds of each host's node calls (rollout.timeouts)
+    recheck: Recheck | None = None  # run on each deployed host when its batch (and the canary bake) ends
+    failed_outcomes: tuple[str, ...] = FAILED_OUTCOMES  # a rollback run's success is `rolled_back`
+    unlock_hint: str = ""  # the command that frees a lock this run could not release, for the message
 
     def __post_init__(self) -> None:
         self._hosts: dict[str, _Host] = {}
@@ -160,8 +166,10 @@ class RolloutEngine:
                     result = self._run_batches(pool)
             finally:
                 self._join_background()
-                self._unlock_all(pool)
+                leaked = self._unlock_all(pool)
         assert result is not None
+        if leaked:
+            result = self._with_leaked_locks(result, leaked)
         self.bus.emit(RunFinished(result.run_id, result.exit_code, result.outcomes, result.message))
         return result
 
@@ -171,7 +179,7 @@ class RolloutEngine:
 
         def lock_one(name: str) -> None:
             client = self.connect(name)
-            host = _Host(HostContext(name, client, self.bus, self.interruption))
+            host = _Host(HostContext(name, client, self.bus, self.interruption, timeouts=self.timeouts))
             with self._guard:
                 self._hosts[name] = host
             try:
@@ -191,6 +199,8 @@ class RolloutEngine:
             except Exception as err:  # noqa: BLE001 - unreachable, auth... : this host fails, the run goes on
                 host.outcome = HostOutcome(name, "failed", None, f"connect: {describe_error(err)}",
                                            host.ctx.timings)
+                # A lock call that outlived its budget may still take the lock: try to release it at the end.
+                host.locked = host.ctx.lost is not None
 
         for future in [pool.submit(lock_one, name) for name in self.plan.hosts]:
             future.result()
@@ -217,7 +227,8 @@ class RolloutEngine:
                 self._await_gates(batch.hosts, futures)
                 self._stage_batch(pool, following.hosts)
             self._wait(futures)
-            failed = tuple(n for n in batch.hosts if self._outcome(n).outcome in FAILED_OUTCOMES)
+            self._recheck(pool, batch.hosts)
+            failed = tuple(n for n in batch.hosts if self._outcome(n).outcome in self.failed_outcomes)
             self.bus.emit(BatchFinished(batch.index, passed=not failed, failed=failed))
             if batch.canary and failed:
                 self._halt(f"canary failed on {', '.join(failed)}")
@@ -230,7 +241,35 @@ class RolloutEngine:
                 if self.plan.canary_bake > 0:
                     self.bus.emit(Baking(self.plan.canary_bake))
                     self.interruption.requested.wait(self.plan.canary_bake)
+                    # The bake is part of the canaries' test: one that died while baking fails the canary batch.
+                    self._recheck(pool, batch.hosts)
+                    failed = tuple(n for n in batch.hosts if self._outcome(n).outcome in self.failed_outcomes)
+                    if failed:
+                        self._halt(f"canary failed during its bake on {', '.join(failed)}")
+                        self._undo_canaries(pool, batch.hosts)
         return self._conclude()
+
+    def _recheck(self, pool: ThreadPoolExecutor, names: tuple[str, ...]) -> None:
+        """Every host of the batch that passed its gate must still be running it now: restarts and exits are
+        watched from the switch until the batch (and the canary bake) ends."""
+        recheck = self.recheck
+        if recheck is None:
+            return
+        self._wait([f for n, f in self._background.items() if n in names])  # retention first, one thing a host
+        passed = [self._hosts[n] for n in names if self._outcome(n).outcome == "deployed"]
+
+        def one(host: _Host) -> None:
+            before = self._outcome(host.ctx.host)
+            try:
+                after = recheck(host.ctx, before)
+            except Exception as err:  # noqa: BLE001
+                after = HostOutcome(host.ctx.host, before.outcome, before.release,
+                                    f"could not be checked at the end of its batch: {describe_error(err)}",
+                                    before.timings, before.transfer)
+            if after != before:
+                self._record(host, after)
+
+        self._wait([pool.submit(one, h) for h in passed])
 
     def _await_gates(self, names: tuple[str, ...], futures: list[Future[None]]) -> None:
         """Return once every host of the batch is in its health gate or done (its transfer, stop and start no
@@ -315,9 +354,9 @@ class RolloutEngine:
     def _record(self, host: _Host, outcome: HostOutcome, announce: bool = True) -> None:
         """Store a host's outcome and announce it (a canary undone after passing is announced again)."""
         with self._guard:
-            already_failed = host.outcome is not None and host.outcome.outcome in FAILED_OUTCOMES
+            already_failed = host.outcome is not None and host.outcome.outcome in self.failed_outcomes
             host.outcome = outcome
-            if outcome.outcome in FAILED_OUTCOMES and not already_failed:
+            if outcome.outcome in self.failed_outcomes and not already_failed:
                 self._failures += 1
             if announce:
                 self._reported.add(host.ctx.host)
@@ -359,6 +398,16 @@ class RolloutEngine:
             self._halt_reason = reason
             self.bus.emit(Halting(reason))
 
+    def _with_leaked_locks(self, result: RunResult, leaked: list[str]) -> RunResult:
+        """Name every lock left behind and how to free it; a run that looked clean is not reported as one."""
+        hint = self.unlock_hint or "fleetctl deploy PLAYBOOK --limit HOST --force"
+        names = ":".join(entry.split(" ", 1)[0] for entry in leaked)
+        message = (f"lock left on {'; '.join(leaked)}: it expires after the lock TTL ({self.lock.ttl_seconds}s); "
+                   f"to free it once the host answers: {hint.replace('HOST', names)}")
+        self.bus.emit(Notice(message))
+        text = f"{result.message}; {message}" if result.message else message
+        return RunResult(result.run_id, result.exit_code, result.outcomes, text, result.halted)
+
     def _outcome(self, name: str) -> HostOutcome:
         host = self._hosts.get(name)
         if host is None or host.outcome is None:
@@ -373,12 +422,23 @@ class RolloutEngine:
         outcomes = {n: self._outcome(n) for n in self.plan.hosts}
         self._report_rest(outcomes)
         values = list(outcomes.values())
-        failed = [o.host for o in values if o.outcome in FAILED_OUTCOMES]
-        on_target = [o.host for o in values if o.outcome in ("deployed", "removed", "skipped")]
+        failed = [o.host for o in values if o.outcome in self.failed_outcomes]
+        done = ("deployed", "removed", "skipped") + (("rolled_back",) if "rolled_back" not in self.failed_outcomes
+                                                     else ())
+        on_target = [o.host for o in values if o.outcome in done]
         pending = [o.host for o in values if o.outcome == "not_started"]
+        unknown = [o.host for o in values if o.outcome == "unknown"]
         counts = _counts(values)
         if self.interruption.requested.is_set():
             return self._result(EXIT_INTERRUPTED, outcomes, f"interrupted: {counts}")
+        if unknown:
+            # Not a clean halt: nobody knows what those hosts run. Exit 3 says the fleet may be on mixed releases.
+            lost = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+            why = f"halted: {self._halt_reason}; " if self._halt_reason else ""
+            return self._result(EXIT_HALTED, outcomes, f"{why}state unknown on {lost} (lost after their service "
+                                                       f"was touched): hosts may be on mixed releases; check them "
+                                                       f"with `fleetctl status` and run again ({counts})",
+                                halted=bool(self._halt_reason))
         if self._halt_reason:
             mixed = bool(on_target) and bool(pending or failed)
             code = EXIT_HALTED if mixed else EXIT_ROLLOUT_FAILED
@@ -405,24 +465,31 @@ class RolloutEngine:
     def _result(self, code: int, outcomes: dict[str, HostOutcome], message: str, halted: bool = False) -> RunResult:
         return RunResult(self.info.run_id, code, outcomes, message, halted)
 
-    def _unlock_all(self, pool: ThreadPoolExecutor) -> None:
-        """Release every lock this run took, whatever happened (a lock left behind expires after its TTL)."""
+    def _unlock_all(self, pool: ThreadPoolExecutor) -> list[str]:
+        """Release every lock this run took, whatever happened; the hosts whose lock is left behind (it expires
+        after its TTL), each with the reason."""
+        leaked: list[str] = []
+
         def unlock(host: _Host) -> None:
             try:
                 if host.locked:
+                    # A host lost earlier (a call outlived its budget) is not asked again: named as leaked.
                     host.ctx.step("unlock", lambda: host.ctx.client.unlock_fleet_app(
                         app=self.lock.app, deploy_id=self.info.run_id))
                     host.locked = False
-            except Exception:  # noqa: BLE001, S110 - unreachable now: the lock expires by its TTL
-                pass
+            except Exception as err:  # noqa: BLE001 - named in the run's message, never swallowed
+                with self._guard:
+                    leaked.append(f"{host.ctx.host} ({describe_error(err)})")
             finally:
-                try:
-                    host.ctx.client.close()
-                except Exception:  # noqa: BLE001, S110 - closing is best effort
-                    pass
+                if host.ctx.lost is None:
+                    try:
+                        host.ctx.client.close()
+                    except Exception:  # noqa: BLE001, S110 - closing is best effort
+                        pass
 
         futures = [pool.submit(unlock, h) for h in list(self._hosts.values())]
         wait(futures)
+        return sorted(leaked)
 
 
 def _holder_text(host: str, details: dict[str, Any]) -> str:
@@ -435,7 +502,7 @@ def _holder_text(host: str, details: dict[str, Any]) -> str:
 
 
 def _counts(outcomes: list[HostOutcome]) -> str:
-    order = ("deployed", "removed", "skipped", "rolled_back", "failed", "not_started")
+    order = ("deployed", "removed", "skipped", "rolled_back", "failed", "unknown", "not_started")
     tally = {k: sum(1 for o in outcomes if o.outcome == k) for k in order}
     return ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in tally.items() if v) or "no hosts"
 

@@ -31,6 +31,7 @@ from fleetctl.node.client import NodeClient
 from fleetctl.node.results import NodeState, ServiceInfo
 from fleetctl.node.transfer import TransferMode, ensure_artifact
 from fleetctl.protocol.errors import NodeOperationError, TransportError
+from fleetctl.rollout.deadlines import PhaseTimeout, PhaseTimeouts, call_within
 from fleetctl.rollout.events import EventBus, HostOutcome, HostProgress, HostStepStarted, Step
 from fleetctl.rollout.health import (
     HealthCheck,
@@ -41,6 +42,7 @@ from fleetctl.rollout.health import (
     run_health_gate,
 )
 from fleetctl.rollout.release import SERVICE_DEFINITION_FILE, Release, ServiceDefinition, is_current
+from fleetctl.rollout.rollback_target import RollbackChoice
 
 T = TypeVar("T")
 HealthFor = Callable[[str], "HealthCheck | None"]  # version -> the health check that version must pass
@@ -72,13 +74,28 @@ class HostContext:
     gating: threading.Event = field(default_factory=threading.Event)  # set when the host reaches its health gate
     last_state: NodeState | None = None  # the newest node state read since the switch (spares the record read)
     transfer_method: str | None = None  # "pull", "push" or "skipped" once the transfer step ran
+    timeouts: PhaseTimeouts | None = None  # None: steps are not bounded (unit tests of single steps)
+    lost: str | None = None  # why the host stopped answering (a phase outlived its budget); no more calls then
+    touched: str | None = None  # the last step that changed the running service (service, stop, switch, start)
+    started_pid: int | None = None  # the pid Start-FleetService reported: the gate's baseline
+    gate_service: ServiceInfo | None = None  # the service as the passed gate last saw it (batch-end recheck)
+    returns_to: tuple[str | None, str | None] = (None, None)  # (release, version) a failed deploy goes back to
 
-    def step(self, name: Step, action: Callable[[], T], detail: str = "") -> T:
-        """Run one step: announce it, time it (accumulating, since rollback repeats steps)."""
+    def step(self, name: Step, action: Callable[[], T], detail: str = "", extra: float = 0.0) -> T:
+        """Run one step: announce it, time it (accumulating, since rollback repeats steps), bound it by its
+        phase's timeout (+ `extra` seconds the operation may wait on the node by itself)."""
+        if self.lost is not None:
+            raise PhaseTimeout(f"not asked: lost earlier ({self.lost})", host=None)
         self.bus.emit(HostStepStarted(self.host, name, detail))
         started = time.monotonic()
         try:
-            return action()
+            if self.timeouts is None:
+                return action()
+            try:
+                return call_within(self.timeouts.for_step(name) + extra, action, f"{name} {detail}".strip())
+            except PhaseTimeout as err:
+                self.lost = f"{name}: {err.reason}"
+                raise
         finally:
             self.timings[name] = self.timings.get(name, 0.0) + time.monotonic() - started
 
@@ -202,14 +219,14 @@ def activate_deploy(ctx: HostContext, job: DeployJob, staged: StagedDeploy | Hos
     if isinstance(staged, HostOutcome):
         return staged
     release = job.release
+    ctx.returns_to = (staged.previous, staged.previous_version)
     try:
         activate(ctx, release, release.service, job.health_for(release.version), job, record=True)
     except StopHung as hung:
         return _with_transfer(ctx, _left_running(ctx, release, staged.state.current, hung))
     except Exception as err:  # noqa: BLE001
-        reason = describe_error(err)
-        return _with_transfer(ctx, _roll_back_after_failure(ctx, job, release, staged.previous,
-                                                            staged.previous_version, reason))
+        return _with_transfer(ctx, roll_back_after_failure(ctx, job, release, staged.previous,
+                                                           staged.previous_version, err))
     return HostOutcome(ctx.host, "deployed", release.id, None, ctx.timings, ctx.transfer_method)
 
 
@@ -229,6 +246,35 @@ def _left_running(ctx: HostContext, reference: Release, running: str | None, hun
             note += f"; restoring its service definition failed: {describe_error(err)}"
     return HostOutcome(ctx.host, "failed", running, f"{hung.reason} ({note}; let it finish or end its process on "
                                                     "the host, then deploy again)", ctx.timings)
+
+
+def recheck_deployed(ctx: HostContext, job: DeployJob, outcome: HostOutcome) -> HostOutcome:
+    """At the end of its batch (and of the canary bake): a host that passed its gate must still run the release
+    with the process the gate saw. One that exited or restarted since fails like a gate failure (rolled back)."""
+    seen = ctx.gate_service
+    if outcome.outcome != "deployed" or seen is None:
+        return outcome
+    state = ctx.step("health", lambda: read_state(ctx, job.release), "still running since its gate?")
+    problem = watch_problem(job.release.id, seen, state)
+    if problem is None:
+        return outcome
+    previous, version = ctx.returns_to
+    ctx.touched = "start"
+    return roll_back_after_failure(ctx, job, job.release, previous, version, StepFailed("watch", problem))
+
+
+def watch_problem(release_id: str, seen: ServiceInfo, state: NodeState) -> str | None:
+    """Why a host that passed its gate does not count as healthy now, or None. Pure."""
+    now = state.service
+    if state.current != release_id:
+        return f"the node switched to {state.current} after the health gate"
+    if now is None or now.state != "Running":
+        return (f"crash after its health gate, before the batch ended: service {now.state if now else 'absent'} "
+                f"(was pid {seen.pid})")
+    if now.pid != seen.pid or now.restarts > seen.restarts:
+        return (f"unstable after its health gate, before the batch ended: service restarted (pid {seen.pid} -> "
+                f"{now.pid}, restarts {seen.restarts} -> {now.restarts})")
+    return None
 
 
 def retain(ctx: HostContext, job: DeployJob, outcome: HostOutcome) -> HostOutcome:
@@ -251,61 +297,124 @@ def _with_transfer(ctx: HostContext, outcome: HostOutcome) -> HostOutcome:
                        ctx.transfer_method)
 
 
-def _roll_back_after_failure(ctx: HostContext, job: DeployJob, release: Release, previous: str | None,
-                             previous_version: str | None, reason: str) -> HostOutcome:
+def release_failed(err: BaseException) -> bool:
+    """Whether a failure is the release's own (its gate, its start), as opposed to the host or network's."""
+    if isinstance(err, StepFailed):
+        return err.step in ("health", "record", "watch")
+    return isinstance(err, NodeOperationError) and err.code in ("SERVICE_START_FAILED", "SERVICE_START_TIMEOUT")
+
+
+def _lost(err: BaseException) -> bool:
+    return isinstance(err, TransportError)
+
+
+def roll_back_after_failure(ctx: HostContext, job: DeployJob, release: Release, previous: str | None,
+                            previous_version: str | None, err: BaseException) -> HostOutcome:
+    """Return a host whose new release failed to the release it ran before; mark the release failed on the node
+    when it was the release's fault. A host that stopped answering after its service was touched is `unknown`."""
+    reason = describe_error(err)
+    failed = release.id if release_failed(err) else None
+    touched = ctx.touched
+    if failed is not None:
+        try:
+            ctx.step("rollback", lambda: ctx.client.set_fleet_release_verdict(
+                app=release.app, release=release.id, verdict="failed", reason=reason[:500]),
+                f"mark {release.id} failed")
+        except Exception:  # noqa: BLE001, S110 - the journal keeps the mark too (HostOutcome.failed_release)
+            pass
     if previous is None:
         # No release to go back to: do not leave a broken service running.
         try:
             ctx.step("rollback", lambda: ctx.client.stop_fleet_service(
-                name=release.service.name, timeout_seconds=_seconds(job.stop_timeout)), "no previous release: stop")
+                name=release.service.name, timeout_seconds=_seconds(job.stop_timeout)), "no previous release: stop",
+                extra=job.stop_timeout)
             note = "no previous release to roll back to; service stopped"
-        except Exception as err:  # noqa: BLE001
-            note = f"no previous release to roll back to; stopping the service failed: {describe_error(err)}"
-        return HostOutcome(ctx.host, "failed", None, f"{reason} ({note})", ctx.timings)
+        except Exception as again:  # noqa: BLE001
+            if _lost(again) and touched is not None:
+                return _unknown(ctx, touched, reason, again, failed)
+            note = f"no previous release to roll back to; stopping the service failed: {describe_error(again)}"
+        return HostOutcome(ctx.host, "failed", None, f"{reason} ({note})", ctx.timings, failed_release=failed)
     try:
         definition = ctx.step("rollback", lambda: stored_definition(ctx.client, release, previous),
                               f"back to {previous}")
         target = _release_like(release, previous, previous_version or "")
-        activate(ctx, target, definition, job.health_for(previous_version or ""), job, record=False,
-                 step_prefix=True)
-    except Exception as err:  # noqa: BLE001
+        back_note = activate(ctx, target, definition, job.health_for(previous_version or ""), job, record=False,
+                             step_prefix=True)
+    except Exception as again:  # noqa: BLE001
+        if (_lost(again) or _lost(err)) and touched is not None and not isinstance(again, StopHung):
+            return _unknown(ctx, ctx.touched or touched, reason, again, failed)
         return HostOutcome(ctx.host, "failed", None, f"{reason}; rollback to {previous} failed: "
-                                                     f"{describe_error(err)}", ctx.timings)
-    return HostOutcome(ctx.host, "rolled_back", previous, reason, ctx.timings)
+                                                     f"{describe_error(again)}", ctx.timings, failed_release=failed)
+    return HostOutcome(ctx.host, "rolled_back", previous, f"{reason} ({back_note})" if back_note else reason,
+                       ctx.timings, failed_release=failed)
+
+
+def _unknown(ctx: HostContext, touched: str, reason: str, again: BaseException, failed: str | None) -> HostOutcome:
+    """A host lost after its service was touched: say what is known and what is not."""
+    after = {"service": "its service definition was updated", "stop": "its service was being stopped",
+             "switch": "its release was being switched", "start": "the new release was being started"}.get(
+        touched, f"step {touched}")
+    return HostOutcome(ctx.host, "unknown", None, f"state unknown: lost after {touched} ({after}): {reason}; "
+                                                  f"rolling back could not reach it: {describe_error(again)}",
+                       ctx.timings, failed_release=failed)
 
 
 def activate(ctx: HostContext, target: Release, definition: ServiceDefinition | None, health: HealthCheck | None,
-             job: DeployJob | RollbackJob, *, record: bool, step_prefix: bool = False) -> None:
+             job: DeployJob | RollbackJob, *, record: bool, step_prefix: bool = False) -> str | None:
     """Make `target` the running release: service definition → stop → switch → start → health [→ record].
 
     Raises StepFailed (or a node/transport error) at the first step that fails. During a rollback
-    (`step_prefix`) every step is timed under "rollback" so the deploy's own step timings stay clean.
+    (`step_prefix`) every step is timed under "rollback" so the deploy's own step timings stay clean. Returns a
+    note when something was not checked: a rollback after a second Ctrl-C confirms the service from the node's
+    state instead of waiting for the whole gate.
     """
     client = ctx.client
 
-    def step(name: Step, action: Callable[[], T], detail: str = "") -> T:
+    def step(name: Step, action: Callable[[], T], detail: str = "", extra: float = 0.0) -> T:
         return ctx.step("rollback" if step_prefix else name, action, f"{name} {detail}".strip()
-                        if step_prefix else detail)
+                        if step_prefix else detail, extra)
+
+    def mark(name: str) -> None:
+        ctx.touched = name  # before the call: a host lost during it may have carried it out
 
     if definition is not None:
+        mark("service")
         step("service", lambda: client.set_fleet_service(**definition.client_kwargs()))
     try:
+        mark("stop")
         step("stop", lambda: client.stop_fleet_service(name=target.service.name,
-                                                       timeout_seconds=_seconds(job.stop_timeout)))
+                                                       timeout_seconds=_seconds(job.stop_timeout)),
+             extra=job.stop_timeout)
     except NodeOperationError as err:
         if err.code == "SERVICE_STOP_TIMEOUT":
             raise StopHung(describe_error(err)) from None
         raise
+    mark("switch")
     step("switch", lambda: client.switch_fleet_release(app=target.app, root=target.root, release=target.id),
          target.id)
     ctx.last_state = None  # only a state read after this switch can vouch for it
-    step("start", lambda: client.start_fleet_service(name=target.service.name,
-                                                     timeout_seconds=_seconds(job.start_timeout)))
-    if health is not None:
+    ctx.gate_service = None
+    mark("start")
+    started = step("start", lambda: client.start_fleet_service(name=target.service.name,
+                                                               timeout_seconds=_seconds(job.start_timeout)),
+                   extra=job.start_timeout)
+    ctx.started_pid = started.pid
+    note = None
+    if health is not None and step_prefix and ctx.interruption.abort.is_set():
+        # Interrupted twice: the user wants out now, but the host must not be reported as it is not. Its
+        # service is running the release we returned to, or this says it is not.
+        state = step("health", lambda: read_state(ctx, target), "interrupted: the service's state instead of the gate")
+        service = state.service
+        if state.current != target.id or service is None or service.state != "Running":
+            raise StepFailed("health", f"after the interrupted rollback the node reports release {state.current}, "
+                                       f"service {service.state if service else 'absent'}")
+        note = f"service Running on {target.id}; its health gate was not waited for (interrupted)"
+    elif health is not None:
         ctx.gating.set()
-        result = step("health", lambda: gate(ctx, target, health))
+        result = step("health", lambda: gate(ctx, target, health), extra=_gate_bound(health))
         if not result.ok:
             raise StepFailed("health", result.reason or "health check failed")
+        ctx.gate_service = ctx.last_state.service if ctx.last_state is not None else None
     if record:
         # The gate's last state read happened after the switch, under our lock: it is as good as a new read.
         seen = ctx.last_state
@@ -313,6 +422,14 @@ def activate(ctx: HostContext, target: Release, definition: ServiceDefinition | 
             "record", lambda: read_state(ctx, target))
         if state.current != target.id:
             raise StepFailed("record", f"the node reports current release {state.current}, expected {target.id}")
+        if ctx.gate_service is None:
+            ctx.gate_service = state.service
+    return note
+
+
+def _gate_bound(check: HealthCheck) -> float:
+    """How long a gate may take by its own rules (retries, per-try timeout, stability window)."""
+    return check.retries * (check.interval + check.timeout) + check.stability_window
 
 
 def gate(ctx: HostContext, target: Release, check: HealthCheck) -> HealthResult:
@@ -329,7 +446,7 @@ def gate(ctx: HostContext, target: Release, check: HealthCheck) -> HealthResult:
         ctx.last_state = state
         return state.service
 
-    return run_health_gate(check, probe, service, aborted=ctx.interruption.abort.is_set)
+    return run_health_gate(check, probe, service, aborted=ctx.interruption.abort.is_set, started_pid=ctx.started_pid)
 
 
 def stored_definition(client: NodeClient, release: Release, release_id: str) -> ServiceDefinition | None:
@@ -373,13 +490,15 @@ def _seconds(value: float) -> int:
 
 @dataclass(frozen=True)
 class RollbackJob:
-    """Switch one host to an older release it keeps (`to_version` None: its previous release)."""
+    """Switch one host to an older release it keeps: the planned `choice` (fleetctl rollback), else `to_version`,
+    else its previous release (undoing a canary)."""
 
     reference: Release  # this host's app/root/service as currently configured (its id is not used)
     health_for: HealthFor
     to_version: str | None = None
     start_timeout: float = 30.0
     stop_timeout: float = 30.0
+    choice: RollbackChoice | None = None
 
 
 def choose_target(state: NodeState, to_version: str | None) -> tuple[str, str]:
@@ -395,6 +514,22 @@ def choose_target(state: NodeState, to_version: str | None) -> tuple[str, str]:
         raise StepFailed("rollback", f"the node does not keep a release of version {to_version} (kept: {kept})")
     # releases are oldest first: the newest install of that version wins
     return matches[-1].release, matches[-1].version
+
+
+def _planned_target(state: NodeState, choice: RollbackChoice) -> tuple[str, str] | str:
+    """The planned choice checked against the state read now: (target, version), or why the host is not switched
+    (a `skip:` prefix when there is nothing to do)."""
+    if state.current != choice.current:
+        return (f"the node changed since the rollback was planned (was {choice.current or '(none)'}, now "
+                f"{state.current or '(none)'}): run rollback again")
+    if choice.action == "refuse":
+        return choice.reason
+    if choice.action == "stay" or choice.target is None:
+        return "skip:" + choice.reason
+    info = state.release(choice.target)
+    if info is None:
+        return f"the node no longer keeps {choice.target}"
+    return choice.target, info.version
 
 
 @dataclass(frozen=True)
@@ -417,7 +552,15 @@ def stage_rollback(ctx: HostContext, job: RollbackJob) -> StagedRollback | HostO
     ref = job.reference
     try:
         state = ctx.step("connect", lambda: read_state(ctx, ref), "reading node state")
-        target_id, target_version = choose_target(state, job.to_version)
+        if job.choice is not None:
+            planned = _planned_target(state, job.choice)
+            if isinstance(planned, str):
+                if planned.startswith("skip:"):
+                    return HostOutcome(ctx.host, "skipped", state.current, planned[5:], ctx.timings)
+                return HostOutcome(ctx.host, "failed", state.current, planned, ctx.timings)
+            target_id, target_version = planned
+        else:
+            target_id, target_version = choose_target(state, job.to_version)
     except Exception as err:  # noqa: BLE001
         return HostOutcome(ctx.host, "failed", None, describe_error(err), ctx.timings)
     if is_current(target_id, state):
@@ -430,7 +573,8 @@ def stage_rollback(ctx: HostContext, job: RollbackJob) -> StagedRollback | HostO
 
 
 def activate_rollback(ctx: HostContext, job: RollbackJob, staged: StagedRollback | HostOutcome) -> HostOutcome:
-    """Switch to the staged target, gated; a host failing its gate returns to the release it was on."""
+    """Switch to the staged target, gated; a host failing its gate returns to the release it was on (and is
+    `failed`, since the rollback did not happen there). Success is `rolled_back`."""
     if isinstance(staged, HostOutcome):
         return staged
     ref = job.reference
@@ -439,19 +583,23 @@ def activate_rollback(ctx: HostContext, job: RollbackJob, staged: StagedRollback
     original_version = original_info.version if original_info else ""
     target = _release_like(ref, staged.target_id, staged.target_version)
     try:
-        activate(ctx, target, staged.definition, job.health_for(staged.target_version), job, record=True)
+        note = activate(ctx, target, staged.definition, job.health_for(staged.target_version), job, record=True)
     except StopHung as hung:
         return _left_running(ctx, ref, original, hung)
     except Exception as err:  # noqa: BLE001
         reason = describe_error(err)
+        touched = ctx.touched
         if original is None:
             return HostOutcome(ctx.host, "failed", None, reason, ctx.timings)
         try:
             back = _release_like(ref, original, original_version)
-            activate(ctx, back, stored_definition(ctx.client, ref, original), job.health_for(original_version),
-                     job, record=False, step_prefix=True)
+            note = activate(ctx, back, stored_definition(ctx.client, ref, original), job.health_for(original_version),
+                            job, record=False, step_prefix=True)
         except Exception as again:  # noqa: BLE001
+            if (_lost(again) or _lost(err)) and touched is not None and not isinstance(again, StopHung):
+                return _unknown(ctx, ctx.touched or touched, reason, again, None)
             return HostOutcome(ctx.host, "failed", None, f"{reason}; returning to {original} failed: "
                                                          f"{describe_error(again)}", ctx.timings)
-        return HostOutcome(ctx.host, "rolled_back", original, reason, ctx.timings)
-    return HostOutcome(ctx.host, "deployed", staged.target_id, None, ctx.timings)
+        return HostOutcome(ctx.host, "failed", original, f"{reason}; returned to {original}"
+                           + (f" ({note})" if note else ""), ctx.timings)
+    return HostOutcome(ctx.host, "rolled_back", staged.target_id, note, ctx.timings)

@@ -24,6 +24,7 @@ from fleetctl.errors import ConfigError
 from fleetctl.node.client import NodeClient
 from fleetctl.node.fleet import run_parallel
 from fleetctl.plan import Plan
+from fleetctl.rollout.deadlines import PhaseTimeouts
 from fleetctl.rollout.engine import (
     After,
     LockSpec,
@@ -46,12 +47,14 @@ from fleetctl.rollout.host_steps import (
     activate_deploy,
     activate_rollback,
     describe_error,
+    recheck_deployed,
     retain,
     rollback_host,
     stage_deploy,
     stage_rollback,
 )
 from fleetctl.rollout.release import Release, changes_for, is_current, make_release
+from fleetctl.rollout.rollback_target import HostReleases, RollbackChoice, RollbackPlan, choose_rollback
 from fleetctl.targets import RolloutOverrides, Targets, load_targets, plan_rollout
 
 Connect = Callable[[str], NodeClient]
@@ -87,6 +90,7 @@ class Fleet:
     forks: int
     owner: str
     lock_ttl: int
+    timeouts: PhaseTimeouts = field(default_factory=PhaseTimeouts)
     _health_cache: dict[tuple[str, str], HealthCheck | None] = field(default_factory=dict)
 
     def health_for(self, host: str) -> Callable[[str], HealthCheck | None]:
@@ -161,7 +165,11 @@ def load_fleet(options: DeployOptions, builtins: dict[str, object] | None = None
     if forks < 1:
         raise ConfigError(f"expected at least 1, got {forks}", key="--forks")
     owner = options.owner or f"{getpass.getuser()}@{socket.gethostname()}"
-    return Fleet(targets, plan, playbooks, connections, forks, owner, max(1, int(settings.rollout.lock_ttl)))
+    t = settings.rollout.timeouts
+    timeouts = PhaseTimeouts(connect=float(t.connect), transfer=float(t.transfer), step=float(t.step),
+                             unlock=float(t.unlock))
+    return Fleet(targets, plan, playbooks, connections, forks, owner, max(1, int(settings.rollout.lock_ttl)),
+                 timeouts)
 
 
 def _refuse_unsupported(playbook: Playbook) -> None:
@@ -294,17 +302,20 @@ def run_deploy(
 
     def undo(ctx: HostContext, before: HostOutcome) -> HostOutcome:
         after = rollback_host(ctx, _rollback_job(fleet, ctx.host, prepared.releases[ctx.host], None))
-        if after.outcome == "deployed":
+        if after.outcome == "rolled_back":
             return HostOutcome(ctx.host, "rolled_back", after.release, "rolled back because the canary batch "
                                "failed", ctx.timings)
         return after
+
+    def recheck(ctx: HostContext, outcome: HostOutcome) -> HostOutcome:
+        return recheck_deployed(ctx, job_for(ctx.host), outcome)
 
     info = RunInfo(run_id=prepared.run_id, kind="deploy", playbook=str(fleet.targets.source.path),
                    service=fleet.targets.settings.name, version=prepared.version,
                    release=any_release.id if any_release else None, strategy="rolling", user=fleet.owner)
     try:
         return _run(fleet, info, work, undo, bus, connect, interruption, force, stage=stage, after=after,
-                    notes=notes)
+                    notes=notes, recheck=recheck)
     finally:
         if pull_server is not None:
             pull_server.stop()
@@ -356,6 +367,7 @@ class PreparedRollback:
     references: dict[str, Release]
     to_version: str | None
     run_id: str = field(default_factory=new_run_id)
+    force: bool = False
 
     @property
     def plan(self) -> Plan:
@@ -367,29 +379,59 @@ def prepare_rollback(options: DeployOptions, to_version: str | None = None) -> P
     fleet = load_fleet(options, {"version": to_version or "rollback"})
     references = {h: make_release(pb, version="ref", artifact_sha256="", files={})
                   for h, pb in fleet.playbooks.items()}
-    return PreparedRollback(fleet, references, to_version)
+    return PreparedRollback(fleet, references, to_version, force=options.force)
 
 
-def _rollback_job(fleet: Fleet, host: str, reference: Release, to_version: str | None) -> RollbackJob:
+def plan_rollback(prepared: PreparedRollback, *, connect: Connect | None = None,
+                  journal_failures: dict[str, dict[str, str]] | None = None) -> RollbackPlan:
+    """Read every targeted host's state (nothing changes) and choose where each goes (`choose_rollback`): the
+    same plan is shown for confirmation, printed by --dry-run and carried out. A host that cannot be asked is
+    refused with the reason. `journal_failures` (host -> {release: why}): what the history journal remembers
+    failing (the CLI reads it: `Journal.gate_failures`), besides the marks the nodes keep."""
+    factory = connect or prepared.fleet.client_factory()
+    journal_failures = journal_failures or {}
+
+    def read(host: str) -> HostReleases:
+        ref = prepared.references[host]
+        client = factory(host)
+        try:
+            state = client.get_fleet_state(app=ref.app, root=ref.root, service_name=ref.service.name)
+        finally:
+            client.close()
+        return HostReleases.from_state(host, state, journal_failures.get(host))
+
+    outcomes = run_parallel(list(prepared.plan.hosts), read, forks=prepared.fleet.forks)
+    views = [o.value for o in outcomes.values() if o.value is not None]
+    plan = choose_rollback(views, to_version=prepared.to_version, force=prepared.force)
+    choices = {h: plan.choices.get(h) or RollbackChoice(h, None, None, "refuse", f"could not be asked: "
+                                                        f"{outcomes[h].error}") for h in prepared.plan.hosts}
+    return RollbackPlan(plan.version, choices)
+
+
+def _rollback_job(fleet: Fleet, host: str, reference: Release, to_version: str | None,
+                  choice: RollbackChoice | None = None) -> RollbackJob:
     playbook = fleet.playbooks[host]
     return RollbackJob(reference=reference, health_for=fleet.health_for(host), to_version=to_version,
                        start_timeout=float(playbook.service.start_timeout),
-                       stop_timeout=float(playbook.service.stop_timeout))
+                       stop_timeout=float(playbook.service.stop_timeout), choice=choice)
 
 
 def run_rollback(
     prepared: PreparedRollback,
     bus: EventBus,
     *,
+    plan: RollbackPlan | None = None,
     connect: Connect | None = None,
     interruption: Interruption | None = None,
     force: bool = False,
 ) -> RunResult:
-    """Switch every targeted host to its previous (or the named) kept release, batch by batch, gated."""
+    """Carry out a rollback plan (`plan_rollback`, computed here when not given) batch by batch, gated: each
+    host switches to its planned target, stays, or fails with the plan's reason. Success is `rolled_back`."""
     fleet = prepared.fleet
+    chosen = plan if plan is not None else plan_rollback(prepared, connect=connect)
 
     def job_for(host: str) -> RollbackJob:
-        return _rollback_job(fleet, host, prepared.references[host], prepared.to_version)
+        return _rollback_job(fleet, host, prepared.references[host], prepared.to_version, chosen.choices.get(host))
 
     def stage(ctx: HostContext) -> StagedRollback | HostOutcome:
         return stage_rollback(ctx, job_for(ctx.host))
@@ -399,28 +441,28 @@ def run_rollback(
         staged = ctx.staged if isinstance(ctx.staged, (StagedRollback, HostOutcome)) else stage_rollback(ctx, job)
         return activate_rollback(ctx, job, staged)
 
-    def undo(ctx: HostContext, before: HostOutcome) -> HostOutcome:
-        after = rollback_host(ctx, _rollback_job(fleet, ctx.host, prepared.references[ctx.host], None))
-        if after.outcome == "deployed":
-            return HostOutcome(ctx.host, "rolled_back", after.release, "returned because the canary batch failed",
-                               ctx.timings)
-        return after
-
     info = RunInfo(run_id=prepared.run_id, kind="rollback", playbook=str(fleet.targets.source.path),
-                   service=fleet.targets.settings.name, version=prepared.to_version, release=None,
+                   service=fleet.targets.settings.name, version=chosen.version, release=None,
                    strategy="rolling", user=fleet.owner)
-    return _run(fleet, info, work, undo, bus, connect, interruption, force, stage=stage)
+    # No undo: the canaries of a rollback that passed are on the good release, and taking them forward again
+    # would be the one thing a rollback must never do.
+    return _run(fleet, info, work, None, bus, connect, interruption, force, stage=stage,
+                failed_outcomes=("failed", "unknown"))
 
 
 def _run(fleet: Fleet, info: RunInfo, work: Callable[[HostContext], HostOutcome],
-         undo: Callable[[HostContext, HostOutcome], HostOutcome], bus: EventBus, connect: Connect | None,
+         undo: Callable[[HostContext, HostOutcome], HostOutcome] | None, bus: EventBus, connect: Connect | None,
          interruption: Interruption | None, force: bool, *, stage: Stage | None = None, after: After | None = None,
-         notes: tuple[str, ...] = ()) -> RunResult:
+         notes: tuple[str, ...] = (), recheck: Callable[[HostContext, HostOutcome], HostOutcome] | None = None,
+         failed_outcomes: tuple[str, ...] | None = None) -> RunResult:
     interruption = interruption or Interruption()
+    extra = {"failed_outcomes": failed_outcomes} if failed_outcomes is not None else {}
     engine = RolloutEngine(
         plan=fleet.plan, info=info, connect=connect or fleet.client_factory(), work=work, undo=undo, bus=bus,
         lock=LockSpec(app=fleet.targets.settings.name, owner=fleet.owner, ttl_seconds=fleet.lock_ttl, force=force),
-        forks=fleet.forks, interruption=interruption, stage=stage, after=after, notes=notes)
+        forks=fleet.forks, interruption=interruption, stage=stage, after=after, notes=notes,
+        timeouts=fleet.timeouts, recheck=recheck,
+        unlock_hint=f"fleetctl {info.kind} {fleet.targets.source.path} --limit HOST --force", **extra)
     with sigint_handler(interruption):
         return engine.run()
 
@@ -432,6 +474,7 @@ __all__ = [
     "PreparedRollback",
     "dry_run",
     "is_current",
+    "plan_rollback",
     "prepare_deploy",
     "prepare_rollback",
     "run_deploy",

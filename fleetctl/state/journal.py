@@ -42,7 +42,7 @@ from fleetctl.rollout.events import (
     RunStarted,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_PATH = Path(".fleetctl") / "history.db"
 PATH_ENV = "FLEETCTL_HISTORY_DB"
 
@@ -93,6 +93,10 @@ _MIGRATIONS: tuple[str, ...] = (
         finished_at REAL,
         PRIMARY KEY (run_id, host)
     );
+    """,
+    # 2: the release that failed its gate (or start) on the host in that run, so rollback never returns to it.
+    """
+    ALTER TABLE hosts ADD COLUMN failed_release TEXT;
     """,
 )
 
@@ -318,13 +322,15 @@ class Journal:
         now = time.time()
         conflict = "DO NOTHING" if only_if_missing else (
             "DO UPDATE SET outcome = excluded.outcome, release = excluded.release, error = excluded.error,"
-            " timings = excluded.timings, finished_at = excluded.finished_at")
+            " timings = excluded.timings, finished_at = excluded.finished_at,"
+            " failed_release = COALESCE(excluded.failed_release, failed_release)")
         started = now - sum(r.timings.values()) if r.timings else None  # None: never started here
         db.execute(
-            "INSERT INTO hosts (run_id, host, outcome, release, error, timings, started_at, finished_at)"
-            f" VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, host) {conflict}",
+            "INSERT INTO hosts (run_id, host, outcome, release, error, timings, started_at, finished_at,"
+            " failed_release)"
+            f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, host) {conflict}",
             (redact(self._run_id), redact(r.host), r.outcome, _r(r.release), _r(r.error),
-             _timings_json(r), started, now),
+             _timings_json(r), started, now, _r(r.failed_release)),
         )
 
     def _run_finished(self, db: sqlite3.Connection, e: RunFinished) -> None:
@@ -338,10 +344,11 @@ class Journal:
                 self._host_finished(db, outcome, only_if_missing=True)
                 db.execute(
                     "UPDATE hosts SET outcome = ?, release = ?, error = ?,"
-                    " finished_at = CASE WHEN outcome IS NULL THEN ? ELSE finished_at END"
+                    " finished_at = CASE WHEN outcome IS NULL THEN ? ELSE finished_at END,"
+                    " failed_release = COALESCE(?, failed_release)"
                     " WHERE run_id = ? AND host = ?",
-                    (outcome.outcome, _r(outcome.release), _r(outcome.error), time.time(), redact(e.run_id),
-                     redact(outcome.host)),
+                    (outcome.outcome, _r(outcome.release), _r(outcome.error), time.time(),
+                     _r(outcome.failed_release), redact(e.run_id), redact(outcome.host)),
                 )
                 if outcome.timings:
                     db.execute("UPDATE hosts SET timings = ? WHERE run_id = ? AND host = ?",
@@ -376,6 +383,21 @@ class Journal:
                 rows = db.execute("SELECT * FROM runs ORDER BY started_at DESC, rowid DESC LIMIT ?",
                                   (limit,)).fetchall()
             return [self._record(db, row) for row in rows]
+
+    def gate_failures(self, service: str) -> dict[str, dict[str, str]]:
+        """host -> {release id: why} for every release that failed its gate (or start) on a host in a recorded
+        run of `service` (the node keeps the same mark; this covers a node that could not be told)."""
+        with self._lock:
+            db = self._connect(create=False)
+            if db is None:
+                return {}
+            rows = db.execute(
+                "SELECT h.host, h.failed_release, h.error FROM hosts h JOIN runs r ON r.id = h.run_id"
+                " WHERE r.service = ? AND h.failed_release IS NOT NULL ORDER BY r.started_at", (service,)).fetchall()
+        failures: dict[str, dict[str, str]] = {}
+        for row in rows:
+            failures.setdefault(row["host"], {})[row["failed_release"]] = row["error"] or "failed its health gate"
+        return failures
 
     def run(self, run_id: str) -> RunRecord:
         """One run with its hosts, by id or unique id prefix; ConfigError if none or several match."""

@@ -169,7 +169,8 @@ class FakeFleetNode:
             return error_document("NOT_FOUND", "artifact not in cache")
         created = not any(r["release"] == p["Release"] for r in self.releases)
         if created:
-            self.releases.append({"release": p["Release"], "version": p["Version"], "sha256": p["Sha256"]})
+            self.releases.append({"release": p["Release"], "version": p["Version"], "sha256": p["Sha256"],
+                                  "gate_failed": None})
             self.files[p["Release"]] = dict(p.get("Files") or {})
         return {"release": p["Release"], "path": "C:\\apps", "created": created}
 
@@ -205,6 +206,13 @@ class FakeFleetNode:
         if changed:
             self.previous, self.current = self.current, p["Release"]
         return {"current": self.current, "previous": self.previous, "changed": changed}
+
+    def op_set_fleetreleaseverdict(self, p: dict[str, Any], _: Any) -> Any:
+        entry = next((r for r in self.releases if r["release"] == p["Release"]), None)
+        if entry is None:
+            return error_document("NOT_FOUND", "no such release")
+        entry["gate_failed"] = (p.get("Reason") or "failed") if p["Verdict"] == "failed" else None
+        return {"release": p["Release"], "gate_failed": entry["gate_failed"]}
 
     def op_get_fleetstate(self, p: dict[str, Any], _: Any) -> Any:
         service = {"exists": self.service is not None, "state": self.state if self.service else None,
