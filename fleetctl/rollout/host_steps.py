@@ -21,7 +21,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -293,8 +293,7 @@ def _announce_fallback(ctx: HostContext) -> Callable[[str], None]:
 
 
 def _with_transfer(ctx: HostContext, outcome: HostOutcome) -> HostOutcome:
-    return HostOutcome(outcome.host, outcome.outcome, outcome.release, outcome.error, outcome.timings,
-                       ctx.transfer_method)
+    return replace(outcome, transfer=ctx.transfer_method)
 
 
 def release_failed(err: BaseException) -> bool:

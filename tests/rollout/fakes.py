@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetctl.node.client import NodeClient
-from fleetctl.protocol.errors import HostUnreachable, NodeOperationError
+from fleetctl.protocol.errors import AuthenticationFailed, HostTimeout, HostUnreachable, NodeOperationError
 from fleetctl.transport.fake import FakeCall, FakeTransport, error_document
 
 PLAYBOOK = """\
@@ -96,6 +96,9 @@ class FakeFleetNode:
     unreachable: bool = False
     cut_off_from_controller: bool = False  # Save-FleetArtifactFromUrl fails as if the URL could not be reached
     stop_hangs: bool = False  # the service ignores Stop: SERVICE_STOP_TIMEOUT, it stays StopPending and runs on
+    lose_after: str | None = None  # after answering this operation the node becomes `lost_as` (cut off)
+    lost_as: str = "unreachable"  # unreachable (refused at once), auth-failure (401) or blackhole (never answers)
+    released: threading.Event = field(default_factory=threading.Event)  # ends a blackhole's silence (test cleanup)
     artifact_bytes: int = 0
     pulled_bytes: int = 0
     operations: list[str] = field(default_factory=list)
@@ -104,12 +107,20 @@ class FakeFleetNode:
 
     def __call__(self, call: FakeCall) -> Any:
         if self.unreachable:
+            if self.lost_as == "blackhole":
+                self.released.wait(60)
+                return HostTimeout("read timed out", host=self.name)
+            if self.lost_as == "auth-failure":
+                return AuthenticationFailed("the host refused the credentials (HTTP 401)", host=self.name)
             return HostUnreachable("connection refused", host=self.name, transient=False)
         with self._guard:
             self.operations.append(call.operation)
             handler = getattr(self, "op_" + call.operation.split("-")[0].lower() + "_"
                               + call.operation.split("-")[1].lower())
-            return handler(call.params, call.input_objects)
+            answer = handler(call.params, call.input_objects)
+            if call.operation == self.lose_after:
+                self.unreachable = True
+            return answer
 
     def running_args(self) -> list[str]:
         return list((self.service or {}).get("Arguments") or [])
