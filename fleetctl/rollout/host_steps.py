@@ -85,7 +85,7 @@ class HostContext:
         """Run one step: announce it, time it (accumulating, since rollback repeats steps), bound it by its
         phase's timeout (+ `extra` seconds the operation may wait on the node by itself)."""
         if self.lost is not None:
-            raise PhaseTimeout(f"not asked: lost earlier ({self.lost})", host=None)
+            raise PhaseTimeout(f"not asked: lost earlier ({self.lost})")
         self.bus.emit(HostStepStarted(self.host, name, detail))
         started = time.monotonic()
         try:
@@ -98,6 +98,19 @@ class HostContext:
                 raise
         finally:
             self.timings[name] = self.timings.get(name, 0.0) + time.monotonic() - started
+
+    def bounded(self, what: str, action: Callable[[], T]) -> T:
+        """One node call inside a step (the gate's probes and state reads), bounded by the `step` timeout: a
+        host that goes silent in its gate costs one timeout, not the gate's whole allowance."""
+        if self.lost is not None:
+            raise PhaseTimeout(f"not asked: lost earlier ({self.lost})")
+        if self.timeouts is None:
+            return action()
+        try:
+            return call_within(self.timeouts.step, action, what)
+        except PhaseTimeout as err:
+            self.lost = f"{what}: {err.reason}"
+            raise
 
     def progress(self, step: Step) -> Callable[[int, int], None]:
         return lambda done, total: self.bus.emit(HostProgress(self.host, step, done, total))
@@ -437,11 +450,11 @@ def gate(ctx: HostContext, target: Release, check: HealthCheck) -> HealthResult:
 
     def probe() -> ProbeResult:
         if check.from_node:
-            return probe_from_node(client, check.url, check.timeout)
+            return ctx.bounded("health probe", lambda: probe_from_node(client, check.url, check.timeout))
         return probe_from_controller(check.url, check.timeout)
 
     def service() -> ServiceInfo | None:
-        state = read_state(ctx, target)
+        state = ctx.bounded("health: node state", lambda: read_state(ctx, target))
         ctx.last_state = state
         return state.service
 

@@ -15,7 +15,15 @@ from rich.table import Table
 from rich.text import Text
 
 from fleetctl.config.redaction import redact, redact_value
-from fleetctl.rollout.events import Event, EventBus, HostFinished, HostOutcome, Notice, RunFinished, RunStarted
+from fleetctl.rollout.events import (
+    Event,
+    EventBus,
+    HostFinished,
+    HostOutcome,
+    Notice,
+    RunFinished,
+    RunStarted,
+)
 from fleetctl.ui.console import safe
 
 OUTCOME_STYLE = {
