@@ -182,3 +182,30 @@ def test_double_ctrl_c_reports_rolled_back_hosts_as_rolled_back(project: tuple[P
     assert "rollback failed" not in (outcome.error or "") and "not waited for" in (outcome.error or "")
     assert fleet.nodes["n01"].version() == "1.0.0" and fleet.nodes["n01"].state == "Running"
     assert fleet.nodes["n01"].lock is None
+
+
+def test_the_example_and_the_default_stability_window_outlast_the_crash_rehearsal() -> None:
+    # Issue 15 item 2: `hello_mode=crash-after-5s` is the example's documented rehearsal; a window that ends
+    # before the crash lets it through. The lab row of the fault matrix runs it with the shipped value.
+    import re
+
+    from fleetctl.config.playbook import Health
+    from fleetctl.config.sizes import Duration
+
+    shipped = (Path(__file__).resolve().parents[2] / "playbooks" / "hello" / "playbook.yml").read_text()
+    window = re.search(r"stability_window: (\S+)", shipped)
+    assert window is not None and float(Duration.parse(window.group(1))) >= 8
+    assert float(Health(url="http://x/").stability_window) >= 8
+
+
+def test_a_restart_between_start_and_window_fails_the_gate() -> None:
+    from fleetctl.node.results import ServiceInfo
+    from fleetctl.rollout.health import HealthCheck, ProbeResult, run_health_gate
+
+    check = HealthCheck(url="http://x/", interval=0.01, retries=2, stability_window=0.05)
+    restarted = ServiceInfo(True, "Running", 4321, None, 0, "C:\\x.exe")
+    result = run_health_gate(check, lambda: ProbeResult(200, "", 1), lambda: restarted, started_pid=1234,
+                             sleep=lambda s: None)
+    assert not result.ok and "restarted before its stability window" in (result.reason or "")
+    same = run_health_gate(check, lambda: ProbeResult(200, "", 1), lambda: restarted, started_pid=4321)
+    assert same.ok
