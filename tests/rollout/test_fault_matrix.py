@@ -374,7 +374,7 @@ def sigkill_then_rerun(lab: Lab) -> None:
 # The default suite runs one row per kind of fault; the same fault through another door, and every row that
 # waits out a timeout, runs with the slow ones (`-m slow`).
 ROWS: dict[str, Row] = {
-    "down before the switch: unreachable": fault_before_the_run("unreachable"),
+    "down before the switch: auth failure": fault_before_the_run("auth-failure"),
     "down during the switch: unreachable": node_lost("unreachable", "stop"),
     "down after the switch: auth failure": node_lost("auth-failure", "health"),
     "crash on start": release_fails("bogus", "exited while starting"),
@@ -385,7 +385,7 @@ ROWS: dict[str, Row] = {
     "SIGINT twice": sigint(2),
 }
 SLOW_ROWS: dict[str, Row] = {
-    "down before the switch: auth failure": fault_before_the_run("auth-failure"),
+    "down before the switch: unreachable": fault_before_the_run("unreachable"),
     "down before the switch: blackhole": fault_before_the_run("blackhole"),
     "down during the switch: auth failure": node_lost("auth-failure", "stop"),
     "down during the switch: blackhole": node_lost("blackhole", "stop"),
