@@ -80,6 +80,7 @@ class HostContext:
     started_pid: int | None = None  # the pid Start-FleetService reported: the gate's baseline
     gate_service: ServiceInfo | None = None  # the service as the passed gate last saw it (batch-end recheck)
     returns_to: tuple[str | None, str | None] = (None, None)  # (release, version) a failed deploy goes back to
+    running_before: str | None = None  # the release the host's junction pointed at before this run touched it
 
     def step(self, name: Step, action: Callable[[], T], detail: str = "", extra: float = 0.0) -> T:
         """Run one step: announce it, time it (accumulating, since rollback repeats steps), bound it by its
@@ -233,6 +234,7 @@ def activate_deploy(ctx: HostContext, job: DeployJob, staged: StagedDeploy | Hos
         return staged
     release = job.release
     ctx.returns_to = (staged.previous, staged.previous_version)
+    ctx.running_before = staged.state.current
     try:
         activate(ctx, release, release.service, job.health_for(release.version), job, record=True)
     except StopHung as hung:
@@ -343,7 +345,7 @@ def roll_back_after_failure(ctx: HostContext, job: DeployJob, release: Release, 
             note = "no previous release to roll back to; service stopped"
         except Exception as again:  # noqa: BLE001
             if _lost(again) and touched is not None:
-                return _unknown(ctx, touched, reason, again, failed)
+                return _unknown(ctx, touched, reason, again, failed, None)
             note = f"no previous release to roll back to; stopping the service failed: {describe_error(again)}"
         return HostOutcome(ctx.host, "failed", None, f"{reason} ({note})", ctx.timings, failed_release=failed)
     try:
@@ -354,15 +356,32 @@ def roll_back_after_failure(ctx: HostContext, job: DeployJob, release: Release, 
                              step_prefix=True)
     except Exception as again:  # noqa: BLE001
         if (_lost(again) or _lost(err)) and touched is not None and not isinstance(again, StopHung):
-            return _unknown(ctx, ctx.touched or touched, reason, again, failed)
+            return _unknown(ctx, _furthest(touched, ctx.touched) or touched, reason, again, failed,
+                            ctx.running_before if ctx.running_before != release.id else None)
         return HostOutcome(ctx.host, "failed", None, f"{reason}; rollback to {previous} failed: "
                                                      f"{describe_error(again)}", ctx.timings, failed_release=failed)
     return HostOutcome(ctx.host, "rolled_back", previous, f"{reason} ({back_note})" if back_note else reason,
                        ctx.timings, failed_release=failed)
 
 
-def _unknown(ctx: HostContext, touched: str, reason: str, again: BaseException, failed: str | None) -> HostOutcome:
-    """A host lost after its service was touched: say what is known and what is not."""
+_TOUCH_ORDER = ("service", "stop", "switch", "start")
+
+
+def _furthest(first: str | None, then: str | None) -> str | None:
+    """The furthest a host's service got, of the failed activation and the rollback attempt after it."""
+    steps = [t for t in (first, then) if t in _TOUCH_ORDER]
+    return max(steps, key=_TOUCH_ORDER.index) if steps else first or then
+
+
+def _unknown(ctx: HostContext, touched: str, reason: str, again: BaseException, failed: str | None,
+             running: str | None) -> HostOutcome:
+    """A host lost after its service was touched: say what is known and what is not. Lost before its service was
+    stopped, it still runs `running` (only its definition may be the new one's): that is known, so `failed`."""
+    if touched == "service" and running is not None:
+        return HostOutcome(ctx.host, "failed", running, f"{reason}; lost before its service was stopped: it still "
+                                                        f"runs {running} (its service definition may already be "
+                                                        f"the new one's; deploy again once it answers)",
+                           ctx.timings, failed_release=failed)
     after = {"service": "its service definition was updated", "stop": "its service was being stopped",
              "switch": "its release was being switched", "start": "the new release was being started"}.get(
         touched, f"step {touched}")
@@ -609,7 +628,7 @@ def activate_rollback(ctx: HostContext, job: RollbackJob, staged: StagedRollback
                             job, record=False, step_prefix=True)
         except Exception as again:  # noqa: BLE001
             if (_lost(again) or _lost(err)) and touched is not None and not isinstance(again, StopHung):
-                return _unknown(ctx, ctx.touched or touched, reason, again, None)
+                return _unknown(ctx, _furthest(touched, ctx.touched) or touched, reason, again, None, original)
             return HostOutcome(ctx.host, "failed", None, f"{reason}; returning to {original} failed: "
                                                          f"{describe_error(again)}", ctx.timings)
         return HostOutcome(ctx.host, "failed", original, f"{reason}; returned to {original}"
