@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from fleetctl.config.project import find_project
 from fleetctl.errors import ConfigError
 
 INVENTORY_HELP = "Inventory file or directory (repeat to merge several). Default: $FLEETCTL_INVENTORY, else fleet.yml's inventory, else inventory/ ."
@@ -18,25 +19,18 @@ JsonOpt = typer.Option(False, "--json", help="Print one JSON document instead of
 
 
 def inventory_paths(given: list[str] | None) -> list[Path]:
-    """The inventories to read: `-i` options, else $FLEETCTL_INVENTORY (os.pathsep-separated), else ./inventory."""
+    """The inventories to read: `-i` options, else $FLEETCTL_INVENTORY (os.pathsep-separated), else fleet.yml's
+    `inventory` (the project file found walking up from the cwd), else ./inventory."""
     if given:
         return [Path(p) for p in given]
     env = os.environ.get("FLEETCTL_INVENTORY")
     if env:
         return [Path(p) for p in env.split(os.pathsep) if p]
-    project = Path("fleet.yml")
-    if project.is_file():
-        from fleetctl.config.yamlfile import load_yaml
-
-        doc = load_yaml(project, what="project file")
-        configured = doc.data.get("inventory") if isinstance(doc.data, dict) else None
-        if isinstance(configured, str):
-            configured = [configured]
-        if configured is not None:
-            if not isinstance(configured, list) or not all(isinstance(p, str) for p in configured):
-                raise ConfigError("expected a path or a list of paths", file=project,
-                                  line=doc.line_of(("inventory",)), key="inventory")
-            return [Path(p) for p in configured]
+    project = find_project()
+    if project.inventory is not None:
+        # Relative to the project root, wherever in the project the command runs.
+        here = Path(os.path.realpath(Path.cwd()))
+        return [Path(p) if here == project.root else project.root / p for p in project.inventory]
     default = Path("inventory")
     if default.exists():
         return [default]

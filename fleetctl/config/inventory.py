@@ -23,6 +23,7 @@ from fleetctl.config.inventory_ini import parse_ini_inventory
 from fleetctl.config.inventory_vars import VarsDirectory
 from fleetctl.config.inventory_yaml import InventoryLoader, load_yaml_file, parse_yaml_inventory
 from fleetctl.config.patterns import select_hosts
+from fleetctl.config.project import register_inventory_dir
 from fleetctl.config.redaction import is_secret_name, register_secret
 from fleetctl.config.templating import is_template
 from fleetctl.errors import ConfigError
@@ -89,6 +90,7 @@ def load_inventory(paths: Sequence[str | Path]) -> Inventory:
         if not path.exists():
             raise ConfigError("inventory not found: expected a file or a directory", file=path, key="-i")
         sources.append(path)
+        register_inventory_dir(path)
         _read_source(path, builder)
     builder.reconcile()
     return _resolve(builder, tuple(sources))
