@@ -20,6 +20,7 @@ name: app
 vars:
   app_port: 8080
 artifact:
+  version: 1.0.0
   collect:
     path: app.exe
 install:
@@ -78,7 +79,7 @@ class NodeListener:
 @dataclass
 class Project:
     root: Path
-    listener: NodeListener
+    listeners: list[NodeListener]
     env: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -89,34 +90,37 @@ class Project:
     def hosts(self) -> Path:
         return self.root / "inventory" / "hosts.yml"
 
+    @property
+    def connections(self) -> int:
+        """How many times any "node" was contacted."""
+        return sum(listener.connections for listener in self.listeners)
+
     def fleetctl(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "FLEETCTL_STATE_DIR": str(self.root / ".fleetctl"), **self.env}
+        env = {**os.environ, **self.env}
         return subprocess.run([sys.executable, "-m", "fleetctl", *args], cwd=self.root, capture_output=True,
                               text=True, timeout=timeout, env=env, check=False)
 
+    def close(self) -> None:
+        for listener in self.listeners:
+            listener.close()
+
 
 def make_project(root: Path, *, cert_validation: bool = True, hosts: int = 2) -> Project:
-    """fleet.yml, inventory/hosts.yml (every host at the listener), playbook.yml, app.exe, templates/."""
-    listener = NodeListener()
+    """fleet.yml, inventory/hosts.yml (host N at listener N on 127.0.0.1), playbook.yml, app.exe, templates/."""
+    listeners = [NodeListener() for _ in range(hosts)]
     (root / "inventory").mkdir(parents=True, exist_ok=True)
     (root / "templates").mkdir(exist_ok=True)
     (root / "fleet.yml").write_text("inventory: [inventory]\n")
     (root / "app.exe").write_bytes(tiny_pe())
     (root / "templates" / "app.json.j2").write_text('{"port": {{ app_port }}}\n')
     (root / "playbook.yml").write_text(PLAYBOOK)
-    host_lines = "".join(f"        web{i:02d}:\n          ansible_host: 127.0.0.{i + 1}\n" for i in range(1, hosts + 1))
-    validation = "" if cert_validation else "        fleet_cert_validation: false\n"
-    (root / "inventory" / "hosts.yml").write_text(
-        "all:\n  children:\n    web:\n      hosts:\n" + host_lines.replace("127.0.0.", "127.0.0.") +
-        "      vars:\n"
-        f"        fleet_port: {listener.port}\n"
-        "        fleet_user: deploy\n"
-        "        fleet_password: not-a-real-password\n"
-        "        fleet_connect_timeout: 2\n"
-        + validation.replace("        ", "        "))
-    # Every host's address is the listener's: nodes are "contacted" exactly when it counts a connection.
-    text = (root / "inventory" / "hosts.yml").read_text()
-    for i in range(1, hosts + 1):
-        text = text.replace(f"ansible_host: 127.0.0.{i + 1}\n", f"ansible_host: {listener.address}\n", 1)
-    (root / "inventory" / "hosts.yml").write_text(text)
-    return Project(root=root, listener=listener)
+    lines = ["all:", "  children:", "    web:", "      hosts:"]
+    for i, listener in enumerate(listeners, start=1):
+        lines += [f"        web{i:02d}:", f"          ansible_host: {listener.address}",
+                  f"          fleet_port: {listener.port}"]
+    lines += ["      vars:", "        fleet_user: deploy", "        fleet_password: not-a-real-password",
+              "        fleet_connect_timeout: 2"]
+    if not cert_validation:
+        lines.append("        fleet_cert_validation: false")
+    (root / "inventory" / "hosts.yml").write_text("\n".join(lines) + "\n")
+    return Project(root=root, listeners=listeners)
