@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, inventory_paths
+from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, inventory_paths, version_option
 from fleetctl.errors import ConfigError, RolloutFailed
 from fleetctl.rollout.engine import RunResult
 from fleetctl.rollout.events import EventBus
@@ -34,7 +34,7 @@ def deploy(
     batch: str | None = BatchOpt,
     max_failed: str | None = MaxFailedOpt,
     forks: int | None = ForksOpt,
-    version: str | None = typer.Option(None, "--version", help="Version to build/stamp (default: git describe)."),
+    version: str | None = version_option("Version to build/stamp (default: artifact.version, else git describe)."),
     artifact: str | None = typer.Option(None, "--artifact", help="Deploy this exe or manifest; skip the build."),
     var: list[str] | None = VarOpt,
     yes: bool = YesOpt,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -13,8 +14,33 @@ from fleetctl.errors import ConfigError
 INVENTORY_HELP = "Inventory file or directory (repeat to merge several). Default: $FLEETCTL_INVENTORY, else fleet.yml's inventory, else inventory/ ."
 
 InventoryOpt = typer.Option(None, "-i", "--inventory", help=INVENTORY_HELP, show_default=False)
-LimitOpt = typer.Option(None, "--limit", "-l", help="Host pattern: name, group, glob, ~regex, a:b, a:&b, a:!b.")
-VarOpt = typer.Option(None, "--var", "-e", help="Extra variable KEY=VALUE (highest precedence). Repeatable.")
+
+
+def _limit(value: str | None) -> str | None:
+    # An empty pattern is not "no limit": `--limit "$HOSTS"` with HOSTS unset must not target every host.
+    if value is not None and not value.strip():
+        raise ConfigError("expected a host pattern, got an empty one (omit --limit to target the playbook's hosts)",
+                          key="--limit")
+    return value
+
+
+def _version(value: str | None) -> str | None:
+    if value is not None:
+        from fleetctl.artifacts.manifest import check_version
+
+        check_version(value, key="--version")
+    return value
+
+
+LimitOpt = typer.Option(None, "--limit", "-l", callback=_limit,
+                        help="Host pattern: name, group, glob, ~regex, a:b, a:&b, a:!b.")
+VarOpt = typer.Option(None, "--var", "-e", help="Extra variable KEY=VALUE, always a string; KEY:=JSON for a "
+                                               "typed value (port:=8080, debug:=true). Highest precedence; repeatable.")
+
+
+def version_option(help_text: str) -> Any:
+    """`--version V`, checked (letters, digits, . _ + -) before anything is built or contacted."""
+    return typer.Option(None, "--version", callback=_version, help=help_text)
 JsonOpt = typer.Option(False, "--json", help="Print one JSON document instead of tables.")
 
 
