@@ -40,7 +40,8 @@ def relative_path_problem(path: str) -> str | None:
         return "is empty"
     if re.match(r"^[A-Za-z]:", path) or path[0] in "\\/":
         return "must be relative to the release directory"
-    for part in re.split(r"[\\/]", path):
+    # Windows collapses repeated separators (`conf\\app.json`), so an empty component is no problem.
+    for part in [p for p in re.split(r"[\\/]", path) if p]:
         problem = file_name_problem(part)
         if problem:
             return f"component {part!r} {problem}"
@@ -58,7 +59,7 @@ def absolute_path_problem(path: str) -> str | None:
         return r"must be a directory below the drive's root, such as C:\apps\hello"
     if "/" in rest:
         return r"expected backslashes (C:\apps\hello), not slashes"
-    for part in rest.split("\\"):
+    for part in [p for p in rest.split("\\") if p]:
         problem = file_name_problem(part)
         if problem:
             return f"component {part!r} {problem}"

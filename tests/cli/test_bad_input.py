@@ -222,3 +222,21 @@ def test_var_values_typed_explicitly_with_colon_equals(pair: str, expected: obje
 
     key = pair.split(":=")[0]
     assert parse_extra_vars([pair]) == {key: expected}
+
+
+@pytest.mark.parametrize("argv", [("inventory", "show", "web01"), ("deploy", "playbook.yml", "--dry-run"),
+                                  ("status", "playbook.yml")])
+def test_a_template_that_would_run_a_command_is_refused_and_runs_nothing(
+        argv: tuple[str, ...], base_project: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15, item 6: this inventory value ran `touch` as the controller's user during `inventory show`."""
+    project = _project_copy(base_project, tmp_path / "p")
+    marker = tmp_path / "MARKER"
+    evil = "{{ cycler.__init__.__globals__.os.popen('touch " + str(marker) + "').read() }}"
+    replace_in(INV, "fleet_user: deploy", f'fleet_user: "{evil}"')(project.root)
+    before = project.connections
+    code, _, err = _run(project, argv, capsys, monkeypatch)
+    assert code == 2, err
+    assert "fleet_user" in err and "may not do" in err and "Traceback" not in err
+    assert not marker.exists()
+    assert project.connections == before
