@@ -20,7 +20,7 @@ from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, invent
 from fleetctl.errors import ConfigError, RolloutFailed
 from fleetctl.rollout.rollback_target import RollbackPlan
 from fleetctl.rollout.runner import DeployOptions, plan_rollback, prepare_rollback, run_rollback
-from fleetctl.ui.console import print_json, safe, stderr, stdout
+from fleetctl.ui.console import print_json, safe, stderr, stdout, warn_insecure
 from fleetctl.ui.plan import plan_table
 
 
@@ -46,6 +46,7 @@ def rollback(
                             extra_vars=tuple(var or ()), canary=canary, batch=batch, max_failed=max_failed,
                             forks=forks, force=force)
     prepared = prepare_rollback(options, to)
+    warn_insecure(prepared.fleet.connections.values())  # before any node is asked (the plan reads every host)
     plan = plan_rollback(prepared, journal_failures=_journal_failures(prepared.fleet.targets.settings.name))
     people = stderr() if json_out else stdout()
     target = to or (f"the fleet's last good release {plan.version}" if plan.version else "the fleet's last good "
