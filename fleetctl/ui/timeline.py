@@ -132,7 +132,7 @@ def _groups(run: RunRecord) -> list[_Group]:
     by_index = {b.index: b for b in run.batch_spans}
     groups: list[_Group] = []
     for position, hosts in enumerate(run.batches, start=1):
-        batch = by_index.get(position)
+        batch = by_index.get(position - 1)  # the plan's batch indexes count from 0
         canary = batch.canary if batch is not None else (run.canary and position == 1)
         groups.append(_Group(f"batch {position}{' (canary)' if canary else ''}", tuple(hosts), batch))
     planned = {h for hosts in run.batches for h in hosts}

@@ -54,17 +54,17 @@ def canary_run(directory: Path) -> RunRecord:
                 break
         return at
 
-    bus.emit(BatchStarted(1, True, ("web1",)))
+    bus.emit(BatchStarted(0, True, ("web1",)))
     end1 = deploy("web1", 0.5)
     bus.emit(HostFinished(HostOutcome("web1", "deployed", "1.4.0-deadbeef", None, {"health": 2.5})))
-    bus.emit(BatchFinished(1, passed=True))
-    bus.emit(BatchStarted(2, False, ("web2", "web3")))
+    bus.emit(BatchFinished(0, passed=True))
+    bus.emit(BatchStarted(1, False, ("web2", "web3")))
     deploy("web2", end1 + 0.1)
     deploy("web3", end1 + 0.1, fail_health=True)
     bus.emit(HostFinished(HostOutcome("web2", "deployed", "1.4.0-deadbeef", None, {"health": 2.5})))
     bus.emit(HostFinished(HostOutcome("web3", "rolled_back", "1.3.0-c0ffee",
                                       f"health: status 500 (login {SECRET} refused)", {"health": 2.5})))
-    bus.emit(BatchFinished(2, passed=False, failed=("web3",)))
+    bus.emit(BatchFinished(1, passed=False, failed=("web3",)))
     for host in ("web1", "web2", "web3", "web4"):
         step(host, "unlock", end1 + 7.0, 0.05)
     bus.emit(RunFinished(RUN_ID, 3, {
