@@ -11,10 +11,11 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.notify.receiver import Receiver, closed_port_url, receiver
+from tests.notify.receiver import closed_port_url, receiver
 
 from .conftest import Lab, _start_lab
 
@@ -40,7 +41,7 @@ def with_webhooks(lab: Lab, name: str, hooks: list[dict[str, object]]) -> Path:
     return path
 
 
-def deploy(lab: Lab, playbook: Path, *args: str) -> tuple[int, dict[str, object], str, str, float]:
+def deploy(lab: Lab, playbook: Path, *args: str) -> tuple[int, dict[str, Any], str, str, float]:
     started = time.monotonic()
     proc = lab.fleetctl("deploy", str(playbook), "-i", str(lab.inventory), "--yes", "--json", *args)
     took = time.monotonic() - started
@@ -66,7 +67,7 @@ def test_webhooks_down_slow_and_500_never_change_the_outcome(notify_lab: Lab) ->
         ])
         code, doc, stdout, stderr, took = deploy(lab, playbook, "--version", "5.0.0")
         assert code == 0, stderr
-        assert {h["outcome"] for h in doc["hosts"].values()} == {"deployed"}  # type: ignore[union-attr]
+        assert {h["outcome"] for h in doc["hosts"].values()} == {"deployed"}
         ok.wait_for(2)
         start, success = ok.bodies()
         assert ok.requests[0].headers["Authorization"] == SECRET_HEADER
@@ -99,7 +100,7 @@ def test_a_halted_canary_notifies_with_the_failed_host_and_reason(notify_lab: La
     with receiver() as rec:
         playbook = with_webhooks(lab, "hello-halt.yml", [{"url": rec.url, "events": ["halted", "failure"],
                                                           "format": "json"}])
-        code, doc, _, stderr, _ = deploy(lab, playbook, "--version", "5.1.0", "--canary", "1",
+        code, _, _, stderr, _ = deploy(lab, playbook, "--version", "5.1.0", "--canary", "1",
                                          "--var", "hello_mode=unhealthy")
         assert code == 1, stderr
         rec.wait_for(1)

@@ -9,6 +9,7 @@ import shutil
 import struct
 import subprocess
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ SVG_NS = "{http://www.w3.org/2000/svg}"
 
 
 @pytest.fixture
-def run(tmp_path: Path) -> RunRecord:
+def run(tmp_path: Path) -> Iterator[RunRecord]:
     register_secret(SECRET)
     yield canary_run(tmp_path)
     forget_secrets()
@@ -54,7 +55,7 @@ def test_the_timeline_has_one_bar_per_host_step(run: RunRecord) -> None:
 def test_batches_are_bands_with_their_times_and_outcomes_are_marked(run: RunRecord) -> None:
     svg = render_timeline(run)
     root = ET.fromstring(svg)
-    labels = [t.text for t in root.iter(f"{SVG_NS}text") if t.get("class") == "bandlabel"]
+    labels = [t.text or "" for t in root.iter(f"{SVG_NS}text") if t.get("class") == "bandlabel"]
     assert labels[0].startswith("batch 1 (canary) ·") and labels[0].endswith("passed")
     assert labels[1].startswith("batch 2 ·") and labels[1].endswith("failed")
     assert labels[2] == "batch 3"  # never started: no time window
@@ -89,10 +90,12 @@ def test_junit_for_ci(run: RunRecord) -> None:
                                                                                                       "0")
     cases = {c.get("name"): c for c in suite.iter("testcase")}
     assert set(cases) == {"web1", "web2", "web3", "web4", "(run)"}
-    assert cases["web3"].find("failure") is not None and "status 500" in cases["web3"].find("failure").get("message")
+    failure = cases["web3"].find("failure")
+    assert failure is not None and "status 500" in (failure.get("message") or "")
     assert cases["web4"].find("skipped") is not None
     assert cases["web1"].find("failure") is None and cases["web1"].get("classname") == "fleetctl.deploy.hello"
-    assert cases["(run)"].find("failure").get("type") == "halted"
+    run_failure = cases["(run)"].find("failure")
+    assert run_failure is not None and run_failure.get("type") == "halted"
     props = {p.get("name"): p.get("value") for p in suite.iter("property")}
     assert props["run_id"] == RUN_ID and props["exit_code"] == "3"
 
