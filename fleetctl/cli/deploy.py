@@ -12,7 +12,7 @@ from rich.table import Table
 
 from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, inventory_paths
 from fleetctl.errors import ConfigError, RolloutFailed
-from fleetctl.notify import Notifier
+from fleetctl.notify import Delivery, Notifier
 from fleetctl.rollout.engine import RunResult
 from fleetctl.rollout.events import EventBus
 from fleetctl.rollout.runner import DeployOptions, HostPreview, dry_run, prepare_deploy, run_deploy
@@ -95,23 +95,31 @@ def run_with_subscribers(run: Any, json_out: bool, notifier: Notifier | None = N
 
     bus = EventBus()
     report = JsonReport()
-    with ExitStack() as stack:
-        view = LiveView(stderr() if json_out else stdout())
-        view.subscribe(bus)
-        stack.callback(view.close)
-        journal = Journal()
-        journal.subscribe(bus)
-        stack.callback(journal.close)
-        report.subscribe(bus)
+    deliveries: list[Delivery] = []
+    try:
+        with ExitStack() as stack:
+            view = LiveView(stderr() if json_out else stdout())
+            view.subscribe(bus)
+            stack.callback(view.close)
+            journal = Journal()
+            journal.subscribe(bus)
+            stack.callback(journal.close)
+            report.subscribe(bus)
+            if notifier is not None:
+                notifier.subscribe(bus)
+            try:
+                result: RunResult = run(bus)
+            except BaseException as err:
+                if notifier is not None:
+                    notifier.run_ended_abnormally(err)
+                raise
+    finally:
+        # After the subscribers are closed, so every event the run emitted has reached the notifier.
         if notifier is not None:
-            notifier.subscribe(bus)
-        try:
-            result: RunResult = run(bus)
-        finally:
-            deliveries = notifier.close() if notifier is not None else []
-    for delivery in deliveries:
-        if not delivery.ok:
-            warn(delivery.describe())
+            deliveries = notifier.close()
+            for delivery in deliveries:
+                if not delivery.ok:
+                    warn(delivery.describe())
     if json_out:
         document = report.document(exit_code=result.exit_code)
         if notifier is not None:

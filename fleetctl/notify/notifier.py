@@ -78,6 +78,7 @@ class Notifier:
         self._start: RunStarted | None = None
         self._started_at = 0.0
         self._halted = False
+        self._finished = False
         self._outcomes: dict[str, HostOutcome] = {}
         self._start_threads: dict[int, threading.Thread] = {}
 
@@ -99,16 +100,32 @@ class Notifier:
                 self._start = event
                 self._started_at = time.time()
                 self._halted = False
+                self._finished = False
                 self._outcomes = {}
                 self._dispatch("start", self._summary("start", None))
             elif isinstance(event, Halting):
                 self._halted = True
             elif isinstance(event, HostFinished):
                 self._outcomes[event.result.host] = event.result
-            elif isinstance(event, RunFinished) and self._start is not None:
+            elif isinstance(event, RunFinished) and self._start is not None and not self._finished:
+                self._finished = True
                 self._outcomes.update(event.outcomes)
                 kind = self.event_for(event.exit_code, self._halted)
-                self._dispatch(kind, self._summary(kind, event))
+                self._dispatch(kind, self._summary(kind, event, event.exit_code))
+
+    def run_ended_abnormally(self, error: BaseException) -> None:
+        """The run raised instead of finishing (a bug, Ctrl-C outside the engine): if it had started and its end
+        was not announced, announce `interrupted` (KeyboardInterrupt) or `failure` with the error."""
+        with self._lock:
+            if self._start is None or self._finished:
+                return
+            interrupted = isinstance(error, KeyboardInterrupt)
+            code = EXIT_INTERRUPTED if interrupted else None
+            message = "interrupted" if interrupted else redact(
+                f"the run stopped with an error: {type(error).__name__}: {error}")
+            kind: NotifyEvent = "interrupted" if interrupted else "failure"
+            self._finished = True
+            self._dispatch(kind, self._summary(kind, RunFinished(self._start.run_id, code or 0, {}, message), code))
 
     @staticmethod
     def event_for(exit_code: int, halted: bool) -> NotifyEvent:
@@ -120,7 +137,8 @@ class Notifier:
             return "halted"
         return "failure"
 
-    def _summary(self, kind: NotifyEvent, end: RunFinished | None) -> RunSummary:
+    def _summary(self, kind: NotifyEvent, end: RunFinished | None, exit_code: int | None = None) -> RunSummary:
+        """The facts so far; `end` is the run's end (None at start), `exit_code` its code (None: unknown)."""
         start = self._start
         assert start is not None
         planned = [h for batch in start.batches for h in batch]
@@ -138,7 +156,7 @@ class Notifier:
             version=start.version, release=start.release, strategy=start.strategy, canary=start.canary,
             user=start.user, controller=socket.gethostname(), hosts=len(planned), batches=len(start.batches),
             started_at=self._started_at, finished_at=time.time() if end else None,
-            exit_code=end.exit_code if end else None, message=end.message if end else "", counts=counts,
+            exit_code=exit_code, message=end.message if end else "", counts=counts,
             failed_hosts=tuple(failed))
 
     def _dispatch(self, kind: NotifyEvent, summary: RunSummary) -> None:

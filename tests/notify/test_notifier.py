@@ -202,3 +202,22 @@ def test_teams_format_is_one_adaptive_card() -> None:
     facts = {f["title"]: f["value"] for f in next(b for b in card["body"] if b["type"] == "FactSet")["facts"]}
     assert facts["Service"] == "hello" and facts["Outcome"] == "11 deployed, 1 rolled back" and facts["Took"] == "75.0s"
     assert any(b.get("text") == "web<2>: rolled_back: health: status 500 & <timeout>" for b in card["body"])
+
+
+def test_a_run_that_raises_still_announces_its_end() -> None:
+    with receiver() as rec:
+        notifier = Notifier([hook(rec.url)])
+        bus = EventBus()
+        notifier.subscribe(bus)
+        bus.emit(START)
+        notifier.run_ended_abnormally(RuntimeError("engine bug"))
+        notifier.run_ended_abnormally(RuntimeError("twice"))  # announced once
+        deliveries = notifier.close()
+        assert [(d.event, d.ok) for d in deliveries] == [("start", True), ("failure", True)]
+        end = rec.bodies()[1]
+    assert end["event"] == "failure" and end["exit_code"] is None
+    assert "RuntimeError: engine bug" in end["message"]
+    # Nothing started, nothing to announce.
+    idle = Notifier([hook("http://127.0.0.1:9/x")])
+    idle.run_ended_abnormally(KeyboardInterrupt())
+    assert idle.close() == []
