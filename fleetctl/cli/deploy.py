@@ -120,6 +120,13 @@ def run_with_subscribers(run: Any, json_out: bool, notifier: Notifier | None = N
             for delivery in deliveries:
                 if not delivery.ok:
                     warn(delivery.describe())
+            if deliveries and report.run_id:
+                # In the history too, so `history show` and the run's report say how the team was told.
+                recorder = Journal()
+                try:
+                    recorder.record_notifications(report.run_id, [d.to_json() for d in deliveries])
+                finally:
+                    recorder.close()
     if json_out:
         document = report.document(exit_code=result.exit_code)
         if notifier is not None:

@@ -85,6 +85,10 @@ def show_run(run_id: str, db: Path | None, json_out: bool, *, html: Path | None 
         console = stdout()
         console.print(run_header(run))
         console.print(hosts_table(run))
+        for n in run.notifications:
+            state = "delivered" if n.get("delivered") else f"NOT delivered: {n.get('error')}"
+            console.print(Text(safe(f"notify.webhooks[{n.get('webhook')}] ({n.get('format')}) "
+                                    f"'{n.get('event')}': {state}")))
     if written is not None:
         # On stderr with --json, so stdout stays one JSON document.
         people = stderr() if json_out else stdout()

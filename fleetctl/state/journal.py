@@ -103,10 +103,11 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (run_id, host)
     );
     """,
-    # 2: when each step and batch ran (timelines); NULL for runs recorded before.
+    # 2: when each step and batch ran (timelines), and how the run's notifications went; NULL for runs before.
     """
     ALTER TABLE hosts ADD COLUMN spans TEXT;
     ALTER TABLE runs ADD COLUMN batch_spans TEXT;
+    ALTER TABLE runs ADD COLUMN notifications TEXT;
     """,
 )
 
@@ -231,6 +232,8 @@ class RunRecord:
     pid: int
     hosts: dict[str, HostRecord] = field(default_factory=dict)
     batch_spans: tuple[BatchSpan, ...] = ()  # empty for runs recorded before schema 2
+    # One dict per webhook delivery (fleetctl.notify.Delivery.to_json()), as the run's controller recorded them.
+    notifications: tuple[dict[str, Any], ...] = ()
 
     @property
     def duration(self) -> float | None:
@@ -265,6 +268,7 @@ class RunRecord:
             "canary": self.canary, "started_at": _iso(self.started_at), "finished_at": _iso(self.finished_at),
             "status": self.status, "exit_code": self.exit_code, "message": self.message,
             "controller": self.controller, "pid": self.pid, "outcomes": self.outcome_counts(),
+            "notifications": list(self.notifications),
         }
         if with_hosts:
             doc["hosts"] = {}
@@ -495,6 +499,18 @@ class Journal:
                                   (limit,)).fetchall()
             return [self._record(db, row) for row in rows]
 
+    def record_notifications(self, run_id: str, deliveries: list[dict[str, Any]]) -> None:
+        """Keep how a run's webhook deliveries went (after the run: they may finish after RunFinished). A
+        database failure is a warning, as for events."""
+        try:
+            with self._lock:
+                db = self._connect(create=True)
+                assert db is not None
+                db.execute("UPDATE runs SET notifications = ? WHERE id = ?",
+                           (json.dumps(redact_value(deliveries)), redact(run_id)))
+        except (sqlite3.Error, ConfigError) as err:
+            print(f"warning: notification results not recorded in {self.path}: {redact(str(err))}", file=sys.stderr)
+
     def last_run(self) -> RunRecord:
         """The newest run (`history show last`); ConfigError when the history is empty."""
         runs = self.runs(limit=1)
@@ -542,6 +558,7 @@ class Journal:
             exit_code=row["exit_code"], message=row["message"], controller=row["controller"], pid=row["pid"],
             hosts=hosts,
             batch_spans=tuple(BatchSpan.from_json(b) for b in json.loads(row["batch_spans"] or "[]")),
+            notifications=tuple(json.loads(row["notifications"] or "[]")),
         )
 
 

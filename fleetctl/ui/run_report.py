@@ -86,6 +86,8 @@ def render_html(run: RunRecord) -> str:
         + '<span><i style="background:#fff;border:2px solid #cf222e"></i>failed step ✕</span>'
         + '<span><i style="background:#0969da;opacity:.25"></i>batch running</span></p>')
     parts.append(_hosts_table(run))
+    if run.notifications:
+        parts.append(_notifications_table(run))
     parts.append(f"<footer>Written by fleetctl {_e(fleetctl.__version__)} from the history journal on "
                  f"{_when(time.time())}. Details: <code>fleetctl history show {_e(run.id)}</code></footer>")
     parts.append("</body></html>")
@@ -114,6 +116,20 @@ def _hosts_table(run: RunRecord) -> str:
                     f'<td style="{weight}color:{OUTCOME_COLOURS.get(outcome, "#24292f")}">{_e(shown)}</td>'
                     f"<td>{_e(release)}</td><td class=\"num\">{_e(took)}</td><td>{_e(slowest)}</td>"
                     f"<td>{_e(error)}</td></tr>")
+    rows.append("</tbody></table>")
+    return "".join(rows)
+
+
+def _notifications_table(run: RunRecord) -> str:
+    rows = [("<h2>Notifications</h2><table><thead><tr><th>webhook</th><th>event</th><th>delivered</th>"
+             "<th>attempts</th><th>took</th><th>error</th></tr></thead><tbody>")]
+    for n in run.notifications:
+        delivered = bool(n.get("delivered"))
+        colour = OUTCOME_COLOURS["deployed"] if delivered else OUTCOME_COLOURS["failed"]
+        rows.append(f"<tr><td>notify.webhooks[{_e(n.get('webhook'))}] ({_e(n.get('format'))})</td>"
+                    f"<td>{_e(n.get('event'))}</td><td style=\"color:{colour}\">{'yes' if delivered else 'no'}</td>"
+                    f"<td class=\"num\">{_e(n.get('attempts'))}</td><td class=\"num\">{_e(n.get('seconds'))}s</td>"
+                    f"<td>{_e(n.get('error') or '')}</td></tr>")
     rows.append("</tbody></table>")
     return "".join(rows)
 

@@ -87,7 +87,11 @@ def test_webhooks_down_slow_and_500_never_change_the_outcome(notify_lab: Lab) ->
     # The run waited at most about one timeout for its notifications (the slow receiver would take 30 s).
     assert max(n["seconds"] for n in notes) < 3.5
     assert took < 60
-    shown = stdout + stderr
+    # The history keeps how each notification went; `history show` says so.
+    shown_run = lab.fleetctl("history", "show", str(doc["deploy_id"]), "--json", check=True).stdout
+    kept = {(n["webhook"], n["event"]): n["delivered"] for n in json.loads(shown_run)["notifications"]}
+    assert kept == delivered
+    shown = stdout + stderr + shown_run
     for secret in (ok.url, down, slow.url, broken.url, "T0K3N", SECRET_HEADER, "n0t1fy-t0ken-42"):
         assert secret not in shown, secret
         assert secret.encode() not in history_bytes(lab), secret

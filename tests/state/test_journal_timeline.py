@@ -122,3 +122,24 @@ def test_a_schema_1_journal_is_migrated_and_its_durations_become_a_timeline(tmp_
     db = sqlite3.connect(path)
     assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
     db.close()
+
+
+def test_notification_results_are_kept_with_the_run(tmp_path: Path) -> None:
+    register_secret("https://hooks.example/T0K3N")
+    try:
+        journal = Journal(tmp_path / "h.db")
+        bus = EventBus()
+        journal.subscribe(bus)
+        bus.emit(START)
+        bus.emit(RunFinished("r1", 0, {"a": HostOutcome("a", "deployed")}))
+        journal.record_notifications("r1", [
+            {"webhook": 0, "format": "slack", "event": "success", "delivered": False, "attempts": 3,
+             "seconds": 1.2, "status": 500, "error": "HTTP 500 from https://hooks.example/T0K3N"}])
+        journal.close()
+        run = Journal(tmp_path / "h.db").run("r1")
+        [n] = run.notifications
+        assert n["delivered"] is False and n["event"] == "success" and "T0K3N" not in n["error"]
+        assert run.to_json()["notifications"] == [n]
+        assert b"T0K3N" not in (tmp_path / "h.db").read_bytes()
+    finally:
+        forget_secrets()

@@ -162,3 +162,14 @@ def test_the_page_opens_in_headless_chromium(run: RunRecord, tmp_path: Path) -> 
     keep = os.environ.get("FLEETCTL_KEEP_SCREENSHOT")
     if keep:
         shutil.copy(shot, keep)
+
+
+def test_notification_results_are_in_the_page(run: RunRecord) -> None:
+    from dataclasses import replace
+
+    with_notes = replace(run, notifications=(
+        {"webhook": 1, "format": "teams", "event": "halted", "delivered": False, "attempts": 3, "seconds": 2.5,
+         "status": 500, "error": "HTTP 500 Internal Server Error"},))
+    page = render_html(with_notes)
+    assert "<h2>Notifications</h2>" in page and "notify.webhooks[1] (teams)" in page and "HTTP 500" in page
+    assert "<h2>Notifications</h2>" not in render_html(run)
