@@ -18,6 +18,7 @@ from fleetctl.cli.deploy import (
 )
 from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, inventory_paths
 from fleetctl.errors import ConfigError, RolloutFailed
+from fleetctl.notify import Notifier
 from fleetctl.rollout.rollback_target import RollbackPlan
 from fleetctl.rollout.runner import DeployOptions, plan_rollback, prepare_rollback, run_rollback
 from fleetctl.ui.console import print_json, safe, stderr, stdout, warn_insecure
@@ -47,6 +48,7 @@ def rollback(
                             forks=forks, force=force)
     prepared = prepare_rollback(options, to)
     warn_insecure(prepared.fleet.connections.values())  # before any node is asked (the plan reads every host)
+    notifier = Notifier.for_playbook(prepared.fleet.targets.settings)
     plan = plan_rollback(prepared, journal_failures=_journal_failures(prepared.fleet.targets.settings.name))
     people = stderr() if json_out else stdout()
     target = to or (f"the fleet's last good release {plan.version}" if plan.version else "the fleet's last good "
@@ -70,7 +72,8 @@ def rollback(
     _refuse_forced_only(plan, to)
     switching = sum(1 for c in plan.choices.values() if c.action == "switch")
     confirm(yes, f"Roll back {switching} host(s) to {target}?")
-    result = run_with_subscribers(lambda bus: run_rollback(prepared, bus, plan=plan, force=force), json_out)
+    result = run_with_subscribers(lambda bus: run_rollback(prepared, bus, plan=plan, force=force), json_out,
+                                  notifier)
     result.raise_for_exit()
 
 

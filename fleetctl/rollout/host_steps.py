@@ -32,7 +32,14 @@ from fleetctl.node.results import NodeState, ServiceInfo
 from fleetctl.node.transfer import TransferMode, ensure_artifact
 from fleetctl.protocol.errors import NodeOperationError, TransportError
 from fleetctl.rollout.deadlines import PhaseTimeout, PhaseTimeouts, call_within
-from fleetctl.rollout.events import EventBus, HostOutcome, HostProgress, HostStepStarted, Step
+from fleetctl.rollout.events import (
+    EventBus,
+    HostOutcome,
+    HostProgress,
+    HostStepFinished,
+    HostStepStarted,
+    Step,
+)
 from fleetctl.rollout.health import (
     HealthCheck,
     HealthResult,
@@ -88,17 +95,23 @@ class HostContext:
         if self.lost is not None:
             raise PhaseTimeout(f"not asked: lost earlier ({self.lost})")
         self.bus.emit(HostStepStarted(self.host, name, detail))
-        started = time.monotonic()
+        began, started = time.time(), time.monotonic()
+        failed = True
         try:
             if self.timeouts is None:
-                return action()
-            try:
-                return call_within(self.timeouts.for_step(name) + extra, action, f"{name} {detail}".strip())
-            except PhaseTimeout as err:
-                self.lost = f"{name}: {err.reason}"
-                raise
+                result = action()
+            else:
+                try:
+                    result = call_within(self.timeouts.for_step(name) + extra, action, f"{name} {detail}".strip())
+                except PhaseTimeout as err:
+                    self.lost = f"{name}: {err.reason}"
+                    raise
+            failed = False
+            return result
         finally:
-            self.timings[name] = self.timings.get(name, 0.0) + time.monotonic() - started
+            seconds = time.monotonic() - started
+            self.timings[name] = self.timings.get(name, 0.0) + seconds
+            self.bus.emit(HostStepFinished(self.host, name, began, seconds, failed, detail))
 
     def bounded(self, what: str, action: Callable[[], T]) -> T:
         """One node call inside a step (the gate's probes and state reads), bounded by the `step` timeout: a
@@ -442,9 +455,8 @@ def activate(ctx: HostContext, target: Release, definition: ServiceDefinition | 
         note = f"service Running on {target.id}; its health gate was not waited for (interrupted)"
     elif health is not None:
         ctx.gating.set()
-        result = step("health", lambda: gate(ctx, target, health), extra=_gate_bound(health))
-        if not result.ok:
-            raise StepFailed("health", result.reason or "health check failed")
+        # Raised inside the step, so the timeline marks the health step itself as the one that failed.
+        step("health", lambda: _passed(gate(ctx, target, health)), extra=_gate_bound(health))
         ctx.gate_service = ctx.last_state.service if ctx.last_state is not None else None
     if record:
         # The gate's last state read happened after the switch, under our lock: it is as good as a new read.
@@ -461,6 +473,12 @@ def activate(ctx: HostContext, target: Release, definition: ServiceDefinition | 
 def _gate_bound(check: HealthCheck) -> float:
     """How long a gate may take by its own rules (retries, per-try timeout, stability window)."""
     return check.retries * (check.interval + check.timeout) + check.stability_window
+
+
+def _passed(result: HealthResult) -> HealthResult:
+    if not result.ok:
+        raise StepFailed("health", result.reason or "health check failed")
+    return result
 
 
 def gate(ctx: HostContext, target: Release, check: HealthCheck) -> HealthResult:

@@ -259,7 +259,7 @@ def test_gate_failures_are_kept_and_a_version_1_database_is_migrated(tmp_path: P
     old.close()
     journal = Journal(path)
     bus = EventBus()
-    journal.subscribe(bus)  # migrates 1 -> 2
+    journal.subscribe(bus)  # migrates 1 -> 3
     bus.emit(started())
     bus.emit(HostFinished(HostOutcome("a", "rolled_back", "0.9-old", "status 500", failed_release="1.0-abc")))
     bus.emit(RunFinished("r1", 1, {"a": HostOutcome("a", "rolled_back", "0.9-old", "status 500",
