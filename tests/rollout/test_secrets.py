@@ -1,7 +1,8 @@
 """Secrets never reach output (issue 15, "Checked by"): unique values planted through `env()`, `file()`, a
 secret-named variable and through filters (`lower`, `b64encode`) of an `env()` value; every command is run on its
 success and failure paths, with and without `--json` (the `--json` documents are the reports fleetctl writes);
-stdout, stderr and everything under `.fleetctl/` (the SQLite journal and its WAL included) are searched: zero hits.
+stdout, stderr, every webhook payload (a loopback receiver) and everything under `.fleetctl/` (the SQLite journal and
+its WAL included) are searched: zero hits.
 
 What stays on the nodes is out of scope here (a release's service definition holds its environment on the node:
 docs/windows.md). The lab: FLEETCTL_TEST_SECRETS_BASE (default 127.0.56.1), 2 nodes.
@@ -10,10 +11,12 @@ docs/windows.md). The lab: FLEETCTL_TEST_SECRETS_BASE (default 127.0.56.1), 2 no
 from __future__ import annotations
 
 import base64
+import http.server
 import json
 import os
 import secrets
 import subprocess
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -44,8 +47,36 @@ FORBIDDEN = {
 }
 
 
+class Hooks:
+    """A webhook receiver on loopback that keeps every payload it is sent."""
+
+    def __init__(self) -> None:
+        received: list[bytes] = []
+        self.received = received
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                received.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+def hooks() -> Iterator[Hooks]:
+    receiver = Hooks()
+    yield receiver
+    receiver.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory, hooks: Hooks) -> Iterator[Lab]:
     base = os.environ.get("FLEETCTL_TEST_SECRETS_BASE", "127.0.56.1")
     for started in _start_lab(tmp_path_factory.mktemp("secrets"), 2, base, "linux"):
         (started.directory / "motd.txt").write_text(FILE_SECRET + "\n")
@@ -61,7 +92,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             "    HELLO_ENV: \"{{ hello_env | default('production') }}\"\n"
             "    GREETING: \"{{ greeting }}\"\n    MOTD: \"{{ motd }}\"\n    DB_PASSWORD: \"{{ db_password }}\"\n"
             "    SHOUT: \"{{ shout }}\"\n    PACKED: \"{{ packed }}\"\n")
-        assert "GREETING" in text
+        assert "GREETING" in text and "\nnotify:" not in text
+        text += f"\nnotify:\n  webhooks:\n    - url: {hooks.url}\n      format: json\n"
         started.playbook.write_text(text)
         yield started
 
@@ -73,7 +105,7 @@ def run(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
                           env=env, check=False)
 
 
-def test_no_planted_secret_reaches_any_output(lab: Lab) -> None:
+def test_no_planted_secret_reaches_any_output(lab: Lab, hooks: Hooks) -> None:
     pb, inv = str(lab.playbook), ["-i", str(lab.inventory), "-i", str(lab.directory / "secrets.yml")]
     commands: list[tuple[str, ...]] = [
         ("inventory", "list", *inv), ("inventory", "list", *inv, "--json"),
@@ -125,6 +157,10 @@ def test_no_planted_secret_reaches_any_output(lab: Lab) -> None:
     # The failure paths fail (unknown host, gate failure, bad input, a version not kept); the rest must succeed,
     # or the search proves little.
     assert len(failed) == 4, "\n".join(failed)
+    assert hooks.received, "the webhook payloads are part of the search: some must have been sent"
+    for payload in hooks.received:
+        hits += [f"webhook payload: {how}" for how, values in FORBIDDEN.items()
+                 if any(v.encode() in payload for v in values)]
     files = [p for p in (lab.directory / ".fleetctl").rglob("*") if p.is_file()]
     assert any(p.name.startswith("history.db") for p in files)
     for path in files:
