@@ -21,6 +21,10 @@ Wall time is `run_deploy`/`run_rollback` from call to return; the critical path 
 slowest host's transfer + stop + switch + start + health (as in bench_rollout.py). With `--forks` smaller than a
 batch, hosts of a batch wait for a thread, which the critical path does not count: the ratio then says so.
 
+`--baseline-sizes 100` (the default) also runs those sizes, first, with the controller as it was before issue 16's
+cuts (`undo_controller_cuts`: pypsrp's own CreatePipeline serializer, requests reading the environment per
+request, a service read per probe), each on a fresh lab, and prints the before/after ratio of the same run.
+
 `--profile DIR` runs the controller under `py-spy record` (`pip install py-spy`), one collapsed-stack file per
 size (`DIR/controller-N.txt`, py-spy's `--format raw`: one line per stack with its sample count; feed it to
 flamegraph.pl or read the top frames).
@@ -75,7 +79,19 @@ def _reset_peak_rss() -> None:
         pass
 
 
-def client(lab: Path, batch: str, forks: int, transfer: str) -> dict[str, Any]:
+def undo_controller_cuts() -> None:
+    """The controller as it was before this benchmark's cuts (issue 16 item 1), for a same-run baseline: pypsrp
+    serializes every CreatePipeline itself, requests consults the environment on every request, and a gate reads
+    the service after every failed probe and at every probe of the stability window."""
+    from fleetctl.rollout import health
+    from fleetctl.transport import winrm
+
+    winrm.use_fast_serializer = lambda pool: None  # type: ignore[assignment]
+    winrm._settle_environment = lambda wsman: None  # type: ignore[assignment]
+    health.SERVICE_POLL_S = 0.0
+
+
+def client(lab: Path, batch: str, forks: int, transfer: str, baseline: bool = False) -> dict[str, Any]:
     from fleetctl.rollout.runner import (
         DeployOptions,
         prepare_deploy,
@@ -87,6 +103,8 @@ def client(lab: Path, batch: str, forks: int, transfer: str) -> dict[str, Any]:
     from tests.bench.bench_rollout import measure
     from tests.rollout.conftest import make_playbook
 
+    if baseline:
+        undo_controller_cuts()
     work = lab.parent
     os.chdir(work)
     playbook = make_playbook(work, "linux")
@@ -131,32 +149,33 @@ def client(lab: Path, batch: str, forks: int, transfer: str) -> dict[str, Any]:
 
 
 # ---- the benchmark ------------------------------------------------------------------------------------------
-def run_size(nodes: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    lab = work / f"lab-{nodes}"
+def run_size(nodes: int, args: argparse.Namespace, work: Path, baseline: bool = False) -> dict[str, Any]:
+    lab = work / f"lab-{nodes}{'-baseline' if baseline else ''}"
     began = time.monotonic()
     fleetctl("lab", "up", "--nodes", str(nodes), "--base", args.base, "--dir", str(lab), "--no-wine", "--json")
     up = time.monotonic() - began
     try:
         cmd = [sys.executable, __file__, "--client", "--lab", str(lab), "--batch", args.batch,
-               "--forks", str(args.forks), "--transfer", args.transfer]
+               "--forks", str(args.forks), "--transfer", args.transfer, *(["--baseline"] if baseline else [])]
         if args.profile:
             spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
             out_dir = Path(args.profile).resolve()
             out_dir.mkdir(parents=True, exist_ok=True)
-            cmd = [spy, "record", "--rate", "50", "--nonblocking", "--format", "raw",
-                   "-o", str(out_dir / f"controller-{nodes}.txt"), "--", *cmd]
+            cmd = [spy, "record", "--rate", "100", "--gil", "--format", "raw",
+                   "-o", str(out_dir / f"controller-{nodes}{'-baseline' if baseline else ''}.txt"), "--", *cmd]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, check=False, timeout=7200)
         if proc.returncode != 0:
             raise SystemExit(f"controller failed at {nodes} nodes: {proc.stderr.strip()[-3000:]}")
-        figures = dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+        # py-spy prints its own lines after the controller's one JSON line
+        figures = dict(json.loads(next(line for line in reversed(proc.stdout.splitlines()) if line.startswith("{"))))
     finally:
         fleetctl("lab", "down", "--dir", str(lab))
     figures["lab_up_s"] = up
     return figures
 
 
-def report(nodes: int, figures: dict[str, Any]) -> None:
-    print(f"\n{nodes} nodes (lab up {figures['lab_up_s']:.1f} s; controller RSS at start "
+def report(nodes: int, figures: dict[str, Any], what: str = "") -> None:
+    print(f"\n{nodes} nodes{what} (lab up {figures['lab_up_s']:.1f} s; controller RSS at start "
           f"{figures['rss_start_mb']:.0f} MB)")
     print(f"  {'phase':<14}{'wall s':>8}{'crit s':>8}{'ratio':>7}{'ctl CPU ms/host':>17}{'prep ms/host':>14}"
           f"{'peak RSS MB':>13}{'lab CPU ms/host':>17}{'lab/ctl':>9}  outcomes")
@@ -186,19 +205,36 @@ def main() -> None:
     parser.add_argument("--base", default=os.environ.get("FLEETCTL_BENCH_SCALE_BASE", "127.0.70.1"))
     parser.add_argument("--profile", default=None, help="directory for py-spy recordings of the controller")
     parser.add_argument("--json", default=None, help="write every figure to this file too")
+    parser.add_argument("--baseline-sizes", default="100",
+                        help="sizes also run with the controller before the cuts, on a fresh lab ('' for none)")
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--baseline", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--lab", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
-        print(json.dumps(client(Path(args.lab), args.batch, args.forks, args.transfer)))
+        print(json.dumps(client(Path(args.lab), args.batch, args.forks, args.transfer, args.baseline)))
         return
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}; batch {args.batch}, forks {args.forks}, "
           f"transfer {args.transfer}; base {args.base}")
     results: dict[str, Any] = {}
+    baseline_sizes = {int(s) for s in args.baseline_sizes.split(",") if s.strip()}
     for size in (int(s) for s in args.sizes.split(",") if s.strip()):
-        results[str(size)] = run_size(size, args, work)
-        report(size, results[str(size)])
+        if size in baseline_sizes:
+            results[f"{size}-baseline"] = before = run_size(size, args, work, baseline=True)
+            report(size, before, ", baseline: the controller before the cuts")
+        results[str(size)] = after = run_size(size, args, work)
+        report(size, after)
+        if size in baseline_sizes:
+            print("  controller CPU per host, before -> after (same run):")
+            for phase in PHASES:
+                if phase in before and phase in after:
+                    b = before[phase]["controller_cpu"] / max(1, before[phase]["hosts"])
+                    a = after[phase]["controller_cpu"] / max(1, after[phase]["hosts"])
+                    rb = before[phase]["lab_requests"] / max(1, before[phase]["hosts"])
+                    ra = after[phase]["lab_requests"] / max(1, after[phase]["hosts"])
+                    print(f"    {phase:<14}{1000 * b:7.1f} -> {1000 * a:6.1f} ms ({b / max(a, 1e-9):.2f}x); WS-Man "
+                          f"requests/host {rb:.1f} -> {ra:.1f}")
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2))
     shutil.rmtree(work, ignore_errors=True)
