@@ -91,7 +91,8 @@ def undo_controller_cuts() -> None:
     health.SERVICE_POLL_S = 0.0
 
 
-def client(lab: Path, batch: str, forks: int, transfer: str, baseline: bool = False) -> dict[str, Any]:
+def client(lab: Path, batch: str, forks: int, transfer: str, baseline: bool = False,
+           max_failed: str | None = None) -> dict[str, Any]:
     from fleetctl.rollout.runner import (
         DeployOptions,
         prepare_deploy,
@@ -115,7 +116,7 @@ def client(lab: Path, batch: str, forks: int, transfer: str, baseline: bool = Fa
 
     def options(version: str | None) -> DeployOptions:
         return DeployOptions(playbook=playbook, inventories=[inventory], batch=batch, forks=forks, version=version,
-                             extra_vars=extra)
+                             extra_vars=extra, max_failed=max_failed)
 
     for version in ("1.0.0", "2.0.0"):  # build both before anything is timed (go build is a child process)
         prepare_deploy(options(version))
@@ -142,6 +143,9 @@ def client(lab: Path, batch: str, forks: int, transfer: str, baseline: bool = Fa
             "peak_rss_mb": _status_mb("VmHWM"), "lab_cpu": lab1 - lab0, "lab_requests": req1 - req0,
             "breakdown": run.breakdown(),
         }
+        failed = {h: o.error for h, o in result.outcomes.items() if o.outcome in ("failed", "rolled_back")}
+        if failed:
+            out[phase]["failed"] = dict(list(failed.items())[:5])
         if result.exit_code != 0:
             out[phase]["message"] = result.message
             break
@@ -156,7 +160,8 @@ def run_size(nodes: int, args: argparse.Namespace, work: Path, baseline: bool = 
     up = time.monotonic() - began
     try:
         cmd = [sys.executable, __file__, "--client", "--lab", str(lab), "--batch", args.batch,
-               "--forks", str(args.forks), "--transfer", args.transfer, *(["--baseline"] if baseline else [])]
+               "--forks", str(args.forks), "--transfer", args.transfer, *(["--baseline"] if baseline else []),
+               *(["--max-failed", args.max_failed] if args.max_failed else [])]
         if args.profile:
             spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
             out_dir = Path(args.profile).resolve()
@@ -191,6 +196,8 @@ def report(nodes: int, figures: dict[str, Any], what: str = "") -> None:
               f"{f['lab_cpu'] / max(1e-9, f['controller_cpu']):>9.2f}  {f['outcomes']}")
         if f.get("message"):
             print(f"    failed: {f['message']}")
+        for host, error in (f.get("failed") or {}).items():
+            print(f"    {host}: {error}")
     for phase in PHASES:
         if phase in figures and figures[phase]["critical"] > 0:
             print(f"  where the {phase} wall time went:\n{figures[phase]['breakdown']}")
@@ -201,6 +208,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,500,1000")
     parser.add_argument("--batch", default="20%")
     parser.add_argument("--forks", type=int, default=50)
+    parser.add_argument("--max-failed", default=None, help="failure budget of each phase (default 0: a failed host "
+                        "ends the size's run)")
     parser.add_argument("--transfer", default="auto", choices=("auto", "push", "pull"))
     parser.add_argument("--base", default=os.environ.get("FLEETCTL_BENCH_SCALE_BASE", "127.0.70.1"))
     parser.add_argument("--profile", default=None, help="directory for py-spy recordings of the controller")
@@ -212,7 +221,8 @@ def main() -> None:
     parser.add_argument("--lab", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
-        print(json.dumps(client(Path(args.lab), args.batch, args.forks, args.transfer, args.baseline)))
+        print(json.dumps(client(Path(args.lab), args.batch, args.forks, args.transfer, args.baseline,
+                                args.max_failed)))
         return
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}; batch {args.batch}, forks {args.forks}, "
