@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from fleetctl.artifacts.manifest import Manifest, check_version, utc_now
 from fleetctl.config.playbook import Playbook
+from fleetctl.config.project import find_project
 from fleetctl.config.redaction import redact, register_secret
 from fleetctl.errors import ConfigError
 
@@ -84,7 +84,9 @@ def url_artifact(playbook: Playbook, *, version: str, given_artifact: object | N
 
 def read_ca_pem(playbook: Playbook, ca: str) -> str:
     """The one PEM certificate in `ca` (relative to the playbook); a ConfigError naming the key otherwise."""
-    path = Path(ca) if Path(ca).is_absolute() else playbook.base_dir / ca
+    # Confined like every file a playbook names (install.files, collect.path): under the project directory.
+    path = find_project(playbook.base_dir).readable(ca, base=playbook.base_dir, what="artifact.collect.ca",
+                                                    file=playbook.path, key="artifact.collect.ca")
     try:
         text = path.read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError) as err:

@@ -72,6 +72,8 @@ def test_a_complete_url_playbook_gives_the_nodes_everything(tmp_path: Path) -> N
      "artifact.collect.ca", "the url is http"),
     (f"    url: https://repo.example/a.exe\n    sha256: {SHA}\n    size: 10\n    ca: notes.txt",
      "artifact.collect.ca", "no PEM certificate"),
+    (f"    url: https://repo.example/a.exe\n    sha256: {SHA}\n    size: 10\n    ca: /etc/ssl/certs/ca-certificates.crt",
+     "artifact.collect.ca", "outside the project directory"),
 ])
 def test_what_a_node_needs_is_checked_first(tmp_path: Path, collect: str, key: str, words: str) -> None:
     (tmp_path / "ca.pem").write_bytes(pki.new_ca("repo CA", "tests").cert_pem)

@@ -129,10 +129,13 @@ def build(lab: Lab, nginx: Nginx, version: str) -> Built:
 
 def url_playbook(lab: Lab, nginx: Nginx, built: Built, *, sha256: str | None = None, query: str = "",
                  ca: Path | None = None, tag: str = "url") -> Path:
-    """The test playbook with its build replaced by `collect.url` on nginx and `transfer: url`."""
+    """The test playbook with its build replaced by `collect.url` on nginx and `transfer: url` (the CA file beside
+    it: a playbook reads files of its project only)."""
     text = lab.playbook.read_text()
+    ca_file = lab.directory / f"ca-{tag}.pem"
+    shutil.copyfile(ca or nginx.ca_file, ca_file)
     collect = (f"  collect:\n    url: \"{nginx.url(built.name, query)}\"\n    sha256: {sha256 or built.sha256}\n"
-               f"    size: {built.size}\n    ca: {ca or nginx.ca_file}\n")
+               f"    size: {built.size}\n    ca: {ca_file.name}\n")
     text, count = re.subn(r"(?m)^  build:\n    go:\n(      .*\n)+", collect, text)
     assert count == 1, text
     text = text.replace("transfer: auto", "transfer: url")
