@@ -104,9 +104,9 @@ class Run:
         return "".join(self.lines)
 
 
-def deploy(lab: Lab, version: str, *args: str) -> Run:
+def deploy(lab: Lab, version: str, *args: str, window: str = "2s") -> Run:
     return Run.start(lab, "deploy", str(lab.playbook), "-i", str(lab.inventory), "--version", version,
-                     "--var", "window=2s", *args)
+                     "--var", f"window={window}", *args)
 
 
 def rollback(lab: Lab, *args: str) -> Run:
@@ -195,7 +195,8 @@ def node_lost(kind: str, at_step: str) -> Row:
         baseline(lab)
         if at_step == "stop":
             lab.fault("lab-node02", "slow-stop:2s")
-        run = deploy(lab, NEW, "--batch", "1")
+        # In the gate: a window long enough that the gate reads the node again after the fault is in place.
+        run = deploy(lab, NEW, "--batch", "1", window="6s" if at_step == "health" else "2s")
         run.wait_line(f"lab-node02: {at_step}")
         lab.fault("lab-node02", kind)
         code, doc = run.finish()
