@@ -99,6 +99,7 @@ def run_with_subscribers(run: Any, json_out: bool) -> RunResult:
         journal.subscribe(bus)
         stack.callback(journal.close)
         report.subscribe(bus)
+        stack.callback(bus.close)  # first of the callbacks: the subscribers get every event before they close
         result: RunResult = run(bus)
     if json_out:
         print_json(report.document(exit_code=result.exit_code))

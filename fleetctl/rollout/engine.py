@@ -150,20 +150,24 @@ class RolloutEngine:
             self.bus.emit(Notice(note))
         workers = max(1, min(self.forks, len(plan.hosts) or 1))
         result: RunResult | None = None
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fleetctl-host") as pool:
-            self._pool = pool
-            try:
-                holder = self._lock_all(pool)
-                if holder is not None:
-                    result = self._finish(EXIT_LOCKED, holder)
-                else:
-                    result = self._run_batches(pool)
-            finally:
-                self._join_background()
-                self._unlock_all(pool)
-        assert result is not None
-        self.bus.emit(RunFinished(result.run_id, result.exit_code, result.outcomes, result.message))
-        return result
+        try:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fleetctl-host") as pool:
+                self._pool = pool
+                try:
+                    holder = self._lock_all(pool)
+                    if holder is not None:
+                        result = self._finish(EXIT_LOCKED, holder)
+                    else:
+                        result = self._run_batches(pool)
+                finally:
+                    self._join_background()
+                    self._unlock_all(pool)
+            assert result is not None
+            self.bus.emit(RunFinished(result.run_id, result.exit_code, result.outcomes, result.message))
+            return result
+        finally:
+            # Whatever happened, every event emitted so far reaches the journal and the screen before we return.
+            self.bus.flush()
 
     def _lock_all(self, pool: ThreadPoolExecutor) -> str | None:
         """Connect to and lock every targeted host before any change; the first LOCK_HELD holder, or None."""

@@ -205,6 +205,7 @@ def test_a_database_failure_mid_run_warns_once_and_does_not_break_the_rollout(
     j._db.execute("DROP TABLE hosts")  # the file is damaged under our feet
     b.emit(HostFinished(HostOutcome("a", "deployed")))
     b.emit(HostFinished(HostOutcome("b", "deployed")))
+    b.flush()
     err = capsys.readouterr().err
     assert err.count("history not recorded") == 1
     j.close()
@@ -230,6 +231,7 @@ WRITER = textwrap.dedent("""
     bus.emit(RunStarted("crash-1", "deploy", "pb.yml", "hello", "2.0", "2.0-x", "rolling", "ops",
                         (("a", "b"),), False))
     bus.emit(HostStepStarted("a", "switch"))
+    bus.flush()
     print("ready", flush=True)
     time.sleep(120)
 """)
