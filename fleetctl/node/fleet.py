@@ -43,6 +43,11 @@ def winrm_transport(settings: ConnectionSettings) -> Transport:
     return WinRMTransport(settings)
 
 
+def connect_client(settings: ConnectionSettings, transport_factory: TransportFactory = winrm_transport) -> NodeClient:
+    """A client for one host: the one place a command's transports are made (the connection opens on first use)."""
+    return NodeClient(transport_factory(settings))
+
+
 class Fleet:
     """The connections of one command: a client per host, created on first use, all closed by `close()`."""
 
@@ -69,7 +74,7 @@ class Fleet:
         with self._lock:
             client = self._clients.get(host)
             if client is None:
-                client = NodeClient(self._factory(self.settings[host]))
+                client = connect_client(self.settings[host], self._factory)
                 self._clients[host] = client
             return client
 

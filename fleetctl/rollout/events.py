@@ -40,18 +40,34 @@ class Event:
     pass
 
 
+RunKind = Literal["deploy", "rollback", "remove"]
+
+
 @dataclass(frozen=True)
-class RunStarted(Event):
+class RunInfo:
+    """What a run is: the procedure says it, `RunStarted` announces it, the journal keeps it."""
+
     run_id: str
-    kind: Literal["deploy", "rollback", "remove"]
+    kind: RunKind
     playbook: str
     service: str
     version: str | None
     release: str | None
     strategy: str
     user: str
+
+
+@dataclass(frozen=True)
+class RunStarted(RunInfo, Event):
+    """A run began: what it is, and its batches in order."""
+
     batches: tuple[tuple[str, ...], ...]
     canary: bool
+
+    @classmethod
+    def of(cls, info: RunInfo, batches: tuple[tuple[str, ...], ...], canary: bool) -> RunStarted:
+        return cls(info.run_id, info.kind, info.playbook, info.service, info.version, info.release, info.strategy,
+                   info.user, batches, canary)
 
 
 @dataclass(frozen=True)

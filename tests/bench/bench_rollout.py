@@ -21,11 +21,11 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import threading
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from functools import partial
 from pathlib import Path

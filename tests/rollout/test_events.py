@@ -15,7 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from fleetctl.rollout.events import Event, EventBus, HostFinished, HostOutcome, HostStepStarted, Notice, RunStarted
+from fleetctl.rollout.events import (
+    Event,
+    EventBus,
+    HostFinished,
+    HostOutcome,
+    HostStepStarted,
+    Notice,
+    RunStarted,
+)
 from fleetctl.state.journal import Journal
 
 from .fakes import FakeFleet, write_project
@@ -34,8 +42,11 @@ def test_emit_does_not_wait_for_a_blocked_subscriber() -> None:
 
     bus.subscribe(stuck)
     started = time.monotonic()
-    threads = [threading.Thread(target=lambda i=i: [bus.emit(Notice(f"{i}-{n}")) for n in range(200)])
-               for i in range(8)]
+    def emit_many(i: int) -> None:
+        for n in range(200):
+            bus.emit(Notice(f"{i}-{n}"))
+
+    threads = [threading.Thread(target=emit_many, args=(i,)) for i in range(8)]
     for t in threads:
         t.start()
     for t in threads:
@@ -121,7 +132,11 @@ def test_the_journal_writes_a_batch_of_events_in_one_transaction(tmp_path: Path)
     journal = Journal(tmp_path / "history.db")
     bus = EventBus()
     gate = threading.Event()
-    bus.subscribe(lambda event: gate.wait(30))  # holds delivery until every event below is queued
+
+    def held(event: Event) -> None:
+        gate.wait(30)  # holds delivery until every event below is queued
+
+    bus.subscribe(held)
     batches: list[int] = []
     original = journal.record_batch
 
