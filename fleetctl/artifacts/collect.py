@@ -23,6 +23,7 @@ from fleetctl.artifacts.manifest import (
     utc_now,
 )
 from fleetctl.artifacts.pe import inspect_executable
+from fleetctl.config.connection import SshSettings
 from fleetctl.config.redaction import redact
 from fleetctl.transport import ssh
 
@@ -102,13 +103,13 @@ def collect_ssh(url: str, *, hostvars: Mapping[str, Any], name: str, version: st
                 sha256: str | None = None, on_output: OutputCallback | None = None) -> Manifest:
     """Fetch `ssh://HOST/path` over SFTP into dist/ (and check the sha256 when one is given)."""
     host, remote_path = parse_ssh_url(url)
-    settings = ssh.SshSettings.from_hostvars(host, hostvars)
+    settings = SshSettings.from_hostvars(host, hostvars)
     dist_dir.mkdir(parents=True, exist_ok=True)
     partial = dist_dir / f".{name}-{version}.download"
     conn = ssh.connect(settings)
     try:
         try:
-            conn.sftp().get(remote_path, str(partial))
+            conn.download(remote_path, partial)
         except FileNotFoundError:
             raise ArtifactError(f"{remote_path} does not exist on {host}", key="artifact.collect.ssh") from None
         except OSError as err:
