@@ -6,8 +6,6 @@ from __future__ import annotations
 import glob
 import hashlib
 import shutil
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ from fleetctl.artifacts.manifest import (
 from fleetctl.artifacts.pe import inspect_executable
 from fleetctl.config.connection import SshSettings
 from fleetctl.config.redaction import redact
-from fleetctl.transport import ssh
+from fleetctl.transport import http, ssh
 
 OutputCallback = Callable[[str], None]
 _URL_TIMEOUT = 60.0
@@ -67,19 +65,20 @@ def collect_url(url: str, sha256: str, *, name: str, version: str, dist_dir: Pat
     partial = dist_dir / f".{name}-{version}.download"
     shown = redact(url)
     digest = hashlib.sha256()
+
+    def write(data: bytes) -> None:
+        digest.update(data)
+        out.write(data)
+
     try:
-        with urllib.request.urlopen(url, timeout=_URL_TIMEOUT) as response, open(partial, "wb") as out:
-            while chunk := response.read(_CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
-    except urllib.error.HTTPError as err:
+        with open(partial, "wb") as out:
+            http.download(url, write, _URL_TIMEOUT, chunk=_CHUNK)
+    except http.DownloadFailed as err:
         partial.unlink(missing_ok=True)
-        raise ArtifactError(f"download of {shown} failed: HTTP {err.code} {err.reason}",
-                            key="artifact.collect.url") from None
-    except (urllib.error.URLError, OSError) as err:
+        raise ArtifactError(f"download of {shown} failed: {err.reason}", key="artifact.collect.url") from None
+    except OSError as err:  # dist/ not writable
         partial.unlink(missing_ok=True)
-        reason = getattr(err, "reason", err)
-        raise ArtifactError(f"download of {shown} failed: {redact(str(reason))}", key="artifact.collect.url") from None
+        raise ArtifactError(f"download of {shown} failed: {redact(str(err))}", key="artifact.collect.url") from None
     try:
         _check_sha256(digest.hexdigest(), sha256, shown)
         if on_output:

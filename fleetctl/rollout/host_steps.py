@@ -26,17 +26,11 @@ from typing import Protocol, TypeVar
 from fleetctl.config.redaction import redact
 from fleetctl.errors import FleetError
 from fleetctl.node.client import NodeClient
+from fleetctl.node.probe import ProbeResult, probe_from_controller, probe_from_node
 from fleetctl.node.results import NodeState, ServiceInfo
 from fleetctl.protocol.errors import NodeOperationError, TransportError
 from fleetctl.rollout.events import EventBus, HostOutcome, HostProgress, HostStepStarted, Step
-from fleetctl.rollout.health import (
-    HealthCheck,
-    HealthResult,
-    ProbeResult,
-    probe_from_controller,
-    probe_from_node,
-    run_health_gate,
-)
+from fleetctl.rollout.health import HealthCheck, HealthResult, run_health_gate
 from fleetctl.rollout.release import SERVICE_DEFINITION_FILE, Release, ServiceDefinition
 
 T = TypeVar("T")
