@@ -22,7 +22,7 @@ RANKS: dict[str, int] = {
     "artifacts": 4,
     "node": 5,
     "rollout": 6,
-    "state": 7,
+    "state": 7, "status": 7,
     "ui": 8,
     "cli": 9, "__main__": 10,
 }

@@ -8,7 +8,7 @@ from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, inventory_path
 from fleetctl.config.connection import ConnectionSettings, insecure_hosts_warning, render_connection_vars
 from fleetctl.config.inventory import load_inventory
 from fleetctl.errors import ConfigError, RolloutFailed
-from fleetctl.node.fleet import DEFAULT_FORKS, Fleet
+from fleetctl.node.fleet import DEFAULT_FORKS, HostClients
 from fleetctl.node.ping import ping_hosts
 from fleetctl.ui.console import print_json, stderr, stdout, warn
 from fleetctl.ui.ping import ping_json, ping_table
@@ -40,7 +40,7 @@ def ping(
     warning = insecure_hosts_warning(settings.values())
     if warning:
         warn(warning)
-    with Fleet(settings, forks=forks) as fleet:
+    with HostClients(settings, forks=forks) as fleet:
         if json_out:
             results = ping_hosts(fleet)
         else:

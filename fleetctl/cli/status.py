@@ -14,8 +14,8 @@ from rich.text import Text
 from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, inventory_paths
 from fleetctl.config.connection import insecure_hosts_warning
 from fleetctl.errors import RolloutFailed
-from fleetctl.node.fleet import Fleet
-from fleetctl.rollout.status import FleetStatus, HostStatus, ReleaseRef, collect_status, load_status_request
+from fleetctl.node.fleet import HostClients
+from fleetctl.status.collect import FleetStatus, HostStatus, ReleaseRef, collect_status, load_status_request
 from fleetctl.ui.console import print_json, safe, stderr, stdout, warn
 
 
@@ -33,7 +33,7 @@ def status(
     warning = insecure_hosts_warning(request.connections.values())
     if warning:
         warn(warning)
-    with Fleet(request.connections, forks=request.forks) as fleet:
+    with HostClients(request.connections, forks=request.forks) as fleet:
         if json_out:
             result = collect_status(request.targets, fleet.client, forks=request.forks)
         else:

@@ -132,7 +132,7 @@ def probe_once(check: HealthCheck, client: NodeClient | None = None) -> ProbeVer
 
 # --- the gate -----------------------------------------------------------------------------------------------------
 
-Probe = Callable[[], ProbeResult]
+ProbeOnce = Callable[[], ProbeResult]
 ServiceSnapshot = Callable[[], ServiceInfo | None]
 Sleep = Callable[[float], None]
 Clock = Callable[[], float]
@@ -140,7 +140,7 @@ Clock = Callable[[], float]
 
 def run_health_gate(
     check: HealthCheck,
-    probe: Probe,
+    probe: ProbeOnce,
     service: ServiceSnapshot,
     *,
     aborted: Callable[[], bool] = lambda: False,
@@ -197,7 +197,7 @@ def run_health_gate(
 
 def hold_stability_window(
     check: HealthCheck,
-    probe: Probe,
+    probe: ProbeOnce,
     service: ServiceSnapshot,
     *,
     aborted: Callable[[], bool] = lambda: False,

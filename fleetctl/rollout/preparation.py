@@ -56,7 +56,7 @@ class DeployOptions:
 
 
 @dataclass
-class Fleet:
+class RolloutTargets:
     """The targeted hosts, each with its rendered playbook and how to reach it."""
 
     targets: Targets
@@ -83,7 +83,7 @@ class Fleet:
 
 @dataclass
 class PreparedDeploy:
-    fleet: Fleet
+    fleet: RolloutTargets
     manifest: Manifest
     releases: dict[str, Release]
     transfer: str
@@ -101,7 +101,7 @@ class PreparedDeploy:
 
 @dataclass
 class PreparedRollback:
-    fleet: Fleet
+    fleet: RolloutTargets
     references: dict[str, Release]  # host -> its app/root/service as configured now (the id is not used)
     to_version: str | None
     run_id: str = field(default_factory=new_run_id)
@@ -112,7 +112,7 @@ class PreparedRollback:
 
 
 def load_fleet(options: DeployOptions, builtins: dict[str, object] | None = None, *,
-               refuse_unsupported: bool = True) -> Fleet:
+               refuse_unsupported: bool = True) -> RolloutTargets:
     """Targets, plan, per-host playbooks and connection settings; every problem is a ConfigError (exit 2)."""
     targets = load_targets(options.playbook, options.inventories, limit=options.limit,
                            extra_vars=list(options.extra_vars), builtins=builtins)
@@ -135,7 +135,7 @@ def load_fleet(options: DeployOptions, builtins: dict[str, object] | None = None
     if forks < 1:
         raise ConfigError(f"expected at least 1, got {forks}", key="--forks")
     owner = options.owner or f"{getpass.getuser()}@{socket.gethostname()}"
-    return Fleet(targets, plan, playbooks, connections, forks, owner, max(1, int(settings.rollout.lock_ttl)))
+    return RolloutTargets(targets, plan, playbooks, connections, forks, owner, max(1, int(settings.rollout.lock_ttl)))
 
 
 def _refuse_unsupported(playbook: Playbook) -> None:
@@ -148,7 +148,7 @@ def _refuse_unsupported(playbook: Playbook) -> None:
                           file=playbook.path, key="traffic")
 
 
-def _health_check(fleet: Fleet, host_name: str, version: str) -> HealthCheck | None:
+def _health_check(fleet: RolloutTargets, host_name: str, version: str) -> HealthCheck | None:
     host = next(h for h in fleet.targets.hosts if h.name == host_name)
     current = fleet.playbooks[host_name]
     if current.health is None:

@@ -22,7 +22,7 @@ from fleetctl.protocol.errors import NodeOperationError
 from fleetctl.rollout.engine import RunResult
 from fleetctl.rollout.events import EventBus, HostOutcome, RunInfo
 from fleetctl.rollout.host_steps import HostContext, Interruption, describe_error
-from fleetctl.rollout.preparation import Connect, DeployOptions, Fleet, load_fleet, new_run_id
+from fleetctl.rollout.preparation import Connect, DeployOptions, RolloutTargets, load_fleet, new_run_id
 from fleetctl.rollout.runner import HostPreview, run_procedure
 
 
@@ -99,7 +99,7 @@ def remove_host(ctx: HostContext, target: RemovalTarget, *, purge: bool) -> Host
 
 @dataclass
 class PreparedRemove:
-    fleet: Fleet
+    fleet: RolloutTargets
     targets: dict[str, RemovalTarget]
     purge: bool
     run_id: str

@@ -23,9 +23,9 @@ from fleetctl.rollout.host_steps import Interruption, describe_error, sigint_han
 from fleetctl.rollout.preparation import (
     Connect,
     DeployOptions,
-    Fleet,
     PreparedDeploy,
     PreparedRollback,
+    RolloutTargets,
     load_fleet,
     prepare_deploy,
     prepare_rollback,
@@ -87,7 +87,7 @@ def run_rollback(prepared: PreparedRollback, bus: EventBus, *, connect: Connect 
                          interruption=interruption, force=force)
 
 
-def run_procedure(fleet: Fleet, procedure: HostProcedure, bus: EventBus, *, connect: Connect | None = None,
+def run_procedure(fleet: RolloutTargets, procedure: HostProcedure, bus: EventBus, *, connect: Connect | None = None,
                   interruption: Interruption | None = None, force: bool = False) -> RunResult:
     """Any procedure over the fleet's plan, under its locks, with Ctrl-C handled (first: no new hosts; second:
     abort health gates)."""
