@@ -11,7 +11,6 @@ from fleetctl.cli.deploy import (
     MaxFailedOpt,
     YesOpt,
     confirm,
-    preview_table,
     run_with_subscribers,
 )
 from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, inventory_paths
@@ -19,6 +18,7 @@ from fleetctl.errors import RolloutFailed
 from fleetctl.rollout.remove import dry_run_remove, prepare_remove, run_remove
 from fleetctl.rollout.runner import DeployOptions
 from fleetctl.ui.console import print_json, stderr, stdout
+from fleetctl.ui.dry_run import preview_table
 from fleetctl.ui.plan import plan_table
 
 
