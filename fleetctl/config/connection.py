@@ -200,7 +200,7 @@ def render_connection_vars(variables: Mapping[str, Any], *, source: str) -> dict
 
 
 def insecure_hosts_warning(settings: Iterable[ConnectionSettings]) -> str | None:
-    """One warning line naming every host whose certificate validation is off, or None (SPEC 9)."""
+    """One warning line naming every host whose certificate validation is off, or None (docs/transport.md)."""
     names = sorted({s.host_name for s in settings if s.scheme == "https" and not s.cert_validation})
     if not names:
         return None

@@ -160,7 +160,7 @@ def service_definition(playbook: Playbook, wrapper_sha256: str | None = None) ->
 
 
 def current_exe_path(root: str, exe_name: str) -> str:
-    """The service always runs the exe through the `current` junction (SPEC 5)."""
+    """The service always runs the exe through the `current` junction (docs/windows.md, Junction semantics)."""
     return root.rstrip("\\") + "\\current\\" + exe_name
 
 

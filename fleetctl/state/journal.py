@@ -48,7 +48,7 @@ SCHEMA_VERSION = 1
 DEFAULT_PATH = Path(".fleetctl") / "history.db"
 PATH_ENV = "FLEETCTL_HISTORY_DB"
 
-# The status a finished run gets from its exit code (SPEC section 2's stable exit codes).
+# The status a finished run gets from its exit code (the stable exit codes of docs/cli.md).
 STATUS_BY_EXIT = {
     EXIT_OK: "succeeded",
     EXIT_ROLLOUT_FAILED: "failed",

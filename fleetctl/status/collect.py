@@ -82,7 +82,7 @@ class HostStatus:
     crash_loop: str | None = None  # the verdict, e.g. "4 restarts in 10 min", when the service keeps restarting
 
     def to_json(self) -> dict[str, Any]:
-        """Exactly the issue's shape: current, previous, service, healthy, lock."""
+        """Exactly the shape docs/status-history.md documents: current, previous, service, healthy, lock."""
         return {
             "current": self.current.to_json() if self.current else None,
             "previous": self.previous.to_json() if self.previous else None,

@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from node_kit import SERVICE_SCRIPT, chunks, wait_for
+from node_kit import SERVICE_SCRIPT, chunks
 from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.wsman import WSMan
+
+from tests.support import wait_for
 
 LAB_BASE = os.environ.get("FLEETCTL_TEST_LAB_BASE", "127.0.21.1")
 SCALE_BASE = os.environ.get("FLEETCTL_TEST_LAB_SCALE_BASE", "127.0.22.1")

@@ -52,7 +52,7 @@ def test_rolling_deploy_reaches_every_host_in_plan_order(project: tuple[Path, Pa
     for name, node in fleet.nodes.items():
         assert node.current == result.outcomes[name].release and node.current.startswith("1.0.0-")
         assert node.state == "Running" and node.lock is None
-        # one connection, and the step order of SPEC/issue 6 item 1
+        # one connection, and the step order of docs/rollouts.md (What happens, per host)
         ops = [op for op in node.operations if op not in ("Get-FleetState", "Test-FleetHealth")]
         assert ops == ["Lock-FleetApp", "Test-FleetArtifact", "Receive-FleetArtifact", "Install-FleetRelease",
                        "Set-FleetFirewallRule", "Set-FleetService", "Stop-FleetService", "Switch-FleetRelease",

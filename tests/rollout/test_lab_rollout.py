@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
-from .conftest import FLEETCTL, Lab, _env, wait_for
+from tests.support import wait_for
+
+from .conftest import FLEETCTL, Lab, _env
 
 pytestmark = pytest.mark.lab
 
