@@ -41,6 +41,7 @@ from fleetctl.rollout.events import (
     HostOutcome,
     HostStepStarted,
     RunFinished,
+    RunInfo,
     RunStarted,
 )
 
@@ -132,17 +133,10 @@ class HostRecord:
 
 
 @dataclass(frozen=True)
-class RunRecord:
-    """One deploy or rollback as the journal knows it; `status` already accounts for crashed controllers."""
+class RunRecord(RunInfo):
+    """One run as the journal knows it: what it is (the `RunInfo` its `RunStarted` announced), its batches, how it
+    ended and its hosts; `status` already accounts for crashed controllers."""
 
-    id: str
-    kind: str
-    playbook: str
-    service: str
-    version: str | None
-    release: str | None
-    strategy: str
-    user: str
     canary: bool
     batches: tuple[tuple[str, ...], ...]
     started_at: float
@@ -178,7 +172,7 @@ class RunRecord:
 
     def to_json(self, *, with_hosts: bool = True) -> dict[str, Any]:
         doc: dict[str, Any] = {
-            "id": self.id, "kind": self.kind, "playbook": self.playbook, "service": self.service,
+            "id": self.run_id, "kind": self.kind, "playbook": self.playbook, "service": self.service,
             "version": self.version, "release": self.release, "strategy": self.strategy, "user": self.user,
             "canary": self.canary, "started_at": _iso(self.started_at), "finished_at": _iso(self.finished_at),
             "status": self.status, "exit_code": self.exit_code, "message": self.message,
@@ -432,7 +426,7 @@ class Journal:
             for h in db.execute("SELECT * FROM hosts WHERE run_id = ? ORDER BY rowid", (row["id"],))
         }
         return RunRecord(
-            id=row["id"], kind=row["kind"], playbook=row["playbook"], service=row["service"],
+            run_id=row["id"], kind=row["kind"], playbook=row["playbook"], service=row["service"],
             version=row["version"], release=row["release"], strategy=row["strategy"], user=row["user"],
             canary=bool(row["canary"]), batches=tuple(tuple(b) for b in json.loads(row["batches"])),
             started_at=row["started_at"], finished_at=row["finished_at"], status=status,

@@ -28,7 +28,7 @@ def runs_table(runs: list[RunRecord]) -> Table:
         what = f"{r.kind} {r.service} {r.version or r.release or ''}{' +canary' if r.canary else ''}"
         status = r.status if r.exit_code is None else f"{r.status} ({r.exit_code})"
         table.add_row(
-            Text(safe(r.id)), _when(r.started_at), Text(safe(r.user)), Text(safe(what)),
+            Text(safe(r.run_id)), _when(r.started_at), Text(safe(r.user)), Text(safe(what)),
             Text(status, style=STATUS_STYLE.get(r.status, "")), Text(safe(counts_line(r.outcome_counts()))),
             _took(r),
         )
@@ -38,7 +38,7 @@ def runs_table(runs: list[RunRecord]) -> Table:
 def run_header(r: RunRecord) -> Text:
     text = Text(f"{r.kind} ", style="bold")
     text.append(safe(f"{r.playbook} ({r.service}) {r.version or ''} {r.release or ''}".rstrip()), style="bold cyan")
-    text.append(f"\nrun {safe(r.id)} by {safe(r.user)} from {safe(r.controller)} (pid {r.pid}), "
+    text.append(f"\nrun {safe(r.run_id)} by {safe(r.user)} from {safe(r.controller)} (pid {r.pid}), "
                 f"strategy {safe(r.strategy)}{' with canary' if r.canary else ''}")
     text.append(f"\nstarted {_when(r.started_at)}, took {_took(r)}, status ")
     text.append(r.status, style=STATUS_STYLE.get(r.status, ""))

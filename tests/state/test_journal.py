@@ -129,17 +129,17 @@ def test_filter_by_playbook_path_or_service_and_limit(tmp_path: Path, journal: J
     bus.emit(RunFinished("r2", 0, {}))
     bus.emit(started("r3", playbook=str(book)))  # same file by another path
     bus.emit(RunFinished("r3", 0, {}))
-    assert [r.id for r in journal.runs()] == ["r3", "r2", "r1"]
-    assert [r.id for r in journal.runs(playbook="pb.yml")] == ["r3", "r1"]
-    assert [r.id for r in journal.runs(playbook="./pb.yml")] == ["r3", "r1"]
-    assert [r.id for r in journal.runs(playbook="hello", limit=2)] == ["r3", "r2"]
+    assert [r.run_id for r in journal.runs()] == ["r3", "r2", "r1"]
+    assert [r.run_id for r in journal.runs(playbook="pb.yml")] == ["r3", "r1"]
+    assert [r.run_id for r in journal.runs(playbook="./pb.yml")] == ["r3", "r1"]
+    assert [r.run_id for r in journal.runs(playbook="hello", limit=2)] == ["r3", "r2"]
     assert journal.runs(playbook="nothing.yml") == []
 
 
 def test_run_lookup_by_prefix(journal: Journal, bus: EventBus) -> None:
     for run_id in ("20260101-aaa", "20260101-abb", "20260202-ccc"):
         bus.emit(started(run_id))
-    assert journal.run("202602").id == "20260202-ccc"
+    assert journal.run("202602").run_id == "20260202-ccc"
     with pytest.raises(ConfigError, match="ambiguous"):
         journal.run("20260101-a")
     with pytest.raises(ConfigError, match="no run with id 'zzz'"):
