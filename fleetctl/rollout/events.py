@@ -158,6 +158,7 @@ class EventBus:
         self._cond = threading.Condition(threading.Lock())
         self._thread: threading.Thread | None = None
         self._delivering = 0  # events taken off the queue and not yet delivered to every subscriber
+        self._idle = False  # the delivery thread is waiting for events
         self._closed = False
         self._failed: set[int] = set()  # subscribers already reported as raising
         _OPEN_BUSES.add(self)
@@ -178,7 +179,8 @@ class EventBus:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._deliver, name="fleetctl-events", daemon=True)
                 self._thread.start()
-            else:
+            elif self._idle:  # only a waiting delivery thread needs waking; a busy one takes this batch next
+                self._idle = False
                 self._cond.notify_all()
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -207,7 +209,9 @@ class EventBus:
         while True:
             with self._cond:
                 if not self._queue:
+                    self._idle = True
                     self._cond.wait_for(lambda: bool(self._queue) or self._closed, timeout=self.IDLE_SECONDS)
+                    self._idle = False
                 if not self._queue:
                     self._thread = None  # the next emit starts a new one
                     self._closed = False
