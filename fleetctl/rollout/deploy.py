@@ -24,7 +24,7 @@ from fleetctl.errors import ConfigError
 from fleetctl.node.client import NodeClient
 from fleetctl.node.results import NodeState
 from fleetctl.node.transfer import ArtifactSource, TransferMode, ensure_artifact
-from fleetctl.rollout.events import HostOutcome, HostStepStarted, RunInfo
+from fleetctl.rollout.events import HostOutcome, HostStepStarted
 from fleetctl.rollout.host_plan import HostPlan, plan_host
 from fleetctl.rollout.host_steps import (
     HealthFor,
@@ -78,9 +78,8 @@ class DeployProcedure:
         self.notes = notes
         fleet = prepared.fleet
         any_release = next(iter(prepared.releases.values()), None)
-        self.info = RunInfo(run_id=prepared.run_id, kind="deploy", playbook=str(fleet.targets.source.path),
-                            service=fleet.targets.settings.name, version=prepared.version,
-                            release=any_release.id if any_release else None, strategy="rolling", user=fleet.owner)
+        self.info = fleet.run_info(prepared.run_id, "deploy", version=prepared.version,
+                                   release=any_release.id if any_release else None)
 
     @classmethod
     @contextmanager

@@ -24,6 +24,7 @@ from fleetctl.errors import ConfigError
 from fleetctl.node.client import NodeClient
 from fleetctl.node.fleet import connect_client
 from fleetctl.plan import Plan
+from fleetctl.rollout.events import RunInfo, RunKind
 from fleetctl.rollout.health import HealthCheck
 from fleetctl.rollout.release import Release, make_release
 from fleetctl.targets import RolloutOverrides, Targets, load_targets, plan_rollout
@@ -79,6 +80,13 @@ class RolloutTargets:
 
     def client_factory(self) -> Connect:
         return lambda host: connect_client(self.connections[host])
+
+    def run_info(self, run_id: str, kind: RunKind, *, version: str | None = None,
+                 release: str | None = None) -> RunInfo:
+        """What a run over these targets is, for its procedure (`RunStarted`, the journal)."""
+        return RunInfo(run_id=run_id, kind=kind, playbook=str(self.targets.source.path),
+                       service=self.targets.settings.name, version=version, release=release,
+                       strategy=self.targets.settings.rollout.strategy, user=self.owner)
 
 
 @dataclass

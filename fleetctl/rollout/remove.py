@@ -20,7 +20,7 @@ from fleetctl.node.fleet import run_parallel
 from fleetctl.node.results import NodeState
 from fleetctl.protocol.errors import NodeOperationError
 from fleetctl.rollout.engine import RunResult
-from fleetctl.rollout.events import EventBus, HostOutcome, RunInfo
+from fleetctl.rollout.events import EventBus, HostOutcome
 from fleetctl.rollout.host_steps import HostContext, Interruption, describe_error
 from fleetctl.rollout.preparation import Connect, DeployOptions, RolloutTargets, load_fleet, new_run_id
 from fleetctl.rollout.runner import HostPreview, run_procedure
@@ -140,10 +140,7 @@ class RemoveProcedure:
 
     def __init__(self, prepared: PreparedRemove) -> None:
         self.prepared = prepared
-        fleet = prepared.fleet
-        self.info = RunInfo(run_id=prepared.run_id, kind="remove", playbook=str(fleet.targets.source.path),
-                            service=fleet.targets.settings.name, version=None, release=None, strategy="rolling",
-                            user=fleet.owner)
+        self.info = prepared.fleet.run_info(prepared.run_id, "remove")
 
     def stage(self, ctx: HostContext) -> RemovalTarget:
         return self.prepared.targets[ctx.host]  # nothing to read ahead: removing starts at the scheduled tasks

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fleetctl.node.results import NodeState
-from fleetctl.rollout.events import HostOutcome, RunInfo
+from fleetctl.rollout.events import HostOutcome
 from fleetctl.rollout.host_steps import (
     HealthFor,
     HostContext,
@@ -60,10 +60,7 @@ class RollbackProcedure:
 
     def __init__(self, prepared: PreparedRollback) -> None:
         self.prepared = prepared
-        fleet = prepared.fleet
-        self.info = RunInfo(run_id=prepared.run_id, kind="rollback", playbook=str(fleet.targets.source.path),
-                            service=fleet.targets.settings.name, version=prepared.to_version, release=None,
-                            strategy="rolling", user=fleet.owner)
+        self.info = prepared.fleet.run_info(prepared.run_id, "rollback", version=prepared.to_version)
 
     def job(self, host: str, to_version: str | None) -> RollbackJob:
         fleet = self.prepared.fleet
