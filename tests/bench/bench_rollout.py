@@ -153,6 +153,12 @@ def measure(run: object, history: Path) -> tuple[RunResult, Run]:
     return result, record
 
 
+def why(result: RunResult) -> str:
+    """The run's message and the first failed hosts' reasons."""
+    failed = [f"{h}: {o.error}" for h, o in result.outcomes.items() if o.outcome in ("failed", "rolled_back")]
+    return "; ".join([result.message, *failed[:5]])
+
+
 def cpu_line(run: Run, nodes: int) -> str:
     return (f"controller CPU {run.cpu:.2f} s ({run.cpu / nodes * 1000:.0f} ms/host), "
             f"emit wait {run.emit_wait / nodes * 1000:.1f} ms/host")
@@ -182,12 +188,12 @@ def main() -> None:
 
         # warm-up: version 1 everywhere (first install creates the services)
         first = run_deploy(prepare_deploy(opts("1.0.0")), EventBus())
-        assert first.exit_code == 0, first.message
+        assert first.exit_code == 0, why(first)
         figures: dict[str, list[Run]] = {"deploy": [], "rollback": [], "no-op": []}
         for round_ in range(1, args.runs + 1):
             prepared = prepare_deploy(opts(f"2.0.{round_}"))  # build outside the timed run
             result, run = measure(partial(run_deploy, prepared), history)
-            assert result.exit_code == 0, result.message
+            assert result.exit_code == 0, why(result)
             figures["deploy"].append(run)
             print(f"run {round_}: deploy {args.nodes} nodes, {len(run.batches)} batches: wall {run.wall:.2f} s, "
                   f"critical path {run.critical:.2f} s, ratio {run.wall / run.critical:.3f}, "
@@ -195,7 +201,7 @@ def main() -> None:
             print(run.breakdown())
             rb_prepared = prepare_rollback(DeployOptions(playbook=playbook, inventories=[inventory], batch="20%"))
             rb, rb_run = measure(partial(run_rollback, rb_prepared), history)
-            assert rb.exit_code == 0, rb.message
+            assert rb.exit_code == 0, why(rb)
             figures["rollback"].append(rb_run)
             print(f"run {round_}: rollback: wall {rb_run.wall:.2f} s, critical path {rb_run.critical:.2f} s, "
                   f"ratio {rb_run.wall / rb_run.critical:.3f}, {cpu_line(rb_run, args.nodes)}")
