@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -224,6 +225,8 @@ def main() -> None:
             print(line)
     finally:
         subprocess.run([*fleetctl, "lab", "down", "--dir", str(lab)], check=False, env=env, capture_output=True)
+        os.chdir(REPO)
+        shutil.rmtree(work, ignore_errors=True)  # 100 nodes' sandboxes and the builds: several GB
 
 
 if __name__ == "__main__":

@@ -195,6 +195,7 @@ LEAVER = textwrap.dedent("""
     if how == "exit":
         sys.exit(3)
     if how == "ctrl-c":
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a background job ignores it)
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(30)
 """)
