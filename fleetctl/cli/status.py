@@ -9,11 +9,10 @@ from __future__ import annotations
 import typer
 
 from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, inventory_paths
-from fleetctl.config.connection import insecure_hosts_warning
 from fleetctl.errors import RolloutFailed
 from fleetctl.node.fleet import HostClients
 from fleetctl.status.collect import HostStatus, collect_status, load_status_request
-from fleetctl.ui.console import print_json, stderr, stdout, warn
+from fleetctl.ui.console import print_json, stderr, stdout, warn_insecure
 from fleetctl.ui.status import status_table
 
 
@@ -28,9 +27,7 @@ def status(
 ) -> None:
     """Show where every host of PLAYBOOK stands: releases, service, health now, lock and drift."""
     request = load_status_request(playbook, inventory_paths(inventory), limit=limit, extra_vars=var, forks=forks)
-    warning = insecure_hosts_warning(request.connections.values())
-    if warning:
-        warn(warning)
+    warn_insecure(request.connections.values())
     with HostClients(request.connections, forks=request.forks) as fleet:
         if json_out:
             result = collect_status(request.targets, fleet.client, forks=request.forks)

@@ -12,7 +12,8 @@ from rich.table import Table
 from rich.tree import Tree
 
 from fleetctl.config.inventory import Host, Inventory
-from fleetctl.config.redaction import redact, redact_value
+from fleetctl.config.redaction import redact_value
+from fleetctl.ui.console import safe
 
 
 def hosts_table(hosts: Sequence[Host]) -> Table:
@@ -22,17 +23,17 @@ def hosts_table(hosts: Sequence[Host]) -> Table:
     table.add_column("Groups")
     for host in hosts:
         groups = ", ".join(g for g in host.groups if g not in ("all", "ungrouped"))
-        table.add_row(escape(host.name), escape(redact(host.address)), escape(groups))
+        table.add_row(escape(safe(host.name)), escape(safe(host.address)), escape(safe(groups)))
     return table
 
 
 def host_vars_table(name: str, groups: Iterable[str], masked: Mapping[str, Any]) -> Table:
     """One host's variables, already masked (`redact_value`)."""
-    table = Table(title=f"{escape(name)}  groups: {escape(', '.join(groups))}", title_justify="left")
+    table = Table(title=f"{escape(safe(name))}  groups: {escape(safe(', '.join(groups)))}", title_justify="left")
     table.add_column("Variable", style="bold")
     table.add_column("Value")
     for key in sorted(masked):
-        table.add_row(escape(key), _show_value(masked[key]))
+        table.add_row(escape(safe(key)), _show_value(masked[key]))
     return table
 
 
@@ -44,11 +45,11 @@ def group_tree(inv: Inventory) -> Tree:
         for child in inv.children.get(group, ()):
             if child in path:
                 continue
-            add(node.add(f"[bold]@{escape(child)}[/]"), child, path + (child,))
+            add(node.add(f"[bold]@{escape(safe(child))}[/]"), child, path + (child,))
         if group == "all":
             return  # hosts listed directly under `all` also sit in @ungrouped; show them once, as Ansible does
         for host in inv.direct_hosts.get(group, ()):
-            node.add(escape(host))
+            node.add(escape(safe(host)))
 
     add(tree, "all", ("all",))
     return tree
@@ -68,4 +69,4 @@ def json_default(value: Any) -> Any:
 
 def _show_value(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(redact_value(value), default=json_default)
-    return escape(redact(text))
+    return escape(safe(text))

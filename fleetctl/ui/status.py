@@ -27,7 +27,7 @@ def status_table(result: FleetStatus, name: str) -> Group:
             Text(safe(host)),
             Text(safe(_release(s.current))),
             Text(safe(_release(s.previous)), style="dim"),
-            Text(s.service, style="green" if s.service == "Running" else "bold red"
+            Text(safe(s.service), style="green" if s.service == "Running" else "bold red"
                  if s.service in ("unreachable", "error") else "yellow"),
             Text("healthy", style="green") if s.healthy else Text(
                 ("CRASH LOOP" if s.crash_loop else "unhealthy") if s.answered else "-",
