@@ -7,8 +7,6 @@ from contextlib import ExitStack
 from typing import Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, inventory_paths, version_option
 from fleetctl.errors import ConfigError, RolloutFailed
@@ -17,6 +15,7 @@ from fleetctl.rollout.engine import RunResult
 from fleetctl.rollout.events import EventBus
 from fleetctl.rollout.runner import DeployOptions, HostPreview, dry_run, prepare_deploy, run_deploy
 from fleetctl.ui.console import print_json, safe, stderr, stdout, warn, warn_insecure
+from fleetctl.ui.dry_run import preview_table
 from fleetctl.ui.plan import plan_table
 
 CanaryOpt = typer.Option(None, "--canary", help="Canary batch first: hosts (3) or percent (10%).")
@@ -108,6 +107,7 @@ def run_with_subscribers(run: Any, json_out: bool, notifier: Notifier | None = N
             report.subscribe(bus)
             if notifier is not None:
                 notifier.subscribe(bus)
+            stack.callback(bus.close)  # first of the callbacks: the subscribers get every event before they close
             try:
                 result: RunResult = run(bus)
             except BaseException as err:
@@ -136,15 +136,6 @@ def run_with_subscribers(run: Any, json_out: bool, notifier: Notifier | None = N
     return result
 
 
-def preview_table(previews: dict[str, HostPreview]) -> Table:
-    table = Table(title="Dry run: what would change (nothing was changed)", title_justify="left")
-    for column in ("host", "current", "target", "would do"):
-        table.add_column(column)
-    for host, p in previews.items():
-        doing = f"[red]{escape(safe(p.error))}[/]" if p.error else (
-            escape(safe("; ".join(p.changes))) or "[dim]nothing (current)[/]")
-        table.add_row(escape(safe(host)), escape(safe(p.current or "-")), escape(safe(p.target)), doing)
-    return table
 
 
 def _preview_json(p: HostPreview) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from fleetctl.cli.deploy import (
     MaxFailedOpt,
     YesOpt,
     confirm,
-    preview_table,
     run_with_subscribers,
 )
 from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, inventory_paths
@@ -20,6 +19,7 @@ from fleetctl.notify import Notifier
 from fleetctl.rollout.remove import dry_run_remove, prepare_remove, run_remove
 from fleetctl.rollout.runner import DeployOptions
 from fleetctl.ui.console import print_json, stderr, stdout, warn_insecure
+from fleetctl.ui.dry_run import preview_table
 from fleetctl.ui.plan import plan_table
 
 

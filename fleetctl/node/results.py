@@ -198,7 +198,7 @@ class TaskInfo:
 
 @dataclass(frozen=True)
 class NodeState:
-    """The node's truth about one app (SPEC 5)."""
+    """The node's truth about one app (docs/node-protocol.md, Node state)."""
 
     releases: tuple[ReleaseInfo, ...]
     current: str | None

@@ -18,7 +18,7 @@ import pytest
 from fleetctl.node.client import NodeClient
 from fleetctl.protocol.errors import AuthenticationFailed, HostUnreachable, NodeOperationError
 from fleetctl.rollout.health import HealthCheck, ProbeResult, ProbeVerdict
-from fleetctl.rollout.status import StatusTarget, collect_status
+from fleetctl.status.collect import StatusTarget, collect_status
 from fleetctl.transport.fake import FakeCall, FakeTransport
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from node_kit import call, chunks, error, free_port, install, next_address, ok, push, wait_for
+from node_kit import call, chunks, error, install, next_address, ok, push
 
 from fleetctl.config.redaction import MASK, forget_secrets
 from fleetctl.lab.backend import LabUnsupported
 from fleetctl.lab.node import LabNode
+from tests.support import free_port, wait_for
 
 ROOT = "C:\\apps\\hello"
 

@@ -14,7 +14,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -132,10 +131,3 @@ def wine_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     yield from _start_lab(tmp_path_factory.mktemp("rollout-wine"), 2, base, "windows")
 
 
-def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

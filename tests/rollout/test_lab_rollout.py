@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
-from .conftest import FLEETCTL, Lab, _env, wait_for
+from tests.support import wait_for
+
+from .conftest import FLEETCTL, Lab, _env
 
 pytestmark = pytest.mark.lab
 
@@ -227,7 +229,7 @@ def test_auto_pulls_and_a_node_cut_off_from_the_controller_falls_back_to_push(
     assert deploy("3.1.0") == {"lab-node01": "pull", "lab-node02": "pull"}
     # The server runs, but the address it advertises is one no node can reach: every pull fails, every host pushes.
     unreachable = os.environ.get("FLEETCTL_TEST_ROLLOUT_UNREACHABLE", "127.0.59.254")
-    monkeypatch.setattr("fleetctl.rollout.runner.pull_server_for",
+    monkeypatch.setattr("fleetctl.rollout.deploy.pull_server_for",
                         lambda addresses: PullServer("127.0.0.1", advertise=unreachable))
     before = stored(lab)
     assert deploy("3.2.0") == {"lab-node01": "push", "lab-node02": "push"}
