@@ -14,6 +14,7 @@ from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, invent
 from fleetctl.errors import ConfigError, RolloutFailed
 from fleetctl.rollout.engine import RunResult
 from fleetctl.rollout.events import EventBus
+from fleetctl.rollout.lock_keeper import HolderJudge
 from fleetctl.rollout.runner import DeployOptions, HostPreview, dry_run, prepare_deploy, run_deploy
 from fleetctl.ui.console import print_json, safe, stderr, stdout
 from fleetctl.ui.plan import plan_table
@@ -23,7 +24,9 @@ BatchOpt = typer.Option(None, "--batch", help="Batch size: hosts or percent of t
 MaxFailedOpt = typer.Option(None, "--max-failed", help="Failure budget: hosts or percent (default 0).")
 ForksOpt = typer.Option(None, "--forks", help="Hosts worked on at once (default: rollout.forks, 50).")
 YesOpt = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
-ForceOpt = typer.Option(False, "--force", help="Take over a stale lock held by another run.")
+ForceOpt = typer.Option(False, "--force", help="Take over a lock whose run is provably gone (expired, finished, or "
+                                                "its process on this machine ended); never a live run's lock or a "
+                                                "change freeze.")
 
 
 def deploy(
@@ -69,8 +72,22 @@ def deploy(
         return
 
     confirm(yes, f"Deploy {prepared.version} to {len(prepared.plan.hosts)} host(s)?")
-    result = run_with_subscribers(lambda bus: run_deploy(prepared, bus, force=force), json_out)
+    result = run_with_subscribers(lambda bus: run_deploy(prepared, bus, force=force, judge=lock_judge()), json_out)
     result.raise_for_exit()
+
+
+def lock_judge() -> HolderJudge:
+    """What proves a lock's holder gone for --force: expiry, this project's history, or a dead local process."""
+    from fleetctl.state.journal import Journal
+
+    def finished(run_id: str) -> str | None:
+        journal = Journal()
+        try:
+            return journal.finished_run(run_id)
+        finally:
+            journal.close()
+
+    return HolderJudge(finished=finished)
 
 
 def confirm(yes: bool, question: str) -> None:

@@ -11,6 +11,7 @@ from fleetctl.cli.deploy import (
     MaxFailedOpt,
     YesOpt,
     confirm,
+    lock_judge,
     preview_table,
     run_with_subscribers,
 )
@@ -58,7 +59,7 @@ def remove(
             raise RolloutFailed(f"{len(unreachable)} host(s) could not be asked: {', '.join(unreachable[:5])}")
         return
     confirm(yes, f"Remove {name} from {count} host(s){' and purge its files' if purge else ''}?")
-    result = run_with_subscribers(lambda bus: run_remove(prepared, bus, force=force), json_out)
+    result = run_with_subscribers(lambda bus: run_remove(prepared, bus, force=force, judge=lock_judge()), json_out)
     result.raise_for_exit()
 
 

@@ -12,6 +12,7 @@ from fleetctl.cli.deploy import (
     MaxFailedOpt,
     YesOpt,
     confirm,
+    lock_judge,
     run_with_subscribers,
 )
 from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, inventory_paths
@@ -45,7 +46,7 @@ def rollback(
         stdout().print(plan_table(prepared.plan, f"Rollback {prepared.fleet.targets.settings.name} to {target}: "
                                                  f"{len(prepared.plan.hosts)} hosts", None))
     confirm(yes, f"Roll back {len(prepared.plan.hosts)} host(s) to {target}?")
-    result = run_with_subscribers(lambda bus: run_rollback(prepared, bus, force=force), json_out)
+    result = run_with_subscribers(lambda bus: run_rollback(prepared, bus, force=force, judge=lock_judge()), json_out)
     result.raise_for_exit()
 
 

@@ -22,6 +22,7 @@ from fleetctl.protocol.errors import NodeOperationError
 from fleetctl.rollout.engine import LockSpec, RolloutEngine, RunInfo, RunResult, new_run_id, sigint_handler
 from fleetctl.rollout.events import EventBus, HostOutcome
 from fleetctl.rollout.host_steps import HostContext, Interruption, describe_error
+from fleetctl.rollout.lock_keeper import HolderJudge
 from fleetctl.rollout.runner import Connect, DeployOptions, Fleet, HostPreview, load_fleet
 
 
@@ -133,7 +134,8 @@ def dry_run_remove(prepared: PreparedRemove, *, connect: Connect | None = None) 
 
 
 def run_remove(prepared: PreparedRemove, bus: EventBus, *, connect: Connect | None = None,
-               interruption: Interruption | None = None, force: bool = False) -> RunResult:
+               interruption: Interruption | None = None, force: bool = False,
+               judge: HolderJudge | None = None) -> RunResult:
     """Lock every host, remove batch by batch, unlock; the result's exit code says how it went."""
     fleet = prepared.fleet
     interruption = interruption or Interruption()
@@ -149,7 +151,8 @@ def run_remove(prepared: PreparedRemove, bus: EventBus, *, connect: Connect | No
 
     engine = RolloutEngine(
         plan=fleet.plan, info=info, connect=connect or fleet.client_factory(), work=work, undo=undo, bus=bus,
-        lock=LockSpec(app=fleet.targets.settings.name, owner=fleet.owner, ttl_seconds=fleet.lock_ttl, force=force),
+        lock=LockSpec(app=fleet.targets.settings.name, owner=fleet.owner, ttl_seconds=fleet.lock_ttl, force=force,
+                      judge=judge or HolderJudge()),
         forks=fleet.forks, interruption=interruption)
     with sigint_handler(interruption):
         return engine.run()

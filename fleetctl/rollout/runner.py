@@ -51,6 +51,7 @@ from fleetctl.rollout.host_steps import (
     stage_deploy,
     stage_rollback,
 )
+from fleetctl.rollout.lock_keeper import HolderJudge
 from fleetctl.rollout.release import Release, changes_for, is_current, make_release
 from fleetctl.targets import RolloutOverrides, Targets, load_targets, plan_rollout
 
@@ -265,6 +266,7 @@ def run_deploy(
     connect: Connect | None = None,
     interruption: Interruption | None = None,
     force: bool = False,
+    judge: HolderJudge | None = None,
 ) -> RunResult:
     """Run the deploy: lock all, batches with health gates, failure budget, rollback, unlock. Never raises for
     host failures: the result's exit code says how it went (`RunResult.raise_for_exit()`)."""
@@ -304,7 +306,7 @@ def run_deploy(
                    release=any_release.id if any_release else None, strategy="rolling", user=fleet.owner)
     try:
         return _run(fleet, info, work, undo, bus, connect, interruption, force, stage=stage, after=after,
-                    notes=notes)
+                    notes=notes, judge=judge)
     finally:
         if pull_server is not None:
             pull_server.stop()
@@ -384,6 +386,7 @@ def run_rollback(
     connect: Connect | None = None,
     interruption: Interruption | None = None,
     force: bool = False,
+    judge: HolderJudge | None = None,
 ) -> RunResult:
     """Switch every targeted host to its previous (or the named) kept release, batch by batch, gated."""
     fleet = prepared.fleet
@@ -409,17 +412,18 @@ def run_rollback(
     info = RunInfo(run_id=prepared.run_id, kind="rollback", playbook=str(fleet.targets.source.path),
                    service=fleet.targets.settings.name, version=prepared.to_version, release=None,
                    strategy="rolling", user=fleet.owner)
-    return _run(fleet, info, work, undo, bus, connect, interruption, force, stage=stage)
+    return _run(fleet, info, work, undo, bus, connect, interruption, force, stage=stage, judge=judge)
 
 
 def _run(fleet: Fleet, info: RunInfo, work: Callable[[HostContext], HostOutcome],
          undo: Callable[[HostContext, HostOutcome], HostOutcome], bus: EventBus, connect: Connect | None,
          interruption: Interruption | None, force: bool, *, stage: Stage | None = None, after: After | None = None,
-         notes: tuple[str, ...] = ()) -> RunResult:
+         notes: tuple[str, ...] = (), judge: HolderJudge | None = None) -> RunResult:
     interruption = interruption or Interruption()
     engine = RolloutEngine(
         plan=fleet.plan, info=info, connect=connect or fleet.client_factory(), work=work, undo=undo, bus=bus,
-        lock=LockSpec(app=fleet.targets.settings.name, owner=fleet.owner, ttl_seconds=fleet.lock_ttl, force=force),
+        lock=LockSpec(app=fleet.targets.settings.name, owner=fleet.owner, ttl_seconds=fleet.lock_ttl, force=force,
+                      judge=judge or HolderJudge()),
         forks=fleet.forks, interruption=interruption, stage=stage, after=after, notes=notes)
     with sigint_handler(interruption):
         return engine.run()

@@ -396,6 +396,17 @@ class Journal:
             assert db is not None
             return self._record(db, rows[0])
 
+    def finished_run(self, run_id: str) -> str | None:
+        """"finished at TIME (STATUS)" when this history records run `run_id` as ended, else None (unknown here, or
+        still running). A finished run never touches a lock again: what it left on a node is provably abandoned."""
+        with self._lock:
+            db = self._connect(create=False)
+            row = None if db is None else db.execute(
+                "SELECT status, finished_at FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None or row["status"] == "running" or row["finished_at"] is None:
+            return None
+        return f"finished at {_iso(row['finished_at'])} ({row['status']})"
+
     def _record(self, db: sqlite3.Connection, row: sqlite3.Row) -> RunRecord:
         status = row["status"]
         if status == "running" and not writer_alive(row["controller"], row["pid"], row["pid_started"]):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -191,7 +192,7 @@ def test_concurrent_deploy_is_refused_and_sigint_then_rerun_completes(elf_lab: L
     assert result["lab-node10"] == "deployed"
 
 
-def test_force_takes_over_a_lock(elf_lab: Lab) -> None:
+def test_force_refuses_a_live_lock_and_an_expired_one_is_taken(elf_lab: Lab) -> None:
     from fleetctl.rollout.runner import DeployOptions, load_fleet
 
     lab = elf_lab
@@ -199,14 +200,54 @@ def test_force_takes_over_a_lock(elf_lab: Lab) -> None:
                        {"version": "0"})
     client = fleet.client_factory()("lab-node03")
     try:
-        client.lock_fleet_app(app="hello", owner="ghost@elsewhere", deploy_id="ghost-run", ttl_seconds=600)
+        client.lock_fleet_app(app="hello", owner="ghost@elsewhere", deploy_id="ghost-run", ttl_seconds=600,
+                              process="elsewhere/boot/1/4242/77")
         code, _, err = lab.deploy("--version", "1.0.0", "--limit", "lab-node03")
-        assert code == 4 and "ghost@elsewhere" in err and "ghost-run" in err
+        assert code == 4 and "ghost@elsewhere" in err and "ghost-run" in err and "--force" not in err, err
         code, _, err = lab.deploy("--version", "1.0.0", "--limit", "lab-node03", "--force")
-        assert code == 0, err
+        assert code == 4 and "--force refused" in err, err
+        assert client.get_fleet_state(app="hello", root="C:\\apps\\hello").lock.deploy_id == "ghost-run"  # type: ignore[union-attr]
+        client.lock_fleet_app(app="hello", owner="ghost@elsewhere", deploy_id="ghost-run", ttl_seconds=1)
+        wait_for(lambda: client.get_fleet_state(app="hello", root="C:\\apps\\hello").lock.expired,  # type: ignore[union-attr]
+                 10, "the ghost's lock to expire")
+        code, _, err = lab.deploy("--version", "1.0.0", "--limit", "lab-node03")
+        assert code == 0, err  # an expired lock is taken without --force
     finally:
-        client.unlock_fleet_app(app="hello", deploy_id="ghost-run", force=True)
+        with contextlib.suppress(Exception):
+            client.unlock_fleet_app(app="hello", deploy_id="ghost-run")
         client.close()
+
+
+def test_a_run_longer_than_its_lock_ttl_is_not_run_over(elf_lab: Lab) -> None:
+    # A 2 s lock TTL and a 6 s canary bake: without renewal every lock would have expired mid-run.
+    from fleetctl.rollout.runner import DeployOptions, load_fleet
+
+    lab = elf_lab
+    lab.deploy("--version", "1.0.0")
+    fleet = load_fleet(DeployOptions(playbook=lab.playbook, inventories=[lab.inventory], limit="lab-node10"),
+                       {"version": "0"})
+    client = fleet.client_factory()("lab-node10")
+    first = Background(lab, "--version", "1.8.0", "--canary", "1", "--var", "bake=6s", "--var", "lock_ttl=2s")
+    try:
+        first.wait_line("baking")
+
+        def renewed_past_its_ttl() -> bool:
+            lock = client.get_fleet_state(app="hello", root="C:\\apps\\hello").lock
+            return bool(lock and lock.renewed_at and lock.acquired_at and not lock.expired
+                        and (lock.renewed_at - lock.acquired_at).total_seconds() > 2.5)
+
+        wait_for(renewed_past_its_ttl, 10, "the first run to renew its lock past the TTL it started with")
+        code, _, err = lab.deploy("--version", "1.9.0", "--var", "lock_ttl=2s")
+        assert code == 4 and "is locked by" in err and "--force" not in err, err
+        code, _, err = lab.deploy("--version", "1.9.0", "--var", "lock_ttl=2s", "--force")
+        assert code == 4 and "--force refused" in err, err
+    finally:
+        code = first.finish()
+        client.close()
+    assert code == 0, first.output
+    assert all((lab.health(n) or {}).get("version") == "1.8.0" for n in lab.nodes)
+    ops = {n: s["operations"] for n, s in lab.status().items()}
+    assert all(o.get("Update-FleetAppLock", 0) >= 3 for o in ops.values()), ops
 
 
 def test_auto_pulls_and_a_node_cut_off_from_the_controller_falls_back_to_push(
