@@ -116,7 +116,7 @@ def _tasks(s: HostStatus) -> Text:
 def _lock(s: HostStatus) -> str:
     if s.lock is None:
         return "-"
-    text = f"{s.lock.owner} ({s.lock.deploy_id})"
+    text = f"frozen by {s.lock.owner}: {s.lock.reason}" if s.lock.freeze else f"{s.lock.owner} ({s.lock.deploy_id})"
     return text + " expired" if s.lock.expired else text
 
 

@@ -292,3 +292,29 @@ def test_a_rollout_outlives_the_pools_idle_timeout(idle_lab: Lab) -> None:
     # and the app locks were released through the new pools
     code, doc, err = lab.deploy("--version", "1.0.1", "--batch", "2")
     assert code == 0, err
+
+
+def test_a_change_freeze_through_the_cli(elf_lab: Lab) -> None:
+    lab = elf_lab
+    lab.deploy("--version", "1.0.0")
+    frozen = lab.fleetctl("lock", str(lab.playbook), "-i", str(lab.inventory), "--reason", "quarter close",
+                          "--ttl", "1h")
+    assert frozen.returncode == 0, frozen.stderr
+    assert "10 host(s) frozen" in frozen.stdout and "quarter close" in frozen.stdout
+    try:
+        for command in (("deploy", "--version", "1.1.0"), ("deploy", "--version", "1.1.0", "--force"),
+                        ("rollback",)):
+            refused = lab.fleetctl(command[0], str(lab.playbook), "-i", str(lab.inventory), "--yes", *command[1:])
+            assert refused.returncode == 4, (command, refused.stderr)
+            assert "is frozen by" in refused.stderr and "quarter close" in refused.stderr, refused.stderr
+        shown = lab.fleetctl("lock", str(lab.playbook), "-i", str(lab.inventory), "--status", "--json")
+        assert shown.returncode == 0, shown.stderr
+        states = json.loads(shown.stdout)["hosts"]
+        assert {h["state"] for h in states.values()} == {"frozen"}
+        assert {h["lock"]["reason"] for h in states.values()} == {"quarter close"}
+        assert all((lab.health(n) or {}).get("version") == "1.0.0" for n in lab.nodes)
+    finally:
+        lifted = lab.fleetctl("unlock", str(lab.playbook), "-i", str(lab.inventory))
+    assert lifted.returncode == 0 and "10 host(s) unfrozen" in lifted.stdout, lifted.stderr
+    code, _, err = lab.deploy("--version", "1.1.0", "--limit", "lab-node01")
+    assert code == 0, err
