@@ -318,3 +318,34 @@ def test_a_change_freeze_through_the_cli(elf_lab: Lab) -> None:
     assert lifted.returncode == 0 and "10 host(s) unfrozen" in lifted.stdout, lifted.stderr
     code, _, err = lab.deploy("--version", "1.1.0", "--limit", "lab-node01")
     assert code == 0, err
+
+
+def test_if_changed_touches_nothing_when_every_host_runs_the_target_and_deploys_only_those_that_differ(
+        elf_lab: Lab) -> None:
+    lab = elf_lab
+    code, _, err = lab.deploy("--version", "1.0.0")
+    assert code == 0, err
+    before = {n: dict(s["operations"]) for n, s in lab.status().items()}
+    code, doc, err = lab.deploy("--version", "1.0.0", "--if-changed")
+    assert code == 0, err
+    assert doc["changed"] == [] and "already runs 1.0.0" in doc["message"] and "no lock taken" in doc["message"]
+    after = {n: dict(s["operations"]) for n, s in lab.status().items()}
+    for node in lab.nodes:
+        grown = {op: after[node].get(op, 0) - before[node].get(op, 0) for op in after[node]}
+        assert {op: n for op, n in grown.items() if n} == {"Get-FleetState": 1}, (node, grown)  # one read, no lock
+    # One host moves off the target: only that host is deployed (locked, changed); the others are only read.
+    code, _, err = lab.deploy("--version", "1.0.1", "--limit", "lab-node07")
+    assert code == 0, err
+    before = {n: dict(s["operations"]) for n, s in lab.status().items()}
+    code, doc, err = lab.deploy("--version", "1.0.0", "--if-changed")
+    assert code == 0, err
+    assert "1 of 10 host(s) differ" in err
+    assert {h: v["outcome"] for h, v in doc["hosts"].items()} == {"lab-node07": "deployed"}
+    after = {n: dict(s["operations"]) for n, s in lab.status().items()}
+    for node in lab.nodes:
+        grown = {op for op in after[node] if after[node][op] != before[node].get(op, 0)}
+        if node == "lab-node07":
+            assert {"Lock-FleetApp", "Switch-FleetRelease", "Unlock-FleetApp"} <= grown, grown
+        else:
+            assert grown == {"Get-FleetState"}, (node, grown)
+    assert all((lab.health(n) or {}).get("version") == "1.0.0" for n in lab.nodes)
