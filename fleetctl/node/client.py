@@ -65,6 +65,17 @@ class NodeClient:
             raise r
         return LockResult(LockInfo.from_result(r.get("lock")), LockInfo.from_result(r.get("taken_over")))
 
+    def connect_and_get_state(self, *, app: str, root: str, service_name: str | None = None) -> NodeState:
+        """Connect, load the node module and read the app's state in one round trip after the pool opens (a
+        read-only comparison of many hosts, `deploy --if-changed`); raises like `get_fleet_state()`."""
+        args = {"app": app, "root": root, "service_name": service_name}
+        params = {p.name: args[snake_case(p.name)] for p in OPERATIONS["Get-FleetState"].params
+                  if args.get(snake_case(p.name)) is not None}
+        (r,) = self.transport.invoke_all([("Get-FleetState", params)])
+        if isinstance(r, Exception):
+            raise r
+        return NodeState.from_result(r)
+
     def close(self) -> None:
         self.transport.close()
 

@@ -56,7 +56,9 @@ def compare_with_fleet(prepared: PreparedDeploy, *, connect: Connect | None = No
         release = prepared.releases[host]
         client = factory(host)
         try:
-            state = client.get_fleet_state(app=release.app, root=release.root, service_name=release.service.name)
+            # Loader and Get-FleetState in one pipeline: one round trip once the pool is open.
+            state = client.connect_and_get_state(app=release.app, root=release.root,
+                                                 service_name=release.service.name)
             return HostComparison(host, state.current, release.id, is_current(release.id, state))
         except Exception as err:  # noqa: BLE001 - reported per host; such a host is deployed (and fails there)
             return HostComparison(host, None, release.id, False, describe_error(err))

@@ -1,0 +1,88 @@
+"""`deploy --if-changed` benchmark against the lab: the no-op check (read each node's state, compare with the
+target, no lock) against a full no-op deploy of the same nodes (lock all, read state per host, skip, unlock), in
+the same run. Both open fresh connections (NTLM over HTTPS) to every node, as a command does.
+
+Run:  .venv/bin/python tests/bench/bench_if_changed.py [--nodes 200] [--base 127.0.54.1] [--runs 3]
+(inside /work/tools/netns-run on a shared machine). The example service is built for Linux (ELF, runs natively
+in the lab). The artifact is produced once per measurement, outside the timed part (its reuse by build-input hash
+is in docs/benchmarks.md, Build); the full commands are timed too, through the CLI, once each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from fleetctl.rollout.events import EventBus
+from fleetctl.rollout.if_changed import compare_with_fleet
+from fleetctl.rollout.runner import DeployOptions, prepare_deploy, run_deploy
+from tests.rollout.conftest import make_playbook
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--nodes", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--base", default=os.environ.get("FLEETCTL_BENCH_IF_CHANGED_BASE", "127.0.54.1"))
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-if-changed-"))
+    os.chdir(work)
+    lab = work / "lab"
+    fleetctl = [sys.executable, "-m", "fleetctl"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    started = time.monotonic()
+    subprocess.run([*fleetctl, "lab", "up", "--nodes", str(args.nodes), "--base", args.base, "--dir", str(lab),
+                    "--no-wine"], check=True, env=env, capture_output=True)
+    print(f"lab up, {args.nodes} nodes: {time.monotonic() - started:.1f} s")
+    try:
+        playbook = make_playbook(work, "linux")
+        inventory = lab / "inventory.yml"
+        opts = DeployOptions(playbook=playbook, inventories=[inventory], batch="25%", version="1.0.0",
+                             extra_vars=("window=0s",))
+        started = time.monotonic()
+        first = run_deploy(prepare_deploy(opts), EventBus())
+        assert first.exit_code == 0, first.message
+        print(f"first deploy (installs the services): {time.monotonic() - started:.1f} s")
+        checks: list[float] = []
+        deploys: list[float] = []
+        for round_ in range(1, args.runs + 1):
+            prepared = prepare_deploy(opts)
+            started = time.monotonic()
+            check = compare_with_fleet(prepared)
+            checks.append(time.monotonic() - started)
+            assert check.unchanged, check.changed
+            prepared = prepare_deploy(opts)
+            started = time.monotonic()
+            noop = run_deploy(prepared, EventBus())
+            deploys.append(time.monotonic() - started)
+            assert noop.exit_code == 0 and {o.outcome for o in noop.outcomes.values()} == {"skipped"}
+            print(f"round {round_}: no-op check {checks[-1]:.2f} s, full no-op deploy {deploys[-1]:.2f} s, "
+                  f"ratio {deploys[-1] / checks[-1]:.2f}")
+        cli: dict[str, float] = {}
+        for name, extra in (("deploy --if-changed", ["--if-changed"]), ("deploy (no-op)", [])):
+            started = time.monotonic()
+            subprocess.run([*fleetctl, "deploy", str(playbook), "-i", str(inventory), "--version", "1.0.0", "--yes",
+                            "--json", "--batch", "25%", "--var", "window=0s", *extra], check=True, env=env,
+                           capture_output=True)
+            cli[name] = time.monotonic() - started
+        check, full = statistics.median(checks), statistics.median(deploys)
+        print(f"medians of {args.runs} round(s), {args.nodes} nodes: no-op check {check:.2f} s "
+              f"({check / args.nodes * 1000:.1f} ms/node), full no-op deploy {full:.2f} s; the check takes "
+              f"{check / full:.0%} of the deploy's time ({full / check:.1f}x faster)")
+        print("CLI, whole command (start-up, artifact reuse, output): "
+              + ", ".join(f"{k} {v:.2f} s" for k, v in cli.items()))
+    finally:
+        subprocess.run([*fleetctl, "lab", "down", "--dir", str(lab)], check=False, env=env, capture_output=True)
+
+
+if __name__ == "__main__":
+    main()
