@@ -189,10 +189,14 @@ class RolloutEngine:
             sent = time.monotonic()
             try:
                 # One round trip after the pool opens: module loader + Lock-FleetApp in one pipeline.
-                host.ctx.step("lock", lambda: client.connect_and_lock(
+                taken = host.ctx.step("lock", lambda: client.connect_and_lock(
                     app=self.lock.app, owner=self.lock.owner, deploy_id=self.info.run_id,
                     ttl_seconds=self.lock.ttl_seconds, process=process))
                 host.locked = True
+                if taken.taken_over is not None and taken.taken_over.deploy_id:
+                    old = taken.taken_over
+                    self.bus.emit(Notice(f"{name}: took over the expired lock of {old.owner} (deploy "
+                                         f"{old.deploy_id})"))
             except NodeOperationError as err:
                 if err.code != "LOCK_HELD":
                     host.outcome = HostOutcome(name, "failed", None, f"lock: {describe_error(err)}",
@@ -203,7 +207,8 @@ class RolloutEngine:
                 if holder is not None and gone and self.lock.force:
                     sent = time.monotonic()
                     if self._take_over(host, holder, gone, process):
-                        self._keeper.hold(name, client, sent)
+                        if host.locked:
+                            self._keeper.hold(name, client, sent)
                         return
                     holder = None  # it changed hands meanwhile: report what the node says now
                 text = refusal(name, holder, gone=gone, force=self.lock.force, playbook=self.info.playbook) \

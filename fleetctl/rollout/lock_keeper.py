@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from fleetctl.node.client import NodeClient
@@ -125,8 +126,8 @@ class HolderJudge:
         return process_gone(lock.process)
 
 
-def _when(value: object) -> str:
-    return value.isoformat().replace("+00:00", "Z") if hasattr(value, "isoformat") else "?"  # type: ignore[union-attr]
+def _when(value: datetime | None) -> str:
+    return value.replace(microsecond=0).isoformat().replace("+00:00", "Z") if value is not None else "?"
 
 
 def describe_holder(host: str, lock: LockInfo) -> str:

@@ -17,15 +17,27 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from fleetctl.node.client import NodeClient
+from fleetctl.node.fleet import run_parallel
 from fleetctl.rollout.events import EventBus
 from fleetctl.rollout.if_changed import compare_with_fleet
 from fleetctl.rollout.runner import DeployOptions, prepare_deploy, run_deploy
 from tests.rollout.conftest import make_playbook
+
+
+def open_and_close(factory: Callable[[str], NodeClient], host: str) -> None:
+    client = factory(host)
+    try:
+        client.connect()
+    finally:
+        client.close()
 
 
 def main() -> None:
@@ -54,7 +66,16 @@ def main() -> None:
         print(f"first deploy (installs the services): {time.monotonic() - started:.1f} s")
         checks: list[float] = []
         deploys: list[float] = []
+        connects: list[float] = []
         for round_ in range(1, args.runs + 1):
+            fleet = prepare_deploy(opts).fleet
+            factory = fleet.client_factory()
+            started = time.monotonic()
+            # The floor both share: open a pool and load the module on every node (what any command pays).
+            for outcome in run_parallel(list(fleet.plan.hosts), partial(open_and_close, factory),
+                                        forks=fleet.forks).values():
+                assert outcome.ok, outcome.error
+            connects.append(time.monotonic() - started)
             prepared = prepare_deploy(opts)
             started = time.monotonic()
             check = compare_with_fleet(prepared)
@@ -65,8 +86,8 @@ def main() -> None:
             noop = run_deploy(prepared, EventBus())
             deploys.append(time.monotonic() - started)
             assert noop.exit_code == 0 and {o.outcome for o in noop.outcomes.values()} == {"skipped"}
-            print(f"round {round_}: no-op check {checks[-1]:.2f} s, full no-op deploy {deploys[-1]:.2f} s, "
-                  f"ratio {deploys[-1] / checks[-1]:.2f}")
+            print(f"round {round_}: connect only {connects[-1]:.2f} s, no-op check {checks[-1]:.2f} s, "
+                  f"full no-op deploy {deploys[-1]:.2f} s, ratio {deploys[-1] / checks[-1]:.2f}")
         cli: dict[str, float] = {}
         for name, extra in (("deploy --if-changed", ["--if-changed"]), ("deploy (no-op)", [])):
             started = time.monotonic()
@@ -75,6 +96,8 @@ def main() -> None:
                            capture_output=True)
             cli[name] = time.monotonic() - started
         check, full = statistics.median(checks), statistics.median(deploys)
+        print(f"connect only (pool + module on every node, the floor of any command): "
+              f"{statistics.median(connects):.2f} s")
         print(f"medians of {args.runs} round(s), {args.nodes} nodes: no-op check {check:.2f} s "
               f"({check / args.nodes * 1000:.1f} ms/node), full no-op deploy {full:.2f} s; the check takes "
               f"{check / full:.0%} of the deploy's time ({full / check:.1f}x faster)")

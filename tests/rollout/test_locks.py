@@ -98,7 +98,10 @@ def test_force_takes_over_a_lock_whose_run_the_history_records_as_finished(
 def test_an_expired_lock_is_taken_without_force(project: tuple[Path, Path, Path]) -> None:
     fleet = FakeFleet(HOSTS)
     fleet.nodes["n01"].lock = dict(LIVE, expired=True, expires_at="2024-01-01T00:30:00Z")
-    assert deploy(fleet, options(project)).exit_code == 0
+    events: list[Event] = []
+    assert deploy(fleet, options(project), events=events).exit_code == 0
+    assert [e.message for e in events if isinstance(e, Notice) and "lock" in e.message] == [
+        "n01: took over the expired lock of alice@ci (deploy other-run)"]
 
 
 def test_force_never_lifts_a_change_freeze(project: tuple[Path, Path, Path]) -> None:
