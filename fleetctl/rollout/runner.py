@@ -51,7 +51,7 @@ from fleetctl.rollout.host_steps import (
     stage_deploy,
     stage_rollback,
 )
-from fleetctl.rollout.lock_keeper import HolderJudge
+from fleetctl.rollout.lock_keeper import HolderJudge, describe_holder
 from fleetctl.rollout.release import Release, changes_for, is_current, make_release
 from fleetctl.targets import RolloutOverrides, Targets, load_targets, plan_rollout
 
@@ -246,8 +246,11 @@ def dry_run(prepared: PreparedDeploy, *, connect: Connect | None = None) -> dict
             state = client.get_fleet_state(app=release.app, root=release.root, service_name=release.service.name)
             present = state.release(release.id) is not None or \
                 client.test_fleet_artifact(sha256=release.artifact_sha256).present
-            return HostPreview(host, state.current, release.id, tuple(changes_for(release, state,
-                                                                                  artifact_present=present)))
+            changes = tuple(changes_for(release, state, artifact_present=present))
+            if state.lock is not None and not state.lock.expired:
+                # A deploy now would stop at this host's lock (exit 4): say so first.
+                changes = (f"would stop here (exit 4): {describe_holder(host, state.lock)}",) + changes
+            return HostPreview(host, state.current, release.id, changes)
         except Exception as err:  # noqa: BLE001 - reported per host
             return HostPreview(host, None, release.id, (), describe_error(err))
         finally:

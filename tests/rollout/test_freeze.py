@@ -12,7 +12,14 @@ from fleetctl.errors import EXIT_LOCKED, ConfigError
 from fleetctl.rollout.events import EventBus
 from fleetctl.rollout.freeze import freeze, lock_states, prepare_freeze, unfreeze
 from fleetctl.rollout.lock_keeper import HolderJudge
-from fleetctl.rollout.runner import DeployOptions, prepare_deploy, prepare_rollback, run_deploy, run_rollback
+from fleetctl.rollout.runner import (
+    DeployOptions,
+    dry_run,
+    prepare_deploy,
+    prepare_rollback,
+    run_deploy,
+    run_rollback,
+)
 
 from .fakes import FakeFleet, write_project
 
@@ -52,6 +59,8 @@ def test_a_freeze_is_held_on_every_node_and_deploy_and_rollback_refuse_it(projec
         assert "is frozen by ops@ctl" in refused.message and "quarter close" in refused.message, refused.message
         assert "fleetctl unlock" in refused.message
     assert {n: node.lock for n, node in fleet.nodes.items()} == locks  # the freeze outlived the refused runs
+    preview = dry_run(prepare_deploy(options(project)), connect=fleet.connect)["n02"]
+    assert preview.changes[0].startswith("would stop here (exit 4): n02 is frozen by ops@ctl"), preview
     assert not any("Install-FleetRelease" in node.operations for node in fleet.nodes.values())
     status = lock_states(prepare_freeze(options(project), lifting=True), HolderJudge(), connect=fleet.connect)
     assert {h.state for h in status.hosts.values()} == {"frozen"} and status.message == "4 frozen"
