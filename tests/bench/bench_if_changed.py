@@ -64,30 +64,35 @@ def main() -> None:
         first = run_deploy(prepare_deploy(opts), EventBus())
         assert first.exit_code == 0, first.message
         print(f"first deploy (installs the services): {time.monotonic() - started:.1f} s")
-        checks: list[float] = []
-        deploys: list[float] = []
-        connects: list[float] = []
-        for round_ in range(1, args.runs + 1):
+        walls: dict[str, list[float]] = {"connect": [], "check": [], "deploy": []}
+        cpus: dict[str, list[float]] = {"connect": [], "check": [], "deploy": []}
+
+        def connect_all() -> None:
+            # The floor every command pays: open a pool and load the module on every node.
             fleet = prepare_deploy(opts).fleet
             factory = fleet.client_factory()
-            started = time.monotonic()
-            # The floor both share: open a pool and load the module on every node (what any command pays).
-            for outcome in run_parallel(list(fleet.plan.hosts), partial(open_and_close, factory),
-                                        forks=fleet.forks).values():
-                assert outcome.ok, outcome.error
-            connects.append(time.monotonic() - started)
-            prepared = prepare_deploy(opts)
-            started = time.monotonic()
-            check = compare_with_fleet(prepared)
-            checks.append(time.monotonic() - started)
-            assert check.unchanged, check.changed
-            prepared = prepare_deploy(opts)
-            started = time.monotonic()
-            noop = run_deploy(prepared, EventBus())
-            deploys.append(time.monotonic() - started)
+            outcomes = run_parallel(list(fleet.plan.hosts), partial(open_and_close, factory), forks=fleet.forks)
+            assert all(o.ok for o in outcomes.values())
+
+        def check_all() -> None:
+            assert compare_with_fleet(prepared["check"]).unchanged
+
+        def deploy_all() -> None:
+            noop = run_deploy(prepared["deploy"], EventBus())
             assert noop.exit_code == 0 and {o.outcome for o in noop.outcomes.values()} == {"skipped"}
-            print(f"round {round_}: connect only {connects[-1]:.2f} s, no-op check {checks[-1]:.2f} s, "
-                  f"full no-op deploy {deploys[-1]:.2f} s, ratio {deploys[-1] / checks[-1]:.2f}")
+
+        steps = {"connect": connect_all, "check": check_all, "deploy": deploy_all}
+        names = list(steps)
+        for round_ in range(1, args.runs + 1):
+            prepared = {"check": prepare_deploy(opts), "deploy": prepare_deploy(opts)}  # artifact outside the timing
+            order = names[round_ % 3:] + names[:round_ % 3]  # rotate, so load drifts hit each one alike
+            for name in order:
+                wall, cpu = time.monotonic(), time.process_time()
+                steps[name]()
+                walls[name].append(time.monotonic() - wall)
+                cpus[name].append(time.process_time() - cpu)
+            print(f"round {round_} ({', '.join(order)}): " + ", ".join(
+                f"{n} {walls[n][-1]:.2f} s wall / {cpus[n][-1]:.2f} s controller CPU" for n in names))
         cli: dict[str, float] = {}
         for name, extra in (("deploy --if-changed", ["--if-changed"]), ("deploy (no-op)", [])):
             started = time.monotonic()
@@ -95,12 +100,15 @@ def main() -> None:
                             "--json", "--batch", "25%", "--var", "window=0s", *extra], check=True, env=env,
                            capture_output=True)
             cli[name] = time.monotonic() - started
-        check, full = statistics.median(checks), statistics.median(deploys)
-        print(f"connect only (pool + module on every node, the floor of any command): "
-              f"{statistics.median(connects):.2f} s")
-        print(f"medians of {args.runs} round(s), {args.nodes} nodes: no-op check {check:.2f} s "
-              f"({check / args.nodes * 1000:.1f} ms/node), full no-op deploy {full:.2f} s; the check takes "
-              f"{check / full:.0%} of the deploy's time ({full / check:.1f}x faster)")
+        med = {n: statistics.median(v) for n, v in walls.items()}
+        cpu_med = {n: statistics.median(v) for n, v in cpus.items()}
+        print(f"medians of {args.runs} round(s), {args.nodes} nodes (wall / controller CPU):")
+        for n, label in (("connect", "connect only (the floor)"), ("check", "no-op check (--if-changed)"),
+                         ("deploy", "full no-op deploy")):
+            print(f"  {label}: {med[n]:.2f} s / {cpu_med[n]:.2f} s ({med[n] / args.nodes * 1000:.1f} ms/node wall)")
+        print(f"  full no-op deploy / no-op check: {med['deploy'] / med['check']:.2f}x wall, "
+              f"{cpu_med['deploy'] / cpu_med['check']:.2f}x controller CPU; the check is "
+              f"{med['check'] / med['connect']:.2f}x the connect-only floor")
         print("CLI, whole command (start-up, artifact reuse, output): "
               + ", ".join(f"{k} {v:.2f} s" for k, v in cli.items()))
     finally:

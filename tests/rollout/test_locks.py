@@ -174,3 +174,54 @@ def test_this_process_is_never_judged_gone_and_other_machines_never_are() -> Non
     assert process_gone(f"{host}/other-boot/{namespace}/{pid}/{started}") is None  # before a reboot: unknown
     assert process_gone(f"{host}/{boot}/{namespace}/{pid}/-") is None  # a field unknown: no proof
     assert process_gone(None) is None and process_gone("garbage") is None
+
+
+def test_a_run_that_cannot_renew_a_lock_before_it_expires_stops(project: tuple[Path, Path, Path]) -> None:
+    slow_playbook(project)
+    fleet = FakeFleet(HOSTS)
+    bus = EventBus()
+
+    def cut_off(event: Event) -> None:
+        if isinstance(event, Baking):
+            fleet.nodes["n04"].unreachable = True  # its lock can no longer be renewed
+
+    bus.subscribe(cut_off)
+    result = deploy(fleet, options(project), bus=bus)
+    assert result.exit_code == 3, result.message
+    assert "could not renew the lock on n04 before it expires" in result.message
+    for name in HOSTS[1:]:
+        assert not {"Set-FleetService", "Stop-FleetService", "Switch-FleetRelease"} & set(fleet.nodes[name].operations)
+
+
+def test_one_failed_renewal_is_retried_while_the_lock_still_has_time() -> None:
+    from fleetctl.protocol.errors import HostUnreachable
+    from fleetctl.rollout.lock_keeper import LockKeeper
+
+    now = [100.0]
+    lost: list[str] = []
+    notices: list[Event] = []
+    bus = EventBus()
+    bus.subscribe(notices.append)
+    keeper = LockKeeper(app="hello", deploy_id="d1", ttl_seconds=30, bus=bus, on_lost=lost.append,
+                        clock=lambda: now[0])
+
+    class Flaky:
+        calls = 0
+
+        def update_fleet_app_lock(self, **_: object) -> None:
+            Flaky.calls += 1
+            if Flaky.calls == 1:
+                raise HostUnreachable("connection refused", host="n01", transient=True)
+
+    client = Flaky()
+    keeper.hold("n01", client, 100.0)  # type: ignore[arg-type]
+    entry = keeper._held["n01"]
+    keeper._renew("n01", entry)  # 10 s in: fails, 20 s of the lock left, more than one interval: retried
+    assert not lost and any(isinstance(e, Notice) and "retrying in 10s" in e.message for e in notices)
+    now[0] = 110.0
+    keeper._renew("n01", entry)
+    assert entry.expires == 140.0 and keeper.renewals == 1
+    now[0] = 135.0
+    Flaky.calls = 0
+    keeper._renew("n01", entry)  # fails with 5 s left, less than the next interval: lost
+    assert lost == ["could not renew the lock on n01 before it expires: connection refused"]
