@@ -97,10 +97,17 @@ def process_gone(process: str | None) -> str | None:
         return None
     if pid == os.getpid():
         return None  # ourselves: certainly not gone
+    gone = f"its controller process {pid} on this machine is no longer running"
     current = process_start_marker(pid)
-    if current == started:
-        return None
-    return f"its controller process {pid} on this machine is no longer running"
+    if current is not None:
+        return None if current == started else gone  # another start time: the pid was reused
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return gone
+    except OSError:
+        return None  # it exists (owned by someone else) and /proc would not say when it started
+    return None  # exists, but unreadable /proc (or a zombie): no proof either way
 
 
 # --- judging a holder -----------------------------------------------------------------------------------------

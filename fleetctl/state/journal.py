@@ -41,6 +41,7 @@ from fleetctl.rollout.events import (
     RunFinished,
     RunStarted,
 )
+from fleetctl.rollout.lock_keeper import process_start_marker  # one reading of /proc for runs and locks
 
 SCHEMA_VERSION = 1
 DEFAULT_PATH = Path(".fleetctl") / "history.db"
@@ -429,20 +430,6 @@ class Journal:
 
 
 # --- liveness of the writing process --------------------------------------------------------------------------
-
-
-def process_start_marker(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux /proc), so a reused pid is not mistaken for
-    the process that wrote the run. None where /proc is not available."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # Field 22 (starttime); the command name (field 2) may contain spaces, so split after its closing paren.
-    fields = stat[stat.rfind(")") + 2:].split()
-    if not fields or fields[0] in ("Z", "X"):
-        return None  # a zombie has finished running; only its exit status is left to collect
-    return fields[19] if len(fields) > 19 else None
 
 
 def writer_alive(controller: str, pid: int, pid_started: str | None) -> bool:
