@@ -440,7 +440,8 @@ class RolloutEngine:
         counts = _counts(values)
         if self.interruption.requested.is_set():
             return self._result(EXIT_INTERRUPTED, outcomes, f"interrupted: {counts}")
-        if self._halt_reason:
+        # A halt with every host done and none failed can only be a lock lost after the last change: not a failure.
+        if self._halt_reason and (pending or failed):
             mixed = bool(on_target) and bool(pending or failed)
             code = EXIT_HALTED if mixed else EXIT_ROLLOUT_FAILED
             where = "hosts are on mixed releases" if mixed else "no host was left on the new release"
@@ -448,6 +449,8 @@ class RolloutEngine:
         if failed:
             return self._result(EXIT_ROLLOUT_FAILED, outcomes, f"{len(failed)} host(s) failed within the failure "
                                                                f"budget of {self.plan.max_failed} ({counts})")
+        if self._halt_reason:
+            return self._result(EXIT_OK, outcomes, f"{counts} (then {self._halt_reason})")
         return self._result(EXIT_OK, outcomes, counts)
 
     def _report_rest(self, outcomes: dict[str, HostOutcome]) -> None:
