@@ -349,3 +349,22 @@ def test_if_changed_touches_nothing_when_every_host_runs_the_target_and_deploys_
         else:
             assert grown == {"Get-FleetState"}, (node, grown)
     assert all((lab.health(n) or {}).get("version") == "1.0.0" for n in lab.nodes)
+
+
+def test_a_killed_controllers_locks_are_provably_gone_and_force_takes_them(elf_lab: Lab) -> None:
+    lab = elf_lab
+    code, _, err = lab.deploy("--version", "1.0.0")
+    assert code == 0, err
+    run = Background(lab, "--version", "1.2.0", "--canary", "1", "--var", "bake=60s")
+    try:
+        run.wait_line("baking")
+        run.proc.send_signal(signal.SIGKILL)  # no cleanup at all: every lock stays, the journal says running
+    finally:
+        run.finish()
+    code, _, err = lab.deploy("--version", "1.2.0")
+    assert code == 4, err
+    assert "no longer running" in err and "pass --force" in err, err
+    code, doc, err = lab.deploy("--version", "1.2.0", "--force")
+    assert code == 0, err
+    assert outcomes(doc)["lab-node01"] == "skipped"  # the canary the killed run finished
+    assert all((lab.health(n) or {}).get("version") == "1.2.0" for n in lab.nodes)
