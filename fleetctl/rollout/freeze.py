@@ -79,7 +79,7 @@ class FreezeResult:
 
 
 def _iso(value: Any) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+    return value.replace(microsecond=0).isoformat().replace("+00:00", "Z") if value is not None else None
 
 
 def check_reason(reason: str | None) -> str:
@@ -169,6 +169,11 @@ def freeze(request: FreezeRequest, judge: HolderJudge | None = None, *,
         first = refused[0]
         text = _held_text(first, judge or HolderJudge(), request.playbook)
         more = f" (and {len(refused) - 1} more host(s))" if len(refused) > 1 else ""
+        stuck = [h for h, after in undone.items() if after.state == "unreachable" and hosts[h].action == "frozen"]
+        if stuck:
+            left = (f"; the freeze could not be lifted again from {', '.join(stuck[:5])} (unreachable): "
+                    f"`fleetctl unlock {request.playbook}` lifts it")
+            return FreezeResult(EXIT_LOCKED, f"not frozen: {text}{more}{left}", undone)
         return FreezeResult(EXIT_LOCKED, f"not frozen: {text}{more}; nothing was frozen", undone)
     count = sum(1 for h in hosts.values() if h.state == "frozen")
     kept = sum(1 for h in hosts.values() if h.action == "kept")
