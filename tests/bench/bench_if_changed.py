@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -113,6 +114,8 @@ def main() -> None:
               + ", ".join(f"{k} {v:.2f} s" for k, v in cli.items()))
     finally:
         subprocess.run([*fleetctl, "lab", "down", "--dir", str(lab)], check=False, env=env, capture_output=True)
+        os.chdir(REPO)
+        shutil.rmtree(work, ignore_errors=True)  # 200 nodes' sandboxes and artifact caches: ~2.3 GB
 
 
 if __name__ == "__main__":
