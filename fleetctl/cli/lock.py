@@ -12,18 +12,16 @@ from rich.table import Table
 
 from fleetctl.cli.deploy import lock_judge
 from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, inventory_paths
-from fleetctl.config.connection import insecure_hosts_warning
 from fleetctl.errors import EXIT_LOCKED, EXIT_OK, ConfigError, LockHeld, RolloutFailed
 from fleetctl.rollout.freeze import (
     DEFAULT_FREEZE_TTL,
-    FreezeRequest,
     FreezeResult,
     freeze,
     lock_states,
     prepare_freeze,
 )
 from fleetctl.rollout.runner import DeployOptions
-from fleetctl.ui.console import print_json, safe, stdout, warn
+from fleetctl.ui.console import print_json, safe, stdout, warn_insecure
 
 ForksOpt = typer.Option(None, "--forks", help="Hosts asked at once (default: rollout.forks, 50).")
 
@@ -48,18 +46,12 @@ def lock(
         if reason is not None or ttl is not None:
             raise ConfigError("--status only shows the locks: drop --reason/--ttl", key="--status")
         request = prepare_freeze(options, lifting=True)
-        warn_insecure(request)
+        warn_insecure(request.fleet.connections.values())
         finish(lock_states(request, lock_judge()), json_out, "Locks")
         return
     request = prepare_freeze(options, reason=reason, ttl=ttl)
-    warn_insecure(request)
+    warn_insecure(request.fleet.connections.values())
     finish(freeze(request, lock_judge()), json_out, "Change freeze")
-
-
-def warn_insecure(request: FreezeRequest) -> None:
-    warning = insecure_hosts_warning(request.fleet.connections.values())
-    if warning:
-        warn(warning)
 
 
 def finish(result: FreezeResult, json_out: bool, title: str) -> None:

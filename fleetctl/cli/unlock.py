@@ -9,10 +9,11 @@ from __future__ import annotations
 import typer
 
 from fleetctl.cli.deploy import lock_judge
-from fleetctl.cli.lock import ForksOpt, finish, warn_insecure
+from fleetctl.cli.lock import ForksOpt, finish
 from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, inventory_paths
 from fleetctl.rollout.freeze import prepare_freeze, unfreeze
 from fleetctl.rollout.runner import DeployOptions
+from fleetctl.ui.console import warn_insecure
 
 
 def unlock(
@@ -27,7 +28,7 @@ def unlock(
     options = DeployOptions(playbook=playbook, inventories=inventory_paths(inventory), limit=limit,
                             extra_vars=tuple(var or ()), forks=forks)
     request = prepare_freeze(options, lifting=True)
-    warn_insecure(request)
+    warn_insecure(request.fleet.connections.values())
     finish(unfreeze(request, lock_judge()), json_out, "Unlock")
 
 
