@@ -219,7 +219,9 @@ def test_force_refuses_a_live_lock_and_an_expired_one_is_taken(elf_lab: Lab) -> 
 
 
 def test_a_run_longer_than_its_lock_ttl_is_not_run_over(elf_lab: Lab) -> None:
-    # A 2 s lock TTL and a 6 s canary bake: without renewal every lock would have expired mid-run.
+    # A 2 s lock TTL and a 60 s canary bake: without renewal every lock would expire within the bake. The bake is
+    # long so that the second commands (each a few seconds of start-up on a loaded machine) run inside it; the first
+    # run is then interrupted, which releases its locks.
     from fleetctl.rollout.runner import DeployOptions, load_fleet
 
     lab = elf_lab
@@ -227,7 +229,7 @@ def test_a_run_longer_than_its_lock_ttl_is_not_run_over(elf_lab: Lab) -> None:
     fleet = load_fleet(DeployOptions(playbook=lab.playbook, inventories=[lab.inventory], limit="lab-node10"),
                        {"version": "0"})
     client = fleet.client_factory()("lab-node10")
-    first = Background(lab, "--version", "1.8.0", "--canary", "1", "--var", "bake=6s", "--var", "lock_ttl=2s")
+    first = Background(lab, "--version", "1.8.0", "--canary", "1", "--var", "bake=60s", "--var", "lock_ttl=2s")
     try:
         first.wait_line("baking")
 
@@ -236,18 +238,23 @@ def test_a_run_longer_than_its_lock_ttl_is_not_run_over(elf_lab: Lab) -> None:
             return bool(lock and lock.renewed_at and lock.acquired_at and not lock.expired
                         and (lock.renewed_at - lock.acquired_at).total_seconds() > 2.5)
 
-        wait_for(renewed_past_its_ttl, 10, "the first run to renew its lock past the TTL it started with")
+        wait_for(renewed_past_its_ttl, 20, "the first run to renew its lock past the TTL it started with")
         code, _, err = lab.deploy("--version", "1.9.0", "--var", "lock_ttl=2s")
         assert code == 4 and "is locked by" in err and "--force" not in err, err
         code, _, err = lab.deploy("--version", "1.9.0", "--var", "lock_ttl=2s", "--force")
         assert code == 4 and "--force refused" in err, err
+        assert first.proc.poll() is None, first.output  # still baking: the refusals happened inside its run
+        first.proc.send_signal(signal.SIGINT)
     finally:
         code = first.finish()
         client.close()
-    assert code == 0, first.output
-    assert all((lab.health(n) or {}).get("version") == "1.8.0" for n in lab.nodes)
+    assert code == 130, first.output
+    versions = {n: (lab.health(n) or {}).get("version") for n in lab.nodes}
+    assert versions["lab-node01"] == "1.8.0" and all(versions[n] == "1.0.0" for n in lab.nodes[1:]), versions
     ops = {n: s["operations"] for n, s in lab.status().items()}
     assert all(o.get("Update-FleetAppLock", 0) >= 3 for o in ops.values()), ops
+    code, _, err = lab.deploy("--version", "1.0.0", "--limit", "lab-node01")  # the interrupted run unlocked
+    assert code == 0, err
 
 
 def test_auto_pulls_and_a_node_cut_off_from_the_controller_falls_back_to_push(
