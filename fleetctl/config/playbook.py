@@ -89,11 +89,15 @@ class BuildSpec(_Model):
 
 
 class Collect(_Model):
-    """`artifact.collect`: take an artifact built elsewhere."""
+    """`artifact.collect`: take an artifact built elsewhere. With `transfer: url` the nodes download `url`
+    themselves (checked against `sha256` and `size`, trusting `ca`) and the controller never fetches it."""
 
     path: str | None = None
     url: str | None = None
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    size: int | None = Field(default=None, ge=1)  # bytes; required with transfer: url
+    ca: str | None = None  # PEM file (relative to the playbook) of the CA that signed the url's server
+    token: str | None = None  # sent as `Authorization: Bearer` with the url (an artifact repository's API token)
     ssh: str | None = Field(default=None, pattern=r"^ssh://[^/]+/.+")
 
     @model_validator(mode="after")
@@ -103,6 +107,8 @@ class Collect(_Model):
             raise ValueError("give exactly one of 'path', 'url' or 'ssh'")
         if self.url and not self.sha256:
             raise ValueError("'sha256' is required with 'url'")
+        if not self.url and (self.ca or self.token):
+            raise ValueError("'ca' and 'token' go with 'url'")
         return self
 
 
@@ -379,9 +385,62 @@ class Traffic(_Model):
         return self
 
 
+NotifyEvent = Literal["start", "success", "failure", "halted", "interrupted"]
+NOTIFY_EVENTS: tuple[NotifyEvent, ...] = ("start", "success", "failure", "halted", "interrupted")
+
+
 class Webhook(_Model):
+    """`notify.webhooks[]`: one receiver. The URL (a Slack or Teams URL is itself the credential) and header values
+    are registered as secrets when read, so no output, log or error ever shows them."""
+
     url: str
-    events: list[Literal["start", "success", "failure"]] = ["start", "success", "failure"]
+    format: Literal["json", "slack", "teams"] = "json"
+    events: list[NotifyEvent] = list(NOTIFY_EVENTS)
+    timeout: Duration = Duration(10)
+    attempts: int = Field(default=3, ge=1, le=10)
+    headers: dict[str, str] = {}
+    ca_bundle: str | None = None
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _url_is_http(cls, value: Any) -> Any:
+        from fleetctl.config.redaction import register_secret
+
+        if isinstance(value, str):
+            register_secret(value)
+            if not re.match(r"^https?://[^/\s]+", value):
+                # Never echo the value: it is a secret.
+                raise ValueError("expected an http:// or https:// URL (the value is not shown: webhook URLs are "
+                                 "secret)")
+        return value
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _headers_are_secret(cls, value: Any) -> Any:
+        from fleetctl.config.redaction import register_secret
+
+        if isinstance(value, dict):
+            for v in value.values():
+                if isinstance(v, str):
+                    register_secret(v)
+        return value
+
+    @field_validator("events")
+    @classmethod
+    def _some_events(cls, events: list[str]) -> list[str]:
+        if not events:
+            raise ValueError(f"expected at least one of {', '.join(NOTIFY_EVENTS)} (remove the webhook to send "
+                             "nothing)")
+        if len(set(events)) != len(events):
+            raise ValueError("each event may be listed once")
+        return events
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive_timeout(cls, timeout: Duration) -> Duration:
+        if timeout <= 0 or timeout > 300:
+            raise ValueError("expected a timeout above 0 and at most 5m")
+        return timeout
 
 
 class Notify(_Model):
@@ -396,7 +455,7 @@ class Playbook(_Model):
     hosts: str = "all"
     vars: dict[str, Any] = {}
     artifact: ArtifactSpec
-    transfer: Literal["auto", "push", "pull"] = "auto"
+    transfer: Literal["auto", "push", "pull", "url"] = "auto"
     install: Install
     service: Service
     firewall: list[FirewallRule] = []

@@ -25,13 +25,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from fleetctl.artifacts.url_artifact import ArtifactUrl
 from fleetctl.config.redaction import redact
 from fleetctl.errors import FleetError
 from fleetctl.node.client import NodeClient
 from fleetctl.node.results import NodeState, ServiceInfo
 from fleetctl.node.transfer import TransferMode, ensure_artifact
 from fleetctl.protocol.errors import NodeOperationError, TransportError
-from fleetctl.rollout.events import EventBus, HostOutcome, HostProgress, HostStepStarted, Step
+from fleetctl.rollout.events import (
+    EventBus,
+    HostOutcome,
+    HostProgress,
+    HostStepFinished,
+    HostStepStarted,
+    Step,
+)
 from fleetctl.rollout.health import (
     HealthCheck,
     HealthResult,
@@ -71,16 +79,21 @@ class HostContext:
     staged: object | None = None  # what the engine's stage function returned for this host (see RolloutEngine)
     gating: threading.Event = field(default_factory=threading.Event)  # set when the host reaches its health gate
     last_state: NodeState | None = None  # the newest node state read since the switch (spares the record read)
-    transfer_method: str | None = None  # "pull", "push" or "skipped" once the transfer step ran
+    transfer_method: str | None = None  # "pull", "push", "url" or "skipped" once the transfer step ran
 
     def step(self, name: Step, action: Callable[[], T], detail: str = "") -> T:
         """Run one step: announce it, time it (accumulating, since rollback repeats steps)."""
         self.bus.emit(HostStepStarted(self.host, name, detail))
-        started = time.monotonic()
+        began, started = time.time(), time.monotonic()
+        failed = True
         try:
-            return action()
+            result = action()
+            failed = False
+            return result
         finally:
-            self.timings[name] = self.timings.get(name, 0.0) + time.monotonic() - started
+            seconds = time.monotonic() - started
+            self.timings[name] = self.timings.get(name, 0.0) + seconds
+            self.bus.emit(HostStepFinished(self.host, name, began, seconds, failed, detail))
 
     def progress(self, step: Step) -> Callable[[int, int], None]:
         return lambda done, total: self.bus.emit(HostProgress(self.host, step, done, total))
@@ -92,7 +105,7 @@ class DeployJob:
 
     release: Release
     health_for: HealthFor
-    artifact_path: Path
+    artifact_path: Path | ArtifactUrl  # an ArtifactUrl with transfer: url (the nodes download it)
     transfer: TransferMode = "auto"
     pull_server: object | None = None  # fleetctl.artifacts.pull_server.PullServer when transfer may pull
     keep_releases: int = 5
@@ -303,9 +316,8 @@ def activate(ctx: HostContext, target: Release, definition: ServiceDefinition | 
                                                      timeout_seconds=_seconds(job.start_timeout)))
     if health is not None:
         ctx.gating.set()
-        result = step("health", lambda: gate(ctx, target, health))
-        if not result.ok:
-            raise StepFailed("health", result.reason or "health check failed")
+        # Raised inside the step, so the timeline marks the health step itself as the one that failed.
+        step("health", lambda: _passed(gate(ctx, target, health)))
     if record:
         # The gate's last state read happened after the switch, under our lock: it is as good as a new read.
         seen = ctx.last_state
@@ -313,6 +325,12 @@ def activate(ctx: HostContext, target: Release, definition: ServiceDefinition | 
             "record", lambda: read_state(ctx, target))
         if state.current != target.id:
             raise StepFailed("record", f"the node reports current release {state.current}, expected {target.id}")
+
+
+def _passed(result: HealthResult) -> HealthResult:
+    if not result.ok:
+        raise StepFailed("health", result.reason or "health check failed")
+    return result
 
 
 def gate(ctx: HostContext, target: Release, check: HealthCheck) -> HealthResult:
