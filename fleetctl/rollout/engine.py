@@ -15,6 +15,7 @@ released.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from fleetctl.errors import (
     RolloutFailed,
 )
 from fleetctl.node.client import NodeClient
+from fleetctl.node.results import LockInfo
 from fleetctl.plan import Plan
 from fleetctl.protocol.errors import NodeOperationError
 from fleetctl.rollout.events import (
@@ -47,9 +49,9 @@ from fleetctl.rollout.events import (
     RunStarted,
 )
 from fleetctl.rollout.host_steps import HostContext, Interruption, describe_error
+from fleetctl.rollout.lock_keeper import HolderJudge, LockKeeper, refusal, this_process
 from fleetctl.rollout.procedure import HostProcedure
 from fleetctl.rollout.verdict import (
-    holder_text,
     is_failed,
     judge_batch,
     judge_run,
@@ -62,10 +64,13 @@ from fleetctl.rollout.verdict import (
 
 @dataclass(frozen=True)
 class LockSpec:
+    """The app lock a run takes on every host; `force` takes over a holder `judge` proves gone, never a live one."""
+
     app: str
     owner: str
     ttl_seconds: int
     force: bool = False
+    judge: HolderJudge = field(default_factory=HolderJudge)
 
 
 @dataclass(frozen=True)
@@ -114,12 +119,15 @@ class RolloutEngine:
         self._hosts: dict[str, _Host] = {}
         self._guard = threading.Lock()
         self._halt_reason: str | None = None
+        self._halted = threading.Event()
         self._failures = 0
         self._reported: set[str] = set()
         self._staging: dict[str, Future[None]] = {}
         self._background: dict[str, Future[None]] = {}  # host -> its follow-up work
         self._pool: ThreadPoolExecutor | None = None
         self.info = self.procedure.info
+        self._keeper = LockKeeper(app=self.lock.app, deploy_id=self.info.run_id, ttl_seconds=self.lock.ttl_seconds,
+                                  bus=self.bus, on_lost=self._halt)
 
     # -- the run -----------------------------------------------------------------------------------------------
 
@@ -139,9 +147,11 @@ class RolloutEngine:
                     if holder is not None:
                         result = self._finish(EXIT_LOCKED, holder)
                     else:
+                        self._keeper.start()  # the heartbeat: every lock renewed well inside its TTL until the end
                         result = self._run_batches(pool)
                 finally:
                     self._join_background()
+                    self._keeper.stop()
                     self._unlock_all(pool)
             assert result is not None
             self.bus.emit(RunFinished(result.run_id, result.exit_code, result.outcomes, result.message))
@@ -151,35 +161,74 @@ class RolloutEngine:
             self.bus.flush()
 
     def _lock_all(self, pool: ThreadPoolExecutor) -> str | None:
-        """Connect to and lock every targeted host before any change; the first LOCK_HELD holder, or None."""
+        """Connect to and lock every targeted host before any change; why the run cannot go on (a lock held by
+        someone else: the first holder, named), or None."""
         held: list[str] = []
+        process = this_process()
 
         def lock_one(name: str) -> None:
             client = self.connect(name)
             host = _Host(HostContext(name, client, self.bus, self.interruption))
             with self._guard:
                 self._hosts[name] = host
+            sent = time.monotonic()
             try:
                 # One round trip after the pool opens: module loader + Lock-FleetApp in one pipeline.
-                host.ctx.step("lock", lambda: client.connect_and_lock(
+                taken = host.ctx.step("lock", lambda: client.connect_and_lock(
                     app=self.lock.app, owner=self.lock.owner, deploy_id=self.info.run_id,
-                    ttl_seconds=self.lock.ttl_seconds, force=self.lock.force))
+                    ttl_seconds=self.lock.ttl_seconds, process=process))
                 host.locked = True
+                if taken.taken_over is not None and taken.taken_over.deploy_id:
+                    old = taken.taken_over
+                    self.bus.emit(Notice(f"{name}: took over the expired lock of {old.owner} (deploy "
+                                         f"{old.deploy_id})"))
             except NodeOperationError as err:
-                if err.code == "LOCK_HELD":
-                    with self._guard:
-                        held.append(holder_text(name, err.details))
-                    host.outcome = HostOutcome(name, "not_started", None, "locked by another run", host.ctx.timings)
-                else:
+                if err.code != "LOCK_HELD":
                     host.outcome = HostOutcome(name, "failed", None, f"lock: {describe_error(err)}",
                                                host.ctx.timings)
+                    return
+                holder = _holder(err)
+                gone = self.lock.judge.gone(holder) if holder else None
+                if holder is not None and gone and self.lock.force:
+                    sent = time.monotonic()
+                    if self._take_over(host, holder, gone, process):
+                        if host.locked:
+                            self._keeper.hold(name, client, sent)
+                        return
+                    holder = None  # it changed hands meanwhile: report what the node says now
+                text = refusal(name, holder, gone=gone, force=self.lock.force, playbook=self.info.playbook) \
+                    if holder else f"{name} is locked by another run"
+                with self._guard:
+                    held.append(text)
+                host.outcome = HostOutcome(name, "not_started", None, "locked by another run", host.ctx.timings)
+                return
             except Exception as err:  # noqa: BLE001 - unreachable, auth... : this host fails, the run goes on
                 host.outcome = HostOutcome(name, "failed", None, f"connect: {describe_error(err)}",
                                            host.ctx.timings)
+                return
+            self._keeper.hold(name, client, sent)
 
         for future in [pool.submit(lock_one, name) for name in self.plan.hosts]:
             future.result()
         return lock_held_message(held) if held else None
+
+    def _take_over(self, host: _Host, holder: LockInfo, gone: str, process: str) -> bool:
+        """--force on a lock whose holder is provably gone: replace exactly that holder's lock (the node refuses if
+        it changed hands since), and say so."""
+        try:
+            host.ctx.step("lock", lambda: host.ctx.client.lock_fleet_app(
+                app=self.lock.app, owner=self.lock.owner, deploy_id=self.info.run_id,
+                ttl_seconds=self.lock.ttl_seconds, process=process, take_over=holder.deploy_id))
+        except NodeOperationError as err:
+            if err.code == "LOCK_HELD":
+                return False
+            host.outcome = HostOutcome(host.ctx.host, "failed", None, f"lock: {describe_error(err)}",
+                                       host.ctx.timings)
+            return True  # not a lock held by someone: this host failed, the run goes on without it
+        host.locked = True
+        self.bus.emit(Notice(f"{host.ctx.host}: took over the lock of {holder.owner} (deploy {holder.deploy_id}): "
+                             f"{gone}"))
+        return True
 
     def _run_batches(self, pool: ThreadPoolExecutor) -> RunResult:
         early = [n for n in self.plan.hosts if self._hosts[n].outcome is not None]
@@ -212,8 +261,15 @@ class RolloutEngine:
                 self._stage_batch(pool, following.hosts)
                 if self.plan.canary_bake > 0:
                     self.bus.emit(Baking(self.plan.canary_bake))
-                    self.interruption.requested.wait(self.plan.canary_bake)
+                    self._bake(self.plan.canary_bake)
         return self._conclude()
+
+    def _bake(self, seconds: float) -> None:
+        """The canary bake: wait, unless the run is interrupted or halted (a lost lock) meanwhile."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self.interruption.requested.wait(min(left, 0.1)) or self._halted.is_set():
+                return
 
     def _await_gates(self, names: tuple[str, ...], futures: list[Future[None]]) -> None:
         """Return once every host of the batch is in its health gate or done (its transfer, stop and start no
@@ -336,9 +392,14 @@ class RolloutEngine:
                 f.result()
 
     def _halt(self, reason: str) -> None:
-        if self._halt_reason is None:
+        """Stop before changing more hosts (a failed canary, the budget spent, a lost lock); in-flight hosts
+        finish. Called from worker threads and the lock keeper."""
+        with self._guard:
+            if self._halt_reason is not None:
+                return
             self._halt_reason = reason
-            self.bus.emit(Halting(reason))
+        self._halted.set()
+        self.bus.emit(Halting(reason))
 
     def _outcome(self, name: str) -> HostOutcome:
         host = self._hosts.get(name)
@@ -391,3 +452,8 @@ class RolloutEngine:
 
         futures = [pool.submit(unlock, h) for h in list(self._hosts.values())]
         wait(futures)
+
+
+def _holder(err: NodeOperationError) -> LockInfo | None:
+    nested = err.details.get("holder") if isinstance(err.details, dict) else None
+    return LockInfo.from_result(nested if isinstance(nested, dict) else err.details)

@@ -22,6 +22,7 @@ from fleetctl.protocol.errors import NodeOperationError
 from fleetctl.rollout.engine import RunResult
 from fleetctl.rollout.events import EventBus, HostOutcome
 from fleetctl.rollout.host_steps import HostContext, Interruption, describe_error
+from fleetctl.rollout.lock_keeper import HolderJudge
 from fleetctl.rollout.preparation import Connect, DeployOptions, RolloutTargets, load_fleet, new_run_id
 from fleetctl.rollout.runner import HostPreview, run_procedure
 
@@ -157,7 +158,8 @@ class RemoveProcedure:
 
 
 def run_remove(prepared: PreparedRemove, bus: EventBus, *, connect: Connect | None = None,
-               interruption: Interruption | None = None, force: bool = False) -> RunResult:
+               interruption: Interruption | None = None, force: bool = False,
+               judge: HolderJudge | None = None) -> RunResult:
     """Lock every host, remove batch by batch, unlock; the result's exit code says how it went."""
     return run_procedure(prepared.fleet, RemoveProcedure(prepared), bus, connect=connect, interruption=interruption,
-                         force=force)
+                         force=force, judge=judge)

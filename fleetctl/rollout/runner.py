@@ -20,6 +20,7 @@ from fleetctl.rollout.engine import LockSpec, RolloutEngine, RunResult
 from fleetctl.rollout.events import EventBus
 from fleetctl.rollout.host_plan import plan_host
 from fleetctl.rollout.host_steps import Interruption, describe_error, sigint_handler
+from fleetctl.rollout.lock_keeper import HolderJudge, describe_holder
 from fleetctl.rollout.preparation import (
     Connect,
     DeployOptions,
@@ -58,8 +59,11 @@ def dry_run(prepared: PreparedDeploy, *, connect: Connect | None = None) -> dict
             cached = state.release(release.id) is not None or \
                 client.test_fleet_artifact(sha256=release.artifact_sha256).present
             plan = plan_host(release, state, artifact_cached=cached)
-            return HostPreview(host, state.current, release.id,
-                               tuple(plan.changes(release.artifact_sha256, release.service.name)))
+            changes = tuple(plan.changes(release.artifact_sha256, release.service.name))
+            if state.lock is not None and not state.lock.expired:
+                # A deploy now would stop at this host's lock (exit 4): say so first.
+                changes = (f"would stop here (exit 4): {describe_holder(host, state.lock)}",) + changes
+            return HostPreview(host, state.current, release.id, changes)
         except Exception as err:  # noqa: BLE001 - reported per host
             return HostPreview(host, None, release.id, (), describe_error(err))
         finally:
@@ -72,29 +76,33 @@ def dry_run(prepared: PreparedDeploy, *, connect: Connect | None = None) -> dict
 
 
 def run_deploy(prepared: PreparedDeploy, bus: EventBus, *, connect: Connect | None = None,
-               interruption: Interruption | None = None, force: bool = False) -> RunResult:
+               interruption: Interruption | None = None, force: bool = False,
+               judge: HolderJudge | None = None) -> RunResult:
     """Run the deploy: lock all, batches with health gates, failure budget, rollback, unlock. Never raises for
     host failures: the result's exit code says how it went (`RunResult.raise_for_exit()`)."""
     with DeployProcedure.open(prepared) as procedure:
         return run_procedure(prepared.fleet, procedure, bus, connect=connect, interruption=interruption,
-                             force=force)
+                             force=force, judge=judge)
 
 
 def run_rollback(prepared: PreparedRollback, bus: EventBus, *, connect: Connect | None = None,
-                 interruption: Interruption | None = None, force: bool = False) -> RunResult:
+                 interruption: Interruption | None = None, force: bool = False,
+                 judge: HolderJudge | None = None) -> RunResult:
     """Switch every targeted host to its previous (or the named) kept release, batch by batch, gated."""
     return run_procedure(prepared.fleet, RollbackProcedure(prepared), bus, connect=connect,
-                         interruption=interruption, force=force)
+                         interruption=interruption, force=force, judge=judge)
 
 
 def run_procedure(fleet: RolloutTargets, procedure: HostProcedure, bus: EventBus, *, connect: Connect | None = None,
-                  interruption: Interruption | None = None, force: bool = False) -> RunResult:
+                  interruption: Interruption | None = None, force: bool = False,
+                  judge: HolderJudge | None = None) -> RunResult:
     """Any procedure over the fleet's plan, under its locks, with Ctrl-C handled (first: no new hosts; second:
-    abort health gates)."""
+    abort health gates). `judge` decides whether a lock's holder is provably gone (what --force may take)."""
     interruption = interruption or Interruption()
     engine = RolloutEngine(
         plan=fleet.plan, procedure=procedure, connect=connect or fleet.client_factory(), bus=bus,
-        lock=LockSpec(app=fleet.targets.settings.name, owner=fleet.owner, ttl_seconds=fleet.lock_ttl, force=force),
+        lock=LockSpec(app=fleet.targets.settings.name, owner=fleet.owner, ttl_seconds=fleet.lock_ttl, force=force,
+                      judge=judge or HolderJudge()),
         forks=fleet.forks, interruption=interruption)
     with sigint_handler(interruption):
         return engine.run()

@@ -76,7 +76,8 @@ def judge_run(outcomes: Iterable[HostOutcome], *, interrupted: bool, halt_reason
     counts = counts_text(values)
     if interrupted:
         return RunVerdict(EXIT_INTERRUPTED, f"interrupted: {counts}")
-    if halt_reason:
+    # A halt with every host done and none failed can only be a lock lost after the last change: not a failure.
+    if halt_reason and (pending or failed):
         mixed = bool(on_target) and bool(pending or failed)
         code = EXIT_HALTED if mixed else EXIT_ROLLOUT_FAILED
         where = "hosts are on mixed releases" if mixed else "no host was left on the new release"
@@ -84,6 +85,8 @@ def judge_run(outcomes: Iterable[HostOutcome], *, interrupted: bool, halt_reason
     if failed:
         return RunVerdict(EXIT_ROLLOUT_FAILED, f"{len(failed)} host(s) failed within the failure budget of "
                                                f"{max_failed} ({counts})")
+    if halt_reason:
+        return RunVerdict(EXIT_OK, f"{counts} (then {halt_reason})")
     return RunVerdict(EXIT_OK, counts)
 
 
@@ -95,9 +98,10 @@ def counts_text(outcomes: Iterable[HostOutcome]) -> str:
 
 
 def lock_held_message(holders: Sequence[str]) -> str:
-    """The run stops before any change when another run holds a lock: who holds the first, and what to do."""
+    """The run stops before any change when another run holds a lock: the first refusal (it names the holder and
+    says what to do: wait, or --force only when the holder is provably gone), and how many more."""
     more = f" (and {len(holders) - 1} more host(s))" if len(holders) > 1 else ""
-    return f"{holders[0]}{more}; wait for that run to finish, or pass --force if its lock is stale"
+    return f"{holders[0]}{more}"
 
 
 def holder_text(host: str, details: dict[str, Any]) -> str:

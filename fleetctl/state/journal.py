@@ -53,6 +53,7 @@ from fleetctl.rollout.events import (
     RunInfo,
     RunStarted,
 )
+from fleetctl.rollout.lock_keeper import process_start_marker  # one reading of /proc for runs and locks
 
 SCHEMA_VERSION = 2
 DEFAULT_PATH = Path(".fleetctl") / "history.db"
@@ -557,6 +558,17 @@ class Journal:
             assert db is not None
             return self._record(db, rows[0])
 
+    def finished_run(self, run_id: str) -> str | None:
+        """"finished at TIME (STATUS)" when this history records run `run_id` as ended, else None (unknown here, or
+        still running). A finished run never touches a lock again: what it left on a node is provably abandoned."""
+        with self._lock:
+            db = self._connect(create=False)
+            row = None if db is None else db.execute(
+                "SELECT status, finished_at FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None or row["status"] == "running" or row["finished_at"] is None:
+            return None
+        return f"finished at {_iso(row['finished_at'])} ({row['status']})"
+
     def _record(self, db: sqlite3.Connection, row: sqlite3.Row) -> RunRecord:
         status = row["status"]
         if status == "running" and not writer_alive(row["controller"], row["pid"], row["pid_started"]):
@@ -582,20 +594,6 @@ class Journal:
 
 
 # --- liveness of the writing process --------------------------------------------------------------------------
-
-
-def process_start_marker(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux /proc), so a reused pid is not mistaken for
-    the process that wrote the run. None where /proc is not available."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # Field 22 (starttime); the command name (field 2) may contain spaces, so split after its closing paren.
-    fields = stat[stat.rfind(")") + 2:].split()
-    if not fields or fields[0] in ("Z", "X"):
-        return None  # a zombie has finished running; only its exit status is left to collect
-    return fields[19] if len(fields) > 19 else None
 
 
 def writer_alive(controller: str, pid: int, pid_started: str | None) -> bool:

@@ -122,6 +122,8 @@ def lock_json(lock: LockInfo | None) -> dict[str, Any] | None:
         "acquired_at": lock.acquired_at.isoformat() if lock.acquired_at else None,
         "expires_at": lock.expires_at.isoformat() if lock.expires_at else None,
         "expired": lock.expired,
+        "renewed_at": lock.renewed_at.isoformat() if lock.renewed_at else None,
+        "reason": lock.reason,  # set: a change freeze (`fleetctl lock`)
     }
 
 

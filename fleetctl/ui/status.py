@@ -70,5 +70,5 @@ def _tasks(s: HostStatus) -> Text:
 def _lock(s: HostStatus) -> str:
     if s.lock is None:
         return "-"
-    text = f"{s.lock.owner} ({s.lock.deploy_id})"
+    text = f"{s.lock.owner} ({s.lock.deploy_id})" if not s.lock.freeze else f"frozen by {s.lock.owner}: {s.lock.reason}"
     return text + " expired" if s.lock.expired else text

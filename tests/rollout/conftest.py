@@ -28,7 +28,8 @@ HELLO = REPO / "playbooks" / "hello"
 
 
 def make_playbook(directory: Path, goos: str) -> Path:
-    """The example playbook with test knobs: `window` (stability window), fewer retries, the given goos."""
+    """The example playbook with test knobs: `window` (stability window), `bake` (canary bake), `lock_ttl`, fewer
+    retries, the given goos."""
     text = (HELLO / "playbook.yml").read_text()
     text = text.replace("goos: windows", f"goos: {goos}")
     text = text.replace("dir: src", f"dir: {HELLO / 'src'}")
@@ -37,6 +38,8 @@ def make_playbook(directory: Path, goos: str) -> Path:
     text = re.sub(r"stability_window: \S+", "stability_window: \"{{ window | default('1s') }}\"", text)
     text = re.sub(r"retries: \d+", "retries: 20", text)
     text = re.sub(r"interval: \S+", "interval: 0.25s", text)
+    text = text.replace("  canary_bake: 0s\n", "  canary_bake: \"{{ bake | default('0s') }}\"\n"
+                                              "  lock_ttl: \"{{ lock_ttl | default('30m') }}\"\n")
     path = directory / f"hello-{goos}.yml"
     path.write_text(text)
     return path

@@ -136,7 +136,8 @@ def test_unreachable_host_within_budget_completes(project: tuple[Path, Path, Pat
     assert [h for h, o in result.outcomes.items() if o.outcome == "deployed"] == ["n01", "n02", "n04", "n05"]
 
 
-def test_lock_held_exits_4_and_changes_nothing_then_force_takes_over(project: tuple[Path, Path, Path]) -> None:
+def test_lock_held_exits_4_and_changes_nothing_then_force_takes_over_an_expired_one(
+        project: tuple[Path, Path, Path]) -> None:
     fleet = FakeFleet(HOSTS)
     fleet.nodes["n03"].lock = {"owner": "alice@ci", "deploy_id": "other-run", "acquired_at": "2024-01-01T00:00:00Z"}
     result = deploy(fleet, options(project))
@@ -147,6 +148,8 @@ def test_lock_held_exits_4_and_changes_nothing_then_force_takes_over(project: tu
         if name != "n03":
             assert node.lock is None  # the locks this run took were released
     assert fleet.nodes["n03"].lock["owner"] == "alice@ci"  # type: ignore[index]
+    assert deploy(fleet, options(project), force=True).exit_code == 4  # live: --force is refused (test_locks.py)
+    fleet.nodes["n03"].lock["expired"] = True  # type: ignore[index]
     forced = deploy(fleet, options(project), force=True)
     assert forced.exit_code == 0 and fleet.nodes["n03"].lock is None
 

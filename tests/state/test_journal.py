@@ -251,3 +251,14 @@ def test_a_killed_controller_shows_as_interrupted(tmp_path: Path) -> None:
     assert run.status == "interrupted" and run.exit_code is None
     assert run.host_outcome("a") == "in_flight" and run.hosts["a"].step == "switch"
     assert run.host_outcome("b") == "not_started"
+
+
+def test_finished_run_says_when_a_run_ended_and_nothing_for_a_running_or_unknown_one(journal: Journal,
+                                                                                    bus: EventBus) -> None:
+    assert journal.finished_run("r9") is None  # no such run
+    bus.emit(started("r9"))
+    assert journal.finished_run("r9") is None  # still running: its locks are live
+    bus.emit(RunFinished("r9", 3, {}, "halted"))
+    text = journal.finished_run("r9")
+    assert text is not None and text.startswith("finished at ") and text.endswith("(halted)")
+    assert journal.finished_run("r") is None  # exact ids only, never a prefix
