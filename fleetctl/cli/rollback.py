@@ -14,6 +14,7 @@ from fleetctl.cli.deploy import (
     MaxFailedOpt,
     YesOpt,
     confirm,
+    lock_judge,
     run_with_subscribers,
 )
 from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, inventory_paths
@@ -72,7 +73,8 @@ def rollback(
     _refuse_forced_only(plan, to)
     switching = sum(1 for c in plan.choices.values() if c.action == "switch")
     confirm(yes, f"Roll back {switching} host(s) to {target}?")
-    result = run_with_subscribers(lambda bus: run_rollback(prepared, bus, plan=plan, force=force), json_out,
+    result = run_with_subscribers(lambda bus: run_rollback(prepared, bus, plan=plan, force=force,
+                                                              judge=lock_judge()), json_out,
                                   notifier)
     result.raise_for_exit()
 

@@ -26,7 +26,9 @@ from typing import Any
 
 import pytest
 
-from .conftest import FLEETCTL, HELLO, Lab, _env, _start_lab, wait_for
+from tests.support import wait_for
+
+from .conftest import FLEETCTL, HELLO, Lab, _env, _start_lab
 
 pytestmark = pytest.mark.lab
 

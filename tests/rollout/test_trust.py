@@ -12,6 +12,7 @@ import pytest
 from fleetctl.rollout.engine import RunResult
 from fleetctl.rollout.events import Event, EventBus, HostStepStarted, Notice
 from fleetctl.rollout.host_steps import Interruption
+from fleetctl.rollout.lock_keeper import HolderJudge
 from fleetctl.rollout.runner import (
     DeployOptions,
     plan_rollback,
@@ -40,9 +41,11 @@ def options(project: tuple[Path, Path, Path], **kw: object) -> DeployOptions:
 
 
 def deploy(fleet: FakeFleet, opts: DeployOptions, bus: EventBus | None = None,
-           interruption: Interruption | None = None) -> RunResult:
+           interruption: Interruption | None = None, finished: tuple[str, ...] = ()) -> RunResult:
+    """`finished`: run ids the history would record as ended (what lets --force take their leaked locks)."""
+    judge = HolderJudge(finished=lambda run_id: "finished at 12:00 (halted)" if run_id in finished else None)
     return run_deploy(prepare_deploy(opts), bus or EventBus(), connect=fleet.connect, interruption=interruption,
-                      force=opts.force)
+                      force=opts.force, judge=judge)
 
 
 def versions(fleet: FakeFleet) -> dict[str, str | None]:
@@ -131,13 +134,13 @@ def test_a_node_lost_after_its_switch_is_unknown_and_its_lock_is_named(
     assert "state unknown: lost after" in (outcome.error or "")
     assert result.exit_code == 3  # not a clean halt (1): nobody knows what n01 runs
     assert "no host was left on the new release" not in result.message
-    assert "lock left on n01" in result.message and "--limit n01 --force" in result.message
+    assert "lock left on n01" in result.message and "fleetctl unlock" in result.message and "--limit n01" in result.message
     assert any("lock left on n01" in n for n in notices)
     assert node.lock is not None  # really left behind: the message is the truth
     # A re-run reconciles from node state: the node did switch to 2.0.0 before it was cut off.
     node.unreachable, node.lose_after = False, None
     node.state = "Running"  # (its service came up after all)
-    rerun = deploy(fleet, options(project, version="2.0.0", canary="1", force=True))
+    rerun = deploy(fleet, options(project, version="2.0.0", canary="1", force=True), finished=(result.run_id,))
     assert rerun.exit_code == 0, rerun.message
     assert rerun.outcomes["n01"].outcome == "skipped" and node.lock is None
 
