@@ -255,7 +255,8 @@ class NodeState:
         history = tuple(HistoryEntry(parse_time(x.get("at")), str(x.get("action", "")), _opt_str(x.get("release")))
                         for x in r.get("history") or [] if isinstance(x, dict))
         tasks = tuple(TaskInfo.from_result(x) for x in r.get("tasks") or [] if isinstance(x, dict))
-        raw_colours = r.get("colours") if isinstance(r.get("colours"), dict) else {}
+        raw = r.get("colours")
+        raw_colours: dict[str, Any] = raw if isinstance(raw, dict) else {}
         colours = tuple(ColourInfo(name, _opt_str(c.get("release")), _opt_str(c.get("previous")),
                                    ServiceInfo.from_result(c.get("service")))
                         for name, c in sorted(raw_colours.items()) if isinstance(c, dict))
