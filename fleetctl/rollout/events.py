@@ -11,7 +11,7 @@ from typing import Literal
 Outcome = Literal["deployed", "skipped", "rolled_back", "failed", "not_started", "removed"]
 Step = Literal[
     "connect", "lock", "transfer", "install", "service", "stop", "switch", "start", "health", "record",
-    "retention", "unlock", "rollback", "remove",
+    "retention", "unlock", "rollback", "remove", "drain", "ready", "proxy", "bake",
 ]
 
 

@@ -41,6 +41,7 @@ from fleetctl.rollout.health import (
     run_health_gate,
 )
 from fleetctl.rollout.release import SERVICE_DEFINITION_FILE, Release, ServiceDefinition, is_current
+from fleetctl.rollout.traffic_steps import HostTraffic, TrafficFailed
 
 T = TypeVar("T")
 HealthFor = Callable[[str], "HealthCheck | None"]  # version -> the health check that version must pass
@@ -100,6 +101,7 @@ class DeployJob:
     stop_timeout: float = 30.0
     ensure_extras: Callable[[NodeClient], None] | None = None  # firewall rules, scheduled tasks (idempotent)
     wrapper_path: Path | None = None  # nssm.exe (release.service.wrapper_sha256), moved like an artifact
+    traffic: HostTraffic | None = None  # the load balancer: drain before the stop, ready after the gate
 
 
 class StopHung(Exception):
@@ -206,6 +208,8 @@ def activate_deploy(ctx: HostContext, job: DeployJob, staged: StagedDeploy | Hos
         activate(ctx, release, release.service, job.health_for(release.version), job, record=True)
     except StopHung as hung:
         return _with_transfer(ctx, _left_running(ctx, release, staged.state.current, hung))
+    except TrafficFailed as err:
+        return _with_transfer(ctx, _traffic_failed(ctx, err, staged.state.current, release.id))
     except Exception as err:  # noqa: BLE001
         reason = describe_error(err)
         return _with_transfer(ctx, _roll_back_after_failure(ctx, job, release, staged.previous,
@@ -229,6 +233,13 @@ def _left_running(ctx: HostContext, reference: Release, running: str | None, hun
             note += f"; restoring its service definition failed: {describe_error(err)}"
     return HostOutcome(ctx.host, "failed", running, f"{hung.reason} ({note}; let it finish or end its process on "
                                                     "the host, then deploy again)", ctx.timings)
+
+
+def _traffic_failed(ctx: HostContext, err: TrafficFailed, before: str | None, target: str) -> HostOutcome:
+    """The balancer failed: on drain nothing changed (the host runs `before`); on ready the host runs `target`,
+    healthy, outside the pool. Either way the run halts; no rollback (it would need the balancer again)."""
+    on = target if str(err).startswith("ready:") else before
+    return HostOutcome(ctx.host, "failed", on, str(err), ctx.timings)
 
 
 def retain(ctx: HostContext, job: DeployJob, outcome: HostOutcome) -> HostOutcome:
@@ -287,6 +298,10 @@ def activate(ctx: HostContext, target: Release, definition: ServiceDefinition | 
         return ctx.step("rollback" if step_prefix else name, action, f"{name} {detail}".strip()
                         if step_prefix else detail)
 
+    traffic = job.traffic
+    if traffic is not None:
+        # First, so that a balancer failure leaves the host exactly as it was.
+        step("drain", lambda: traffic.drain(ctx.host, ctx.interruption.abort.is_set), traffic.where)
     if definition is not None:
         step("service", lambda: client.set_fleet_service(**definition.client_kwargs()))
     try:
@@ -306,6 +321,8 @@ def activate(ctx: HostContext, target: Release, definition: ServiceDefinition | 
         result = step("health", lambda: gate(ctx, target, health))
         if not result.ok:
             raise StepFailed("health", result.reason or "health check failed")
+    if traffic is not None:
+        step("ready", lambda: traffic.ready(ctx.host), traffic.where)
     if record:
         # The gate's last state read happened after the switch, under our lock: it is as good as a new read.
         seen = ctx.last_state
@@ -380,6 +397,7 @@ class RollbackJob:
     to_version: str | None = None
     start_timeout: float = 30.0
     stop_timeout: float = 30.0
+    traffic: HostTraffic | None = None
 
 
 def choose_target(state: NodeState, to_version: str | None) -> tuple[str, str]:
@@ -442,6 +460,8 @@ def activate_rollback(ctx: HostContext, job: RollbackJob, staged: StagedRollback
         activate(ctx, target, staged.definition, job.health_for(staged.target_version), job, record=True)
     except StopHung as hung:
         return _left_running(ctx, ref, original, hung)
+    except TrafficFailed as err:
+        return _traffic_failed(ctx, err, original, staged.target_id)
     except Exception as err:  # noqa: BLE001
         reason = describe_error(err)
         if original is None:

@@ -20,7 +20,7 @@ from fleetctl.artifacts.wrapper import Wrapper, find_wrapper
 from fleetctl.config.connection import ConnectionSettings
 from fleetctl.config.playbook import Playbook
 from fleetctl.config.templating import render_string
-from fleetctl.errors import ConfigError
+from fleetctl.errors import ConfigError, RolloutFailed
 from fleetctl.node.client import NodeClient
 from fleetctl.node.fleet import run_parallel
 from fleetctl.plan import Plan
@@ -52,7 +52,9 @@ from fleetctl.rollout.host_steps import (
     stage_rollback,
 )
 from fleetctl.rollout.release import Release, changes_for, is_current, make_release
+from fleetctl.rollout.traffic_steps import HostTraffic, balancer_for
 from fleetctl.targets import RolloutOverrides, Targets, load_targets, plan_rollout
+from fleetctl.traffic import BalancerError
 
 Connect = Callable[[str], NodeClient]
 
@@ -74,6 +76,7 @@ class DeployOptions:
     force: bool = False
     owner: str | None = None
     dist_dir: Path | None = None
+    strategy: str | None = None  # --strategy; None: the playbook's rollout.strategy
 
 
 @dataclass
@@ -87,6 +90,7 @@ class Fleet:
     forks: int
     owner: str
     lock_ttl: int
+    strategy: str = "rolling"
     _health_cache: dict[tuple[str, str], HealthCheck | None] = field(default_factory=dict)
 
     def health_for(self, host: str) -> Callable[[str], HealthCheck | None]:
@@ -113,6 +117,7 @@ class PreparedDeploy:
     transfer: str
     run_id: str = field(default_factory=new_run_id)
     wrappers: dict[str, Wrapper] = field(default_factory=dict)  # host -> the nssm.exe its service needs
+    traffic: HostTraffic | None = None  # the load balancer hosts are drained from around their restarts
 
     @property
     def plan(self) -> Plan:
@@ -143,9 +148,9 @@ def load_fleet(options: DeployOptions, builtins: dict[str, object] | None = None
     targets = load_targets(options.playbook, options.inventories, limit=options.limit,
                            extra_vars=list(options.extra_vars), builtins=builtins)
     settings = targets.settings
-    if settings.rollout.strategy != "rolling":
-        raise ConfigError("only the rolling strategy is implemented by deploy/rollback (with --canary for a "
-                          "canary first)", file=targets.source.path, key="rollout.strategy")
+    strategy = options.strategy or settings.rollout.strategy
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"expected one of {', '.join(STRATEGIES)}, got {strategy!r}", key="--strategy")
     plan = plan_rollout(targets, RolloutOverrides(canary=options.canary, batch=options.batch,
                                                   max_failed=options.max_failed))
     playbooks: dict[str, Playbook] = {}
@@ -153,7 +158,7 @@ def load_fleet(options: DeployOptions, builtins: dict[str, object] | None = None
     for host in targets.hosts:
         playbook = targets.render_for(host, builtins)
         if refuse_unsupported:  # `remove` retires what such a playbook describes without running it
-            _refuse_unsupported(playbook)
+            _refuse_unsupported(playbook, strategy)
         playbooks[host.name] = playbook
         connections[host.name] = ConnectionSettings.from_hostvars(
             host.name, targets.connection_vars(host), source=f"inventory host {host.name}")
@@ -161,17 +166,29 @@ def load_fleet(options: DeployOptions, builtins: dict[str, object] | None = None
     if forks < 1:
         raise ConfigError(f"expected at least 1, got {forks}", key="--forks")
     owner = options.owner or f"{getpass.getuser()}@{socket.gethostname()}"
-    return Fleet(targets, plan, playbooks, connections, forks, owner, max(1, int(settings.rollout.lock_ttl)))
+    return Fleet(targets, plan, playbooks, connections, forks, owner, max(1, int(settings.rollout.lock_ttl)),
+                 strategy)
 
 
-def _refuse_unsupported(playbook: Playbook) -> None:
+STRATEGIES = ("rolling", "blue-green")
+
+
+def _refuse_unsupported(playbook: Playbook, strategy: str) -> None:
     # Nothing a user asked for is silently skipped (SPEC 9): refuse what deploy cannot do yet.
     if playbook.hooks.before_stop or playbook.hooks.after_start:
         raise ConfigError("hooks are not run by this version of deploy; remove them", file=playbook.path,
                           key="hooks")
-    if playbook.traffic is not None:
-        raise ConfigError("traffic management is not run by this version of deploy; remove it",
-                          file=playbook.path, key="traffic")
+    traffic = playbook.traffic
+    if strategy == "blue-green":
+        raise ConfigError("the blue-green strategy is not run by this version of deploy", file=playbook.path,
+                          key="rollout.strategy")
+    if strategy == "blue-green" and (traffic is None or traffic.blue_green is None):
+        raise ConfigError("the blue-green strategy needs traffic.blue_green (listen_port, blue_port, green_port): "
+                          "the public port and each colour's own port", file=playbook.path, key="traffic.blue_green")
+    if strategy == "blue-green" and traffic is not None and traffic.kind != "portproxy":
+        raise ConfigError("blue-green behind a load balancer is not run by this version of deploy; use kind "
+                          "portproxy (the node-local switch) or the rolling strategy with the balancer",
+                          file=playbook.path, key="traffic.kind")
 
 
 def _health_check(fleet: Fleet, host_name: str, version: str) -> HealthCheck | None:
@@ -228,15 +245,26 @@ def prepare_deploy(options: DeployOptions, *, on_output: Callable[[str], None] |
         releases[host.name] = make_release(playbook, version=manifest.version, artifact_sha256=manifest.sha256,
                                            files=render_files(playbook, variables),
                                            wrapper_sha256=wrapper.sha256 if wrapper else None)
-    return PreparedDeploy(fleet, manifest, releases, fleet.targets.settings.transfer, wrappers=wrappers)
+    return PreparedDeploy(fleet, manifest, releases, fleet.targets.settings.transfer, wrappers=wrappers,
+                          traffic=balancer_for(fleet.targets, fleet.playbooks) if fleet.strategy == "rolling" else None)
 
 
 # --- deploy ---------------------------------------------------------------------------------------------------
 
 
 def dry_run(prepared: PreparedDeploy, *, connect: Connect | None = None) -> dict[str, HostPreview]:
-    """Ask each host for its state (read-only) and say what a deploy would change; nothing is changed."""
+    """Ask each host for its state (read-only) and say what a deploy would change; nothing is changed. With a
+    load balancer, its configuration is rendered and checked (not applied) first; a failure there is a
+    RolloutFailed, as in a real run."""
     factory = connect or prepared.fleet.client_factory()
+    traffic = prepared.traffic
+    if traffic is not None:
+        try:
+            traffic.balancer.prepare(check_only=True)
+        except BalancerError as err:
+            raise RolloutFailed(f"{err.message}; nothing was changed") from None
+        finally:
+            traffic.balancer.close()
 
     def preview(host: str) -> HostPreview:
         release = prepared.releases[host]
@@ -245,8 +273,10 @@ def dry_run(prepared: PreparedDeploy, *, connect: Connect | None = None) -> dict
             state = client.get_fleet_state(app=release.app, root=release.root, service_name=release.service.name)
             present = state.release(release.id) is not None or \
                 client.test_fleet_artifact(sha256=release.artifact_sha256).present
-            return HostPreview(host, state.current, release.id, tuple(changes_for(release, state,
-                                                                                  artifact_present=present)))
+            changes = changes_for(release, state, artifact_present=present)
+            if traffic is not None and changes:
+                changes = with_traffic_steps(changes, traffic.where)
+            return HostPreview(host, state.current, release.id, tuple(changes))
         except Exception as err:  # noqa: BLE001 - reported per host
             return HostPreview(host, None, release.id, (), describe_error(err))
         finally:
@@ -279,7 +309,8 @@ def run_deploy(
                          pull_server=pull_server, keep_releases=playbook.install.keep_releases,
                          start_timeout=float(playbook.service.start_timeout),
                          stop_timeout=float(playbook.service.stop_timeout), ensure_extras=host_extras(playbook),
-                         wrapper_path=wrapper.path if (wrapper := prepared.wrappers.get(host)) else None)
+                         wrapper_path=wrapper.path if (wrapper := prepared.wrappers.get(host)) else None,
+                         traffic=prepared.traffic)
 
     def stage(ctx: HostContext) -> StagedDeploy | HostOutcome:
         return stage_deploy(ctx, job_for(ctx.host))
@@ -293,7 +324,8 @@ def run_deploy(
         return retain(ctx, job_for(ctx.host), outcome)
 
     def undo(ctx: HostContext, before: HostOutcome) -> HostOutcome:
-        after = rollback_host(ctx, _rollback_job(fleet, ctx.host, prepared.releases[ctx.host], None))
+        after = rollback_host(ctx, _rollback_job(fleet, ctx.host, prepared.releases[ctx.host], None,
+                                                 prepared.traffic))
         if after.outcome == "deployed":
             return HostOutcome(ctx.host, "rolled_back", after.release, "rolled back because the canary batch "
                                "failed", ctx.timings)
@@ -303,11 +335,31 @@ def run_deploy(
                    service=fleet.targets.settings.name, version=prepared.version,
                    release=any_release.id if any_release else None, strategy="rolling", user=fleet.owner)
     try:
+        _prepare_traffic(prepared.traffic, pull_server)
         return _run(fleet, info, work, undo, bus, connect, interruption, force, stage=stage, after=after,
-                    notes=notes)
+                    notes=notes, traffic=prepared.traffic)
     finally:
         if pull_server is not None:
             pull_server.stop()
+        if prepared.traffic is not None:
+            prepared.traffic.balancer.close()
+
+
+def _prepare_traffic(traffic: HostTraffic | None, pull_server: PullServer | None) -> None:
+    """Reach the balancer and check its configuration before any host is touched (RolloutFailed if not)."""
+    if traffic is None:
+        return
+    try:
+        traffic.balancer.prepare()
+    except BalancerError as err:
+        if pull_server is not None:
+            pull_server.stop()
+        raise RolloutFailed(f"{err.message}; no host was touched") from None
+
+
+def with_traffic_steps(changes: list[str], where: str) -> list[str]:
+    """A host's dry-run changes with the balancer's steps around its restart."""
+    return [f"drain from {where}", *changes, f"return to the pool on {where} once healthy"]
 
 
 def host_extras(playbook: Playbook) -> Callable[[NodeClient], None] | None:
@@ -356,6 +408,7 @@ class PreparedRollback:
     references: dict[str, Release]
     to_version: str | None
     run_id: str = field(default_factory=new_run_id)
+    traffic: HostTraffic | None = None
 
     @property
     def plan(self) -> Plan:
@@ -367,14 +420,16 @@ def prepare_rollback(options: DeployOptions, to_version: str | None = None) -> P
     fleet = load_fleet(options, {"version": to_version or "rollback"})
     references = {h: make_release(pb, version="ref", artifact_sha256="", files={})
                   for h, pb in fleet.playbooks.items()}
-    return PreparedRollback(fleet, references, to_version)
+    traffic = balancer_for(fleet.targets, fleet.playbooks) if fleet.strategy == "rolling" else None
+    return PreparedRollback(fleet, references, to_version, traffic=traffic)
 
 
-def _rollback_job(fleet: Fleet, host: str, reference: Release, to_version: str | None) -> RollbackJob:
+def _rollback_job(fleet: Fleet, host: str, reference: Release, to_version: str | None,
+                  traffic: HostTraffic | None) -> RollbackJob:
     playbook = fleet.playbooks[host]
     return RollbackJob(reference=reference, health_for=fleet.health_for(host), to_version=to_version,
                        start_timeout=float(playbook.service.start_timeout),
-                       stop_timeout=float(playbook.service.stop_timeout))
+                       stop_timeout=float(playbook.service.stop_timeout), traffic=traffic)
 
 
 def run_rollback(
@@ -389,7 +444,7 @@ def run_rollback(
     fleet = prepared.fleet
 
     def job_for(host: str) -> RollbackJob:
-        return _rollback_job(fleet, host, prepared.references[host], prepared.to_version)
+        return _rollback_job(fleet, host, prepared.references[host], prepared.to_version, prepared.traffic)
 
     def stage(ctx: HostContext) -> StagedRollback | HostOutcome:
         return stage_rollback(ctx, job_for(ctx.host))
@@ -400,7 +455,8 @@ def run_rollback(
         return activate_rollback(ctx, job, staged)
 
     def undo(ctx: HostContext, before: HostOutcome) -> HostOutcome:
-        after = rollback_host(ctx, _rollback_job(fleet, ctx.host, prepared.references[ctx.host], None))
+        after = rollback_host(ctx, _rollback_job(fleet, ctx.host, prepared.references[ctx.host], None,
+                                                 prepared.traffic))
         if after.outcome == "deployed":
             return HostOutcome(ctx.host, "rolled_back", after.release, "returned because the canary batch failed",
                                ctx.timings)
@@ -409,18 +465,26 @@ def run_rollback(
     info = RunInfo(run_id=prepared.run_id, kind="rollback", playbook=str(fleet.targets.source.path),
                    service=fleet.targets.settings.name, version=prepared.to_version, release=None,
                    strategy="rolling", user=fleet.owner)
-    return _run(fleet, info, work, undo, bus, connect, interruption, force, stage=stage)
+    try:
+        _prepare_traffic(prepared.traffic, None)
+        return _run(fleet, info, work, undo, bus, connect, interruption, force, stage=stage,
+                    traffic=prepared.traffic)
+    finally:
+        if prepared.traffic is not None:
+            prepared.traffic.balancer.close()
 
 
 def _run(fleet: Fleet, info: RunInfo, work: Callable[[HostContext], HostOutcome],
          undo: Callable[[HostContext, HostOutcome], HostOutcome], bus: EventBus, connect: Connect | None,
          interruption: Interruption | None, force: bool, *, stage: Stage | None = None, after: After | None = None,
-         notes: tuple[str, ...] = ()) -> RunResult:
+         notes: tuple[str, ...] = (), traffic: HostTraffic | None = None) -> RunResult:
     interruption = interruption or Interruption()
     engine = RolloutEngine(
         plan=fleet.plan, info=info, connect=connect or fleet.client_factory(), work=work, undo=undo, bus=bus,
         lock=LockSpec(app=fleet.targets.settings.name, owner=fleet.owner, ttl_seconds=fleet.lock_ttl, force=force),
         forks=fleet.forks, interruption=interruption, stage=stage, after=after, notes=notes)
+    if traffic is not None:
+        traffic.halt = engine.request_halt  # a failing balancer stops the run before the next host
     with sigint_handler(interruption):
         return engine.run()
 

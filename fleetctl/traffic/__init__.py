@@ -7,7 +7,9 @@ node operation (`Switch-FleetColour`), not part of this package.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from fleetctl.config.playbook import Traffic
 from fleetctl.traffic.backends import Backend, BackendState, Pool
@@ -15,6 +17,11 @@ from fleetctl.traffic.balancers import Balancer, DrainResult, HaproxyBalancer, N
 from fleetctl.traffic.config_file import ConfigFile, TemplateSource, command
 from fleetctl.traffic.remote import BalancerError, BalancerHost
 from fleetctl.transport.ssh import SshSettings
+
+
+def balancer_settings(host_name: str, hostvars: Mapping[str, Any]) -> SshSettings:
+    """How to reach the balancer's host: its inventory connection variables (ConfigError when wrong)."""
+    return SshSettings.from_hostvars(host_name, hostvars)
 
 
 def make_balancer(traffic: Traffic, playbook_path: Path, pool: Pool, ssh: SshSettings) -> Balancer:
@@ -35,4 +42,4 @@ def make_balancer(traffic: Traffic, playbook_path: Path, pool: Pool, ssh: SshSet
 
 
 __all__ = ["Backend", "BackendState", "Balancer", "BalancerError", "BalancerHost", "DrainResult",
-           "HaproxyBalancer", "NginxBalancer", "Pool", "make_balancer"]
+           "HaproxyBalancer", "NginxBalancer", "Pool", "balancer_settings", "make_balancer"]

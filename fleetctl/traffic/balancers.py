@@ -94,8 +94,10 @@ class NginxBalancer:
 
     def drain(self, host: str, aborted: Callable[[], bool] = lambda: False) -> DrainResult:
         began = time.monotonic()
+        if self._pool.backend(host).state != "up":
+            return DrainResult(host, True, 0.0, None)  # already out of the pool (a rollback after a failure)
         self._set(lambda p: p.with_state(host, "down"))
-        deadline = began + self.drain_s
+        deadline = time.monotonic() + self.drain_s  # from the reload on: the rendering and checking took time
         while time.monotonic() < deadline and not aborted():
             time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
         return DrainResult(host, True, time.monotonic() - began, None)
@@ -203,7 +205,8 @@ class HaproxyBalancer:
 
     def drain(self, host: str, aborted: Callable[[], bool] = lambda: False) -> DrainResult:
         began = time.monotonic()
-        self._set(lambda p: p.with_state(host, "drain"), host)
+        if self._pool.backend(host).state == "up":
+            self._set(lambda p: p.with_state(host, "drain"), host)
         server = self._pool.backend(host).server
         deadline = began + self.drain_timeout_s
         count = self.sessions(server)

@@ -141,7 +141,7 @@ master_process on;
 worker_processes 1;
 user root;
 pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
+error_log {dir}/error.log notice;
 events {{ worker_connections 1024; }}
 http {{
     access_log off;

@@ -46,6 +46,7 @@ class LoadGenerator:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _latencies: list[float] = field(default_factory=list)
     _errors: Counter[str] = field(default_factory=Counter)
+    failures: list[tuple[float, str]] = field(default_factory=list)  # (wall-clock time, kind) of each failure
     _workers: list[threading.Thread] = field(default_factory=list)
     _started: float = 0.0
     _ended: float = 0.0
@@ -95,6 +96,7 @@ class LoadGenerator:
                 self._latencies.append(elapsed)
                 if error is not None:
                     self._errors[error] += 1
+                    self.failures.append((time.time(), error))
             self._stop.wait(self.interval_s)
         with self._lock:
             self._ended = max(self._ended, time.monotonic())
