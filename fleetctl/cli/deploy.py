@@ -24,6 +24,7 @@ MaxFailedOpt = typer.Option(None, "--max-failed", help="Failure budget: hosts or
 ForksOpt = typer.Option(None, "--forks", help="Hosts worked on at once (default: rollout.forks, 50).")
 YesOpt = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
 ForceOpt = typer.Option(False, "--force", help="Take over a stale lock held by another run.")
+StrategyOpt = typer.Option(None, "--strategy", help="rolling or blue-green (default: the playbook's rollout.strategy).")
 
 
 def deploy(
@@ -40,12 +41,13 @@ def deploy(
     yes: bool = YesOpt,
     dry_run_: bool = typer.Option(False, "--dry-run", help="Show the plan and what would change; change nothing."),
     force: bool = ForceOpt,
+    strategy: str | None = StrategyOpt,
     json_out: bool = JsonOpt,
 ) -> None:
     """Deploy PLAYBOOK: canary first, then batches, each gated on health; failed hosts are rolled back."""
     options = DeployOptions(playbook=playbook, inventories=inventory_paths(inventory), limit=limit,
                             extra_vars=tuple(var or ()), canary=canary, batch=batch, max_failed=max_failed,
-                            forks=forks, version=version, artifact=artifact, force=force)
+                            forks=forks, version=version, artifact=artifact, force=force, strategy=strategy)
     people = stderr() if json_out else stdout()
     prepared = prepare_deploy(options, on_output=lambda line: people.print(safe(line), markup=False,
                                                                             highlight=False))

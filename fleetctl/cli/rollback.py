@@ -10,6 +10,7 @@ from fleetctl.cli.deploy import (
     ForceOpt,
     ForksOpt,
     MaxFailedOpt,
+    StrategyOpt,
     YesOpt,
     confirm,
     run_with_subscribers,
@@ -33,12 +34,13 @@ def rollback(
     var: list[str] | None = VarOpt,
     yes: bool = YesOpt,
     force: bool = ForceOpt,
+    strategy: str | None = StrategyOpt,
     json_out: bool = JsonOpt,
 ) -> None:
     """Roll PLAYBOOK's hosts back to a release they keep; no artifact bytes move."""
     options = DeployOptions(playbook=playbook, inventories=inventory_paths(inventory), limit=limit,
                             extra_vars=tuple(var or ()), canary=canary, batch=batch, max_failed=max_failed,
-                            forks=forks, force=force)
+                            forks=forks, force=force, strategy=strategy)
     prepared = prepare_rollback(options, to)
     target = to or "each host's previous release"
     if not json_out:

@@ -294,6 +294,7 @@ class Rollout(_Model):
     batch: Size = Size.parse("25%")
     canary: Size | None = None
     canary_bake: Duration = Duration(0)
+    bake: Duration = Duration(0)  # blue-green: how long the old colour stays warm after the switch
     max_failed: Size = Size.parse("0")
     spread_by: str | None = None
     forks: int = Field(default=50, ge=1, le=1000)
@@ -312,6 +313,13 @@ class BlueGreen(_Model):
     blue_port: int = Field(ge=1, le=65535)
     green_port: int = Field(ge=1, le=65535)
     listen_port: int = Field(ge=1, le=65535)
+    keep_warm: bool = False  # keep the old colour running after the bake (an instant switch back, at any time)
+
+    @model_validator(mode="after")
+    def _three_ports(self) -> BlueGreen:
+        if len({self.blue_port, self.green_port, self.listen_port}) != 3:
+            raise ValueError("listen_port, blue_port and green_port must be three different ports")
+        return self
 
 
 class Traffic(_Model):

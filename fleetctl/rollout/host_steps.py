@@ -166,6 +166,11 @@ def stage_deploy(ctx: HostContext, job: DeployJob) -> StagedDeploy | HostOutcome
         return HostOutcome(ctx.host, "failed", None, f"reading node state: {describe_error(err)}", ctx.timings)
     if is_current(release.id, state):
         return HostOutcome(ctx.host, "skipped", release.id, None, ctx.timings)
+    if state.live is not None:
+        # Its public port belongs to the node's port proxy: a single service could not listen there.
+        return HostOutcome(ctx.host, "failed", state.current, f"this host runs blue-green (live colour "
+                                                              f"{state.live}): deploy it with --strategy blue-green",
+                           ctx.timings)
     # Roll back to what ran before; a host already on this release (but not running it) goes back further.
     previous = state.previous if state.current == release.id else state.current
     previous_info = state.release(previous)

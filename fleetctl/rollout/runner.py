@@ -24,6 +24,14 @@ from fleetctl.errors import ConfigError, RolloutFailed
 from fleetctl.node.client import NodeClient
 from fleetctl.node.fleet import run_parallel
 from fleetctl.plan import Plan
+from fleetctl.rollout.bluegreen import BlueGreenJob, colour_changes
+from fleetctl.rollout.bluegreen_run import (
+    BlueGreenHostFunctions,
+    ColourSet,
+    SwitchBackFunctions,
+    colour_set,
+)
+from fleetctl.rollout.bluegreen_run import job_for as colour_job_for
 from fleetctl.rollout.engine import (
     After,
     LockSpec,
@@ -118,6 +126,7 @@ class PreparedDeploy:
     run_id: str = field(default_factory=new_run_id)
     wrappers: dict[str, Wrapper] = field(default_factory=dict)  # host -> the nssm.exe its service needs
     traffic: HostTraffic | None = None  # the load balancer hosts are drained from around their restarts
+    colours: dict[str, ColourSet] | None = None  # blue-green: each host's two colour releases and gates
 
     @property
     def plan(self) -> Plan:
@@ -179,9 +188,6 @@ def _refuse_unsupported(playbook: Playbook, strategy: str) -> None:
         raise ConfigError("hooks are not run by this version of deploy; remove them", file=playbook.path,
                           key="hooks")
     traffic = playbook.traffic
-    if strategy == "blue-green":
-        raise ConfigError("the blue-green strategy is not run by this version of deploy", file=playbook.path,
-                          key="rollout.strategy")
     if strategy == "blue-green" and (traffic is None or traffic.blue_green is None):
         raise ConfigError("the blue-green strategy needs traffic.blue_green (listen_port, blue_port, green_port): "
                           "the public port and each colour's own port", file=playbook.path, key="traffic.blue_green")
@@ -245,8 +251,19 @@ def prepare_deploy(options: DeployOptions, *, on_output: Callable[[str], None] |
         releases[host.name] = make_release(playbook, version=manifest.version, artifact_sha256=manifest.sha256,
                                            files=render_files(playbook, variables),
                                            wrapper_sha256=wrapper.sha256 if wrapper else None)
+    colours: dict[str, ColourSet] | None = None
+    if fleet.strategy == "blue-green":
+        colours = {}
+        for host in fleet.targets.hosts:
+            wrapper = wrappers.get(host.name)
+            colours[host.name] = colour_set(fleet.targets, fleet.playbooks[host.name], host.name,
+                                            version=manifest.version, artifact_sha256=manifest.sha256,
+                                            render_files=render_files,
+                                            wrapper_sha256=wrapper.sha256 if wrapper else None)
+            releases[host.name] = colours[host.name].releases["blue"]
     return PreparedDeploy(fleet, manifest, releases, fleet.targets.settings.transfer, wrappers=wrappers,
-                          traffic=balancer_for(fleet.targets, fleet.playbooks) if fleet.strategy == "rolling" else None)
+                          traffic=balancer_for(fleet.targets, fleet.playbooks) if fleet.strategy == "rolling" else None,
+                          colours=colours)
 
 
 # --- deploy ---------------------------------------------------------------------------------------------------
@@ -273,6 +290,14 @@ def dry_run(prepared: PreparedDeploy, *, connect: Connect | None = None) -> dict
             state = client.get_fleet_state(app=release.app, root=release.root, service_name=release.service.name)
             present = state.release(release.id) is not None or \
                 client.test_fleet_artifact(sha256=release.artifact_sha256).present
+            colours = prepared.colours
+            if colours is not None:
+                colour_state = client.get_fleet_state(app=release.app, root=release.root,
+                                                      service_name=colours[host].playbook.service.name,
+                                                      proxy_port=colours[host].ports.listen)
+                preview = colour_changes(colour_state, colours[host].releases, colours[host].ports,
+                                         artifact_present=present, bake=float(colours[host].playbook.rollout.bake))
+                return HostPreview(host, colour_state.current, preview.target, tuple(preview.changes))
             changes = changes_for(release, state, artifact_present=present)
             if traffic is not None and changes:
                 changes = with_traffic_steps(changes, traffic.where)
@@ -333,7 +358,21 @@ def run_deploy(
 
     info = RunInfo(run_id=prepared.run_id, kind="deploy", playbook=str(fleet.targets.source.path),
                    service=fleet.targets.settings.name, version=prepared.version,
-                   release=any_release.id if any_release else None, strategy="rolling", user=fleet.owner)
+                   release=any_release.id if any_release else None, strategy=fleet.strategy, user=fleet.owner)
+    colours = prepared.colours
+    if colours is not None:
+        def colour_job(host: str) -> BlueGreenJob:
+            return colour_job_for(colours[host], artifact_path=prepared.manifest.path, transfer=prepared.transfer,
+                           pull_server=pull_server, ensure_extras=host_extras(fleet.playbooks[host]))
+
+        blue_green = BlueGreenHostFunctions(colour_job)
+        try:
+            return _run(fleet, info, blue_green.work, blue_green.undo, bus, connect, interruption, force,
+                        stage=blue_green.stage, after=blue_green.after, notes=notes)
+        finally:
+            if pull_server is not None:
+                pull_server.stop()
+    notes += _unused_traffic_notes(fleet)
     try:
         _prepare_traffic(prepared.traffic, pull_server)
         return _run(fleet, info, work, undo, bus, connect, interruption, force, stage=stage, after=after,
@@ -343,6 +382,14 @@ def run_deploy(
             pull_server.stop()
         if prepared.traffic is not None:
             prepared.traffic.balancer.close()
+
+
+def _unused_traffic_notes(fleet: Fleet) -> tuple[str, ...]:
+    first = next(iter(fleet.playbooks.values()), None)
+    if first is not None and first.traffic is not None and first.traffic.kind == "portproxy":
+        return (("traffic kind portproxy (node-local blue-green) is used by --strategy blue-green; this rolling "
+                 "run restarts the service on its own port"),)
+    return ()
 
 
 def _prepare_traffic(traffic: HostTraffic | None, pull_server: PullServer | None) -> None:
@@ -409,6 +456,7 @@ class PreparedRollback:
     to_version: str | None
     run_id: str = field(default_factory=new_run_id)
     traffic: HostTraffic | None = None
+    colours: dict[str, ColourSet] | None = None
 
     @property
     def plan(self) -> Plan:
@@ -421,7 +469,12 @@ def prepare_rollback(options: DeployOptions, to_version: str | None = None) -> P
     references = {h: make_release(pb, version="ref", artifact_sha256="", files={})
                   for h, pb in fleet.playbooks.items()}
     traffic = balancer_for(fleet.targets, fleet.playbooks) if fleet.strategy == "rolling" else None
-    return PreparedRollback(fleet, references, to_version, traffic=traffic)
+    colours = None
+    if fleet.strategy == "blue-green":
+        colours = {h.name: colour_set(fleet.targets, fleet.playbooks[h.name], h.name, version="ref",
+                                      artifact_sha256="", render_files=lambda pb, v: {}, gate_version=False)
+                   for h in fleet.targets.hosts}
+    return PreparedRollback(fleet, references, to_version, traffic=traffic, colours=colours)
 
 
 def _rollback_job(fleet: Fleet, host: str, reference: Release, to_version: str | None,
@@ -464,7 +517,14 @@ def run_rollback(
 
     info = RunInfo(run_id=prepared.run_id, kind="rollback", playbook=str(fleet.targets.source.path),
                    service=fleet.targets.settings.name, version=prepared.to_version, release=None,
-                   strategy="rolling", user=fleet.owner)
+                   strategy=fleet.strategy, user=fleet.owner)
+    colours = prepared.colours
+    if colours is not None:
+        def colour_job(host: str) -> BlueGreenJob:
+            return colour_job_for(colours[host], artifact_path=Path(), transfer="push", pull_server=None, ensure_extras=None)
+
+        back = SwitchBackFunctions(colour_job, prepared.to_version)
+        return _run(fleet, info, back.work, back.undo, bus, connect, interruption, force, stage=back.stage)
     try:
         _prepare_traffic(prepared.traffic, None)
         return _run(fleet, info, work, undo, bus, connect, interruption, force, stage=stage,
