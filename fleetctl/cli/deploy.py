@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, inventory_paths
+from fleetctl.cli.plan import sequence_for, steps_line
 from fleetctl.errors import ConfigError, RolloutFailed
 from fleetctl.rollout.engine import RunResult
 from fleetctl.rollout.events import EventBus
@@ -57,6 +58,7 @@ def deploy(
     if not json_out:
         people.print(plan_table(prepared.plan, title, None))
         people.print(f"failure budget: {prepared.plan.max_failed} host(s); a failed canary always halts.")
+        people.print(steps_line(sequence_for(prepared.fleet.targets, prepared.fleet.strategy)))
 
     if dry_run_:
         previews = dry_run(prepared)

@@ -440,6 +440,9 @@ def stage_rollback(ctx: HostContext, job: RollbackJob) -> StagedRollback | HostO
     ref = job.reference
     try:
         state = ctx.step("connect", lambda: read_state(ctx, ref), "reading node state")
+        if state.live is not None:
+            raise StepFailed("rollback", f"this host runs blue-green (live colour {state.live}): roll it back with "
+                                         "--strategy blue-green")
         target_id, target_version = choose_target(state, job.to_version)
     except Exception as err:  # noqa: BLE001
         return HostOutcome(ctx.host, "failed", None, describe_error(err), ctx.timings)

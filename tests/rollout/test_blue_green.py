@@ -103,6 +103,8 @@ def test_2_hosts_move_from_rolling_to_blue_green_on_the_same_public_port(lab: La
     # A rolling deploy would fight the proxy for the public port: refused per host, nothing changed.
     code, doc, err = _run(lab, "deploy", "--version", "2.0.1", "--limit", "lab-node01")
     assert code == 1 and "runs blue-green" in doc["hosts"]["lab-node01"]["error"], err
+    code, doc, err = _run(lab, "rollback", "--limit", "lab-node01")
+    assert code == 1 and "roll it back with --strategy blue-green" in doc["hosts"]["lab-node01"]["error"], err
     assert _versions(lab)["lab-node01"] == "2.0.0"
 
 
@@ -119,25 +121,29 @@ def test_3_a_blue_green_deploy_drops_no_request(lab: Lab) -> None:
 
 def test_4_a_blue_green_rollback_while_warm_is_an_instant_switch(lab: Lab) -> None:
     before = _counters(lab)
-
-    def timed() -> tuple[int, dict[str, Any], str]:
-        began = time.monotonic()
-        try:
-            return _run(lab, "rollback", "--strategy", "blue-green", "--batch", "100%")
-        finally:
-            TIMES["blue-green rollback"] = time.monotonic() - began
-
-    (code, _doc, err), report = _under_load(lab, ["lab-node01", "lab-node02"], timed)
-    _record("blue-green rollback (warm), 10 nodes", report)
-    print(f"[blue-green] blue-green rollback of 10 nodes: {TIMES['blue-green rollback']:.2f} s (rolling: "
-          f"{TIMES.get('rolling rollback', float('nan')):.2f} s)")
+    began = time.monotonic()
+    code, _doc, err = _run(lab, "rollback", "--strategy", "blue-green", "--batch", "100%")
+    TIMES["blue-green rollback"] = time.monotonic() - began
+    print(f"\n[blue-green] blue-green rollback of 10 nodes (warm): {TIMES['blue-green rollback']:.2f} s; rolling "
+          f"rollback of the same nodes: {TIMES.get('rolling rollback', float('nan')):.2f} s")
     assert code == 0, err
     assert set(_versions(lab).values()) == {"2.0.0"}
     after = _counters(lab)
     for node in lab.nodes:
         for key in ("service_starts", "service_stops", "artifact_bytes_stored"):
             assert after[node][key] == before[node][key], (node, key, before[node], after[node])
+
+
+def test_4b_switching_colours_under_load_drops_no_request(lab: Lab) -> None:
+    # The colour rolled back from stays warm, so "rolling back" again switches to it: the same instant switch.
+    (code, _doc, err), report = _under_load(lab, ["lab-node01", "lab-node02"], lambda: _run(
+        lab, "rollback", "--strategy", "blue-green", "--batch", "100%"))
+    _record("blue-green rollback (warm), 10 nodes", report)
+    assert code == 0, err
+    assert set(_versions(lab).values()) == {"2.1.0"}
     assert report.failed == 0, report.line()
+    code, _doc, err = _run(lab, "rollback", "--strategy", "blue-green", "--batch", "100%")
+    assert code == 0 and set(_versions(lab).values()) == {"2.0.0"}, err
 
 
 def test_5_a_failed_canary_leaves_the_proxy_alone_and_stops_the_idle_colour(lab: Lab) -> None:
@@ -196,3 +202,33 @@ def test_7_status_dry_run_and_retention_know_the_colours(lab: Lab) -> None:
     assert proc.returncode == 0, proc.stderr
     changes = json.loads(proc.stdout)["hosts"]["lab-node04"]["changes"]
     assert any(re.match(r"switch port 8080 from (blue|green) to (blue|green)", c) for c in changes), changes
+
+    status = json.loads(lab.fleetctl("status", str(lab.playbook), "-i", str(lab.inventory), "--json",
+                                     check=True).stdout)["hosts"]["lab-node03"]
+    assert status["live"] in ("blue", "green") and status["healthy"] is True
+    live = status["colours"][status["live"]]
+    assert live["release"]["version"] == "2.3.0" and live["service"] == "Running" and live["healthy"] is True
+
+
+def test_8_a_rollback_after_the_old_colour_stopped_starts_and_gates_it_first(lab: Lab) -> None:
+    code, doc, err = _run(lab, "deploy", "--strategy", "blue-green", "--version", "2.5.0", "--limit", "lab-node05")
+    assert code == 0, err
+    states = {s["name"]: s["state"] for s in lab.status()["lab-node05"]["services"]}
+    assert sorted(states[c] for c in ("hello-blue", "hello-green")) == ["Running", "Stopped"]  # no bake, no warm
+    before = _counters(lab)["lab-node05"]
+    code, doc, err = _run(lab, "rollback", "--strategy", "blue-green", "--limit", "lab-node05")
+    assert code == 0 and doc["hosts"]["lab-node05"]["outcome"] == "deployed", err
+    assert _versions(lab)["lab-node05"] == "2.0.0"
+    after = _counters(lab)["lab-node05"]
+    assert after["service_starts"] == before["service_starts"] + 1 and after["artifact_bytes_stored"] == \
+        before["artifact_bytes_stored"]
+
+
+def test_9_remove_retires_both_colours_and_the_proxy(lab: Lab) -> None:
+    proc = lab.fleetctl("remove", str(lab.playbook), "-i", str(lab.inventory), "--limit", "lab-node06", "--purge",
+                        "--yes", "--json", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    node = lab.status()["lab-node06"]
+    assert not [s for s in node["services"] if s["name"].startswith("hello")]
+    assert not node["port_proxies"]
+    assert lab.health("lab-node06") is None

@@ -51,11 +51,13 @@ def _lb_inventory(lab: Lab, ssh_host: SshHost) -> Path:
 
 
 def _playbook(lab: Lab, name: str, traffic: dict[str, Any] | None) -> Path:
-    text = lab.playbook.read_text().replace("hosts: all", "hosts: lab")
+    data = yaml.safe_load(lab.playbook.read_text())
+    data["hosts"] = "lab"  # the balancer is in the inventory too, and is no deploy target
+    data.pop("traffic", None)
     if traffic is not None:
-        text += "\n" + yaml.safe_dump({"traffic": traffic})
+        data["traffic"] = traffic
     path = lab.directory / name
-    path.write_text(text)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
 
@@ -100,6 +102,10 @@ def _deploy_plain(lab: Lab) -> None:
         return
     code, _doc, err = lab.deploy("--version", "0.9.0", "--var", "window=1s")
     assert code == 0, err
+
+
+def _releases(lab: Lab) -> dict[str, Any]:
+    return {n: (lab.health(n) or {}).get("version") for n in lab.nodes}
 
 
 def _under_load(address: str, port: int, run: Any) -> tuple[Any, LoadReport]:
@@ -152,14 +158,27 @@ def test_rolling_deploy_behind_haproxy_with_drain_drops_no_request(lab: Lab, ssh
     assert report.sent > 200 and report.failed == 0, report.line()
 
 
+def test_a_failed_canary_behind_nginx_drops_no_request_and_returns_the_rolled_back_host(
+        lab: Lab, ssh_host: SshHost, nginx: Any) -> None:
+    lb = _lb_inventory(lab, ssh_host)
+    playbook = _playbook(lab, "hello-nginx.yml", nginx.traffic("lb1", port=8080, drain="1s"))
+    before = _releases(lab)
+    (code, doc, err), report = _under_load(nginx.address, nginx.port, lambda: _deploy(
+        lab, playbook, lb, "1.4.0", "--canary", "1", "--var", "hello_mode=unhealthy"))
+    _record("failed canary, nginx, drain", report)
+    assert code == 1, err
+    canary = next(h for h, o in doc["hosts"].items() if o["outcome"] == "rolled_back")
+    assert _releases(lab) == before
+    assert report.failed == 0, report.line()
+    # Healthy again on its previous release: back in the pool, nothing left drained.
+    upstream = re.sub(r"#.*", "", nginx.config.read_text().split("upstream", 1)[1].split("}", 1)[0])
+    assert "down" not in upstream, (canary, upstream)
+
+
 def test_zz_the_load_generator_alone_sees_no_failure(lab: Lab, nginx: Any) -> None:
     _, report = _under_load(nginx.address, nginx.port, lambda: time.sleep(5))
     _record("baseline: no deploy", report)
     assert report.failed == 0
-
-
-def _releases(lab: Lab) -> dict[str, Any]:
-    return {n: (lab.health(n) or {}).get("version") for n in lab.nodes}
 
 
 def test_an_unreachable_balancer_stops_the_deploy_before_any_host(lab: Lab, ssh_host: SshHost, nginx: Any) -> None:

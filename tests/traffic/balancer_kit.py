@@ -151,13 +151,15 @@ http {{
     uwsgi_temp_path {dir}/tmp;
     scgi_temp_path {dir}/tmp;
     upstream {{{{ upstream }}}} {{
-{{% for b in backends %}}        server {{{{ b.address }}}}:{{{{ b.port }}}}{{% if b.down %}} down{{% endif %}};  # {{{{ b.name }}}}
+{{% for b in backends %}}        server {{{{ b.address }}}}:{{{{ b.port }}}} max_fails=0{{% if b.down %}} down{{% endif %}};  # {{{{ b.name }}}}
 {{% endfor %}}    }}
     server {{
         listen {listen};
         location / {{
             proxy_pass http://{{{{ upstream }}}};
-            # A refused connection is the client's failure, not retried elsewhere: the tests must see a restart.
+            # A refused connection is the client's failure, not retried elsewhere, and a failing server is not
+            # benched (max_fails=0): without drain, every request sent to a restarting host fails, as it would for
+            # a non-idempotent request; the tests must see a restart.
             proxy_next_upstream off;
         }}
     }}

@@ -77,7 +77,7 @@ def test_nginx_drain_renders_down_checks_reloads_and_ready_returns_the_host(ssh_
         live_before = nginx.config.read_text()
         result = balancer.drain("web-a")
         assert result.idle and result.sessions is None
-        assert "down;  # web_a" in nginx.config.read_text() or "down;  # web-a" in nginx.config.read_text()
+        assert "max_fails=0 down;  # web-a" in nginx.config.read_text()
         assert Path(str(nginx.config) + ".fleetctl-prev").read_text() == live_before  # the previous file is kept
         # The reload is asynchronous: new workers take over within moments.
         from .balancer_kit import wait_for
