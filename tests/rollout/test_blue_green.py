@@ -83,12 +83,18 @@ def test_1_a_rolling_rollback_of_ten_nodes_for_comparison(lab: Lab) -> None:
     for version in ("1.0.0", "1.1.0"):
         code, _, err = _run(lab, "deploy", "--version", version, "--batch", "100%")
         assert code == 0, err
+    before = _counters(lab)
     began = time.monotonic()
     code, _doc, err = _run(lab, "rollback", "--batch", "100%")
     TIMES["rolling rollback"] = time.monotonic() - began
     print(f"\n[blue-green] rolling rollback of 10 nodes: {TIMES['rolling rollback']:.2f} s")
     assert code == 0, err
     assert set(_versions(lab).values()) == {"1.0.0"}
+    after = _counters(lab)
+    for node in lab.nodes:  # what the instant switch back saves: one stop and one start per host
+        assert after[node]["service_stops"] == before[node]["service_stops"] + 1
+        assert after[node]["service_starts"] == before[node]["service_starts"] + 1
+        assert after[node]["artifact_bytes_stored"] == before[node]["artifact_bytes_stored"]
 
 
 def test_2_hosts_move_from_rolling_to_blue_green_on_the_same_public_port(lab: Lab) -> None:
