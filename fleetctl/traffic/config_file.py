@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from fleetctl.config.project import find_project
 from fleetctl.config.templating import render_string
 from fleetctl.errors import ConfigError
 from fleetctl.traffic.backends import Pool
@@ -34,7 +35,9 @@ class TemplateSource:
 
     @classmethod
     def read(cls, playbook: Path, relative: str) -> TemplateSource:
-        path = (playbook.parent / relative) if not Path(relative).is_absolute() else Path(relative)
+        # Only project files, as for install.files: what it renders lands on the balancer host.
+        path = find_project(playbook.parent).readable(relative, base=playbook.parent, what="balancer template",
+                                                      file=playbook, key="traffic.template")
         try:
             return cls(path, path.read_text(encoding="utf-8"), playbook)
         except OSError as err:

@@ -55,6 +55,11 @@ def _playbook(lab: Lab, name: str, traffic: dict[str, Any] | None) -> Path:
     data["hosts"] = "lab"  # the balancer is in the inventory too, and is no deploy target
     data.pop("traffic", None)
     if traffic is not None:
+        if traffic.get("template"):  # templates are read from the project only: copy it in, beside the playbook
+            source = Path(traffic["template"])
+            copy = lab.directory / f"{Path(name).stem}-{source.name}"
+            copy.write_text(source.read_text())
+            traffic = dict(traffic, template=copy.name)
         data["traffic"] = traffic
     path = lab.directory / name
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -221,3 +226,14 @@ def test_dry_run_shows_the_traffic_steps_and_checks_the_config(lab: Lab, ssh_hos
     changes = json.loads(proc.stdout)["hosts"]["lab-node01"]["changes"]
     assert changes[0] == "drain from nginx on lb1" and changes[-1] == "return to the pool on nginx on lb1 once healthy"
     assert nginx.config.read_text() == live
+
+
+def test_a_balancer_template_outside_the_project_is_refused_before_anything(lab: Lab, ssh_host: SshHost,
+                                                                           nginx: Any) -> None:
+    lb = _lb_inventory(lab, ssh_host)
+    data = yaml.safe_load(_playbook(lab, "hello-nginx-outside.yml", None).read_text())
+    data["traffic"] = nginx.traffic("lb1", port=8080)  # its template lives in nginx's own temp directory
+    playbook = lab.directory / "hello-nginx-outside.yml"
+    playbook.write_text(yaml.safe_dump(data, sort_keys=False))
+    code, _doc, err = _deploy(lab, playbook, lb, "1.9.3")
+    assert code == 2 and "traffic.template" in err and "outside the project directory" in err, err

@@ -29,7 +29,6 @@ from .balancer_kit import (
 )
 
 pytestmark = [pytest.mark.ssh, pytest.mark.nginx]
-PLAYBOOK = Path("/nonexistent/playbook.yml")  # templates are given as absolute paths
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +60,7 @@ def _spread(address: str, port: int, n: int = 20) -> Counter[str]:
 def nginx(tmp_path: Path, backends: Pool) -> Iterator[object]:
     address = f"{NET}.3"
     template = nginx_template(tmp_path, address, free_port(address))
-    first = TemplateSource(template, template.read_text(), PLAYBOOK).render(backends)
+    first = TemplateSource(template, template.read_text(), tmp_path / "playbook.yml").render(backends)
     with running_nginx(tmp_path, address, first) as server:
         yield server
 
@@ -69,7 +68,7 @@ def nginx(tmp_path: Path, backends: Pool) -> Iterator[object]:
 def test_nginx_drain_renders_down_checks_reloads_and_ready_returns_the_host(ssh_host: SshHost, backends: Pool,
                                                                            nginx) -> None:  # type: ignore[no-untyped-def]
     traffic = Traffic.model_validate(nginx.traffic("lb1", drain="0s"))
-    balancer = make_balancer(traffic, PLAYBOOK, backends, _ssh(ssh_host))
+    balancer = make_balancer(traffic, nginx.directory / "playbook.yml", backends, _ssh(ssh_host))
     assert isinstance(balancer, NginxBalancer)
     try:
         balancer.prepare()
@@ -96,7 +95,7 @@ def test_nginx_refusing_a_rendered_config_changes_nothing(ssh_host: SshHost, bac
     live_before = nginx.config.read_text()
     for check in (None, ["nginx", "-t", "-q", "-c", str(nginx.config)]):  # the candidate alone, or in place
         traffic = Traffic.model_validate(nginx.traffic("lb1", template=broken, check=check))
-        balancer = make_balancer(traffic, PLAYBOOK, backends, _ssh(ssh_host))
+        balancer = make_balancer(traffic, nginx.directory / "playbook.yml", backends, _ssh(ssh_host))
         try:
             with pytest.raises(BalancerError, match="nginx refused the configuration rendered from .*broken.j2.*"
                                                     "the live .*nginx.conf is unchanged"):
@@ -113,7 +112,8 @@ def test_nginx_refusing_a_rendered_config_changes_nothing(ssh_host: SshHost, bac
 
 def test_an_unreachable_balancer_is_one_clear_error(backends: Pool, nginx, ssh_host: SshHost) -> None:  # type: ignore[no-untyped-def]
     settings = SshSettings.from_hostvars("lb1", dict(ssh_host.hostvars(), ansible_port=free_port(ssh_host.address)))
-    balancer = make_balancer(Traffic.model_validate(nginx.traffic("lb1")), PLAYBOOK, backends, settings)
+    balancer = make_balancer(Traffic.model_validate(nginx.traffic("lb1")), nginx.directory / "playbook.yml", backends,
+                             settings)
     with pytest.raises(BalancerError, match="load balancer lb1 is unreachable: cannot reach .* over SSH"):
         balancer.prepare()
 
@@ -122,7 +122,7 @@ def test_an_unreachable_balancer_is_one_clear_error(backends: Pool, nginx, ssh_h
 def haproxy(tmp_path: Path, backends: Pool) -> Iterator[object]:
     address = f"{NET}.4"
     template = haproxy_template(tmp_path, address, free_port(address))
-    first = TemplateSource(template, template.read_text(), PLAYBOOK).render(backends)
+    first = TemplateSource(template, template.read_text(), tmp_path / "playbook.yml").render(backends)
     with running_haproxy(tmp_path, address, first) as server:
         yield server
 
@@ -130,7 +130,8 @@ def haproxy(tmp_path: Path, backends: Pool) -> Iterator[object]:
 @pytest.mark.haproxy
 def test_haproxy_drain_ready_and_port_move_through_the_runtime_api(ssh_host: SshHost, backends: Pool,
                                                                   haproxy) -> None:  # type: ignore[no-untyped-def]
-    balancer = make_balancer(Traffic.model_validate(haproxy.traffic("lb1")), PLAYBOOK, backends, _ssh(ssh_host))
+    balancer = make_balancer(Traffic.model_validate(haproxy.traffic("lb1")), haproxy.directory / "playbook.yml", backends,
+                             _ssh(ssh_host))
     assert isinstance(balancer, HaproxyBalancer)
     pid = haproxy.process.pid
     try:
@@ -166,7 +167,8 @@ def test_haproxy_check_failure_changes_nothing(ssh_host: SshHost, backends: Pool
     broken.write_text(haproxy.template.read_text().replace("timeout connect 2s", "timeout connect forever"))
     section = dict(haproxy.traffic("lb1"), template=str(broken))
     live_before = haproxy.config.read_text()
-    balancer = make_balancer(Traffic.model_validate(section), PLAYBOOK, backends, _ssh(ssh_host))
+    balancer = make_balancer(Traffic.model_validate(section), haproxy.directory / "playbook.yml", backends,
+                             _ssh(ssh_host))
     try:
         with pytest.raises(BalancerError, match="HAProxy refused the configuration"):
             balancer.drain("web-a")
