@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from fleetctl.config.inventory import Host
 from fleetctl.config.playbook import Playbook
 from fleetctl.errors import ConfigError
 from fleetctl.targets import Targets
@@ -63,13 +64,21 @@ class HostTraffic:
             raise TrafficFailed(f"move to port {port}: {err.message}") from None
 
 
+def pool_hosts(targets: Targets) -> list[Host]:
+    """Every host of the playbook's `hosts:` pattern, --limit or not: the balancer's pool is the whole service,
+    and a run limited to some hosts must not render the others out of it."""
+    return targets.inventory.select(targets.settings.hosts or "all")
+
+
 def pool_for(targets: Targets, playbooks: dict[str, Playbook], *, ports: dict[str, int] | None = None) -> Pool:
-    """Every targeted host as a backend at its `ansible_host` and `traffic.port` (or `ports`), in inventory order."""
+    """Every host of the playbook as a backend at its `ansible_host` and `traffic.port` (or `ports`), in inventory
+    order; hosts outside --limit are rendered here only for their port."""
     first = next(iter(playbooks.values()))
     assert first.traffic is not None
     backends = []
-    for host in targets.hosts:
-        traffic = playbooks[host.name].traffic
+    for host in pool_hosts(targets):
+        playbook = playbooks.get(host.name) or targets.render_for(host, {"version": "0"})
+        traffic = playbook.traffic
         port = (ports or {}).get(host.name) or (traffic.port if traffic else None)
         if port is None:
             raise ConfigError(f"host {host.name}: no port for the load balancer", file=first.path, key="traffic.port")
@@ -91,7 +100,7 @@ def balancer_for(targets: Targets, playbooks: dict[str, Playbook], *,
         raise ConfigError(f"expected one inventory host for the load balancer, '{traffic.host}' matches "
                           f"{len(matches)}", file=first.path, key="traffic.host")
     lb = matches[0]
-    if any(h.name == lb.name for h in targets.hosts):
+    if any(h.name == lb.name for h in pool_hosts(targets)):
         raise ConfigError(f"the load balancer {lb.name} is also a target of this playbook; narrow `hosts:` (or "
                           "--limit) to the Windows hosts", file=first.path, key="traffic.host")
     ssh = balancer_settings(lb.name, targets.connection_vars(lb))

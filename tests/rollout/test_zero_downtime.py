@@ -180,6 +180,17 @@ def test_a_failed_canary_behind_nginx_drops_no_request_and_returns_the_rolled_ba
     assert "down" not in upstream, (canary, upstream)
 
 
+def test_a_limited_deploy_keeps_every_host_of_the_service_in_the_upstream(lab: Lab, ssh_host: SshHost,
+                                                                          nginx: Any) -> None:
+    lb = _lb_inventory(lab, ssh_host)
+    playbook = _playbook(lab, "hello-nginx.yml", nginx.traffic("lb1", port=8080, drain="0s"))
+    code, _doc, err = _deploy(lab, playbook, lb, "1.5.0", "--limit", "lab-node01")
+    assert code == 0, err
+    upstream = nginx.config.read_text().split("upstream", 1)[1].split("}", 1)[0]
+    assert all(f"{address}:8080" in upstream for address in lab.addresses.values()), upstream
+    assert "down" not in re.sub(r"#.*", "", upstream)
+
+
 def test_zz_the_load_generator_alone_sees_no_failure(lab: Lab, nginx: Any) -> None:
     _, report = _under_load(nginx.address, nginx.port, lambda: time.sleep(5))
     _record("baseline: no deploy", report)
