@@ -27,6 +27,7 @@ from fleetctl.node.transfer import TransferMode, ensure_artifact
 from fleetctl.rollout.events import HostOutcome
 from fleetctl.rollout.health import HealthCheck, probe_once
 from fleetctl.rollout.host_steps import HostContext, StepFailed, describe_error, gate, stored_definition
+from fleetctl.rollout.host_steps import _passed as passed
 from fleetctl.rollout.release import Release, ServiceDefinition
 
 COLOURS = ("blue", "green")
@@ -203,9 +204,8 @@ def bring_up(ctx: HostContext, job: BlueGreenJob, state: NodeState, colour: str,
     check = job.health[colour]
     if check is not None:
         ctx.gating.set()
-        result = ctx.step("health", lambda: gate(ctx, target, check), f"{colour} on port {job.ports.port(colour)}")
-        if not result.ok:
-            raise StepFailed("health", result.reason or "health check failed")
+        # Raised inside the step, so the timeline marks the health step itself as the one that failed.
+        ctx.step("health", lambda: passed(gate(ctx, target, check)), f"{colour} on port {job.ports.port(colour)}")
 
 
 def switch_to(ctx: HostContext, job: BlueGreenJob, state: NodeState, colour: str, target: Release) -> None:
