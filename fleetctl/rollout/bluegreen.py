@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from fleetctl.artifacts.url_artifact import ArtifactUrl
 from fleetctl.config.playbook import BlueGreen
 from fleetctl.node.client import NodeClient
 from fleetctl.node.results import NodeState
@@ -69,7 +70,7 @@ class BlueGreenJob:
     releases: dict[str, Release]  # colour -> the release built for it (service <name>-<colour>)
     health: dict[str, HealthCheck | None]  # colour -> its gate, on its own port
     ports: ColourPorts
-    artifact_path: Path
+    artifact_path: Path | ArtifactUrl  # an ArtifactUrl with transfer: url (the nodes download it)
     plain_service: str  # the single-instance service a rolling deploy runs (stopped when a host moves over)
     transfer: TransferMode = "auto"
     pull_server: object | None = None

@@ -1,6 +1,6 @@
 """Blue-green runs: each host's two colour releases rendered from its playbook (`colour` and `colour_port` are
-template variables, so the arguments and the health URL name the colour's own port), and the engine wired with
-the blue-green host functions (`rollout.bluegreen`) for deploy, canary undo and rollback.
+template variables, so the arguments and the health URL name the colour's own port), and the blue-green
+`HostProcedure` over the host functions of `rollout.bluegreen`, for deploy, canary undo and rollback.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fleetctl.artifacts.url_artifact import ArtifactUrl
 from fleetctl.config.playbook import Playbook
 from fleetctl.rollout.bluegreen import (
     COLOURS,
@@ -23,7 +24,7 @@ from fleetctl.rollout.bluegreen import (
     stage_colour,
     stage_switch_back,
 )
-from fleetctl.rollout.events import HostOutcome
+from fleetctl.rollout.events import HostOutcome, RunInfo
 from fleetctl.rollout.health import HealthCheck
 from fleetctl.rollout.host_steps import HostContext
 from fleetctl.rollout.release import Release, make_release
@@ -62,7 +63,7 @@ def colour_set(targets: Targets, playbook: Playbook, host_name: str, *, version:
     return ColourSet(releases, health, ports, playbook)
 
 
-def job_for(colours: ColourSet, *, artifact_path: Path, transfer: str, pull_server: object | None,
+def job_for(colours: ColourSet, *, artifact_path: Path | ArtifactUrl, transfer: str, pull_server: object | None,
             ensure_extras: Callable[..., None] | None) -> BlueGreenJob:
     playbook = colours.playbook
     return BlueGreenJob(releases=colours.releases, health=colours.health, ports=colours.ports,
@@ -74,55 +75,51 @@ def job_for(colours: ColourSet, *, artifact_path: Path, transfer: str, pull_serv
                         ensure_extras=ensure_extras)
 
 
-@dataclass
-class BlueGreenHostFunctions:
-    """stage / work / after / undo for the engine, for a blue-green deploy."""
+class BlueGreenProcedure:
+    """`HostProcedure` (rollout/procedure.py) for `--strategy blue-green`: a deploy (`to_version` unused) or a
+    rollback (`rollback=True`: switch back to the other colour, or the one holding `to_version`).
 
-    job: Callable[[str], BlueGreenJob]
+    deploy:   stage = the idle colour gets the release (nothing the proxy serves changes); activate = start it, gate
+              it on its own port, switch the proxy; follow_up = the old colour stays warm for rollout.bake, then
+              stops (unless keep_warm), then retention; undo = switch back (instant while warm).
+    rollback: stage = choose the colour to return to; activate = switch back, gated unless warm; undo = switch
+              back again.
+    """
 
-    def stage(self, ctx: HostContext) -> StagedColour | HostOutcome:
-        return stage_colour(ctx, self.job(ctx.host))
+    def __init__(self, info: RunInfo, jobs: Callable[[str], BlueGreenJob], *, rollback: bool = False,
+                 to_version: str | None = None, notes: tuple[str, ...] = ()) -> None:
+        self.info = info
+        self.notes = notes
+        self.jobs = jobs
+        self.rollback = rollback
+        self.to_version = to_version
 
-    def work(self, ctx: HostContext) -> HostOutcome:
-        job = self.job(ctx.host)
-        staged = ctx.staged if isinstance(ctx.staged, (StagedColour, HostOutcome)) else stage_colour(ctx, job)
-        ctx.staged = staged
+    def stage(self, ctx: HostContext) -> StagedColour | StagedSwitchBack | HostOutcome:
+        job = self.jobs(ctx.host)
+        if self.rollback:
+            return stage_switch_back(ctx, job, self.to_version)
+        return stage_colour(ctx, job)
+
+    def activate(self, ctx: HostContext, staged: object) -> HostOutcome:
+        job = self.jobs(ctx.host)
+        if self.rollback:
+            assert isinstance(staged, (StagedSwitchBack, HostOutcome))
+            return activate_switch_back(ctx, job, staged)
+        assert isinstance(staged, (StagedColour, HostOutcome))
         return activate_colour(ctx, job, staged)
 
-    def after(self, ctx: HostContext, outcome: HostOutcome) -> HostOutcome:
+    def follow_up(self, ctx: HostContext, outcome: HostOutcome) -> HostOutcome:
+        if self.rollback:
+            return outcome
         retired = ctx.staged.live if isinstance(ctx.staged, StagedColour) else None
-        return bake_and_stop(ctx, self.job(ctx.host), outcome, retired)
+        return bake_and_stop(ctx, self.jobs(ctx.host), outcome, retired)
 
-    def undo(self, ctx: HostContext, before: HostOutcome) -> HostOutcome:
+    def undo(self, ctx: HostContext, outcome: HostOutcome) -> HostOutcome:
         """A canary failure: the canaries that passed switch back to their old colour (warm: instantly)."""
-        job = self.job(ctx.host)
+        job = self.jobs(ctx.host)
         after = activate_switch_back(ctx, job, stage_switch_back(ctx, job, None))
         if after.outcome == "deployed":
-            return HostOutcome(ctx.host, "rolled_back", after.release, "switched back because the canary batch "
-                               "failed", ctx.timings)
-        return after
-
-
-@dataclass
-class SwitchBackFunctions:
-    """stage / work / undo for a blue-green rollback (`fleetctl rollback`)."""
-
-    job: Callable[[str], BlueGreenJob]
-    to_version: str | None
-
-    def stage(self, ctx: HostContext) -> StagedSwitchBack | HostOutcome:
-        return stage_switch_back(ctx, self.job(ctx.host), self.to_version)
-
-    def work(self, ctx: HostContext) -> HostOutcome:
-        job = self.job(ctx.host)
-        staged = ctx.staged if isinstance(ctx.staged, (StagedSwitchBack, HostOutcome)) else \
-            stage_switch_back(ctx, job, self.to_version)
-        return activate_switch_back(ctx, job, staged)
-
-    def undo(self, ctx: HostContext, before: HostOutcome) -> HostOutcome:
-        job = self.job(ctx.host)
-        after = activate_switch_back(ctx, job, stage_switch_back(ctx, job, None))
-        if after.outcome == "deployed":
-            return HostOutcome(ctx.host, "rolled_back", after.release, "returned because the canary batch failed",
+            what = "returned" if self.rollback else "switched back"
+            return HostOutcome(ctx.host, "rolled_back", after.release, f"{what} because the canary batch failed",
                                ctx.timings)
         return after

@@ -1,141 +1,50 @@
-"""The core of `fleetctl deploy` and `fleetctl rollback`: load and check everything (ConfigError before any
-change), produce the artifact, render each host's release, plan the batches, then run the engine.
+"""The core of `fleetctl deploy` and `fleetctl rollback`: prepare (rollout/preparation.py: everything checked, a
+ConfigError before any change), then hand one procedure to the engine.
 
-`prepare_deploy(options)` → `PreparedDeploy` (pure data plus the artifact on disk); `dry_run(prepared)` says what
-would change per host; `run_deploy(prepared, bus)` does it. `prepare_rollback` / `run_rollback` likewise. Pass
-subscribers in through the `EventBus` (the live view, the `--json` report, the journal).
+    prepared = prepare_deploy(options)            # targets, artifact, each host's release
+    dry_run(prepared)                              # each host's plan, read-only (the deploy carries out the same)
+    run_deploy(prepared, bus)                      # DeployProcedure (rollout/deploy.py) through the engine
+    run_rollback(prepare_rollback(options), bus)   # RollbackProcedure (rollout/rollback.py)
+
+With --strategy blue-green both run BlueGreenProcedure (rollout/bluegreen_run.py) instead. With a load balancer
+(`traffic:` nginx or HAProxy) it is reached and its configuration checked before any host is touched, and a
+failing balancer halts the run before the next host (`HostTraffic.halt`).
+
+Subscribers (the live view, the `--json` report, the journal) come in through the `EventBus`. A new strategy is a
+new procedure passed to `run_procedure`; the engine does not change.
 """
 
 from __future__ import annotations
 
-import getpass
-import socket
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-from fleetctl.artifacts.manifest import Manifest
-from fleetctl.artifacts.pull_server import PullServer, pull_server_for
-from fleetctl.artifacts.wrapper import Wrapper, find_wrapper
-from fleetctl.config.connection import ConnectionSettings
-from fleetctl.config.playbook import Playbook
-from fleetctl.config.project import find_project
-from fleetctl.config.templating import render_string
-from fleetctl.errors import ConfigError, RolloutFailed
-from fleetctl.node.client import NodeClient
+from fleetctl.errors import RolloutFailed
 from fleetctl.node.fleet import run_parallel
-from fleetctl.plan import Plan
-from fleetctl.rollout.bluegreen import BlueGreenJob, colour_changes
-from fleetctl.rollout.bluegreen_run import (
-    BlueGreenHostFunctions,
-    ColourSet,
-    SwitchBackFunctions,
-    colour_set,
+from fleetctl.rollout.bluegreen import colour_changes
+from fleetctl.rollout.bluegreen_run import BlueGreenProcedure, job_for
+from fleetctl.rollout.deploy import DeployProcedure, host_extras, start_pull_server
+from fleetctl.rollout.engine import LockSpec, RolloutEngine, RunResult
+from fleetctl.rollout.events import EventBus
+from fleetctl.rollout.host_plan import plan_host
+from fleetctl.rollout.host_steps import Interruption, describe_error, sigint_handler
+from fleetctl.rollout.lock_keeper import HolderJudge, describe_holder
+from fleetctl.rollout.preparation import (
+    Connect,
+    DeployOptions,
+    PreparedDeploy,
+    PreparedRollback,
+    RolloutTargets,
+    load_fleet,
+    prepare_deploy,
+    prepare_rollback,
 )
-from fleetctl.rollout.bluegreen_run import job_for as colour_job_for
-from fleetctl.rollout.engine import (
-    After,
-    LockSpec,
-    RolloutEngine,
-    RunInfo,
-    RunResult,
-    Stage,
-    new_run_id,
-    sigint_handler,
-)
-from fleetctl.rollout.events import EventBus, HostOutcome
-from fleetctl.rollout.health import HealthCheck
-from fleetctl.rollout.host_steps import (
-    DeployJob,
-    HostContext,
-    Interruption,
-    RollbackJob,
-    StagedDeploy,
-    StagedRollback,
-    activate_deploy,
-    activate_rollback,
-    describe_error,
-    retain,
-    rollback_host,
-    stage_deploy,
-    stage_rollback,
-)
-from fleetctl.rollout.release import Release, changes_for, is_current, make_release
-from fleetctl.rollout.traffic_steps import HostTraffic, balancer_for
-from fleetctl.targets import RolloutOverrides, Targets, load_targets, plan_rollout
+from fleetctl.rollout.procedure import HostProcedure
+from fleetctl.rollout.rollback import RollbackProcedure
+from fleetctl.rollout.traffic_steps import HostTraffic
 from fleetctl.traffic import BalancerError
-
-Connect = Callable[[str], NodeClient]
-
-
-@dataclass(frozen=True)
-class DeployOptions:
-    """What `fleetctl deploy` was asked (and `fleetctl rollback`, which ignores the artifact fields)."""
-
-    playbook: str | Path
-    inventories: Sequence[str | Path]
-    limit: str | None = None
-    extra_vars: Sequence[str] = ()
-    canary: str | None = None
-    batch: str | None = None
-    max_failed: str | None = None
-    forks: int | None = None
-    version: str | None = None
-    artifact: str | Path | None = None
-    force: bool = False
-    owner: str | None = None
-    dist_dir: Path | None = None
-    strategy: str | None = None  # --strategy; None: the playbook's rollout.strategy
-
-
-@dataclass
-class Fleet:
-    """The targeted hosts, each with its rendered playbook and how to reach it."""
-
-    targets: Targets
-    plan: Plan
-    playbooks: dict[str, Playbook]
-    connections: dict[str, ConnectionSettings]
-    forks: int
-    owner: str
-    lock_ttl: int
-    strategy: str = "rolling"
-    _health_cache: dict[tuple[str, str], HealthCheck | None] = field(default_factory=dict)
-
-    def health_for(self, host: str) -> Callable[[str], HealthCheck | None]:
-        """The health check of `host` for a given version (health expectations often name the version)."""
-        def check(version: str) -> HealthCheck | None:
-            key = (host, version)
-            if key not in self._health_cache:
-                self._health_cache[key] = _health_check(self, host, version)
-            return self._health_cache[key]
-        return check
-
-    def client_factory(self) -> Connect:
-        from fleetctl.node.client import NodeClient
-        from fleetctl.transport.winrm import WinRMTransport
-
-        return lambda host: NodeClient(WinRMTransport(self.connections[host]))
-
-
-@dataclass
-class PreparedDeploy:
-    fleet: Fleet
-    manifest: Manifest
-    releases: dict[str, Release]
-    transfer: str
-    run_id: str = field(default_factory=new_run_id)
-    wrappers: dict[str, Wrapper] = field(default_factory=dict)  # host -> the nssm.exe its service needs
-    traffic: HostTraffic | None = None  # the load balancer hosts are drained from around their restarts
-    colours: dict[str, ColourSet] | None = None  # blue-green: each host's two colour releases and gates
-
-    @property
-    def plan(self) -> Plan:
-        return self.fleet.plan
-
-    @property
-    def version(self) -> str:
-        return self.manifest.version
 
 
 @dataclass(frozen=True)
@@ -149,133 +58,10 @@ class HostPreview:
     error: str | None = None
 
 
-# --- loading --------------------------------------------------------------------------------------------------
-
-
-def load_fleet(options: DeployOptions, builtins: dict[str, object] | None = None, *,
-               refuse_unsupported: bool = True) -> Fleet:
-    """Targets, plan, per-host playbooks and connection settings; every problem is a ConfigError (exit 2)."""
-    targets = load_targets(options.playbook, options.inventories, limit=options.limit,
-                           extra_vars=list(options.extra_vars), builtins=builtins)
-    settings = targets.settings
-    strategy = options.strategy or settings.rollout.strategy
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"expected one of {', '.join(STRATEGIES)}, got {strategy!r}", key="--strategy")
-    plan = plan_rollout(targets, RolloutOverrides(canary=options.canary, batch=options.batch,
-                                                  max_failed=options.max_failed))
-    playbooks: dict[str, Playbook] = {}
-    connections: dict[str, ConnectionSettings] = {}
-    for host in targets.hosts:
-        playbook = targets.render_for(host, builtins)
-        if refuse_unsupported:  # `remove` retires what such a playbook describes without running it
-            _refuse_unsupported(playbook, strategy)
-        playbooks[host.name] = playbook
-        connections[host.name] = ConnectionSettings.from_hostvars(
-            host.name, targets.connection_vars(host), source=f"inventory host {host.name}")
-    forks = options.forks if options.forks is not None else settings.rollout.forks
-    if forks < 1:
-        raise ConfigError(f"expected at least 1, got {forks}", key="--forks")
-    owner = options.owner or f"{getpass.getuser()}@{socket.gethostname()}"
-    return Fleet(targets, plan, playbooks, connections, forks, owner, max(1, int(settings.rollout.lock_ttl)),
-                 strategy)
-
-
-STRATEGIES = ("rolling", "blue-green")
-
-
-def _refuse_unsupported(playbook: Playbook, strategy: str) -> None:
-    # Nothing a user asked for is silently skipped (SPEC 9): refuse what deploy cannot do yet.
-    if playbook.hooks.before_stop or playbook.hooks.after_start:
-        raise ConfigError("hooks are not run by this version of deploy; remove them", file=playbook.path,
-                          key="hooks")
-    traffic = playbook.traffic
-    if strategy == "blue-green" and (traffic is None or traffic.blue_green is None):
-        raise ConfigError("the blue-green strategy needs traffic.blue_green (listen_port, blue_port, green_port): "
-                          "the public port and each colour's own port", file=playbook.path, key="traffic.blue_green")
-    if strategy == "blue-green" and traffic is not None and traffic.kind != "portproxy":
-        raise ConfigError("blue-green behind a load balancer is not run by this version of deploy; use kind "
-                          "portproxy (the node-local switch) or the rolling strategy with the balancer",
-                          file=playbook.path, key="traffic.kind")
-
-
-def _health_check(fleet: Fleet, host_name: str, version: str) -> HealthCheck | None:
-    host = next(h for h in fleet.targets.hosts if h.name == host_name)
-    current = fleet.playbooks[host_name]
-    if current.health is None:
-        return None
-    if not version:
-        # Unknown version (a release installed by other means): check everything but version-bound JSON fields.
-        base = HealthCheck.from_playbook(current.health)
-        return replace(base, expect_json=())
-    try:
-        rendered = fleet.targets.render_for(host, {"version": version})
-    except ConfigError:
-        rendered = current
-    return HealthCheck.from_playbook(rendered.health) if rendered.health else None
-
-
-def render_files(playbook: Playbook, variables: dict[str, object]) -> dict[str, str]:
-    """The playbook's `install.files` templates rendered for one host (relative path in the release -> text)."""
-    files: dict[str, str] = {}
-    for index, item in enumerate(playbook.install.files):
-        # Only project files: a template outside it (`~/.ssh/id_rsa`) would land on every node.
-        source = find_project(playbook.base_dir).readable(item.src, base=playbook.base_dir, what="template",
-                                                          file=playbook.path, key=f"install.files.{index}.src")
-        try:
-            text = source.read_text(encoding="utf-8")
-        except OSError as err:
-            raise ConfigError(f"cannot read template {source}: {err.strerror or err}", file=playbook.path,
-                              key=f"install.files.{index}.src") from None
-        files[item.dest.replace("/", "\\")] = str(render_string(text, variables, source=str(source),
-                                                                key=f"install.files.{index}"))
-    return files
-
-
-def prepare_deploy(options: DeployOptions, *, on_output: Callable[[str], None] | None = None) -> PreparedDeploy:
-    """Everything a deploy needs, checked before any host is contacted: targets, artifact, each host's release."""
-    from fleetctl.artifacts.produce import produce_artifact
-
-    # Fail fast on bad input before a possibly long build (the real version is known only after it).
-    first = load_fleet(options, {"version": options.version or "0.0.0"})
-    for playbook in first.playbooks.values():
-        find_wrapper(playbook)
-    manifest = produce_artifact(first.targets.settings, version=options.version, artifact=options.artifact,
-                                inventory=first.targets.inventory, dist_dir=options.dist_dir, on_output=on_output)
-    builtins: dict[str, object] = {"version": manifest.version}
-    fleet = load_fleet(options, builtins)
-    releases: dict[str, Release] = {}
-    wrappers: dict[str, Wrapper] = {}
-    for host in fleet.targets.hosts:
-        playbook = fleet.playbooks[host.name]
-        variables = fleet.targets.host_variables(host, builtins)
-        wrapper = find_wrapper(playbook)
-        if wrapper is not None:
-            wrappers[host.name] = wrapper
-        releases[host.name] = make_release(playbook, version=manifest.version, artifact_sha256=manifest.sha256,
-                                           files=render_files(playbook, variables),
-                                           wrapper_sha256=wrapper.sha256 if wrapper else None)
-    colours: dict[str, ColourSet] | None = None
-    if fleet.strategy == "blue-green":
-        colours = {}
-        for host in fleet.targets.hosts:
-            wrapper = wrappers.get(host.name)
-            colours[host.name] = colour_set(fleet.targets, fleet.playbooks[host.name], host.name,
-                                            version=manifest.version, artifact_sha256=manifest.sha256,
-                                            render_files=render_files,
-                                            wrapper_sha256=wrapper.sha256 if wrapper else None)
-            releases[host.name] = colours[host.name].releases["blue"]
-    return PreparedDeploy(fleet, manifest, releases, fleet.targets.settings.transfer, wrappers=wrappers,
-                          traffic=balancer_for(fleet.targets, fleet.playbooks) if fleet.strategy == "rolling" else None,
-                          colours=colours)
-
-
-# --- deploy ---------------------------------------------------------------------------------------------------
-
-
 def dry_run(prepared: PreparedDeploy, *, connect: Connect | None = None) -> dict[str, HostPreview]:
-    """Ask each host for its state (read-only) and say what a deploy would change; nothing is changed. With a
-    load balancer, its configuration is rendered and checked (not applied) first; a failure there is a
-    RolloutFailed, as in a real run."""
+    """Ask each host for its state (read-only) and say what a deploy would change: the host plan the deploy would
+    carry out (`plan_host`), in words. Nothing is changed. With a load balancer, its configuration is rendered and
+    checked (not applied) first; a failure there is a RolloutFailed, as in a real run."""
     factory = connect or prepared.fleet.client_factory()
     traffic = prepared.traffic
     if traffic is not None:
@@ -291,20 +77,26 @@ def dry_run(prepared: PreparedDeploy, *, connect: Connect | None = None) -> dict
         client = factory(host)
         try:
             state = client.get_fleet_state(app=release.app, root=release.root, service_name=release.service.name)
-            present = state.release(release.id) is not None or \
+            cached = state.release(release.id) is not None or \
                 client.test_fleet_artifact(sha256=release.artifact_sha256).present
             colours = prepared.colours
             if colours is not None:
+                mine = colours[host]
                 colour_state = client.get_fleet_state(app=release.app, root=release.root,
-                                                      service_name=colours[host].playbook.service.name,
-                                                      proxy_port=colours[host].ports.listen)
-                preview = colour_changes(colour_state, colours[host].releases, colours[host].ports,
-                                         artifact_present=present, bake=float(colours[host].playbook.rollout.bake))
-                return HostPreview(host, colour_state.current, preview.target, tuple(preview.changes))
-            changes = changes_for(release, state, artifact_present=present)
+                                                      service_name=mine.playbook.service.name,
+                                                      proxy_port=mine.ports.listen)
+                seen = colour_changes(colour_state, mine.releases, mine.ports, artifact_present=cached,
+                                      bake=float(mine.playbook.rollout.bake))
+                return HostPreview(host, colour_state.current, seen.target, tuple(seen.changes))
+            plan = plan_host(release, state, artifact_cached=cached)
+            changes = tuple(plan.changes(release.artifact_sha256, release.service.name))
             if traffic is not None and changes:
-                changes = with_traffic_steps(changes, traffic.where)
-            return HostPreview(host, state.current, release.id, tuple(changes))
+                changes = (f"drain from {traffic.where}", *changes,
+                           f"return to the pool on {traffic.where} once healthy")
+            if state.lock is not None and not state.lock.expired:
+                # A deploy now would stop at this host's lock (exit 4): say so first.
+                changes = (f"would stop here (exit 4): {describe_holder(host, state.lock)}",) + changes
+            return HostPreview(host, state.current, release.id, changes)
         except Exception as err:  # noqa: BLE001 - reported per host
             return HostPreview(host, None, release.id, (), describe_error(err))
         finally:
@@ -316,78 +108,39 @@ def dry_run(prepared: PreparedDeploy, *, connect: Connect | None = None) -> dict
             for host, outcome in outcomes.items()}
 
 
-def run_deploy(
-    prepared: PreparedDeploy,
-    bus: EventBus,
-    *,
-    connect: Connect | None = None,
-    interruption: Interruption | None = None,
-    force: bool = False,
-) -> RunResult:
+def run_deploy(prepared: PreparedDeploy, bus: EventBus, *, connect: Connect | None = None,
+               interruption: Interruption | None = None, force: bool = False,
+               judge: HolderJudge | None = None) -> RunResult:
     """Run the deploy: lock all, batches with health gates, failure budget, rollback, unlock. Never raises for
     host failures: the result's exit code says how it went (`RunResult.raise_for_exit()`)."""
-    fleet = prepared.fleet
-    pull_server, notes = _pull_server(prepared)
-    any_release = next(iter(prepared.releases.values()), None)
+    if prepared.colours is not None:
+        with _blue_green_deploy(prepared) as blue_green:
+            return run_procedure(prepared.fleet, blue_green, bus, connect=connect, interruption=interruption,
+                                 force=force, judge=judge)
+    with _balancer(prepared.traffic), DeployProcedure.open(prepared) as procedure:
+        procedure.notes += _unused_traffic_notes(prepared.fleet)
+        return run_procedure(prepared.fleet, procedure, bus, connect=connect, interruption=interruption,
+                             force=force, judge=judge, traffic=prepared.traffic)
 
-    def job_for(host: str) -> DeployJob:
-        playbook = fleet.playbooks[host]
-        return DeployJob(release=prepared.releases[host], health_for=fleet.health_for(host),
-                         artifact_path=prepared.manifest.path, transfer=prepared.transfer,  # type: ignore[arg-type]
-                         pull_server=pull_server, keep_releases=playbook.install.keep_releases,
-                         start_timeout=float(playbook.service.start_timeout),
-                         stop_timeout=float(playbook.service.stop_timeout), ensure_extras=host_extras(playbook),
-                         wrapper_path=wrapper.path if (wrapper := prepared.wrappers.get(host)) else None,
-                         traffic=prepared.traffic)
 
-    def stage(ctx: HostContext) -> StagedDeploy | HostOutcome:
-        return stage_deploy(ctx, job_for(ctx.host))
-
-    def work(ctx: HostContext) -> HostOutcome:
-        job = job_for(ctx.host)
-        staged = ctx.staged if isinstance(ctx.staged, (StagedDeploy, HostOutcome)) else stage_deploy(ctx, job)
-        return activate_deploy(ctx, job, staged)
-
-    def after(ctx: HostContext, outcome: HostOutcome) -> HostOutcome:
-        return retain(ctx, job_for(ctx.host), outcome)
-
-    def undo(ctx: HostContext, before: HostOutcome) -> HostOutcome:
-        after = rollback_host(ctx, _rollback_job(fleet, ctx.host, prepared.releases[ctx.host], None,
-                                                 prepared.traffic))
-        if after.outcome == "deployed":
-            return HostOutcome(ctx.host, "rolled_back", after.release, "rolled back because the canary batch "
-                               "failed", ctx.timings)
-        return after
-
-    info = RunInfo(run_id=prepared.run_id, kind="deploy", playbook=str(fleet.targets.source.path),
-                   service=fleet.targets.settings.name, version=prepared.version,
-                   release=any_release.id if any_release else None, strategy=fleet.strategy, user=fleet.owner)
+def run_rollback(prepared: PreparedRollback, bus: EventBus, *, connect: Connect | None = None,
+                 interruption: Interruption | None = None, force: bool = False,
+                 judge: HolderJudge | None = None) -> RunResult:
+    """Switch every targeted host to its previous (or the named) kept release, batch by batch, gated."""
     colours = prepared.colours
     if colours is not None:
-        def colour_job(host: str) -> BlueGreenJob:
-            return colour_job_for(colours[host], artifact_path=prepared.manifest.path, transfer=prepared.transfer,
-                           pull_server=pull_server, ensure_extras=host_extras(fleet.playbooks[host]))
-
-        blue_green = BlueGreenHostFunctions(colour_job)
-        try:
-            return _run(fleet, info, blue_green.work, blue_green.undo, bus, connect, interruption, force,
-                        stage=blue_green.stage, after=blue_green.after, notes=notes)
-        finally:
-            if pull_server is not None:
-                pull_server.stop()
-    notes += _unused_traffic_notes(fleet)
-    try:
-        _prepare_traffic(prepared.traffic, pull_server)
-        return _run(fleet, info, work, undo, bus, connect, interruption, force, stage=stage, after=after,
-                    notes=notes, traffic=prepared.traffic)
-    finally:
-        if pull_server is not None:
-            pull_server.stop()
-        if prepared.traffic is not None:
-            prepared.traffic.balancer.close()
+        info = prepared.fleet.run_info(prepared.run_id, "rollback", version=prepared.to_version)
+        back = BlueGreenProcedure(info, lambda host: job_for(colours[host], artifact_path=Path(), transfer="push",
+                                                             pull_server=None, ensure_extras=None),
+                                  rollback=True, to_version=prepared.to_version)
+        return run_procedure(prepared.fleet, back, bus, connect=connect, interruption=interruption, force=force,
+                             judge=judge)
+    with _balancer(prepared.traffic):
+        return run_procedure(prepared.fleet, RollbackProcedure(prepared), bus, connect=connect,
+                             interruption=interruption, force=force, judge=judge, traffic=prepared.traffic)
 
 
-def _unused_traffic_notes(fleet: Fleet) -> tuple[str, ...]:
+def _unused_traffic_notes(fleet: RolloutTargets) -> tuple[str, ...]:
     first = next(iter(fleet.playbooks.values()), None)
     if first is not None and first.traffic is not None and first.traffic.kind == "portproxy":
         return (("traffic kind portproxy (node-local blue-green) is used by --strategy blue-green; this rolling "
@@ -395,159 +148,55 @@ def _unused_traffic_notes(fleet: Fleet) -> tuple[str, ...]:
     return ()
 
 
-def _prepare_traffic(traffic: HostTraffic | None, pull_server: PullServer | None) -> None:
-    """Reach the balancer and check its configuration before any host is touched (RolloutFailed if not)."""
+@contextmanager
+def _blue_green_deploy(prepared: PreparedDeploy) -> Iterator[BlueGreenProcedure]:
+    """The blue-green deploy procedure, with the artifact pull server running for as long as it is in use."""
+    colours = prepared.colours
+    assert colours is not None
+    server, notes = start_pull_server(prepared)
+    fleet = prepared.fleet
+    info = fleet.run_info(prepared.run_id, "deploy", version=prepared.version,
+                          release=next(iter(prepared.releases.values())).id if prepared.releases else None)
+    try:
+        yield BlueGreenProcedure(info, lambda host: job_for(
+            colours[host], artifact_path=prepared.artifact_source, transfer=prepared.transfer, pull_server=server,
+            ensure_extras=host_extras(fleet.playbooks[host])), notes=notes)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+@contextmanager
+def _balancer(traffic: HostTraffic | None) -> Iterator[None]:
+    """Reach the balancer and check its configuration before any host is touched (RolloutFailed if not); closed
+    when the run ends."""
     if traffic is None:
+        yield
         return
     try:
-        traffic.balancer.prepare()
-    except BalancerError as err:
-        if pull_server is not None:
-            pull_server.stop()
-        raise RolloutFailed(f"{err.message}; no host was touched") from None
-
-
-def with_traffic_steps(changes: list[str], where: str) -> list[str]:
-    """A host's dry-run changes with the balancer's steps around its restart."""
-    return [f"drain from {where}", *changes, f"return to the pool on {where} once healthy"]
-
-
-def host_extras(playbook: Playbook) -> Callable[[NodeClient], None] | None:
-    """Firewall rules and scheduled tasks of a host: idempotent ensures run after the install step."""
-    if not playbook.firewall and not playbook.scheduled_tasks:
-        return None
-
-    def ensure(client: NodeClient) -> None:
-        for rule in playbook.firewall:
-            client.set_fleet_firewall_rule(name=rule.name, port=rule.port, protocol=rule.protocol,
-                                           direction=rule.direction, action=rule.action,
-                                           remote_address=rule.remote_address or None)
-        for task in playbook.scheduled_tasks:
-            client.set_fleet_scheduled_task(name=task.name, execute=task.execute, arguments=task.arguments,
-                                            at=task.at, at_startup=task.at_startup, every_minutes=task.every_minutes,
-                                            user=task.user, restart_count=task.restart_count,
-                                            restart_interval_minutes=int(float(task.restart_interval)) // 60,
-                                            execution_time_limit_minutes=task.execution_time_limit_minutes)
-    return ensure
-
-
-def _pull_server(prepared: PreparedDeploy) -> tuple[PullServer | None, tuple[str, ...]]:
-    """The controller's pull server for `pull` and `auto` (None for `push`), bound to the local address that faces
-    the nodes, and any note for the live view. `auto` without one (it cannot start) pushes; `pull` without one is
-    an error, since the playbook asked for it. It serves HTTPS with a certificate from its own per-deploy CA, whose
-    PEM the nodes pin (CaCertificate), so the bearer token never crosses the network in clear."""
-    connections = prepared.fleet.connections
-    if prepared.transfer == "push" or not connections:
-        return None, ()
-    try:
-        server = pull_server_for([c.address for c in connections.values()]).start()
-    except (OSError, ValueError) as err:
-        if prepared.transfer == "pull":
-            raise ConfigError(f"transfer: pull needs the controller's pull server, which could not start: {err}",
-                              file=prepared.fleet.targets.source.path, key="transfer") from None
-        return None, (f"the artifact pull server could not start ({err}); transfer: auto pushes over WinRM",)
-    return server, ()
-
-
-# --- rollback -------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class PreparedRollback:
-    fleet: Fleet
-    references: dict[str, Release]
-    to_version: str | None
-    run_id: str = field(default_factory=new_run_id)
-    traffic: HostTraffic | None = None
-    colours: dict[str, ColourSet] | None = None
-
-    @property
-    def plan(self) -> Plan:
-        return self.fleet.plan
-
-
-def prepare_rollback(options: DeployOptions, to_version: str | None = None) -> PreparedRollback:
-    """Targets and plan for a rollback; no artifact is built or moved."""
-    fleet = load_fleet(options, {"version": to_version or "rollback"})
-    references = {h: make_release(pb, version="ref", artifact_sha256="", files={})
-                  for h, pb in fleet.playbooks.items()}
-    traffic = balancer_for(fleet.targets, fleet.playbooks) if fleet.strategy == "rolling" else None
-    colours = None
-    if fleet.strategy == "blue-green":
-        colours = {h.name: colour_set(fleet.targets, fleet.playbooks[h.name], h.name, version="ref",
-                                      artifact_sha256="", render_files=lambda pb, v: {}, gate_version=False)
-                   for h in fleet.targets.hosts}
-    return PreparedRollback(fleet, references, to_version, traffic=traffic, colours=colours)
-
-
-def _rollback_job(fleet: Fleet, host: str, reference: Release, to_version: str | None,
-                  traffic: HostTraffic | None) -> RollbackJob:
-    playbook = fleet.playbooks[host]
-    return RollbackJob(reference=reference, health_for=fleet.health_for(host), to_version=to_version,
-                       start_timeout=float(playbook.service.start_timeout),
-                       stop_timeout=float(playbook.service.stop_timeout), traffic=traffic)
-
-
-def run_rollback(
-    prepared: PreparedRollback,
-    bus: EventBus,
-    *,
-    connect: Connect | None = None,
-    interruption: Interruption | None = None,
-    force: bool = False,
-) -> RunResult:
-    """Switch every targeted host to its previous (or the named) kept release, batch by batch, gated."""
-    fleet = prepared.fleet
-
-    def job_for(host: str) -> RollbackJob:
-        return _rollback_job(fleet, host, prepared.references[host], prepared.to_version, prepared.traffic)
-
-    def stage(ctx: HostContext) -> StagedRollback | HostOutcome:
-        return stage_rollback(ctx, job_for(ctx.host))
-
-    def work(ctx: HostContext) -> HostOutcome:
-        job = job_for(ctx.host)
-        staged = ctx.staged if isinstance(ctx.staged, (StagedRollback, HostOutcome)) else stage_rollback(ctx, job)
-        return activate_rollback(ctx, job, staged)
-
-    def undo(ctx: HostContext, before: HostOutcome) -> HostOutcome:
-        after = rollback_host(ctx, _rollback_job(fleet, ctx.host, prepared.references[ctx.host], None,
-                                                 prepared.traffic))
-        if after.outcome == "deployed":
-            return HostOutcome(ctx.host, "rolled_back", after.release, "returned because the canary batch failed",
-                               ctx.timings)
-        return after
-
-    info = RunInfo(run_id=prepared.run_id, kind="rollback", playbook=str(fleet.targets.source.path),
-                   service=fleet.targets.settings.name, version=prepared.to_version, release=None,
-                   strategy=fleet.strategy, user=fleet.owner)
-    colours = prepared.colours
-    if colours is not None:
-        def colour_job(host: str) -> BlueGreenJob:
-            return colour_job_for(colours[host], artifact_path=Path(), transfer="push", pull_server=None, ensure_extras=None)
-
-        back = SwitchBackFunctions(colour_job, prepared.to_version)
-        return _run(fleet, info, back.work, back.undo, bus, connect, interruption, force, stage=back.stage)
-    try:
-        _prepare_traffic(prepared.traffic, None)
-        return _run(fleet, info, work, undo, bus, connect, interruption, force, stage=stage,
-                    traffic=prepared.traffic)
+        try:
+            traffic.balancer.prepare()
+        except BalancerError as err:
+            raise RolloutFailed(f"{err.message}; no host was touched") from None
+        yield
     finally:
-        if prepared.traffic is not None:
-            prepared.traffic.balancer.close()
+        traffic.balancer.close()
 
 
-def _run(fleet: Fleet, info: RunInfo, work: Callable[[HostContext], HostOutcome],
-         undo: Callable[[HostContext, HostOutcome], HostOutcome], bus: EventBus, connect: Connect | None,
-         interruption: Interruption | None, force: bool, *, stage: Stage | None = None, after: After | None = None,
-         notes: tuple[str, ...] = (), traffic: HostTraffic | None = None) -> RunResult:
+def run_procedure(fleet: RolloutTargets, procedure: HostProcedure, bus: EventBus, *, connect: Connect | None = None,
+                  interruption: Interruption | None = None, force: bool = False,
+                  judge: HolderJudge | None = None, traffic: HostTraffic | None = None) -> RunResult:
+    """Any procedure over the fleet's plan, under its locks, with Ctrl-C handled (first: no new hosts; second:
+    abort health gates). `judge` decides whether a lock's holder is provably gone (what --force may take). A
+    failing load balancer (`traffic`) stops the run before the next host."""
     interruption = interruption or Interruption()
     engine = RolloutEngine(
-        plan=fleet.plan, info=info, connect=connect or fleet.client_factory(), work=work, undo=undo, bus=bus,
-        lock=LockSpec(app=fleet.targets.settings.name, owner=fleet.owner, ttl_seconds=fleet.lock_ttl, force=force),
-        forks=fleet.forks, interruption=interruption, stage=stage, after=after, notes=notes)
+        plan=fleet.plan, procedure=procedure, connect=connect or fleet.client_factory(), bus=bus,
+        lock=LockSpec(app=fleet.targets.settings.name, owner=fleet.owner, ttl_seconds=fleet.lock_ttl, force=force,
+                      judge=judge or HolderJudge()),
+        forks=fleet.forks, interruption=interruption)
     if traffic is not None:
-        traffic.halt = engine.request_halt  # a failing balancer stops the run before the next host
+        traffic.halt = engine.request_halt
     with sigint_handler(interruption):
         return engine.run()
 
@@ -558,9 +207,10 @@ __all__ = [
     "PreparedDeploy",
     "PreparedRollback",
     "dry_run",
-    "is_current",
+    "load_fleet",
     "prepare_deploy",
     "prepare_rollback",
     "run_deploy",
+    "run_procedure",
     "run_rollback",
 ]

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from fleetctl.config.inventory import Host
 from fleetctl.config.playbook import Playbook
 from fleetctl.errors import ConfigError
+from fleetctl.rollout.events import HostOutcome
+from fleetctl.rollout.host_steps import HostContext
 from fleetctl.targets import Targets
 from fleetctl.traffic import Backend, Balancer, BalancerError, Pool, balancer_settings, make_balancer
 
@@ -62,6 +64,28 @@ class HostTraffic:
         except BalancerError as err:
             self.halt(err.message)
             raise TrafficFailed(f"move to port {port}: {err.message}") from None
+
+
+def with_traffic(ctx: HostContext, traffic: HostTraffic | None, before: str | None,
+                 change: Callable[[], HostOutcome]) -> HostOutcome:
+    """drain → `change` → ready. The host leaves the pool before its service is touched and returns once it runs a
+    healthy release (the new one, or the one it was returned to); a host left failed stays out. A balancer failure
+    on drain leaves the host as it was (running `before`); on ready the host is healthy but out of the pool. Either
+    way the run halts (`HostTraffic.halt`), and no rollback is tried (it would need the balancer again)."""
+    if traffic is None:
+        return change()
+    try:
+        ctx.step("drain", lambda: traffic.drain(ctx.host, ctx.interruption.abort.is_set), traffic.where)
+    except TrafficFailed as err:
+        return HostOutcome(ctx.host, "failed", before, str(err), ctx.timings)
+    outcome = change()
+    if outcome.outcome not in ("deployed", "rolled_back"):
+        return outcome
+    try:
+        ctx.step("ready", lambda: traffic.ready(ctx.host), traffic.where)
+    except TrafficFailed as err:
+        return HostOutcome(ctx.host, "failed", outcome.release, str(err), ctx.timings, outcome.transfer)
+    return outcome
 
 
 def pool_hosts(targets: Targets) -> list[Host]:

@@ -7,15 +7,12 @@ function). Files are written over SFTP to a temporary name in the same directory
 
 from __future__ import annotations
 
-import io
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from fabric import Connection
-
 from fleetctl.protocol.errors import TransportError
-from fleetctl.transport.ssh import RemoteResult, SshSettings, connect, run
+from fleetctl.transport.ssh import RemoteResult, SshSession, SshSettings, connect
 
 
 class BalancerError(Exception):
@@ -32,13 +29,13 @@ class BalancerHost:
     """One SSH connection to the balancer's Linux host, opened on first use."""
 
     settings: SshSettings
-    _conn: Connection | None = field(default=None, repr=False)
+    _conn: SshSession | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
         return self.settings.host_name
 
-    def connection(self) -> Connection:
+    def connection(self) -> SshSession:
         if self._conn is None:
             try:
                 self._conn = connect(self.settings)
@@ -48,15 +45,14 @@ class BalancerHost:
 
     def run(self, argv: Sequence[str], *, timeout: float = 30.0) -> RemoteResult:
         try:
-            return run(self.connection(), argv, timeout=timeout)
+            return self.connection().run(argv, timeout=timeout)
         except TransportError as err:
             raise BalancerError(f"load balancer {self.name}: {err.reason}", host=self.name) from None
 
     def read_text(self, path: str) -> str | None:
         """The file's text, or None when it does not exist."""
         try:
-            with self.connection().sftp().open(path, "r") as handle:
-                return bytes(handle.read()).decode("utf-8")
+            return self.connection().read_bytes(path).decode("utf-8")
         except FileNotFoundError:
             return None
         except OSError as err:
@@ -66,13 +62,13 @@ class BalancerHost:
         """Write `text` to `<path><suffix>` (through a temporary name in the same directory); returns that path."""
         target = path + suffix
         temp = f"{path}.fleetctl-{uuid.uuid4().hex[:8]}.tmp"
-        sftp = self.connection().sftp()
+        session = self.connection()
         try:
-            sftp.putfo(io.BytesIO(text.encode("utf-8")), temp)
-            sftp.posix_rename(temp, target)
+            session.upload(text.encode("utf-8"), temp)
+            session.rename(temp, target)
         except OSError as err:
             try:
-                sftp.remove(temp)
+                session.remove(temp)
             except OSError:
                 pass
             raise BalancerError(f"load balancer {self.name}: cannot write {target}: {err}", host=self.name) from None
@@ -81,14 +77,14 @@ class BalancerHost:
     def rename(self, source: str, target: str) -> None:
         """Atomically replace `target` with `source` (both on the balancer, same directory)."""
         try:
-            self.connection().sftp().posix_rename(source, target)
+            self.connection().rename(source, target)
         except OSError as err:
             raise BalancerError(f"load balancer {self.name}: cannot move {source} to {target}: {err}",
                                 host=self.name) from None
 
     def remove(self, path: str) -> None:
         try:
-            self.connection().sftp().remove(path)
+            self.connection().remove(path)
         except FileNotFoundError:
             pass
         except OSError as err:
