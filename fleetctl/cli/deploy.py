@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, inventory_paths, version_option
-from fleetctl.cli.plan import sequence_for, steps_line
+from fleetctl.cli.plan import sequence_for
 from fleetctl.errors import ConfigError, RolloutFailed
 from fleetctl.notify import Delivery, Notifier
 from fleetctl.rollout.engine import RunResult
@@ -28,7 +28,7 @@ from fleetctl.rollout.runner import (
 )
 from fleetctl.ui.console import print_json, safe, stderr, stdout, warn, warn_insecure
 from fleetctl.ui.dry_run import preview_table
-from fleetctl.ui.plan import plan_table
+from fleetctl.ui.plan import plan_table, steps_line
 
 CanaryOpt = typer.Option(None, "--canary", help="Canary batch first: hosts (3) or percent (10%).")
 BatchOpt = typer.Option(None, "--batch", help="Batch size: hosts or percent of targeted hosts.")

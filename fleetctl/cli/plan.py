@@ -8,8 +8,8 @@ from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, invent
 from fleetctl.errors import ConfigError
 from fleetctl.plan import host_sequence
 from fleetctl.targets import RolloutOverrides, Targets, load_targets, plan_rollout
-from fleetctl.ui.console import print_json, safe, stdout
-from fleetctl.ui.plan import plan_table
+from fleetctl.ui.console import print_json, stdout
+from fleetctl.ui.plan import plan_table, steps_line
 
 
 def plan(
@@ -51,10 +51,6 @@ def sequence_for(targets: Targets, strategy: str | None) -> tuple[str, ...]:
         raise ConfigError("the blue-green strategy needs traffic.blue_green", file=targets.source.path,
                           key="traffic.blue_green")
     return host_sequence(chosen, traffic, bake=float(targets.settings.rollout.bake))
-
-
-def steps_line(steps: tuple[str, ...]) -> str:
-    return "each host: " + " → ".join(safe(s) for s in steps)
 
 
 def register(app: typer.Typer) -> None:
