@@ -106,6 +106,7 @@ class BlueGreenProcedure:
             assert isinstance(staged, (StagedSwitchBack, HostOutcome))
             return activate_switch_back(ctx, job, staged)
         assert isinstance(staged, (StagedColour, HostOutcome))
+        ctx.staged = staged  # follow_up retires the colour that was live (the engine may have staged it inline)
         return activate_colour(ctx, job, staged)
 
     def follow_up(self, ctx: HostContext, outcome: HostOutcome) -> HostOutcome:
