@@ -33,9 +33,7 @@ from fleetctl.errors import (
     RolloutFailed,
 )
 from fleetctl.node.client import NodeClient
-from fleetctl.node.results import LockInfo
 from fleetctl.plan import Plan
-from fleetctl.protocol.errors import NodeOperationError
 from fleetctl.rollout.deadlines import PhaseTimeouts
 from fleetctl.rollout.events import (
     Baking,
@@ -50,30 +48,19 @@ from fleetctl.rollout.events import (
     RunStarted,
 )
 from fleetctl.rollout.host_steps import HostContext, Interruption, describe_error
-from fleetctl.rollout.lock_keeper import HolderJudge, LockKeeper, refusal, this_process
+from fleetctl.rollout.lock_keeper import LockKeeper
 from fleetctl.rollout.procedure import HostProcedure
+from fleetctl.rollout.run_locks import HostSlot, LockSpec, LockSteps
 from fleetctl.rollout.verdict import (
     FAILED_OUTCOMES,
     judge_batch,
     judge_run,
-    lock_held_message,
     may_start_host,
     over_budget,
     unreachable_verdict,
 )
 
 Recheck = Callable[[HostContext, HostOutcome], HostOutcome]  # a deployed host still running at its batch's end?
-
-
-@dataclass(frozen=True)
-class LockSpec:
-    """The app lock a run takes on every host; `force` takes over a holder `judge` proves gone, never a live one."""
-
-    app: str
-    owner: str
-    ttl_seconds: int
-    force: bool = False
-    judge: HolderJudge = field(default_factory=HolderJudge)
 
 
 @dataclass(frozen=True)
@@ -102,14 +89,7 @@ class RunResult:
 
 
 @dataclass
-class _Host:
-    ctx: HostContext
-    locked: bool = False
-    outcome: HostOutcome | None = None
-
-
-@dataclass
-class RolloutEngine:
+class RolloutEngine(LockSteps):
     plan: Plan
     procedure: HostProcedure
     connect: Callable[[str], NodeClient]
@@ -121,7 +101,7 @@ class RolloutEngine:
     unlock_hint: str = ""  # the command that frees a lock this run could not release, for the message
 
     def __post_init__(self) -> None:
-        self._hosts: dict[str, _Host] = {}
+        self._hosts: dict[str, HostSlot] = {}
         self._guard = threading.Lock()
         self._halt_reason: str | None = None
         self._halted = threading.Event()
@@ -165,84 +145,14 @@ class RolloutEngine:
                     leaked = self._unlock_all(pool)
             assert result is not None
             if leaked:
-                result = self._with_leaked_locks(result, leaked)
+                note = self._leaked_message(leaked)
+                result = RunResult(result.run_id, result.exit_code, result.outcomes,
+                                   f"{result.message}; {note}" if result.message else note, result.halted)
             self.bus.emit(RunFinished(result.run_id, result.exit_code, result.outcomes, result.message))
             return result
         finally:
             # Whatever happened, every event emitted so far reaches the journal and the screen before we return.
             self.bus.flush()
-
-    def _lock_all(self, pool: ThreadPoolExecutor) -> str | None:
-        """Connect to and lock every targeted host before any change; why the run cannot go on (a lock held by
-        someone else: the first holder, named), or None."""
-        held: list[str] = []
-        process = this_process()
-
-        def lock_one(name: str) -> None:
-            client = self.connect(name)
-            host = _Host(HostContext(name, client, self.bus, self.interruption, timeouts=self.timeouts))
-            with self._guard:
-                self._hosts[name] = host
-            sent = time.monotonic()
-            try:
-                # One round trip after the pool opens: module loader + Lock-FleetApp in one pipeline.
-                taken = host.ctx.step("lock", lambda: client.connect_and_lock(
-                    app=self.lock.app, owner=self.lock.owner, deploy_id=self.info.run_id,
-                    ttl_seconds=self.lock.ttl_seconds, process=process))
-                host.locked = True
-                if taken.taken_over is not None and taken.taken_over.deploy_id:
-                    old = taken.taken_over
-                    self.bus.emit(Notice(f"{name}: took over the expired lock of {old.owner} (deploy "
-                                         f"{old.deploy_id})"))
-            except NodeOperationError as err:
-                if err.code != "LOCK_HELD":
-                    host.outcome = HostOutcome(name, "failed", None, f"lock: {describe_error(err)}",
-                                               host.ctx.timings)
-                    return
-                holder = _holder(err)
-                gone = self.lock.judge.gone(holder) if holder else None
-                if holder is not None and gone and self.lock.force:
-                    sent = time.monotonic()
-                    if self._take_over(host, holder, gone, process):
-                        if host.locked:
-                            self._keeper.hold(name, client, sent)
-                        return
-                    holder = None  # it changed hands meanwhile: report what the node says now
-                text = refusal(name, holder, gone=gone, force=self.lock.force, playbook=self.info.playbook) \
-                    if holder else f"{name} is locked by another run"
-                with self._guard:
-                    held.append(text)
-                host.outcome = HostOutcome(name, "not_started", None, "locked by another run", host.ctx.timings)
-                return
-            except Exception as err:  # noqa: BLE001 - unreachable, auth... : this host fails, the run goes on
-                host.outcome = HostOutcome(name, "failed", None, f"connect: {describe_error(err)}",
-                                           host.ctx.timings)
-                # A lock call that outlived its budget may still take the lock: try to release it at the end.
-                host.locked = host.ctx.lost is not None
-                return
-            self._keeper.hold(name, client, sent)
-
-        for future in [pool.submit(lock_one, name) for name in self.plan.hosts]:
-            future.result()
-        return lock_held_message(held) if held else None
-
-    def _take_over(self, host: _Host, holder: LockInfo, gone: str, process: str) -> bool:
-        """--force on a lock whose holder is provably gone: replace exactly that holder's lock (the node refuses if
-        it changed hands since), and say so."""
-        try:
-            host.ctx.step("lock", lambda: host.ctx.client.lock_fleet_app(
-                app=self.lock.app, owner=self.lock.owner, deploy_id=self.info.run_id,
-                ttl_seconds=self.lock.ttl_seconds, process=process, take_over=holder.deploy_id))
-        except NodeOperationError as err:
-            if err.code == "LOCK_HELD":
-                return False
-            host.outcome = HostOutcome(host.ctx.host, "failed", None, f"lock: {describe_error(err)}",
-                                       host.ctx.timings)
-            return True  # not a lock held by someone: this host failed, the run goes on without it
-        host.locked = True
-        self.bus.emit(Notice(f"{host.ctx.host}: took over the lock of {holder.owner} (deploy {holder.deploy_id}): "
-                             f"{gone}"))
-        return True
 
     def _run_batches(self, pool: ThreadPoolExecutor) -> RunResult:
         early = [n for n in self.plan.hosts if self._hosts[n].outcome is not None]
@@ -301,7 +211,7 @@ class RolloutEngine:
         self._wait([f for n, f in self._background.items() if n in names])  # retention first, one thing a host
         passed = [self._hosts[n] for n in names if self._outcome(n).outcome == "deployed"]
 
-        def one(host: _Host) -> None:
+        def one(host: HostSlot) -> None:
             before = self._outcome(host.ctx.host)
             try:
                 after = recheck(host.ctx, before)
@@ -338,7 +248,7 @@ class RolloutEngine:
                 continue
             self._staging[name] = pool.submit(self._stage_one, host)
 
-    def _stage_one(self, host: _Host) -> None:
+    def _stage_one(self, host: HostSlot) -> None:
         if self._stopping():
             return  # the run is stopping: leave this host untouched
         try:
@@ -379,7 +289,7 @@ class RolloutEngine:
         assert self._pool is not None
         self._background[name] = self._pool.submit(self._follow_up, host, outcome)
 
-    def _follow_up(self, host: _Host, outcome: HostOutcome) -> None:
+    def _follow_up(self, host: HostSlot, outcome: HostOutcome) -> None:
         try:
             final = self.procedure.follow_up(host.ctx, outcome)
         except Exception as err:  # noqa: BLE001 - follow-up work never undoes a healthy deploy
@@ -394,7 +304,7 @@ class RolloutEngine:
         self._wait(list(self._staging.values()) + list(self._background.values()), cancelled_ok=True)
         self._staging.clear()
 
-    def _record(self, host: _Host, outcome: HostOutcome, announce: bool = True) -> None:
+    def _record(self, host: HostSlot, outcome: HostOutcome, announce: bool = True) -> None:
         """Store a host's outcome and announce it (a canary undone after passing is announced again)."""
         with self._guard:
             already_failed = host.outcome is not None and host.outcome.outcome in self.failed_outcomes
@@ -413,7 +323,7 @@ class RolloutEngine:
         self._wait([f for n, f in self._background.items() if n in names])
         passed = [self._hosts[n] for n in names if self._outcome(n).outcome == "deployed"]
 
-        def one(host: _Host) -> None:
+        def one(host: HostSlot) -> None:
             before = self._outcome(host.ctx.host)
             try:
                 after = undo(host.ctx, before)
@@ -450,16 +360,6 @@ class RolloutEngine:
         self._halted.set()
         self.bus.emit(Halting(reason))
 
-    def _with_leaked_locks(self, result: RunResult, leaked: list[str]) -> RunResult:
-        """Name every lock left behind and how to free it; a run that looked clean is not reported as one."""
-        hint = self.unlock_hint or "fleetctl deploy PLAYBOOK --limit HOST --force"
-        names = ":".join(entry.split(" ", 1)[0] for entry in leaked)
-        message = (f"lock left on {'; '.join(leaked)}: it expires after the lock TTL ({self.lock.ttl_seconds}s); "
-                   f"to free it once the host answers: {hint.replace('HOST', names)}")
-        self.bus.emit(Notice(message))
-        text = f"{result.message}; {message}" if result.message else message
-        return RunResult(result.run_id, result.exit_code, result.outcomes, text, result.halted)
-
     def _outcome(self, name: str) -> HostOutcome:
         host = self._hosts.get(name)
         if host is None or host.outcome is None:
@@ -493,34 +393,3 @@ class RolloutEngine:
 
     def _result(self, code: int, outcomes: dict[str, HostOutcome], message: str, halted: bool = False) -> RunResult:
         return RunResult(self.info.run_id, code, outcomes, message, halted)
-
-    def _unlock_all(self, pool: ThreadPoolExecutor) -> list[str]:
-        """Release every lock this run took, whatever happened; the hosts whose lock is left behind (it expires
-        after its TTL), each with the reason."""
-        leaked: list[str] = []
-
-        def unlock(host: _Host) -> None:
-            try:
-                if host.locked:
-                    # A host lost earlier (a call outlived its budget) is not asked again: named as leaked.
-                    host.ctx.step("unlock", lambda: host.ctx.client.unlock_fleet_app(
-                        app=self.lock.app, deploy_id=self.info.run_id))
-                    host.locked = False
-            except Exception as err:  # noqa: BLE001 - named in the run's message, never swallowed
-                with self._guard:
-                    leaked.append(f"{host.ctx.host} ({describe_error(err)})")
-            finally:
-                if host.ctx.lost is None:
-                    try:
-                        host.ctx.client.close()
-                    except Exception:  # noqa: BLE001, S110 - closing is best effort
-                        pass
-
-        futures = [pool.submit(unlock, h) for h in list(self._hosts.values())]
-        wait(futures)
-        return sorted(leaked)
-
-
-def _holder(err: NodeOperationError) -> LockInfo | None:
-    nested = err.details.get("holder") if isinstance(err.details, dict) else None
-    return LockInfo.from_result(nested if isinstance(nested, dict) else err.details)
