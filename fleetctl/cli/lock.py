@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from fleetctl.cli.deploy import lock_judge
 from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, inventory_paths
@@ -22,6 +21,7 @@ from fleetctl.rollout.freeze import (
 )
 from fleetctl.rollout.runner import DeployOptions
 from fleetctl.ui.console import print_json, safe, stdout, warn_insecure
+from fleetctl.ui.locks import lock_table
 
 ForksOpt = typer.Option(None, "--forks", help="Hosts asked at once (default: rollout.forks, 50).")
 
@@ -66,26 +66,6 @@ def finish(result: FreezeResult, json_out: bool, title: str) -> None:
         raise RolloutFailed(result.message)
     if not json_out:
         stdout().print(escape(safe(result.message)))
-
-
-def lock_table(result: FreezeResult, title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    for column in ("host", "state", "holder", "deploy / reason", "since", "renewed", "expires", "note"):
-        table.add_column(column)
-    for host, h in result.hosts.items():
-        lock = h.lock
-        what = (lock.reason or lock.deploy_id) if lock else ""
-        note = h.error or (f"gone: {h.gone}" if h.gone else "") or h.action
-        style = {"frozen": "cyan", "locked": "yellow", "unreachable": "red", "expired": "dim", "free": "green"}
-        table.add_row(escape(safe(host)), f"[{style.get(h.state, 'white')}]{h.state}[/]",
-                      escape(safe(lock.owner if lock else "")), escape(safe(what)),
-                      _short(lock.acquired_at if lock else None), _short(lock.renewed_at if lock else None),
-                      _short(lock.expires_at if lock else None), escape(safe(note)))
-    return table
-
-
-def _short(value: object) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%SZ") if hasattr(value, "strftime") else ""  # type: ignore[union-attr]
 
 
 def register(app: typer.Typer) -> None:

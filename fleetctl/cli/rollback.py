@@ -4,8 +4,6 @@ batches; the plan ("from → to" per host) is shown before anything changes, and
 from __future__ import annotations
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from fleetctl.cli.deploy import (
     BatchOpt,
@@ -23,8 +21,9 @@ from fleetctl.errors import ConfigError, RolloutFailed
 from fleetctl.notify import Notifier
 from fleetctl.rollout.rollback_target import RollbackPlan
 from fleetctl.rollout.runner import DeployOptions, plan_rollback, prepare_rollback, run_rollback
-from fleetctl.ui.console import print_json, safe, stderr, stdout, warn_insecure
+from fleetctl.ui.console import print_json, stderr, stdout, warn_insecure
 from fleetctl.ui.plan import plan_table
+from fleetctl.ui.rollback import choices_table
 
 
 def rollback(
@@ -97,21 +96,6 @@ def _refuse_forced_only(plan: RollbackPlan, to: str | None) -> None:
         first = gated[0]
         more = f" (and {len(gated) - 1} more host(s))" if len(gated) > 1 else ""
         raise ConfigError(f"{first.host}: {first.reason}{more}; nothing was changed", key="--to")
-
-
-def choices_table(plan: RollbackPlan, title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    for column in ("host", "from", "to", "why"):
-        table.add_column(column)
-    for host, c in plan.choices.items():
-        if c.action == "switch":
-            to = escape(safe(c.target or "-"))
-        elif c.action == "stay":
-            to = "[dim]stays[/]"
-        else:
-            to = "[red]refused[/]"
-        table.add_row(escape(safe(host)), escape(safe(c.current or "-")), to, escape(safe(c.reason)))
-    return table
 
 
 def register(app: typer.Typer) -> None:

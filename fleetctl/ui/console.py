@@ -44,7 +44,7 @@ def warn(message: str) -> None:
 
 
 def warn_insecure(connections: Iterable[ConnectionSettings]) -> None:
-    """The one warning for hosts whose certificate validation is off (SPEC 9), printed by every command that
+    """The one warning for hosts whose certificate validation is off (docs/transport.md), printed by every command that
     connects to nodes (ping, status, logs, deploy and its --dry-run, rollback, remove) before it connects."""
     warning = insecure_hosts_warning(connections)
     if warning:
