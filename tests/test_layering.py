@@ -23,6 +23,7 @@ RANKS: dict[str, int] = {
     "node": 5,
     "rollout": 6,
     "state": 7,
+    "schedule": 7,  # the controller's scheduler entries and scheduled runs (starts deploys as processes)
     "ui": 8,
     "cli": 9, "__main__": 10,
 }

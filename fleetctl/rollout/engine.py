@@ -71,6 +71,9 @@ class RunInfo:
     release: str | None
     strategy: str
     user: str
+    trigger: Literal["manual", "scheduled"] = "manual"
+    schedule: str | None = None
+    inputs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,7 @@ class LockSpec:
     owner: str
     ttl_seconds: int
     force: bool = False
+    unattended: bool = False  # never suggest --force: nobody is there to judge whether a lock is stale
 
 
 @dataclass(frozen=True)
@@ -145,7 +149,8 @@ class RolloutEngine:
         self.bus.emit(RunStarted(
             run_id=self.info.run_id, kind=self.info.kind, playbook=self.info.playbook, service=self.info.service,
             version=self.info.version, release=self.info.release, strategy=self.info.strategy, user=self.info.user,
-            batches=tuple(b.hosts for b in plan.batches), canary=any(b.canary for b in plan.batches)))
+            batches=tuple(b.hosts for b in plan.batches), canary=any(b.canary for b in plan.batches),
+            trigger=self.info.trigger, schedule=self.info.schedule, inputs=dict(self.info.inputs)))
         for note in self.notes:
             self.bus.emit(Notice(note))
         workers = max(1, min(self.forks, len(plan.hosts) or 1))
@@ -196,6 +201,9 @@ class RolloutEngine:
             future.result()
         if held:
             more = f" (and {len(held) - 1} more host(s))" if len(held) > 1 else ""
+            if self.lock.unattended:
+                return (f"{held[0]}{more}; an unattended run never takes over a lock: this run changed nothing "
+                        "and the next one will try again")
             return (f"{held[0]}{more}; wait for that run to finish, or pass --force if its lock is stale")
         return None
 

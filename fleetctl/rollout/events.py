@@ -45,6 +45,9 @@ class RunStarted(Event):
     user: str
     batches: tuple[tuple[str, ...], ...]
     canary: bool
+    trigger: Literal["manual", "scheduled"] = "manual"  # scheduled: started by `fleetctl schedule run`
+    schedule: str | None = None  # the schedule entry's name when scheduled
+    inputs: dict[str, object] = field(default_factory=dict)  # what the run was asked (options, artifact, commit)
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,20 @@ class DeployOptions:
     force: bool = False
     owner: str | None = None
     dist_dir: Path | None = None
+    unattended: bool = False  # no prompt, never --force, a dirty git tree refused unless --version
+    schedule: str | None = None  # the schedule entry that started this run (history marks it scheduled)
+    run_id: str | None = None  # given by `schedule run`, so the run's log and its history share one id
+
+    def inputs(self) -> dict[str, object]:
+        """What the run was asked, for the history (the journal redacts it)."""
+        extra: dict[str, object] = {}
+        for item in self.extra_vars:
+            key, _, value = item.partition("=")
+            extra[key.strip()] = value
+        return {"playbook": str(self.playbook), "inventories": [str(p) for p in self.inventories],
+                "limit": self.limit, "vars": extra, "canary": self.canary, "batch": self.batch,
+                "max_failed": self.max_failed, "forks": self.forks, "version": self.version,
+                "artifact": None if self.artifact is None else str(self.artifact), "unattended": self.unattended}
 
 
 @dataclass
@@ -113,6 +127,7 @@ class PreparedDeploy:
     transfer: str
     run_id: str = field(default_factory=new_run_id)
     wrappers: dict[str, Wrapper] = field(default_factory=dict)  # host -> the nssm.exe its service needs
+    options: DeployOptions | None = None
 
     @property
     def plan(self) -> Plan:
@@ -211,6 +226,8 @@ def prepare_deploy(options: DeployOptions, *, on_output: Callable[[str], None] |
 
     # Fail fast on bad input before a possibly long build (the real version is known only after it).
     first = load_fleet(options, {"version": options.version or "0.0.0"})
+    if options.unattended and not options.version:
+        refuse_dirty_tree(first.targets.settings)
     for playbook in first.playbooks.values():
         find_wrapper(playbook)
     manifest = produce_artifact(first.targets.settings, version=options.version, artifact=options.artifact,
@@ -228,7 +245,36 @@ def prepare_deploy(options: DeployOptions, *, on_output: Callable[[str], None] |
         releases[host.name] = make_release(playbook, version=manifest.version, artifact_sha256=manifest.sha256,
                                            files=render_files(playbook, variables),
                                            wrapper_sha256=wrapper.sha256 if wrapper else None)
-    return PreparedDeploy(fleet, manifest, releases, fleet.targets.settings.transfer, wrappers=wrappers)
+    prepared = PreparedDeploy(fleet, manifest, releases, fleet.targets.settings.transfer, wrappers=wrappers,
+                              options=options)
+    if options.run_id:
+        prepared.run_id = options.run_id
+    return prepared
+
+
+def refuse_dirty_tree(playbook: Playbook) -> None:
+    """An unattended run deploys what is committed: the git work trees of the project (the current directory),
+    the playbook and the build's source must have no uncommitted changes to tracked files, unless `--version`
+    says what this is. Trees that are not in git are not checked (their version comes from elsewhere)."""
+    from fleetctl.artifacts.version import uncommitted_changes
+
+    places = [Path.cwd(), playbook.base_dir]
+    build = playbook.artifact.build
+    if build is not None and build.go is not None and (playbook.base_dir / build.go.dir).is_dir():
+        places.append(playbook.base_dir / build.go.dir)
+    seen: set[str] = set()
+    for place in places:
+        changes = uncommitted_changes(place.resolve())
+        if not changes:
+            continue
+        shown = ", ".join(line[3:] for line in changes[:5]) + (f" and {len(changes) - 5} more" if len(changes) > 5
+                                                                else "")
+        if shown in seen:
+            continue
+        seen.add(shown)
+        raise ConfigError(f"the git tree at {place.resolve()} has uncommitted changes ({shown}): an unattended run "
+                          "deploys only committed work; commit or stash them, or give --version to deploy this tree "
+                          "as that version", file=playbook.path, key="--unattended")
 
 
 # --- deploy ---------------------------------------------------------------------------------------------------
@@ -299,12 +345,19 @@ def run_deploy(
                                "failed", ctx.timings)
         return after
 
+    options = prepared.options
+    inputs: dict[str, object] = dict(options.inputs()) if options else {}
+    inputs.update({"artifact_sha256": prepared.manifest.sha256, "commit": prepared.manifest.git_commit,
+                   "artifact_source": prepared.manifest.source})
     info = RunInfo(run_id=prepared.run_id, kind="deploy", playbook=str(fleet.targets.source.path),
                    service=fleet.targets.settings.name, version=prepared.version,
-                   release=any_release.id if any_release else None, strategy="rolling", user=fleet.owner)
+                   release=any_release.id if any_release else None, strategy="rolling", user=fleet.owner,
+                   trigger="scheduled" if options and options.schedule else "manual",
+                   schedule=options.schedule if options else None, inputs=inputs)
+    unattended = bool(options and options.unattended)
     try:
         return _run(fleet, info, work, undo, bus, connect, interruption, force, stage=stage, after=after,
-                    notes=notes)
+                    notes=notes, unattended=unattended)
     finally:
         if pull_server is not None:
             pull_server.stop()
@@ -415,11 +468,12 @@ def run_rollback(
 def _run(fleet: Fleet, info: RunInfo, work: Callable[[HostContext], HostOutcome],
          undo: Callable[[HostContext, HostOutcome], HostOutcome], bus: EventBus, connect: Connect | None,
          interruption: Interruption | None, force: bool, *, stage: Stage | None = None, after: After | None = None,
-         notes: tuple[str, ...] = ()) -> RunResult:
+         notes: tuple[str, ...] = (), unattended: bool = False) -> RunResult:
     interruption = interruption or Interruption()
     engine = RolloutEngine(
         plan=fleet.plan, info=info, connect=connect or fleet.client_factory(), work=work, undo=undo, bus=bus,
-        lock=LockSpec(app=fleet.targets.settings.name, owner=fleet.owner, ttl_seconds=fleet.lock_ttl, force=force),
+        lock=LockSpec(app=fleet.targets.settings.name, owner=fleet.owner, ttl_seconds=fleet.lock_ttl, force=force,
+                      unattended=unattended),
         forks=fleet.forks, interruption=interruption, stage=stage, after=after, notes=notes)
     with sigint_handler(interruption):
         return engine.run()

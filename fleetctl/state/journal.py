@@ -42,7 +42,7 @@ from fleetctl.rollout.events import (
     RunStarted,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_PATH = Path(".fleetctl") / "history.db"
 PATH_ENV = "FLEETCTL_HISTORY_DB"
 
@@ -93,6 +93,12 @@ _MIGRATIONS: tuple[str, ...] = (
         finished_at REAL,
         PRIMARY KEY (run_id, host)
     );
+    """,
+    # 2: what started a run (a person or a schedule entry) and what it was asked (options, artifact, commit).
+    """
+    ALTER TABLE runs ADD COLUMN trigger TEXT NOT NULL DEFAULT 'manual';
+    ALTER TABLE runs ADD COLUMN schedule TEXT;
+    ALTER TABLE runs ADD COLUMN inputs TEXT NOT NULL DEFAULT '{}';
     """,
 )
 
@@ -151,6 +157,9 @@ class RunRecord:
     controller: str
     pid: int
     hosts: dict[str, HostRecord] = field(default_factory=dict)
+    trigger: str = "manual"  # manual, or scheduled (started by `fleetctl schedule run`)
+    schedule: str | None = None  # the schedule entry's name
+    inputs: dict[str, Any] = field(default_factory=dict)  # options, artifact sha256, commit (redacted)
 
     @property
     def host_names(self) -> list[str]:
@@ -181,6 +190,7 @@ class RunRecord:
             "canary": self.canary, "started_at": _iso(self.started_at), "finished_at": _iso(self.finished_at),
             "status": self.status, "exit_code": self.exit_code, "message": self.message,
             "controller": self.controller, "pid": self.pid, "outcomes": self.outcome_counts(),
+            "trigger": self.trigger, "schedule": self.schedule, "inputs": self.inputs,
         }
         if with_hosts:
             doc["hosts"] = {}
@@ -291,13 +301,14 @@ class Journal:
         self._run_id = e.run_id
         db.execute(
             "INSERT OR REPLACE INTO runs (id, kind, playbook, playbook_key, service, version, release, strategy,"
-            " user, canary, batches, started_at, status, controller, pid, pid_started)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)",
+            " user, canary, batches, started_at, status, controller, pid, pid_started, trigger, schedule, inputs)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
             (
                 redact(e.run_id), e.kind, redact(e.playbook), playbook_key(e.playbook), redact(e.service),
                 _r(e.version), _r(e.release), redact(e.strategy), redact(e.user), int(e.canary),
                 json.dumps(redact_value([list(b) for b in e.batches])), time.time(), socket.gethostname(),
-                os.getpid(), process_start_marker(os.getpid()),
+                os.getpid(), process_start_marker(os.getpid()), e.trigger, _r(e.schedule),
+                json.dumps(redact_value(e.inputs), default=str),
             ),
         )
 
@@ -413,7 +424,7 @@ class Journal:
             canary=bool(row["canary"]), batches=tuple(tuple(b) for b in json.loads(row["batches"])),
             started_at=row["started_at"], finished_at=row["finished_at"], status=status,
             exit_code=row["exit_code"], message=row["message"], controller=row["controller"], pid=row["pid"],
-            hosts=hosts,
+            hosts=hosts, trigger=row["trigger"], schedule=row["schedule"], inputs=json.loads(row["inputs"] or "{}"),
         )
 
 

@@ -1,0 +1,167 @@
+"""A real cron daemon fires `fleetctl schedule install`'s entry, which runs an unattended deploy against the lab.
+
+Debian's cron has no option for another crontab directory, so the test gives it private ones: cron runs in its own
+mount namespace (`unshare --mount`) where a temp dir is bind-mounted over /var/spool/cron/crontabs, an empty file
+over /etc/crontab, an empty dir over /etc/cron.d and a tmpfs over /run (its pid file). Every `crontab` call of the
+test enters that namespace with `nsenter`, so the machine's own crontabs are never read or written. Needs root
+(mount namespaces), `cron`, `unshare` and `nsenter`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from .conftest import FLEETCTL, Lab, _env, _start_lab, wait_for
+
+pytestmark = [pytest.mark.lab, pytest.mark.cron]
+
+SPOOL = "/var/spool/cron/crontabs"
+
+
+@dataclass
+class PrivateCron:
+    pid: int
+    spool: Path
+
+    def enter(self, *argv: str, cwd: Path, env: dict[str, str] | None = None,
+              check: bool = True) -> subprocess.CompletedProcess[str]:
+        # --wd: entering a mount namespace resets the working directory to its root.
+        proc = subprocess.run(["nsenter", "--target", str(self.pid), "--mount", f"--wd={cwd}", "--", *argv], cwd=cwd,
+                              capture_output=True, text=True, timeout=120, env=env or _env(), check=False)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{argv} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def crontab_text(self, cwd: Path) -> str:
+        proc = self.enter("crontab", "-l", cwd=cwd, check=False)
+        return proc.stdout if proc.returncode == 0 else ""
+
+
+@pytest.fixture
+def private_cron(tmp_path: Path) -> Iterator[PrivateCron]:
+    if os.geteuid() != 0 or not all(shutil.which(t) for t in ("cron", "unshare", "nsenter", "crontab")):
+        pytest.skip("needs root, cron, unshare and nsenter (scripts/bootstrap installs cron)")
+    spool = tmp_path / "crontabs"
+    spool.mkdir()
+    os.chmod(spool, 0o1730)
+    etc_crontab = tmp_path / "etc-crontab"
+    etc_crontab.write_text("")
+    crond = tmp_path / "cron.d"
+    crond.mkdir()
+    script = (f"mount --bind {spool} {SPOOL} && mount --bind {etc_crontab} /etc/crontab && "
+              f"mount --bind {crond} /etc/cron.d && mount -t tmpfs tmpfs /run && exec cron -f -L 15")
+    proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        # Ready when cron's own mount namespace shows the private spool (and cron is still running).
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"cron exited {proc.returncode}: {proc.stdout.read() if proc.stdout else ''}")
+            try:
+                return os.readlink(f"/proc/{proc.pid}/exe").endswith("/cron")
+            except OSError:
+                return False
+        wait_for(ready, 10, "cron to start in its mount namespace")
+        yield PrivateCron(proc.pid, spool)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def cron_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    base = os.environ.get("FLEETCTL_TEST_ROLLOUT_CRON_BASE", "127.0.55.1")
+    yield from _start_lab(tmp_path_factory.mktemp("rollout-cron"), 2, base, "linux")
+
+
+def _next_minute() -> tuple[str, float]:
+    """A time of day cron will fire at soon, and when (epoch seconds). Cron reads a changed crontab at the next
+    minute boundary, so an entry for the very next minute needs a few seconds' margin."""
+    now = time.time()
+    fire = (int(now // 60) + 1) * 60
+    if fire - now < 8:
+        fire += 60
+    return time.strftime("%H:%M", time.localtime(fire)), fire
+
+
+def test_cron_fires_an_unattended_deploy_and_remove_restores_the_crontab(private_cron: PrivateCron,
+                                                                         cron_lab: Lab) -> None:
+    lab = cron_lab
+    project = lab.directory
+    # The user's own crontab, which fleetctl must leave alone.
+    own = "# my own jobs\nMAILTO=\"\"\n17 3 * * * /bin/true nightly-backup\n"
+    real = Path(SPOOL, "root")
+    real_before = real.read_bytes() if real.exists() else None
+    subprocess.run(["nsenter", "--target", str(private_cron.pid), "--mount", "--", "crontab", "-"], input=own,
+                   text=True, check=True, timeout=30)
+    before = private_cron.crontab_text(project)
+    assert before == own
+    assert (private_cron.spool / "root").is_file()  # written to the private spool
+
+    at, fire = _next_minute()
+    private_cron.enter(*FLEETCTL, "schedule", "install", str(lab.playbook), "--at", at, "--name", "hello-nightly",
+                       "--scheduler", "cron", "-i", str(lab.inventory), "--version", "2.0.0", "--batch", "1",
+                       cwd=project)
+    table = private_cron.crontab_text(project)
+    assert table.startswith(own) and "schedule run hello-nightly" in table
+    listed = json.loads(private_cron.enter(*FLEETCTL, "schedule", "list", "--scheduler", "cron", "--json",
+                                           cwd=project).stdout)
+    assert [e["name"] for e in listed["entries"]] == ["hello-nightly"]  # the user's own job is not fleetctl's
+    assert listed["entries"][0]["at"] == at and listed["entries"][0]["last_run"] is None
+
+    logs = project / ".fleetctl" / "logs"
+
+    def finished_log() -> Path | None:
+        for log in sorted(logs.glob("*.log")) if logs.is_dir() else []:
+            if "exit code " in log.read_text():
+                return log
+        return None
+
+    try:
+        wait_for(lambda: finished_log() is not None, max(0.0, fire - time.time()) + 150,
+                 "cron to fire the entry and the unattended deploy to finish")
+    except AssertionError:
+        # What cron would have run, run by hand the way cron does (its output would have gone to mail).
+        job = table.splitlines()[-1].split(" ", 5)[5]
+        by_hand = private_cron.enter("env", "-i", "HOME=/root", "PATH=/usr/bin:/bin", "/bin/sh", "-c", job,
+                                     cwd=project, check=False)
+        logs_now = {p.name: p.read_text()[-2000:] for p in logs.glob("*")} if logs.is_dir() else {}
+        raise AssertionError(f"cron did not run the entry:\n{table}\nby hand: {by_hand.returncode}\n"
+                             f"{by_hand.stdout}\n{by_hand.stderr}\nlogs: {logs_now}") from None
+    log = finished_log()
+    assert log is not None
+    text = log.read_text()
+    assert "exit code 0" in text, text
+    assert time.time() >= fire - 1  # fired by cron at its minute, not by anything else
+    run_id = log.stem
+
+    history = json.loads(subprocess.run([*FLEETCTL, "history", "show", run_id, "--json"], cwd=project,
+                                        capture_output=True, text=True, check=True, env=_env()).stdout)
+    assert history["id"] == run_id and history["status"] == "succeeded"
+    assert history["trigger"] == "scheduled" and history["schedule"] == "hello-nightly"
+    assert history["version"] == "2.0.0" and history["inputs"]["unattended"] is True
+    assert history["inputs"]["artifact_sha256"]
+    assert set(history["hosts"]) == set(lab.nodes)
+    for node in lab.nodes:
+        assert (lab.health(node) or {}).get("version") == "2.0.0"
+    listed = json.loads(private_cron.enter(*FLEETCTL, "schedule", "list", "--scheduler", "cron", "--json",
+                                           cwd=project).stdout)
+    assert listed["entries"][0]["last_run"]["id"] == run_id
+
+    private_cron.enter(*FLEETCTL, "schedule", "remove", "hello-nightly", "--scheduler", "cron", cwd=project)
+    assert private_cron.crontab_text(project) == before
+    assert (real.read_bytes() if real.exists() else None) == real_before  # the machine's crontab: untouched
+    assert not (project / ".fleetctl" / "schedules" / "hello-nightly.json").exists()
