@@ -165,3 +165,56 @@ def test_cron_fires_an_unattended_deploy_and_remove_restores_the_crontab(private
     assert private_cron.crontab_text(project) == before
     assert (real.read_bytes() if real.exists() else None) == real_before  # the machine's crontab: untouched
     assert not (project / ".fleetctl" / "schedules" / "hello-nightly.json").exists()
+
+
+def _save_entry(lab: Lab, name: str, *deploy_args: str) -> None:
+    from fleetctl.schedule.entry import ScheduleEntry, parse_at, parse_days, save_definition
+
+    save_definition(ScheduleEntry(name=name, project=lab.directory, playbook=str(lab.playbook), at=parse_at("02:00"),
+                                  days=parse_days(None), deploy_args=("-i", str(lab.inventory), *deploy_args),
+                                  python=FLEETCTL[0], path=os.environ.get("PATH")))
+
+
+def test_a_scheduled_run_never_takes_over_a_node_lock(cron_lab: Lab) -> None:
+    from fleetctl.rollout.runner import DeployOptions, load_fleet
+
+    lab = cron_lab
+    _save_entry(lab, "locked-night", "--version", "2.1.0")
+    fleet = load_fleet(DeployOptions(playbook=lab.playbook, inventories=[lab.inventory], limit="lab-node02"),
+                       {"version": "0"})
+    client = fleet.client_factory()("lab-node02")
+    try:
+        client.lock_fleet_app(app="hello", owner="alice@laptop", deploy_id="manual-run", ttl_seconds=600)
+        proc = lab.fleetctl("schedule", "run", "locked-night")
+        assert proc.returncode == 4, proc.stdout + proc.stderr
+        run_id = proc.stderr.split("scheduled run ")[1].split(" ")[0]
+        log = (lab.directory / ".fleetctl" / "logs" / f"{run_id}.log").read_text()
+        assert "lab-node02 is locked by alice@laptop (deploy manual-run" in log
+        assert "never takes over a lock" in log and "--force" not in log.split("$ fleetctl", 1)[1]
+        shown = json.loads(lab.fleetctl("history", "show", run_id, "--json", check=True).stdout)
+        assert (shown["status"], shown["trigger"], shown["schedule"]) == ("locked", "scheduled", "locked-night")
+        assert all(h["outcome"] == "not_started" for h in shown["hosts"].values())
+        for node in lab.nodes:
+            assert (lab.health(node) or {}).get("version") != "2.1.0"  # nothing changed anywhere
+    finally:
+        client.unlock_fleet_app(app="hello", deploy_id="manual-run", force=True)
+        client.close()
+
+
+def test_a_run_that_finds_its_entry_still_running_is_skipped(cron_lab: Lab) -> None:
+    import fcntl
+
+    lab = cron_lab
+    _save_entry(lab, "busy-night", "--version", "2.2.0")
+    lock = lab.directory / ".fleetctl" / "schedules" / "busy-night.lock"
+    with open(lock, "a+") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a run still going holds it
+        held.write("run 20260101T020000Z-abcdef, pid 1, since 02:00")
+        held.flush()
+        proc = lab.fleetctl("schedule", "run", "busy-night")
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    run_id = proc.stderr.split("scheduled run ")[1].split(" ")[0]
+    log = (lab.directory / ".fleetctl" / "logs" / f"{run_id}.log").read_text()
+    assert "still going (run 20260101T020000Z-abcdef" in log
+    history = json.loads(lab.fleetctl("history", "--json", check=True).stdout)
+    assert run_id not in {r["id"] for r in history["runs"]}  # no deploy was started
