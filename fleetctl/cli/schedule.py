@@ -32,7 +32,7 @@ from fleetctl.schedule.entry import (
 )
 from fleetctl.schedule.run import ScheduledRun, read_env_file, run_entry
 from fleetctl.schedule.schedulers import scheduler_for
-from fleetctl.ui.console import print_json, safe, stdout
+from fleetctl.ui.console import print_json, safe, stdout, warn
 
 SchedulerOpt = typer.Option("auto", "--scheduler", help="auto (Task Scheduler on Windows, a systemd timer where "
                             "systemd runs, else the user's crontab), cron, systemd or task-scheduler.")
@@ -108,10 +108,13 @@ def install(
             save_definition(previous)
         raise
     verb = "updated" if previous is not None else "installed"
+    notes = backend.warnings()
     if json_out:
         print_json({"scheduler": backend.kind, "installed": entry.name, "updated": previous is not None,
-                    "location": location, "entry": entry.to_json()})
+                    "location": location, "entry": entry.to_json(), "warnings": notes})
         return
+    for note in notes:
+        warn(note)
     stdout().print(Text(safe(f"{verb} schedule {entry.name}: fleetctl deploy {playbook} --unattended, "
                              f"{days_text(weekdays)} at {when} ({backend.kind}: {location}); logs in "
                              f".fleetctl/logs/, try it now with `fleetctl schedule run {entry.name}`")))

@@ -45,6 +45,9 @@ class Scheduler(Protocol):
     def installed(self) -> list[InstalledEntry]:
         """fleetctl's entries, and nothing else the scheduler holds."""
 
+    def warnings(self) -> list[str]:
+        """Why an installed entry might not fire on this controller (the daemon is not running, ...)."""
+
 
 def run_argv(entry: ScheduleEntry) -> list[str]:
     """What the scheduler starts, in `entry.project`."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import re
 import shlex
 import shutil
@@ -176,3 +177,19 @@ class CronScheduler:
 
     def installed(self) -> list[InstalledEntry]:
         return parse_entries(self.read(), self.location)
+
+    def warnings(self) -> list[str]:
+        if cron_daemon_running():
+            return []
+        return [("no cron daemon is running on this controller (no live pid in /run/crond.pid): the entry fires only "
+                "once cron runs (Debian: service cron start, or systemctl enable --now cron)")]
+
+
+def cron_daemon_running(pidfile: Path = Path("/run/crond.pid")) -> bool:
+    """Debian's cron keeps its pid in /run/crond.pid while it runs."""
+    try:
+        pid = int(pidfile.read_text().split()[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return False
+    return True

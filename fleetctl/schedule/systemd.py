@@ -9,6 +9,7 @@ back and locks are released.
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import subprocess
@@ -146,6 +147,15 @@ class SystemdScheduler:
             path.unlink()
         self._systemctl("daemon-reload")
         return True
+
+    def warnings(self) -> list[str]:
+        if not self.user:
+            return []
+        user = getpass.getuser()
+        if Path("/var/lib/systemd/linger", user).exists():
+            return []
+        return [(f"user timers run only while {user}'s systemd manager runs (while logged in): for a nightly run, "
+                f"loginctl enable-linger {user}")]
 
     def installed(self) -> list[InstalledEntry]:
         if not self.unit_dir.is_dir():

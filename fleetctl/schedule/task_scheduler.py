@@ -160,6 +160,9 @@ class TaskScheduler:
         self._schtasks("/Delete", "/TN", task_path(name), "/F")
         return True
 
+    def warnings(self) -> list[str]:
+        return []
+
     def installed(self) -> list[InstalledEntry]:
         done = self._schtasks("/Query", "/FO", "CSV", "/NH", check=False)
         found = []

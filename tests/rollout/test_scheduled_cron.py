@@ -112,9 +112,11 @@ def test_cron_fires_an_unattended_deploy_and_remove_restores_the_crontab(private
     assert (private_cron.spool / "root").is_file()  # written to the private spool
 
     at, fire = _next_minute()
-    private_cron.enter(*FLEETCTL, "schedule", "install", str(lab.playbook), "--at", at, "--name", "hello-nightly",
-                       "--scheduler", "cron", "-i", str(lab.inventory), "--version", "2.0.0", "--batch", "1",
-                       cwd=project)
+    installed = private_cron.enter(*FLEETCTL, "schedule", "install", str(lab.playbook), "--at", at, "--name",
+                                   "hello-nightly", "--scheduler", "cron", "-i", str(lab.inventory), "--version",
+                                   "2.0.0", "--batch", "1", cwd=project)
+    assert "installed schedule hello-nightly" in installed.stdout
+    assert "no cron daemon" not in installed.stderr  # it sees the test's cron (its pid file)
     table = private_cron.crontab_text(project)
     assert table.startswith(own) and "schedule run hello-nightly" in table
     listed = json.loads(private_cron.enter(*FLEETCTL, "schedule", "list", "--scheduler", "cron", "--json",

@@ -3,6 +3,7 @@ updated in place, and remove gives back exactly what was there. The job line sur
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -122,3 +123,14 @@ def test_the_job_line_runs_schedule_run_in_the_project(tmp_path: Path) -> None:
                       "print(os.getcwd(), sys.argv[1:])'")
     done = subprocess.run(["/bin/sh", "-c", as_cron_runs(job)], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == f"{project} ['schedule', 'run', 'hello']"
+
+
+def test_install_warns_when_no_cron_daemon_runs(tmp_path: Path) -> None:
+    from fleetctl.schedule.cron import cron_daemon_running
+
+    pidfile = tmp_path / "crond.pid"
+    assert not cron_daemon_running(pidfile)
+    pidfile.write_text("999999999\n")
+    assert not cron_daemon_running(pidfile)  # a stale pid file
+    pidfile.write_text(f"{os.getpid()}\n")
+    assert cron_daemon_running(pidfile)
