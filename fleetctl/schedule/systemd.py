@@ -13,6 +13,7 @@ import getpass
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from fleetctl.errors import ConfigError
@@ -92,6 +93,12 @@ def render_units(entry: ScheduleEntry) -> dict[str, str]:
     return {f"{UNIT_PREFIX}{name}.service": service, f"{UNIT_PREFIX}{name}.timer": timer}
 
 
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
 def _marks(text: str) -> dict[str, str]:
     found = {}
     for line in text.splitlines():
@@ -104,10 +111,12 @@ def _marks(text: str) -> dict[str, str]:
 class SystemdScheduler:
     kind: SchedulerKind = "systemd"
 
-    def __init__(self, unit_dir: Path | None = None, *, user: bool | None = None) -> None:
+    def __init__(self, unit_dir: Path | None = None, *, user: bool | None = None,
+                 check_running: Callable[[], bool] = lambda: Path("/run/systemd/system").is_dir()) -> None:
         self.user = (os.geteuid() != 0) if user is None else user
         default = (Path.home() / ".config/systemd/user") if self.user else Path("/etc/systemd/system")
         self.unit_dir = unit_dir or default
+        self.check_running = check_running
 
     def _systemctl(self, *args: str) -> None:
         systemctl = shutil.which("systemctl")
@@ -124,14 +133,25 @@ class SystemdScheduler:
         return {str(self.unit_dir / name): text for name, text in render_units(entry).items()}
 
     def install(self, entry: ScheduleEntry) -> str:
+        if not self.check_running():
+            raise ConfigError("systemd is not running on this controller (no /run/systemd/system): use --scheduler "
+                              "cron, or --dry-run to see the units", key="--scheduler")
         self.unit_dir.mkdir(parents=True, exist_ok=True)
-        for name, text in render_units(entry).items():
-            path = self.unit_dir / name
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(text, encoding="utf-8")
-            tmp.replace(path)
-        self._systemctl("daemon-reload")
-        self._systemctl("enable", "--now", f"{UNIT_PREFIX}{entry.name}.timer")
+        units = render_units(entry)
+        before = {name: (self.unit_dir / name).read_text(encoding="utf-8") if (self.unit_dir / name).is_file()
+                  else None for name in units}
+        try:
+            for name, text in units.items():
+                _write(self.unit_dir / name, text)
+            self._systemctl("daemon-reload")
+            self._systemctl("enable", "--now", f"{UNIT_PREFIX}{entry.name}.timer")
+        except BaseException:
+            for name, old in before.items():  # leave the unit directory as it was
+                if old is None:
+                    (self.unit_dir / name).unlink(missing_ok=True)
+                else:
+                    _write(self.unit_dir / name, old)
+            raise
         return str(self.unit_dir / f"{UNIT_PREFIX}{entry.name}.timer")
 
     def remove(self, name: str) -> bool:

@@ -64,7 +64,7 @@ def test_exec_quote_keeps_specifiers_and_variables_literal() -> None:
 
 def test_install_list_remove_touch_only_fleetctls_units(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[str, ...]] = []
-    scheduler = SystemdScheduler(tmp_path, user=True)
+    scheduler = SystemdScheduler(tmp_path, user=True, check_running=lambda: True)
     monkeypatch.setattr(scheduler, "_systemctl", lambda *args: calls.append(args))
     (tmp_path / "fleetctl-foreign.timer").write_text("[Timer]\nOnCalendar=daily\n")  # not marked: not ours
     where = scheduler.install(entry(tmp_path / "proj"))
@@ -75,3 +75,30 @@ def test_install_list_remove_touch_only_fleetctls_units(tmp_path: Path, monkeypa
     assert not scheduler.remove("foreign") and (tmp_path / "fleetctl-foreign.timer").exists()
     assert scheduler.remove("hello")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fleetctl-foreign.timer"]
+
+
+def test_install_without_systemd_running_writes_nothing(tmp_path: Path) -> None:
+    from fleetctl.errors import ConfigError
+
+    scheduler = SystemdScheduler(tmp_path / "units", user=False, check_running=lambda: False)
+    with pytest.raises(ConfigError, match="systemd is not running"):
+        scheduler.install(entry(tmp_path))
+    assert not (tmp_path / "units").exists()
+
+
+def test_a_failed_enable_leaves_the_unit_directory_as_it_was(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from fleetctl.errors import ConfigError
+
+    scheduler = SystemdScheduler(tmp_path, user=True, check_running=lambda: True)
+    (tmp_path / "fleetctl-hello.service").write_text("[Unit]\nX-FleetctlSchedule=hello\nX-FleetctlProject=/old\n")
+
+    def fail(*args: str) -> None:
+        if args[0] == "enable":
+            raise ConfigError("enable failed", key="--scheduler")
+
+    monkeypatch.setattr(scheduler, "_systemctl", fail)
+    with pytest.raises(ConfigError):
+        scheduler.install(entry(tmp_path / "proj"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fleetctl-hello.service"]
+    assert "X-FleetctlProject=/old" in (tmp_path / "fleetctl-hello.service").read_text()
