@@ -111,14 +111,18 @@ def test_cron_fires_an_unattended_deploy_and_remove_restores_the_crontab(private
     assert before == own
     assert (private_cron.spool / "root").is_file()  # written to the private spool
 
+    first = private_cron.enter(*FLEETCTL, "schedule", "install", str(lab.playbook), "--at", "03:33", "--days", "sat",
+                               "--name", "hello-nightly", "--scheduler", "cron", "-i", str(lab.inventory), "--version",
+                               "1.9.0", cwd=project)
+    assert "installed schedule hello-nightly" in first.stdout and "33 3 * * 6" in private_cron.crontab_text(project)
     at, fire = _next_minute()
     installed = private_cron.enter(*FLEETCTL, "schedule", "install", str(lab.playbook), "--at", at, "--name",
                                    "hello-nightly", "--scheduler", "cron", "-i", str(lab.inventory), "--version",
                                    "2.0.0", "--batch", "1", cwd=project)
-    assert "installed schedule hello-nightly" in installed.stdout
+    assert "updated schedule hello-nightly" in installed.stdout  # the same name: updated in place
     assert "no cron daemon" not in installed.stderr  # it sees the test's cron (its pid file)
     table = private_cron.crontab_text(project)
-    assert table.startswith(own) and "schedule run hello-nightly" in table
+    assert table.startswith(own) and table.count("schedule run hello-nightly") == 1 and "33 3" not in table
     listed = json.loads(private_cron.enter(*FLEETCTL, "schedule", "list", "--scheduler", "cron", "--json",
                                            cwd=project).stdout)
     assert [e["name"] for e in listed["entries"]] == ["hello-nightly"]  # the user's own job is not fleetctl's
