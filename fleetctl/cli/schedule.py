@@ -161,15 +161,20 @@ def list_entries(
     if not rows:
         stdout().print(Text(f"no fleetctl schedules in {backend.kind}"))
         return
-    table = Table(title=f"fleetctl schedules ({backend.kind})", title_justify="left")
-    for column in ("name", "when", "playbook", "options", "project", "last run"):
+    here = str(Path.cwd().resolve())
+    # Entries of this directory only: the project column would repeat it on every line.
+    elsewhere = any(row["project"] != here for row in rows)
+    title = f"fleetctl schedules ({backend.kind})" + ("" if elsewhere else f", project {here}")
+    table = Table(title=safe(title), title_justify="left")
+    columns = ["name", "when", "playbook", "options", *(["project"] if elsewhere else []), "last run"]
+    for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
         last = row["last_run"]
         last_text = f"{last['id']} {last['status']}" if last else "-"
-        table.add_row(*(Text(safe(v)) for v in (
-            row["name"], f"{row['days']} at {row['at']}" if row["at"] else row["when"], row["playbook"] or "?",
-            " ".join(row["deploy_args"]), row["project"], last_text)))
+        cells = [row["name"], f"{row['days']} at {row['at']}" if row["at"] else row["when"], row["playbook"] or "?",
+                 " ".join(row["deploy_args"]), *([row["project"]] if elsewhere else []), last_text]
+        table.add_row(*(Text(safe(v)) for v in cells))
     stdout().print(table)
 
 
