@@ -266,6 +266,7 @@ def _is_name(text: str) -> bool:
 def run(
     name: str = typer.Argument(..., help="Entry name."),
     scheduler: str = SchedulerOpt,
+    json_out: bool = JsonOpt,
 ) -> None:
     """Run entry NAME now, exactly as the scheduler does: unattended, under the entry's lock, logged."""
     check_name(name, key="NAME")
@@ -278,12 +279,16 @@ def run(
         raise ConfigError(f"no fleetctl schedule named {name!r} here or in the scheduler (see `fleetctl schedule "
                           "list`)", key="NAME")
     os.chdir(entry.project)
-    echo = (lambda line: stdout().print(Text(line))) if sys.stdout.isatty() else None
+    echo = (lambda line: stdout().print(Text(line))) if sys.stdout.isatty() and not json_out else None
     result = run_entry(entry, echo=echo, after_run=after_scheduled_run)
     summary = f"scheduled run {result.run_id} of {name}: exit code {result.exit_code}; log: {result.log}"
+    if json_out:
+        print_json({"run_id": result.run_id, "schedule": name, "exit_code": result.exit_code,
+                    "log": str(result.log), "skipped": result.skipped})
     if result.exit_code != 0:
         raise ScheduledRunFailed(summary, result.exit_code)
-    stdout().print(Text(safe(summary)))
+    if not json_out:
+        stdout().print(Text(safe(summary)))
 
 
 class ScheduledRunFailed(FleetError):

@@ -187,7 +187,8 @@ def _deploy(argv: list[str], cwd: Path, env: dict[str, str], say: Callable[[str]
         if child.poll() is None:
             child.send_signal(signal.SIGINT)
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    # On Windows the child shares the console and gets a Ctrl-C itself; Task Scheduler ends a task by terminating it.
+    for signum in (signal.SIGINT, signal.SIGTERM) if os.name != "nt" else ():
         try:
             forwarded[signum] = signal.signal(signum, forward)
         except ValueError:  # not the main thread (tests)

@@ -217,9 +217,11 @@ def test_a_run_that_finds_its_entry_still_running_is_skipped(cron_lab: Lab) -> N
         fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a run still going holds it
         held.write("run 20260101T020000Z-abcdef, pid 1, since 02:00")
         held.flush()
-        proc = lab.fleetctl("schedule", "run", "busy-night")
+        proc = lab.fleetctl("schedule", "run", "busy-night", "--json")
     assert proc.returncode == 4, proc.stdout + proc.stderr
-    run_id = proc.stderr.split("scheduled run ")[1].split(" ")[0]
+    doc = json.loads(proc.stdout)
+    assert doc["skipped"] is True and doc["exit_code"] == 4 and doc["schedule"] == "busy-night"
+    run_id = doc["run_id"]
     log = (lab.directory / ".fleetctl" / "logs" / f"{run_id}.log").read_text()
     assert "still going (run 20260101T020000Z-abcdef" in log
     history = json.loads(lab.fleetctl("history", "--json", check=True).stdout)
