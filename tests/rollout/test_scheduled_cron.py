@@ -226,3 +226,37 @@ def test_a_run_that_finds_its_entry_still_running_is_skipped(cron_lab: Lab) -> N
     assert "still going (run 20260101T020000Z-abcdef" in log
     history = json.loads(lab.fleetctl("history", "--json", check=True).stdout)
     assert run_id not in {r["id"] for r in history["runs"]}  # no deploy was started
+
+
+def test_stopping_a_scheduled_run_interrupts_the_deploy_cleanly(cron_lab: Lab) -> None:
+    """systemd stops the service with SIGINT, a plain `kill` sends SIGTERM: either reaches the deploy as Ctrl-C, so
+    in-flight hosts finish or roll back and the locks are released."""
+    import signal
+
+    lab = cron_lab
+    code, _, err = lab.deploy("--version", "2.2.5", "--var", "window=1s")  # every node runs a release
+    assert code == 0, err
+    _save_entry(lab, "stopped-night", "--version", "2.3.0", "--batch", "1", "--var", "window=4s")
+    logs = lab.directory / ".fleetctl" / "logs"
+    before = set(logs.glob("*.log")) if logs.is_dir() else set()
+    proc = subprocess.Popen([*FLEETCTL, "schedule", "run", "stopped-night"], cwd=lab.directory, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def in_health_gate() -> bool:
+            new = set(logs.glob("*.log")) - before if logs.is_dir() else set()
+            return any(": health" in p.read_text() for p in new)
+        wait_for(in_health_gate, 120, "the scheduled deploy to reach a health gate")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out + err
+    [log] = set(logs.glob("*.log")) - before
+    assert log.read_text().rstrip().endswith("exit code 130: interrupted")
+    shown = json.loads(lab.fleetctl("history", "show", log.stem, "--json", check=True).stdout)
+    assert shown["status"] == "interrupted" and shown["trigger"] == "scheduled"
+    for node in lab.nodes:
+        assert lab.health(node) is not None, node  # no host left without a running release
+    code, _, err = lab.deploy("--version", "2.3.0", "--var", "window=1s")
+    assert code == 0, err  # the interrupted run released its locks
