@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from fleetctl.artifacts.manifest import check_version
 from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, inventory_paths
 from fleetctl.errors import ConfigError, FleetError
 from fleetctl.schedule.backend import InstalledEntry, Scheduler
@@ -74,6 +75,10 @@ def install(
         raise ConfigError(f"no such file in {project}", file=env_file, key="--env-file")
     if forks is not None and forks < 1:
         raise ConfigError(f"expected at least 1, got {forks}", key="--forks")
+    if version is not None:
+        check_version(version, key="--version")
+    if artifact is not None and not (project / artifact).is_file():
+        raise ConfigError(f"no such file in {project}", file=artifact, key="--artifact")
     args: list[str] = []
     for path in inventories:
         args += ["-i", path]
@@ -97,6 +102,10 @@ def install(
         for where, text in rendered.items():  # verbatim: a file's lines must not be wrapped to the terminal
             sys.stdout.write(safe(f"# {backend.kind}: {where}\n{text}"))
         return
+    taken = [e for e in backend.installed() if e.name == entry.name and e.project != project]
+    if taken:
+        raise ConfigError(f"schedule {entry.name!r} is already installed for the project {taken[0].project}: "
+                          "give another --name, or remove that entry from its project first", key="--name")
     previous = load_definition(project, entry.name)
     save_definition(entry)
     try:

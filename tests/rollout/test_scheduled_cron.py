@@ -123,6 +123,13 @@ def test_cron_fires_an_unattended_deploy_and_remove_restores_the_crontab(private
     assert "no cron daemon" not in installed.stderr  # it sees the test's cron (its pid file)
     table = private_cron.crontab_text(project)
     assert table.startswith(own) and table.count("schedule run hello-nightly") == 1 and "33 3" not in table
+    other = project / "another-project"
+    other.mkdir()
+    clash = private_cron.enter(*FLEETCTL, "schedule", "install", str(lab.playbook), "--at", "04:00", "--name",
+                               "hello-nightly", "--scheduler", "cron", "-i", str(lab.inventory), "--version", "9.9.9",
+                               cwd=other, check=False)
+    assert clash.returncode == 2 and "already installed for the project" in clash.stderr, clash.stderr
+    assert private_cron.crontab_text(project) == table  # nothing changed
     listed = json.loads(private_cron.enter(*FLEETCTL, "schedule", "list", "--scheduler", "cron", "--json",
                                            cwd=project).stdout)
     assert [e["name"] for e in listed["entries"]] == ["hello-nightly"]  # the user's own job is not fleetctl's
