@@ -83,7 +83,10 @@ def load_targets(
     settings = source.render_global(merge_variables(source, {}, extra, builtins))
     inventory = load_inventory(list(inventories))
     selected = inventory.select(settings.hosts or "all")
-    if limit:
+    if limit is not None:
+        if not limit.strip():
+            raise ConfigError("expected a host pattern, got an empty one (omit --limit to target the playbook's "
+                              "hosts)", key="--limit")
         limited = {h.name for h in inventory.select(limit)}
         selected = [h for h in selected if h.name in limited]
         if not selected:

@@ -23,6 +23,7 @@ from fleetctl.artifacts.manifest import (
     utc_now,
 )
 from fleetctl.artifacts.pe import inspect_executable
+from fleetctl.config.project import Project
 from fleetctl.config.redaction import redact
 from fleetctl.transport import ssh
 
@@ -31,11 +32,15 @@ _URL_TIMEOUT = 60.0
 _CHUNK = 1 << 20
 
 
-def find_single(pattern: str, base_dir: Path, *, key: str = "artifact.collect.path") -> Path:
+def find_single(pattern: str, base_dir: Path, *, key: str = "artifact.collect.path",
+                project: Project | None = None, file: Path | None = None) -> Path:
     """The one file `pattern` (a path or glob, relative to `base_dir`) names; none or several is an error
-    that lists what matched."""
+    that lists what matched. With `project`, a match outside the project directory is an error too."""
     full = pattern if Path(pattern).is_absolute() else str(base_dir / pattern)
     matches = sorted(Path(p).resolve() for p in glob.glob(full, recursive=True) if Path(p).is_file())
+    if project is not None:
+        for match in matches:
+            project.readable(match, base=base_dir, what="artifact", file=file, key=key)
     if not matches:
         raise ArtifactError(f"no file matches {pattern!r} (looked in {base_dir})", key=key)
     if len(matches) > 1:
@@ -46,8 +51,11 @@ def find_single(pattern: str, base_dir: Path, *, key: str = "artifact.collect.pa
 
 def collect_path(pattern: str, *, name: str, version: str, base_dir: Path, dist_dir: Path,
                  sha256: str | None = None, source: str = "collect:path",
-                 key: str = "artifact.collect.path", on_output: OutputCallback | None = None) -> Manifest:
-    found = find_single(pattern, base_dir, key=key)
+                 key: str = "artifact.collect.path", on_output: OutputCallback | None = None,
+                 project: Project | None = None, file: Path | None = None) -> Manifest:
+    """Adopt the one file `pattern` names; `project` confines it to the project directory (a playbook's
+    `collect.path`; deploy's `--artifact`, typed by the operator, is not confined)."""
+    found = find_single(pattern, base_dir, key=key, project=project, file=file)
     if sha256 is not None:
         _check_sha256(sha256_file(found), sha256, str(found))
     if on_output:

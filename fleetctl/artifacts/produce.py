@@ -15,6 +15,7 @@ from fleetctl.artifacts.remote_build import build_go_remote
 from fleetctl.artifacts.version import resolve_version
 from fleetctl.config.inventory import Inventory
 from fleetctl.config.playbook import Playbook
+from fleetctl.config.project import find_project
 from fleetctl.config.templating import render_vars
 from fleetctl.errors import ConfigError
 
@@ -64,7 +65,8 @@ def produce_artifact(
         raise ConfigError("give artifact.build or artifact.collect", file=playbook.path, key="artifact")
     if collect.path:
         return collect_path(collect.path, name=name, version=ver, base_dir=base, dist_dir=dist,
-                            sha256=collect.sha256, on_output=on_output)
+                            sha256=collect.sha256, on_output=on_output, project=find_project(base),
+                            file=playbook.path)
     if collect.url:
         if not collect.sha256:
             raise ConfigError("'sha256' is required with 'url'", file=playbook.path, key="artifact.collect.sha256")

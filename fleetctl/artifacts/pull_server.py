@@ -5,17 +5,26 @@ TLS by default: unless given a certificate, each server makes its own throwaway 
 addresses it binds and advertises; nodes pin that CA (`ca_pem`, sent as CaCertificate), so the token never crosses
 the network in clear and no other certificate is trusted. The CA's key lives only in memory during construction,
 so nothing can issue another certificate the nodes would accept. Plain HTTP only when asked for (`plain_http`).
+
+Bounded: one thread waits on every accepted connection until it sends its first bytes (closing those that stay
+silent for `idle_timeout`), and only then hands it to a pool of at most `workers` threads; at most
+`max_connections` are open at once (more are closed at accept). Each connection serves one request. So idle or
+hostile clients cost sockets, never threads, and cannot keep the nodes' downloads waiting.
 """
 
 from __future__ import annotations
 
 import hmac
+import os
 import secrets
+import selectors
 import shutil
 import socket
 import ssl
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -24,8 +33,12 @@ from fleetctl import pki
 from fleetctl.config.redaction import register_secret
 
 _COPY_BUFFER = 1024 * 1024
-_HANDSHAKE_TIMEOUT = 30.0  # seconds a connection may take to complete its TLS handshake
-_IO_TIMEOUT = 300.0  # then per read/write: a vanished node must not hold a thread and a socket forever
+_HANDSHAKE_TIMEOUT = 10.0  # seconds a connection that has started talking may take for its TLS handshake
+_REQUEST_TIMEOUT = 10.0  # ... and then to send its request line and headers
+_IO_TIMEOUT = 300.0  # per write of the body: a vanished node must not hold a thread and a socket forever
+IDLE_TIMEOUT = 10.0  # a connection that sends nothing for this long is closed without costing a thread
+WORKERS = 16  # threads serving requests (a node downloads its artifact once: this is plenty for 1000 nodes)
+MAX_CONNECTIONS = 512  # open at once, idle ones included
 
 
 def address_facing(target: str, port: int = 5986) -> str:
@@ -51,27 +64,28 @@ def pull_server_for(node_addresses: list[str], *, bind: str | None = None, port:
     return PullServer(bind, port, certfile=certfile, keyfile=keyfile, ca_pem=ca_pem, plain_http=plain_http)
 
 
-class _TlsThreadingServer(ThreadingHTTPServer):
-    """A threaded HTTP server that, given `tls`, does each TLS handshake in that connection's own thread.
-
-    (Wrapping the listening socket instead would handshake in the accept loop: one slow or silent client would
-    stall every other node's download.)
-    """
+class _TlsServer(HTTPServer):
+    """An HTTP server that, given `tls`, does each TLS handshake in the worker that serves the connection (in the
+    accept loop one slow or silent client would stall every other node's download). `PullServer` runs its loop."""
 
     tls: ssl.SSLContext | None = None
+    # listen() backlog: socketserver's 5 makes a burst of node connections wait for SYN retransmits (1 s each).
+    request_queue_size = 128
+    request_timeout = _REQUEST_TIMEOUT
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         if self.tls is None:
+            request.settimeout(self.request_timeout)
             super().finish_request(request, client_address)
             return
-        request.settimeout(_HANDSHAKE_TIMEOUT)
+        request.settimeout(min(_HANDSHAKE_TIMEOUT, self.request_timeout))
         try:
             secured = self.tls.wrap_socket(request, server_side=True)
         except (ssl.SSLError, OSError):
             # A client that does not trust our CA (or is no TLS client) hangs up: nothing to serve, nothing to log.
             return
         try:
-            secured.settimeout(_IO_TIMEOUT)
+            secured.settimeout(self.request_timeout)
             super().finish_request(secured, client_address)
         finally:
             secured.close()
@@ -90,18 +104,35 @@ class PullServer:
         keyfile: str | Path | None = None,
         ca_pem: str | None = None,
         plain_http: bool = False,
+        workers: int = WORKERS,
+        max_connections: int = MAX_CONNECTIONS,
+        idle_timeout: float = IDLE_TIMEOUT,
+        request_timeout: float = _REQUEST_TIMEOUT,
     ) -> None:
         """`advertise` is the host name or address put in URLs (default: the bound address). With `certfile`
         and `keyfile` it presents that certificate and `ca_pem` (the PEM of the CA that signed it) is given to the
-        nodes; without them it issues its own from a per-server CA; `plain_http` turns TLS off (tests, benches)."""
+        nodes; without them it issues its own from a per-server CA; `plain_http` turns TLS off (tests, benches).
+        `workers`, `max_connections`, `idle_timeout` and `request_timeout` (for the TLS handshake and the request
+        headers once a client has started talking) bound what clients can hold (see the module docstring)."""
+        if workers < 1 or max_connections < 1 or idle_timeout <= 0 or request_timeout <= 0:
+            raise ValueError("workers and max_connections must be at least 1, the timeouts positive")
         self.token = secrets.token_urlsafe(32)
         register_secret(self.token)
         self._artifacts: dict[str, Path] = {}
         self._lock = threading.Lock()
         self.requests_served = 0
         self.ca_pem = ca_pem
-        self._httpd = _TlsThreadingServer((bind, port), self._handler_class())
-        self._httpd.daemon_threads = True
+        self.workers = workers
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.connections_refused = 0  # closed at accept because max_connections were open
+        self.connections_timed_out = 0  # closed after idle_timeout without a byte
+        self._open = 0  # accepted and not yet closed
+        self._stopping = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        self._pool: ThreadPoolExecutor | None = None
+        self._httpd = _TlsServer((bind, port), self._handler_class())
+        self._httpd.request_timeout = request_timeout
         self.port = int(self._httpd.server_address[1])
         self.advertise = advertise or str(self._httpd.server_address[0])
         self.scheme = "http"
@@ -132,17 +163,117 @@ class PullServer:
 
     def start(self) -> Self:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._httpd.serve_forever, name="fleetctl-pull-server",
-                                            kwargs={"poll_interval": 0.2}, daemon=True)
+            self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="fleetctl-pull-worker")
+            self._thread = threading.Thread(target=self._accept_loop, name="fleetctl-pull-server", daemon=True)
             self._thread.start()
         return self
 
     def stop(self) -> None:
         if self._thread is not None:
-            self._httpd.shutdown()
+            self._stopping.set()
+            os.write(self._wake_w, b"x")
             self._thread.join(timeout=5)
             self._thread = None
+        if self._pool is not None:
+            # Running downloads finish (each is bounded by its timeouts); queued ones are dropped.
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
         self._httpd.server_close()
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._wake_r = self._wake_w = -1
+
+    @property
+    def open_connections(self) -> int:
+        with self._lock:
+            return self._open
+
+    def _accept_loop(self) -> None:
+        """Accept, wait for each connection's first bytes without a thread, hand it to the pool."""
+        listener = self._httpd.socket
+        listener.setblocking(False)
+        selector = selectors.DefaultSelector()
+        selector.register(listener, selectors.EVENT_READ, "accept")
+        selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        waiting: dict[socket.socket, tuple[float, Any]] = {}  # connection -> (deadline, client address)
+        try:
+            while not self._stopping.is_set():
+                now = time.monotonic()
+                timeout = min((d for d, _ in waiting.values()), default=now + 1.0) - now
+                for key, _ in selector.select(max(0.0, min(timeout, 1.0))):
+                    if key.data == "wake":
+                        os.read(self._wake_r, 64)
+                    elif key.data == "accept":
+                        self._accept(listener, selector, waiting)
+                    else:
+                        conn = key.fileobj
+                        assert isinstance(conn, socket.socket)
+                        selector.unregister(conn)
+                        _, address = waiting.pop(conn)
+                        conn.setblocking(True)
+                        self._dispatch(conn, address)
+                now = time.monotonic()
+                for conn in [c for c, (deadline, _) in waiting.items() if deadline <= now]:
+                    selector.unregister(conn)
+                    del waiting[conn]
+                    with self._lock:
+                        self.connections_timed_out += 1
+                    self._close(conn)
+        finally:
+            for conn in waiting:
+                self._close(conn)
+            selector.close()
+
+    def _accept(self, listener: socket.socket, selector: selectors.BaseSelector,
+                waiting: dict[socket.socket, tuple[float, Any]]) -> None:
+        while True:
+            try:
+                conn, address = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return  # e.g. EMFILE: the client will retry; the loop must go on
+            with self._lock:
+                full = self._open >= self.max_connections
+                if full:
+                    self.connections_refused += 1
+                else:
+                    self._open += 1
+            if full:
+                conn.close()
+                continue
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            waiting[conn] = (time.monotonic() + self.idle_timeout, address)
+            selector.register(conn, selectors.EVENT_READ, "client")
+
+    def _dispatch(self, conn: socket.socket, address: Any) -> None:
+        pool = self._pool
+        if pool is None:
+            self._close(conn)
+            return
+
+        def serve() -> None:
+            try:
+                self._httpd.finish_request(conn, address)
+            except Exception:  # noqa: BLE001, S110 - one client's broken connection is its own business
+                pass
+            finally:
+                self._close(conn)
+
+        try:
+            pool.submit(serve)
+        except RuntimeError:  # shut down meanwhile
+            self._close(conn)
+
+    def _close(self, conn: socket.socket) -> None:
+        try:
+            conn.close()
+        finally:
+            with self._lock:
+                self._open -= 1
 
     def __enter__(self) -> Self:
         return self.start()
@@ -180,6 +311,9 @@ class PullServer:
                 self._serve(send_body=False)
 
             def _serve(self, send_body: bool) -> None:
+                # One request per connection: a kept-alive connection would hold a worker while it idles.
+                self.close_connection = True
+                self.connection.settimeout(_IO_TIMEOUT)
                 supplied = self.headers.get("Authorization", "")
                 expected = f"Bearer {server.token}"
                 # Constant-time compare: the token is the only thing protecting the artifact.
@@ -193,6 +327,7 @@ class PullServer:
                     return
                 size = path.stat().st_size
                 self.send_response(200)
+                self.send_header("Connection", "close")
                 self.send_header("Content-Type", "application/octet-stream")
                 self.send_header("Content-Length", str(size))
                 self.end_headers()
@@ -204,6 +339,7 @@ class PullServer:
 
             def _empty(self, status: int, headers: dict[str, str]) -> None:
                 self.send_response(status)
+                self.send_header("Connection", "close")
                 for name, value in headers.items():
                     self.send_header(name, value)
                 self.send_header("Content-Length", "0")

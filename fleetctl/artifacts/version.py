@@ -28,7 +28,7 @@ def git_commit(source_dir: Path) -> str | None:
 
 def resolve_version(explicit: str | None, from_playbook: str | None, source_dir: Path) -> str:
     """The version to stamp, checked to be usable in file names and `-ldflags`."""
-    if explicit:
+    if explicit is not None:  # an empty --version is refused, not taken for "none given"
         return check_version(explicit, key="--version")
     if from_playbook:
         return check_version(from_playbook, key="artifact.version")

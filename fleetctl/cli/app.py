@@ -8,7 +8,6 @@ import sys
 import typer
 
 from fleetctl import __version__
-from fleetctl.config.redaction import redact
 from fleetctl.errors import EXIT_INTERRUPTED, FleetError
 
 # Each module has `register(app: typer.Typer) -> None`. The help lists only what is registered here.
@@ -73,7 +72,9 @@ def report_error(err: FleetError) -> None:
     from rich.console import Console
     from rich.markup import escape
 
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(redact(str(err)))}")
+    from fleetctl.ui.console import safe
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(safe(str(err)))}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,7 +15,7 @@ from rich.text import Text
 
 from fleetctl.artifacts.manifest import Manifest
 from fleetctl.artifacts.produce import produce_artifact
-from fleetctl.cli.options import InventoryOpt, JsonOpt, VarOpt, inventory_paths
+from fleetctl.cli.options import InventoryOpt, JsonOpt, VarOpt, inventory_paths, version_option
 from fleetctl.config.inventory import Inventory, load_inventory
 from fleetctl.config.playbook import Playbook, load_playbook, merge_variables, parse_extra_vars
 from fleetctl.ui.console import print_json, safe, stdout
@@ -26,8 +26,8 @@ _PANEL_LINES = 18  # compiler lines kept visible in the live panel
 
 def build(
     playbook: str = typer.Argument(..., help="Playbook file."),
-    version: str | None = typer.Option(None, "--version", help="Version to stamp (default: artifact.version, "
-                                          "else `git describe --tags --always --dirty`)."),
+    version: str | None = version_option("Version to stamp (default: artifact.version, "
+                                         "else `git describe --tags --always --dirty`)."),
     dist: Path = DistOpt,
     force: bool = typer.Option(False, "--force", help="Rebuild even when the inputs are unchanged."),
     inventory: list[str] | None = InventoryOpt,
@@ -36,7 +36,7 @@ def build(
 ) -> None:
     """Build or collect PLAYBOOK's artifact: dist/<name>-<version>-<goos>-<goarch>.exe and its manifest."""
     source = load_playbook(playbook)
-    builtins = {"version": version} if version else {}
+    builtins = {"version": version} if version is not None else {}
     settings = source.render_global(merge_variables(source, {}, parse_extra_vars(var), builtins))
     inv = _inventory_if_needed(settings, inventory)
     if json_out:

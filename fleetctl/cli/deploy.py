@@ -11,12 +11,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, inventory_paths
+from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, inventory_paths, version_option
 from fleetctl.errors import ConfigError, RolloutFailed
 from fleetctl.rollout.engine import RunResult
 from fleetctl.rollout.events import EventBus
 from fleetctl.rollout.runner import DeployOptions, HostPreview, dry_run, prepare_deploy, run_deploy
-from fleetctl.ui.console import print_json, safe, stderr, stdout
+from fleetctl.ui.console import print_json, safe, stderr, stdout, warn_insecure
 from fleetctl.ui.plan import plan_table
 
 CanaryOpt = typer.Option(None, "--canary", help="Canary batch first: hosts (3) or percent (10%).")
@@ -41,7 +41,7 @@ def deploy(
     batch: str | None = BatchOpt,
     max_failed: str | None = MaxFailedOpt,
     forks: int | None = ForksOpt,
-    version: str | None = typer.Option(None, "--version", help="Version to build/stamp (default: git describe)."),
+    version: str | None = version_option("Version to build/stamp (default: artifact.version, else git describe)."),
     artifact: str | None = typer.Option(None, "--artifact", help="Deploy this exe or manifest; skip the build."),
     var: list[str] | None = VarOpt,
     yes: bool = YesOpt,
@@ -68,6 +68,7 @@ def deploy(
     people = stderr() if json_out else stdout()
     prepared = prepare_deploy(options, on_output=lambda line: people.print(safe(line), markup=False,
                                                                             highlight=False))
+    warn_insecure(prepared.fleet.connections.values())
     releases = sorted({r.id for r in prepared.releases.values()})
     title = (f"Deploy {prepared.fleet.targets.settings.name} {prepared.version} "
              f"({', '.join(releases[:3])}{'...' if len(releases) > 3 else ''}) to {len(prepared.plan.hosts)} hosts")

@@ -15,8 +15,9 @@ from rich.tree import Tree
 
 from fleetctl.cli.options import InventoryOpt, LimitOpt, inventory_paths
 from fleetctl.config.inventory import Inventory, load_inventory
-from fleetctl.config.redaction import redact, redact_value
+from fleetctl.config.redaction import redact_value
 from fleetctl.config.templating import render_vars
+from fleetctl.ui.console import safe
 
 
 def _json_default(value: Any) -> Any:
@@ -41,7 +42,7 @@ def _limited(inventory: Inventory, limit: str | None) -> dict[str, Any]:
 
 def _show_value(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(redact_value(value), default=_json_default)
-    return escape(redact(text))
+    return escape(safe(text))
 
 
 def list_command(
@@ -65,7 +66,7 @@ def list_command(
     table.add_column("Groups")
     for host in hosts:
         groups = ", ".join(g for g in host.groups if g not in ("all", "ungrouped"))
-        table.add_row(escape(host.name), escape(redact(host.address)), escape(groups))
+        table.add_row(escape(safe(host.name)), escape(safe(host.address)), escape(safe(groups)))
     Console(soft_wrap=False).print(table)
 
 
@@ -80,11 +81,11 @@ def show_command(
     values = dict(entry.vars) if raw else render_vars(
         entry.vars, source=", ".join(str(s) for s in inv.sources))
     masked = redact_value(values)
-    table = Table(title=f"{escape(entry.name)}  groups: {escape(', '.join(entry.groups))}", title_justify="left")
+    table = Table(title=f"{escape(safe(entry.name))}  groups: {escape(safe(', '.join(entry.groups)))}", title_justify="left")
     table.add_column("Variable", style="bold")
     table.add_column("Value")
     for key in sorted(masked):
-        table.add_row(escape(key), _show_value(masked[key]))
+        table.add_row(escape(safe(key)), _show_value(masked[key]))
     Console(soft_wrap=False).print(table)
 
 
@@ -97,11 +98,11 @@ def graph_command(inventory: list[str] | None = InventoryOpt) -> None:
         for child in inv.children.get(group, ()):
             if child in path:
                 continue
-            add(node.add(f"[bold]@{escape(child)}[/]"), child, path + (child,))
+            add(node.add(f"[bold]@{escape(safe(child))}[/]"), child, path + (child,))
         if group == "all":
             return  # hosts listed directly under `all` also sit in @ungrouped; show them once, as Ansible does
         for host in inv.direct_hosts.get(group, ()):
-            node.add(escape(host))
+            node.add(escape(safe(host)))
 
     add(tree, "all", ("all",))
     Console(soft_wrap=False).print(tree)

@@ -7,12 +7,12 @@ import typer
 from rich.text import Text
 
 from fleetctl.cli.options import InventoryOpt, JsonOpt, VarOpt, inventory_paths
-from fleetctl.config.connection import ConnectionSettings, insecure_hosts_warning
+from fleetctl.config.connection import ConnectionSettings
 from fleetctl.errors import ConfigError
 from fleetctl.node.fleet import Fleet
 from fleetctl.protocol.errors import NodeOperationError
 from fleetctl.rollout.status import load_status_request
-from fleetctl.ui.console import print_json, safe, stderr, stdout, warn
+from fleetctl.ui.console import print_json, safe, stderr, stdout, warn_insecure
 
 
 def logs(
@@ -34,9 +34,7 @@ def logs(
         known = ", ".join(t.host for t in request.targets[:10])
         raise ConfigError(f"'{host}' is not one of the playbook's hosts ({known}"
                           f"{', ...' if len(request.targets) > 10 else ''})", key="--host")
-    warning = insecure_hosts_warning([request.connections[host]])
-    if warning:
-        warn(warning)
+    warn_insecure([request.connections[host]])
     if events:
         if path:
             raise ConfigError("--path and --events do not go together", key="--events")
@@ -76,7 +74,7 @@ def _show_events(connection: ConnectionSettings, host: str, source: str, tail: i
     for e in result.events:
         when = e.time.isoformat(timespec="seconds") if e.time else "-"
         style = {"Error": "red", "Critical": "bold red", "Warning": "yellow"}.get(e.level, "")
-        line = Text(f"{when} {e.level:<11} {e.id if e.id is not None else '-':>5} ", style=style)
+        line = Text(f"{when} {safe(e.level):<11} {e.id if e.id is not None else '-':>5} ", style=style)
         line.append(safe(e.message))
         out.print(line, soft_wrap=True)
 

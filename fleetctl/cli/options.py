@@ -4,39 +4,59 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import typer
 
+from fleetctl.config.project import find_project
 from fleetctl.errors import ConfigError
 
 INVENTORY_HELP = "Inventory file or directory (repeat to merge several). Default: $FLEETCTL_INVENTORY, else fleet.yml's inventory, else inventory/ ."
 
 InventoryOpt = typer.Option(None, "-i", "--inventory", help=INVENTORY_HELP, show_default=False)
-LimitOpt = typer.Option(None, "--limit", "-l", help="Host pattern: name, group, glob, ~regex, a:b, a:&b, a:!b.")
-VarOpt = typer.Option(None, "--var", "-e", help="Extra variable KEY=VALUE (highest precedence). Repeatable.")
+
+
+def _limit(value: str | None) -> str | None:
+    # An empty pattern is not "no limit": `--limit "$HOSTS"` with HOSTS unset must not target every host.
+    if value is not None and not value.strip():
+        raise ConfigError("expected a host pattern, got an empty one (omit --limit to target the playbook's hosts)",
+                          key="--limit")
+    return value
+
+
+def _version(value: str | None) -> str | None:
+    if value is not None:
+        from fleetctl.artifacts.manifest import check_version
+
+        check_version(value, key="--version")
+    return value
+
+
+LimitOpt = typer.Option(None, "--limit", "-l", callback=_limit,
+                        help="Host pattern: name, group, glob, ~regex, a:b, a:&b, a:!b.")
+VarOpt = typer.Option(None, "--var", "-e", help="Extra variable KEY=VALUE, always a string; KEY:=JSON for a "
+                                               "typed value (port:=8080, debug:=true). Highest precedence; repeatable.")
+
+
+def version_option(help_text: str) -> Any:
+    """`--version V`, checked (letters, digits, . _ + -) before anything is built or contacted."""
+    return typer.Option(None, "--version", callback=_version, help=help_text)
 JsonOpt = typer.Option(False, "--json", help="Print one JSON document instead of tables.")
 
 
 def inventory_paths(given: list[str] | None) -> list[Path]:
-    """The inventories to read: `-i` options, else $FLEETCTL_INVENTORY (os.pathsep-separated), else ./inventory."""
+    """The inventories to read: `-i` options, else $FLEETCTL_INVENTORY (os.pathsep-separated), else fleet.yml's
+    `inventory` (the project file found walking up from the cwd), else ./inventory."""
     if given:
         return [Path(p) for p in given]
     env = os.environ.get("FLEETCTL_INVENTORY")
     if env:
         return [Path(p) for p in env.split(os.pathsep) if p]
-    project = Path("fleet.yml")
-    if project.is_file():
-        from fleetctl.config.yamlfile import load_yaml
-
-        doc = load_yaml(project, what="project file")
-        configured = doc.data.get("inventory") if isinstance(doc.data, dict) else None
-        if isinstance(configured, str):
-            configured = [configured]
-        if configured is not None:
-            if not isinstance(configured, list) or not all(isinstance(p, str) for p in configured):
-                raise ConfigError("expected a path or a list of paths", file=project,
-                                  line=doc.line_of(("inventory",)), key="inventory")
-            return [Path(p) for p in configured]
+    project = find_project()
+    if project.inventory is not None:
+        # Relative to the project root, wherever in the project the command runs.
+        here = Path(os.path.realpath(Path.cwd()))
+        return [Path(p) if here == project.root else project.root / p for p in project.inventory]
     default = Path("inventory")
     if default.exists():
         return [default]

@@ -5,12 +5,12 @@ from __future__ import annotations
 import typer
 
 from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, inventory_paths
-from fleetctl.config.connection import ConnectionSettings, insecure_hosts_warning, render_connection_vars
+from fleetctl.config.connection import ConnectionSettings, render_connection_vars
 from fleetctl.config.inventory import load_inventory
 from fleetctl.errors import ConfigError, RolloutFailed
 from fleetctl.node.fleet import DEFAULT_FORKS, Fleet
 from fleetctl.node.ping import ping_hosts
-from fleetctl.ui.console import print_json, stderr, stdout, warn
+from fleetctl.ui.console import print_json, stderr, stdout, warn_insecure
 from fleetctl.ui.ping import ping_json, ping_table
 
 
@@ -37,9 +37,7 @@ def ping(
 ) -> None:
     """Reach, authenticate and gather facts (OS, PowerShell, free disk, clock skew, round trip) on each host."""
     settings = load_connection_settings(inventory, limit)
-    warning = insecure_hosts_warning(settings.values())
-    if warning:
-        warn(warning)
+    warn_insecure(settings.values())
     with Fleet(settings, forks=forks) as fleet:
         if json_out:
             results = ping_hosts(fleet)

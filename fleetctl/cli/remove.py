@@ -18,7 +18,7 @@ from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, invent
 from fleetctl.errors import RolloutFailed
 from fleetctl.rollout.remove import dry_run_remove, prepare_remove, run_remove
 from fleetctl.rollout.runner import DeployOptions
-from fleetctl.ui.console import print_json, stderr, stdout
+from fleetctl.ui.console import print_json, stderr, stdout, warn_insecure
 from fleetctl.ui.plan import plan_table
 
 
@@ -41,6 +41,7 @@ def remove(
                             extra_vars=tuple(var or ()), batch=batch, max_failed=max_failed, forks=forks,
                             force=force)
     prepared = prepare_remove(options, purge=purge)
+    warn_insecure(prepared.fleet.connections.values())
     name, count = prepared.fleet.targets.settings.name, len(prepared.fleet.plan.hosts)
     people = stderr() if json_out else stdout()
     if not json_out:

@@ -16,7 +16,7 @@ from fleetctl.cli.deploy import (
 )
 from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, inventory_paths
 from fleetctl.rollout.runner import DeployOptions, prepare_rollback, run_rollback
-from fleetctl.ui.console import stdout
+from fleetctl.ui.console import stdout, warn_insecure
 from fleetctl.ui.plan import plan_table
 
 
@@ -40,6 +40,7 @@ def rollback(
                             extra_vars=tuple(var or ()), canary=canary, batch=batch, max_failed=max_failed,
                             forks=forks, force=force)
     prepared = prepare_rollback(options, to)
+    warn_insecure(prepared.fleet.connections.values())
     target = to or "each host's previous release"
     if not json_out:
         stdout().print(plan_table(prepared.plan, f"Rollback {prepared.fleet.targets.settings.name} to {target}: "

@@ -12,11 +12,10 @@ from rich.table import Table
 from rich.text import Text
 
 from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, inventory_paths
-from fleetctl.config.connection import insecure_hosts_warning
 from fleetctl.errors import RolloutFailed
 from fleetctl.node.fleet import Fleet
 from fleetctl.rollout.status import FleetStatus, HostStatus, ReleaseRef, collect_status, load_status_request
-from fleetctl.ui.console import print_json, safe, stderr, stdout, warn
+from fleetctl.ui.console import print_json, safe, stderr, stdout, warn_insecure
 
 
 def status(
@@ -30,9 +29,7 @@ def status(
 ) -> None:
     """Show where every host of PLAYBOOK stands: releases, service, health now, lock and drift."""
     request = load_status_request(playbook, inventory_paths(inventory), limit=limit, extra_vars=var, forks=forks)
-    warning = insecure_hosts_warning(request.connections.values())
-    if warning:
-        warn(warning)
+    warn_insecure(request.connections.values())
     with Fleet(request.connections, forks=request.forks) as fleet:
         if json_out:
             result = collect_status(request.targets, fleet.client, forks=request.forks)
@@ -73,7 +70,7 @@ def status_table(result: FleetStatus, name: str) -> Group:
             Text(safe(host)),
             Text(safe(_release(s.current))),
             Text(safe(_release(s.previous)), style="dim"),
-            Text(s.service, style="green" if s.service == "Running" else "bold red"
+            Text(safe(s.service), style="green" if s.service == "Running" else "bold red"
                  if s.service in ("unreachable", "error") else "yellow"),
             Text("healthy", style="green") if s.healthy else Text(
                 ("CRASH LOOP" if s.crash_loop else "unhealthy") if s.answered else "-",

@@ -16,13 +16,18 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import yaml
-
 from fleetctl.config.inventory_data import GroupData, InventoryBuilder
 from fleetctl.config.inventory_ini import parse_ini_inventory
 from fleetctl.config.inventory_vars import VarsDirectory
-from fleetctl.config.inventory_yaml import InventoryLoader, load_yaml_file, parse_yaml_inventory
+from fleetctl.config.inventory_yaml import (
+    YamlSyntaxError,
+    line_of,
+    load_yaml_file,
+    parse_inventory_text,
+    parse_yaml_inventory,
+)
 from fleetctl.config.patterns import select_hosts
+from fleetctl.config.project import register_inventory_dir
 from fleetctl.config.redaction import is_secret_name, register_secret
 from fleetctl.config.templating import is_template
 from fleetctl.errors import ConfigError
@@ -89,6 +94,7 @@ def load_inventory(paths: Sequence[str | Path]) -> Inventory:
         if not path.exists():
             raise ConfigError("inventory not found: expected a file or a directory", file=path, key="-i")
         sources.append(path)
+        register_inventory_dir(path)
         _read_source(path, builder)
     builder.reconcile()
     return _resolve(builder, tuple(sources))
@@ -118,13 +124,15 @@ def _read_file(path: Path, builder: InventoryBuilder) -> None:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read inventory: {err}", file=path) from None
+    if "\x00" in text:
+        raise ConfigError("the file holds a NUL character", file=path, line=text.count("\n", 0, text.index("\x00")) + 1)
     if text.startswith("#!"):
         raise ConfigError("dynamic inventory scripts are not supported: expected a YAML or INI file", file=path)
     if not suffix:
         # Like Ansible, a file without an extension is YAML if it reads as a YAML mapping, else INI.
         try:
-            data = yaml.load(text, Loader=InventoryLoader)
-        except yaml.YAMLError:
+            data = parse_inventory_text(text, path)
+        except YamlSyntaxError:
             data = None
         if isinstance(data, dict):
             parse_yaml_inventory(path, data, builder)
@@ -145,6 +153,42 @@ def _depths(groups: dict[str, GroupData]) -> dict[str, int]:
     for name in groups:
         visit(name)
     return depth
+
+
+_ADDRESS_VARS = ("fleet_host", "ansible_host")
+_PORT_VARS = ("fleet_port", "ansible_port", "ansible_winrm_port")
+
+
+def _literal(variables: Mapping[str, Any], names: tuple[str, ...]) -> Any:
+    for name in names:
+        value = variables.get(name)
+        if value is not None and value != "":
+            return None if is_template(value) else value
+    return ""
+
+
+def _refuse_shared_addresses(builder: InventoryBuilder, hosts: dict[str, Host]) -> None:
+    """Two inventory names for one node (same address and port) would deploy to it twice at once, each run
+    thinking it has the node to itself. Addresses compare without case, as DNS does; templated ones cannot be
+    known here and are left to the connection."""
+    seen: dict[tuple[str, str], str] = {}
+    for name, host in hosts.items():
+        address = _literal(host.vars, _ADDRESS_VARS)
+        port = _literal(host.vars, _PORT_VARS)
+        if address is None or port is None:
+            continue
+        ident = (str(address or name).strip().rstrip(".").lower(), str(port))
+        first = seen.setdefault(ident, name)
+        if first == name:
+            continue
+        where = builder.hosts[name].where
+        line = where.line
+        if line is None and where.keys is not None:
+            line = line_of(where.file, where.keys)
+        shown = ident[0] + (f":{ident[1]}" if ident[1] else "")
+        raise ConfigError(f"hosts '{first}' and '{name}' have the same address {shown}: one node under two names "
+                          "would be deployed to twice at once; remove one or give each its own address",
+                          file=where.file, line=line, key=name)
 
 
 def _resolve(builder: InventoryBuilder, sources: tuple[Path, ...]) -> Inventory:
@@ -203,6 +247,7 @@ def _resolve(builder: InventoryBuilder, sources: tuple[Path, ...]) -> Inventory:
         for g in host_groups:
             members[g].append(name)
         hosts[name] = Host(name, MappingProxyType(merged_vars), host_groups)
+    _refuse_shared_addresses(builder, hosts)
     return Inventory(
         hosts=hosts,
         groups={g: tuple(m) for g, m in members.items()},

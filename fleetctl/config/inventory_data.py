@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fleetctl.config.control_chars import has_control, printable
 from fleetctl.errors import ConfigError
 
 
@@ -19,6 +20,7 @@ class Where:
 
     file: Path
     line: int | None = None
+    keys: tuple[Any, ...] | None = None  # YAML: the key path, for finding the line on the error path only
 
 
 @dataclass
@@ -52,10 +54,11 @@ class InventoryBuilder:
         self.add_child("all", "ungrouped", None)
 
     def add_group(self, name: str, where: Where | None) -> GroupData:
-        if not isinstance(name, str) or not name:
+        if not isinstance(name, str) or not name or has_control(name):
             file = where.file if where else None
-            raise ConfigError(f"group name {name!r} is not valid: expected a non-empty string",
-                              file=file, line=where.line if where else None)
+            shown = printable(name) if isinstance(name, str) else name
+            raise ConfigError(f"group name {shown!r} is not valid: expected a non-empty string without control "
+                              "or bidi characters", file=file, line=where.line if where else None)
         group = self.groups.get(name)
         if group is None:
             group = self.groups[name] = GroupData(name, where)
@@ -65,6 +68,10 @@ class InventoryBuilder:
         if not isinstance(name, str) or not name:
             raise ConfigError(f"host name {name!r} is not valid: expected a non-empty string",
                               file=where.file, line=where.line)
+        if has_control(name):
+            # A bidi override makes `lab-node01` print as something else; a name must read as what it is.
+            raise ConfigError(f"host name {printable(name)!r} holds control or bidi characters",
+                              file=where.file, line=where.line, key=printable(name))
         host = self.hosts.get(name)
         if host is None:
             host = self.hosts[name] = HostData(name, where)

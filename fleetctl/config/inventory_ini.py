@@ -37,6 +37,22 @@ def parse_ini_value(text: str) -> Any:
     return _coerce(value)
 
 
+def _checked(value: Any, where: Where, key: str) -> Any:
+    """`value`, unless a NUL hides in it (`"a\\x00b"`): Windows APIs would end the string there."""
+    def has_nul(v: Any) -> bool:
+        if isinstance(v, str):
+            return "\x00" in v
+        if isinstance(v, list):
+            return any(has_nul(i) for i in v)
+        if isinstance(v, dict):
+            return any(has_nul(k) or has_nul(i) for k, i in v.items())
+        return False
+
+    if has_nul(value):
+        raise ConfigError("the value holds a NUL character", file=where.file, line=where.line, key=key)
+    return value
+
+
 def _coerce(value: Any) -> Any:
     # Ansible turns what literal_eval may return but YAML/JSON cannot hold into the nearest JSON value.
     if isinstance(value, (list, tuple, set, frozenset)):
@@ -88,7 +104,7 @@ def parse_ini_inventory(path: Path, lines: list[str], builder: InventoryBuilder)
             key, sep, value = line.partition("=")
             if not sep:
                 raise ConfigError(f"expected key=value, got {line!r}", file=path, line=number, key=group)
-            builder.set_group_var(group, key.strip(), parse_ini_value(value.strip()), where)
+            builder.set_group_var(group, key.strip(), _checked(parse_ini_value(value.strip()), where, key.strip()), where)
         else:
             m = _GROUP_NAME.match(line)
             if not m:
@@ -145,7 +161,7 @@ def _parse_host_line(path: Path, number: int, line: str, group: str, builder: In
         if not sep:
             raise ConfigError(f"expected key=value after the host name, got {token!r}", file=path, line=number,
                               key=entry)
-        host_vars[key] = parse_ini_value(value)
+        host_vars[key] = _checked(parse_ini_value(value), Where(path, number), key)
     where = Where(path, number)
     for name in names:
         builder.add_host(name, group, port, where)

@@ -12,9 +12,11 @@ from typing import Any
 
 import yaml
 
+from fleetctl.config.control_chars import has_control, printable
 from fleetctl.config.inventory_data import InventoryBuilder, Where
 from fleetctl.config.inventory_ranges import HostRangeError, expand_host_entry
 from fleetctl.config.templating import UnsafeText
+from fleetctl.config.yamlfile import check_node_limits
 from fleetctl.errors import ConfigError
 
 _SECTIONS = ("vars", "children", "hosts")
@@ -41,6 +43,10 @@ InventoryLoader.add_constructor("!unsafe", _unsafe)
 InventoryLoader.add_constructor("!vault", _vault)
 
 
+class YamlSyntaxError(ConfigError):
+    """The text is not YAML at all (an extensionless inventory may then be INI)."""
+
+
 def load_yaml_file(path: Path) -> Any:
     """Parse a YAML or JSON file; syntax errors become one ConfigError with the file and line."""
     try:
@@ -49,15 +55,30 @@ def load_yaml_file(path: Path) -> Any:
         raise ConfigError("file not found", file=path) from None
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read file: {err}", file=path) from None
+    return parse_inventory_text(text, path)
+
+
+def parse_inventory_text(text: str, path: Path) -> Any:
+    """The YAML document in `text`, checked as every YAML file is (duplicate keys, nesting, alias expansion)."""
     try:
-        return yaml.load(text, Loader=InventoryLoader)
+        loader = InventoryLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            check_node_limits(node)
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except ConfigError as err:
+        raise ConfigError(err.detail, file=path, line=err.line, key=err.key) from None
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         problem = err.problem or err.context or "invalid YAML"
-        raise ConfigError(f"YAML syntax error: {problem}", file=path,
-                          line=mark.line + 1 if mark else None) from None
+        raise YamlSyntaxError(f"YAML syntax error: {problem}", file=path,
+                              line=mark.line + 1 if mark else None) from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"YAML syntax error: {err}", file=path) from None
+        raise YamlSyntaxError(f"YAML syntax error: {err}", file=path) from None
 
 
 def line_of(path: Path, keys: Sequence[Any]) -> int | None:
@@ -104,6 +125,8 @@ def _fail(path: Path, keys: tuple[Any, ...], message: str) -> ConfigError:
 def _parse_group(path: Path, builder: InventoryBuilder, name: Any, body: Any, keys: tuple[Any, ...]) -> str:
     if not isinstance(name, str):
         raise _fail(path, keys, f"group names must be strings, got {_kind(name)}; quote it")
+    if has_control(name):
+        raise _fail(path, keys, f"group name {printable(name)!r} holds control or bidi characters")
     if body is not None and not isinstance(body, dict):
         raise _fail(path, keys, f"expected a group (a mapping with hosts/children/vars), got {_kind(body)}")
     builder.add_group(name, Where(path))
@@ -137,13 +160,15 @@ def _parse_hosts(path: Path, builder: InventoryBuilder, group: str, hosts: dict[
         here = keys + (entry,)
         if not isinstance(entry, str):
             raise _fail(path, here, f"host names must be strings, got {_kind(entry)}; quote it")
+        if has_control(entry):
+            raise _fail(path, here, f"host name {printable(entry)!r} holds control or bidi characters")
         if host_vars is not None and not isinstance(host_vars, dict):
             raise _fail(path, here, f"expected the host's variables as a mapping, got {_kind(host_vars)}")
         try:
             names, port = expand_host_entry(entry)
         except HostRangeError as err:
             raise _fail(path, here, str(err)) from None
-        where = Where(path)
+        where = Where(path, keys=here)
         for host in names:
             builder.add_host(host, group, port, where)
             if host_vars:

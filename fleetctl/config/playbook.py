@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -25,6 +26,7 @@ from pydantic import (
 )
 
 from fleetctl.config.sizes import Duration, Size
+from fleetctl.config.windows_paths import absolute_path_problem, file_name_problem, relative_path_problem
 from fleetctl.config.yamlfile import KeyPath, YamlDocument, load_yaml
 from fleetctl.errors import ConfigError
 
@@ -126,12 +128,13 @@ class TemplateFile(_Model):
     src: str  # relative to the playbook file
     dest: str  # relative to the release directory
 
-    @model_validator(mode="after")
-    def _relative_dest(self) -> TemplateFile:
-        d = self.dest.replace("\\", "/")
-        if d.startswith("/") or re.match(r"^[A-Za-z]:", d) or ".." in d.split("/"):
-            raise ValueError("dest must be a path inside the release directory")
-        return self
+    @field_validator("dest")
+    @classmethod
+    def _relative_dest(cls, dest: str) -> str:
+        problem = relative_path_problem(dest)
+        if problem:
+            raise ValueError(f"expected a file path inside the release directory: {dest!r} {problem}")
+        return dest
 
 
 class Install(_Model):
@@ -143,9 +146,24 @@ class Install(_Model):
     @field_validator("root")
     @classmethod
     def _absolute_root(cls, root: str) -> str:
-        if not re.match(r"^[A-Za-z]:\\", root):
-            raise ValueError(r"expected an absolute Windows path such as C:\apps\hello")
+        problem = absolute_path_problem(root)
+        if problem:
+            raise ValueError(problem if problem.startswith("expected") else f"{root!r} {problem}")
         return root
+
+    @field_validator("exe")
+    @classmethod
+    def _exe_file_name(cls, exe: str | None) -> str | None:
+        if exe is None:
+            return exe
+        if "\\" in exe or "/" in exe:
+            raise ValueError(f"expected the exe's file name in the release directory, not a path: {exe!r}")
+        problem = file_name_problem(exe)
+        if problem:
+            raise ValueError(f"expected the exe's file name in the release directory: {exe!r} {problem}")
+        if not exe.lower().endswith(".exe"):
+            raise ValueError(f"expected a file name ending in .exe, got {exe!r}")
+        return exe
 
 
 def _recovery_action(value: Any) -> Any:
@@ -205,6 +223,16 @@ class Service(_Model):
     hosting: Literal["native", "nssm", "winsw"] = "native"
     working_directory: str | None = None  # hosting: nssm only (AppDirectory); default <root>\\current
     nssm: NssmOptions | None = None
+
+    @field_validator("environment")
+    @classmethod
+    def _environment_names(cls, environment: dict[str, str]) -> dict[str, str]:
+        for name in environment:
+            # Windows keeps a service's environment as NAME=VALUE strings: a name with '=' cannot round-trip.
+            if not name or "=" in name or not name.strip() or any(ord(c) < 32 for c in name):
+                raise ValueError(f"environment variable name {name!r} is not valid: expected a non-empty name "
+                                 "without '=' or control characters")
+        return environment
 
     @model_validator(mode="after")
     def _hosting_settings(self) -> Service:
@@ -277,6 +305,9 @@ class Hooks(_Model):
 # --- health, rollout, traffic, notify ---------------------------------------------------------------------------
 
 
+_MAX_HEALTH_WAIT = 3600.0
+
+
 class Health(_Model):
     url: str
     from_: Literal["controller", "node"] = Field(default="controller", alias="from")
@@ -287,6 +318,24 @@ class Health(_Model):
     timeout: Duration = Duration(5)
     retries: int = Field(default=30, ge=1, le=10000)
     stability_window: Duration = Duration(5)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in ("http", "https"):
+            raise ValueError(f"expected an http:// or https:// URL, got {url!r}")
+        if not parts.hostname:
+            raise ValueError(f"expected a URL with a host, got {url!r}")
+        return url
+
+    @field_validator("interval", "timeout", "stability_window")
+    @classmethod
+    def _at_most_an_hour(cls, value: Duration) -> Duration:
+        # A health gate waits interval x retries and the stability window on every batch: hours would hang it.
+        if float(value) > _MAX_HEALTH_WAIT:
+            raise ValueError(f"expected at most 1h, got {float(value):g}s")
+        return value
 
 
 class Rollout(_Model):
@@ -361,6 +410,7 @@ class Playbook(_Model):
     # Set by the loader, not by the YAML.
     path: Path = Field(default=Path("playbook.yml"), exclude=True)
 
+
     @property
     def base_dir(self) -> Path:
         return self.path.parent
@@ -431,18 +481,29 @@ def merge_variables(
 
 
 def parse_extra_vars(pairs: list[str] | None) -> dict[str, Any]:
-    """`--var KEY=VALUE` pairs (the value parsed as YAML, so `--var port=8080` gives an int)."""
-    import yaml
+    """`--var KEY=VALUE` pairs: the value exactly as typed, a string (`010` stays "010", a newline stays one).
+    `--var KEY:=JSON` gives a typed value (`port:=8080`, `debug:=true`, `tags:=["a","b"]`)."""
+    import json
 
     result: dict[str, Any] = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
+        typed = sep and key.endswith(":")
+        if typed:
+            key = key[:-1]
         if not sep or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
-            raise ConfigError(f"expected KEY=VALUE with KEY a variable name, got '{pair}'", key="--var")
-        try:
-            result[key] = yaml.safe_load(value) if value else ""
-        except yaml.YAMLError:
+            raise ConfigError(f"expected KEY=VALUE (or KEY:=JSON) with KEY a variable name, got {pair!r}",
+                              key="--var")
+        if "\x00" in value:
+            raise ConfigError(f"the value of {key} holds a NUL character", key="--var")
+        if not typed:
             result[key] = value
+            continue
+        try:
+            result[key] = json.loads(value) if value.strip() else None
+        except ValueError as err:
+            raise ConfigError(f"{key}:= expects a JSON value (8080, true, \"text\", [1, 2], {{\"a\": 1}}), got "
+                              f"{value!r}: {err}", key="--var") from None
     return result
 
 
@@ -482,10 +543,11 @@ class _Deferred:
 
 
 def _validate(data: Any, doc: YamlDocument, *, check_templates_later: bool = False) -> Playbook:
+    _refuse_nul(data, doc, ())
     if check_templates_later:
         data = _shape_only(data)
     try:
-        return Playbook.model_validate({**data, "path": doc.path.resolve()})
+        playbook = Playbook.model_validate({**data, "path": doc.path.resolve()})
     except ValidationError as err:
         problems = [e for e in err.errors() if not _is_deferred(e, data)]
         if not problems:
@@ -496,6 +558,39 @@ def _validate(data: Any, doc: YamlDocument, *, check_templates_later: bool = Fal
         msg = _explain(first)
         more = f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})" if len(problems) > 1 else ""
         raise ConfigError(msg + more, file=doc.path, line=doc.line_of(_key_path(loc)), key=key) from None
+    _files_do_not_collide(playbook, doc)
+    return playbook
+
+
+def _refuse_nul(value: Any, doc: YamlDocument, path: KeyPath) -> None:
+    # Windows APIs end a string at NUL: what the node saw would not be what the playbook says.
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ConfigError("the value holds a NUL character", file=doc.path, line=doc.line_of(path),
+                              key=".".join(str(p) for p in path) or None)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _refuse_nul(k, doc, path + (k,))
+            _refuse_nul(v, doc, path + (k,))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _refuse_nul(v, doc, path + (i,))
+
+
+def _files_do_not_collide(playbook: Playbook, doc: YamlDocument) -> None:
+    """No template lands on the exe, and no two land on one file (Windows compares names without case)."""
+    if "install" not in playbook.model_fields_set or "service" not in playbook.model_fields_set:
+        return
+    exe = playbook.exe_name.lower()
+    seen: set[str] = set()
+    for index, item in enumerate(playbook.install.files):
+        dest = item.dest.replace("/", "\\").lower()
+        problem = ("would overwrite the service's exe" if dest == exe else
+                   "is written by an earlier entry too" if dest in seen else None)
+        if problem:
+            raise ConfigError(f"{item.dest!r} {problem}", file=doc.path,
+                              line=doc.line_of(("install", "files", index, "dest")), key=f"install.files.{index}.dest")
+        seen.add(dest)
 
 
 def _construct_partial(data: Any, doc: YamlDocument) -> Playbook:

@@ -12,6 +12,7 @@ from pydantic_core import core_schema
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+MAX_DURATION = 31 * 86400.0
 
 
 class Duration(float):
@@ -27,8 +28,12 @@ class Duration(float):
             seconds = float(m.group(1)) * _UNITS[m.group(2)]
         else:
             raise ValueError(f"expected a duration such as 30s, 5m or a number of seconds, got {value!r}")
-        if seconds < 0:
+        if seconds < 0 or math.isnan(seconds):
             raise ValueError("a duration cannot be negative")
+        if seconds > MAX_DURATION:
+            # Windows counts service and task timeouts in 32-bit milliseconds (49.7 days); nothing fleetctl waits
+            # for is sensibly longer than a month.
+            raise ValueError(f"expected at most 31 days (744h), got {value!r}")
         return cls(seconds)
 
     @classmethod
@@ -50,6 +55,9 @@ class Size:
         if isinstance(value, bool):
             raise ValueError("expected a host count (3) or a percentage (10%)")  # noqa: TRY004 - pydantic reports ValueError
         if isinstance(value, int):
+            if value < 0:
+                raise ValueError(f"expected a host count (3) or a percentage (10%), got {value!r}: it cannot be "
+                                 "negative")
             number, percent = float(value), False
         elif isinstance(value, str):
             text = value.strip()

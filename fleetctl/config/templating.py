@@ -2,7 +2,13 @@
 
 A value that is exactly one `{{ expression }}` keeps the expression's type (`"{{ base_port + 1 }}"` is an int),
 as in Ansible; anything else renders to a string. Variables may refer to each other: `render_vars` resolves
-them lazily, in any order, and reports loops. Values read by `env()`/`file()` are registered as secrets.
+them lazily, in any order, and reports loops.
+
+Inventory values and playbooks come from git and reviewers, so templates run in Jinja2's sandbox (no attribute
+walk to `os`, no huge repetitions) and `file()` reads only under the project directory (`project.py`).
+Values read by `env()`/`file()` are registered as secrets, and so is anything rendered from a secret (taint):
+an expression that read a secret-named variable, `env()`, `file()` or another tainted value, whatever filters
+it went through (`lower`, `b64encode`, `replace`, `~` ...), and the whole value that holds it.
 """
 
 from __future__ import annotations
@@ -17,9 +23,21 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, Undefined, UndefinedError
+from jinja2 import (
+    StrictUndefined,
+    Template,
+    TemplateError,
+    TemplateSyntaxError,
+    Undefined,
+    UndefinedError,
+    pass_context,
+)
+from jinja2.exceptions import SecurityError
 from jinja2.nativetypes import NativeEnvironment
+from jinja2.runtime import Context
+from jinja2.sandbox import SandboxedEnvironment
 
+from fleetctl.config.project import find_project
 from fleetctl.config.redaction import is_secret_name, register_secret
 from fleetctl.errors import ConfigError
 
@@ -77,20 +95,24 @@ class _Helpers:
         self.base_dir = base_dir
         self.key: str | None = None
 
+    def on_secret(self) -> None:
+        """Called whenever a secret is read; `_LazyVars` marks what is being rendered as tainted."""
+
     def env(self, name: str, default: Any = None) -> Any:
         value = os.environ.get(str(name))
         if value is None:
             if default is not None:
-                return default
+                return default  # the playbook's own text, not a secret
             raise ConfigError(f"env('{name}'): environment variable {name} is not set", file=self.source,
                               key=self.key)
+        self.on_secret()
         register_secret(value)
         return value
 
     def file(self, path: str) -> str:
-        full = Path(path).expanduser()
-        if not full.is_absolute():
-            full = self.base_dir / full
+        self.on_secret()
+        full = find_project(self.base_dir).readable(str(path), base=self.base_dir, what=f"file({str(path)!r}):",
+                                                     file=self.source, key=self.key)
         try:
             text = full.read_text(encoding="utf-8")
         except OSError as err:
@@ -102,8 +124,38 @@ class _Helpers:
         return value
 
 
+# Repetition (`'x' * n`, `[0] * n`) and powers beyond this are refused: a template is configuration, and one
+# line of it must not eat the controller's memory.
+_MAX_SIZE = 10_000_000
+
+
+class _SandboxedNativeEnvironment(SandboxedEnvironment, NativeEnvironment):
+    """Jinja2's sandbox (no `__globals__`/`__class__` walks, no unsafe method calls) with native result types."""
+
+    intercepted_binops = frozenset(["*", "**"])
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > _MAX_SIZE:
+                    raise SecurityError(f"repetition to {len(seq) * n} items is more than {_MAX_SIZE}")
+        if operator == "**" and isinstance(left, int) and isinstance(right, int) and abs(left) > 1 \
+                and right * max(abs(left).bit_length(), 1) > 4096:
+            raise SecurityError(f"{left} ** {right} is too large")
+        return super().call_binop(context, operator, left, right)
+
+
+@pass_context
+def _finalize(context: Context, value: Any) -> Any:
+    # Called on each `{{ expression }}`'s value: one that read a secret is itself a secret.
+    lazy = context.parent
+    if isinstance(lazy, _LazyVars):
+        lazy.expression_done(value)
+    return value
+
+
 def _environment() -> NativeEnvironment:
-    env = NativeEnvironment(undefined=StrictUndefined, keep_trailing_newline=True)
+    env = _SandboxedNativeEnvironment(undefined=StrictUndefined, keep_trailing_newline=True, finalize=_finalize)
     env.filters.update({
         "bool": _to_bool, "to_json": _to_json, "to_nice_json": _to_nice_json, "to_yaml": _to_yaml,
         "regex_replace": _regex_replace, "mandatory": _mandatory, "ternary": _ternary,
@@ -146,18 +198,52 @@ def _evaluate(template: str, variables: Mapping[str, Any]) -> Any:
     return "".join(str(p) for p in parts)
 
 
+# A tainted value longer than this is not registered whole (the expressions in it still are): the registry is
+# one regex, and a rendered config file of 100 KB would slow every line of output for nothing.
+_MAX_WHOLE_SECRET = 65536
+
+
+def _register_tainted(value: Any) -> None:
+    if isinstance(value, dict):
+        for item in value.values():
+            _register_tainted(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _register_tainted(item)
+    elif value is not None and not isinstance(value, bool) and len(str(value)) <= _MAX_WHOLE_SECRET:
+        register_secret(value)
+
+
 class _LazyVars(Mapping[str, Any]):
-    """The variables a template sees: each is rendered on first use, so order of definition does not matter."""
+    """The variables a template sees: each is rendered on first use, so order of definition does not matter.
+
+    Taint: `_secret_reads` counts reads of secrets (a secret-named or tainted variable, `env()`, `file()`).
+    A render during which it moved produced a secret; so did each `{{ expression }}` during which it moved
+    (`expression_done`), which catches a derived secret inside a long text."""
 
     def __init__(self, raw: Mapping[str, Any], helpers: _Helpers) -> None:
         self._raw = raw
         self._helpers = helpers
         self._done: dict[str, Any] = {}
+        self._tainted: set[str] = set()
         self._active: list[str] = []
+        self._secret_reads = 0
+        self._outputs: list[int] = []  # per active render: `_secret_reads` at its last expression
+        helpers.on_secret = self._secret_read  # type: ignore[method-assign]
         self._globals = {**_ENV.globals, "env": helpers.env, "file": helpers.file}
+
+    def _secret_read(self) -> None:
+        self._secret_reads += 1
+
+    def expression_done(self, value: Any) -> None:
+        if self._outputs and self._outputs[-1] != self._secret_reads:
+            _register_tainted(value)
+            self._outputs[-1] = self._secret_reads
 
     def __getitem__(self, key: str) -> Any:
         if key in self._done:
+            if key in self._tainted:
+                self._secret_read()
             return self._done[key]
         if key not in self._raw:
             return self._globals[key]
@@ -166,12 +252,15 @@ class _LazyVars(Mapping[str, Any]):
             raise ConfigError(f"variables refer to each other in a loop: {chain}", file=self._helpers.source,
                               key=self._active[0])
         self._active.append(key)
+        reads = self._secret_reads
         try:
             value = self._render(self._raw[key], key)
         finally:
             self._active.pop()
-        if is_secret_name(key):
-            register_secret(value)
+        if is_secret_name(key) or reads != self._secret_reads:
+            self._tainted.add(key)
+            _register_tainted(value)
+            self._secret_read()  # whoever asked for it now holds a secret
         self._done[key] = value
         return value
 
@@ -187,10 +276,15 @@ class _LazyVars(Mapping[str, Any]):
     def render(self, template: str, key: str) -> Any:
         helpers = self._helpers
         outer, helpers.key = helpers.key, key
+        reads = self._secret_reads
+        self._outputs.append(reads)
         try:
-            return _evaluate(template, self)
+            value = _evaluate(template, self)
         except ConfigError:
             raise
+        except SecurityError as err:
+            raise ConfigError(f"template {template!r} does something templates may not do: {err}",
+                              file=helpers.source, key=key) from None
         except UndefinedError as err:
             raise ConfigError(f"undefined variable in template {template!r}: {err.message}",
                               file=helpers.source, key=key) from None
@@ -202,6 +296,10 @@ class _LazyVars(Mapping[str, Any]):
                               key=key) from None
         finally:
             helpers.key = outer
+            self._outputs.pop()
+        if reads != self._secret_reads:
+            _register_tainted(value)
+        return value
 
     def __contains__(self, key: object) -> bool:
         return key in self._done or key in self._raw or key in self._globals

@@ -19,6 +19,7 @@ from fleetctl.artifacts.pull_server import PullServer, pull_server_for
 from fleetctl.artifacts.wrapper import Wrapper, find_wrapper
 from fleetctl.config.connection import ConnectionSettings
 from fleetctl.config.playbook import Playbook
+from fleetctl.config.project import find_project
 from fleetctl.config.templating import render_string
 from fleetctl.errors import ConfigError
 from fleetctl.node.client import NodeClient
@@ -209,7 +210,9 @@ def render_files(playbook: Playbook, variables: dict[str, object]) -> dict[str, 
     """The playbook's `install.files` templates rendered for one host (relative path in the release -> text)."""
     files: dict[str, str] = {}
     for index, item in enumerate(playbook.install.files):
-        source = playbook.base_dir / item.src
+        # Only project files: a template outside it (`~/.ssh/id_rsa`) would land on every node.
+        source = find_project(playbook.base_dir).readable(item.src, base=playbook.base_dir, what="template",
+                                                          file=playbook.path, key=f"install.files.{index}.src")
         try:
             text = source.read_text(encoding="utf-8")
         except OSError as err:

@@ -9,6 +9,8 @@ import socket
 import ssl
 import stat
 import tempfile
+import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -35,6 +37,13 @@ def get(url: str, token: str | None, method: str = "GET", ca_pem: str | None = N
         return err.code, b""
 
 
+def served_once(server: PullServer) -> None:
+    deadline = time.monotonic() + 5
+    while server.requests_served < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.requests_served == 1
+
+
 def test_https_serves_given_artifacts_to_the_token_only(tmp_path: Path) -> None:
     (tmp_path / "a.exe").write_bytes(b"MZ" + b"x" * 100_000)
     with PullServer(f"{NET}.201") as server:
@@ -48,7 +57,8 @@ def test_https_serves_given_artifacts_to_the_token_only(tmp_path: Path) -> None:
         assert get(url, server.token + "x", ca_pem=ca)[0] == 401
         assert get(server.url_for("cd" * 32), server.token, ca_pem=ca)[0] == 404
         assert get(url.replace("/artifacts/", "/../etc/"), server.token, ca_pem=ca)[0] == 404
-        assert server.requests_served == 1  # HEAD sends no body and does not count
+        # HEAD sends no body and does not count; the count moves once the server has written the last byte.
+        served_once(server)
     assert redact(f"token {server.token}") == "token ********"
 
 
@@ -64,7 +74,7 @@ def test_a_client_that_does_not_pin_the_ca_refuses_the_server(tmp_path: Path) ->
             assert isinstance(info.value.reason, ssl.SSLCertVerificationError)
         # Still serving after the refused handshakes: a failed client harms no one else.
         assert get(url, server.token, ca_pem=server.ca_pem)[0] == 200
-        assert server.requests_served == 1
+        served_once(server)
 
 
 def test_each_server_has_its_own_ca_and_a_certificate_for_its_advertised_name() -> None:
@@ -147,3 +157,73 @@ def test_two_servers_stop_cleanly() -> None:
         second.stop()
     with pytest.raises(OSError):
         get(first.url_for("ab" * 32), first.token, ca_pem=first.ca_pem)
+
+
+def _pull_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("fleetctl-pull")]
+
+
+@pytest.mark.parametrize("plain_http", [False, True], ids=["https", "http"])
+def test_300_idle_connections_cost_no_threads_and_time_out_while_a_download_works(tmp_path: Path,
+                                                                                  plain_http: bool) -> None:
+    """Issue 15, item 13: one thread per connection made 300 idle connections cost 197 threads."""
+    (tmp_path / "a.exe").write_bytes(b"MZ" + os.urandom(2_000_000))
+    before = len(threading.enumerate())
+    with PullServer(f"{NET}.205", idle_timeout=3.0, plain_http=plain_http) as server:
+        server.add(tmp_path / "a.exe", "ab" * 32)
+        idle = [socket.create_connection((f"{NET}.205", server.port), timeout=10) for _ in range(300)]
+        try:
+            deadline = time.monotonic() + 5
+            while server.open_connections < 300 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert server.open_connections == 300
+            # A real transfer while they idle: served at once, by one of the bounded workers.
+            started = time.monotonic()
+            status, body = get(server.url_for("ab" * 32), server.token, ca_pem=None if plain_http else server.ca_pem)
+            assert (status, body) == (200, (tmp_path / "a.exe").read_bytes())
+            assert time.monotonic() - started < 2.5, "the download waited for the idle connections"
+            threads = _pull_threads()
+            assert len(threads) <= server.workers + 1, threads
+            assert len(threading.enumerate()) - before <= server.workers + 1
+            # The idle ones are closed by the server after idle_timeout: each reads end-of-stream.
+            for conn in idle:
+                assert conn.recv(1) == b""
+            assert server.connections_timed_out >= 300
+        finally:
+            for conn in idle:
+                conn.close()
+
+
+def test_connections_beyond_the_cap_are_closed_at_accept(tmp_path: Path) -> None:
+    (tmp_path / "a.exe").write_bytes(b"MZ" * 500)
+    with PullServer(f"{NET}.206", max_connections=20, idle_timeout=30, plain_http=True) as server:
+        server.add(tmp_path / "a.exe", "ab" * 32)
+        held = [socket.create_connection((f"{NET}.206", server.port), timeout=10) for _ in range(20)]
+        try:
+            extra = socket.create_connection((f"{NET}.206", server.port), timeout=10)
+            assert extra.recv(1) == b""  # closed by the server, not left hanging
+            extra.close()
+            assert server.connections_refused >= 1
+        finally:
+            for conn in held:
+                conn.close()
+        # Once they are gone, downloads work again.
+        deadline = time.monotonic() + 5
+        while server.open_connections and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert get(server.url_for("ab" * 32), server.token)[0] == 200
+
+
+def test_a_client_that_sends_a_byte_and_stalls_is_cut_off_and_frees_its_worker(tmp_path: Path) -> None:
+    (tmp_path / "a.exe").write_bytes(b"MZ" * 500)
+    with PullServer(f"{NET}.207", workers=2, plain_http=True, request_timeout=1.0) as server:
+        server.add(tmp_path / "a.exe", "ab" * 32)
+        stalled = [socket.create_connection((f"{NET}.207", server.port), timeout=30) for _ in range(2)]
+        for conn in stalled:
+            conn.sendall(b"G")  # wakes a worker, then never finishes its request line
+        try:
+            # Both workers wait on those; the request-read timeout frees them and the download goes through.
+            assert get(server.url_for("ab" * 32), server.token)[0] == 200
+        finally:
+            for conn in stalled:
+                conn.close()

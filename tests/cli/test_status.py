@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -139,7 +140,8 @@ def linux_playbook(directory: Path) -> Path:
     hello = REPO / "playbooks" / "hello"
     text = (hello / "playbook.yml").read_text()
     text = text.replace("goos: windows", "goos: linux").replace("dir: src", f"dir: {hello / 'src'}")
-    text = text.replace("src: templates/", f"src: {hello / 'templates'}/")
+    # The templates are copied, not named by absolute path: a playbook reads only under its project (issue 15).
+    shutil.copytree(hello / "templates", directory / "templates", dirs_exist_ok=True)
     text = re.sub(r"stability_window: \S+", "stability_window: 1s", text)
     text = re.sub(r"interval: \S+", "interval: 0.25s", text)
     path = directory / "hello-linux.yml"

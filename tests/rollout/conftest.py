@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -32,7 +33,8 @@ def make_playbook(directory: Path, goos: str) -> Path:
     text = (HELLO / "playbook.yml").read_text()
     text = text.replace("goos: windows", f"goos: {goos}")
     text = text.replace("dir: src", f"dir: {HELLO / 'src'}")
-    text = text.replace("src: templates/", f"src: {HELLO / 'templates'}/")
+    # The templates are copied, not named by absolute path: a playbook reads only under its project (issue 15).
+    shutil.copytree(HELLO / "templates", directory / "templates", dirs_exist_ok=True)
     text = re.sub(r"stability_window: \S+", "stability_window: \"{{ window | default('1s') }}\"", text)
     text = re.sub(r"retries: \d+", "retries: 20", text)
     text = re.sub(r"interval: \S+", "interval: 0.25s", text)
