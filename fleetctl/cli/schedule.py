@@ -310,9 +310,16 @@ class ScheduledRunFailed(FleetError):
 
 def after_scheduled_run(run: ScheduledRun) -> list[str]:
     """The one call site for what a scheduled run leaves besides its log and history: the HTML and JUnit reports
-    next to the log (`history show RUN --html/--junit`, branch `reports`). Webhook notifications are sent by the
-    deploy itself. Returns lines for the log. Nothing to add until those reports exist."""
-    return []
+    next to the log. Webhook notifications are sent by the deploy itself. Returns lines for the log; a report that
+    cannot be written is said there and never changes the run's exit code."""
+    from fleetctl.ui.run_report import write_reports_next_to
+
+    try:
+        files = write_reports_next_to(run.log, run.run_id)  # the journal the deploy wrote, in the project
+    except ConfigError as err:
+        # A run refused before it started (bad input, a dirty tree) has no history entry to report on.
+        return [f"no run report: {err}"]
+    return [f"report: {path}" for path in (files.html, files.junit) if path is not None]
 
 
 def register(app: typer.Typer) -> None:

@@ -160,6 +160,9 @@ def test_cron_fires_an_unattended_deploy_and_remove_restores_the_crontab(private
     assert "exit code 0" in text, text
     assert time.time() >= fire - 1  # fired by cron at its minute, not by anything else
     run_id = log.stem
+    html, junit = log.with_name(f"{run_id}.html"), log.with_name(f"{run_id}.junit.xml")
+    assert html.is_file() and junit.is_file(), text  # the run's reports, next to its log
+    assert f"report: {html}" in text and "<svg" in html.read_text() and "<testsuite" in junit.read_text()
 
     history = json.loads(subprocess.run([*FLEETCTL, "history", "show", run_id, "--json"], cwd=project,
                                         capture_output=True, text=True, check=True, env=_env()).stdout)
