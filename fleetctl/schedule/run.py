@@ -159,9 +159,9 @@ def run_entry(entry: ScheduleEntry, *, echo: Callable[[str], None] | None = None
                 say("$ fleetctl " + " ".join(argv[3:]))
                 code = _deploy(argv, project, env, say)
                 result = ScheduledRun(run_id, code, log_path)
-                say(f"exit code {code}: {EXIT_MEANING.get(code, 'failed')}")
                 for line in (after_run(result) if after_run else []):
                     say(line)
+                say(f"exit code {code}: {EXIT_MEANING.get(code, 'failed')}")  # always the log's last line
         except EntryBusy as busy:
             say(f"skipped: the previous run of schedule {entry.name} is still going ({busy.holder}); two runs of "
                 "one entry never overlap")
