@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.notify.receiver import Receiver, receiver
+
 from .conftest import FLEETCTL, Lab, _env, _start_lab, wait_for
 
 pytestmark = [pytest.mark.lab, pytest.mark.cron]
@@ -99,8 +101,19 @@ def _next_minute() -> tuple[str, float]:
 
 def test_cron_fires_an_unattended_deploy_and_remove_restores_the_crontab(private_cron: PrivateCron,
                                                                          cron_lab: Lab) -> None:
+    with receiver() as hook:
+        _cron_fires(private_cron, cron_lab, hook)
+
+
+SECRET_HEADER = "Bearer nightly-s3cret-token"
+
+
+def _cron_fires(private_cron: PrivateCron, cron_lab: Lab, hook: Receiver) -> None:
     lab = cron_lab
     project = lab.directory
+    playbook = lab.playbook.with_name("hello-nightly.yml")  # the lab's playbook, telling a webhook how it went
+    playbook.write_text(lab.playbook.read_text() + "\nnotify:\n  webhooks:\n    - " + json.dumps(
+        {"url": hook.url, "headers": {"Authorization": SECRET_HEADER}}) + "\n")
     # The user's own crontab, which fleetctl must leave alone.
     own = "# my own jobs\nMAILTO=\"\"\n17 3 * * * /bin/true nightly-backup\n"
     real = Path(SPOOL, "root")
@@ -111,12 +124,12 @@ def test_cron_fires_an_unattended_deploy_and_remove_restores_the_crontab(private
     assert before == own
     assert (private_cron.spool / "root").is_file()  # written to the private spool
 
-    first = private_cron.enter(*FLEETCTL, "schedule", "install", str(lab.playbook), "--at", "03:33", "--days", "sat",
+    first = private_cron.enter(*FLEETCTL, "schedule", "install", str(playbook), "--at", "03:33", "--days", "sat",
                                "--name", "hello-nightly", "--scheduler", "cron", "-i", str(lab.inventory), "--version",
                                "1.9.0", cwd=project)
     assert "installed schedule hello-nightly" in first.stdout and "33 3 * * 6" in private_cron.crontab_text(project)
     at, fire = _next_minute()
-    installed = private_cron.enter(*FLEETCTL, "schedule", "install", str(lab.playbook), "--at", at, "--name",
+    installed = private_cron.enter(*FLEETCTL, "schedule", "install", str(playbook), "--at", at, "--name",
                                    "hello-nightly", "--scheduler", "cron", "-i", str(lab.inventory), "--version",
                                    "2.0.0", "--batch", "1", cwd=project)
     assert "updated schedule hello-nightly" in installed.stdout  # the same name: updated in place
@@ -125,7 +138,7 @@ def test_cron_fires_an_unattended_deploy_and_remove_restores_the_crontab(private
     assert table.startswith(own) and table.count("schedule run hello-nightly") == 1 and "33 3" not in table
     other = project / "another-project"
     other.mkdir()
-    clash = private_cron.enter(*FLEETCTL, "schedule", "install", str(lab.playbook), "--at", "04:00", "--name",
+    clash = private_cron.enter(*FLEETCTL, "schedule", "install", str(playbook), "--at", "04:00", "--name",
                                "hello-nightly", "--scheduler", "cron", "-i", str(lab.inventory), "--version", "9.9.9",
                                cwd=other, check=False)
     assert clash.returncode == 2 and "already installed for the project" in clash.stderr, clash.stderr
@@ -164,6 +177,13 @@ def test_cron_fires_an_unattended_deploy_and_remove_restores_the_crontab(private
     assert html.is_file() and junit.is_file(), text  # the run's reports, next to its log
     assert f"report: {html}" in text and "<svg" in html.read_text() and "<testsuite" in junit.read_text()
 
+    hook.wait_for(2)
+    start, success = hook.bodies()
+    assert (start["event"], success["event"]) == ("start", "success")
+    assert success["run_id"] == run_id and success["version"] == "2.0.0"
+    received = json.dumps(hook.bodies())
+    assert SECRET_HEADER not in received and "nightly-s3cret" not in received and hook.url not in received
+    assert "nightly-s3cret" not in text and hook.url not in text
     history = json.loads(subprocess.run([*FLEETCTL, "history", "show", run_id, "--json"], cwd=project,
                                         capture_output=True, text=True, check=True, env=_env()).stdout)
     assert history["id"] == run_id and history["status"] == "succeeded"
