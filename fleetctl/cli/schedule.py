@@ -224,7 +224,7 @@ def _last_run(project: Path, name: str) -> dict[str, Any] | None:
     try:
         for run in journal.runs(limit=500):
             if run.schedule == name:
-                return {"id": run.id, "status": run.status, "exit_code": run.exit_code,
+                return {"id": run.run_id, "status": run.status, "exit_code": run.exit_code,
                         "started_at": run.to_json(with_hosts=False)["started_at"]}
     except ConfigError:
         return None

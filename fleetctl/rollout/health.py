@@ -1,5 +1,5 @@
-"""Health gates: probe a service's HTTP health URL (from the controller, or from the node with `Test-FleetHealth`),
-judge the answer against the playbook's expectations, retry with a tenacity policy until it passes, then hold a
+"""Health gates: probe a service's HTTP health URL (from the controller, or from the node with `Test-FleetHealth`:
+`fleetctl.node.probe`), judge the answer against the playbook's expectations, retry with a tenacity policy until it passes, then hold a
 stability window during which the service must stay Running with the same PID and no restarts.
 
 `probe_once(check, client)` is the single, unretried probe (used by `fleetctl status`); `run_health_gate` is the
@@ -9,11 +9,7 @@ gate a deploy waits on. Both return values whose `reason` is a one-line, user-fa
 from __future__ import annotations
 
 import json
-import math
-import socket
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,9 +20,9 @@ from tenacity.stop import stop_base
 from fleetctl.config.playbook import Health
 from fleetctl.config.redaction import redact
 from fleetctl.node.client import NodeClient
+from fleetctl.node.probe import ProbeResult, probe_from_controller, probe_from_node
 from fleetctl.node.results import ServiceInfo
 
-BODY_LIMIT = 4096  # what Test-FleetHealth returns too
 EXCERPT = 120  # characters of a body shown in a failure reason
 
 
@@ -55,16 +51,6 @@ class HealthCheck:
 
 
 @dataclass(frozen=True)
-class ProbeResult:
-    """One HTTP answer (or the reason there was none)."""
-
-    status: int | None
-    body: str
-    elapsed_ms: int
-    error: str | None = None
-
-
-@dataclass(frozen=True)
 class ProbeVerdict:
     probe: ProbeResult
     reason: str | None  # None: the answer is what the check expects
@@ -81,55 +67,6 @@ class HealthResult:
     attempts: int
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)  # "probe" and "stability" seconds
-
-
-# --- probing ------------------------------------------------------------------------------------------------------
-
-# No proxies from the environment: health URLs are the nodes' own addresses.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def probe_from_controller(url: str, timeout: float) -> ProbeResult:
-    """GET `url` from this machine with a per-try timeout; an HTTP error status is an answer, not an error."""
-    started = time.monotonic()
-
-    def elapsed() -> int:
-        return int((time.monotonic() - started) * 1000)
-
-    try:
-        with _OPENER.open(urllib.request.Request(url, method="GET"), timeout=timeout) as response:
-            body = response.read(BODY_LIMIT)
-            return ProbeResult(response.status, body.decode("utf-8", "replace"), elapsed())
-    except urllib.error.HTTPError as err:
-        body = err.read(BODY_LIMIT) if err.fp else b""
-        return ProbeResult(err.code, body.decode("utf-8", "replace"), elapsed())
-    except urllib.error.URLError as err:
-        reason = err.reason
-        if isinstance(reason, (socket.timeout, TimeoutError)):
-            return ProbeResult(None, "", elapsed(), f"timeout after {timeout:g}s")
-        return ProbeResult(None, "", elapsed(), _os_error_text(reason))
-    except TimeoutError:
-        return ProbeResult(None, "", elapsed(), f"timeout after {timeout:g}s")
-    except (OSError, ValueError) as err:  # reset mid-answer, malformed URL
-        return ProbeResult(None, "", elapsed(), _os_error_text(err))
-
-
-def probe_from_node(client: NodeClient, url: str, timeout: float) -> ProbeResult:
-    """Ask the node to GET `url` itself (`Test-FleetHealth`)."""
-    started = time.monotonic()
-    answer = client.test_fleet_health(url=url, timeout_seconds=max(1, math.ceil(timeout)))
-    elapsed = answer.elapsed_ms if answer.elapsed_ms is not None else int((time.monotonic() - started) * 1000)
-    return ProbeResult(answer.status, answer.body, int(elapsed), answer.error)
-
-
-def _os_error_text(err: object) -> str:
-    if isinstance(err, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(err, ConnectionResetError):
-        return "connection reset"
-    if isinstance(err, OSError) and err.strerror:
-        return err.strerror.lower()
-    return str(err)
 
 
 # --- judging ------------------------------------------------------------------------------------------------------
@@ -195,7 +132,10 @@ def probe_once(check: HealthCheck, client: NodeClient | None = None) -> ProbeVer
 
 # --- the gate -----------------------------------------------------------------------------------------------------
 
-Probe = Callable[[], ProbeResult]
+ProbeOnce = Callable[[], ProbeResult]
+# How often a gate reads the service state from the node (a node call: several WS-Man requests); the probe keeps
+# its own interval.
+SERVICE_POLL_S = 1.0
 ServiceSnapshot = Callable[[], ServiceInfo | None]
 Sleep = Callable[[float], None]
 Clock = Callable[[], float]
@@ -203,7 +143,7 @@ Clock = Callable[[], float]
 
 def run_health_gate(
     check: HealthCheck,
-    probe: Probe,
+    probe: ProbeOnce,
     service: ServiceSnapshot,
     *,
     aborted: Callable[[], bool] = lambda: False,
@@ -212,18 +152,23 @@ def run_health_gate(
 ) -> HealthResult:
     """Retry `probe` (every `interval`, at most `retries` tries) until it passes, then hold the stability window.
 
-    A failed probe while the service is not Running fails at once (a crash does not heal by waiting). `aborted`
+    A failed probe while the service is not Running fails the gate (a crash does not heal by waiting); the service
+    is read after the first failed probe and then at most every `SERVICE_POLL_S`. `aborted`
     ends the gate early as a failure (a second Ctrl-C). `sleep`/`clock` are injectable for tests.
     """
     started = clock()
     attempts = 0
     crash: list[str] = []
+    last_read: list[float] = []
 
     def one_try() -> ProbeVerdict:
         nonlocal attempts
         attempts += 1
         verdict = judge(check, probe())
-        if not verdict.ok:
+        # A failed probe asks whether the service still runs: at once the first time (a crash right after start
+        # fails the gate without waiting), then at most every SERVICE_POLL_S while it is still coming up.
+        if not verdict.ok and (not last_read or clock() - last_read[0] >= SERVICE_POLL_S):
+            last_read[:] = [clock()]
             info = service()
             if info is not None and info.state != "Running":
                 crash.append(f"service {info.state or 'absent'} (crashed or failed to stay up)")
@@ -260,7 +205,7 @@ def run_health_gate(
 
 def hold_stability_window(
     check: HealthCheck,
-    probe: Probe,
+    probe: ProbeOnce,
     service: ServiceSnapshot,
     *,
     aborted: Callable[[], bool] = lambda: False,
@@ -270,6 +215,11 @@ def hold_stability_window(
     """Watch the service for `stability_window` seconds: Running, same PID, no restarts, probes passing.
 
     Returns None when it stayed stable, else the reason. A window of 0 checks nothing.
+
+    The probe runs every `interval`; the service (a node call, several WS-Man requests and ~2-4 ms of controller
+    CPU each) is read at most every `SERVICE_POLL_S` and always at the end of the window. A crash shows at once
+    in the probe; a restart within the window changes the PID and the restart count, which the next read, at
+    the latest the last, sees.
     """
     window = check.stability_window
     if window <= 0:
@@ -279,21 +229,25 @@ def hold_stability_window(
         return f"crash: service {baseline.state if baseline else 'absent'} right after passing its health check"
     deadline = clock() + window
     step = max(0.05, min(check.interval, window))
+    next_read = clock() + SERVICE_POLL_S
     while True:
         remaining = deadline - clock()
         if remaining > 0:
             sleep(min(step, remaining))
         if aborted():
             return "aborted during the stability window"
-        now = service()
-        if now is None or now.state != "Running":
-            return (f"crash during the stability window: service {now.state if now else 'absent'} "
-                    f"(was pid {baseline.pid})")
-        if now.pid != baseline.pid or now.restarts > baseline.restarts:
-            return (f"unstable: service restarted during the stability window (pid {baseline.pid} -> {now.pid}, "
-                    f"restarts {baseline.restarts} -> {now.restarts})")
+        at_end = clock() >= deadline
+        if at_end or clock() >= next_read:
+            next_read = clock() + SERVICE_POLL_S
+            now = service()
+            if now is None or now.state != "Running":
+                return (f"crash during the stability window: service {now.state if now else 'absent'} "
+                        f"(was pid {baseline.pid})")
+            if now.pid != baseline.pid or now.restarts > baseline.restarts:
+                return (f"unstable: service restarted during the stability window (pid {baseline.pid} -> "
+                        f"{now.pid}, restarts {baseline.restarts} -> {now.restarts})")
         verdict = judge(check, probe())
         if not verdict.ok:
             return f"unhealthy during the stability window: {verdict.reason}"
-        if clock() >= deadline:
+        if at_end:
             return None

@@ -22,7 +22,7 @@ from typing import IO, Any
 
 from fleetctl.config.redaction import redact, register_secret
 from fleetctl.errors import EXIT_BAD_INPUT, EXIT_LOCKED, ConfigError
-from fleetctl.rollout.engine import new_run_id
+from fleetctl.rollout.preparation import new_run_id
 from fleetctl.schedule.entry import LOGS_DIR, ScheduleEntry
 
 EXIT_MEANING = {0: "succeeded", 1: "rollout failed (failed hosts rolled back)", 2: "bad input, nothing changed",
