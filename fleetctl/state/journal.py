@@ -569,6 +569,7 @@ class Journal:
     def finished_run(self, run_id: str) -> str | None:
         """"finished at TIME (STATUS)" when this history records run `run_id` as ended, else None (unknown here, or
         still running). A finished run never touches a lock again: what it left on a node is provably abandoned."""
+        self._flush_buses()
         with self._lock:
             db = self._connect(create=False)
             row = None if db is None else db.execute(

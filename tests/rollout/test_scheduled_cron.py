@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 
 from tests.notify.receiver import Receiver, receiver
+from tests.support import wait_for
 
-from .conftest import FLEETCTL, Lab, _env, _start_lab, wait_for
+from .conftest import FLEETCTL, Lab, _env, _start_lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.cron]
 
@@ -233,7 +234,7 @@ def test_a_scheduled_run_never_takes_over_a_node_lock(cron_lab: Lab) -> None:
         for node in lab.nodes:
             assert (lab.health(node) or {}).get("version") != "2.1.0"  # nothing changed anywhere
     finally:
-        client.unlock_fleet_app(app="hello", deploy_id="manual-run", force=True)
+        client.unlock_fleet_app(app="hello", deploy_id="manual-run")
         client.close()
 
 
