@@ -59,6 +59,9 @@ def install(
                                        "describe of the committed tree)."),
     artifact: str | None = typer.Option(None, "--artifact", help="deploy --artifact for each run."),
     var: list[str] | None = VarOpt,
+    if_changed: bool = typer.Option(False, "--if-changed", help="deploy --if-changed for each run: deploy only "
+                                                                "the hosts whose target differs; a run with "
+                                                                "nothing to deploy exits 0 and changes nothing."),
     json_out: bool = JsonOpt,
 ) -> None:
     """Install (or update) a scheduled unattended deploy of PLAYBOOK run from this directory."""
@@ -89,6 +92,8 @@ def install(
             args += [option, value]
     for item in extra_vars:
         args += ["--var", item]
+    if if_changed:
+        args.append("--if-changed")
     entry = ScheduleEntry(name=entry_name, project=project, playbook=playbook, at=when, days=weekdays,
                           deploy_args=tuple(args), env_file=env_file, python=sys.executable,
                           path=os.environ.get("PATH"))
@@ -317,7 +322,10 @@ def after_scheduled_run(run: ScheduledRun) -> list[str]:
     try:
         files = write_reports_next_to(run.log, run.run_id)  # the journal the deploy wrote, in the project
     except ConfigError as err:
-        # A run refused before it started (bad input, a dirty tree) has no history entry to report on.
+        # A run refused before it started (bad input, a dirty tree) has no history entry to report on; nor has a
+        # --if-changed run that found every host already on the target.
+        if run.exit_code == 0:
+            return ["no run report: nothing was deployed (every targeted host already runs the target)"]
         return [f"no run report: {err}"]
     return [f"report: {path}" for path in (files.html, files.junit) if path is not None]
 

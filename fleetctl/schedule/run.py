@@ -26,7 +26,8 @@ from fleetctl.rollout.preparation import new_run_id
 from fleetctl.schedule.entry import LOGS_DIR, ScheduleEntry
 
 EXIT_MEANING = {0: "succeeded", 1: "rollout failed (failed hosts rolled back)", 2: "bad input, nothing changed",
-                3: "halted with hosts on mixed versions", 4: "locked by another run", 130: "interrupted"}
+                3: "halted with hosts on mixed versions", 4: "locked (another run, or a change freeze); nothing changed",
+                130: "interrupted"}
 
 
 @dataclass(frozen=True)

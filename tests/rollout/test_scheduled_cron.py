@@ -204,10 +204,11 @@ def _cron_fires(private_cron: PrivateCron, cron_lab: Lab, hook: Receiver) -> Non
     assert not (project / ".fleetctl" / "schedules" / "hello-nightly.json").exists()
 
 
-def _save_entry(lab: Lab, name: str, *deploy_args: str) -> None:
+def _save_entry(lab: Lab, name: str, *deploy_args: str, playbook: Path | None = None) -> None:
     from fleetctl.schedule.entry import ScheduleEntry, parse_at, parse_days, save_definition
 
-    save_definition(ScheduleEntry(name=name, project=lab.directory, playbook=str(lab.playbook), at=parse_at("02:00"),
+    save_definition(ScheduleEntry(name=name, project=lab.directory, playbook=str(playbook or lab.playbook),
+                                  at=parse_at("02:00"),
                                   days=parse_days(None), deploy_args=("-i", str(lab.inventory), *deploy_args),
                                   python=FLEETCTL[0], path=os.environ.get("PATH")))
 
@@ -291,3 +292,56 @@ def test_stopping_a_scheduled_run_interrupts_the_deploy_cleanly(cron_lab: Lab) -
         assert lab.health(node) is not None, node  # no host left without a running release
     code, _, err = lab.deploy("--version", "2.3.0", "--var", "window=1s")
     assert code == 0, err  # the interrupted run released its locks
+
+
+def test_a_change_freeze_blocks_a_scheduled_run_which_notifies(cron_lab: Lab) -> None:
+    """Issue 14: a frozen fleet (`fleetctl lock`) stops a scheduled run before any change (exit 4); the log and the
+    history name the freeze and its reason, and the playbook's webhook hears that the run failed."""
+    lab = cron_lab
+    with receiver() as hook:
+        playbook = lab.playbook.with_name("hello-frozen.yml")
+        playbook.write_text(lab.playbook.read_text() + "\nnotify:\n  webhooks:\n    - " + json.dumps(
+            {"url": hook.url}) + "\n")
+        _save_entry(lab, "frozen-night", "--version", "2.4.0", playbook=playbook)
+        before = {node: (lab.health(node) or {}).get("version") for node in lab.nodes}
+        lab.fleetctl("lock", str(playbook), "-i", str(lab.inventory), "--reason", "quarter-end freeze", check=True)
+        try:
+            proc = lab.fleetctl("schedule", "run", "frozen-night", "--json")
+            assert proc.returncode == 4, proc.stdout + proc.stderr
+            run_id = json.loads(proc.stdout)["run_id"]
+            log = (lab.directory / ".fleetctl" / "logs" / f"{run_id}.log").read_text()
+            assert "quarter-end freeze" in log and "fleetctl unlock" in log, log
+            assert log.rstrip().endswith("exit code 4: locked (another run, or a change freeze); nothing changed"), log
+            shown = json.loads(lab.fleetctl("history", "show", run_id, "--json", check=True).stdout)
+            assert (shown["status"], shown["trigger"], shown["schedule"]) == ("locked", "scheduled", "frozen-night")
+            assert all(h["outcome"] == "not_started" for h in shown["hosts"].values())
+            wait_for(lambda: any(b.get("event") == "failure" for b in hook.bodies()), 20, "the failure webhook")
+            [failure] = [b for b in hook.bodies() if b.get("event") == "failure"]
+            assert failure["run_id"] == run_id and failure["exit_code"] == 4, failure
+            assert "quarter-end freeze" in json.dumps(failure)
+        finally:
+            lab.fleetctl("unlock", str(playbook), "-i", str(lab.inventory), check=True)
+        assert {node: (lab.health(node) or {}).get("version") for node in lab.nodes} == before  # nothing changed
+
+
+def test_a_scheduled_if_changed_run_with_nothing_to_deploy_logs_it_and_exits_0(cron_lab: Lab) -> None:
+    lab = cron_lab
+    planned = json.loads(lab.fleetctl("schedule", "install", str(lab.playbook), "--at", "02:00", "--name",
+                                      "same-night", "--scheduler", "cron", "--dry-run", "--json", "-i",
+                                      str(lab.inventory), "--version", "2.5.0", "--if-changed", check=True).stdout)
+    args = planned["entry"]["deploy_args"]
+    assert args[-1] == "--if-changed"  # `schedule install --if-changed` becomes the entry's deploy option
+    _save_entry(lab, "same-night", *args[2:])  # without the -i _save_entry adds
+    first = lab.fleetctl("schedule", "run", "same-night", "--json")
+    assert first.returncode == 0, first.stdout + first.stderr
+    for node in lab.nodes:
+        assert (lab.health(node) or {}).get("version") == "2.5.0"
+    again = lab.fleetctl("schedule", "run", "same-night", "--json")
+    assert again.returncode == 0, again.stdout + again.stderr
+    run_id = json.loads(again.stdout)["run_id"]
+    log = (lab.directory / ".fleetctl" / "logs" / f"{run_id}.log").read_text()
+    assert "already runs 2.5.0: nothing to deploy, no lock taken" in log, log
+    assert "no run report: nothing was deployed" in log, log
+    assert log.rstrip().endswith("exit code 0: succeeded"), log
+    history = json.loads(lab.fleetctl("history", "--json", check=True).stdout)
+    assert run_id not in {r["id"] for r in history["runs"]}  # no deploy ran, so none is recorded
