@@ -270,8 +270,8 @@ def test_a_schema_1_journal_is_migrated_in_place_and_keeps_its_runs(tmp_path: Pa
     journal = Journal(path)
     try:
         [old] = journal.runs()
-        assert (old.run_id, old.status, old.trigger, old.schedule, old.inputs) == ("old-run", "succeeded", "manual", None,
-                                                                                {})
+        assert (old.run_id, old.status, old.trigger, old.schedule, old.inputs) == (
+            "old-run", "succeeded", "manual", None, {})
         bus = EventBus()
         journal.subscribe(bus)
         new = started("new-run")
@@ -287,6 +287,25 @@ def test_a_schema_1_journal_is_migrated_in_place_and_keeps_its_runs(tmp_path: Pa
     assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (
         str(journal_mod.SCHEMA_VERSION),)
     db.close()
+
+
+def test_gate_failures_are_kept_and_a_version_1_database_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    old = sqlite3.connect(path)
+    old.executescript("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                      "INSERT INTO meta VALUES ('schema_version', '1');" + journal_mod._MIGRATIONS[0])
+    old.close()
+    journal = Journal(path)
+    bus = EventBus()
+    journal.subscribe(bus)  # migrates 1 -> the current version
+    bus.emit(started())
+    bus.emit(HostFinished(HostOutcome("a", "rolled_back", "0.9-old", "status 500", failed_release="1.0-abc")))
+    bus.emit(RunFinished("r1", 1, {"a": HostOutcome("a", "rolled_back", "0.9-old", "status 500",
+                                                     failed_release="1.0-abc"),
+                                   "b": HostOutcome("b", "not_started")}))
+    assert journal.gate_failures("hello") == {"a": {"1.0-abc": "status 500"}}
+    assert journal.gate_failures("other") == {}
+    journal.close()
 
 
 def test_finished_run_says_when_a_run_ended_and_nothing_for_a_running_or_unknown_one(journal: Journal,
