@@ -23,6 +23,7 @@ RANKS: dict[str, int] = {
     "node": 5, "traffic": 5,
     "rollout": 6,
     "state": 7, "notify": 7, "status": 7,  # each subscribes to or reads the engine's results; none needs another
+    "schedule": 7,  # the controller's scheduler entries and scheduled runs (starts deploys as processes)
     "ui": 8,
     "cli": 9, "__main__": 10,
 }

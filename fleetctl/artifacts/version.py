@@ -37,3 +37,18 @@ def resolve_version(explicit: str | None, from_playbook: str | None, source_dir:
         raise ConfigError(f"no version: give --version or artifact.version ({source_dir} is not in a git "
                           "repository with commits, so `git describe` has nothing to say)", key="artifact.version")
     return check_version(described, key="artifact.version")
+
+
+def uncommitted_changes(directory: Path) -> list[str] | None:
+    """Tracked files with uncommitted changes in the git work tree holding `directory` (what makes `git describe
+    --dirty` say dirty), as `git status --porcelain` lines; None when `directory` is not in a git work tree."""
+    if _git(["rev-parse", "--is-inside-work-tree"], directory) != "true":
+        return None
+    try:
+        done = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=directory, check=False,
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    return [line for line in done.stdout.splitlines() if line.strip()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from contextlib import ExitStack
 from typing import Any
@@ -34,11 +35,17 @@ CanaryOpt = typer.Option(None, "--canary", help="Canary batch first: hosts (3) o
 BatchOpt = typer.Option(None, "--batch", help="Batch size: hosts or percent of targeted hosts.")
 MaxFailedOpt = typer.Option(None, "--max-failed", help="Failure budget: hosts or percent (default 0).")
 ForksOpt = typer.Option(None, "--forks", help="Hosts worked on at once (default: rollout.forks, 50).")
+RUN_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}")
 YesOpt = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
 ForceOpt = typer.Option(False, "--force", help="Take over a lock whose run is provably gone (expired, finished, or "
                                                 "its process on this machine ended); never a live run's lock or a "
                                                 "change freeze.")
 StrategyOpt = typer.Option(None, "--strategy", help="rolling or blue-green (default: the playbook's rollout.strategy).")
+UnattendedOpt = typer.Option(False, "--unattended", help="Nobody is watching (a nightly job): never prompt, never "
+                             "take over a lock (held: exit 4), refuse a dirty git tree unless --version.")
+# Set by `fleetctl schedule run`, which names the log after the run; hidden from --help, listed in docs/cli.md.
+ScheduleOpt = typer.Option(None, "--schedule", hidden=True, help="Schedule entry that started this run.")
+RunIdOpt = typer.Option(None, "--run-id", hidden=True, help="Use this run id (as the scheduled run's log does).")
 
 
 def deploy(
@@ -56,15 +63,27 @@ def deploy(
     dry_run_: bool = typer.Option(False, "--dry-run", help="Show the plan and what would change; change nothing."),
     force: bool = ForceOpt,
     strategy: str | None = StrategyOpt,
+    unattended: bool = UnattendedOpt,
+    schedule: str | None = ScheduleOpt,
+    run_id: str | None = RunIdOpt,
     if_changed: bool = typer.Option(False, "--if-changed", help="First compare the target with what each host "
                                                                 "runs (no lock): deploy only the hosts that differ; "
                                                                 "exit 0 at once when none does."),
     json_out: bool = JsonOpt,
 ) -> None:
     """Deploy PLAYBOOK: canary first, then batches, each gated on health; failed hosts are rolled back."""
+    if unattended and force:
+        raise ConfigError("an unattended run never takes over a lock: drop --force (a person who judged the lock "
+                          "stale runs deploy --force themselves)", key="--force")
+    if (schedule or run_id) and not unattended:
+        raise ConfigError("--schedule and --run-id belong to scheduled runs: give --unattended too",
+                          key="--schedule" if schedule else "--run-id")
+    if run_id is not None and not RUN_ID.fullmatch(run_id):
+        raise ConfigError(f"expected a run id such as 20261202T020000Z-1a2b3c, got {run_id!r}", key="--run-id")
     options = DeployOptions(playbook=playbook, inventories=inventory_paths(inventory), limit=limit,
                             extra_vars=tuple(var or ()), canary=canary, batch=batch, max_failed=max_failed,
-                            forks=forks, version=version, artifact=artifact, force=force, strategy=strategy)
+                            forks=forks, version=version, artifact=artifact, force=force, strategy=strategy,
+                            unattended=unattended, schedule=schedule, run_id=run_id)
     people = stderr() if json_out else stdout()
     prepared = prepare_deploy(options, on_output=lambda line: people.print(safe(line), markup=False,
                                                                             highlight=False))
@@ -95,7 +114,7 @@ def deploy(
         return
 
     notifier = Notifier.for_playbook(prepared.fleet.targets.settings)
-    confirm(yes, f"Deploy {prepared.version} to {len(prepared.plan.hosts)} host(s)?")
+    confirm(yes or unattended, f"Deploy {prepared.version} to {len(prepared.plan.hosts)} host(s)?")
     result = run_with_subscribers(lambda bus: run_deploy(prepared, bus, force=force, judge=lock_judge()),
                                   json_out, notifier)
     result.raise_for_exit()

@@ -86,8 +86,13 @@ class DeployProcedure:
         self.notes = notes
         fleet = prepared.fleet
         any_release = next(iter(prepared.releases.values()), None)
+        options = prepared.options
+        inputs: dict[str, object] = options.inputs() if options else {}
+        inputs.update({"artifact_sha256": prepared.manifest.sha256, "commit": prepared.manifest.git_commit,
+                       "artifact_source": prepared.manifest.source})
         self.info = fleet.run_info(prepared.run_id, "deploy", version=prepared.version,
-                                   release=any_release.id if any_release else None)
+                                   release=any_release.id if any_release else None,
+                                   schedule=options.schedule if options else None, inputs=inputs)
 
     @classmethod
     @contextmanager

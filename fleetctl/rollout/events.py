@@ -61,6 +61,10 @@ class RunInfo:
     release: str | None
     strategy: str
     user: str
+    # Keyword-only, so RunStarted's own fields still follow `user` positionally.
+    trigger: Literal["manual", "scheduled"] = field(default="manual", kw_only=True)  # scheduled: `schedule run`
+    schedule: str | None = field(default=None, kw_only=True)  # the schedule entry's name when scheduled
+    inputs: dict[str, Any] = field(default_factory=dict, kw_only=True)  # what it was asked (options, artifact)
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,8 @@ class RunStarted(RunInfo, Event):
     @classmethod
     def of(cls, info: RunInfo, batches: tuple[tuple[str, ...], ...], canary: bool) -> RunStarted:
         return cls(info.run_id, info.kind, info.playbook, info.service, info.version, info.release, info.strategy,
-                   info.user, batches, canary)
+                   info.user, batches, canary, trigger=info.trigger, schedule=info.schedule,
+                   inputs=dict(info.inputs))
 
 
 @dataclass(frozen=True)

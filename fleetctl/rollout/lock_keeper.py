@@ -147,13 +147,19 @@ def describe_holder(host: str, lock: LockInfo) -> str:
             f"expires {_when(lock.expires_at)})")
 
 
-def refusal(host: str, lock: LockInfo, *, gone: str | None, force: bool, playbook: str) -> str:
+def refusal(host: str, lock: LockInfo, *, gone: str | None, force: bool, playbook: str,
+            unattended: bool = False) -> str:
     """What the user is told when `host`'s lock stops a run (exit 4): `--force` is suggested only for a holder
-    that is provably gone, and a live lock or a freeze is refused even with `--force`."""
+    that is provably gone, and a live lock or a freeze is refused even with `--force`. An unattended run (nobody
+    is there to judge a lock) is never told to use --force: it changed nothing and its next run tries again."""
     held = describe_holder(host, lock)
     if lock.freeze:
         lead = "--force does not lift a change freeze: " if force else ""
         return f"{lead}{held}; `fleetctl unlock {playbook}` lifts it"
+    if unattended:
+        why = f"that run is gone ({gone}), but " if gone else "that run is live (it renews its lock while it runs); "
+        return (f"{held}; {why}an unattended run never takes over a lock: this run changed nothing and the next "
+                "one will try again")
     if gone:
         return f"{held}; that run is gone ({gone}): pass --force to take its lock over"
     if force:

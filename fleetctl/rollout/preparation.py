@@ -61,6 +61,20 @@ class DeployOptions:
     owner: str | None = None
     dist_dir: Path | None = None
     strategy: str | None = None  # --strategy; None: the playbook's rollout.strategy
+    unattended: bool = False  # no prompt, never --force, a dirty git tree refused unless --version
+    schedule: str | None = None  # the schedule entry that started this run (history marks it scheduled)
+    run_id: str | None = None  # given by `schedule run`, so the run's log and its history share one id
+
+    def inputs(self) -> dict[str, object]:
+        """What the run was asked, for the history (the journal redacts it)."""
+        extra: dict[str, object] = {}
+        for item in self.extra_vars:
+            key, _, value = item.partition("=")
+            extra[key.strip()] = value
+        return {"playbook": str(self.playbook), "inventories": [str(p) for p in self.inventories],
+                "limit": self.limit, "vars": extra, "canary": self.canary, "batch": self.batch,
+                "max_failed": self.max_failed, "forks": self.forks, "version": self.version,
+                "artifact": None if self.artifact is None else str(self.artifact), "unattended": self.unattended}
 
 
 @dataclass
@@ -90,12 +104,14 @@ class RolloutTargets:
     def client_factory(self) -> Connect:
         return lambda host: connect_client(self.connections[host])
 
-    def run_info(self, run_id: str, kind: RunKind, *, version: str | None = None,
-                 release: str | None = None) -> RunInfo:
-        """What a run over these targets is, for its procedure (`RunStarted`, the journal)."""
+    def run_info(self, run_id: str, kind: RunKind, *, version: str | None = None, release: str | None = None,
+                 schedule: str | None = None, inputs: dict[str, object] | None = None) -> RunInfo:
+        """What a run over these targets is, for its procedure (`RunStarted`, the journal); `schedule` names the
+        schedule entry that started it (the history marks it scheduled)."""
         return RunInfo(run_id=run_id, kind=kind, playbook=str(self.targets.source.path),
                        service=self.targets.settings.name, version=version, release=release,
-                       strategy=self.strategy, user=self.owner)
+                       strategy=self.strategy, user=self.owner,
+                       trigger="scheduled" if schedule else "manual", schedule=schedule, inputs=dict(inputs or {}))
 
 
 @dataclass
@@ -109,6 +125,7 @@ class PreparedDeploy:
     artifact_url: ArtifactUrl | None = None  # transfer: url: the nodes download this; the controller has no copy
     traffic: HostTraffic | None = None  # the load balancer hosts are drained from around their restarts
     colours: dict[str, ColourSet] | None = None  # blue-green: each host's two colour releases and gates
+    options: DeployOptions | None = None  # what was asked (the history keeps it as the run's inputs)
 
     @property
     def artifact_source(self) -> Path | ArtifactUrl:
@@ -229,6 +246,8 @@ def prepare_deploy(options: DeployOptions, *, on_output: Callable[[str], None] |
 
     # Fail fast on bad input before a possibly long build (the real version is known only after it).
     first = load_fleet(options, {"version": options.version or "0.0.0"})
+    if options.unattended and not options.version:
+        refuse_dirty_tree(first.targets.settings)
     for playbook in first.playbooks.values():
         find_wrapper(playbook)
     artifact_url: ArtifactUrl | None = None
@@ -269,8 +288,36 @@ def prepare_deploy(options: DeployOptions, *, on_output: Callable[[str], None] |
                                             wrapper_sha256=wrapper.sha256 if wrapper else None)
             releases[host.name] = colours[host.name].releases["blue"]
     traffic = balancer_for(fleet.targets, fleet.playbooks) if fleet.strategy == "rolling" else None
-    return PreparedDeploy(fleet, manifest, releases, fleet.targets.settings.transfer, wrappers=wrappers,
-                          artifact_url=artifact_url, traffic=traffic, colours=colours)
+    prepared = PreparedDeploy(fleet, manifest, releases, fleet.targets.settings.transfer, wrappers=wrappers,
+                              artifact_url=artifact_url, traffic=traffic, colours=colours, options=options)
+    if options.run_id:
+        prepared.run_id = options.run_id
+    return prepared
+
+
+def refuse_dirty_tree(playbook: Playbook) -> None:
+    """An unattended run deploys what is committed: the git work trees of the project (the current directory),
+    the playbook and the build's source must have no uncommitted changes to tracked files, unless `--version`
+    says what this is. Trees that are not in git are not checked (their version comes from elsewhere)."""
+    from fleetctl.artifacts.version import uncommitted_changes
+
+    places = [Path.cwd(), playbook.base_dir]
+    build = playbook.artifact.build
+    if build is not None and build.go is not None and (playbook.base_dir / build.go.dir).is_dir():
+        places.append(playbook.base_dir / build.go.dir)
+    seen: set[str] = set()
+    for place in places:
+        changes = uncommitted_changes(place.resolve())
+        if not changes:
+            continue
+        shown = ", ".join(line[3:] for line in changes[:5]) + (f" and {len(changes) - 5} more" if len(changes) > 5
+                                                                else "")
+        if shown in seen:
+            continue
+        seen.add(shown)
+        raise ConfigError(f"the git tree at {place.resolve()} has uncommitted changes ({shown}): an unattended run "
+                          "deploys only committed work; commit or stash them, or give --version to deploy this tree "
+                          "as that version", file=playbook.path, key="--unattended")
 
 
 def prepare_rollback(options: DeployOptions, to_version: str | None = None) -> PreparedRollback:

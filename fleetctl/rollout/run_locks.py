@@ -31,6 +31,7 @@ class LockSpec:
     ttl_seconds: int
     force: bool = False
     judge: HolderJudge = field(default_factory=HolderJudge)
+    unattended: bool = False  # never suggest --force: nobody is there to judge whether a lock is stale
 
 
 @dataclass
@@ -91,7 +92,8 @@ class LockSteps:
                             self._keeper.hold(name, client, sent)
                         return
                     holder = None  # it changed hands meanwhile: report what the node says now
-                text = refusal(name, holder, gone=gone, force=self.lock.force, playbook=self.info.playbook) \
+                text = refusal(name, holder, gone=gone, force=self.lock.force, playbook=self.info.playbook,
+                               unattended=self.lock.unattended) \
                     if holder else f"{name} is locked by another run"
                 with self._guard:
                     held.append(text)

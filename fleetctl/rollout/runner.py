@@ -114,14 +114,15 @@ def run_deploy(prepared: PreparedDeploy, bus: EventBus, *, connect: Connect | No
                judge: HolderJudge | None = None) -> RunResult:
     """Run the deploy: lock all, batches with health gates, failure budget, rollback, unlock. Never raises for
     host failures: the result's exit code says how it went (`RunResult.raise_for_exit()`)."""
+    unattended = bool(prepared.options and prepared.options.unattended)
     if prepared.colours is not None:
         with _blue_green_deploy(prepared) as blue_green:
             return run_procedure(prepared.fleet, blue_green, bus, connect=connect, interruption=interruption,
-                                 force=force, judge=judge)
+                                 force=force, judge=judge, unattended=unattended)
     with _balancer(prepared.traffic), DeployProcedure.open(prepared) as procedure:
         procedure.notes += _unused_traffic_notes(prepared.fleet)
         return run_procedure(prepared.fleet, procedure, bus, connect=connect, interruption=interruption,
-                             force=force, judge=judge, traffic=prepared.traffic)
+                             force=force, judge=judge, traffic=prepared.traffic, unattended=unattended)
 
 
 def run_rollback(prepared: PreparedRollback, bus: EventBus, *, plan: RollbackPlan | None = None,
@@ -189,15 +190,17 @@ def _balancer(traffic: HostTraffic | None) -> Iterator[None]:
 
 def run_procedure(fleet: RolloutTargets, procedure: HostProcedure, bus: EventBus, *, connect: Connect | None = None,
                   interruption: Interruption | None = None, force: bool = False,
-                  judge: HolderJudge | None = None, traffic: HostTraffic | None = None) -> RunResult:
+                  judge: HolderJudge | None = None, traffic: HostTraffic | None = None,
+                  unattended: bool = False) -> RunResult:
     """Any procedure over the fleet's plan, under its locks, with Ctrl-C handled (first: no new hosts; second:
     abort health gates). `judge` decides whether a lock's holder is provably gone (what --force may take). A
-    failing load balancer (`traffic`) stops the run before the next host."""
+    failing load balancer (`traffic`) stops the run before the next host; `unattended`: a held lock's message
+    never suggests --force."""
     interruption = interruption or Interruption()
     engine = RolloutEngine(
         plan=fleet.plan, procedure=procedure, connect=connect or fleet.client_factory(), bus=bus,
         lock=LockSpec(app=fleet.targets.settings.name, owner=fleet.owner, ttl_seconds=fleet.lock_ttl, force=force,
-                      judge=judge or HolderJudge()),
+                      judge=judge or HolderJudge(), unattended=unattended),
         forks=fleet.forks, interruption=interruption, timeouts=fleet.timeouts,
         unlock_hint=f"fleetctl unlock {fleet.targets.source.path} --limit HOST")
     if traffic is not None:

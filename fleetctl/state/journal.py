@@ -55,7 +55,7 @@ from fleetctl.rollout.events import (
 )
 from fleetctl.rollout.lock_keeper import process_start_marker  # one reading of /proc for runs and locks
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DEFAULT_PATH = Path(".fleetctl") / "history.db"
 PATH_ENV = "FLEETCTL_HISTORY_DB"
 
@@ -116,6 +116,12 @@ _MIGRATIONS: tuple[str, ...] = (
     # 3: the release that failed its gate (or start) on the host in that run, so rollback never returns to it.
     """
     ALTER TABLE hosts ADD COLUMN failed_release TEXT;
+    """,
+    # 4: what started a run (a person or a schedule entry) and what it was asked (options, artifact, commit).
+    """
+    ALTER TABLE runs ADD COLUMN trigger TEXT NOT NULL DEFAULT 'manual';
+    ALTER TABLE runs ADD COLUMN schedule TEXT;
+    ALTER TABLE runs ADD COLUMN inputs TEXT NOT NULL DEFAULT '{}';
     """,
 )
 
@@ -269,6 +275,7 @@ class RunRecord(RunInfo):
             "canary": self.canary, "started_at": _iso(self.started_at), "finished_at": _iso(self.finished_at),
             "status": self.status, "exit_code": self.exit_code, "message": self.message,
             "controller": self.controller, "pid": self.pid, "outcomes": self.outcome_counts(),
+            "trigger": self.trigger, "schedule": self.schedule, "inputs": self.inputs,
             "notifications": list(self.notifications),
         }
         if with_hosts:
@@ -417,13 +424,14 @@ class Journal:
         self._batches = {}
         db.execute(
             "INSERT OR REPLACE INTO runs (id, kind, playbook, playbook_key, service, version, release, strategy,"
-            " user, canary, batches, started_at, status, controller, pid, pid_started)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)",
+            " user, canary, batches, started_at, status, controller, pid, pid_started, trigger, schedule, inputs)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
             (
                 redact(e.run_id), e.kind, redact(e.playbook), playbook_key(e.playbook), redact(e.service),
                 _r(e.version), _r(e.release), redact(e.strategy), redact(e.user), int(e.canary),
                 json.dumps(redact_value([list(b) for b in e.batches])), time.time(), socket.gethostname(),
-                os.getpid(), process_start_marker(os.getpid()),
+                os.getpid(), process_start_marker(os.getpid()), e.trigger, _r(e.schedule),
+                json.dumps(redact_value(e.inputs), default=str),
             ),
         )
 
@@ -611,7 +619,7 @@ class Journal:
             canary=bool(row["canary"]), batches=tuple(tuple(b) for b in json.loads(row["batches"])),
             started_at=row["started_at"], finished_at=row["finished_at"], status=status,
             exit_code=row["exit_code"], message=row["message"], controller=row["controller"], pid=row["pid"],
-            hosts=hosts,
+            hosts=hosts, trigger=row["trigger"], schedule=row["schedule"], inputs=json.loads(row["inputs"] or "{}"),
             batch_spans=tuple(BatchSpan.from_json(b) for b in json.loads(row["batch_spans"] or "[]")),
             notifications=tuple(json.loads(row["notifications"] or "[]")),
         )

@@ -27,8 +27,9 @@ def runs_table(runs: list[RunRecord]) -> Table:
     for r in runs:
         what = f"{r.kind} {r.service} {r.version or r.release or ''}{' +canary' if r.canary else ''}"
         status = r.status if r.exit_code is None else f"{r.status} ({r.exit_code})"
+        who = f"{r.user} (schedule {r.schedule})" if r.trigger == "scheduled" else r.user
         table.add_row(
-            Text(safe(r.run_id)), _when(r.started_at), Text(safe(r.user)), Text(safe(what)),
+            Text(safe(r.run_id)), _when(r.started_at), Text(safe(who)), Text(safe(what)),
             Text(status, style=STATUS_STYLE.get(r.status, "")), Text(safe(counts_line(r.outcome_counts()))),
             _took(r),
         )
@@ -40,6 +41,8 @@ def run_header(r: RunRecord) -> Text:
     text.append(safe(f"{r.playbook} ({r.service}) {r.version or ''} {r.release or ''}".rstrip()), style="bold cyan")
     text.append(f"\nrun {safe(r.run_id)} by {safe(r.user)} from {safe(r.controller)} (pid {r.pid}), "
                 f"strategy {safe(r.strategy)}{' with canary' if r.canary else ''}")
+    if r.trigger == "scheduled":
+        text.append(f"\nscheduled: started by schedule {safe(r.schedule)} (unattended)")
     text.append(f"\nstarted {_when(r.started_at)}, took {_took(r)}, status ")
     text.append(r.status, style=STATUS_STYLE.get(r.status, ""))
     text.append(f", exit code {'-' if r.exit_code is None else r.exit_code}")

@@ -253,6 +253,42 @@ def test_a_killed_controller_shows_as_interrupted(tmp_path: Path) -> None:
     assert run.host_outcome("b") == "not_started"
 
 
+def test_a_schema_1_journal_is_migrated_in_place_and_keeps_its_runs(tmp_path: Path) -> None:
+    """A journal written before runs were marked scheduled (schema 1): its runs read as manual, new runs carry
+    trigger, schedule and inputs, and the file is at the current version afterwards."""
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(journal_mod._MIGRATIONS[0])  # schema 1, exactly as fleetctl created it
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    db.execute("INSERT INTO runs (id, kind, playbook, playbook_key, service, version, release, strategy, user, canary,"
+               " batches, started_at, finished_at, status, exit_code, message, controller, pid, pid_started) VALUES"
+               " ('old-run', 'deploy', 'pb.yml', 'pb.yml', 'hello', '0.9', '0.9-x', 'rolling', 'ops', 0, '[[\"a\"]]',"
+               " 1700000000, 1700000010, 'succeeded', 0, NULL, 'ctl', 1, NULL)")
+    db.commit()
+    db.close()
+    journal = Journal(path)
+    try:
+        [old] = journal.runs()
+        assert (old.run_id, old.status, old.trigger, old.schedule, old.inputs) == (
+            "old-run", "succeeded", "manual", None, {})
+        bus = EventBus()
+        journal.subscribe(bus)
+        new = started("new-run")
+        bus.emit(RunStarted(**{**new.__dict__, "trigger": "scheduled", "schedule": "nightly",
+                               "inputs": {"version": "1.0", "vars": {"api_token": "abcdef123"}}}))
+        run = journal.run("new-run")
+        assert (run.trigger, run.schedule) == ("scheduled", "nightly")
+        assert run.inputs == {"version": "1.0", "vars": {"api_token": "********"}}  # redacted by name
+        assert run.to_json()["trigger"] == "scheduled"
+    finally:
+        journal.close()
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (
+        str(journal_mod.SCHEMA_VERSION),)
+    db.close()
+
+
 def test_gate_failures_are_kept_and_a_version_1_database_is_migrated(tmp_path: Path) -> None:
     path = tmp_path / "history.db"
     old = sqlite3.connect(path)
@@ -261,7 +297,7 @@ def test_gate_failures_are_kept_and_a_version_1_database_is_migrated(tmp_path: P
     old.close()
     journal = Journal(path)
     bus = EventBus()
-    journal.subscribe(bus)  # migrates 1 -> 3
+    journal.subscribe(bus)  # migrates 1 -> the current version
     bus.emit(started())
     bus.emit(HostFinished(HostOutcome("a", "rolled_back", "0.9-old", "status 500", failed_release="1.0-abc")))
     bus.emit(RunFinished("r1", 1, {"a": HostOutcome("a", "rolled_back", "0.9-old", "status 500",
