@@ -10,7 +10,15 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, inventory_paths, version_option
+from fleetctl.cli.options import (
+    ForksOpt,
+    InventoryOpt,
+    JsonOpt,
+    LimitOpt,
+    VarOpt,
+    inventory_paths,
+    version_option,
+)
 from fleetctl.errors import ConfigError, RolloutFailed
 from fleetctl.rollout.engine import RunResult
 from fleetctl.rollout.events import EventBus
@@ -18,10 +26,9 @@ from fleetctl.rollout.runner import DeployOptions, HostPreview, dry_run, prepare
 from fleetctl.ui.console import print_json, safe, stderr, stdout, warn_insecure
 from fleetctl.ui.plan import plan_table
 
-CanaryOpt = typer.Option(None, "--canary", help="Canary batch first: hosts (3) or percent (10%).")
-BatchOpt = typer.Option(None, "--batch", help="Batch size: hosts or percent of targeted hosts.")
-MaxFailedOpt = typer.Option(None, "--max-failed", help="Failure budget: hosts or percent (default 0).")
-ForksOpt = typer.Option(None, "--forks", help="Hosts worked on at once (default: rollout.forks, 50).")
+CanaryOpt = typer.Option(None, "--canary", metavar="N|N%", help="Canary batch first: hosts (3) or percent (10%).")
+BatchOpt = typer.Option(None, "--batch", metavar="N|N%", help="Batch size: hosts or percent of targeted hosts.")
+MaxFailedOpt = typer.Option(None, "--max-failed", metavar="N|N%", help="Failure budget: hosts or percent (default 0).")
 YesOpt = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
 ForceOpt = typer.Option(False, "--force", help="Take over a stale lock held by another run.")
 

@@ -15,17 +15,19 @@ from fleetctl.state.journal import PATH_ENV, Journal, RunRecord, default_path
 from fleetctl.ui.console import print_json, safe, stdout
 from fleetctl.ui.report import OUTCOME_STYLE, counts_line
 
-DbOpt = typer.Option(None, "--db", help=f"History database. Default: ${PATH_ENV}, else .fleetctl/history.db.")
+DbOpt = typer.Option(None, "--db", metavar="FILE", help=f"History database. Default: ${PATH_ENV}, else .fleetctl/history.db.")
 
-WordsArg = typer.Argument(None, metavar="[PLAYBOOK] | show RUN_ID",
-                          help="Only runs of PLAYBOOK (path or service name); or `show RUN_ID` for one run's hosts.")
+WordsArg = typer.Argument(None, metavar="[PLAYBOOK] | show RUN_ID|last",
+                          help="Only runs of PLAYBOOK (path or service name); or `show RUN_ID` (or `show last`) "
+                               "for one run's hosts.")
 
 STATUS_STYLE = {"succeeded": "green", "running": "cyan", "interrupted": "magenta", "failed": "red",
                 "halted": "bold red", "locked": "yellow", "bad-input": "yellow"}
 
 def history(
     words: list[str] | None = WordsArg,
-    limit: int = typer.Option(20, "--limit", "-n", min=1, max=100000, help="How many runs, newest first."),
+    limit: int = typer.Option(20, "--limit", "-n", min=1, max=100000, metavar="N",
+                              help="How many runs, newest first."),
     db: Path | None = DbOpt,
     json_out: bool = JsonOpt,
 ) -> None:
@@ -35,7 +37,8 @@ def history(
     # `show` as a playbook name. (A playbook literally named "show" can be given as ./show.)
     if words[:1] == ["show"]:
         if len(words) != 2:
-            raise ConfigError("expected exactly one run id: fleetctl history show RUN_ID", key="RUN_ID")
+            raise ConfigError("expected exactly one run id: fleetctl history show RUN_ID (or: history show last)",
+                              key="RUN_ID")
         show_run(words[1], db, json_out)
         return
     if len(words) > 1:

@@ -34,8 +34,12 @@ def _version(value: str | None) -> str | None:
 
 LimitOpt = typer.Option(None, "--limit", "-l", callback=_limit,
                         help="Host pattern: name, group, glob, ~regex, a:b, a:&b, a:!b.")
-VarOpt = typer.Option(None, "--var", "-e", help="Extra variable KEY=VALUE, always a string; KEY:=JSON for a "
-                                               "typed value (port:=8080, debug:=true). Highest precedence; repeatable.")
+VarOpt = typer.Option(None, "--var", "-e", metavar="KEY=VALUE|@FILE",
+                      help="Extra variable KEY=VALUE, always a string; KEY:=JSON for a typed value (port:=8080, "
+                           "debug:=true); @FILE reads a YAML mapping of variables (-e @vars.yml). Highest "
+                           "precedence; repeatable, later ones win.")
+ForksOpt = typer.Option(None, "--forks", "-f", min=1, metavar="N",
+                        help="Hosts worked on at once (default: rollout.forks, 50).")
 
 
 def version_option(help_text: str) -> Any:

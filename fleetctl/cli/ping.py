@@ -32,7 +32,7 @@ def load_connection_settings(inventory: list[str] | None, limit: str | None) -> 
 def ping(
     inventory: list[str] | None = InventoryOpt,
     limit: str | None = LimitOpt,
-    forks: int = typer.Option(DEFAULT_FORKS, "--forks", "-f", min=1, help="Hosts contacted at the same time."),
+    forks: int = typer.Option(DEFAULT_FORKS, "--forks", "-f", min=1, metavar="N", help="Hosts contacted at the same time."),
     json_out: bool = JsonOpt,
 ) -> None:
     """Reach, authenticate and gather facts (OS, PowerShell, free disk, clock skew, round trip) on each host."""

@@ -11,7 +11,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, inventory_paths
+from fleetctl.cli.options import ForksOpt, InventoryOpt, JsonOpt, LimitOpt, VarOpt, inventory_paths
 from fleetctl.errors import RolloutFailed
 from fleetctl.node.fleet import Fleet
 from fleetctl.rollout.status import FleetStatus, HostStatus, ReleaseRef, collect_status, load_status_request
@@ -22,8 +22,7 @@ def status(
     playbook: str = typer.Argument(..., help="Playbook file."),
     inventory: list[str] | None = InventoryOpt,
     limit: str | None = LimitOpt,
-    forks: int | None = typer.Option(None, "--forks", "-f", help="Hosts asked at the same time "
-                                                                     "(default: rollout.forks)."),
+    forks: int | None = ForksOpt,
     var: list[str] | None = VarOpt,
     json_out: bool = JsonOpt,
 ) -> None:

@@ -482,11 +482,15 @@ def merge_variables(
 
 def parse_extra_vars(pairs: list[str] | None) -> dict[str, Any]:
     """`--var KEY=VALUE` pairs: the value exactly as typed, a string (`010` stays "010", a newline stays one).
-    `--var KEY:=JSON` gives a typed value (`port:=8080`, `debug:=true`, `tags:=["a","b"]`)."""
+    `--var KEY:=JSON` gives a typed value (`port:=8080`, `debug:=true`, `tags:=["a","b"]`). `-e @FILE` reads a
+    YAML (or JSON) mapping of variables from FILE, as Ansible's `-e @vars.yml` does; later options win."""
     import json
 
     result: dict[str, Any] = {}
     for pair in pairs or []:
+        if pair.startswith("@"):
+            result.update(load_vars_file(pair[1:]))
+            continue
         key, sep, value = pair.partition("=")
         typed = sep and key.endswith(":")
         if typed:
@@ -505,6 +509,25 @@ def parse_extra_vars(pairs: list[str] | None) -> dict[str, Any]:
             raise ConfigError(f"{key}:= expects a JSON value (8080, true, \"text\", [1, 2], {{\"a\": 1}}), got "
                               f"{value!r}: {err}", key="--var") from None
     return result
+
+
+def load_vars_file(path: str) -> dict[str, Any]:
+    """The variables of `-e @FILE`: a mapping whose keys are variable names, values typed as YAML types them."""
+    if not path:
+        raise ConfigError("expected a file after @ (-e @vars.yml)", key="--var")
+    doc = load_yaml(path, what="vars file")
+    data = doc.data if doc.data is not None else {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping of variable names to values, got {type(data).__name__}",
+                          file=path, key="--var")
+    for key in data:
+        if not isinstance(key, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+            raise ConfigError("expected a variable name (letters, digits, _; not starting with a digit)",
+                              file=path, line=doc.line_of((key,)), key=str(key))
+        if isinstance(data[key], str) and "\x00" in data[key]:
+            raise ConfigError(f"the value of {key} holds a NUL character", file=path, line=doc.line_of((key,)),
+                              key=str(key))
+    return dict(data)
 
 
 def _render_tree(value: Any, variables: Mapping[str, Any], doc: YamlDocument, path: KeyPath, host: str | None) -> Any:

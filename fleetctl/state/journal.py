@@ -378,9 +378,18 @@ class Journal:
             return [self._record(db, row) for row in rows]
 
     def run(self, run_id: str) -> RunRecord:
-        """One run with its hosts, by id or unique id prefix; ConfigError if none or several match."""
+        """One run with its hosts, by id or unique id prefix, or `last` for the newest run; ConfigError if none
+        or several match."""
         with self._lock:
             db = self._connect(create=False)
+            if run_id == "last":
+                newest = [] if db is None else db.execute(
+                    "SELECT * FROM runs ORDER BY started_at DESC, rowid DESC LIMIT 1").fetchall()
+                if not newest:
+                    raise ConfigError("no runs recorded yet, so there is no last run (see `fleetctl history`)",
+                                      file=self.path, key="RUN_ID")
+                assert db is not None
+                return self._record(db, newest[0])
             rows = [] if db is None else db.execute(
                 "SELECT * FROM runs WHERE id = ? UNION SELECT * FROM runs WHERE substr(id, 1, ?) = ? LIMIT 5",
                 (run_id, len(run_id), run_id),
