@@ -16,6 +16,7 @@ from fleetctl.cli.options import (
     JsonOpt,
     LimitOpt,
     VarOpt,
+    examples,
     inventory_paths,
     version_option,
 )
@@ -34,7 +35,7 @@ ForceOpt = typer.Option(False, "--force", help="Take over a stale lock held by a
 
 
 def deploy(
-    playbook: str = typer.Argument(..., help="Playbook file."),
+    playbook: str = typer.Argument(..., metavar="PLAYBOOK", help="Playbook file."),
     inventory: list[str] | None = InventoryOpt,
     limit: str | None = LimitOpt,
     canary: str | None = CanaryOpt,
@@ -42,7 +43,7 @@ def deploy(
     max_failed: str | None = MaxFailedOpt,
     forks: int | None = ForksOpt,
     version: str | None = version_option("Version to build/stamp (default: artifact.version, else git describe)."),
-    artifact: str | None = typer.Option(None, "--artifact", help="Deploy this exe or manifest; skip the build."),
+    artifact: str | None = typer.Option(None, "--artifact", metavar="FILE", help="Deploy this exe or manifest; skip the build."),
     var: list[str] | None = VarOpt,
     yes: bool = YesOpt,
     dry_run_: bool = typer.Option(False, "--dry-run", help="Show the plan and what would change; change nothing."),
@@ -129,4 +130,8 @@ def _preview_json(p: HostPreview) -> dict[str, Any]:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("deploy")(deploy)
+    app.command("deploy", epilog=examples(
+        "fleetctl deploy playbooks/hello/playbook.yml --canary 10% --batch 25%",
+        "fleetctl deploy playbooks/hello/playbook.yml -l dc_east -e @vars.yml --dry-run",
+        "fleetctl deploy playbooks/hello/playbook.yml --yes --json > result.json",
+    ))(deploy)

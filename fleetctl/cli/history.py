@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from fleetctl.cli.options import JsonOpt
+from fleetctl.cli.options import JsonOpt, examples
 from fleetctl.errors import ConfigError
 from fleetctl.state.journal import PATH_ENV, Journal, RunRecord, default_path
 from fleetctl.ui.console import print_json, safe, stdout
@@ -17,7 +17,7 @@ from fleetctl.ui.report import OUTCOME_STYLE, counts_line
 
 DbOpt = typer.Option(None, "--db", metavar="FILE", help=f"History database. Default: ${PATH_ENV}, else .fleetctl/history.db.")
 
-WordsArg = typer.Argument(None, metavar="[PLAYBOOK] | show RUN_ID|last",
+WordsArg = typer.Argument(None, metavar="PLAYBOOK | show RUN_ID|last",
                           help="Only runs of PLAYBOOK (path or service name); or `show RUN_ID` (or `show last`) "
                                "for one run's hosts.")
 
@@ -145,4 +145,8 @@ def _took(r: RunRecord) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("history")(history)
+    app.command("history", epilog=examples(
+        "fleetctl history -n 5                  # the last five runs",
+        "fleetctl history show last             # every host of the newest run",
+        "fleetctl history playbooks/hello/playbook.yml --json",
+    ))(history)

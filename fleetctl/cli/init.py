@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from fleetctl.cli.options import examples
 from fleetctl.errors import ConfigError
 from fleetctl.ui.console import stdout
 
@@ -75,7 +76,7 @@ def scaffold(directory: Path, *, force: bool = False) -> list[Path]:
 
 
 def init(
-    directory: Path = typer.Argument(Path("."), help="Where to create the project (default: here)."),
+    directory: Path = typer.Argument(Path("."), metavar="DIR", help="Where to create the project (default: here)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
 ) -> None:
     """Create fleet.yml, inventory/ and playbooks/hello (a working example) in DIRECTORY."""
@@ -90,4 +91,7 @@ def init(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("init")(init)
+    app.command("init", epilog=examples(
+        "fleetctl init                 # fleet.yml, inventory/ and playbooks/hello/ here",
+        "fleetctl init myproject       # the same in ./myproject",
+    ))(init)

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from fleetctl.cli.options import InventoryOpt, LimitOpt, inventory_paths
+from fleetctl.cli.options import InventoryOpt, LimitOpt, examples, inventory_paths
 from fleetctl.config.inventory import Inventory, load_inventory
 from fleetctl.config.redaction import redact_value
 from fleetctl.config.templating import render_vars
@@ -75,7 +75,7 @@ def list_command(
 
 
 def show_command(
-    host: str = typer.Argument(..., help="Host name as written in the inventory."),
+    host: str = typer.Argument(..., metavar="HOST", help="Host name as written in the inventory."),
     inventory: list[str] | None = InventoryOpt,
     raw: bool = typer.Option(False, "--raw", help="Show values as written, without rendering templates."),
     as_json: bool = typer.Option(False, "--json", help="Print {host, address, groups, vars} as JSON (secrets "
@@ -131,7 +131,16 @@ def graph_command(
 
 def register(app: typer.Typer) -> None:
     group = typer.Typer(help="Show the inventory: hosts, groups and merged variables.", no_args_is_help=True)
-    group.command("list")(list_command)
-    group.command("show")(show_command)
-    group.command("graph")(graph_command)
+    group.command("list", epilog=examples(
+        "fleetctl inventory list -i inventory/prod -l 'web-*'",
+        "fleetctl inventory list --json > hosts.json",
+    ))(list_command)
+    group.command("show", epilog=examples(
+        "fleetctl inventory show web-01.corp.example",
+        "fleetctl inventory show web-01.corp.example --raw --json",
+    ))(show_command)
+    group.command("graph", epilog=examples(
+        "fleetctl inventory graph -i inventory/prod",
+        "fleetctl inventory graph --json",
+    ))(graph_command)
     app.add_typer(group, name="inventory")

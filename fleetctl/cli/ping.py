@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, inventory_paths
+from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, examples, inventory_paths
 from fleetctl.config.connection import ConnectionSettings, render_connection_vars
 from fleetctl.config.inventory import load_inventory
 from fleetctl.errors import ConfigError, RolloutFailed
@@ -61,4 +61,7 @@ def ping(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("ping")(ping)
+    app.command("ping", epilog=examples(
+        "fleetctl ping -i inventory/prod -l 'web-*'",
+        "fleetctl ping -f 100 --json",
+    ))(ping)

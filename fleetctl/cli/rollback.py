@@ -14,15 +14,15 @@ from fleetctl.cli.deploy import (
     confirm,
     run_with_subscribers,
 )
-from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, inventory_paths
+from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, examples, inventory_paths
 from fleetctl.rollout.runner import DeployOptions, prepare_rollback, run_rollback
 from fleetctl.ui.console import stdout, warn_insecure
 from fleetctl.ui.plan import plan_table
 
 
 def rollback(
-    playbook: str = typer.Argument(..., help="Playbook file."),
-    to: str | None = typer.Option(None, "--to", help="Version (or release id) to return to; default: each "
+    playbook: str = typer.Argument(..., metavar="PLAYBOOK", help="Playbook file."),
+    to: str | None = typer.Option(None, "--to", metavar="VERSION", help="Version (or release id) to return to; default: each "
                                                          "host's previous release."),
     inventory: list[str] | None = InventoryOpt,
     limit: str | None = LimitOpt,
@@ -51,4 +51,7 @@ def rollback(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("rollback")(rollback)
+    app.command("rollback", epilog=examples(
+        "fleetctl rollback playbooks/hello/playbook.yml                # each host to its previous release",
+        "fleetctl rollback playbooks/hello/playbook.yml --to 1.4.1 -l web-01",
+    ))(rollback)

@@ -11,7 +11,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from fleetctl.cli.options import ForksOpt, InventoryOpt, JsonOpt, LimitOpt, VarOpt, inventory_paths
+from fleetctl.cli.options import ForksOpt, InventoryOpt, JsonOpt, LimitOpt, VarOpt, examples, inventory_paths
 from fleetctl.errors import RolloutFailed
 from fleetctl.node.fleet import Fleet
 from fleetctl.rollout.status import FleetStatus, HostStatus, ReleaseRef, collect_status, load_status_request
@@ -19,7 +19,7 @@ from fleetctl.ui.console import print_json, safe, stderr, stdout, warn_insecure
 
 
 def status(
-    playbook: str = typer.Argument(..., help="Playbook file."),
+    playbook: str = typer.Argument(..., metavar="PLAYBOOK", help="Playbook file."),
     inventory: list[str] | None = InventoryOpt,
     limit: str | None = LimitOpt,
     forks: int | None = ForksOpt,
@@ -117,4 +117,7 @@ def _lock(s: HostStatus) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("status")(status)
+    app.command("status", epilog=examples(
+        "fleetctl status playbooks/hello/playbook.yml",
+        "fleetctl status playbooks/hello/playbook.yml -l dc_west -f 100 --json",
+    ))(status)
