@@ -108,7 +108,10 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     register_commands(_requested_command(args))
     try:
-        build_command()(args=args, prog_name=PROG_NAME, standalone_mode=False)
+        returned = build_command()(args=args, prog_name=PROG_NAME, standalone_mode=False)
+        # Without standalone mode click hands a command's typer.Exit(code) back as the return value.
+        if isinstance(returned, int) and not isinstance(returned, bool) and returned:
+            sys.exit(returned)
     except FleetError as err:
         report_error(err)
         sys.exit(err.exit_code)

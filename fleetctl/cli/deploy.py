@@ -20,7 +20,7 @@ from fleetctl.cli.options import (
     inventory_paths,
     version_option,
 )
-from fleetctl.errors import ConfigError, RolloutFailed
+from fleetctl.errors import EXIT_INTERRUPTED, ConfigError, RolloutFailed
 from fleetctl.rollout.engine import RunResult
 from fleetctl.rollout.events import EventBus
 from fleetctl.rollout.runner import DeployOptions, HostPreview, dry_run, prepare_deploy, run_deploy
@@ -89,7 +89,9 @@ def confirm(yes: bool, question: str) -> None:
     if not sys.stdin.isatty():
         raise ConfigError("not asking for confirmation without a terminal: pass --yes", key="--yes")
     if not typer.confirm(question, default=False):
-        raise typer.Exit(1)
+        # Declining is the operator stopping the command, as Ctrl-C at the prompt is: the same word and code.
+        stderr().print("aborted: nothing was changed", markup=False, highlight=False)
+        raise typer.Exit(EXIT_INTERRUPTED)
 
 
 def run_with_subscribers(run: Any, json_out: bool) -> RunResult:
