@@ -578,7 +578,8 @@ def _validate(data: Any, doc: YamlDocument, *, check_templates_later: bool = Fal
         first = problems[0]
         loc = tuple(first["loc"])
         key = ".".join(str(p) for p in loc if not (isinstance(p, str) and p[:1].isupper())) or None
-        msg = _explain(first)
+        hint = _suggest_key(loc) if first["type"] == "extra_forbidden" else ""
+        msg = f"unknown key{hint}; see docs/playbook.md for every key" if hint else _explain(first)
         more = f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})" if len(problems) > 1 else ""
         raise ConfigError(msg + more, file=doc.path, line=doc.line_of(_key_path(loc)), key=key) from None
     _files_do_not_collide(playbook, doc)
@@ -657,6 +658,43 @@ def _is_deferred(error: Any, data: Any) -> bool:
         except (KeyError, IndexError, TypeError):
             return False
     return isinstance(node, _Deferred)
+
+
+def _suggest_key(loc: tuple[Any, ...]) -> str:
+    """For an unknown key at `loc`: the nearest key the model at that place knows."""
+    path = _key_path(loc)
+    if not path or not isinstance(path[-1], str):
+        return ""
+    model: Any = Playbook
+    for part in path[:-1]:
+        if isinstance(part, int):
+            continue
+        field_info = getattr(model, "model_fields", {}).get(part)
+        if field_info is None:
+            return ""
+        model = _model_in(field_info.annotation)
+        if model is None:
+            return ""
+    fields = getattr(model, "model_fields", None)
+    if not fields:
+        return ""
+    from fleetctl.config.suggest import did_you_mean
+
+    names = [info.alias or name for name, info in fields.items() if name != "path"]
+    return did_you_mean(path[-1], names)
+
+
+def _model_in(annotation: Any) -> Any:
+    """The pydantic model an annotation holds (through Optional, list[...], dict[..., ...], Annotated), or None."""
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def _explain(error: Any) -> str:

@@ -79,3 +79,33 @@ def test_declining_the_confirmation_aborts(tmp_path: Path) -> None:
         assert project.connections == 0  # nothing was contacted, let alone changed
     finally:
         project.close()
+
+
+def test_did_you_mean_for_keys_hosts_patterns_and_variables(tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copytree(REPO / "playbooks" / "hello", tmp_path / "hello", ignore=shutil.ignore_patterns("src"))
+    playbook = tmp_path / "hello" / "playbook.yml"
+    original = playbook.read_text()
+    (tmp_path / "hosts.ini").write_text("[web]\nweb-east-01 datacenter=east\nweb-west-01 datacenter=west\n")
+    plan = ["plan", str(playbook), "-i", str(tmp_path / "hosts.ini")]
+
+    playbook.write_text(original.replace("keep_releases: 5", "keep_release: 5"))
+    done = fleetctl(tmp_path, *plan)
+    assert done.returncode == 2 and "install.keep_release" in done.stderr
+    assert "did you mean 'keep_releases'?" in done.stderr
+    playbook.write_text(original.replace("retries: 40", "retires: 40"))
+    assert "did you mean 'retries'?" in fleetctl(tmp_path, *plan).stderr
+
+    playbook.write_text(original.replace("spread_by: datacenter", "spread_by: \"{{ hello_prt }}\""))
+    done = fleetctl(tmp_path, *plan)
+    assert done.returncode == 2 and "'hello_prt' is undefined (did you mean 'hello_port'?)" in done.stderr
+
+    playbook.write_text(original)
+    done = fleetctl(tmp_path, *plan, "-l", "web-east-1")
+    assert done.returncode == 2 and "did you mean 'web-east-01'?" in done.stderr
+    assert "did you mean 'web'?" in fleetctl(tmp_path, *plan, "-l", "wbe").stderr
+    done = fleetctl(tmp_path, "inventory", "show", "web-west01", "-i", str(tmp_path / "hosts.ini"))
+    assert done.returncode == 2 and "did you mean 'web-west-01'?" in done.stderr
+    # Nothing close: no guess.
+    assert "did you mean" not in fleetctl(tmp_path, *plan, "-l", "zzzzqqq").stderr
