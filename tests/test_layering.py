@@ -22,7 +22,7 @@ RANKS: dict[str, int] = {
     "artifacts": 4,
     "node": 5,
     "rollout": 6,
-    "state": 7,
+    "state": 7, "notify": 7,  # both subscribe to the engine's events; neither needs the other
     "ui": 8,
     "cli": 9, "__main__": 10,
 }

@@ -21,10 +21,11 @@ from fleetctl.cli.options import (
     version_option,
 )
 from fleetctl.errors import EXIT_INTERRUPTED, ConfigError, RolloutFailed
+from fleetctl.notify import Delivery, Notifier
 from fleetctl.rollout.engine import RunResult
 from fleetctl.rollout.events import EventBus
 from fleetctl.rollout.runner import DeployOptions, HostPreview, dry_run, prepare_deploy, run_deploy
-from fleetctl.ui.console import print_json, safe, stderr, stdout, warn_insecure
+from fleetctl.ui.console import print_json, safe, stderr, stdout, warn, warn_insecure
 from fleetctl.ui.plan import plan_table
 
 CanaryOpt = typer.Option(None, "--canary", metavar="N|N%", help="Canary batch first: hosts (3) or percent (10%).")
@@ -77,8 +78,9 @@ def deploy(
             raise RolloutFailed(f"{len(unreachable)} host(s) could not be asked: {', '.join(unreachable[:5])}")
         return
 
+    notifier = Notifier.for_playbook(prepared.fleet.targets.settings)
     confirm(yes, f"Deploy {prepared.version} to {len(prepared.plan.hosts)} host(s)?")
-    result = run_with_subscribers(lambda bus: run_deploy(prepared, bus, force=force), json_out)
+    result = run_with_subscribers(lambda bus: run_deploy(prepared, bus, force=force), json_out, notifier)
     result.raise_for_exit()
 
 
@@ -94,25 +96,53 @@ def confirm(yes: bool, question: str) -> None:
         raise typer.Exit(EXIT_INTERRUPTED)
 
 
-def run_with_subscribers(run: Any, json_out: bool) -> RunResult:
-    """Wire the live view, the journal and (with --json) the JSON report to a fresh bus, then run."""
+def run_with_subscribers(run: Any, json_out: bool, notifier: Notifier | None = None) -> RunResult:
+    """Wire the live view, the journal, the playbook's webhooks and (with --json) the JSON report to a fresh bus,
+    then run. Webhook deliveries still in flight are waited for (never beyond their timeouts); one that failed is
+    a warning on stderr and an entry of the JSON document's `notifications`, never a change of the exit code."""
     from fleetctl.state.journal import Journal
     from fleetctl.ui.live import LiveView
     from fleetctl.ui.report import JsonReport
 
     bus = EventBus()
     report = JsonReport()
-    with ExitStack() as stack:
-        view = LiveView(stderr() if json_out else stdout())
-        view.subscribe(bus)
-        stack.callback(view.close)
-        journal = Journal()
-        journal.subscribe(bus)
-        stack.callback(journal.close)
-        report.subscribe(bus)
-        result: RunResult = run(bus)
+    deliveries: list[Delivery] = []
+    try:
+        with ExitStack() as stack:
+            view = LiveView(stderr() if json_out else stdout())
+            view.subscribe(bus)
+            stack.callback(view.close)
+            journal = Journal()
+            journal.subscribe(bus)
+            stack.callback(journal.close)
+            report.subscribe(bus)
+            if notifier is not None:
+                notifier.subscribe(bus)
+            try:
+                result: RunResult = run(bus)
+            except BaseException as err:
+                if notifier is not None:
+                    notifier.run_ended_abnormally(err)
+                raise
+    finally:
+        # After the subscribers are closed, so every event the run emitted has reached the notifier.
+        if notifier is not None:
+            deliveries = notifier.close()
+            for delivery in deliveries:
+                if not delivery.ok:
+                    warn(delivery.describe())
+            if deliveries and report.run_id:
+                # In the history too, so `history show` and the run's report say how the team was told.
+                recorder = Journal()
+                try:
+                    recorder.record_notifications(report.run_id, [d.to_json() for d in deliveries])
+                finally:
+                    recorder.close()
     if json_out:
-        print_json(report.document(exit_code=result.exit_code))
+        document = report.document(exit_code=result.exit_code)
+        if notifier is not None:
+            document["notifications"] = [d.to_json() for d in deliveries]
+        print_json(document)
     return result
 
 

@@ -16,6 +16,7 @@ from fleetctl.cli.deploy import (
 )
 from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, examples, inventory_paths
 from fleetctl.errors import RolloutFailed
+from fleetctl.notify import Notifier
 from fleetctl.rollout.remove import dry_run_remove, prepare_remove, run_remove
 from fleetctl.rollout.runner import DeployOptions
 from fleetctl.ui.console import print_json, stderr, stdout, warn_insecure
@@ -58,8 +59,9 @@ def remove(
         if unreachable:
             raise RolloutFailed(f"{len(unreachable)} host(s) could not be asked: {', '.join(unreachable[:5])}")
         return
+    notifier = Notifier.for_playbook(prepared.fleet.targets.settings)
     confirm(yes, f"Remove {name} from {count} host(s){' and purge its files' if purge else ''}?")
-    result = run_with_subscribers(lambda bus: run_remove(prepared, bus, force=force), json_out)
+    result = run_with_subscribers(lambda bus: run_remove(prepared, bus, force=force), json_out, notifier)
     result.raise_for_exit()
 
 

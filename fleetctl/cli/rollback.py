@@ -15,6 +15,7 @@ from fleetctl.cli.deploy import (
     run_with_subscribers,
 )
 from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, examples, inventory_paths
+from fleetctl.notify import Notifier
 from fleetctl.rollout.runner import DeployOptions, prepare_rollback, run_rollback
 from fleetctl.ui.console import stdout, warn_insecure
 from fleetctl.ui.plan import plan_table
@@ -45,8 +46,9 @@ def rollback(
     if not json_out:
         stdout().print(plan_table(prepared.plan, f"Rollback {prepared.fleet.targets.settings.name} to {target}: "
                                                  f"{len(prepared.plan.hosts)} hosts", None))
+    notifier = Notifier.for_playbook(prepared.fleet.targets.settings)
     confirm(yes, f"Roll back {len(prepared.plan.hosts)} host(s) to {target}?")
-    result = run_with_subscribers(lambda bus: run_rollback(prepared, bus, force=force), json_out)
+    result = run_with_subscribers(lambda bus: run_rollback(prepared, bus, force=force), json_out, notifier)
     result.raise_for_exit()
 
 

@@ -379,9 +379,62 @@ class Traffic(_Model):
         return self
 
 
+NotifyEvent = Literal["start", "success", "failure", "halted", "interrupted"]
+NOTIFY_EVENTS: tuple[NotifyEvent, ...] = ("start", "success", "failure", "halted", "interrupted")
+
+
 class Webhook(_Model):
+    """`notify.webhooks[]`: one receiver. The URL (a Slack or Teams URL is itself the credential) and header values
+    are registered as secrets when read, so no output, log or error ever shows them."""
+
     url: str
-    events: list[Literal["start", "success", "failure"]] = ["start", "success", "failure"]
+    format: Literal["json", "slack", "teams"] = "json"
+    events: list[NotifyEvent] = list(NOTIFY_EVENTS)
+    timeout: Duration = Duration(10)
+    attempts: int = Field(default=3, ge=1, le=10)
+    headers: dict[str, str] = {}
+    ca_bundle: str | None = None
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _url_is_http(cls, value: Any) -> Any:
+        from fleetctl.config.redaction import register_secret
+
+        if isinstance(value, str):
+            register_secret(value)
+            if not re.match(r"^https?://[^/\s]+", value):
+                # Never echo the value: it is a secret.
+                raise ValueError("expected an http:// or https:// URL (the value is not shown: webhook URLs are "
+                                 "secret)")
+        return value
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _headers_are_secret(cls, value: Any) -> Any:
+        from fleetctl.config.redaction import register_secret
+
+        if isinstance(value, dict):
+            for v in value.values():
+                if isinstance(v, str):
+                    register_secret(v)
+        return value
+
+    @field_validator("events")
+    @classmethod
+    def _some_events(cls, events: list[str]) -> list[str]:
+        if not events:
+            raise ValueError(f"expected at least one of {', '.join(NOTIFY_EVENTS)} (remove the webhook to send "
+                             "nothing)")
+        if len(set(events)) != len(events):
+            raise ValueError("each event may be listed once")
+        return events
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive_timeout(cls, timeout: Duration) -> Duration:
+        if timeout <= 0 or timeout > 300:
+            raise ValueError("expected a timeout above 0 and at most 5m")
+        return timeout
 
 
 class Notify(_Model):

@@ -62,6 +62,19 @@ class HostStepStarted(Event):
 
 
 @dataclass(frozen=True)
+class HostStepFinished(Event):
+    """A step of a host ended: when it began (wall clock, for timelines), how long it took, whether it raised.
+    A step repeated (rollback repeats stop/switch/start) finishes once per time it ran."""
+
+    host: str
+    step: Step
+    started_at: float  # time.time() when the step began
+    seconds: float
+    failed: bool = False
+    detail: str = ""
+
+
+@dataclass(frozen=True)
 class HostProgress(Event):
     host: str
     step: Step

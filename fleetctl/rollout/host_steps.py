@@ -31,7 +31,14 @@ from fleetctl.node.client import NodeClient
 from fleetctl.node.results import NodeState, ServiceInfo
 from fleetctl.node.transfer import TransferMode, ensure_artifact
 from fleetctl.protocol.errors import NodeOperationError, TransportError
-from fleetctl.rollout.events import EventBus, HostOutcome, HostProgress, HostStepStarted, Step
+from fleetctl.rollout.events import (
+    EventBus,
+    HostOutcome,
+    HostProgress,
+    HostStepFinished,
+    HostStepStarted,
+    Step,
+)
 from fleetctl.rollout.health import (
     HealthCheck,
     HealthResult,
@@ -76,11 +83,16 @@ class HostContext:
     def step(self, name: Step, action: Callable[[], T], detail: str = "") -> T:
         """Run one step: announce it, time it (accumulating, since rollback repeats steps)."""
         self.bus.emit(HostStepStarted(self.host, name, detail))
-        started = time.monotonic()
+        began, started = time.time(), time.monotonic()
+        failed = True
         try:
-            return action()
+            result = action()
+            failed = False
+            return result
         finally:
-            self.timings[name] = self.timings.get(name, 0.0) + time.monotonic() - started
+            seconds = time.monotonic() - started
+            self.timings[name] = self.timings.get(name, 0.0) + seconds
+            self.bus.emit(HostStepFinished(self.host, name, began, seconds, failed, detail))
 
     def progress(self, step: Step) -> Callable[[int, int], None]:
         return lambda done, total: self.bus.emit(HostProgress(self.host, step, done, total))
@@ -303,9 +315,8 @@ def activate(ctx: HostContext, target: Release, definition: ServiceDefinition | 
                                                      timeout_seconds=_seconds(job.start_timeout)))
     if health is not None:
         ctx.gating.set()
-        result = step("health", lambda: gate(ctx, target, health))
-        if not result.ok:
-            raise StepFailed("health", result.reason or "health check failed")
+        # Raised inside the step, so the timeline marks the health step itself as the one that failed.
+        step("health", lambda: _passed(gate(ctx, target, health)))
     if record:
         # The gate's last state read happened after the switch, under our lock: it is as good as a new read.
         seen = ctx.last_state
@@ -313,6 +324,12 @@ def activate(ctx: HostContext, target: Release, definition: ServiceDefinition | 
             "record", lambda: read_state(ctx, target))
         if state.current != target.id:
             raise StepFailed("record", f"the node reports current release {state.current}, expected {target.id}")
+
+
+def _passed(result: HealthResult) -> HealthResult:
+    if not result.ok:
+        raise StepFailed("health", result.reason or "health check failed")
+    return result
 
 
 def gate(ctx: HostContext, target: Release, check: HealthCheck) -> HealthResult:

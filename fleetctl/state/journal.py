@@ -7,6 +7,12 @@ process that wrote it (pid + start time, on this controller) is gone. Every text
 `fleetctl.config.redaction` first: the database never holds a secret.
 
 Readers: `Journal(path).runs(playbook=..., limit=...)` and `Journal(path).run(run_id_or_prefix)`.
+
+Timeline (schema 2): each step a host ran is kept as a span (step, start, end, failed, detail) from
+`HostStepFinished`, and each batch's start and end from `BatchStarted`/`BatchFinished`, so a run report can draw
+when things happened. Spans are held in memory and written with the host's row (at its next step, its outcome
+and the end of the run), never one commit per step. A run recorded under schema 1 has only per-step durations:
+`HostRecord.timeline()` lays those end to end from the host's start and says it did (`recorded=False`).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import sqlite3
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +39,19 @@ from fleetctl.errors import (
     ConfigError,
 )
 from fleetctl.rollout.events import (
+    BatchFinished,
+    BatchStarted,
     Event,
     EventBus,
     HostFinished,
     HostOutcome,
+    HostStepFinished,
     HostStepStarted,
     RunFinished,
     RunStarted,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_PATH = Path(".fleetctl") / "history.db"
 PATH_ENV = "FLEETCTL_HISTORY_DB"
 
@@ -94,13 +103,66 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (run_id, host)
     );
     """,
+    # 2: when each step and batch ran (timelines), and how the run's notifications went; NULL for runs before.
+    """
+    ALTER TABLE hosts ADD COLUMN spans TEXT;
+    ALTER TABLE runs ADD COLUMN batch_spans TEXT;
+    ALTER TABLE runs ADD COLUMN notifications TEXT;
+    """,
 )
+
+# The order steps run in, for laying out a schema-1 host's durations (which kept no start times).
+STEP_ORDER = ("connect", "lock", "transfer", "install", "service", "stop", "switch", "start", "health", "record",
+              "retention", "rollback", "remove", "unlock")
 
 
 def default_path() -> Path:
     """Where the journal lives: $FLEETCTL_HISTORY_DB, else `.fleetctl/history.db` under the current directory."""
     env = os.environ.get(PATH_ENV)
     return Path(env) if env else DEFAULT_PATH
+
+
+@dataclass(frozen=True)
+class StepSpan:
+    """One step of one host as it ran: wall-clock start and end (seconds since the epoch)."""
+
+    step: str
+    start: float
+    end: float
+    failed: bool = False
+    detail: str = ""
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+    def to_json(self) -> list[Any]:
+        return [self.step, round(self.start, 3), round(self.end, 3), self.failed, self.detail]
+
+    @classmethod
+    def from_json(cls, item: list[Any]) -> StepSpan:
+        return cls(str(item[0]), float(item[1]), float(item[2]), bool(item[3]), str(item[4]) if len(item) > 4 else "")
+
+
+@dataclass(frozen=True)
+class BatchSpan:
+    """When one batch ran; `finished` None if the run ended (or crashed) inside it."""
+
+    index: int
+    canary: bool
+    hosts: tuple[str, ...]
+    started: float
+    finished: float | None = None
+    passed: bool | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "canary": self.canary, "hosts": list(self.hosts), "started": self.started,
+                "finished": self.finished, "passed": self.passed}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> BatchSpan:
+        return cls(int(doc["index"]), bool(doc["canary"]), tuple(doc["hosts"]), float(doc["started"]),
+                   None if doc.get("finished") is None else float(doc["finished"]), doc.get("passed"))
 
 
 @dataclass(frozen=True)
@@ -115,6 +177,7 @@ class HostRecord:
     timings: dict[str, float]
     started_at: float | None
     finished_at: float | None
+    spans: tuple[StepSpan, ...] | None = None  # None: recorded before schema 2 (durations only)
 
     @property
     def duration(self) -> float | None:
@@ -122,10 +185,27 @@ class HostRecord:
             return None
         return self.finished_at - self.started_at
 
+    def timeline(self) -> tuple[tuple[StepSpan, ...], bool]:
+        """The host's steps in time, and whether they were recorded as they ran (True) or reconstructed from a
+        schema-1 row's per-step durations laid end to end from the host's start (False)."""
+        if self.spans is not None:
+            return self.spans, True
+        if self.started_at is None or not self.timings:
+            return (), False
+        spans: list[StepSpan] = []
+        at = self.started_at
+        order = {name: i for i, name in enumerate(STEP_ORDER)}
+        for step, seconds in sorted(self.timings.items(), key=lambda kv: order.get(kv[0], len(order))):
+            spans.append(StepSpan(step, at, at + float(seconds)))
+            at += float(seconds)
+        return tuple(spans), False
+
     def to_json(self) -> dict[str, Any]:
         return {
             "outcome": self.outcome, "step": self.step, "release": self.release, "error": self.error,
             "timings": self.timings, "started_at": _iso(self.started_at), "finished_at": _iso(self.finished_at),
+            "steps": [{"step": s.step, "started_at": _iso_ms(s.start), "seconds": round(s.seconds, 3),
+                       "failed": s.failed, "detail": s.detail} for s in self.timeline()[0]],
         }
 
 
@@ -151,6 +231,13 @@ class RunRecord:
     controller: str
     pid: int
     hosts: dict[str, HostRecord] = field(default_factory=dict)
+    batch_spans: tuple[BatchSpan, ...] = ()  # empty for runs recorded before schema 2
+    # One dict per webhook delivery (fleetctl.notify.Delivery.to_json()), as the run's controller recorded them.
+    notifications: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.finished_at is None else self.finished_at - self.started_at
 
     @property
     def host_names(self) -> list[str]:
@@ -181,6 +268,7 @@ class RunRecord:
             "canary": self.canary, "started_at": _iso(self.started_at), "finished_at": _iso(self.finished_at),
             "status": self.status, "exit_code": self.exit_code, "message": self.message,
             "controller": self.controller, "pid": self.pid, "outcomes": self.outcome_counts(),
+            "notifications": list(self.notifications),
         }
         if with_hosts:
             doc["hosts"] = {}
@@ -188,7 +276,7 @@ class RunRecord:
                 record = self.hosts.get(name)
                 entry = record.to_json() if record else {"outcome": None, "step": None, "release": None,
                                                          "error": None, "timings": {}, "started_at": None,
-                                                         "finished_at": None}
+                                                         "finished_at": None, "steps": []}
                 entry["outcome"] = self.host_outcome(name)
                 doc["hosts"][name] = entry
         return doc
@@ -206,6 +294,8 @@ class Journal:
         self._db: sqlite3.Connection | None = None
         self._run_id: str | None = None
         self._warned = False
+        self._spans: dict[str, list[StepSpan]] = {}  # host -> its steps so far in the current run
+        self._batches: dict[int, BatchSpan] = {}
 
     # --- connection and schema ---------------------------------------------------------------------------------
 
@@ -278,6 +368,13 @@ class Journal:
                     self._run_started(db, event)
                 elif isinstance(event, HostStepStarted):
                     self._host_step(db, event)
+                elif isinstance(event, HostStepFinished):
+                    # Kept in memory; written with the host's next row update (no commit per step).
+                    self._spans.setdefault(event.host, []).append(StepSpan(
+                        event.step, event.started_at, event.started_at + event.seconds, event.failed,
+                        redact(event.detail)))
+                elif isinstance(event, (BatchStarted, BatchFinished)):
+                    self._batch(db, event)
                 elif isinstance(event, HostFinished):
                     self._host_finished(db, event.result)
                 elif isinstance(event, RunFinished):
@@ -289,6 +386,8 @@ class Journal:
 
     def _run_started(self, db: sqlite3.Connection, e: RunStarted) -> None:
         self._run_id = e.run_id
+        self._spans = {}
+        self._batches = {}
         db.execute(
             "INSERT OR REPLACE INTO runs (id, kind, playbook, playbook_key, service, version, release, strategy,"
             " user, canary, batches, started_at, status, controller, pid, pid_started)"
@@ -307,10 +406,24 @@ class Journal:
         # The first step creates the host's row (started_at); later steps only move `step`, so a crash shows
         # where each in-flight host was.
         db.execute(
-            "INSERT INTO hosts (run_id, host, step, started_at) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (run_id, host) DO UPDATE SET step = excluded.step WHERE outcome IS NULL",
-            (redact(self._run_id), redact(e.host), e.step, time.time()),
+            "INSERT INTO hosts (run_id, host, step, started_at, spans) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (run_id, host) DO UPDATE SET spans = excluded.spans,"
+            " step = CASE WHEN outcome IS NULL THEN excluded.step ELSE step END",
+            (redact(self._run_id), redact(e.host), e.step, time.time(), self._spans_json(e.host)),
         )
+
+    def _spans_json(self, host: str) -> str:
+        return json.dumps([s.to_json() for s in self._spans.get(host, [])])
+
+    def _batch(self, db: sqlite3.Connection, e: BatchStarted | BatchFinished) -> None:
+        if self._run_id is None:
+            return
+        if isinstance(e, BatchStarted):
+            self._batches[e.index] = BatchSpan(e.index, e.canary, tuple(redact(h) for h in e.hosts), time.time())
+        elif e.index in self._batches:
+            self._batches[e.index] = replace(self._batches[e.index], finished=time.time(), passed=e.passed)
+        db.execute("UPDATE runs SET batch_spans = ? WHERE id = ?",
+                   (json.dumps([b.to_json() for b in self._batches.values()]), redact(self._run_id)))
 
     def _host_finished(self, db: sqlite3.Connection, r: HostOutcome, *, only_if_missing: bool = False) -> None:
         if self._run_id is None:
@@ -318,14 +431,18 @@ class Journal:
         now = time.time()
         conflict = "DO NOTHING" if only_if_missing else (
             "DO UPDATE SET outcome = excluded.outcome, release = excluded.release, error = excluded.error,"
-            " timings = excluded.timings, finished_at = excluded.finished_at")
+            " timings = excluded.timings, finished_at = excluded.finished_at, spans = excluded.spans")
         started = now - sum(r.timings.values()) if r.timings else None  # None: never started here
+        spans = self._spans.get(r.host)
+        if spans:
+            started = spans[0].start
         db.execute(
-            "INSERT INTO hosts (run_id, host, outcome, release, error, timings, started_at, finished_at)"
-            f" VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, host) {conflict}",
+            "INSERT INTO hosts (run_id, host, outcome, release, error, timings, started_at, finished_at, spans)"
+            f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, host) {conflict}",
             (redact(self._run_id), redact(r.host), r.outcome, _r(r.release), _r(r.error),
-             _timings_json(r), started, now),
+             _timings_json(r), started, now, self._spans_json(r.host)),
         )
+
 
     def _run_finished(self, db: sqlite3.Connection, e: RunFinished) -> None:
         self._run_id = self._run_id or e.run_id
@@ -346,6 +463,9 @@ class Journal:
                 if outcome.timings:
                     db.execute("UPDATE hosts SET timings = ? WHERE run_id = ? AND host = ?",
                                (_timings_json(outcome), redact(e.run_id), redact(outcome.host)))
+                # Steps after a host's outcome (unlock) are written now.
+                db.execute("UPDATE hosts SET spans = ? WHERE run_id = ? AND host = ?",
+                           (self._spans_json(outcome.host), redact(e.run_id), redact(outcome.host)))
             db.execute(
                 "UPDATE runs SET finished_at = ?, exit_code = ?, status = ?, message = ? WHERE id = ?",
                 (time.time(), e.exit_code, STATUS_BY_EXIT.get(e.exit_code, "failed"), _r(e.message or None),
@@ -356,6 +476,8 @@ class Journal:
             db.execute("ROLLBACK")
             raise
         self._run_id = None
+        self._spans = {}
+        self._batches = {}
 
     # --- reading -------------------------------------------------------------------------------------------------
 
@@ -377,19 +499,30 @@ class Journal:
                                   (limit,)).fetchall()
             return [self._record(db, row) for row in rows]
 
+    def record_notifications(self, run_id: str, deliveries: list[dict[str, Any]]) -> None:
+        """Keep how a run's webhook deliveries went (after the run: they may finish after RunFinished). A
+        database failure is a warning, as for events."""
+        try:
+            with self._lock:
+                db = self._connect(create=True)
+                assert db is not None
+                db.execute("UPDATE runs SET notifications = ? WHERE id = ?",
+                           (json.dumps(redact_value(deliveries)), redact(run_id)))
+        except (sqlite3.Error, ConfigError) as err:
+            print(f"warning: notification results not recorded in {self.path}: {redact(str(err))}", file=sys.stderr)
+
+    def last_run(self) -> RunRecord:
+        """The newest run (`history show last`); ConfigError when the history is empty."""
+        runs = self.runs(limit=1)
+        if not runs:
+            raise ConfigError("no run recorded yet, so there is no 'last' run (see `fleetctl history`)",
+                              file=self.path, key="RUN_ID")
+        return runs[0]
+
     def run(self, run_id: str) -> RunRecord:
-        """One run with its hosts, by id or unique id prefix, or `last` for the newest run; ConfigError if none
-        or several match."""
+        """One run with its hosts, by id or unique id prefix; ConfigError if none or several match."""
         with self._lock:
             db = self._connect(create=False)
-            if run_id == "last":
-                newest = [] if db is None else db.execute(
-                    "SELECT * FROM runs ORDER BY started_at DESC, rowid DESC LIMIT 1").fetchall()
-                if not newest:
-                    raise ConfigError("no runs recorded yet, so there is no last run (see `fleetctl history`)",
-                                      file=self.path, key="RUN_ID")
-                assert db is not None
-                return self._record(db, newest[0])
             rows = [] if db is None else db.execute(
                 "SELECT * FROM runs WHERE id = ? UNION SELECT * FROM runs WHERE substr(id, 1, ?) = ? LIMIT 5",
                 (run_id, len(run_id), run_id),
@@ -413,6 +546,7 @@ class Journal:
             h["host"]: HostRecord(
                 host=h["host"], outcome=h["outcome"], step=h["step"], release=h["release"], error=h["error"],
                 timings=json.loads(h["timings"] or "{}"), started_at=h["started_at"], finished_at=h["finished_at"],
+                spans=None if h["spans"] is None else tuple(StepSpan.from_json(s) for s in json.loads(h["spans"])),
             )
             for h in db.execute("SELECT * FROM hosts WHERE run_id = ? ORDER BY rowid", (row["id"],))
         }
@@ -423,6 +557,8 @@ class Journal:
             started_at=row["started_at"], finished_at=row["finished_at"], status=status,
             exit_code=row["exit_code"], message=row["message"], controller=row["controller"], pid=row["pid"],
             hosts=hosts,
+            batch_spans=tuple(BatchSpan.from_json(b) for b in json.loads(row["batch_spans"] or "[]")),
+            notifications=tuple(json.loads(row["notifications"] or "[]")),
         )
 
 
@@ -478,6 +614,10 @@ def _timings_json(outcome: HostOutcome) -> str:
 
 def _r(value: str | None) -> str | None:
     return None if value is None else redact(value)
+
+
+def _iso_ms(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
 
 
 def _iso(ts: float | None) -> str | None:

@@ -108,3 +108,31 @@ def test_db_option_env_and_empty_history(project: Path, tmp_path_factory: pytest
     assert len(json.loads(fleetctl(elsewhere, "history", "--db", db, "--json").stdout)["runs"]) == 3
     via_env = fleetctl(elsewhere, "history", "--json", env={"FLEETCTL_HISTORY_DB": db})
     assert len(json.loads(via_env.stdout)["runs"]) == 3
+
+
+def test_show_last_writes_html_and_junit(project: Path) -> None:
+    out = fleetctl(project, "history", "show", "last", "--html", "run.html", "--junit", "run.xml")
+    assert out.returncode == 0, out.stderr
+    assert "20260103T000000Z-cccccc" in out.stdout  # the newest run
+    assert "wrote HTML report run.html" in out.stdout and "wrote JUnit report run.xml" in out.stdout
+    page = (project / "run.html").read_text()
+    assert page.startswith("<!doctype html>") and "<svg" in page and "20260103T000000Z-cccccc" in page
+    assert "<testsuites" in (project / "run.xml").read_text()
+    # --json keeps stdout one document; the paths go to stderr
+    out = fleetctl(project, "history", "show", "20260101", "--json", "--junit", "first.xml")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["id"] == "20260101T000000Z-aaaaaa"
+    assert "first.xml" in out.stderr and (project / "first.xml").is_file()
+
+
+def test_report_options_bad_input(project: Path, tmp_path: Path) -> None:
+    out = fleetctl(project, "history", "--html", "x.html")
+    assert out.returncode == 2 and "history show RUN_ID|last --html FILE" in out.stderr
+    out = fleetctl(project, "history", "show", "last", "--html", "no/such/dir/x.html")
+    assert out.returncode == 2 and "does not exist" in out.stderr
+    assert not list(project.glob("**/x.html"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = fleetctl(empty, "history", "show", "last", "--html", "x.html")
+    assert out.returncode == 2 and "no run recorded yet" in out.stderr
+    assert not (empty / "x.html").exists()

@@ -95,7 +95,7 @@ def _journal_with_two_runs(path: Path) -> None:
 def test_history_show_last_and_n(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     db = tmp_path / "history.db"
     code, _, err = run(capsys, "history", "show", "last", "--db", str(db))
-    assert code == 2 and "no runs recorded" in err
+    assert code == 2 and "no run recorded" in err
     _journal_with_two_runs(db)
     code, out, err = run(capsys, "history", "show", "last", "--db", str(db), "--json")
     assert code == 0, err
