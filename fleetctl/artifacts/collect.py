@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import shutil
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -64,8 +65,10 @@ def collect_path(pattern: str, *, name: str, version: str, base_dir: Path, dist_
 
 
 def collect_url(url: str, sha256: str, *, name: str, version: str, dist_dir: Path,
-                on_output: OutputCallback | None = None) -> Manifest:
-    """Download `url` (http/https/file) into dist/, refusing it unless its sha256 is the one given."""
+                on_output: OutputCallback | None = None, size: int | None = None, ca_pem: str | None = None,
+                token: str | None = None) -> Manifest:
+    """Download `url` (http/https/file) into dist/, refusing it unless its sha256 (and `size`, when given) is the
+    one given; `ca_pem` replaces the system's trust store for https, `token` is sent as a bearer token."""
     scheme = urlsplit(url).scheme
     if scheme not in ("http", "https", "file"):
         raise ArtifactError(f"unsupported URL scheme {scheme!r}: expected http, https or file",
@@ -74,11 +77,20 @@ def collect_url(url: str, sha256: str, *, name: str, version: str, dist_dir: Pat
     partial = dist_dir / f".{name}-{version}.download"
     shown = redact(url)
     digest = hashlib.sha256()
+    received = 0
+    request = urllib.request.Request(url)
+    if token:
+        request.add_unredirected_header("Authorization", f"Bearer {token}")  # never sent on to a redirect's target
+    context = ssl.create_default_context(cadata=ca_pem) if ca_pem else None
     try:
-        with urllib.request.urlopen(url, timeout=_URL_TIMEOUT) as response, open(partial, "wb") as out:
+        with urllib.request.urlopen(request, timeout=_URL_TIMEOUT, context=context) as response, \
+                open(partial, "wb") as out:
             while chunk := response.read(_CHUNK):
                 digest.update(chunk)
                 out.write(chunk)
+                received += len(chunk)
+                if size is not None and received > size:
+                    break
     except urllib.error.HTTPError as err:
         partial.unlink(missing_ok=True)
         raise ArtifactError(f"download of {shown} failed: HTTP {err.code} {err.reason}",
@@ -88,6 +100,9 @@ def collect_url(url: str, sha256: str, *, name: str, version: str, dist_dir: Pat
         reason = getattr(err, "reason", err)
         raise ArtifactError(f"download of {shown} failed: {redact(str(reason))}", key="artifact.collect.url") from None
     try:
+        if size is not None and received != size:
+            raise ArtifactError(f"size mismatch for {shown}: expected {size} bytes, got "
+                                f"{'more' if received > size else received}; refusing it", key="artifact.collect.size")
         _check_sha256(digest.hexdigest(), sha256, shown)
         if on_output:
             on_output(f"downloaded {shown}, sha256 verified")

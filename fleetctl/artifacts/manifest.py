@@ -36,6 +36,7 @@ class Manifest:
     source: str = ""  # how it was produced: go, go@HOST, command, collect:path, collect:url, collect:ssh, artifact
     inputs_sha256: str | None = None  # fingerprint of the build inputs: equal means the build can be reused
     extras: tuple[str, ...] = field(default=())  # further outputs of a build.command, as produced
+    url: str | None = None  # transfer: url: where the nodes download it (shown form); the controller has no copy
 
     def to_dict(self, *, relative_to: Path | None = None) -> dict[str, Any]:
         data = asdict(self)

@@ -12,10 +12,12 @@ from fleetctl.artifacts.collect import collect_path, collect_ssh, collect_url, p
 from fleetctl.artifacts.errors import ArtifactError
 from fleetctl.artifacts.manifest import Manifest, load_manifest, sha256_file
 from fleetctl.artifacts.remote_build import build_go_remote
+from fleetctl.artifacts.url_artifact import read_ca_pem
 from fleetctl.artifacts.version import resolve_version
 from fleetctl.config.inventory import Inventory
 from fleetctl.config.playbook import Playbook
 from fleetctl.config.project import find_project
+from fleetctl.config.redaction import register_secret
 from fleetctl.config.templating import render_vars
 from fleetctl.errors import ConfigError
 
@@ -70,7 +72,10 @@ def produce_artifact(
     if collect.url:
         if not collect.sha256:
             raise ConfigError("'sha256' is required with 'url'", file=playbook.path, key="artifact.collect.sha256")
-        return collect_url(collect.url, collect.sha256, name=name, version=ver, dist_dir=dist, on_output=on_output)
+        ca_pem = read_ca_pem(playbook, collect.ca) if collect.ca else None
+        register_secret(collect.token)
+        return collect_url(collect.url, collect.sha256, name=name, version=ver, dist_dir=dist, on_output=on_output,
+                           size=collect.size, ca_pem=ca_pem, token=collect.token)
     if collect.ssh:
         host, _ = parse_ssh_url(collect.ssh)
         return collect_ssh(collect.ssh, hostvars=_host_vars(inventory, host, "artifact.collect.ssh"), name=name,

@@ -89,11 +89,15 @@ class BuildSpec(_Model):
 
 
 class Collect(_Model):
-    """`artifact.collect`: take an artifact built elsewhere."""
+    """`artifact.collect`: take an artifact built elsewhere. With `transfer: url` the nodes download `url`
+    themselves (checked against `sha256` and `size`, trusting `ca`) and the controller never fetches it."""
 
     path: str | None = None
     url: str | None = None
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    size: int | None = Field(default=None, ge=1)  # bytes; required with transfer: url
+    ca: str | None = None  # PEM file (relative to the playbook) of the CA that signed the url's server
+    token: str | None = None  # sent as `Authorization: Bearer` with the url (an artifact repository's API token)
     ssh: str | None = Field(default=None, pattern=r"^ssh://[^/]+/.+")
 
     @model_validator(mode="after")
@@ -103,6 +107,8 @@ class Collect(_Model):
             raise ValueError("give exactly one of 'path', 'url' or 'ssh'")
         if self.url and not self.sha256:
             raise ValueError("'sha256' is required with 'url'")
+        if not self.url and (self.ca or self.token):
+            raise ValueError("'ca' and 'token' go with 'url'")
         return self
 
 
@@ -449,7 +455,7 @@ class Playbook(_Model):
     hosts: str = "all"
     vars: dict[str, Any] = {}
     artifact: ArtifactSpec
-    transfer: Literal["auto", "push", "pull"] = "auto"
+    transfer: Literal["auto", "push", "pull", "url"] = "auto"
     install: Install
     service: Service
     firewall: list[FirewallRule] = []

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from fleetctl.config.redaction import redact
+from fleetctl.config.redaction import redact, register_secret
 from fleetctl.lab.nodeerror import NodeError
 from fleetctl.lab.sandbox import Sandbox
 
@@ -65,13 +65,20 @@ def store_download(sandbox: Sandbox, target: Path, url: str, sha256: str, size: 
                    ca_pem: str | None) -> int:
     """Download `url` (bearer `token`, trusting `ca_pem` for https) into `target`; returns the bytes received.
 
-    The URL is used as given, unlike health URLs: it names the controller's pull server, and in a lab the
-    controller runs on this machine, which 127.0.0.1 reaches.
+    The URL is used as given, unlike health URLs: it names the controller's pull server or the artifact's own
+    server (transfer: url), and in a lab both run on this machine, which 127.0.0.1 reaches. A presigned URL's query
+    string never appears in an error (it is the URL's credential).
     """
+    query = urllib.parse.urlsplit(url).query
+    if query:
+        register_secret(query)
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-        raise NodeError("INVALID_ARGUMENT", f"not an http(s) URL: {url!r}", {"Url": url})
+        raise NodeError("INVALID_ARGUMENT", f"not an http(s) URL: {redact(url)!r}", {"Url": redact(url)})
     sandbox.ensure_space(size, f"artifact {sha256[:12]} ({size} bytes)")
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    request = urllib.request.Request(url)
+    if token:
+        # Not carried over a redirect, as HttpWebRequest drops it: the token is for this server only.
+        request.add_unredirected_header("Authorization", f"Bearer {token}")
     context = ssl.create_default_context(cadata=ca_pem) if ca_pem else None
     tmp = target.with_name(f".incoming-{uuid.uuid4().hex[:12]}")
     tmp.parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
-"""Getting an artifact into a node's cache, three ways behind one call: skip, push (gzip chunks streamed through
-one pipeline's input) or pull (the node downloads it from the controller's pull server).
+"""Getting an artifact into a node's cache, four ways behind one call: skip, push (gzip chunks streamed through
+one pipeline's input), pull (the node downloads it from the controller's pull server) or url (the node downloads
+it from where it already lives, an artifact repository or object store; the controller moves no bytes).
 
 `auto` rule: pull when the caller gives a pull server (it is bound to an address the nodes were said to reach);
 a node that cannot download it (DOWNLOAD_FAILED) falls back to push, so auto never fails where push would work.
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from fleetctl.artifacts.url_artifact import ArtifactUrl
 from fleetctl.config.redaction import redact
 from fleetctl.errors import ConfigError
 from fleetctl.node.client import NodeClient
@@ -27,8 +29,8 @@ from fleetctl.protocol.errors import NodeOperationError
 if TYPE_CHECKING:
     from fleetctl.artifacts.pull_server import PullServer
 
-TransferMode = Literal["push", "pull", "auto"]
-TRANSFER_MODES: tuple[str, ...] = ("push", "pull", "auto")
+TransferMode = Literal["push", "pull", "auto", "url"]
+TRANSFER_MODES: tuple[str, ...] = ("push", "pull", "auto", "url")
 ProgressCallback = Callable[[int, int], None]  # (bytes done, bytes total) of what this host's transfer moves
 
 # Go executables compress to ~45-55%; level 6 costs ~1 s per 20 MB once per deploy, level 9 gains ~1% more.
@@ -39,7 +41,7 @@ _MIN_SAVING = 0.05
 
 @dataclass(frozen=True)
 class TransferResult:
-    method: Literal["skipped", "push", "pull"]
+    method: Literal["skipped", "push", "pull", "url"]
     bytes_sent: int
     seconds: float
     path: str | None = None  # the artifact's path in the node's cache
@@ -151,7 +153,7 @@ class _ProgressChunks:
 
 def ensure_artifact(
     client: NodeClient,
-    artifact_path: str | Path,
+    artifact_path: str | Path | ArtifactUrl,
     sha256: str,
     mode: TransferMode = "auto",
     pull_server: PullServer | None = None,
@@ -163,10 +165,20 @@ def ensure_artifact(
     Raises NodeOperationError (CHECKSUM_MISMATCH, DISK_FULL, DOWNLOAD_FAILED...) or a TransportError; on a
     checksum mismatch the node keeps nothing. With `auto`, a node that cannot download from the pull server
     (DOWNLOAD_FAILED) gets a push instead: `on_fallback(reason)` is told before it starts.
+
+    An `ArtifactUrl` (mode `url`) is downloaded by the node itself; there is no fallback, since the controller
+    has no copy. A local file under mode `url` (the nssm.exe wrapper, which fleetctl itself ships) is pushed.
     """
     if mode not in TRANSFER_MODES:
         raise ConfigError(f"expected transfer to be one of {', '.join(TRANSFER_MODES)}, got {mode!r}",
                           key="transfer")
+    if isinstance(artifact_path, ArtifactUrl):
+        if mode != "url":
+            raise ConfigError(f"an artifact URL is downloaded by the nodes only with transfer: url, not {mode}",
+                              key="transfer")
+        return _from_url(client, artifact_path, sha256, progress)
+    if mode == "url":
+        mode = "push"
     if mode == "pull" and pull_server is None:
         raise ConfigError("transfer: pull needs the controller's pull server (an address the nodes can reach)",
                           key="transfer")
@@ -191,6 +203,30 @@ def ensure_artifact(
                 on_fallback(fallback)
     stored = _push(client, artifact, progress)
     return TransferResult("push", len(artifact.payload), time.monotonic() - started, stored.path, fallback)
+
+
+def _from_url(client: NodeClient, source: ArtifactUrl, sha256: str, progress: ProgressCallback | None) -> TransferResult:
+    started = time.monotonic()
+    if source.sha256 != sha256.lower():
+        raise ConfigError(f"the release expects sha256 {sha256}, the artifact URL is declared as {source.sha256}",
+                          key="artifact.collect.sha256")
+    status = client.test_fleet_artifact(sha256=source.sha256)
+    if status.present:
+        if progress:
+            progress(source.size, source.size)
+        return TransferResult("skipped", 0, time.monotonic() - started, status.path)
+    if progress:
+        progress(0, source.size)
+    stored = client.save_fleet_artifact_from_url(url=source.url, sha256=source.sha256, size=source.size,
+                                                 token=source.token, ca_certificate=source.ca_pem)
+    if stored.sha256.lower() != source.sha256:
+        raise NodeOperationError("CHECKSUM_MISMATCH", f"the node stored {stored.sha256 or 'nothing'}, expected "
+                                 f"{source.sha256}", {"actual": stored.sha256}, operation="Save-FleetArtifactFromUrl",
+                                 host=client.host)
+    if progress:
+        progress(source.size, source.size)
+    # The node, not the controller, moved these bytes: the controller sent none.
+    return TransferResult("url", 0, time.monotonic() - started, stored.path)
 
 
 def _push(client: NodeClient, artifact: PreparedArtifact, progress: ProgressCallback | None) -> StoredArtifact:

@@ -633,7 +633,11 @@ function Save-FleetArtifactFromUrl {
         [string]$Token,
         [string]$CaCertificate
     )
-    Invoke-FleetOperation -FleetSecrets @($Token) -FleetBody {
+    # A presigned URL's query string is its signature: masked like the token in any error text.
+    $query = ''
+    $index = $Url.IndexOf('?')
+    if ($index -ge 0) { $query = $Url.Substring($index + 1) }
+    Invoke-FleetOperation -FleetSecrets @($Token, $query) -FleetBody {
         Assert-FleetSha256 $Sha256
         $uri = $null
         if (-not [Uri]::TryCreate($Url, [UriKind]::Absolute, [ref]$uri) -or @('http', 'https') -notcontains $uri.Scheme) {
@@ -650,6 +654,8 @@ function Save-FleetArtifactFromUrl {
         [Net.ServicePointManager]::SecurityProtocol = [Net.ServicePointManager]::SecurityProtocol -bor [Net.SecurityProtocolType]::Tls12
         # HttpWebRequest rather than WebClient: it takes a per-request certificate callback, so pinning the
         # deploy's CA never changes trust for anything else in the process. No progress bar is involved.
+        # Redirects are followed (an artifact repository handing over to its object store); HttpWebRequest drops
+        # the Authorization header on each, so the token never reaches the other server.
         $request = [Net.HttpWebRequest][Net.WebRequest]::Create($uri)
         $request.Timeout = 60000
         $request.ReadWriteTimeout = 60000
@@ -1111,6 +1117,8 @@ function Test-FleetHealth {
             Throw-FleetError 'INVALID_ARGUMENT' 'Url must be an absolute http or https URL' @{ parameter = 'Url' }
         }
         $clock = [Diagnostics.Stopwatch]::StartNew()
+        # Redirects are followed (an artifact repository handing over to its object store); HttpWebRequest drops
+        # the Authorization header on each, so the token never reaches the other server.
         $request = [Net.HttpWebRequest][Net.WebRequest]::Create($uri)
         $request.Timeout = $TimeoutSeconds * 1000
         $request.ReadWriteTimeout = $TimeoutSeconds * 1000

@@ -135,13 +135,16 @@ OPERATIONS_LIST: tuple[Operation, ...] = (
     ),
     Operation(
         "Save-FleetArtifactFromUrl",
-        "Pull mode: download Url (sending Token as a bearer token), verify Sha256, store atomically.",
+        "Pull and url modes: download Url (sending Token as a bearer token), verify Sha256 and Size, store "
+        "atomically.",
         (
-            _p("Url", "string", True),
+            _p("Url", "string", True, "the controller's pull server, or where the artifact lives (transfer: url); "
+               "its query string is masked like a secret"),
             _p("Sha256", "string", True),
             _p("Size", "long", True),
-            _p("Token", "string", False, "per-deploy bearer token", secret=True),
-            _p("CaCertificate", "string", False, "PEM of the CA to trust for an https Url"),
+            _p("Token", "string", False, "bearer token: the pull server's per-deploy one, or the repository's",
+               secret=True),
+            _p("CaCertificate", "string", False, "PEM of the one CA to trust for an https Url"),
         ),
         {"path": "cache path", "sha256": "verified hash", "size": "bytes", "received": "bytes downloaded"},
         ("CHECKSUM_MISMATCH", "DISK_FULL", "DOWNLOAD_FAILED"),

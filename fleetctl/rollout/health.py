@@ -196,6 +196,9 @@ def probe_once(check: HealthCheck, client: NodeClient | None = None) -> ProbeVer
 # --- the gate -----------------------------------------------------------------------------------------------------
 
 Probe = Callable[[], ProbeResult]
+# How often a gate reads the service state from the node (a node call: several WS-Man requests); the probe keeps
+# its own interval.
+SERVICE_POLL_S = 1.0
 ServiceSnapshot = Callable[[], ServiceInfo | None]
 Sleep = Callable[[float], None]
 Clock = Callable[[], float]
@@ -212,18 +215,23 @@ def run_health_gate(
 ) -> HealthResult:
     """Retry `probe` (every `interval`, at most `retries` tries) until it passes, then hold the stability window.
 
-    A failed probe while the service is not Running fails at once (a crash does not heal by waiting). `aborted`
+    A failed probe while the service is not Running fails the gate (a crash does not heal by waiting); the service
+    is read after the first failed probe and then at most every `SERVICE_POLL_S`. `aborted`
     ends the gate early as a failure (a second Ctrl-C). `sleep`/`clock` are injectable for tests.
     """
     started = clock()
     attempts = 0
     crash: list[str] = []
+    last_read: list[float] = []
 
     def one_try() -> ProbeVerdict:
         nonlocal attempts
         attempts += 1
         verdict = judge(check, probe())
-        if not verdict.ok:
+        # A failed probe asks whether the service still runs: at once the first time (a crash right after start
+        # fails the gate without waiting), then at most every SERVICE_POLL_S while it is still coming up.
+        if not verdict.ok and (not last_read or clock() - last_read[0] >= SERVICE_POLL_S):
+            last_read[:] = [clock()]
             info = service()
             if info is not None and info.state != "Running":
                 crash.append(f"service {info.state or 'absent'} (crashed or failed to stay up)")
@@ -270,6 +278,11 @@ def hold_stability_window(
     """Watch the service for `stability_window` seconds: Running, same PID, no restarts, probes passing.
 
     Returns None when it stayed stable, else the reason. A window of 0 checks nothing.
+
+    The probe runs every `interval`; the service (a node call, several WS-Man requests and ~2-4 ms of controller
+    CPU each) is read at most every `SERVICE_POLL_S` and always at the end of the window. A crash shows at once
+    in the probe; a restart within the window changes the PID and the restart count, which the next read, at
+    the latest the last, sees.
     """
     window = check.stability_window
     if window <= 0:
@@ -279,21 +292,25 @@ def hold_stability_window(
         return f"crash: service {baseline.state if baseline else 'absent'} right after passing its health check"
     deadline = clock() + window
     step = max(0.05, min(check.interval, window))
+    next_read = clock() + SERVICE_POLL_S
     while True:
         remaining = deadline - clock()
         if remaining > 0:
             sleep(min(step, remaining))
         if aborted():
             return "aborted during the stability window"
-        now = service()
-        if now is None or now.state != "Running":
-            return (f"crash during the stability window: service {now.state if now else 'absent'} "
-                    f"(was pid {baseline.pid})")
-        if now.pid != baseline.pid or now.restarts > baseline.restarts:
-            return (f"unstable: service restarted during the stability window (pid {baseline.pid} -> {now.pid}, "
-                    f"restarts {baseline.restarts} -> {now.restarts})")
+        at_end = clock() >= deadline
+        if at_end or clock() >= next_read:
+            next_read = clock() + SERVICE_POLL_S
+            now = service()
+            if now is None or now.state != "Running":
+                return (f"crash during the stability window: service {now.state if now else 'absent'} "
+                        f"(was pid {baseline.pid})")
+            if now.pid != baseline.pid or now.restarts > baseline.restarts:
+                return (f"unstable: service restarted during the stability window (pid {baseline.pid} -> "
+                        f"{now.pid}, restarts {baseline.restarts} -> {now.restarts})")
         verdict = judge(check, probe())
         if not verdict.ok:
             return f"unhealthy during the stability window: {verdict.reason}"
-        if clock() >= deadline:
+        if at_end:
             return None

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from fleetctl.artifacts.url_artifact import ArtifactUrl
 from fleetctl.config.redaction import redact
 from fleetctl.errors import FleetError
 from fleetctl.node.client import NodeClient
@@ -78,7 +79,7 @@ class HostContext:
     staged: object | None = None  # what the engine's stage function returned for this host (see RolloutEngine)
     gating: threading.Event = field(default_factory=threading.Event)  # set when the host reaches its health gate
     last_state: NodeState | None = None  # the newest node state read since the switch (spares the record read)
-    transfer_method: str | None = None  # "pull", "push" or "skipped" once the transfer step ran
+    transfer_method: str | None = None  # "pull", "push", "url" or "skipped" once the transfer step ran
 
     def step(self, name: Step, action: Callable[[], T], detail: str = "") -> T:
         """Run one step: announce it, time it (accumulating, since rollback repeats steps)."""
@@ -104,7 +105,7 @@ class DeployJob:
 
     release: Release
     health_for: HealthFor
-    artifact_path: Path
+    artifact_path: Path | ArtifactUrl  # an ArtifactUrl with transfer: url (the nodes download it)
     transfer: TransferMode = "auto"
     pull_server: object | None = None  # fleetctl.artifacts.pull_server.PullServer when transfer may pull
     keep_releases: int = 5

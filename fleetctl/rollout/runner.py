@@ -16,6 +16,8 @@ from pathlib import Path
 
 from fleetctl.artifacts.manifest import Manifest
 from fleetctl.artifacts.pull_server import PullServer, pull_server_for
+from fleetctl.artifacts.url_artifact import ArtifactUrl, url_artifact
+from fleetctl.artifacts.version import resolve_version
 from fleetctl.artifacts.wrapper import Wrapper, find_wrapper
 from fleetctl.config.connection import ConnectionSettings
 from fleetctl.config.playbook import Playbook
@@ -114,6 +116,11 @@ class PreparedDeploy:
     transfer: str
     run_id: str = field(default_factory=new_run_id)
     wrappers: dict[str, Wrapper] = field(default_factory=dict)  # host -> the nssm.exe its service needs
+    artifact_url: ArtifactUrl | None = None  # transfer: url: the nodes download this; the controller has no copy
+
+    @property
+    def artifact_source(self) -> Path | ArtifactUrl:
+        return self.artifact_url if self.artifact_url is not None else self.manifest.path
 
     @property
     def plan(self) -> Plan:
@@ -216,10 +223,20 @@ def prepare_deploy(options: DeployOptions, *, on_output: Callable[[str], None] |
     first = load_fleet(options, {"version": options.version or "0.0.0"})
     for playbook in first.playbooks.values():
         find_wrapper(playbook)
-    manifest = produce_artifact(first.targets.settings, version=options.version, artifact=options.artifact,
-                                inventory=first.targets.inventory, dist_dir=options.dist_dir, on_output=on_output)
-    builtins: dict[str, object] = {"version": manifest.version}
-    fleet = load_fleet(options, builtins)
+    artifact_url: ArtifactUrl | None = None
+    if first.targets.settings.transfer == "url":
+        # The nodes download it: nothing is built or fetched here. Rendered again with the real version, which
+        # the URL usually names.
+        spec = first.targets.settings.artifact
+        version = resolve_version(options.version, spec.version, first.targets.settings.base_dir)
+        fleet = load_fleet(options, {"version": version})
+        manifest, artifact_url = url_artifact(fleet.targets.settings, version=version, given_artifact=options.artifact)
+        builtins: dict[str, object] = {"version": version}
+    else:
+        manifest = produce_artifact(first.targets.settings, version=options.version, artifact=options.artifact,
+                                    inventory=first.targets.inventory, dist_dir=options.dist_dir, on_output=on_output)
+        builtins = {"version": manifest.version}
+        fleet = load_fleet(options, builtins)
     releases: dict[str, Release] = {}
     wrappers: dict[str, Wrapper] = {}
     for host in fleet.targets.hosts:
@@ -231,7 +248,8 @@ def prepare_deploy(options: DeployOptions, *, on_output: Callable[[str], None] |
         releases[host.name] = make_release(playbook, version=manifest.version, artifact_sha256=manifest.sha256,
                                            files=render_files(playbook, variables),
                                            wrapper_sha256=wrapper.sha256 if wrapper else None)
-    return PreparedDeploy(fleet, manifest, releases, fleet.targets.settings.transfer, wrappers=wrappers)
+    return PreparedDeploy(fleet, manifest, releases, fleet.targets.settings.transfer, wrappers=wrappers,
+                          artifact_url=artifact_url)
 
 
 # --- deploy ---------------------------------------------------------------------------------------------------
@@ -278,7 +296,7 @@ def run_deploy(
     def job_for(host: str) -> DeployJob:
         playbook = fleet.playbooks[host]
         return DeployJob(release=prepared.releases[host], health_for=fleet.health_for(host),
-                         artifact_path=prepared.manifest.path, transfer=prepared.transfer,  # type: ignore[arg-type]
+                         artifact_path=prepared.artifact_source, transfer=prepared.transfer,  # type: ignore[arg-type]
                          pull_server=pull_server, keep_releases=playbook.install.keep_releases,
                          start_timeout=float(playbook.service.start_timeout),
                          stop_timeout=float(playbook.service.stop_timeout), ensure_extras=host_extras(playbook),
@@ -338,7 +356,7 @@ def _pull_server(prepared: PreparedDeploy) -> tuple[PullServer | None, tuple[str
     an error, since the playbook asked for it. It serves HTTPS with a certificate from its own per-deploy CA, whose
     PEM the nodes pin (CaCertificate), so the bearer token never crosses the network in clear."""
     connections = prepared.fleet.connections
-    if prepared.transfer == "push" or not connections:
+    if prepared.transfer in ("push", "url") or not connections:  # url: the nodes fetch from the artifact's home
         return None, ()
     try:
         server = pull_server_for([c.address for c in connections.values()]).start()

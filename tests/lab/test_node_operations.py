@@ -156,6 +156,43 @@ def test_pull_mode_downloads_with_the_token_and_never_shows_it(node: LabNode, ar
     assert "tok-WRONG-456" not in json.dumps(failed)
 
 
+def test_url_mode_follows_a_redirect_without_the_token_and_masks_a_presigned_signature(
+        node: LabNode, artifact_server: Any) -> None:
+    # An artifact repository answering with a redirect to its object store (transfer: url): the token is for the
+    # repository only (HttpWebRequest drops Authorization on a redirect; so does the lab), and the presigned
+    # URL's query string is its credential.
+    forget_secrets()
+    target, data, seen = artifact_server
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append("repository:" + self.headers.get("Authorization", ""))
+            self.send_response(302)
+            self.send_header("Location", target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    repository = http.server.ThreadingHTTPServer((next_address(), 0), Redirect)
+    thread = threading.Thread(target=repository.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://{repository.server_address[0]}:{repository.server_address[1]}/hello.exe?X-Amz-Signature=s3cr3tsig"
+        failed = call(node, "Save-FleetArtifactFromUrl", Url=url, Sha256=hashlib.sha256(data).hexdigest(),
+                      Size=len(data), Token="tok-SECRET-123")
+        # the object store saw no token, so it refused (401 here): the token never left the repository
+        assert seen == ["repository:Bearer tok-SECRET-123", ""]
+        assert failed["error"]["code"] == "DOWNLOAD_FAILED" and failed["error"]["details"]["status"] == 401
+        bad = call(node, "Save-FleetArtifactFromUrl", Url="ftp://x/a.exe?X-Amz-Signature=s3cr3tsig", Sha256="ab" * 32,
+                   Size=3)
+        assert bad["error"]["code"] == "INVALID_ARGUMENT" and "s3cr3tsig" not in json.dumps(bad)
+    finally:
+        repository.shutdown()
+        repository.server_close()
+
+
 # ---- releases ------------------------------------------------------------------------------------------------
 def test_install_switch_state_and_retention(node: LabNode) -> None:
     for n in (1, 2, 3, 4):

@@ -103,6 +103,42 @@ def test_auto_pulls_and_falls_back_to_push_when_the_node_cannot_download(tmp_pat
         assert info.value.code == "DOWNLOAD_FAILED"
 
 
+def test_url_mode_has_the_node_download_and_the_controller_send_nothing(tmp_path: Path) -> None:
+    from fleetctl.artifacts.url_artifact import ArtifactUrl
+
+    data = b"MZ" + b"x" * 5000
+    sha = hashlib.sha256(data).hexdigest()
+    url = "https://repo.example/hello/1.0.0/hello.exe?X-Amz-Signature=abc123def"
+    node = FakeNode(urls={url: data})
+    transport = FakeTransport(node)
+    source = ArtifactUrl(url, sha, len(data), ca_pem="-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n",
+                         token="repo-token-xyz")
+    first = ensure_artifact(NodeClient(transport), source, sha, "url")
+    assert first.method == "url" and first.bytes_sent == 0 and node.artifacts[sha] == data
+    call = transport.calls[-1]
+    assert call.operation == "Save-FleetArtifactFromUrl"
+    assert call.params == {"Url": url, "Sha256": sha, "Size": len(data), "Token": "repo-token-xyz",
+                           "CaCertificate": source.ca_pem}
+    assert not any(c.operation == "Receive-FleetArtifact" for c in transport.calls)
+    assert ensure_artifact(NodeClient(transport), source, sha, "url").method == "skipped"
+    # No fallback to push: the controller has no copy. A download the node cannot make fails the transfer.
+    missing = ArtifactUrl("https://repo.example/gone", "ab" * 32, 10)
+    with pytest.raises(NodeOperationError) as caught:
+        ensure_artifact(NodeClient(FakeTransport(FakeNode())), missing, "ab" * 32, "url")
+    assert caught.value.code == "DOWNLOAD_FAILED"
+    with pytest.raises(ConfigError, match="only with transfer: url"):
+        ensure_artifact(NodeClient(transport), source, sha, "auto")
+
+
+def test_url_mode_pushes_a_file_of_the_controllers_own(tmp_path: Path) -> None:
+    # nssm.exe is shipped by fleetctl, not kept in the artifact repository: under transfer: url it is pushed.
+    sha = write_artifact(tmp_path / "nssm.exe", size=5000)
+    node = FakeNode()
+    transport = FakeTransport(node)
+    assert ensure_artifact(NodeClient(transport), tmp_path / "nssm.exe", sha, "url").method == "push"
+    assert [c.operation for c in transport.calls] == ["Test-FleetArtifact", "Receive-FleetArtifact"]
+
+
 def test_bad_input_is_a_config_error(tmp_path: Path) -> None:
     sha = write_artifact(tmp_path / "a.exe")
     client = NodeClient(FakeTransport(FakeNode()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import itertools
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -79,6 +80,25 @@ def test_stability_window_catches_a_crash_after_start() -> None:
     result = run_health_gate(CHECK, lambda: OK, service, sleep=clock.sleep, clock=clock)
     assert not result.ok and "restarted during the stability window" in (result.reason or "")
     assert 5 <= clock.now < CHECK.stability_window
+
+
+def test_the_service_is_read_at_most_every_second_however_short_the_interval() -> None:
+    # Each read is a node call; a 0.25 s probe interval must not make it four per second per host.
+    clock = FakeClock()
+    fast = replace(CHECK, interval=0.25, retries=40, stability_window=3.0)
+    reads: list[float] = []
+    answers = iter([ProbeResult(None, "", 1, "connection refused")] * 8 + [OK] * 100)
+
+    def service() -> ServiceInfo:
+        reads.append(clock.now)
+        return running()
+
+    result = run_health_gate(fast, lambda: next(answers), service, sleep=clock.sleep, clock=clock)
+    assert result.ok and result.attempts == 9
+    starting = [t for t in reads if t < 2.0]  # 8 failed probes over 1.75 s: read after the first, then 1 s later
+    assert starting == [0.0, 1.0]
+    window = [t for t in reads if t >= 2.0]  # baseline, then once a second, the last at the window's end
+    assert len(window) == 4 and window[-1] >= 2.0 + 3.0 and all(b - a >= 1.0 for a, b in itertools.pairwise(window))
 
 
 def test_zero_window_and_abort() -> None:

@@ -70,3 +70,31 @@ def test_validation_off_keeps_pypsrps_own_adapter(lab_node: Any) -> None:
         assert not isinstance(adapter_of(transport), tls.SharedContextAdapter)
     finally:
         transport.close()
+
+
+def test_the_environment_is_read_once_per_connection_not_per_request(lab_node: Any,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # requests scanned os.environ for proxy settings on every WS-Man request (4 % of a deploy's controller CPU).
+    import requests.utils
+
+    node = lab_node(f"{NET}.20")
+    scans: list[str] = []
+    real = requests.utils.get_environ_proxies
+
+    def counting(url: str, no_proxy: Any = None) -> Any:
+        scans.append(url)
+        return real(url, no_proxy=no_proxy)
+
+    monkeypatch.setattr(requests.utils, "get_environ_proxies", counting)
+    monkeypatch.setattr(requests.sessions, "get_environ_proxies", counting, raising=False)
+    transport = WinRMTransport(node.settings)
+    try:
+        for _ in range(3):
+            assert transport.invoke("Get-FleetFacts", {})["lab"] is True
+        session = transport._wsman.transport.session  # type: ignore[union-attr]
+        assert session.trust_env is False and session.proxies == {"https": False}
+        # once, when pypsrp built the session (its CA bundle and proxies), then never again per request
+        assert len(scans) == 1
+        assert session.verify  # validation is on, as before
+    finally:
+        transport.close()
