@@ -1,4 +1,4 @@
-"""The error hierarchy; each error carries the process exit code the CLI maps it to (SPEC section 2)."""
+"""The error hierarchy; each error carries the process exit code the CLI maps it to (docs/cli.md, Exit codes)."""
 
 from __future__ import annotations
 

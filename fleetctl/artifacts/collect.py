@@ -6,9 +6,6 @@ from __future__ import annotations
 import glob
 import hashlib
 import shutil
-import ssl
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,9 +21,10 @@ from fleetctl.artifacts.manifest import (
     utc_now,
 )
 from fleetctl.artifacts.pe import inspect_executable
+from fleetctl.config.connection import SshSettings
 from fleetctl.config.project import Project
 from fleetctl.config.redaction import redact
-from fleetctl.transport import ssh
+from fleetctl.transport import http, ssh
 
 OutputCallback = Callable[[str], None]
 _URL_TIMEOUT = 60.0
@@ -77,28 +75,21 @@ def collect_url(url: str, sha256: str, *, name: str, version: str, dist_dir: Pat
     partial = dist_dir / f".{name}-{version}.download"
     shown = redact(url)
     digest = hashlib.sha256()
-    received = 0
-    request = urllib.request.Request(url)
-    if token:
-        request.add_unredirected_header("Authorization", f"Bearer {token}")  # never sent on to a redirect's target
-    context = ssl.create_default_context(cadata=ca_pem) if ca_pem else None
+
+    def write(data: bytes) -> None:
+        digest.update(data)
+        out.write(data)
+
     try:
-        with urllib.request.urlopen(request, timeout=_URL_TIMEOUT, context=context) as response, \
-                open(partial, "wb") as out:
-            while chunk := response.read(_CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
-                received += len(chunk)
-                if size is not None and received > size:
-                    break
-    except urllib.error.HTTPError as err:
+        with open(partial, "wb") as out:
+            received = http.download(url, write, _URL_TIMEOUT, chunk=_CHUNK, token=token, ca_pem=ca_pem,
+                                     max_bytes=size)
+    except http.DownloadFailed as err:
         partial.unlink(missing_ok=True)
-        raise ArtifactError(f"download of {shown} failed: HTTP {err.code} {err.reason}",
-                            key="artifact.collect.url") from None
-    except (urllib.error.URLError, OSError) as err:
+        raise ArtifactError(f"download of {shown} failed: {err.reason}", key="artifact.collect.url") from None
+    except OSError as err:  # dist/ not writable
         partial.unlink(missing_ok=True)
-        reason = getattr(err, "reason", err)
-        raise ArtifactError(f"download of {shown} failed: {redact(str(reason))}", key="artifact.collect.url") from None
+        raise ArtifactError(f"download of {shown} failed: {redact(str(err))}", key="artifact.collect.url") from None
     try:
         if size is not None and received != size:
             raise ArtifactError(f"size mismatch for {shown}: expected {size} bytes, got "
@@ -125,13 +116,13 @@ def collect_ssh(url: str, *, hostvars: Mapping[str, Any], name: str, version: st
                 sha256: str | None = None, on_output: OutputCallback | None = None) -> Manifest:
     """Fetch `ssh://HOST/path` over SFTP into dist/ (and check the sha256 when one is given)."""
     host, remote_path = parse_ssh_url(url)
-    settings = ssh.SshSettings.from_hostvars(host, hostvars)
+    settings = SshSettings.from_hostvars(host, hostvars)
     dist_dir.mkdir(parents=True, exist_ok=True)
     partial = dist_dir / f".{name}-{version}.download"
     conn = ssh.connect(settings)
     try:
         try:
-            conn.sftp().get(remote_path, str(partial))
+            conn.download(remote_path, partial)
         except FileNotFoundError:
             raise ArtifactError(f"{remote_path} does not exist on {host}", key="artifact.collect.ssh") from None
         except OSError as err:

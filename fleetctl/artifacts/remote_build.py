@@ -3,14 +3,11 @@ builds there, fetches the artifact back over SFTP and checks its sha256 against 
 
 from __future__ import annotations
 
-import io
 import posixpath
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-from fabric import Connection
 
 from fleetctl.artifacts.build import (
     OutputCallback,
@@ -26,6 +23,7 @@ from fleetctl.artifacts.go_toolchain import required_go, satisfies
 from fleetctl.artifacts.manifest import Manifest, artifact_filename, sha256_file
 from fleetctl.artifacts.source_tree import list_source_files, tar_gz
 from fleetctl.artifacts.version import git_commit
+from fleetctl.config.connection import SshSettings
 from fleetctl.config.playbook import GoBuild
 from fleetctl.transport import ssh
 
@@ -38,7 +36,7 @@ def build_go_remote(spec: GoBuild, *, host: str, hostvars: Mapping[str, Any], na
                     force: bool = False) -> Manifest:
     """Build on `host` (an inventory host with SSH connection variables) and bring the artifact home."""
     src = source_dir(base_dir, spec.dir, "artifact.build.go.dir")
-    settings = ssh.SshSettings.from_hostvars(host, hostvars)
+    settings = SshSettings.from_hostvars(host, hostvars)
     go = str(hostvars.get(_GO_BINARY_VAR) or "go")
     out_name = spec.output_name or name
     files = list_source_files(src)
@@ -60,7 +58,7 @@ def build_go_remote(spec: GoBuild, *, host: str, hostvars: Mapping[str, Any], na
             plan = plan_go_build(spec, version, remote_out, go=go)
             if on_output:
                 on_output(f"$ {plan.describe()}   (on {host})")
-            result = ssh.run(conn, plan.argv, env=plan.env, cwd=remote_src, on_output=on_output,
+            result = conn.run(plan.argv, env=plan.env, cwd=remote_src, on_output=on_output,
                              timeout=_BUILD_TIMEOUT)
             if not result.ok:
                 raise ArtifactError(f"go build failed on build host {host} (exit {result.exited}):\n"
@@ -70,7 +68,7 @@ def build_go_remote(spec: GoBuild, *, host: str, hostvars: Mapping[str, Any], na
             dist_dir.mkdir(parents=True, exist_ok=True)
             final = dist_dir / posixpath.basename(remote_out)
             partial = final.with_name(final.name + ".partial")
-            conn.sftp().get(remote_out, str(partial))
+            conn.download(remote_out, partial)
             local_sha = sha256_file(partial)
             if local_sha != remote_sha:
                 partial.unlink(missing_ok=True)
@@ -79,7 +77,7 @@ def build_go_remote(spec: GoBuild, *, host: str, hostvars: Mapping[str, Any], na
             if on_output:
                 on_output(f"fetched {final.name} over SFTP, sha256 verified")
         finally:
-            ssh.run(conn, ["rm", "-rf", "--", workdir], timeout=120)
+            conn.run(["rm", "-rf", "--", workdir], timeout=120)
         return finish_go_artifact(partial, final, spec, name=out_name, version=version, go_version=go_version,
                                   commit=git_commit(src), inputs=inputs, source=f"go@{host}", dist_dir=dist_dir,
                                   on_output=on_output, seconds=time.monotonic() - started)
@@ -87,9 +85,9 @@ def build_go_remote(spec: GoBuild, *, host: str, hostvars: Mapping[str, Any], na
         conn.close()
 
 
-def _remote_go_version(conn: Connection, host: str, go: str, spec: GoBuild, src: Path) -> str:
+def _remote_go_version(conn: ssh.SshSession, host: str, go: str, spec: GoBuild, src: Path) -> str:
     """The build host's GOVERSION, checked against the module's go.mod as a local Go would be."""
-    result = ssh.run(conn, [go, "env", "GOVERSION", "GOTOOLCHAIN"], env=spec.env or None, timeout=120)
+    result = conn.run([go, "env", "GOVERSION", "GOTOOLCHAIN"], env=spec.env or None, timeout=120)
     if result.exited == 127 or (not result.ok and "not found" in result.output.lower()):
         raise ArtifactError(f"Go is not installed on build host {host}: {go!r} not found on the remote PATH "
                             f"(install Go there, or set the host variable {_GO_BINARY_VAR} to its path)",
@@ -114,31 +112,31 @@ def _remote_go_version(conn: Connection, host: str, go: str, spec: GoBuild, src:
     return version
 
 
-def _make_workdir(conn: Connection, host: str) -> str:
-    result = ssh.run(conn, ["mktemp", "-d", "/tmp/fleetctl-build.XXXXXXXX"], timeout=60)
+def _make_workdir(conn: ssh.SshSession, host: str) -> str:
+    result = conn.run(["mktemp", "-d", "/tmp/fleetctl-build.XXXXXXXX"], timeout=60)
     if not result.ok:
         raise ArtifactError(f"cannot create a work directory on build host {host}: {result.output.strip()}")
     return result.output.strip().splitlines()[-1]
 
 
-def _upload_source(conn: Connection, host: str, src: Path, files: list[Path], workdir: str,
+def _upload_source(conn: ssh.SshSession, host: str, src: Path, files: list[Path], workdir: str,
                    on_output: OutputCallback | None) -> str:
     archive = tar_gz(src, files)
     remote_tar = posixpath.join(workdir, "source.tar.gz")
     remote_src = posixpath.join(workdir, "src")
-    conn.sftp().putfo(io.BytesIO(archive), remote_tar)
+    conn.upload(archive, remote_tar)
     if on_output:
         on_output(f"uploaded {len(files)} source files ({len(archive)} bytes) to {host}:{remote_src}")
-    result = ssh.run(conn, ["mkdir", "-p", "--", remote_src], timeout=60)
+    result = conn.run(["mkdir", "-p", "--", remote_src], timeout=60)
     if result.ok:
-        result = ssh.run(conn, ["tar", "-xzf", remote_tar, "-C", remote_src], timeout=300)
+        result = conn.run(["tar", "-xzf", remote_tar, "-C", remote_src], timeout=300)
     if not result.ok:
         raise ArtifactError(f"cannot unpack the source on build host {host}: {result.output.strip()}")
     return remote_src
 
 
-def _remote_sha256(conn: Connection, host: str, path: str) -> str:
-    result = ssh.run(conn, ["sha256sum", "--", path], timeout=300)
+def _remote_sha256(conn: ssh.SshSession, host: str, path: str) -> str:
+    result = conn.run(["sha256sum", "--", path], timeout=300)
     digest = result.output.split()[0] if result.ok and result.output.split() else ""
     if len(digest) != 64:
         raise ArtifactError(f"cannot checksum the artifact on build host {host}: {result.output.strip()}")

@@ -10,14 +10,13 @@ from rich.console import Group
 from rich.live import Live
 from rich.markup import escape
 from rich.panel import Panel
-from rich.table import Table
 from rich.text import Text
 
-from fleetctl.artifacts.manifest import Manifest
 from fleetctl.artifacts.produce import produce_artifact
 from fleetctl.cli.options import InventoryOpt, JsonOpt, VarOpt, examples, inventory_paths, version_option
 from fleetctl.config.inventory import Inventory, load_inventory
 from fleetctl.config.playbook import Playbook, load_playbook, merge_variables, parse_extra_vars
+from fleetctl.ui.build import manifest_table
 from fleetctl.ui.console import print_json, safe, stdout
 
 DistOpt = typer.Option(Path("dist"), "--dist", metavar="DIR", help="Where artifacts and manifests go.")
@@ -65,18 +64,6 @@ def build(
     console.print(Group(manifest_table(manifest)))
 
 
-def manifest_table(manifest: Manifest) -> Table:
-    table = Table(title=f"{manifest.name} {manifest.version}", show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
-    rows = [
-        ("artifact", str(manifest.path)), ("sha256", manifest.sha256), ("size", f"{manifest.size:,} bytes"),
-        ("platform", f"{manifest.goos}/{manifest.goarch}"), ("go", manifest.go_version or "-"),
-        ("commit", manifest.git_commit or "-"), ("built", manifest.build_time), ("source", manifest.source),
-    ]
-    for key, value in rows:
-        table.add_row(key, safe(value))
-    return table
 
 
 def _inventory_if_needed(settings: Playbook, given: list[str] | None) -> Inventory | None:

@@ -7,8 +7,8 @@ from contextlib import ExitStack
 from typing import Any
 
 import typer
+from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from fleetctl.cli.options import (
     ForksOpt,
@@ -24,15 +24,27 @@ from fleetctl.errors import EXIT_INTERRUPTED, ConfigError, RolloutFailed
 from fleetctl.notify import Delivery, Notifier
 from fleetctl.rollout.engine import RunResult
 from fleetctl.rollout.events import EventBus
-from fleetctl.rollout.runner import DeployOptions, HostPreview, dry_run, prepare_deploy, run_deploy
+from fleetctl.rollout.if_changed import compare_with_fleet, narrow_to
+from fleetctl.rollout.lock_keeper import HolderJudge
+from fleetctl.rollout.runner import (
+    DeployOptions,
+    HostPreview,
+    PreparedDeploy,
+    dry_run,
+    prepare_deploy,
+    run_deploy,
+)
 from fleetctl.ui.console import print_json, safe, stderr, stdout, warn, warn_insecure
+from fleetctl.ui.dry_run import preview_table
 from fleetctl.ui.plan import plan_table
 
 CanaryOpt = typer.Option(None, "--canary", metavar="N|N%", help="Canary batch first: hosts (3) or percent (10%).")
 BatchOpt = typer.Option(None, "--batch", metavar="N|N%", help="Batch size: hosts or percent of targeted hosts.")
 MaxFailedOpt = typer.Option(None, "--max-failed", metavar="N|N%", help="Failure budget: hosts or percent (default 0).")
 YesOpt = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
-ForceOpt = typer.Option(False, "--force", help="Take over a stale lock held by another run.")
+ForceOpt = typer.Option(False, "--force", help="Take over a lock whose run is provably gone (expired, finished, or "
+                                                "its process on this machine ended); never a live run's lock or a "
+                                                "change freeze.")
 
 
 def deploy(
@@ -49,6 +61,9 @@ def deploy(
     yes: bool = YesOpt,
     dry_run_: bool = typer.Option(False, "--dry-run", help="Show the plan and what would change; change nothing."),
     force: bool = ForceOpt,
+    if_changed: bool = typer.Option(False, "--if-changed", help="First compare the target with what each host "
+                                                                "runs (no lock): deploy only the hosts that differ; "
+                                                                "exit 0 at once when none does."),
     json_out: bool = JsonOpt,
 ) -> None:
     """Deploy PLAYBOOK: canary first, then batches, each gated on health; failed hosts are rolled back."""
@@ -59,6 +74,11 @@ def deploy(
     prepared = prepare_deploy(options, on_output=lambda line: people.print(safe(line), markup=False,
                                                                             highlight=False))
     warn_insecure(prepared.fleet.connections.values())
+    if if_changed:
+        narrowed = only_changed(prepared, options, people, json_out)
+        if narrowed is None:
+            return
+        prepared = narrowed
     releases = sorted({r.id for r in prepared.releases.values()})
     title = (f"Deploy {prepared.fleet.targets.settings.name} {prepared.version} "
              f"({', '.join(releases[:3])}{'...' if len(releases) > 3 else ''}) to {len(prepared.plan.hosts)} hosts")
@@ -80,8 +100,44 @@ def deploy(
 
     notifier = Notifier.for_playbook(prepared.fleet.targets.settings)
     confirm(yes, f"Deploy {prepared.version} to {len(prepared.plan.hosts)} host(s)?")
-    result = run_with_subscribers(lambda bus: run_deploy(prepared, bus, force=force), json_out, notifier)
+    result = run_with_subscribers(lambda bus: run_deploy(prepared, bus, force=force, judge=lock_judge()),
+                                  json_out, notifier)
     result.raise_for_exit()
+
+
+def only_changed(prepared: PreparedDeploy, options: DeployOptions, people: Console,
+                 json_out: bool) -> PreparedDeploy | None:
+    """--if-changed: None when every targeted host already runs the target (said so; nothing locked or touched),
+    else the deploy narrowed to the hosts that differ."""
+    check = compare_with_fleet(prepared)
+    total = len(check.hosts)
+    if check.unchanged:
+        message = (f"every targeted host ({total}) already runs {prepared.version}: nothing to deploy, no lock "
+                   "taken")
+        if json_out:
+            print_json({"if_changed": True, "exit_code": 0, "message": message, "changed": [],
+                        "hosts": check.to_json()})
+        else:
+            people.print(escape(safe(message)))
+        return None
+    changed = check.changed
+    people.print(escape(safe(f"--if-changed: {len(changed)} of {total} host(s) differ from {prepared.version} "
+                             f"({total - len(changed)} already run it); deploying only those")))
+    return narrow_to(prepared, options, changed)
+
+
+def lock_judge() -> HolderJudge:
+    """What proves a lock's holder gone for --force: expiry, this project's history, or a dead local process."""
+    from fleetctl.state.journal import Journal
+
+    def finished(run_id: str) -> str | None:
+        journal = Journal()
+        try:
+            return journal.finished_run(run_id)
+        finally:
+            journal.close()
+
+    return HolderJudge(finished=finished)
 
 
 def confirm(yes: bool, question: str) -> None:
@@ -118,6 +174,7 @@ def run_with_subscribers(run: Any, json_out: bool, notifier: Notifier | None = N
             report.subscribe(bus)
             if notifier is not None:
                 notifier.subscribe(bus)
+            stack.callback(bus.close)  # first of the callbacks: the subscribers get every event before they close
             try:
                 result: RunResult = run(bus)
             except BaseException as err:
@@ -146,15 +203,6 @@ def run_with_subscribers(run: Any, json_out: bool, notifier: Notifier | None = N
     return result
 
 
-def preview_table(previews: dict[str, HostPreview]) -> Table:
-    table = Table(title="Dry run: what would change (nothing was changed)", title_justify="left")
-    for column in ("host", "current", "target", "would do"):
-        table.add_column(column)
-    for host, p in previews.items():
-        doing = f"[red]{escape(safe(p.error))}[/]" if p.error else (
-            escape(safe("; ".join(p.changes))) or "[dim]nothing (current)[/]")
-        table.add_row(escape(safe(host)), escape(safe(p.current or "-")), escape(safe(p.target)), doing)
-    return table
 
 
 def _preview_json(p: HostPreview) -> dict[str, Any]:

@@ -4,31 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import date, datetime
 from typing import Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-from rich.tree import Tree
 
 from fleetctl.cli.options import InventoryOpt, LimitOpt, examples, inventory_paths
 from fleetctl.config.inventory import Inventory, load_inventory
 from fleetctl.config.redaction import redact_value
 from fleetctl.config.templating import render_vars
-from fleetctl.ui.console import safe
-
-
-def _json_default(value: Any) -> Any:
-    # YAML gives dates and sets that JSON lacks; Ansible prints them the same way.
-    if isinstance(value, (date, datetime)):
-        return value.isoformat()
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return str(value)
+from fleetctl.ui.inventory import group_tree, host_vars_table, hosts_table, json_default
 
 
 def _limited(inventory: Inventory, limit: str | None) -> dict[str, Any]:
@@ -44,12 +29,7 @@ def _write_json(doc: Any) -> None:
     # Plain write, not rich, and indented only for a terminal: json's C encoder (no indent) prints ten
     # thousand hosts five times faster.
     indent = 2 if sys.stdout.isatty() else None
-    sys.stdout.write(json.dumps(doc, indent=indent, default=_json_default) + "\n")
-
-
-def _show_value(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(redact_value(value), default=_json_default)
-    return escape(safe(text))
+    sys.stdout.write(json.dumps(doc, indent=indent, default=json_default) + "\n")
 
 
 def list_command(
@@ -63,15 +43,7 @@ def list_command(
         doc = _limited(inv, limit)
         _write_json(redact_value(doc))
         return
-    hosts = inv.select(limit) if limit else list(inv.hosts.values())
-    table = Table(title=f"{len(hosts)} hosts", title_justify="left")
-    table.add_column("Host", style="bold")
-    table.add_column("Address")
-    table.add_column("Groups")
-    for host in hosts:
-        groups = ", ".join(g for g in host.groups if g not in ("all", "ungrouped"))
-        table.add_row(escape(safe(host.name)), escape(safe(host.address)), escape(safe(groups)))
-    Console(soft_wrap=False).print(table)
+    Console(soft_wrap=False).print(hosts_table(inv.select(limit) if limit else list(inv.hosts.values())))
 
 
 def show_command(
@@ -90,12 +62,7 @@ def show_command(
     if as_json:
         _write_json({"host": entry.name, "address": entry.address, "groups": list(entry.groups), "vars": masked})
         return
-    table = Table(title=f"{escape(safe(entry.name))}  groups: {escape(safe(', '.join(entry.groups)))}", title_justify="left")
-    table.add_column("Variable", style="bold")
-    table.add_column("Value")
-    for key in sorted(masked):
-        table.add_row(escape(safe(key)), _show_value(masked[key]))
-    Console(soft_wrap=False).print(table)
+    Console(soft_wrap=False).print(host_vars_table(entry.name, entry.groups, masked))
 
 
 def _graph_json(inv: Inventory, group: str, path: tuple[str, ...]) -> dict[str, Any]:
@@ -113,20 +80,7 @@ def graph_command(
     if as_json:
         _write_json(_graph_json(inv, "all", ("all",)))
         return
-    tree = Tree("[bold]@all[/]")
-
-    def add(node: Tree, group: str, path: tuple[str, ...]) -> None:
-        for child in inv.children.get(group, ()):
-            if child in path:
-                continue
-            add(node.add(f"[bold]@{escape(safe(child))}[/]"), child, path + (child,))
-        if group == "all":
-            return  # hosts listed directly under `all` also sit in @ungrouped; show them once, as Ansible does
-        for host in inv.direct_hosts.get(group, ()):
-            node.add(escape(safe(host)))
-
-    add(tree, "all", ("all",))
-    Console(soft_wrap=False).print(tree)
+    Console(soft_wrap=False).print(group_tree(inv))
 
 
 def register(app: typer.Typer) -> None:

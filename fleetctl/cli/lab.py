@@ -7,13 +7,13 @@ from typing import Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from fleetctl.cli.options import examples
 from fleetctl.errors import FleetError
 from fleetctl.lab.control import lab_down, lab_fault, lab_status, lab_up
 from fleetctl.lab.layout import DEFAULT_BASE, HTTP_PORT, HTTPS_PORT, LabLayout
 from fleetctl.ui.console import print_json, safe, stderr, stdout
+from fleetctl.ui.lab import lab_nodes_table
 
 TABLE_NODES = 40  # beyond this many nodes `lab status` lists only the notable ones (fits a screen)
 
@@ -90,20 +90,8 @@ def status(directory: str | None = DirOpt, json_out: bool = JsonOpt,
         return
     nodes = doc["nodes"]
     shown = nodes if show_all or len(nodes) <= TABLE_NODES else [n for n in nodes if _notable(n)][:TABLE_NODES]
-    table = Table(title=f"lab {safe(layout.dir)} (WinRM ports {HTTP_PORT}/{HTTPS_PORT})", show_lines=False)
-    for column in ("node", "address"):
-        table.add_column(column, no_wrap=True)  # what identifies a row is never cut; the other columns wrap
-    for column in ("services", "requests", "received", "artifacts", "restarts", "faults"):
-        table.add_column(column)
-    for node in shown:
-        services = ", ".join(f"{s['name']}: {s['state']}" + (f" (pid {s['pid']})" if s.get("pid") else "")
-                             for s in node["services"]) or "-"
-        c = node["counters"]
-        table.add_row(escape(node["name"]), node["address"], escape(safe(services)), str(c["requests"]), _bytes(c["bytes_received"]),
-                      _bytes(c["artifact_bytes_stored"]), str(c["service_restarts"]),
-                      escape(safe(", ".join(node["faults"]) or "-")))
     if shown:
-        stdout().print(table)
+        stdout().print(lab_nodes_table(shown, f"lab {safe(layout.dir)} (WinRM ports {HTTP_PORT}/{HTTPS_PORT})"))
     hidden = len(nodes) - len(shown)
     requests = sum(n["counters"]["requests"] for n in nodes)
     shells = sum(n.get("shells", {}).get("open", 0) for n in nodes)
@@ -141,14 +129,6 @@ def _notable(node: dict[str, Any]) -> bool:
 
 def _status_json(doc: dict[str, Any]) -> dict[str, Any]:
     return {"nodes": doc["nodes"], "ca": doc["ca"], "inventory": doc["inventory"], "cpu": doc.get("cpu")}
-
-
-def _bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
 
 
 def register(app: typer.Typer) -> None:

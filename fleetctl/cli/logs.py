@@ -9,9 +9,9 @@ from rich.text import Text
 from fleetctl.cli.options import InventoryOpt, JsonOpt, VarOpt, examples, inventory_paths
 from fleetctl.config.connection import ConnectionSettings
 from fleetctl.errors import ConfigError
-from fleetctl.node.fleet import Fleet
+from fleetctl.node.fleet import HostClients
 from fleetctl.protocol.errors import NodeOperationError
-from fleetctl.rollout.status import load_status_request
+from fleetctl.status.collect import load_status_request
 from fleetctl.ui.console import print_json, safe, stderr, stdout, warn_insecure
 
 
@@ -40,7 +40,7 @@ def logs(
             raise ConfigError("--path and --events do not go together", key="--events")
         _show_events(request.connections[host], host, target.service_name, tail, json_out)
         return
-    with Fleet({host: request.connections[host]}, forks=1) as fleet:
+    with HostClients({host: request.connections[host]}, forks=1) as fleet:
         try:
             result = fleet.client(host).get_fleet_log(app=target.app, root=target.root, tail=tail, path=path)
         except NodeOperationError as err:
@@ -59,7 +59,7 @@ def logs(
 
 
 def _show_events(connection: ConnectionSettings, host: str, source: str, tail: int, json_out: bool) -> None:
-    with Fleet({host: connection}, forks=1) as fleet:
+    with HostClients({host: connection}, forks=1) as fleet:
         result = fleet.client(host).get_fleet_events(source=source, max=tail)
     if json_out:
         print_json({"host": host, "source": source, "note": result.note, "events": [

@@ -8,7 +8,7 @@ from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, examples, inve
 from fleetctl.config.connection import ConnectionSettings, render_connection_vars
 from fleetctl.config.inventory import load_inventory
 from fleetctl.errors import ConfigError, RolloutFailed
-from fleetctl.node.fleet import DEFAULT_FORKS, Fleet
+from fleetctl.node.fleet import DEFAULT_FORKS, HostClients
 from fleetctl.node.ping import ping_hosts
 from fleetctl.ui.console import print_json, stderr, stdout, warn_insecure
 from fleetctl.ui.ping import ping_json, ping_table
@@ -38,7 +38,7 @@ def ping(
     """Reach, authenticate and gather facts (OS, PowerShell, free disk, clock skew, round trip) on each host."""
     settings = load_connection_settings(inventory, limit)
     warn_insecure(settings.values())
-    with Fleet(settings, forks=forks) as fleet:
+    with HostClients(settings, forks=forks) as fleet:
         if json_out:
             results = ping_hosts(fleet)
         else:

@@ -11,7 +11,7 @@ from fleetctl.cli.deploy import (
     MaxFailedOpt,
     YesOpt,
     confirm,
-    preview_table,
+    lock_judge,
     run_with_subscribers,
 )
 from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, examples, inventory_paths
@@ -20,6 +20,7 @@ from fleetctl.notify import Notifier
 from fleetctl.rollout.remove import dry_run_remove, prepare_remove, run_remove
 from fleetctl.rollout.runner import DeployOptions
 from fleetctl.ui.console import print_json, stderr, stdout, warn_insecure
+from fleetctl.ui.dry_run import preview_table
 from fleetctl.ui.plan import plan_table
 
 
@@ -61,7 +62,8 @@ def remove(
         return
     notifier = Notifier.for_playbook(prepared.fleet.targets.settings)
     confirm(yes, f"Remove {name} from {count} host(s){' and purge its files' if purge else ''}?")
-    result = run_with_subscribers(lambda bus: run_remove(prepared, bus, force=force), json_out, notifier)
+    result = run_with_subscribers(lambda bus: run_remove(prepared, bus, force=force, judge=lock_judge()),
+                                  json_out, notifier)
     result.raise_for_exit()
 
 

@@ -12,6 +12,7 @@ from fleetctl.cli.deploy import (
     MaxFailedOpt,
     YesOpt,
     confirm,
+    lock_judge,
     run_with_subscribers,
 )
 from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, examples, inventory_paths
@@ -48,7 +49,8 @@ def rollback(
                                                  f"{len(prepared.plan.hosts)} hosts", None))
     notifier = Notifier.for_playbook(prepared.fleet.targets.settings)
     confirm(yes, f"Roll back {len(prepared.plan.hosts)} host(s) to {target}?")
-    result = run_with_subscribers(lambda bus: run_rollback(prepared, bus, force=force), json_out, notifier)
+    result = run_with_subscribers(lambda bus: run_rollback(prepared, bus, force=force, judge=lock_judge()),
+                                  json_out, notifier)
     result.raise_for_exit()
 
 

@@ -1,8 +1,10 @@
-"""How to reach one host: WinRM connection settings read from its (rendered) inventory variables (SPEC 3).
+"""How to reach one host, read from its (rendered) inventory variables (docs/inventory.md): WinRM settings for
+Windows nodes (`ConnectionSettings`) and SSH settings for Linux build hosts and load balancers (`SshSettings`),
+both through the one variable reader below.
 
 Pure: validates values and raises one `ConfigError` naming the host, the variable and what was expected.
 fleetctl's own `fleet_*` names win over the Ansible spellings (`ansible_host`, `ansible_user`,
-`ansible_winrm_*`) so that an existing Ansible inventory works unchanged.
+`ansible_winrm_*`, `ansible_ssh_*`) so that an existing Ansible inventory works unchanged.
 """
 
 from __future__ import annotations
@@ -140,6 +142,57 @@ class ConnectionSettings:
         )
 
 
+_SSH_ADDRESS = ("fleet_ssh_host", "ansible_host")
+_SSH_PORT = ("fleet_ssh_port", "ansible_port", "ansible_ssh_port")
+_SSH_USER = ("fleet_ssh_user", "ansible_user", "ansible_ssh_user")
+_SSH_KEY_FILE = ("fleet_ssh_private_key_file", "ansible_ssh_private_key_file")
+_SSH_PASSWORD = ("fleet_ssh_password", "ansible_password", "ansible_ssh_pass")
+_SSH_KNOWN_HOSTS = ("fleet_ssh_known_hosts",)
+_SSH_TIMEOUT = ("fleet_ssh_connect_timeout", "ansible_ssh_timeout")
+
+
+@dataclass(frozen=True)
+class SshSettings:
+    """How to reach and authenticate to one SSH host (build hosts, load balancers; `fleetctl.transport.ssh`)."""
+
+    host_name: str
+    address: str
+    port: int = 22
+    user: str | None = None
+    key_file: str | None = None
+    password: str | None = field(default=None, repr=False)
+    known_hosts: str | None = None  # extra known_hosts file; ~/.ssh/known_hosts is always consulted too
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+
+    @property
+    def target(self) -> str:
+        return f"{self.user + '@' if self.user else ''}{self.address}:{self.port}"
+
+    @classmethod
+    def from_hostvars(cls, host_name: str, hostvars: Mapping[str, Any], *,
+                      source: str | Path | None = None) -> SshSettings:
+        """Read and validate the SSH variables of `host_name`; `source` names the inventory in errors."""
+        reader = _VarReader(host_name, hostvars, source)
+        address = reader.text(_SSH_ADDRESS) or host_name
+        if not _is_address(address):
+            reader.fail(reader.found_key(_SSH_ADDRESS) or "inventory_hostname",
+                        f"expected a host name or IP address, got {address!r}")
+        key_file = reader.text(_SSH_KEY_FILE)
+        if key_file is not None and not Path(key_file).expanduser().is_file():
+            reader.fail(reader.found_key(_SSH_KEY_FILE), f"private key file {key_file} does not exist")
+        known_hosts = reader.text(_SSH_KNOWN_HOSTS)
+        if known_hosts is not None and not Path(known_hosts).expanduser().is_file():
+            reader.fail(reader.found_key(_SSH_KNOWN_HOSTS), f"known_hosts file {known_hosts} does not exist")
+        password = reader.text(_SSH_PASSWORD)
+        register_secret(password)
+        return cls(
+            host_name=host_name, address=address, port=reader.integer(_SSH_PORT, 22, low=1, high=65535),
+            user=reader.text(_SSH_USER), key_file=str(Path(key_file).expanduser()) if key_file else None,
+            password=password, known_hosts=str(Path(known_hosts).expanduser()) if known_hosts else None,
+            connect_timeout=reader.number(_SSH_TIMEOUT, DEFAULT_CONNECT_TIMEOUT),
+        )
+
+
 CONNECTION_PREFIXES = ("fleet_", "ansible_")
 
 
@@ -155,7 +208,7 @@ def render_connection_vars(variables: Mapping[str, Any], *, source: str) -> dict
 
 
 def insecure_hosts_warning(settings: Iterable[ConnectionSettings]) -> str | None:
-    """One warning line naming every host whose certificate validation is off, or None (SPEC 9)."""
+    """One warning line naming every host whose certificate validation is off, or None (docs/transport.md)."""
     names = sorted({s.host_name for s in settings if s.scheme == "https" and not s.cert_validation})
     if not names:
         return None

@@ -1,4 +1,4 @@
-"""The playbook: one service's artifact, install, service, health, rollout and traffic settings (SPEC 4).
+"""The playbook: one service's artifact, install, service, health, rollout and traffic settings (docs/playbook.md).
 
 A playbook is YAML with Jinja2 in its string values. `load_playbook` parses and checks its shape once;
 `PlaybookSource.render(variables)` renders the templates with a host's variables and validates the result into

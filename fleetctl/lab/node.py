@@ -33,6 +33,7 @@ from fleetctl.lab.portproxy import ProxyHub
 from fleetctl.lab.sandbox import DEFAULT_CAPACITY_BYTES, Sandbox
 from fleetctl.lab.scm import ServiceConfig, ServiceControlManager, checked_recovery_action
 from fleetctl.lab.wine import WinePrefix
+from fleetctl.protocol.locking import lock_decision
 from fleetctl.protocol.operations import MODULE_NAME, OPERATIONS, PROTOCOL_VERSION, function_name
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class LabNode:
             log_dir=root / "_lab" / "services", on_restart=self._count_restart,
             on_processes_changed=on_processes_changed or (lambda: None), **extra)
         self.counters = {"requests": 0, "bytes_received": 0, "artifact_bytes_stored": 0, "service_restarts": 0}
+        self.operation_counts: dict[str, int] = {}  # protocol operation -> calls (what a run asked of this node)
         self.firewall_rules: dict[str, dict[str, Any]] = {}
         self.scheduled_tasks: dict[str, dict[str, Any]] = {}
         self._port_proxies: set[tuple[str, int]] = set()
@@ -91,6 +93,8 @@ class LabNode:
             raise LabUnsupported(
                 f"the fleetctl lab cannot run {command!r}: a lab node only implements the {MODULE_NAME} "
                 "operations; arbitrary PowerShell needs a real Windows host")
+        with self._counter_lock:
+            self.operation_counts[op.name] = self.operation_counts.get(op.name, 0) + 1
         try:
             kwargs = bind(op, parameters)
             self._input.objects = input_objects if op.pipeline_input else []
@@ -137,11 +141,12 @@ class LabNode:
     def status(self) -> dict[str, Any]:
         with self._counter_lock:
             counters = dict(self.counters)
+            operations = dict(self.operation_counts)
         return {
             "name": self.name, "address": self.address, "http_port": self.http_port,
             "https_port": self.https_port,
             "services": [dict(self.scm.status(n), nssm=self.scm.nssm_parameters(n)) for n in self.scm.names()],
-            "counters": counters, "faults": self.faults.active(),
+            "counters": counters, "operations": operations, "faults": self.faults.active(),
             "firewall_rules": sorted(self.firewall_rules), "scheduled_tasks": sorted(self.scheduled_tasks),
             "port_proxies": [f"{a}:{p}" for a, p in sorted(self._port_proxies)],
         }
@@ -207,38 +212,56 @@ class LabNode:
             "lab": True,
         }
 
-    def lock_fleet_app(self, app: str, owner: str, deploy_id: str, ttl_seconds: int,
-                       force: bool = False) -> dict[str, Any]:
+    def lock_fleet_app(self, app: str, owner: str, deploy_id: str, ttl_seconds: int, process: str | None = None,
+                       reason: str | None = None, take_over: str | None = None) -> dict[str, Any]:
         if ttl_seconds <= 0:
             raise NodeError("INVALID_ARGUMENT", "TtlSeconds must be positive", {"TtlSeconds": ttl_seconds})
         with self._lock:
             path = self._app_dir(app) / "lock.json"
             held = self._read_json(path)
             now = self.now()
-            taken_over = None
-            if held and held.get("deploy_id") != deploy_id and not _expired(held, now):
-                if not force:
-                    raise NodeError("LOCK_HELD", f"app {app!r} is locked by {held.get('owner')} "
-                                    f"(deploy {held.get('deploy_id')}) until {held.get('expires_at')}",
-                                    {"holder": held})
-                taken_over = held
-            elif held and held.get("deploy_id") != deploy_id:
-                taken_over = held  # an expired lock is taken over silently, but reported
-            acquired = held.get("acquired_at") if held and held.get("deploy_id") == deploy_id else self._iso(now)
-            lock = {"owner": owner, "deploy_id": deploy_id, "acquired_at": acquired,
-                    "expires_at": self._iso(now + timedelta(seconds=ttl_seconds))}
+            view = _lock_view(held, now)
+            decision = lock_decision(str(held.get("deploy_id") or "") if held else "",
+                                     bool(view and view["expired"]), bool(held and held.get("reason")),
+                                     deploy_id, take_over or "")
+            if decision == "held":
+                assert view is not None
+                what = "frozen" if view.get("reason") else "locked"
+                raise NodeError("LOCK_HELD", f"app {app!r} is {what} by {view.get('owner')} "
+                                f"(deploy {view.get('deploy_id')}) until {view.get('expires_at')}", {"holder": view})
+            stamp = self._iso(now)
+            acquired = str(held.get("acquired_at")) if decision == "renew" and held else stamp
+            lock = {"owner": owner, "deploy_id": deploy_id, "acquired_at": acquired, "renewed_at": stamp,
+                    "expires_at": self._iso(now + timedelta(seconds=ttl_seconds)), "ttl_seconds": ttl_seconds,
+                    "process": process or None, "reason": reason or None}
             self._write_json(path, lock)
-            return {"lock": lock, "taken_over": taken_over}
+            return {"lock": lock, "taken_over": view if decision in ("replace-expired", "take-over") else None}
 
-    def unlock_fleet_app(self, app: str, deploy_id: str, force: bool = False) -> dict[str, Any]:
+    def update_fleet_app_lock(self, app: str, deploy_id: str, ttl_seconds: int) -> dict[str, Any]:
+        if ttl_seconds <= 0:
+            raise NodeError("INVALID_ARGUMENT", "TtlSeconds must be positive", {"TtlSeconds": ttl_seconds})
+        with self._lock:
+            path = self._app_dir(app) / "lock.json"
+            held = self._read_json(path)
+            now = self.now()
+            if not held or held.get("deploy_id") != deploy_id:
+                # Gone (released or replaced): renewing must never re-take a lock someone else may have used.
+                raise NodeError("LOCK_NOT_OWNED", f"app {app!r} is not locked by deploy {deploy_id}",
+                                {"holder": _lock_view(held, now)})
+            lock = dict(held, renewed_at=self._iso(now), ttl_seconds=ttl_seconds,
+                        expires_at=self._iso(now + timedelta(seconds=ttl_seconds)))
+            self._write_json(path, lock)
+            return {"lock": lock}
+
+    def unlock_fleet_app(self, app: str, deploy_id: str) -> dict[str, Any]:
         with self._lock:
             path = self._app_dir(app) / "lock.json"
             held = self._read_json(path)
             if not held:
                 return {"released": False}
-            if held.get("deploy_id") != deploy_id and not force:
+            if held.get("deploy_id") != deploy_id:
                 raise NodeError("LOCK_NOT_OWNED", f"app {app!r} is locked by deploy {held.get('deploy_id')}, "
-                                f"not {deploy_id}", {"holder": held})
+                                f"not {deploy_id}", {"holder": _lock_view(held, self.now())})
             self.sandbox.remove(path)
             return {"released": True}
 
@@ -341,8 +364,7 @@ class LabNode:
         with self._lock:
             state = self._load_state(app, root)
             lock = self._read_json(self._app_dir(app) / "lock.json")
-        if lock:
-            lock = dict(lock, expired=_expired(lock, self.now()))
+        lock = _lock_view(lock, self.now())
         releases = [{k: r[k] for k in ("release", "version", "sha256", "installed_at")} for r in state["releases"]]
         return {"releases": releases, "current": state["current"], "previous": state["previous"],
                 "service": self.scm.status(service_name or app), "lock": lock,
@@ -649,6 +671,16 @@ def _release_relative_parts(rel: str) -> list[str]:
         raise NodeError("INVALID_ARGUMENT", f"Files key {rel!r} must be a relative path inside the release",
                         {"Files": rel})
     return parts
+
+
+def _lock_view(lock: dict[str, Any] | None, now: datetime) -> dict[str, Any] | None:
+    """A lock as the node reports it (Get-FleetState, LOCK_HELD details): every field, plus `expired`."""
+    if not lock:
+        return None
+    view = {key: lock.get(key) for key in ("owner", "deploy_id", "acquired_at", "renewed_at", "expires_at",
+                                           "ttl_seconds", "process", "reason")}
+    view["expired"] = _expired(lock, now)
+    return view
 
 
 def _expired(lock: dict[str, Any], now: datetime) -> bool:

@@ -53,7 +53,7 @@ _ENV_VAR = re.compile(r"%([^%]+)%")
 _ABSOLUTE = re.compile(r"^[A-Za-z]:[\\/]")
 
 
-class Sandbox(Protocol):
+class ScriptFiles(Protocol):
     """The node's file system as scripts see it (implemented by the node simulation)."""
 
     def read_bytes(self, windows_path: str) -> bytes: ...
@@ -104,7 +104,7 @@ def windows_path(raw: Any, expand_variables: Any) -> str:
     return ntpath.normpath(path.replace("/", "\\"))
 
 
-def _copy(arguments: list[Any], input_objects: list[Any], sandbox: Sandbox) -> list[Any]:
+def _copy(arguments: list[Any], input_objects: list[Any], sandbox: ScriptFiles) -> list[Any]:
     if len(arguments) < 1:
         raise ScriptError("copy: no destination path argument")
     dest = windows_path(arguments[0], arguments[1] if len(arguments) > 1 else False)
@@ -123,7 +123,7 @@ def _copy(arguments: list[Any], input_objects: list[Any], sandbox: Sandbox) -> l
     return [dest]
 
 
-def _fetch(arguments: list[Any], sandbox: Sandbox) -> list[Any]:
+def _fetch(arguments: list[Any], sandbox: ScriptFiles) -> list[Any]:
     if len(arguments) < 1:
         raise ScriptError("fetch: no source path argument")
     src = windows_path(arguments[0], arguments[1] if len(arguments) > 1 else False)
@@ -136,7 +136,7 @@ def _fetch(arguments: list[Any], sandbox: Sandbox) -> list[Any]:
     return [base64.b64encode(data).decode("ascii"), hashlib.sha1(data).hexdigest()]
 
 
-def run_known_script(script: str, arguments: list[Any], input_objects: list[Any], sandbox: Sandbox) -> list[Any]:
+def run_known_script(script: str, arguments: list[Any], input_objects: list[Any], sandbox: ScriptFiles) -> list[Any]:
     """Run a recognised script against the node's sandbox; `LabUnsupported` for any other script."""
     kind = identify_script(script)
     handlers: dict[str, Callable[[], list[Any]]] = {

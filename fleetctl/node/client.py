@@ -52,17 +52,29 @@ class NodeClient:
         """Connect, authenticate and load the node module now."""
         self.transport.open()
 
-    def connect_and_lock(self, *, app: str, owner: str, deploy_id: str, ttl_seconds: int,
-                         force: bool = False) -> LockResult:
+    def connect_and_lock(self, *, app: str, owner: str, deploy_id: str, ttl_seconds: int, process: str | None = None,
+                         reason: str | None = None, take_over: str | None = None) -> LockResult:
         """Connect, load the node module and take the app lock, in one round trip where the transport allows
         (`Transport.invoke_all`); raises like `connect()` and `lock_fleet_app()`."""
-        args = {"app": app, "owner": owner, "deploy_id": deploy_id, "ttl_seconds": ttl_seconds, "force": force}
+        args = {"app": app, "owner": owner, "deploy_id": deploy_id, "ttl_seconds": ttl_seconds, "process": process,
+                "reason": reason, "take_over": take_over}
         params = {p.name: args[snake_case(p.name)] for p in OPERATIONS["Lock-FleetApp"].params
                   if args.get(snake_case(p.name)) is not None}
         (r,) = self.transport.invoke_all([("Lock-FleetApp", params)])
         if isinstance(r, Exception):
             raise r
         return LockResult(LockInfo.from_result(r.get("lock")), LockInfo.from_result(r.get("taken_over")))
+
+    def connect_and_get_state(self, *, app: str, root: str, service_name: str | None = None) -> NodeState:
+        """Connect, load the node module and read the app's state in one round trip after the pool opens (a
+        read-only comparison of many hosts, `deploy --if-changed`); raises like `get_fleet_state()`."""
+        args = {"app": app, "root": root, "service_name": service_name}
+        params = {p.name: args[snake_case(p.name)] for p in OPERATIONS["Get-FleetState"].params
+                  if args.get(snake_case(p.name)) is not None}
+        (r,) = self.transport.invoke_all([("Get-FleetState", params)])
+        if isinstance(r, Exception):
+            raise r
+        return NodeState.from_result(r)
 
     def close(self) -> None:
         self.transport.close()
@@ -78,15 +90,16 @@ class NodeClient:
     def get_fleet_facts(self) -> Facts:
         return Facts.from_result(self._call("Get-FleetFacts", {}))
 
-    def lock_fleet_app(self, *, app: str, owner: str, deploy_id: str, ttl_seconds: int,
-                       force: bool = False) -> LockResult:
+    def lock_fleet_app(self, *, app: str, owner: str, deploy_id: str, ttl_seconds: int, process: str | None = None,
+                       reason: str | None = None, take_over: str | None = None) -> LockResult:
         r = self._call("Lock-FleetApp", locals())
         return LockResult(LockInfo.from_result(r.get("lock")), LockInfo.from_result(r.get("taken_over")))
 
-    def unlock_fleet_app(self, *, app: str, deploy_id: str, force: bool = False) -> bool:
-        return bool(self._call("Unlock-FleetApp", locals()).get("released", False))
+    def update_fleet_app_lock(self, *, app: str, deploy_id: str, ttl_seconds: int) -> LockInfo | None:
+        return LockInfo.from_result(self._call("Update-FleetAppLock", locals()).get("lock"))
 
-    # -- artifacts ----------------------------------------------------------------------------------------------
+    def unlock_fleet_app(self, *, app: str, deploy_id: str) -> bool:
+        return bool(self._call("Unlock-FleetApp", locals()).get("released", False))
 
     def test_fleet_artifact(self, *, sha256: str) -> ArtifactStatus:
         r = self._call("Test-FleetArtifact", locals())

@@ -23,7 +23,7 @@ TransportFactory = Callable[[ConnectionSettings], Transport]
 
 
 @dataclass(frozen=True)
-class HostOutcome(Generic[T]):
+class HostResult(Generic[T]):
     """What happened on one host: a value, or the one-line (redacted) error and its exception."""
 
     host: str
@@ -43,7 +43,12 @@ def winrm_transport(settings: ConnectionSettings) -> Transport:
     return WinRMTransport(settings)
 
 
-class Fleet:
+def connect_client(settings: ConnectionSettings, transport_factory: TransportFactory = winrm_transport) -> NodeClient:
+    """A client for one host: the one place a command's transports are made (the connection opens on first use)."""
+    return NodeClient(transport_factory(settings))
+
+
+class HostClients:
     """The connections of one command: a client per host, created on first use, all closed by `close()`."""
 
     def __init__(
@@ -69,7 +74,7 @@ class Fleet:
         with self._lock:
             client = self._clients.get(host)
             if client is None:
-                client = NodeClient(self._factory(self.settings[host]))
+                client = connect_client(self.settings[host], self._factory)
                 self._clients[host] = client
             return client
 
@@ -77,8 +82,8 @@ class Fleet:
         self,
         fn: Callable[[NodeClient], T],
         hosts: Iterable[str] | None = None,
-        on_done: Callable[[HostOutcome[T]], None] | None = None,
-    ) -> dict[str, HostOutcome[T]]:
+        on_done: Callable[[HostResult[T]], None] | None = None,
+    ) -> dict[str, HostResult[T]]:
         """Apply `fn` to each host's client, at most `forks` at a time; outcomes keyed and ordered by host."""
         names = list(hosts) if hosts is not None else self.hosts
         return run_parallel(names, lambda host: fn(self.client(host)), forks=self.forks, on_done=on_done)
@@ -103,28 +108,28 @@ def run_parallel(
     fn: Callable[[str], T],
     *,
     forks: int = DEFAULT_FORKS,
-    on_done: Callable[[HostOutcome[T]], None] | None = None,
-) -> dict[str, HostOutcome[T]]:
+    on_done: Callable[[HostResult[T]], None] | None = None,
+) -> dict[str, HostResult[T]]:
     """Run `fn(host)` for every host with at most `forks` threads; every host gets an outcome.
 
     Exceptions become failed outcomes (FleetError messages as they are, others prefixed with their type).
     Ctrl-C cancels hosts not started yet, waits for running ones and re-raises.
     """
-    outcomes: dict[str, HostOutcome[T]] = {}
+    outcomes: dict[str, HostResult[T]] = {}
     if not hosts:
         return outcomes
 
-    def one(host: str) -> HostOutcome[T]:
+    def one(host: str) -> HostResult[T]:
         started = time.monotonic()
         try:
             value = fn(host)
         except Exception as exc:  # noqa: BLE001 - each host's failure is reported, never lost
             text = str(exc) if isinstance(exc, FleetError) else f"{type(exc).__name__}: {exc}"
-            return HostOutcome(host, None, redact(text), exc, time.monotonic() - started)
-        return HostOutcome(host, value, None, None, time.monotonic() - started)
+            return HostResult(host, None, redact(text), exc, time.monotonic() - started)
+        return HostResult(host, value, None, None, time.monotonic() - started)
 
     executor = ThreadPoolExecutor(max_workers=min(forks, len(hosts)), thread_name_prefix="fleetctl-host")
-    futures: dict[Future[HostOutcome[T]], str] = {executor.submit(one, h): h for h in hosts}
+    futures: dict[Future[HostResult[T]], str] = {executor.submit(one, h): h for h in hosts}
     try:
         pending = set(futures)
         while pending:

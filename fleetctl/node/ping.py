@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fleetctl.node.client import NodeClient
-from fleetctl.node.fleet import Fleet, HostOutcome
+from fleetctl.node.fleet import HostClients, HostResult
 from fleetctl.node.results import Facts
 
 
@@ -60,10 +60,10 @@ def _ping_one(client: NodeClient) -> _Measured:
     return _Measured(facts, (done - connected) * 1000, (connected - started) * 1000, skew)
 
 
-def ping_hosts(fleet: Fleet, on_done: Callable[[PingResult], None] | None = None) -> dict[str, PingResult]:
+def ping_hosts(fleet: HostClients, on_done: Callable[[PingResult], None] | None = None) -> dict[str, PingResult]:
     """Ping every host of `fleet` (at most `fleet.forks` at once); one result per host, in inventory order."""
 
-    def convert(outcome: HostOutcome[_Measured]) -> PingResult:
+    def convert(outcome: HostResult[_Measured]) -> PingResult:
         m = outcome.value
         if m is None:
             return PingResult(outcome.host, False, outcome.error, None, None, None, None)

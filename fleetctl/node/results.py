@@ -69,18 +69,32 @@ class Facts:
 
 @dataclass(frozen=True)
 class LockInfo:
+    """An app lock as the node reports it: a run's (with the controller `process` that holds it) or a change
+    freeze (with its `reason`, held by a person)."""
+
     owner: str
     deploy_id: str
     acquired_at: datetime | None
     expires_at: datetime | None
     expired: bool = False
+    renewed_at: datetime | None = None
+    ttl_seconds: int | None = None
+    process: str | None = None
+    reason: str | None = None
+
+    @property
+    def freeze(self) -> bool:
+        return bool(self.reason)
 
     @classmethod
     def from_result(cls, r: Any) -> LockInfo | None:
         if not isinstance(r, dict) or not r:
             return None
+        ttl = r.get("ttl_seconds")
         return cls(str(r.get("owner", "")), str(r.get("deploy_id", "")), parse_time(r.get("acquired_at")),
-                   parse_time(r.get("expires_at")), bool(r.get("expired", False)))
+                   parse_time(r.get("expires_at")), bool(r.get("expired", False)), parse_time(r.get("renewed_at")),
+                   int(ttl) if isinstance(ttl, (int, float)) and not isinstance(ttl, bool) else None,
+                   str(r["process"]) if r.get("process") else None, str(r["reason"]) if r.get("reason") else None)
 
 
 @dataclass(frozen=True)
@@ -198,7 +212,7 @@ class TaskInfo:
 
 @dataclass(frozen=True)
 class NodeState:
-    """The node's truth about one app (SPEC 5)."""
+    """The node's truth about one app (docs/node-protocol.md, Node state)."""
 
     releases: tuple[ReleaseInfo, ...]
     current: str | None

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 from fleetctl.artifacts.url_artifact import ArtifactUrl
 from fleetctl.config.redaction import redact
@@ -26,12 +26,21 @@ from fleetctl.node.client import NodeClient
 from fleetctl.node.results import StoredArtifact
 from fleetctl.protocol.errors import NodeOperationError
 
-if TYPE_CHECKING:
-    from fleetctl.artifacts.pull_server import PullServer
-
 TransferMode = Literal["push", "pull", "auto", "url"]
 TRANSFER_MODES: tuple[str, ...] = ("push", "pull", "auto", "url")
 ProgressCallback = Callable[[int, int], None]  # (bytes done, bytes total) of what this host's transfer moves
+
+
+class ArtifactSource(Protocol):
+    """What a pull transfer needs from the controller's pull server (`fleetctl.artifacts.pull_server.PullServer`):
+    serve a file under its sha256, the URL a node fetches it from, the bearer token and the CA the node pins."""
+
+    token: str
+    ca_pem: str | None
+
+    def add(self, path: str | Path, sha256: str) -> None: ...
+
+    def url_for(self, sha256: str) -> str: ...
 
 # Go executables compress to ~45-55%; level 6 costs ~1 s per 20 MB once per deploy, level 9 gains ~1% more.
 GZIP_LEVEL = 6
@@ -156,7 +165,7 @@ def ensure_artifact(
     artifact_path: str | Path | ArtifactUrl,
     sha256: str,
     mode: TransferMode = "auto",
-    pull_server: PullServer | None = None,
+    pull_server: ArtifactSource | None = None,
     progress: ProgressCallback | None = None,
     on_fallback: Callable[[str], None] | None = None,
 ) -> TransferResult:
@@ -241,7 +250,7 @@ def _push(client: NodeClient, artifact: PreparedArtifact, progress: ProgressCall
     return stored
 
 
-def _pull(client: NodeClient, artifact: PreparedArtifact, server: PullServer,
+def _pull(client: NodeClient, artifact: PreparedArtifact, server: ArtifactSource,
           progress: ProgressCallback | None) -> StoredArtifact:
     if progress:
         progress(0, artifact.size)

@@ -58,6 +58,7 @@ class Notifier:
                  sender: Sender = deliver) -> None:
         self.webhooks = list(webhooks)
         self._sender = sender
+        self._buses: list[EventBus] = []
         self._contexts: list[ssl.SSLContext] = []
         for index, hook in enumerate(self.webhooks):
             bundle = None
@@ -93,6 +94,7 @@ class Notifier:
 
     def subscribe(self, bus: EventBus) -> None:
         bus.subscribe(self.record)
+        self._buses.append(bus)
 
     def record(self, event: Event) -> None:
         with self._lock:
@@ -116,6 +118,8 @@ class Notifier:
     def run_ended_abnormally(self, error: BaseException) -> None:
         """The run raised instead of finishing (a bug, Ctrl-C outside the engine): if it had started and its end
         was not announced, announce `interrupted` (KeyboardInterrupt) or `failure` with the error."""
+        for bus in self._buses:  # what the run emitted before it raised comes first (its start, or its end)
+            bus.flush(timeout=5.0)
         with self._lock:
             if self._start is None or self._finished:
                 return
@@ -195,6 +199,8 @@ class Notifier:
     def close(self) -> list[Delivery]:
         """Wait for deliveries in flight (each at most until its deadline) and return every delivery's result,
         in the order the notifications were due."""
+        for bus in self._buses:  # events still on their way from the bus may be due notifications
+            bus.flush()
         with self._lock:
             pending = list(self._pending)
         for item in pending:

@@ -445,8 +445,27 @@ function Get-FleetLockView {
     param($Lock)
     if ($null -eq $Lock) { return $null }
     $view = @{ owner = $Lock.owner; deploy_id = $Lock.deploy_id; acquired_at = $Lock.acquired_at; expires_at = $Lock.expires_at }
+    foreach ($key in @('renewed_at', 'ttl_seconds', 'process', 'reason')) {
+        $view[$key] = $null
+        if ($Lock.ContainsKey($key)) { $view[$key] = $Lock[$key] }
+    }
     $view.expired = ((ConvertFrom-FleetTime $Lock.expires_at) -le [datetime]::UtcNow)
     return $view
+}
+
+function Get-FleetLockDecision {
+    # The one rule of Lock-FleetApp: take a free lock, renew ours, replace an expired one, take over a live holder
+    # only when the caller names exactly its deploy id, never take over a change freeze. The same statements as
+    # fleetctl/protocol/locking.py lock_decision, in the subset tests/node/pwsh_subset.py runs; the contract test
+    # compares the two on every case. Deploy ids compare case-sensitively (-ceq).
+    param([string]$HeldBy, [bool]$Expired, [bool]$Freeze, [string]$DeployId, [string]$TakeOver)
+    if ($HeldBy -ceq '') { return 'take' }
+    if ($HeldBy -ceq $DeployId) { return 'renew' }
+    if ($Expired) { return 'replace-expired' }
+    if ($Freeze) { return 'held' }
+    if ($TakeOver -ceq '') { return 'held' }
+    if ($TakeOver -ceq $HeldBy) { return 'take-over' }
+    return 'held'
 }
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -478,7 +497,9 @@ function Lock-FleetApp {
         [Parameter(Mandatory = $true)][string]$Owner,
         [Parameter(Mandatory = $true)][string]$DeployId,
         [Parameter(Mandatory = $true)][int]$TtlSeconds,
-        [switch]$Force
+        [string]$Process,
+        [string]$Reason,
+        [string]$TakeOver
     )
     Invoke-FleetOperation {
         Assert-FleetName $App 'App'
@@ -487,20 +508,56 @@ function Lock-FleetApp {
             $path = Join-Path (Get-FleetAppDirectory $App) 'lock.json'
             $existing = Get-FleetLockView (Read-FleetJsonFile $path)
             $now = [datetime]::UtcNow
-            $takenOver = $null
-            $acquiredAt = Get-FleetTime $now
+            $heldBy = ''; $expired = $false; $freeze = $false
             if ($null -ne $existing) {
-                if ($existing.deploy_id -eq $DeployId) {
-                    $acquiredAt = $existing.acquired_at  # our own lock: renew the expiry, keep when it was taken
-                } elseif ($existing.expired -or $Force) {
-                    $takenOver = $existing
-                } else {
-                    Throw-FleetError 'LOCK_HELD' "$App is locked by $($existing.owner) (deploy $($existing.deploy_id)) until $($existing.expires_at)" @{ holder = $existing }
-                }
+                $heldBy = [string]$existing.deploy_id; $expired = [bool]$existing.expired
+                $freeze = -not [string]::IsNullOrEmpty([string]$existing.reason)
             }
-            $lock = @{ owner = $Owner; deploy_id = $DeployId; acquired_at = $acquiredAt; expires_at = (Get-FleetTime $now.AddSeconds($TtlSeconds)) }
+            $decision = Get-FleetLockDecision -HeldBy $heldBy -Expired $expired -Freeze $freeze -DeployId $DeployId -TakeOver ([string]$TakeOver)
+            if ($decision -eq 'held') {
+                $what = 'locked'
+                if ($freeze) { $what = 'frozen' }
+                Throw-FleetError 'LOCK_HELD' "$App is $what by $($existing.owner) (deploy $($existing.deploy_id)) until $($existing.expires_at)" @{ holder = $existing }
+            }
+            $stamp = Get-FleetTime $now
+            $acquiredAt = $stamp
+            if ($decision -eq 'renew') { $acquiredAt = $existing.acquired_at }  # our own lock: keep when it was taken
+            $takenOver = $null
+            if ($decision -eq 'replace-expired' -or $decision -eq 'take-over') { $takenOver = $existing }
+            $processValue = $null; if (-not [string]::IsNullOrEmpty($Process)) { $processValue = $Process }
+            $reasonValue = $null; if (-not [string]::IsNullOrEmpty($Reason)) { $reasonValue = $Reason }
+            $lock = @{ owner = $Owner; deploy_id = $DeployId; acquired_at = $acquiredAt; renewed_at = $stamp
+                expires_at = (Get-FleetTime $now.AddSeconds($TtlSeconds)); ttl_seconds = $TtlSeconds
+                process = $processValue; reason = $reasonValue }
             Write-FleetJsonFile $path $lock
             return @{ lock = $lock; taken_over = $takenOver }
+        }
+    }
+}
+
+function Update-FleetAppLock {
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$App,
+        [Parameter(Mandatory = $true)][string]$DeployId,
+        [Parameter(Mandatory = $true)][int]$TtlSeconds
+    )
+    Invoke-FleetOperation {
+        Assert-FleetName $App 'App'
+        if ($TtlSeconds -le 0) { Throw-FleetError 'INVALID_ARGUMENT' 'TtlSeconds must be positive' @{ parameter = 'TtlSeconds' } }
+        Use-FleetAppMutex $App {
+            $path = Join-Path (Get-FleetAppDirectory $App) 'lock.json'
+            $existing = Get-FleetLockView (Read-FleetJsonFile $path)
+            # Gone (released or replaced): a renewal never re-takes a lock another run may have used meanwhile.
+            if ($null -eq $existing -or -not ($existing.deploy_id -ceq $DeployId)) {
+                Throw-FleetError 'LOCK_NOT_OWNED' "$App is not locked by deploy $DeployId" @{ holder = $existing }
+            }
+            $now = [datetime]::UtcNow
+            $lock = @{ owner = $existing.owner; deploy_id = $DeployId; acquired_at = $existing.acquired_at
+                renewed_at = (Get-FleetTime $now); expires_at = (Get-FleetTime $now.AddSeconds($TtlSeconds))
+                ttl_seconds = $TtlSeconds; process = $existing.process; reason = $existing.reason }
+            Write-FleetJsonFile $path $lock
+            return @{ lock = $lock }
         }
     }
 }
@@ -509,8 +566,7 @@ function Unlock-FleetApp {
     [CmdletBinding()]
     param(
         [Parameter(Mandatory = $true)][string]$App,
-        [Parameter(Mandatory = $true)][string]$DeployId,
-        [switch]$Force
+        [Parameter(Mandatory = $true)][string]$DeployId
     )
     Invoke-FleetOperation {
         Assert-FleetName $App 'App'
@@ -518,7 +574,8 @@ function Unlock-FleetApp {
             $path = Join-Path (Get-FleetAppDirectory $App) 'lock.json'
             $existing = Get-FleetLockView (Read-FleetJsonFile $path)
             if ($null -eq $existing) { return @{ released = $false } }
-            if ($existing.deploy_id -ne $DeployId -and -not $Force) {
+            # Compare and delete: only the holder's own deploy id releases a lock.
+            if (-not ($existing.deploy_id -ceq $DeployId)) {
                 Throw-FleetError 'LOCK_NOT_OWNED' "$App is locked by deploy $($existing.deploy_id), not $DeployId" @{ holder = $existing }
             }
             [IO.File]::Delete($path)
@@ -1566,7 +1623,7 @@ function Get-FleetLog {
 }
 
 Export-ModuleMember -Function @(
-    'Get-FleetFacts', 'Lock-FleetApp', 'Unlock-FleetApp', 'Test-FleetArtifact', 'Receive-FleetArtifact',
+    'Get-FleetFacts', 'Lock-FleetApp', 'Update-FleetAppLock', 'Unlock-FleetApp', 'Test-FleetArtifact', 'Receive-FleetArtifact',
     'Save-FleetArtifactFromUrl', 'Install-FleetRelease', 'Set-FleetService', 'Stop-FleetService',
     'Start-FleetService', 'Switch-FleetRelease', 'Get-FleetState', 'Test-FleetHealth', 'Remove-FleetRelease',
     'Set-FleetFirewallRule', 'Set-FleetScheduledTask', 'Set-FleetPortProxy', 'Get-FleetEvents', 'Remove-FleetService',

@@ -54,7 +54,7 @@ ERROR_CODES: dict[str, str] = {
     "INVALID_ARGUMENT": "A parameter is missing or has an unusable value.",
     "NOT_FOUND": "The thing named (release, service, artifact, log) does not exist on the node.",
     "LOCK_HELD": "Another owner holds the app lock and it has not expired; details: holder.",
-    "LOCK_NOT_OWNED": "Unlock by a deploy id that does not hold the lock.",
+    "LOCK_NOT_OWNED": "Unlock or renew by a deploy id that does not hold the lock; details: holder (or null).",
     "CHECKSUM_MISMATCH": "The received or downloaded bytes do not hash to the expected sha256; nothing kept.",
     "DISK_FULL": "Not enough free space to store the artifact or release.",
     "DOWNLOAD_FAILED": "The node could not download the artifact URL; details: status or reason.",
@@ -95,21 +95,39 @@ OPERATIONS_LIST: tuple[Operation, ...] = (
     ),
     Operation(
         "Lock-FleetApp",
-        "Take the per-app lock. Succeeds if free, expired, already ours (same DeployId), or -Force.",
+        "Take the per-app lock. Succeeds if free, expired, already ours (same DeployId), or held by exactly the "
+        "deploy named in TakeOver (a holder the controller proved gone); never takes a live lock otherwise, and "
+        "never takes over a change freeze.",
         (
             APP,
             _p("Owner", "string", True, "user@controller that takes the lock"),
-            _p("DeployId", "string", True),
-            _p("TtlSeconds", "int", True, "the lock expires this long after it was taken"),
-            _p("Force", "switch", doc="take over a lock held by someone else"),
+            _p("DeployId", "string", True, "the run (or change freeze) that holds the lock"),
+            _p("TtlSeconds", "int", True, "the lock expires this long after it was taken or last renewed"),
+            _p("Process", "string", False, "the controller process holding the lock (opaque to the node: "
+                                             "machine/boot/pid-namespace/pid/start), so a controller on the same "
+                                             "machine can prove it gone"),
+            _p("Reason", "string", False, "makes the lock a change freeze, held by a person with this reason"),
+            _p("TakeOver", "string", False, "deploy id of a live holder the controller proved gone: replace "
+                                              "its lock, and only its lock"),
         ),
-        {"lock": "object: owner, deploy_id, acquired_at (ISO), expires_at (ISO)", "taken_over": "previous holder or null"},
+        {"lock": "object: owner, deploy_id, acquired_at, renewed_at, expires_at (ISO), ttl_seconds, process, "
+                 "reason", "taken_over": "previous holder or null"},
         ("LOCK_HELD",),
     ),
     Operation(
+        "Update-FleetAppLock",
+        "Renew the lock held by DeployId (the run's heartbeat): expires_at = now + TtlSeconds. Never takes a lock: "
+        "a lock that is gone or held by another deploy id is LOCK_NOT_OWNED.",
+        (APP, _p("DeployId", "string", True, "the run that holds the lock"),
+         _p("TtlSeconds", "int", True, "the lock expires this long after now")),
+        {"lock": "the renewed lock object"},
+        ("LOCK_NOT_OWNED",),
+    ),
+    Operation(
         "Unlock-FleetApp",
-        "Release the per-app lock held by DeployId (or any holder with -Force). Unlocking a free lock is ok.",
-        (APP, _p("DeployId", "string", True), _p("Force", "switch")),
+        "Release the per-app lock held by DeployId (compare and delete: another holder's lock is never removed). "
+        "Unlocking a free lock is ok.",
+        (APP, _p("DeployId", "string", True, "the run (or change freeze) that holds the lock")),
         {"released": "true if a lock was removed"},
         ("LOCK_NOT_OWNED",),
     ),

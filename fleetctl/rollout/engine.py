@@ -1,33 +1,30 @@
 """The rollout engine: lock every targeted host, run the plan's batches (hosts in parallel, bounded by forks),
-enforce the failure budget and canary rule, honour Ctrl-C, unlock everything, and decide the exit code.
+enforce the failure budget and canary rule, honour Ctrl-C, unlock everything, and report the exit code.
 
-It knows nothing of what a host does (deploy or rollback): it is given a per-host `work` function and an `undo`
-function (used to roll back the canaries that passed when another canary failed). It never prints: it emits
-events on the bus and returns a `RunResult`.
+It knows nothing of what a host does: it is given one `HostProcedure` (`rollout/procedure.py`: stage, activate,
+follow_up, undo) and decides only when each part runs. What to do after a batch and how the run ends are pure
+functions in `rollout/verdict.py`. It never prints: it emits events on the bus and returns a `RunResult`.
 
-Overlap, to keep the wall time near the critical path: an optional `stage` function (the part of a host's work
-that changes nothing the service runs: state, transfer, install) runs for the next batch's hosts while the
-current batch is in its health gates, but never during a canary batch (a failed canary leaves every other host
-untouched); its result reaches `work` as `ctx.staged`. An optional `after` function (retention) runs once a host
-is deployed without holding up the batch; all of it is joined before the locks are released.
+Overlap, to keep the wall time near the critical path: the next batch's hosts are staged (the part that changes
+nothing the service runs) while the current batch is in its health gates, but never during a canary batch (a
+failed canary leaves every other host untouched); the staged value reaches `activate` through `ctx.staged`. A
+host's follow-up (retention) runs without holding up its batch; all of it is joined before the locks are
+released.
 """
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from fleetctl.errors import (
     EXIT_HALTED,
     EXIT_INTERRUPTED,
     EXIT_LOCKED,
-    EXIT_OK,
     EXIT_ROLLOUT_FAILED,
     FleetError,
     Halted,
@@ -36,6 +33,7 @@ from fleetctl.errors import (
     RolloutFailed,
 )
 from fleetctl.node.client import NodeClient
+from fleetctl.node.results import LockInfo
 from fleetctl.plan import Plan
 from fleetctl.protocol.errors import NodeOperationError
 from fleetctl.rollout.events import (
@@ -51,39 +49,33 @@ from fleetctl.rollout.events import (
     RunStarted,
 )
 from fleetctl.rollout.host_steps import HostContext, Interruption, describe_error
-
-FAILED_OUTCOMES = ("failed", "rolled_back")
-HostWork = Callable[[HostContext], HostOutcome]
-Undo = Callable[[HostContext, HostOutcome], HostOutcome]
-Stage = Callable[[HostContext], object]  # pre-work whose result `work` finds in ctx.staged; must not raise
-After = Callable[[HostContext, HostOutcome], HostOutcome]  # follow-up work of a deployed host (retention)
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """What a run is, for `RunStarted` and the journal."""
-
-    run_id: str
-    kind: Literal["deploy", "rollback", "remove"]
-    playbook: str
-    service: str
-    version: str | None
-    release: str | None
-    strategy: str
-    user: str
+from fleetctl.rollout.lock_keeper import HolderJudge, LockKeeper, refusal, this_process
+from fleetctl.rollout.procedure import HostProcedure
+from fleetctl.rollout.verdict import (
+    is_failed,
+    judge_batch,
+    judge_run,
+    lock_held_message,
+    may_start_host,
+    over_budget,
+    unreachable_verdict,
+)
 
 
 @dataclass(frozen=True)
 class LockSpec:
+    """The app lock a run takes on every host; `force` takes over a holder `judge` proves gone, never a live one."""
+
     app: str
     owner: str
     ttl_seconds: int
     force: bool = False
+    judge: HolderJudge = field(default_factory=HolderJudge)
 
 
 @dataclass(frozen=True)
 class RunResult:
-    """Where every host ended, the exit code (SPEC 2) and a one-line summary."""
+    """Where every host ended, the exit code (docs/cli.md) and a one-line summary."""
 
     run_id: str
     exit_code: int
@@ -116,96 +108,134 @@ class _Host:
 @dataclass
 class RolloutEngine:
     plan: Plan
-    info: RunInfo
+    procedure: HostProcedure
     connect: Callable[[str], NodeClient]
-    work: HostWork
-    undo: Undo | None
     bus: EventBus
     lock: LockSpec
     forks: int = 50
     interruption: Interruption = field(default_factory=Interruption)
-    stage: Stage | None = None
-    after: After | None = None
-    notes: tuple[str, ...] = ()  # one-line remarks announced right after RunStarted (Notice events)
 
     def __post_init__(self) -> None:
         self._hosts: dict[str, _Host] = {}
         self._guard = threading.Lock()
         self._halt_reason: str | None = None
+        self._halted = threading.Event()
         self._failures = 0
         self._reported: set[str] = set()
         self._staging: dict[str, Future[None]] = {}
-        self._background: dict[str, Future[None]] = {}  # host -> its `after` work
+        self._background: dict[str, Future[None]] = {}  # host -> its follow-up work
         self._pool: ThreadPoolExecutor | None = None
+        self.info = self.procedure.info
+        self._keeper = LockKeeper(app=self.lock.app, deploy_id=self.info.run_id, ttl_seconds=self.lock.ttl_seconds,
+                                  bus=self.bus, on_lost=self._halt)
 
     # -- the run -----------------------------------------------------------------------------------------------
 
     def run(self) -> RunResult:
         plan = self.plan
-        self.bus.emit(RunStarted(
-            run_id=self.info.run_id, kind=self.info.kind, playbook=self.info.playbook, service=self.info.service,
-            version=self.info.version, release=self.info.release, strategy=self.info.strategy, user=self.info.user,
-            batches=tuple(b.hosts for b in plan.batches), canary=any(b.canary for b in plan.batches)))
-        for note in self.notes:
+        self.bus.emit(RunStarted.of(self.info, batches=tuple(b.hosts for b in plan.batches),
+                                    canary=any(b.canary for b in plan.batches)))
+        for note in self.procedure.notes:
             self.bus.emit(Notice(note))
         workers = max(1, min(self.forks, len(plan.hosts) or 1))
         result: RunResult | None = None
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fleetctl-host") as pool:
-            self._pool = pool
-            try:
-                holder = self._lock_all(pool)
-                if holder is not None:
-                    result = self._finish(EXIT_LOCKED, holder)
-                else:
-                    result = self._run_batches(pool)
-            finally:
-                self._join_background()
-                self._unlock_all(pool)
-        assert result is not None
-        self.bus.emit(RunFinished(result.run_id, result.exit_code, result.outcomes, result.message))
-        return result
+        try:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fleetctl-host") as pool:
+                self._pool = pool
+                try:
+                    holder = self._lock_all(pool)
+                    if holder is not None:
+                        result = self._finish(EXIT_LOCKED, holder)
+                    else:
+                        self._keeper.start()  # the heartbeat: every lock renewed well inside its TTL until the end
+                        result = self._run_batches(pool)
+                finally:
+                    self._join_background()
+                    self._keeper.stop()
+                    self._unlock_all(pool)
+            assert result is not None
+            self.bus.emit(RunFinished(result.run_id, result.exit_code, result.outcomes, result.message))
+            return result
+        finally:
+            # Whatever happened, every event emitted so far reaches the journal and the screen before we return.
+            self.bus.flush()
 
     def _lock_all(self, pool: ThreadPoolExecutor) -> str | None:
-        """Connect to and lock every targeted host before any change; the first LOCK_HELD holder, or None."""
+        """Connect to and lock every targeted host before any change; why the run cannot go on (a lock held by
+        someone else: the first holder, named), or None."""
         held: list[str] = []
+        process = this_process()
 
         def lock_one(name: str) -> None:
             client = self.connect(name)
             host = _Host(HostContext(name, client, self.bus, self.interruption))
             with self._guard:
                 self._hosts[name] = host
+            sent = time.monotonic()
             try:
                 # One round trip after the pool opens: module loader + Lock-FleetApp in one pipeline.
-                host.ctx.step("lock", lambda: client.connect_and_lock(
+                taken = host.ctx.step("lock", lambda: client.connect_and_lock(
                     app=self.lock.app, owner=self.lock.owner, deploy_id=self.info.run_id,
-                    ttl_seconds=self.lock.ttl_seconds, force=self.lock.force))
+                    ttl_seconds=self.lock.ttl_seconds, process=process))
                 host.locked = True
+                if taken.taken_over is not None and taken.taken_over.deploy_id:
+                    old = taken.taken_over
+                    self.bus.emit(Notice(f"{name}: took over the expired lock of {old.owner} (deploy "
+                                         f"{old.deploy_id})"))
             except NodeOperationError as err:
-                if err.code == "LOCK_HELD":
-                    with self._guard:
-                        held.append(_holder_text(name, err.details))
-                    host.outcome = HostOutcome(name, "not_started", None, "locked by another run", host.ctx.timings)
-                else:
+                if err.code != "LOCK_HELD":
                     host.outcome = HostOutcome(name, "failed", None, f"lock: {describe_error(err)}",
                                                host.ctx.timings)
+                    return
+                holder = _holder(err)
+                gone = self.lock.judge.gone(holder) if holder else None
+                if holder is not None and gone and self.lock.force:
+                    sent = time.monotonic()
+                    if self._take_over(host, holder, gone, process):
+                        if host.locked:
+                            self._keeper.hold(name, client, sent)
+                        return
+                    holder = None  # it changed hands meanwhile: report what the node says now
+                text = refusal(name, holder, gone=gone, force=self.lock.force, playbook=self.info.playbook) \
+                    if holder else f"{name} is locked by another run"
+                with self._guard:
+                    held.append(text)
+                host.outcome = HostOutcome(name, "not_started", None, "locked by another run", host.ctx.timings)
+                return
             except Exception as err:  # noqa: BLE001 - unreachable, auth... : this host fails, the run goes on
                 host.outcome = HostOutcome(name, "failed", None, f"connect: {describe_error(err)}",
                                            host.ctx.timings)
+                return
+            self._keeper.hold(name, client, sent)
 
         for future in [pool.submit(lock_one, name) for name in self.plan.hosts]:
             future.result()
-        if held:
-            more = f" (and {len(held) - 1} more host(s))" if len(held) > 1 else ""
-            return (f"{held[0]}{more}; wait for that run to finish, or pass --force if its lock is stale")
-        return None
+        return lock_held_message(held) if held else None
+
+    def _take_over(self, host: _Host, holder: LockInfo, gone: str, process: str) -> bool:
+        """--force on a lock whose holder is provably gone: replace exactly that holder's lock (the node refuses if
+        it changed hands since), and say so."""
+        try:
+            host.ctx.step("lock", lambda: host.ctx.client.lock_fleet_app(
+                app=self.lock.app, owner=self.lock.owner, deploy_id=self.info.run_id,
+                ttl_seconds=self.lock.ttl_seconds, process=process, take_over=holder.deploy_id))
+        except NodeOperationError as err:
+            if err.code == "LOCK_HELD":
+                return False
+            host.outcome = HostOutcome(host.ctx.host, "failed", None, f"lock: {describe_error(err)}",
+                                       host.ctx.timings)
+            return True  # not a lock held by someone: this host failed, the run goes on without it
+        host.locked = True
+        self.bus.emit(Notice(f"{host.ctx.host}: took over the lock of {holder.owner} (deploy {holder.deploy_id}): "
+                             f"{gone}"))
+        return True
 
     def _run_batches(self, pool: ThreadPoolExecutor) -> RunResult:
-        early = [h for h in self._hosts.values() if h.outcome is not None]
+        early = [n for n in self.plan.hosts if self._hosts[n].outcome is not None]
         self._failures = len(early)
-        if self._failures > self.plan.max_failed:
-            names = ", ".join(h.ctx.host for h in early[:5])
-            self._halt(f"{self._failures} host(s) could not be reached or locked ({names}); failure budget is "
-                       f"{self.plan.max_failed}: nothing was changed")
+        reason = unreachable_verdict(early, self.plan.max_failed)
+        if reason is not None:
+            self._halt(reason)
         batches = self.plan.batches
         for position, batch in enumerate(batches):
             if self._halt_reason or self.interruption.requested.is_set():
@@ -217,20 +247,29 @@ class RolloutEngine:
                 self._await_gates(batch.hosts, futures)
                 self._stage_batch(pool, following.hosts)
             self._wait(futures)
-            failed = tuple(n for n in batch.hosts if self._outcome(n).outcome in FAILED_OUTCOMES)
+            failed = tuple(n for n in batch.hosts if is_failed(self._outcome(n).outcome))
             self.bus.emit(BatchFinished(batch.index, passed=not failed, failed=failed))
-            if batch.canary and failed:
-                self._halt(f"canary failed on {', '.join(failed)}")
+            verdict = judge_batch(canary=batch.canary, failed=failed, failures=self._failures,
+                                  max_failed=self.plan.max_failed)
+            if verdict.action == "undo_canaries":
+                self._halt(verdict.reason or "")
                 self._undo_canaries(pool, batch.hosts)
-            elif self._failures > self.plan.max_failed:
-                self._halt(f"{self._failures} failed host(s) exceed the failure budget of {self.plan.max_failed}")
+            elif verdict.action == "halt":
+                self._halt(verdict.reason or "")
             elif batch.canary and following is not None:
                 # The canaries passed: the next batch may stage while the canaries bake.
                 self._stage_batch(pool, following.hosts)
                 if self.plan.canary_bake > 0:
                     self.bus.emit(Baking(self.plan.canary_bake))
-                    self.interruption.requested.wait(self.plan.canary_bake)
+                    self._bake(self.plan.canary_bake)
         return self._conclude()
+
+    def _bake(self, seconds: float) -> None:
+        """The canary bake: wait, unless the run is interrupted or halted (a lost lock) meanwhile."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self.interruption.requested.wait(min(left, 0.1)) or self._halted.is_set():
+                return
 
     def _await_gates(self, names: tuple[str, ...], futures: list[Future[None]]) -> None:
         """Return once every host of the batch is in its health gate or done (its transfer, stop and start no
@@ -246,27 +285,26 @@ class RolloutEngine:
 
     def _stage_batch(self, pool: ThreadPoolExecutor, names: tuple[str, ...]) -> None:
         """Start the stage work of the next batch's hosts (only changes the running services do not see)."""
-        stage = self.stage
-        if stage is None:
-            return
         for name in names:
             host = self._hosts.get(name)
             with self._guard:
-                stop = self._halt_reason is not None or self.interruption.requested.is_set() or \
-                    self._failures > self.plan.max_failed
+                stop = self._stopping() or over_budget(self._failures, self.plan.max_failed)
             if stop:
                 return
             if host is None or host.outcome is not None or name in self._staging:
                 continue
-            self._staging[name] = pool.submit(self._stage_one, host, stage)
+            self._staging[name] = pool.submit(self._stage_one, host)
 
-    def _stage_one(self, host: _Host, stage: Stage) -> None:
-        if self.interruption.requested.is_set() or self._halt_reason is not None:
+    def _stage_one(self, host: _Host) -> None:
+        if self._stopping():
             return  # the run is stopping: leave this host untouched
         try:
-            host.ctx.staged = stage(host.ctx)
-        except Exception:  # noqa: BLE001 - the host's own work stages again and reports the error
+            host.ctx.staged = self.procedure.stage(host.ctx)
+        except Exception:  # noqa: BLE001 - the host's own activation stages again and reports the error
             host.ctx.staged = None
+
+    def _stopping(self) -> bool:
+        return self._halt_reason is not None or self.interruption.requested.is_set()
 
     def _run_host(self, name: str, canary: bool) -> None:
         host = self._hosts[name]
@@ -276,30 +314,31 @@ class RolloutEngine:
             self.bus.emit(HostFinished(host.outcome))
             return
         with self._guard:
-            stop = self.interruption.requested.is_set() or self._halt_reason is not None or (
-                not canary and self._failures > self.plan.max_failed)
-        if stop:
+            start = may_start_host(canary=canary, stopping=self._stopping(), failures=self._failures,
+                                   max_failed=self.plan.max_failed)
+        if not start:
             return  # stays not_started; reported at the end
         staging = self._staging.pop(name, None)
         # A stage that has not started yet is done here instead: waiting for it could starve a small pool.
         if staging is not None and not staging.cancel():
             staging.result()
+        procedure = self.procedure
         try:
-            outcome = self.work(host.ctx)
+            staged = host.ctx.staged if host.ctx.staged is not None else procedure.stage(host.ctx)
+            outcome = procedure.activate(host.ctx, staged)
         except Exception as err:  # noqa: BLE001 - a bug in one host's work must not abandon the others
             outcome = HostOutcome(name, "failed", None, describe_error(err), host.ctx.timings)
-        after = self.after
-        if after is None or outcome.outcome != "deployed":
+        if outcome.outcome != "deployed":
             self._record(host, outcome)
             return
         # Counted now (the batch is judged on it), announced once the follow-up work is done.
         self._record(host, outcome, announce=False)
         assert self._pool is not None
-        self._background[name] = self._pool.submit(self._follow_up, host, outcome, after)
+        self._background[name] = self._pool.submit(self._follow_up, host, outcome)
 
-    def _follow_up(self, host: _Host, outcome: HostOutcome, after: After) -> None:
+    def _follow_up(self, host: _Host, outcome: HostOutcome) -> None:
         try:
-            final = after(host.ctx, outcome)
+            final = self.procedure.follow_up(host.ctx, outcome)
         except Exception as err:  # noqa: BLE001 - follow-up work never undoes a healthy deploy
             final = HostOutcome(outcome.host, outcome.outcome, outcome.release, describe_error(err),
                                 outcome.timings, outcome.transfer)
@@ -315,9 +354,9 @@ class RolloutEngine:
     def _record(self, host: _Host, outcome: HostOutcome, announce: bool = True) -> None:
         """Store a host's outcome and announce it (a canary undone after passing is announced again)."""
         with self._guard:
-            already_failed = host.outcome is not None and host.outcome.outcome in FAILED_OUTCOMES
+            already_failed = host.outcome is not None and is_failed(host.outcome.outcome)
             host.outcome = outcome
-            if outcome.outcome in FAILED_OUTCOMES and not already_failed:
+            if is_failed(outcome.outcome) and not already_failed:
                 self._failures += 1
             if announce:
                 self._reported.add(host.ctx.host)
@@ -325,10 +364,8 @@ class RolloutEngine:
             self.bus.emit(HostFinished(outcome))
 
     def _undo_canaries(self, pool: ThreadPoolExecutor, names: tuple[str, ...]) -> None:
-        """A canary failure rolls back every canary, including those that passed (SPEC 6)."""
-        undo = self.undo
-        if undo is None:
-            return
+        """A canary failure rolls back every canary, including those that passed (docs/rollouts.md)."""
+        undo = self.procedure.undo
         # One thing at a time per host: a canary's retention ends before it is undone.
         self._wait([f for n, f in self._background.items() if n in names])
         passed = [self._hosts[n] for n in names if self._outcome(n).outcome == "deployed"]
@@ -355,9 +392,14 @@ class RolloutEngine:
                 f.result()
 
     def _halt(self, reason: str) -> None:
-        if self._halt_reason is None:
+        """Stop before changing more hosts (a failed canary, the budget spent, a lost lock); in-flight hosts
+        finish. Called from worker threads and the lock keeper."""
+        with self._guard:
+            if self._halt_reason is not None:
+                return
             self._halt_reason = reason
-            self.bus.emit(Halting(reason))
+        self._halted.set()
+        self.bus.emit(Halting(reason))
 
     def _outcome(self, name: str) -> HostOutcome:
         host = self._hosts.get(name)
@@ -372,22 +414,9 @@ class RolloutEngine:
         self._join_background()
         outcomes = {n: self._outcome(n) for n in self.plan.hosts}
         self._report_rest(outcomes)
-        values = list(outcomes.values())
-        failed = [o.host for o in values if o.outcome in FAILED_OUTCOMES]
-        on_target = [o.host for o in values if o.outcome in ("deployed", "removed", "skipped")]
-        pending = [o.host for o in values if o.outcome == "not_started"]
-        counts = _counts(values)
-        if self.interruption.requested.is_set():
-            return self._result(EXIT_INTERRUPTED, outcomes, f"interrupted: {counts}")
-        if self._halt_reason:
-            mixed = bool(on_target) and bool(pending or failed)
-            code = EXIT_HALTED if mixed else EXIT_ROLLOUT_FAILED
-            where = "hosts are on mixed releases" if mixed else "no host was left on the new release"
-            return self._result(code, outcomes, f"halted: {self._halt_reason}; {where} ({counts})", halted=True)
-        if failed:
-            return self._result(EXIT_ROLLOUT_FAILED, outcomes, f"{len(failed)} host(s) failed within the failure "
-                                                               f"budget of {self.plan.max_failed} ({counts})")
-        return self._result(EXIT_OK, outcomes, counts)
+        verdict = judge_run(outcomes.values(), interrupted=self.interruption.requested.is_set(),
+                            halt_reason=self._halt_reason, max_failed=self.plan.max_failed)
+        return self._result(verdict.exit_code, outcomes, verdict.message, halted=verdict.halted)
 
     def _report_rest(self, outcomes: dict[str, HostOutcome]) -> None:
         """Every host ends in a reported state: announce those no batch reached (not started, failed to lock)."""
@@ -425,40 +454,6 @@ class RolloutEngine:
         wait(futures)
 
 
-def _holder_text(host: str, details: dict[str, Any]) -> str:
-    nested = details.get("holder")
-    holder: dict[str, Any] = nested if isinstance(nested, dict) else details
-    owner = holder.get("owner", "someone")
-    deploy_id = holder.get("deploy_id", "?")
-    since = holder.get("acquired_at", "?")
-    return f"{host} is locked by {owner} (deploy {deploy_id}, since {since})"
-
-
-def _counts(outcomes: list[HostOutcome]) -> str:
-    order = ("deployed", "removed", "skipped", "rolled_back", "failed", "not_started")
-    tally = {k: sum(1 for o in outcomes if o.outcome == k) for k in order}
-    return ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in tally.items() if v) or "no hosts"
-
-
-@contextmanager
-def sigint_handler(interruption: Interruption) -> Iterator[None]:
-    """While active, Ctrl-C presses the interruption instead of raising KeyboardInterrupt (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def on_sigint(signum: int, frame: object) -> None:
-        interruption.press()
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def new_run_id() -> str:
-    """Sortable and unique enough across controllers: UTC time plus random hex."""
-    import secrets
-
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+def _holder(err: NodeOperationError) -> LockInfo | None:
+    nested = err.details.get("holder") if isinstance(err.details, dict) else None
+    return LockInfo.from_result(nested if isinstance(nested, dict) else err.details)

@@ -3,10 +3,17 @@ the `--json` report and the history journal subscribe, so all three always agree
 
 from __future__ import annotations
 
+import atexit
+import sys
 import threading
-from collections.abc import Callable
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
+
+from fleetctl.config.redaction import redact
 
 Outcome = Literal["deployed", "skipped", "rolled_back", "failed", "not_started", "removed"]
 Step = Literal[
@@ -33,18 +40,34 @@ class Event:
     pass
 
 
+RunKind = Literal["deploy", "rollback", "remove"]
+
+
 @dataclass(frozen=True)
-class RunStarted(Event):
+class RunInfo:
+    """What a run is: the procedure says it, `RunStarted` announces it, the journal keeps it."""
+
     run_id: str
-    kind: Literal["deploy", "rollback", "remove"]
+    kind: RunKind
     playbook: str
     service: str
     version: str | None
     release: str | None
     strategy: str
     user: str
+
+
+@dataclass(frozen=True)
+class RunStarted(RunInfo, Event):
+    """A run began: what it is, and its batches in order."""
+
     batches: tuple[tuple[str, ...], ...]
     canary: bool
+
+    @classmethod
+    def of(cls, info: RunInfo, batches: tuple[tuple[str, ...], ...], canary: bool) -> RunStarted:
+        return cls(info.run_id, info.kind, info.playbook, info.service, info.version, info.release, info.strategy,
+                   info.user, batches, canary)
 
 
 @dataclass(frozen=True)
@@ -122,19 +145,121 @@ class RunFinished(Event):
 
 
 Subscriber = Callable[[Event], None]
+BatchSubscriber = Callable[[Sequence[Event]], None]
 
 
 class EventBus:
-    """Delivers each event to every subscriber, in order, from whichever thread emitted it."""
+    """Delivers each event to every subscriber, in the order emitted, from one delivery thread of its own.
+
+    `emit` only appends to a queue: the host threads that emit never wait for the journal's SQLite writes or the
+    screen. The delivery thread hands a subscriber every event that queued up while it was busy, in order:
+    `subscribe` gets them one by one, `subscribe_batches` as one sequence (the journal writes a batch in one
+    transaction). The thread starts with the first event and ends after a second with nothing to deliver.
+
+    Nothing is lost: `flush()` returns once everything emitted so far is delivered (the engine flushes before it
+    returns or raises, and readers such as the journal flush before they read); `close()` flushes and stops; and
+    at interpreter exit (an uncaught exception, `sys.exit`, a KeyboardInterrupt) every bus still holding events
+    delivers them. A subscriber that raises is reported once on stderr and keeps receiving events, so one broken
+    display cannot stop the journal or the run.
+    """
+
+    IDLE_SECONDS = 1.0  # the delivery thread ends after this long with nothing to deliver
 
     def __init__(self) -> None:
-        self._subscribers: list[Subscriber] = []
-        self._lock = threading.Lock()
+        self._subscribers: list[tuple[Subscriber | None, BatchSubscriber | None]] = []
+        self._queue: deque[Event] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._thread: threading.Thread | None = None
+        self._delivering = 0  # events taken off the queue and not yet delivered to every subscriber
+        self._idle = False  # the delivery thread is waiting for events
+        self._closed = False
+        self._failed: set[int] = set()  # subscribers already reported as raising
+        _OPEN_BUSES.add(self)
 
     def subscribe(self, subscriber: Subscriber) -> None:
-        self._subscribers.append(subscriber)
+        """Call `subscriber(event)` for every event emitted from now on."""
+        with self._cond:
+            self._subscribers.append((subscriber, None))
+
+    def subscribe_batches(self, subscriber: BatchSubscriber) -> None:
+        """Call `subscriber(events)` with the events emitted from now on, in order, several at a time."""
+        with self._cond:
+            self._subscribers.append((None, subscriber))
 
     def emit(self, event: Event) -> None:
-        with self._lock:
-            for subscriber in self._subscribers:
-                subscriber(event)
+        with self._cond:
+            self._queue.append(event)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._deliver, name="fleetctl-events", daemon=True)
+                self._thread.start()
+            elif self._idle:  # only a waiting delivery thread needs waking; a busy one takes this batch next
+                self._idle = False
+                self._cond.notify_all()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every event emitted so far has reached every subscriber; False on timeout. From inside a
+        subscriber (the delivery thread) it returns at once: waiting there would wait for itself."""
+        if threading.current_thread() is self._thread:
+            return False
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._queue or self._delivering:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    def close(self) -> None:
+        """Deliver what is queued, then stop (events emitted later are still delivered, by a new thread)."""
+        self.flush()
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        _OPEN_BUSES.discard(self)
+
+    def _deliver(self) -> None:
+        while True:
+            with self._cond:
+                if not self._queue:
+                    self._idle = True
+                    self._cond.wait_for(lambda: bool(self._queue) or self._closed, timeout=self.IDLE_SECONDS)
+                    self._idle = False
+                if not self._queue:
+                    self._thread = None  # the next emit starts a new one
+                    self._closed = False
+                    self._cond.notify_all()
+                    return
+                batch = list(self._queue)
+                self._queue.clear()
+                self._delivering = len(batch)
+                subscribers = list(self._subscribers)
+            try:
+                for one, many in subscribers:
+                    if many is not None:
+                        self._call(many, batch)
+                    elif one is not None:
+                        for event in batch:
+                            self._call(one, event)
+            finally:
+                with self._cond:
+                    self._delivering = 0
+                    self._cond.notify_all()
+
+    def _call(self, subscriber: Callable[[Any], None], value: object) -> None:
+        try:
+            subscriber(value)
+        except Exception as err:  # noqa: BLE001 - one subscriber's bug must not starve the others
+            if id(subscriber) not in self._failed:
+                self._failed.add(id(subscriber))
+                print(redact(f"warning: an event subscriber failed: {type(err).__name__}: {err}"), file=sys.stderr)
+
+
+_OPEN_BUSES: weakref.WeakSet[EventBus] = weakref.WeakSet()
+
+
+@atexit.register
+def _deliver_everything_at_exit() -> None:
+    # Runs while daemon threads still run: an interpreter leaving by an exception or sys.exit loses no event.
+    for bus in list(_OPEN_BUSES):
+        bus.flush(timeout=30)

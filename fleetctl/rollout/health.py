@@ -1,5 +1,5 @@
-"""Health gates: probe a service's HTTP health URL (from the controller, or from the node with `Test-FleetHealth`),
-judge the answer against the playbook's expectations, retry with a tenacity policy until it passes, then hold a
+"""Health gates: probe a service's HTTP health URL (from the controller, or from the node with `Test-FleetHealth`:
+`fleetctl.node.probe`), judge the answer against the playbook's expectations, retry with a tenacity policy until it passes, then hold a
 stability window during which the service must stay Running with the same PID and no restarts.
 
 `probe_once(check, client)` is the single, unretried probe (used by `fleetctl status`); `run_health_gate` is the
@@ -9,11 +9,7 @@ gate a deploy waits on. Both return values whose `reason` is a one-line, user-fa
 from __future__ import annotations
 
 import json
-import math
-import socket
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,9 +20,9 @@ from tenacity.stop import stop_base
 from fleetctl.config.playbook import Health
 from fleetctl.config.redaction import redact
 from fleetctl.node.client import NodeClient
+from fleetctl.node.probe import ProbeResult, probe_from_controller, probe_from_node
 from fleetctl.node.results import ServiceInfo
 
-BODY_LIMIT = 4096  # what Test-FleetHealth returns too
 EXCERPT = 120  # characters of a body shown in a failure reason
 
 
@@ -55,16 +51,6 @@ class HealthCheck:
 
 
 @dataclass(frozen=True)
-class ProbeResult:
-    """One HTTP answer (or the reason there was none)."""
-
-    status: int | None
-    body: str
-    elapsed_ms: int
-    error: str | None = None
-
-
-@dataclass(frozen=True)
 class ProbeVerdict:
     probe: ProbeResult
     reason: str | None  # None: the answer is what the check expects
@@ -81,55 +67,6 @@ class HealthResult:
     attempts: int
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)  # "probe" and "stability" seconds
-
-
-# --- probing ------------------------------------------------------------------------------------------------------
-
-# No proxies from the environment: health URLs are the nodes' own addresses.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def probe_from_controller(url: str, timeout: float) -> ProbeResult:
-    """GET `url` from this machine with a per-try timeout; an HTTP error status is an answer, not an error."""
-    started = time.monotonic()
-
-    def elapsed() -> int:
-        return int((time.monotonic() - started) * 1000)
-
-    try:
-        with _OPENER.open(urllib.request.Request(url, method="GET"), timeout=timeout) as response:
-            body = response.read(BODY_LIMIT)
-            return ProbeResult(response.status, body.decode("utf-8", "replace"), elapsed())
-    except urllib.error.HTTPError as err:
-        body = err.read(BODY_LIMIT) if err.fp else b""
-        return ProbeResult(err.code, body.decode("utf-8", "replace"), elapsed())
-    except urllib.error.URLError as err:
-        reason = err.reason
-        if isinstance(reason, (socket.timeout, TimeoutError)):
-            return ProbeResult(None, "", elapsed(), f"timeout after {timeout:g}s")
-        return ProbeResult(None, "", elapsed(), _os_error_text(reason))
-    except TimeoutError:
-        return ProbeResult(None, "", elapsed(), f"timeout after {timeout:g}s")
-    except (OSError, ValueError) as err:  # reset mid-answer, malformed URL
-        return ProbeResult(None, "", elapsed(), _os_error_text(err))
-
-
-def probe_from_node(client: NodeClient, url: str, timeout: float) -> ProbeResult:
-    """Ask the node to GET `url` itself (`Test-FleetHealth`)."""
-    started = time.monotonic()
-    answer = client.test_fleet_health(url=url, timeout_seconds=max(1, math.ceil(timeout)))
-    elapsed = answer.elapsed_ms if answer.elapsed_ms is not None else int((time.monotonic() - started) * 1000)
-    return ProbeResult(answer.status, answer.body, int(elapsed), answer.error)
-
-
-def _os_error_text(err: object) -> str:
-    if isinstance(err, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(err, ConnectionResetError):
-        return "connection reset"
-    if isinstance(err, OSError) and err.strerror:
-        return err.strerror.lower()
-    return str(err)
 
 
 # --- judging ------------------------------------------------------------------------------------------------------
@@ -195,7 +132,7 @@ def probe_once(check: HealthCheck, client: NodeClient | None = None) -> ProbeVer
 
 # --- the gate -----------------------------------------------------------------------------------------------------
 
-Probe = Callable[[], ProbeResult]
+ProbeOnce = Callable[[], ProbeResult]
 # How often a gate reads the service state from the node (a node call: several WS-Man requests); the probe keeps
 # its own interval.
 SERVICE_POLL_S = 1.0
@@ -206,7 +143,7 @@ Clock = Callable[[], float]
 
 def run_health_gate(
     check: HealthCheck,
-    probe: Probe,
+    probe: ProbeOnce,
     service: ServiceSnapshot,
     *,
     aborted: Callable[[], bool] = lambda: False,
@@ -268,7 +205,7 @@ def run_health_gate(
 
 def hold_stability_window(
     check: HealthCheck,
-    probe: Probe,
+    probe: ProbeOnce,
     service: ServiceSnapshot,
     *,
     aborted: Callable[[], bool] = lambda: False,

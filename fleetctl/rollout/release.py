@@ -160,7 +160,7 @@ def service_definition(playbook: Playbook, wrapper_sha256: str | None = None) ->
 
 
 def current_exe_path(root: str, exe_name: str) -> str:
-    """The service always runs the exe through the `current` junction (SPEC 5)."""
+    """The service always runs the exe through the `current` junction (docs/windows.md, Junction semantics)."""
     return root.rstrip("\\") + "\\current\\" + exe_name
 
 
@@ -190,26 +190,3 @@ def make_release(playbook: Playbook, *, version: str, artifact_sha256: str, file
 def is_current(release_id_: str, state: NodeState) -> bool:
     """Idempotency rule: the host already runs this release and its service is Running."""
     return state.current == release_id_ and state.service is not None and state.service.state == "Running"
-
-
-def changes_for(release: Release, state: NodeState, *, artifact_present: bool) -> list[str]:
-    """What deploying `release` would do on a host in `state`, in the order it would happen (for --dry-run)."""
-    if is_current(release.id, state):
-        return []
-    changes: list[str] = []
-    if state.release(release.id) is None:
-        if not artifact_present:
-            changes.append(f"transfer artifact {release.artifact_sha256[:12]}")
-        changes.append(f"install release {release.id}")
-    service = state.service
-    if service is None or not service.exists:
-        changes.append(f"create service {release.service.name}")
-    else:
-        changes.append(f"update service {release.service.name} definition (if changed)")
-    if state.current != release.id:
-        changes.append(f"switch {state.current or '(none)'} -> {release.id}")
-    if service is not None and service.exists and service.state == "Running":
-        changes.append("restart service")
-    else:
-        changes.append("start service")
-    return changes

@@ -19,10 +19,12 @@ from fleetctl.config.playbook import Playbook
 from fleetctl.node.fleet import run_parallel
 from fleetctl.node.results import NodeState
 from fleetctl.protocol.errors import NodeOperationError
-from fleetctl.rollout.engine import LockSpec, RolloutEngine, RunInfo, RunResult, new_run_id, sigint_handler
+from fleetctl.rollout.engine import RunResult
 from fleetctl.rollout.events import EventBus, HostOutcome
 from fleetctl.rollout.host_steps import HostContext, Interruption, describe_error
-from fleetctl.rollout.runner import Connect, DeployOptions, Fleet, HostPreview, load_fleet
+from fleetctl.rollout.lock_keeper import HolderJudge
+from fleetctl.rollout.preparation import Connect, DeployOptions, RolloutTargets, load_fleet, new_run_id
+from fleetctl.rollout.runner import HostPreview, run_procedure
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ def remove_host(ctx: HostContext, target: RemovalTarget, *, purge: bool) -> Host
 
 @dataclass
 class PreparedRemove:
-    fleet: Fleet
+    fleet: RolloutTargets
     targets: dict[str, RemovalTarget]
     purge: bool
     run_id: str
@@ -132,24 +134,32 @@ def dry_run_remove(prepared: PreparedRemove, *, connect: Connect | None = None) 
             for h, o in outcomes.items()}
 
 
+class RemoveProcedure:
+    """`HostProcedure` for `fleetctl remove` (rollout/procedure.py): all of a host's work is `activate`."""
+
+    notes: tuple[str, ...] = ()
+
+    def __init__(self, prepared: PreparedRemove) -> None:
+        self.prepared = prepared
+        self.info = prepared.fleet.run_info(prepared.run_id, "remove")
+
+    def stage(self, ctx: HostContext) -> RemovalTarget:
+        return self.prepared.targets[ctx.host]  # nothing to read ahead: removing starts at the scheduled tasks
+
+    def activate(self, ctx: HostContext, staged: object) -> HostOutcome:
+        assert isinstance(staged, RemovalTarget)
+        return remove_host(ctx, staged, purge=self.prepared.purge)
+
+    def follow_up(self, ctx: HostContext, outcome: HostOutcome) -> HostOutcome:
+        return outcome
+
+    def undo(self, ctx: HostContext, outcome: HostOutcome) -> HostOutcome:
+        return outcome  # a removal is not undone when another canary fails: the service is gone either way
+
+
 def run_remove(prepared: PreparedRemove, bus: EventBus, *, connect: Connect | None = None,
-               interruption: Interruption | None = None, force: bool = False) -> RunResult:
+               interruption: Interruption | None = None, force: bool = False,
+               judge: HolderJudge | None = None) -> RunResult:
     """Lock every host, remove batch by batch, unlock; the result's exit code says how it went."""
-    fleet = prepared.fleet
-    interruption = interruption or Interruption()
-    info = RunInfo(run_id=prepared.run_id, kind="remove", playbook=str(fleet.targets.source.path),
-                   service=fleet.targets.settings.name, version=None, release=None, strategy="rolling",
-                   user=fleet.owner)
-
-    def work(ctx: HostContext) -> HostOutcome:
-        return remove_host(ctx, prepared.targets[ctx.host], purge=prepared.purge)
-
-    def undo(ctx: HostContext, before: HostOutcome) -> HostOutcome:
-        return before  # a removal is not undone when another canary fails: the service is gone either way
-
-    engine = RolloutEngine(
-        plan=fleet.plan, info=info, connect=connect or fleet.client_factory(), work=work, undo=undo, bus=bus,
-        lock=LockSpec(app=fleet.targets.settings.name, owner=fleet.owner, ttl_seconds=fleet.lock_ttl, force=force),
-        forks=fleet.forks, interruption=interruption)
-    with sigint_handler(interruption):
-        return engine.run()
+    return run_procedure(prepared.fleet, RemoveProcedure(prepared), bus, connect=connect, interruption=interruption,
+                         force=force, judge=judge)

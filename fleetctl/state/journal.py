@@ -1,8 +1,9 @@
 """The deploy history journal: a SQLite file under `.fleetctl/` written event by event as a rollout progresses.
 
 Wiring (deploy/rollback): `journal = Journal(); journal.subscribe(bus)` before the engine emits `RunStarted`,
-and `journal.close()` in a `finally`. Each event's effect is committed at once, so a controller that crashes
-mid-deploy leaves a run row still marked `running`; readers report such a run as `interrupted` when the
+and `journal.close()` in a `finally`. The bus's delivery thread hands the journal every event that queued up
+since its last write, and they are committed together in one transaction (the host threads never wait for
+SQLite), so a controller that crashes mid-deploy leaves a run row still marked `running`; readers report such a run as `interrupted` when the
 process that wrote it (pid + start time, on this controller) is gone. Every text stored goes through
 `fleetctl.config.redaction` first: the database never holds a secret.
 
@@ -24,6 +25,7 @@ import sqlite3
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -48,14 +50,16 @@ from fleetctl.rollout.events import (
     HostStepFinished,
     HostStepStarted,
     RunFinished,
+    RunInfo,
     RunStarted,
 )
+from fleetctl.rollout.lock_keeper import process_start_marker  # one reading of /proc for runs and locks
 
 SCHEMA_VERSION = 2
 DEFAULT_PATH = Path(".fleetctl") / "history.db"
 PATH_ENV = "FLEETCTL_HISTORY_DB"
 
-# The status a finished run gets from its exit code (SPEC section 2's stable exit codes).
+# The status a finished run gets from its exit code (the stable exit codes of docs/cli.md).
 STATUS_BY_EXIT = {
     EXIT_OK: "succeeded",
     EXIT_ROLLOUT_FAILED: "failed",
@@ -210,17 +214,10 @@ class HostRecord:
 
 
 @dataclass(frozen=True)
-class RunRecord:
-    """One deploy or rollback as the journal knows it; `status` already accounts for crashed controllers."""
+class RunRecord(RunInfo):
+    """One run as the journal knows it: what it is (the `RunInfo` its `RunStarted` announced), its batches, how it
+    ended and its hosts; `status` already accounts for crashed controllers."""
 
-    id: str
-    kind: str
-    playbook: str
-    service: str
-    version: str | None
-    release: str | None
-    strategy: str
-    user: str
     canary: bool
     batches: tuple[tuple[str, ...], ...]
     started_at: float
@@ -263,7 +260,7 @@ class RunRecord:
 
     def to_json(self, *, with_hosts: bool = True) -> dict[str, Any]:
         doc: dict[str, Any] = {
-            "id": self.id, "kind": self.kind, "playbook": self.playbook, "service": self.service,
+            "id": self.run_id, "kind": self.kind, "playbook": self.playbook, "service": self.service,
             "version": self.version, "release": self.release, "strategy": self.strategy, "user": self.user,
             "canary": self.canary, "started_at": _iso(self.started_at), "finished_at": _iso(self.finished_at),
             "status": self.status, "exit_code": self.exit_code, "message": self.message,
@@ -296,6 +293,7 @@ class Journal:
         self._warned = False
         self._spans: dict[str, list[StepSpan]] = {}  # host -> its steps so far in the current run
         self._batches: dict[int, BatchSpan] = {}
+        self._buses: list[EventBus] = []
 
     # --- connection and schema ---------------------------------------------------------------------------------
 
@@ -343,6 +341,7 @@ class Journal:
             raise
 
     def close(self) -> None:
+        self._flush_buses()
         with self._lock:
             if self._db is not None:
                 self._db.close()
@@ -351,38 +350,62 @@ class Journal:
     # --- writing: the event subscriber -------------------------------------------------------------------------
 
     def subscribe(self, bus: EventBus) -> None:
-        """Record every event `bus` emits from now on. Opens (creating if needed) the database now, so a bad
-        path fails before the rollout starts."""
+        """Record every event `bus` emits from now on, a batch of events per transaction. Opens (creating if
+        needed) the database now, so a bad path fails before the rollout starts."""
         with self._lock:
             self._connect(create=True)
-        bus.subscribe(self.record)
+        self._buses.append(bus)
+        bus.subscribe_batches(self.record_batch)
 
     def record(self, event: Event) -> None:
-        """Commit the effect of one event. A database failure mid-rollout must not break the rollout: it is
-        reported once on stderr and the rollout goes on."""
+        """Commit the effect of one event (see `record_batch`)."""
+        self.record_batch((event,))
+
+    def record_batch(self, events: Sequence[Event]) -> None:
+        """Commit the effect of several events, in order, in one transaction. A database failure mid-rollout must
+        not break the rollout: it is reported once on stderr and the rollout goes on (the batch is lost, later
+        batches are tried again)."""
+        recorded = [e for e in events if isinstance(e, (RunStarted, HostStepStarted, HostStepFinished, BatchStarted,
+                                                        BatchFinished, HostFinished, RunFinished))]
+        if not recorded:
+            return
         try:
             with self._lock:
                 db = self._connect(create=True)
                 assert db is not None
-                if isinstance(event, RunStarted):
-                    self._run_started(db, event)
-                elif isinstance(event, HostStepStarted):
-                    self._host_step(db, event)
-                elif isinstance(event, HostStepFinished):
-                    # Kept in memory; written with the host's next row update (no commit per step).
-                    self._spans.setdefault(event.host, []).append(StepSpan(
-                        event.step, event.started_at, event.started_at + event.seconds, event.failed,
-                        redact(event.detail)))
-                elif isinstance(event, (BatchStarted, BatchFinished)):
-                    self._batch(db, event)
-                elif isinstance(event, HostFinished):
-                    self._host_finished(db, event.result)
-                elif isinstance(event, RunFinished):
-                    self._run_finished(db, event)
+                db.execute("BEGIN")
+                try:
+                    for event in recorded:
+                        self._apply(db, event)
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
         except (sqlite3.Error, ConfigError) as err:
             if not self._warned:
                 self._warned = True
                 print(f"warning: history not recorded in {self.path}: {redact(str(err))}", file=sys.stderr)
+
+    def _apply(self, db: sqlite3.Connection, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            self._run_started(db, event)
+        elif isinstance(event, HostStepStarted):
+            self._host_step(db, event)
+        elif isinstance(event, HostStepFinished):
+            # Kept in memory; written with the host's next row update.
+            self._spans.setdefault(event.host, []).append(StepSpan(
+                event.step, event.started_at, event.started_at + event.seconds, event.failed, redact(event.detail)))
+        elif isinstance(event, (BatchStarted, BatchFinished)):
+            self._batch(db, event)
+        elif isinstance(event, HostFinished):
+            self._host_finished(db, event.result)
+        elif isinstance(event, RunFinished):
+            self._run_finished(db, event)
+
+    def _flush_buses(self) -> None:
+        # Events still on their way from a bus this journal listens to belong to what a reader should see.
+        for bus in self._buses:
+            bus.flush()
 
     def _run_started(self, db: sqlite3.Connection, e: RunStarted) -> None:
         self._run_id = e.run_id
@@ -446,35 +469,29 @@ class Journal:
 
     def _run_finished(self, db: sqlite3.Connection, e: RunFinished) -> None:
         self._run_id = self._run_id or e.run_id
-        db.execute("BEGIN")
-        try:
-            for outcome in e.outcomes.values():
-                # The run's final word on each host wins (a canary that passed may have been rolled back when
-                # another canary failed); hosts never reported individually (not_started) get their row now.
-                # Timings and start times already recorded are kept.
-                self._host_finished(db, outcome, only_if_missing=True)
-                db.execute(
-                    "UPDATE hosts SET outcome = ?, release = ?, error = ?,"
-                    " finished_at = CASE WHEN outcome IS NULL THEN ? ELSE finished_at END"
-                    " WHERE run_id = ? AND host = ?",
-                    (outcome.outcome, _r(outcome.release), _r(outcome.error), time.time(), redact(e.run_id),
-                     redact(outcome.host)),
-                )
-                if outcome.timings:
-                    db.execute("UPDATE hosts SET timings = ? WHERE run_id = ? AND host = ?",
-                               (_timings_json(outcome), redact(e.run_id), redact(outcome.host)))
-                # Steps after a host's outcome (unlock) are written now.
-                db.execute("UPDATE hosts SET spans = ? WHERE run_id = ? AND host = ?",
-                           (self._spans_json(outcome.host), redact(e.run_id), redact(outcome.host)))
+        for outcome in e.outcomes.values():
+            # The run's final word on each host wins (a canary that passed may have been rolled back when
+            # another canary failed); hosts never reported individually (not_started) get their row now.
+            # Timings and start times already recorded are kept.
+            self._host_finished(db, outcome, only_if_missing=True)
             db.execute(
-                "UPDATE runs SET finished_at = ?, exit_code = ?, status = ?, message = ? WHERE id = ?",
-                (time.time(), e.exit_code, STATUS_BY_EXIT.get(e.exit_code, "failed"), _r(e.message or None),
-                 redact(e.run_id)),
+                "UPDATE hosts SET outcome = ?, release = ?, error = ?,"
+                " finished_at = CASE WHEN outcome IS NULL THEN ? ELSE finished_at END"
+                " WHERE run_id = ? AND host = ?",
+                (outcome.outcome, _r(outcome.release), _r(outcome.error), time.time(), redact(e.run_id),
+                 redact(outcome.host)),
             )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+            if outcome.timings:
+                db.execute("UPDATE hosts SET timings = ? WHERE run_id = ? AND host = ?",
+                           (_timings_json(outcome), redact(e.run_id), redact(outcome.host)))
+            # Steps after a host's outcome (unlock) are written now.
+            db.execute("UPDATE hosts SET spans = ? WHERE run_id = ? AND host = ?",
+                       (self._spans_json(outcome.host), redact(e.run_id), redact(outcome.host)))
+        db.execute(
+            "UPDATE runs SET finished_at = ?, exit_code = ?, status = ?, message = ? WHERE id = ?",
+            (time.time(), e.exit_code, STATUS_BY_EXIT.get(e.exit_code, "failed"), _r(e.message or None),
+             redact(e.run_id)),
+        )
         self._run_id = None
         self._spans = {}
         self._batches = {}
@@ -484,6 +501,7 @@ class Journal:
     def runs(self, playbook: str | None = None, limit: int = 20) -> list[RunRecord]:
         """The most recent runs first, optionally only those of `playbook` (path as given, the same file by
         another path, or the service name)."""
+        self._flush_buses()
         with self._lock:
             db = self._connect(create=False)
             if db is None:
@@ -502,6 +520,7 @@ class Journal:
     def record_notifications(self, run_id: str, deliveries: list[dict[str, Any]]) -> None:
         """Keep how a run's webhook deliveries went (after the run: they may finish after RunFinished). A
         database failure is a warning, as for events."""
+        self._flush_buses()
         try:
             with self._lock:
                 db = self._connect(create=True)
@@ -521,6 +540,7 @@ class Journal:
 
     def run(self, run_id: str) -> RunRecord:
         """One run with its hosts, by id or unique id prefix; ConfigError if none or several match."""
+        self._flush_buses()
         with self._lock:
             db = self._connect(create=False)
             rows = [] if db is None else db.execute(
@@ -538,6 +558,17 @@ class Journal:
             assert db is not None
             return self._record(db, rows[0])
 
+    def finished_run(self, run_id: str) -> str | None:
+        """"finished at TIME (STATUS)" when this history records run `run_id` as ended, else None (unknown here, or
+        still running). A finished run never touches a lock again: what it left on a node is provably abandoned."""
+        with self._lock:
+            db = self._connect(create=False)
+            row = None if db is None else db.execute(
+                "SELECT status, finished_at FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None or row["status"] == "running" or row["finished_at"] is None:
+            return None
+        return f"finished at {_iso(row['finished_at'])} ({row['status']})"
+
     def _record(self, db: sqlite3.Connection, row: sqlite3.Row) -> RunRecord:
         status = row["status"]
         if status == "running" and not writer_alive(row["controller"], row["pid"], row["pid_started"]):
@@ -551,7 +582,7 @@ class Journal:
             for h in db.execute("SELECT * FROM hosts WHERE run_id = ? ORDER BY rowid", (row["id"],))
         }
         return RunRecord(
-            id=row["id"], kind=row["kind"], playbook=row["playbook"], service=row["service"],
+            run_id=row["id"], kind=row["kind"], playbook=row["playbook"], service=row["service"],
             version=row["version"], release=row["release"], strategy=row["strategy"], user=row["user"],
             canary=bool(row["canary"]), batches=tuple(tuple(b) for b in json.loads(row["batches"])),
             started_at=row["started_at"], finished_at=row["finished_at"], status=status,
@@ -563,20 +594,6 @@ class Journal:
 
 
 # --- liveness of the writing process --------------------------------------------------------------------------
-
-
-def process_start_marker(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux /proc), so a reused pid is not mistaken for
-    the process that wrote the run. None where /proc is not available."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # Field 22 (starttime); the command name (field 2) may contain spaces, so split after its closing paren.
-    fields = stat[stat.rfind(")") + 2:].split()
-    if not fields or fields[0] in ("Z", "X"):
-        return None  # a zombie has finished running; only its exit status is left to collect
-    return fields[19] if len(fields) > 19 else None
 
 
 def writer_alive(controller: str, pid: int, pid_started: str | None) -> bool:

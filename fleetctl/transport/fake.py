@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fleetctl.protocol.errors import NodeOperationError
+from fleetctl.protocol.locking import lock_decision
 from fleetctl.transport.base import Transport, check_call, parse_result_document
 
 
@@ -132,10 +133,11 @@ class FakeNode:
 
     def op_Lock_FleetApp(self, call: FakeCall) -> Any:
         p = call.params
-        if self.lock and self.lock["deploy_id"] != p["DeployId"] and not p.get("Force"):
-            raise NodeOperationError("LOCK_HELD", "held", {"holder": self.lock}, operation=call.operation)
-        previous, self.lock = self.lock, {"owner": p["Owner"], "deploy_id": p["DeployId"],
-                                          "acquired_at": "2024-01-01T00:00:00Z",
-                                          "expires_at": "2024-01-01T01:00:00Z"}
-        taken_over = previous if previous and previous["deploy_id"] != p["DeployId"] else None
-        return {"lock": self.lock, "taken_over": taken_over}
+        held = self.lock
+        decision = lock_decision(str(held["deploy_id"]) if held else "", bool(held and held.get("expired")),
+                                 bool(held and held.get("reason")), p["DeployId"], p.get("TakeOver") or "")
+        if decision == "held":
+            raise NodeOperationError("LOCK_HELD", "held", {"holder": held}, operation=call.operation)
+        self.lock = {"owner": p["Owner"], "deploy_id": p["DeployId"], "acquired_at": "2024-01-01T00:00:00Z",
+                     "expires_at": "2024-01-01T01:00:00Z", "process": p.get("Process"), "reason": p.get("Reason")}
+        return {"lock": self.lock, "taken_over": held if decision in ("replace-expired", "take-over") else None}

@@ -1,95 +1,28 @@
 """SSH to Linux hosts (build hosts, load balancers) with fabric: the only code that opens SSH connections.
 
-Connections come from inventory variables (`ansible_host`, `ansible_port`, `ansible_user`,
-`ansible_ssh_private_key_file`, `ansible_password`; fleetctl's `fleet_ssh_*` names win). Host keys are always
+Connections come from inventory variables, read by `fleetctl.config.connection.SshSettings` (the same variable
+reader as WinRM's: `ansible_host`, `ansible_port`, `ansible_user`, `ansible_ssh_private_key_file`,
+`ansible_password`; fleetctl's `fleet_ssh_*` names win). Host keys are always
 checked: an unknown or changed key is refused, never added. Remote commands are built from argument lists by
 `quote_command`, the single place where values are quoted for a remote shell.
 """
 
 from __future__ import annotations
 
+import io
 import shlex
 import socket
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import paramiko
 from fabric import Connection
 
-from fleetctl.config.redaction import redact, register_secret
-from fleetctl.errors import ConfigError
+from fleetctl.config.connection import SshSettings
+from fleetctl.config.redaction import redact
 from fleetctl.protocol.errors import AuthenticationFailed, HostTimeout, HostUnreachable, TransportError
-
-_ADDRESS = ("fleet_ssh_host", "ansible_host")
-_PORT = ("fleet_ssh_port", "ansible_port", "ansible_ssh_port")
-_USER = ("fleet_ssh_user", "ansible_user", "ansible_ssh_user")
-_KEY_FILE = ("fleet_ssh_private_key_file", "ansible_ssh_private_key_file")
-_PASSWORD = ("fleet_ssh_password", "ansible_password", "ansible_ssh_pass")
-_KNOWN_HOSTS = ("fleet_ssh_known_hosts",)
-_TIMEOUT = ("fleet_ssh_connect_timeout", "ansible_ssh_timeout")
-
-
-@dataclass(frozen=True)
-class SshSettings:
-    """How to reach and authenticate to one SSH host."""
-
-    host_name: str
-    address: str
-    port: int = 22
-    user: str | None = None
-    key_file: str | None = None
-    password: str | None = field(default=None, repr=False)
-    known_hosts: str | None = None  # extra known_hosts file; ~/.ssh/known_hosts is always consulted too
-    connect_timeout: float = 10.0
-
-    @property
-    def target(self) -> str:
-        return f"{self.user + '@' if self.user else ''}{self.address}:{self.port}"
-
-    @classmethod
-    def from_hostvars(cls, host_name: str, hostvars: Mapping[str, Any]) -> SshSettings:
-        def pick(names: tuple[str, ...]) -> tuple[str, Any]:
-            for n in names:
-                if hostvars.get(n) not in (None, ""):
-                    return n, hostvars[n]
-            return names[0], None
-
-        def fail(key: str, expectation: str) -> ConfigError:
-            return ConfigError(f"host {host_name}: {expectation}", key=key)
-
-        _, address = pick(_ADDRESS)
-        port_key, port = pick(_PORT)
-        try:
-            port_number = int(port) if port is not None else 22
-        except (TypeError, ValueError):
-            raise fail(port_key, f"expected a port number 1-65535, got {port!r}") from None
-        if not 1 <= port_number <= 65535:
-            raise fail(port_key, f"expected a port number 1-65535, got {port!r}")
-        _, user = pick(_USER)
-        key_key, key_file = pick(_KEY_FILE)
-        if key_file is not None and not Path(str(key_file)).expanduser().is_file():
-            raise fail(key_key, f"private key file {key_file} does not exist")
-        _, password = pick(_PASSWORD)
-        if password is not None:
-            register_secret(password)
-        kh_key, known_hosts = pick(_KNOWN_HOSTS)
-        if known_hosts is not None and not Path(str(known_hosts)).expanduser().is_file():
-            raise fail(kh_key, f"known_hosts file {known_hosts} does not exist")
-        t_key, timeout = pick(_TIMEOUT)
-        try:
-            connect_timeout = float(timeout) if timeout is not None else 10.0
-        except (TypeError, ValueError):
-            raise fail(t_key, f"expected seconds, got {timeout!r}") from None
-        return cls(
-            host_name=host_name, address=str(address or host_name), port=port_number,
-            user=str(user) if user is not None else None,
-            key_file=str(Path(str(key_file)).expanduser()) if key_file is not None else None,
-            password=str(password) if password is not None else None,
-            known_hosts=str(Path(str(known_hosts)).expanduser()) if known_hosts is not None else None,
-            connect_timeout=connect_timeout,
-        )
 
 
 def quote_command(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None,
@@ -110,7 +43,12 @@ def quote_command(argv: Sequence[str], *, env: Mapping[str, str] | None = None, 
     return command
 
 
-def connect(settings: SshSettings) -> Connection:
+def connect(settings: SshSettings) -> SshSession:
+    """An open, authenticated session with the host (its key checked); failures become transport errors."""
+    return SshSession(_open(settings), settings.host_name)
+
+
+def _open(settings: SshSettings) -> Connection:
     """An open, authenticated fabric Connection, host key checked; failures become transport errors."""
     connect_kwargs: dict[str, Any] = {"banner_timeout": settings.connect_timeout,
                                       "auth_timeout": settings.connect_timeout}
@@ -202,15 +140,41 @@ class RemoteResult:
         return self.exited == 0
 
 
-def run(conn: Connection, argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None,
-        on_output: Callable[[str], None] | None = None, timeout: float | None = None) -> RemoteResult:
-    """Run `argv` on the host (quoted by `quote_command`), streaming merged output lines to `on_output`."""
-    writer = _LineWriter(on_output)
-    command = quote_command(argv, env=env, cwd=cwd, merge_stderr=True)
-    try:
-        result = conn.run(command, hide=True, warn=True, pty=False, in_stream=False, out_stream=writer,
-                          err_stream=writer, timeout=timeout)
-    except Exception as err:  # noqa: BLE001 - invoke's CommandTimedOut, paramiko's socket errors, ...
-        raise TransportError(f"remote command failed to run: {redact(str(err))}", host=conn.host) from None
-    writer.close()
-    return RemoteResult(exited=result.exited, output="\n".join(writer.lines))
+class SshSession:
+    """One SSH connection: every remote action on the host goes through it (fabric's `Connection` stays in this
+    module). Close it with `close()` or a `with` block."""
+
+    def __init__(self, connection: Connection, host_name: str) -> None:
+        self._connection = connection
+        self.host_name = host_name
+
+    def run(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None,
+            on_output: Callable[[str], None] | None = None, timeout: float | None = None) -> RemoteResult:
+        """Run `argv` on the host (quoted by `quote_command`), streaming merged output lines to `on_output`."""
+        writer = _LineWriter(on_output)
+        command = quote_command(argv, env=env, cwd=cwd, merge_stderr=True)
+        try:
+            result = self._connection.run(command, hide=True, warn=True, pty=False, in_stream=False,
+                                          out_stream=writer, err_stream=writer, timeout=timeout)
+        except Exception as err:  # noqa: BLE001 - invoke's CommandTimedOut, paramiko's socket errors, ...
+            raise TransportError(f"remote command failed to run: {redact(str(err))}",
+                                 host=self.host_name) from None
+        writer.close()
+        return RemoteResult(exited=result.exited, output="\n".join(writer.lines))
+
+    def upload(self, data: bytes, remote_path: str) -> None:
+        """Write `data` to `remote_path` over SFTP (OSError when the host refuses)."""
+        self._connection.sftp().putfo(io.BytesIO(data), remote_path)
+
+    def download(self, remote_path: str, local_path: str | Path) -> None:
+        """Copy `remote_path` to `local_path` over SFTP (FileNotFoundError, OSError)."""
+        self._connection.sftp().get(remote_path, str(local_path))
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -85,8 +85,10 @@ class LiveView:
         self._halting: str | None = None
         self._progress_marks: dict[tuple[str, str], int] = {}
         self._closed = False
+        self._buses: list[EventBus] = []  # flushed by close(): what was emitted is shown before the display stops
 
     def subscribe(self, bus: EventBus) -> None:
+        self._buses.append(bus)
         bus.subscribe(self.record)
 
     # --- events ------------------------------------------------------------------------------------------------
@@ -121,6 +123,8 @@ class LiveView:
 
     def close(self) -> None:
         """Stop the display (safe to call twice); what was known so far stays on screen."""
+        for bus in self._buses:
+            bus.flush()
         with self._lock:
             live, self._live = self._live, None
             self._closed = True

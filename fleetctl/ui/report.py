@@ -41,8 +41,10 @@ class JsonReport:
         self.exit_code: int | None = None
         self._planned: list[str] = []
         self._outcomes: dict[str, HostOutcome] = {}
+        self._buses: list[EventBus] = []  # flushed before reading: events still being delivered count
 
     def subscribe(self, bus: EventBus) -> None:
+        self._buses.append(bus)
         bus.subscribe(self.record)
 
     def record(self, event: Event) -> None:
@@ -59,6 +61,8 @@ class JsonReport:
 
     def outcomes(self) -> dict[str, HostOutcome]:
         """Every host's outcome so far, planned hosts first (in plan order)."""
+        for bus in self._buses:
+            bus.flush()
         with self._lock:
             names = self._planned + [h for h in self._outcomes if h not in set(self._planned)]
             return {h: self._outcomes.get(h) or HostOutcome(host=h, outcome="not_started") for h in names}

@@ -51,7 +51,7 @@ def render_html(run: RunRecord) -> str:
     title = f"fleetctl {run.kind} {run.service} {run.version or run.release or ''}".rstrip()
     counts = run.outcome_counts()
     facts = [
-        ("run", run.id), ("kind", run.kind), ("playbook", run.playbook), ("service", run.service),
+        ("run", run.run_id), ("kind", run.kind), ("playbook", run.playbook), ("service", run.service),
         ("version", run.version or "-"), ("release", run.release or "-"),
         ("strategy", run.strategy + (" with canary" if run.canary else "")), ("batches", str(len(run.batches))),
         ("by", run.user), ("controller", f"{run.controller} (pid {run.pid})"),
@@ -89,7 +89,7 @@ def render_html(run: RunRecord) -> str:
     if run.notifications:
         parts.append(_notifications_table(run))
     parts.append(f"<footer>Written by fleetctl {_e(fleetctl.__version__)} from the history journal on "
-                 f"{_when(time.time())}. Details: <code>fleetctl history show {_e(run.id)}</code></footer>")
+                 f"{_when(time.time())}. Details: <code>fleetctl history show {_e(run.run_id)}</code></footer>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
@@ -178,7 +178,7 @@ def render_junit(run: RunRecord) -> str:
                        timestamp=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(run.started_at)),
                        hostname=_x(run.controller))
     props = ET.SubElement(suite, "properties")
-    for key, value in (("run_id", run.id), ("playbook", run.playbook), ("version", run.version or ""),
+    for key, value in (("run_id", run.run_id), ("playbook", run.playbook), ("version", run.version or ""),
                        ("release", run.release or ""), ("strategy", run.strategy), ("user", run.user),
                        ("status", run.status), ("exit_code", "" if run.exit_code is None else str(run.exit_code))):
         ET.SubElement(props, "property", name=key, value=_x(value))

@@ -56,7 +56,7 @@ def render_timeline(run: RunRecord) -> str:
     height = AXIS_H + sum(BAND_HEAD_H + ROW_H * len(g.hosts) for g in groups) + 8
     out: list[str] = [
         (f'<svg xmlns="http://www.w3.org/2000/svg" class="timeline" width="{WIDTH}" height="{height}" '
-         f'viewBox="0 0 {WIDTH} {height}" role="img" aria-label="per-host timeline of run {_e(run.id)}" '
+         f'viewBox="0 0 {WIDTH} {height}" role="img" aria-label="per-host timeline of run {_e(run.run_id)}" '
          'font-family="system-ui, -apple-system, Segoe UI, sans-serif" font-size="12">'),
         ("<style>.step{stroke:#fff;stroke-width:.5}.step.failed{stroke:#cf222e;stroke-width:2}"
         ".step.approx{stroke:#57606a;stroke-dasharray:3 2;stroke-width:1}.band{fill:#f6f8fa}.band.odd{fill:#eef1f4}"

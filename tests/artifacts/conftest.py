@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from artifacts_support import HELLO_SRC, NET, REPO, SSHD, TEST_VERSION, WINE64, SshServer, free_port, wait_for
+from artifacts_support import HELLO_SRC, NET, REPO, SSHD, TEST_VERSION, WINE64, SshServer
 
 from fleetctl.artifacts.build import build_go
 from fleetctl.artifacts.errors import ArtifactError
@@ -20,6 +20,7 @@ from fleetctl.artifacts.go_toolchain import GoToolchain, find_go
 from fleetctl.artifacts.manifest import Manifest
 from fleetctl.config.playbook import GoBuild
 from fleetctl.lab.wine import WinePrefix
+from tests.support import free_port, wait_for
 
 
 @pytest.fixture(scope="session")

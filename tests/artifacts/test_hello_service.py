@@ -14,10 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from artifacts_support import HELLO_SRC, NET, TEST_VERSION, WINE64, free_port, wait_for
+from artifacts_support import HELLO_SRC, NET, TEST_VERSION, WINE64
 
 from fleetctl.artifacts.go_toolchain import GoToolchain
 from fleetctl.artifacts.manifest import Manifest
+from tests.support import free_port, wait_for
 
 ADDRESS = f"{NET}.1"
 
@@ -95,8 +96,8 @@ def test_windows_build_answers_healthz_under_wine_and_stops_gracefully(
 @pytest.mark.wine
 def test_the_prefixs_process_prng_is_what_lets_a_current_go_exe_start(
         hello_windows: Manifest, wine_prefix: dict[str, str]) -> None:
-    """An exe of Go >= 1.22 runs in the prefix as the lab prepares it, and dies as the issue describes when
-    bcryptprimitives.dll is taken away from that one process (whether Wine's own or the lab's shim)."""
+    """An exe of Go >= 1.22 runs in the prefix as the lab prepares it, and dies as docs/windows.md (Go programs)
+    describes when bcryptprimitives.dll is taken away from that one process (whether Wine's own or the lab's shim)."""
     works = subprocess.run([WINE64, str(hello_windows.path), "-version"], env=wine_prefix, capture_output=True,
                            text=True, errors="replace", timeout=60, check=False)
     assert (works.returncode, works.stdout.strip()) == (0, TEST_VERSION), works.stderr

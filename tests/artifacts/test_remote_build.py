@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from artifacts_support import HELLO_SRC, SshServer, free_port
+from artifacts_support import HELLO_SRC, SshServer
 
 from fleetctl.artifacts.errors import ArtifactError
 from fleetctl.artifacts.go_toolchain import GoToolchain
@@ -15,6 +15,7 @@ from fleetctl.artifacts.pe import inspect_executable
 from fleetctl.artifacts.remote_build import build_go_remote
 from fleetctl.config.playbook import GoBuild
 from fleetctl.protocol.errors import AuthenticationFailed, HostUnreachable, TransportError
+from tests.support import free_port
 
 pytestmark = pytest.mark.ssh
 

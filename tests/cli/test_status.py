@@ -18,7 +18,7 @@ import pytest
 from fleetctl.node.client import NodeClient
 from fleetctl.protocol.errors import AuthenticationFailed, HostUnreachable, NodeOperationError
 from fleetctl.rollout.health import HealthCheck, ProbeResult, ProbeVerdict
-from fleetctl.rollout.status import StatusTarget, collect_status
+from fleetctl.status.collect import StatusTarget, collect_status
 from fleetctl.transport.fake import FakeCall, FakeTransport
 
 REPO = Path(__file__).resolve().parents[2]
@@ -75,7 +75,8 @@ def test_exact_json_shape_drift_and_unreachable_hosts() -> None:
                                  "tasks": []}
     assert doc["hosts"]["b"]["lock"] == {"owner": "ops@ctl", "deploy_id": "d1",
                                          "acquired_at": "2026-01-01T00:00:00+00:00",
-                                         "expires_at": "2026-01-01T00:30:00+00:00", "expired": False}
+                                         "expires_at": "2026-01-01T00:30:00+00:00", "expired": False,
+                                         "renewed_at": None, "reason": None}
     assert doc["hosts"]["d"] == {"current": None, "previous": None, "service": "absent", "healthy": False,
                                  "lock": None, "crash_loop": None, "tasks": []}
     assert doc["hosts"]["e"] == {"current": None, "previous": None, "service": "unreachable", "healthy": False,

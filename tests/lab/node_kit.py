@@ -13,10 +13,7 @@ import hashlib
 import itertools
 import json
 import os
-import socket
 import sys
-import time
-from collections.abc import Callable
 from typing import Any
 
 ADDR_BASE = os.environ.get("FLEETCTL_TEST_NODE_ADDR_BASE", "127.0.20")
@@ -54,20 +51,8 @@ def next_address() -> str:
     return f"{ADDR_BASE}.{n % 250 + 1}"
 
 
-def free_port(address: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((address, 0))
-        return int(sock.getsockname()[1])
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def call(node: Any, command: str, input_objects: list[Any] | None = None, **parameters: Any) -> dict[str, Any]:

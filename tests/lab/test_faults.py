@@ -11,23 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from node_kit import (
-    SERVICE_SCRIPT,
-    call,
-    define_service,
-    error,
-    free_port,
-    install,
-    next_address,
-    ok,
-    wait_for,
-)
+from node_kit import SERVICE_SCRIPT, call, define_service, error, install, next_address, ok
 from pypsrp.exceptions import AuthenticationError
 from pypsrp.powershell import PowerShell, RunspacePool
 
 from fleetctl.errors import ConfigError
 from fleetctl.lab.faults import Fault, NodeFaults, assign_faults, parse_fault, parse_fault_spec
 from fleetctl.lab.node import LabNode
+from tests.support import free_port, wait_for
 
 NAMES = [f"lab-node{i:02d}" for i in range(1, 21)]
 

@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from node_kit import SERVICE_SCRIPT, chunks, wait_for
+from node_kit import SERVICE_SCRIPT, chunks
 from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.wsman import WSMan
+
+from tests.support import wait_for
 
 LAB_BASE = os.environ.get("FLEETCTL_TEST_LAB_BASE", "127.0.21.1")
 SCALE_BASE = os.environ.get("FLEETCTL_TEST_LAB_SCALE_BASE", "127.0.22.1")
@@ -192,7 +194,8 @@ def test_services_started_on_many_nodes_at_once_are_stopped_by_lab_down(lab_dir:
     status = json.loads(fleetctl("lab", "status", "--json", "--dir", str(lab_dir)).stdout)
     with ThreadPoolExecutor(max_workers=4) as pool:
         pids = list(pool.map(lambda a: deploy(lab_dir, a, password), [n["address"] for n in status["nodes"]]))
-    assert all(listening(n["address"], 18080) for n in status["nodes"])
+    # Running is reported once the process started; it binds its port a moment later (more so on a busy machine).
+    wait_for(lambda: all(listening(n["address"], 18080) for n in status["nodes"]), 20, "every service listening")
     recorded = wait_for(lambda: (s := json.loads((lab_dir / "state.json").read_text()))["service_pids"] and s,
                         5, "service PIDs in state.json")
     assert sorted(recorded["service_pids"]) == sorted(pids)

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from node_kit import call, chunks, error, free_port, install, next_address, ok, push, wait_for
+from node_kit import call, chunks, error, install, next_address, ok, push
 
 from fleetctl.config.redaction import MASK, forget_secrets
 from fleetctl.lab.backend import LabUnsupported
 from fleetctl.lab.node import LabNode
+from tests.support import free_port, wait_for
 
 ROOT = "C:\\apps\\hello"
 
@@ -66,21 +67,37 @@ def test_facts_say_lab_and_report_free_space_and_the_skewed_clock(node: LabNode)
 
 
 # ---- locks ---------------------------------------------------------------------------------------------------
-def test_lock_is_exclusive_reentrant_forceable_and_expires_by_the_node_clock(node: LabNode) -> None:
-    first = ok(node, "Lock-FleetApp", App="hello", Owner="ann@ci", DeployId="d1", TtlSeconds=60)
-    assert first["taken_over"] is None
+def test_lock_is_exclusive_reentrant_taken_over_only_by_name_and_expires_by_the_node_clock(node: LabNode) -> None:
+    first = ok(node, "Lock-FleetApp", App="hello", Owner="ann@ci", DeployId="d1", TtlSeconds=60, Process="m/b/1/2/3")
+    assert first["taken_over"] is None and first["lock"]["process"] == "m/b/1/2/3"
     again = ok(node, "Lock-FleetApp", App="hello", Owner="ann@ci", DeployId="d1", TtlSeconds=60)
     assert again["lock"]["acquired_at"] == first["lock"]["acquired_at"]
     held = error(node, "Lock-FleetApp", "LOCK_HELD", App="hello", Owner="bob@laptop", DeployId="d2", TtlSeconds=60)
-    assert held["details"]["holder"]["owner"] == "ann@ci"
+    assert held["details"]["holder"]["owner"] == "ann@ci" and held["details"]["holder"]["expired"] is False
     error(node, "Unlock-FleetApp", "LOCK_NOT_OWNED", App="hello", DeployId="d2")
-    forced = ok(node, "Lock-FleetApp", App="hello", Owner="bob@laptop", DeployId="d2", TtlSeconds=60, Force=None)
-    assert forced["taken_over"]["deploy_id"] == "d1"
+    # TakeOver must name the holder exactly: a stale judgement (another deploy id) takes nothing.
+    error(node, "Lock-FleetApp", "LOCK_HELD", App="hello", Owner="bob@laptop", DeployId="d2", TtlSeconds=60,
+          TakeOver="d0")
+    taken = ok(node, "Lock-FleetApp", App="hello", Owner="bob@laptop", DeployId="d2", TtlSeconds=60, TakeOver="d1")
+    assert taken["taken_over"]["deploy_id"] == "d1"
+    error(node, "Update-FleetAppLock", "LOCK_NOT_OWNED", App="hello", DeployId="d1", TtlSeconds=60)  # d1 lost it
+    renewed = ok(node, "Update-FleetAppLock", App="hello", DeployId="d2", TtlSeconds=90)["lock"]
+    assert renewed["ttl_seconds"] == 90 and renewed["renewed_at"] >= taken["lock"]["renewed_at"]
     node.faults.clock_skew_s = 120  # the node's clock moves past the TTL: the lock has expired
     assert ok(node, "Get-FleetState", App="hello", Root=ROOT)["lock"]["expired"] is True
     ok(node, "Lock-FleetApp", App="hello", Owner="cy@ci", DeployId="d3", TtlSeconds=60)
     assert ok(node, "Unlock-FleetApp", App="hello", DeployId="d3") == {"released": True}
     assert ok(node, "Unlock-FleetApp", App="hello", DeployId="d3") == {"released": False}
+    error(node, "Update-FleetAppLock", "LOCK_NOT_OWNED", App="hello", DeployId="d3", TtlSeconds=60)  # never re-takes
+    assert ok(node, "Get-FleetState", App="hello", Root=ROOT)["lock"] is None
+
+
+def test_a_change_freeze_is_never_taken_over(node: LabNode) -> None:
+    ok(node, "Lock-FleetApp", App="hello", Owner="ann@ci", DeployId="freeze-1", TtlSeconds=60, Reason="audit")
+    held = error(node, "Lock-FleetApp", "LOCK_HELD", App="hello", Owner="bob@ci", DeployId="d2", TtlSeconds=60,
+                 TakeOver="freeze-1")
+    assert held["details"]["holder"]["reason"] == "audit" and "frozen" in held["message"]
+    assert ok(node, "Unlock-FleetApp", App="hello", DeployId="freeze-1") == {"released": True}
 
 
 # ---- artifacts -----------------------------------------------------------------------------------------------

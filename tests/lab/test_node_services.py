@@ -12,23 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from node_kit import (
-    SERVICE_SCRIPT,
-    call,
-    define_service,
-    error,
-    free_port,
-    install,
-    next_address,
-    ok,
-    push,
-    wait_for,
-)
+from node_kit import SERVICE_SCRIPT, call, define_service, error, install, next_address, ok, push
 
 from fleetctl.artifacts.errors import ArtifactError
 from fleetctl.artifacts.go_toolchain import find_go
 from fleetctl.lab.node import LabNode
 from fleetctl.lab.wine import WINE64, WinePrefix
+from tests.support import free_port, wait_for
 
 ROOT = "C:\\apps\\hello"
 

@@ -15,10 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from node_kit import call, error, free_port, install, next_address, ok, push, wait_for
+from node_kit import call, error, install, next_address, ok, push
 
 from fleetctl.lab.node import LabNode
 from fleetctl.lab.nssm import rotated_name, throttle_delay
+from tests.support import free_port, wait_for
 
 ROOT = "C:\\apps\\con"
 NSSM = b"MZ fake nssm.exe for the lab: never executed, only stored and referenced"

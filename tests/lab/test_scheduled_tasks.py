@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from node_kit import error, install, next_address, ok, wait_for
+from node_kit import error, install, next_address, ok
 
 from fleetctl.lab.node import LabNode
+from tests.support import wait_for
 
 ROOT = "C:\\apps\\guard"
 GUARD = f"""#!{sys.executable}

@@ -1,4 +1,4 @@
-"""Unmodified pypsrp against a lab node's WinRM listeners: TLS, pipelines, copy/fetch, faults (issue 3)."""
+"""Unmodified pypsrp against a lab node's WinRM listeners: TLS, pipelines, copy/fetch, faults (docs/lab.md)."""
 
 from __future__ import annotations
 

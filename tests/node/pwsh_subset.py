@@ -1,8 +1,10 @@
-"""A tiny evaluator for the small PowerShell subset that FleetNode.psm1's quoting function is written in.
+"""A tiny evaluator for the small PowerShell subset that FleetNode.psm1's quoting function (and its lock rule,
+`Get-FleetLockDecision`) is written in.
 
 No PowerShell runs on this machine, yet the module's `ConvertTo-FleetCommandLineArgument` must be the same
 algorithm as `fleetctl/protocol/cmdline.py`. This walks the tree-sitter-pwsh syntax tree of one function and
-executes it: variables, integer and string literals, `[char]N` casts, `-eq -gt -and -cnotmatch`, `+ *`, `$x++`,
+executes it: variables (a `[bool]` parameter as given), integer and string literals, `[char]N` casts,
+`-eq -ceq -gt -and -cnotmatch`, `+ *`, `$x++`,
 `if/elseif`, `foreach`, `continue`, `return`, `New-Object System.Text.StringBuilder` and its `Append`/`ToString`,
 and a string's `.Length`/`.ToCharArray()`. Anything else raises `Unsupported`, so the module cannot drift into
 code this evaluator would misread. What it assumes rather than proves: that PowerShell's semantics for these few
@@ -197,7 +199,7 @@ def _binary(node: Node, scope: dict[str, Any]) -> Any:
             result = _truthy(result) and _truthy(_evaluate(parts[index + 1], scope))
             continue
         right = _evaluate(parts[index + 1], scope)
-        if operator == "-eq":
+        if operator in ("-eq", "-ceq"):  # -ceq: case-sensitive, as Python's == is
             result = result == right
         elif operator == "-gt":
             result = result > right

@@ -471,3 +471,47 @@ def test_a_drifted_module_quoting_function_is_caught() -> None:
                      ("Append($slash, 2 * $backslashes) }", "Append($slash, $backslashes) }")):
         assert old in source, old
         assert quoting_problems(source.replace(old, new, 1)), f"not caught: {old} -> {new}"
+
+
+# -- the lock rule: one decision in Python (the lab) and PowerShell (the module) ------------------------------------
+
+def lock_decision_problems(source: str) -> list[str]:
+    """Where the module's Get-FleetLockDecision decides differently from fleetctl/protocol/locking.py on any case:
+    free / ours / another holder, expired or live, freeze or run, TakeOver absent / naming the holder / another."""
+    from itertools import product
+
+    from fleetctl.protocol.locking import lock_decision
+
+    function = module_function_node(source, "Get-FleetLockDecision")
+    problems = []
+    for held_by, expired, freeze, take_over in product(("", "run-a", "RUN-A", "run-b"), (False, True), (False, True),
+                                                       ("", "run-a", "run-b", "run-c")):
+        args = {"heldby": held_by, "expired": expired, "freeze": freeze, "deployid": "run-b", "takeover": take_over}
+        got = call_function(function, **args)
+        want = lock_decision(held_by, expired, freeze, "run-b", take_over)
+        if got != want:
+            problems.append(f"{args}: module {got!r}, locking.py {want!r}")
+    return problems
+
+
+def test_the_module_decides_every_lock_case_as_the_lab_does() -> None:
+    source = MODULE.read_text(encoding="utf-8")
+    assert lock_decision_problems(source) == []
+    # Lock-FleetApp acts on that decision only: no other path to writing lock.json over someone else's lock.
+    lock = _text(module_function_node(source, "Lock-FleetApp"))
+    assert "Get-FleetLockDecision -HeldBy $heldBy -Expired $expired -Freeze $freeze -DeployId $DeployId" in lock
+    assert "$Force" not in lock
+
+
+def test_a_drifted_module_lock_rule_is_caught() -> None:
+    source = MODULE.read_text(encoding="utf-8")
+    for old, new in (("if ($Freeze) { return 'held' }", "if ($Freeze) { return 'take-over' }"),
+                     ("if ($TakeOver -ceq $HeldBy) { return 'take-over' }", "if ($TakeOver) { return 'take-over' }"),
+                     ("if ($HeldBy -ceq $DeployId) { return 'renew' }", "if ($HeldBy -ceq $DeployId) { return 'take' }"),
+                     ("if ($Expired) { return 'replace-expired' }", "if ($Expired) { return 'held' }")):
+        assert old in source, old
+        try:
+            caught = bool(lock_decision_problems(source.replace(old, new, 1)))
+        except Exception:  # noqa: BLE001 - a construct the evaluator refuses is caught too
+            caught = True
+        assert caught, f"not caught: {old} -> {new}"

@@ -8,7 +8,7 @@ import time
 
 from fleetctl.config.connection import ConnectionSettings
 from fleetctl.config.redaction import forget_secrets, register_secret
-from fleetctl.node.fleet import Fleet, run_parallel
+from fleetctl.node.fleet import HostClients, run_parallel
 from fleetctl.node.ping import ping_hosts
 from fleetctl.protocol.errors import HostUnreachable
 from fleetctl.transport.fake import FakeNode, FakeTransport
@@ -57,7 +57,7 @@ def test_ping_hosts_over_fake_transports() -> None:
         return FakeTransport(FakeNode(hostname="WEB01"), host=s.host_name)
 
     started = time.monotonic()
-    with Fleet(settings, transport_factory=factory, forks=2) as fleet:
+    with HostClients(settings, transport_factory=factory, forks=2) as fleet:
         results = ping_hosts(fleet)
     assert time.monotonic() - started < 5
     doc = ping_json(results)

@@ -14,7 +14,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +28,8 @@ HELLO = REPO / "playbooks" / "hello"
 
 
 def make_playbook(directory: Path, goos: str) -> Path:
-    """The example playbook with test knobs: `window` (stability window), fewer retries, the given goos."""
+    """The example playbook with test knobs: `window` (stability window), `bake` (canary bake), `lock_ttl`, fewer
+    retries, the given goos."""
     text = (HELLO / "playbook.yml").read_text()
     text = text.replace("goos: windows", f"goos: {goos}")
     text = text.replace("dir: src", f"dir: {HELLO / 'src'}")
@@ -38,6 +38,8 @@ def make_playbook(directory: Path, goos: str) -> Path:
     text = re.sub(r"stability_window: \S+", "stability_window: \"{{ window | default('1s') }}\"", text)
     text = re.sub(r"retries: \d+", "retries: 20", text)
     text = re.sub(r"interval: \S+", "interval: 0.25s", text)
+    text = text.replace("  canary_bake: 0s\n", "  canary_bake: \"{{ bake | default('0s') }}\"\n"
+                                              "  lock_ttl: \"{{ lock_ttl | default('30m') }}\"\n")
     path = directory / f"hello-{goos}.yml"
     path.write_text(text)
     return path
@@ -132,10 +134,3 @@ def wine_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     yield from _start_lab(tmp_path_factory.mktemp("rollout-wine"), 2, base, "windows")
 
 
-def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -93,6 +93,7 @@ class FakeFleetNode:
     pid: int = 0
     restarts: int = 0
     lock: dict[str, Any] | None = None
+    renewals: int = 0
     unreachable: bool = False
     cut_off_from_controller: bool = False  # Save-FleetArtifactFromUrl fails as if the URL could not be reached
     stop_hangs: bool = False  # the service ignores Stop: SERVICE_STOP_TIMEOUT, it stays StopPending and runs on
@@ -121,16 +122,29 @@ class FakeFleetNode:
     # -- operations -------------------------------------------------------------------------------------------
 
     def op_lock_fleetapp(self, p: dict[str, Any], _: Any) -> Any:
-        if self.lock and self.lock["deploy_id"] != p["DeployId"] and not p.get("Force"):
-            raise NodeOperationError("LOCK_HELD", "held", {"holder": self.lock})
+        from fleetctl.protocol.locking import lock_decision
+
+        held = self.lock
+        decision = lock_decision(str(held["deploy_id"]) if held else "", bool(held and held.get("expired")),
+                                 bool(held and held.get("reason")), p["DeployId"], p.get("TakeOver") or "")
+        if decision == "held":
+            raise NodeOperationError("LOCK_HELD", "held", {"holder": held})
         self.lock = {"owner": p["Owner"], "deploy_id": p["DeployId"], "acquired_at": "2024-01-01T00:00:00Z",
-                     "expires_at": "2024-01-01T01:00:00Z"}
-        return {"lock": self.lock, "taken_over": None}
+                     "expires_at": "2024-01-01T01:00:00Z", "process": p.get("Process"), "reason": p.get("Reason")}
+        return {"lock": self.lock, "taken_over": held if decision in ("replace-expired", "take-over") else None}
+
+    def op_update_fleetapplock(self, p: dict[str, Any], _: Any) -> Any:
+        if not self.lock or self.lock["deploy_id"] != p["DeployId"]:
+            raise NodeOperationError("LOCK_NOT_OWNED", "not ours", {"holder": self.lock})
+        self.renewals += 1
+        return {"lock": self.lock}
 
     def op_unlock_fleetapp(self, p: dict[str, Any], _: Any) -> Any:
         if self.lock and self.lock["deploy_id"] == p["DeployId"]:
             self.lock = None
             return {"released": True}
+        if self.lock:
+            raise NodeOperationError("LOCK_NOT_OWNED", "not ours", {"holder": self.lock})
         return {"released": False}
 
     def op_test_fleetartifact(self, p: dict[str, Any], _: Any) -> Any:

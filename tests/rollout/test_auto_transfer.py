@@ -57,7 +57,7 @@ def test_auto_pushes_with_a_notice_when_the_pull_server_cannot_start(tmp_path: P
     def refuse(addresses: list[str]) -> object:
         raise OSError(99, "Cannot assign requested address")
 
-    monkeypatch.setattr("fleetctl.rollout.runner.pull_server_for", refuse)
+    monkeypatch.setattr("fleetctl.rollout.deploy.pull_server_for", refuse)
     fleet = FakeFleet(HOSTS)
     methods, events = deploy(tmp_path, fleet)
     assert methods == dict.fromkeys(HOSTS, "push")
@@ -69,7 +69,7 @@ def test_explicit_push_starts_no_pull_server(tmp_path: Path, monkeypatch: pytest
     def must_not_start(addresses: list[str]) -> object:
         raise AssertionError("transfer: push started a pull server")
 
-    monkeypatch.setattr("fleetctl.rollout.runner.pull_server_for", must_not_start)
+    monkeypatch.setattr("fleetctl.rollout.deploy.pull_server_for", must_not_start)
     fleet = FakeFleet(HOSTS)
     methods, _ = deploy(tmp_path, fleet, PLAYBOOK.replace("rollout:\n", "transfer: push\nrollout:\n"))
     assert methods == dict.fromkeys(HOSTS, "push")

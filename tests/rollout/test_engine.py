@@ -9,7 +9,7 @@ import pytest
 
 from fleetctl.errors import ConfigError
 from fleetctl.rollout.engine import RunResult
-from fleetctl.rollout.events import BatchStarted, Event, EventBus, HostFinished, HostStepStarted, RunFinished
+from fleetctl.rollout.events import BatchStarted, Event, EventBus, HostFinished, RunFinished
 from fleetctl.rollout.host_steps import Interruption
 from fleetctl.rollout.runner import DeployOptions, prepare_deploy, prepare_rollback, run_deploy, run_rollback
 
@@ -52,7 +52,7 @@ def test_rolling_deploy_reaches_every_host_in_plan_order(project: tuple[Path, Pa
     for name, node in fleet.nodes.items():
         assert node.current == result.outcomes[name].release and node.current.startswith("1.0.0-")
         assert node.state == "Running" and node.lock is None
-        # one connection, and the step order of SPEC/issue 6 item 1
+        # one connection, and the step order of docs/rollouts.md (What happens, per host)
         ops = [op for op in node.operations if op not in ("Get-FleetState", "Test-FleetHealth")]
         assert ops == ["Lock-FleetApp", "Test-FleetArtifact", "Receive-FleetArtifact", "Install-FleetRelease",
                        "Set-FleetFirewallRule", "Set-FleetService", "Stop-FleetService", "Switch-FleetRelease",
@@ -106,13 +106,18 @@ def test_failure_budget_halts_with_mixed_versions(project: tuple[Path, Path, Pat
     fleet = FakeFleet(HOSTS)
     deploy(fleet, options(project))
 
-    def cut_n04(event: Event) -> None:  # n04 becomes unreachable once the rollout is under way
-        if isinstance(event, BatchStarted) and event.index == 1:
-            fleet.nodes["n04"].unreachable = True
+    # n04 becomes unreachable once the rollout is under way: right after its service definition is set. (A
+    # subscriber cannot do this on time: events reach subscribers from the bus's own thread, a little later.)
+    n04 = fleet.nodes["n04"]
+    set_service = n04.op_set_fleetservice
 
-    bus = EventBus()
-    bus.subscribe(cut_n04)
-    result = run_deploy(prepare_deploy(options(project, version="2.0.0")), bus, connect=fleet.connect)
+    def cut_after_set_service(p: dict[str, object], objects: object) -> object:
+        answer = set_service(p, objects)
+        n04.unreachable = True
+        return answer
+
+    n04.op_set_fleetservice = cut_after_set_service  # type: ignore[method-assign]
+    result = run_deploy(prepare_deploy(options(project, version="2.0.0")), EventBus(), connect=fleet.connect)
     assert result.exit_code == 3, result.message
     assert result.outcomes["n01"].outcome == "deployed"
     assert result.outcomes["n04"].outcome == "failed"
@@ -131,7 +136,8 @@ def test_unreachable_host_within_budget_completes(project: tuple[Path, Path, Pat
     assert [h for h, o in result.outcomes.items() if o.outcome == "deployed"] == ["n01", "n02", "n04", "n05"]
 
 
-def test_lock_held_exits_4_and_changes_nothing_then_force_takes_over(project: tuple[Path, Path, Path]) -> None:
+def test_lock_held_exits_4_and_changes_nothing_then_force_takes_over_an_expired_one(
+        project: tuple[Path, Path, Path]) -> None:
     fleet = FakeFleet(HOSTS)
     fleet.nodes["n03"].lock = {"owner": "alice@ci", "deploy_id": "other-run", "acquired_at": "2024-01-01T00:00:00Z"}
     result = deploy(fleet, options(project))
@@ -142,6 +148,8 @@ def test_lock_held_exits_4_and_changes_nothing_then_force_takes_over(project: tu
         if name != "n03":
             assert node.lock is None  # the locks this run took were released
     assert fleet.nodes["n03"].lock["owner"] == "alice@ci"  # type: ignore[index]
+    assert deploy(fleet, options(project), force=True).exit_code == 4  # live: --force is refused (test_locks.py)
+    fleet.nodes["n03"].lock["expired"] = True  # type: ignore[index]
     forced = deploy(fleet, options(project), force=True)
     assert forced.exit_code == 0 and fleet.nodes["n03"].lock is None
 
@@ -150,13 +158,18 @@ def test_interrupt_lets_in_flight_hosts_finish_then_rerun_completes(project: tup
     fleet = FakeFleet(HOSTS)
     interruption = Interruption()
 
-    def press_during_first_batch(event: Event) -> None:
-        if isinstance(event, HostStepStarted) and event.host == "n01" and event.step == "health":
-            interruption.press()
+    # Ctrl-C while n01 is in its health gate (pressed from the node call itself: on time, unlike a subscriber).
+    n01 = fleet.nodes["n01"]
+    health = n01.op_test_fleethealth
 
-    bus = EventBus()
-    bus.subscribe(press_during_first_batch)
-    result = run_deploy(prepare_deploy(options(project)), bus, connect=fleet.connect, interruption=interruption)
+    def press_during_health(p: dict[str, object], objects: object) -> object:
+        if not interruption.requested.is_set():  # once: a second press would abort the gate
+            interruption.press()
+        return health(p, objects)
+
+    n01.op_test_fleethealth = press_during_health  # type: ignore[method-assign]
+    result = run_deploy(prepare_deploy(options(project)), EventBus(), connect=fleet.connect,
+                        interruption=interruption)
     assert result.exit_code == 130
     assert result.outcomes["n01"].outcome == "deployed"  # in flight: finished
     assert all(result.outcomes[h].outcome == "not_started" for h in HOSTS[2:])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -13,7 +14,9 @@ from typing import Any
 
 import pytest
 
-from .conftest import FLEETCTL, Lab, _env, wait_for
+from tests.support import wait_for
+
+from .conftest import FLEETCTL, Lab, _env
 
 pytestmark = pytest.mark.lab
 
@@ -191,7 +194,7 @@ def test_concurrent_deploy_is_refused_and_sigint_then_rerun_completes(elf_lab: L
     assert result["lab-node10"] == "deployed"
 
 
-def test_force_takes_over_a_lock(elf_lab: Lab) -> None:
+def test_force_refuses_a_live_lock_and_an_expired_one_is_taken(elf_lab: Lab) -> None:
     from fleetctl.rollout.runner import DeployOptions, load_fleet
 
     lab = elf_lab
@@ -199,14 +202,61 @@ def test_force_takes_over_a_lock(elf_lab: Lab) -> None:
                        {"version": "0"})
     client = fleet.client_factory()("lab-node03")
     try:
-        client.lock_fleet_app(app="hello", owner="ghost@elsewhere", deploy_id="ghost-run", ttl_seconds=600)
+        client.lock_fleet_app(app="hello", owner="ghost@elsewhere", deploy_id="ghost-run", ttl_seconds=600,
+                              process="elsewhere/boot/1/4242/77")
         code, _, err = lab.deploy("--version", "1.0.0", "--limit", "lab-node03")
-        assert code == 4 and "ghost@elsewhere" in err and "ghost-run" in err
+        assert code == 4 and "ghost@elsewhere" in err and "ghost-run" in err and "--force" not in err, err
         code, _, err = lab.deploy("--version", "1.0.0", "--limit", "lab-node03", "--force")
-        assert code == 0, err
+        assert code == 4 and "--force refused" in err, err
+        assert client.get_fleet_state(app="hello", root="C:\\apps\\hello").lock.deploy_id == "ghost-run"  # type: ignore[union-attr]
+        client.lock_fleet_app(app="hello", owner="ghost@elsewhere", deploy_id="ghost-run", ttl_seconds=1)
+        wait_for(lambda: client.get_fleet_state(app="hello", root="C:\\apps\\hello").lock.expired,  # type: ignore[union-attr]
+                 10, "the ghost's lock to expire")
+        code, _, err = lab.deploy("--version", "1.0.0", "--limit", "lab-node03")
+        assert code == 0, err  # an expired lock is taken without --force
     finally:
-        client.unlock_fleet_app(app="hello", deploy_id="ghost-run", force=True)
+        with contextlib.suppress(Exception):
+            client.unlock_fleet_app(app="hello", deploy_id="ghost-run")
         client.close()
+
+
+def test_a_run_longer_than_its_lock_ttl_is_not_run_over(elf_lab: Lab) -> None:
+    # A 2 s lock TTL and a 60 s canary bake: without renewal every lock would expire within the bake. The bake is
+    # long so that the second commands (each a few seconds of start-up on a loaded machine) run inside it; the first
+    # run is then interrupted, which releases its locks.
+    from fleetctl.rollout.runner import DeployOptions, load_fleet
+
+    lab = elf_lab
+    lab.deploy("--version", "1.0.0")
+    fleet = load_fleet(DeployOptions(playbook=lab.playbook, inventories=[lab.inventory], limit="lab-node10"),
+                       {"version": "0"})
+    client = fleet.client_factory()("lab-node10")
+    first = Background(lab, "--version", "1.8.0", "--canary", "1", "--var", "bake=60s", "--var", "lock_ttl=2s")
+    try:
+        first.wait_line("baking")
+
+        def renewed_past_its_ttl() -> bool:
+            lock = client.get_fleet_state(app="hello", root="C:\\apps\\hello").lock
+            return bool(lock and lock.renewed_at and lock.acquired_at and not lock.expired
+                        and (lock.renewed_at - lock.acquired_at).total_seconds() > 2.5)
+
+        wait_for(renewed_past_its_ttl, 20, "the first run to renew its lock past the TTL it started with")
+        code, _, err = lab.deploy("--version", "1.9.0", "--var", "lock_ttl=2s")
+        assert code == 4 and "is locked by" in err and "--force" not in err, err
+        code, _, err = lab.deploy("--version", "1.9.0", "--var", "lock_ttl=2s", "--force")
+        assert code == 4 and "--force refused" in err, err
+        assert first.proc.poll() is None, first.output  # still baking: the refusals happened inside its run
+        first.proc.send_signal(signal.SIGINT)
+    finally:
+        code = first.finish()
+        client.close()
+    assert code == 130, first.output
+    versions = {n: (lab.health(n) or {}).get("version") for n in lab.nodes}
+    assert versions["lab-node01"] == "1.8.0" and all(versions[n] == "1.0.0" for n in lab.nodes[1:]), versions
+    ops = {n: s["operations"] for n, s in lab.status().items()}
+    assert all(o.get("Update-FleetAppLock", 0) >= 3 for o in ops.values()), ops
+    code, _, err = lab.deploy("--version", "1.0.0", "--limit", "lab-node01")  # the interrupted run unlocked
+    assert code == 0, err
 
 
 def test_auto_pulls_and_a_node_cut_off_from_the_controller_falls_back_to_push(
@@ -227,7 +277,7 @@ def test_auto_pulls_and_a_node_cut_off_from_the_controller_falls_back_to_push(
     assert deploy("3.1.0") == {"lab-node01": "pull", "lab-node02": "pull"}
     # The server runs, but the address it advertises is one no node can reach: every pull fails, every host pushes.
     unreachable = os.environ.get("FLEETCTL_TEST_ROLLOUT_UNREACHABLE", "127.0.59.254")
-    monkeypatch.setattr("fleetctl.rollout.runner.pull_server_for",
+    monkeypatch.setattr("fleetctl.rollout.deploy.pull_server_for",
                         lambda addresses: PullServer("127.0.0.1", advertise=unreachable))
     before = stored(lab)
     assert deploy("3.2.0") == {"lab-node01": "push", "lab-node02": "push"}
@@ -251,3 +301,79 @@ def test_a_rollout_outlives_the_pools_idle_timeout(idle_lab: Lab) -> None:
     # and the app locks were released through the new pools
     code, doc, err = lab.deploy("--version", "1.0.1", "--batch", "2")
     assert code == 0, err
+
+
+def test_a_change_freeze_through_the_cli(elf_lab: Lab) -> None:
+    lab = elf_lab
+    lab.deploy("--version", "1.0.0")
+    frozen = lab.fleetctl("lock", str(lab.playbook), "-i", str(lab.inventory), "--reason", "quarter close",
+                          "--ttl", "1h")
+    assert frozen.returncode == 0, frozen.stderr
+    assert "10 host(s) frozen" in frozen.stdout and "quarter close" in frozen.stdout
+    try:
+        for command in (("deploy", "--version", "1.1.0"), ("deploy", "--version", "1.1.0", "--force"),
+                        ("rollback",)):
+            refused = lab.fleetctl(command[0], str(lab.playbook), "-i", str(lab.inventory), "--yes", *command[1:])
+            assert refused.returncode == 4, (command, refused.stderr)
+            assert "is frozen by" in refused.stderr and "quarter close" in refused.stderr, refused.stderr
+        shown = lab.fleetctl("lock", str(lab.playbook), "-i", str(lab.inventory), "--status", "--json")
+        assert shown.returncode == 0, shown.stderr
+        states = json.loads(shown.stdout)["hosts"]
+        assert {h["state"] for h in states.values()} == {"frozen"}
+        assert {h["lock"]["reason"] for h in states.values()} == {"quarter close"}
+        assert all((lab.health(n) or {}).get("version") == "1.0.0" for n in lab.nodes)
+    finally:
+        lifted = lab.fleetctl("unlock", str(lab.playbook), "-i", str(lab.inventory))
+    assert lifted.returncode == 0 and "10 host(s) unfrozen" in lifted.stdout, lifted.stderr
+    code, _, err = lab.deploy("--version", "1.1.0", "--limit", "lab-node01")
+    assert code == 0, err
+
+
+def test_if_changed_touches_nothing_when_every_host_runs_the_target_and_deploys_only_those_that_differ(
+        elf_lab: Lab) -> None:
+    lab = elf_lab
+    code, _, err = lab.deploy("--version", "1.0.0")
+    assert code == 0, err
+    before = {n: dict(s["operations"]) for n, s in lab.status().items()}
+    code, doc, err = lab.deploy("--version", "1.0.0", "--if-changed")
+    assert code == 0, err
+    assert doc["changed"] == [] and "already runs 1.0.0" in doc["message"] and "no lock taken" in doc["message"]
+    after = {n: dict(s["operations"]) for n, s in lab.status().items()}
+    for node in lab.nodes:
+        grown = {op: after[node].get(op, 0) - before[node].get(op, 0) for op in after[node]}
+        assert {op: n for op, n in grown.items() if n} == {"Get-FleetState": 1}, (node, grown)  # one read, no lock
+    # One host moves off the target: only that host is deployed (locked, changed); the others are only read.
+    code, _, err = lab.deploy("--version", "1.0.1", "--limit", "lab-node07")
+    assert code == 0, err
+    before = {n: dict(s["operations"]) for n, s in lab.status().items()}
+    code, doc, err = lab.deploy("--version", "1.0.0", "--if-changed")
+    assert code == 0, err
+    assert "1 of 10 host(s) differ" in err
+    assert {h: v["outcome"] for h, v in doc["hosts"].items()} == {"lab-node07": "deployed"}
+    after = {n: dict(s["operations"]) for n, s in lab.status().items()}
+    for node in lab.nodes:
+        grown = {op for op in after[node] if after[node][op] != before[node].get(op, 0)}
+        if node == "lab-node07":
+            assert {"Lock-FleetApp", "Switch-FleetRelease", "Unlock-FleetApp"} <= grown, grown
+        else:
+            assert grown == {"Get-FleetState"}, (node, grown)
+    assert all((lab.health(n) or {}).get("version") == "1.0.0" for n in lab.nodes)
+
+
+def test_a_killed_controllers_locks_are_provably_gone_and_force_takes_them(elf_lab: Lab) -> None:
+    lab = elf_lab
+    code, _, err = lab.deploy("--version", "1.0.0")
+    assert code == 0, err
+    run = Background(lab, "--version", "1.2.0", "--canary", "1", "--var", "bake=60s")
+    try:
+        run.wait_line("baking")
+        run.proc.send_signal(signal.SIGKILL)  # no cleanup at all: every lock stays, the journal says running
+    finally:
+        run.finish()
+    code, _, err = lab.deploy("--version", "1.2.0")
+    assert code == 4, err
+    assert "no longer running" in err and "pass --force" in err, err
+    code, doc, err = lab.deploy("--version", "1.2.0", "--force")
+    assert code == 0, err
+    assert outcomes(doc)["lab-node01"] == "skipped"  # the canary the killed run finished
+    assert all((lab.health(n) or {}).get("version") == "1.2.0" for n in lab.nodes)

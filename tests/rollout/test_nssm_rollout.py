@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from fleetctl.artifacts.wrapper import NSSM_SHA256, bundled_nssm_path
+from tests.support import wait_for
 
-from .conftest import Lab, _start_lab, wait_for
+from .conftest import Lab, _start_lab
 
 pytestmark = pytest.mark.lab
 

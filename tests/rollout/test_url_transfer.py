@@ -24,8 +24,9 @@ from typing import Any
 import pytest
 
 from fleetctl import pki
+from tests.support import wait_for
 
-from .conftest import Lab, _start_lab, wait_for
+from .conftest import Lab, _start_lab
 
 pytestmark = pytest.mark.lab
 
@@ -179,7 +180,7 @@ def test_nodes_download_from_nginx_and_the_pull_server_never_starts(
     def no_pull_server(addresses: Any) -> Any:
         raise AssertionError("transfer: url started the controller's pull server")
 
-    monkeypatch.setattr("fleetctl.rollout.runner.pull_server_for", no_pull_server)
+    monkeypatch.setattr("fleetctl.rollout.deploy.pull_server_for", no_pull_server)
     opts = DeployOptions(playbook=playbook, inventories=[lab.inventory], version="5.0.0",
                          dist_dir=lab.directory / "dist", extra_vars=("window=0s",))
     result = run_deploy(prepare_deploy(opts), EventBus())

@@ -129,17 +129,17 @@ def test_filter_by_playbook_path_or_service_and_limit(tmp_path: Path, journal: J
     bus.emit(RunFinished("r2", 0, {}))
     bus.emit(started("r3", playbook=str(book)))  # same file by another path
     bus.emit(RunFinished("r3", 0, {}))
-    assert [r.id for r in journal.runs()] == ["r3", "r2", "r1"]
-    assert [r.id for r in journal.runs(playbook="pb.yml")] == ["r3", "r1"]
-    assert [r.id for r in journal.runs(playbook="./pb.yml")] == ["r3", "r1"]
-    assert [r.id for r in journal.runs(playbook="hello", limit=2)] == ["r3", "r2"]
+    assert [r.run_id for r in journal.runs()] == ["r3", "r2", "r1"]
+    assert [r.run_id for r in journal.runs(playbook="pb.yml")] == ["r3", "r1"]
+    assert [r.run_id for r in journal.runs(playbook="./pb.yml")] == ["r3", "r1"]
+    assert [r.run_id for r in journal.runs(playbook="hello", limit=2)] == ["r3", "r2"]
     assert journal.runs(playbook="nothing.yml") == []
 
 
 def test_run_lookup_by_prefix(journal: Journal, bus: EventBus) -> None:
     for run_id in ("20260101-aaa", "20260101-abb", "20260202-ccc"):
         bus.emit(started(run_id))
-    assert journal.run("202602").id == "20260202-ccc"
+    assert journal.run("202602").run_id == "20260202-ccc"
     with pytest.raises(ConfigError, match="ambiguous"):
         journal.run("20260101-a")
     with pytest.raises(ConfigError, match="no run with id 'zzz'"):
@@ -205,6 +205,7 @@ def test_a_database_failure_mid_run_warns_once_and_does_not_break_the_rollout(
     j._db.execute("DROP TABLE hosts")  # the file is damaged under our feet
     b.emit(HostFinished(HostOutcome("a", "deployed")))
     b.emit(HostFinished(HostOutcome("b", "deployed")))
+    b.flush()
     err = capsys.readouterr().err
     assert err.count("history not recorded") == 1
     j.close()
@@ -230,6 +231,7 @@ WRITER = textwrap.dedent("""
     bus.emit(RunStarted("crash-1", "deploy", "pb.yml", "hello", "2.0", "2.0-x", "rolling", "ops",
                         (("a", "b"),), False))
     bus.emit(HostStepStarted("a", "switch"))
+    bus.flush()
     print("ready", flush=True)
     time.sleep(120)
 """)
@@ -249,3 +251,14 @@ def test_a_killed_controller_shows_as_interrupted(tmp_path: Path) -> None:
     assert run.status == "interrupted" and run.exit_code is None
     assert run.host_outcome("a") == "in_flight" and run.hosts["a"].step == "switch"
     assert run.host_outcome("b") == "not_started"
+
+
+def test_finished_run_says_when_a_run_ended_and_nothing_for_a_running_or_unknown_one(journal: Journal,
+                                                                                    bus: EventBus) -> None:
+    assert journal.finished_run("r9") is None  # no such run
+    bus.emit(started("r9"))
+    assert journal.finished_run("r9") is None  # still running: its locks are live
+    bus.emit(RunFinished("r9", 3, {}, "halted"))
+    text = journal.finished_run("r9")
+    assert text is not None and text.startswith("finished at ") and text.endswith("(halted)")
+    assert journal.finished_run("r") is None  # exact ids only, never a prefix

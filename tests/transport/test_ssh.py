@@ -49,8 +49,10 @@ def test_password_is_registered_as_secret() -> None:
 
 
 @pytest.mark.parametrize("hostvars, problem", [
-    ({"ansible_port": "ssh"}, "expected a port number"),
-    ({"ansible_port": 70000}, "expected a port number"),
+    ({"ansible_port": "ssh"}, "expected an integer from 1 to 65535, got 'ssh'"),
+    ({"ansible_port": 70000}, "expected an integer from 1 to 65535, got 70000"),
+    ({"ansible_host": "bad host!"}, "expected a host name or IP address"),
+    ({"fleet_ssh_connect_timeout": "soon"}, "expected a number of seconds"),
     ({"ansible_ssh_private_key_file": "/no/such/key"}, "private key file /no/such/key does not exist"),
     ({"fleet_ssh_known_hosts": "/no/such/kh"}, "known_hosts file /no/such/kh does not exist"),
 ])

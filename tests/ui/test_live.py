@@ -84,6 +84,7 @@ def test_plain_log_masks_secrets() -> None:
         bus.emit(run_started())
         bus.emit(HostFinished(HostOutcome("a", "failed", None, "login pa55word-XYZ refused")))
         bus.emit(RunFinished("run-1", 1, {"a": HostOutcome("a", "failed", None, "login pa55word-XYZ refused")}))
+        bus.flush()
         assert "pa55word-XYZ" not in buf.getvalue() and "********" in buf.getvalue()
     finally:
         forget_secrets()

@@ -62,8 +62,8 @@ def _no_hostile_controls(output: str) -> None:
 
 @pytest.mark.parametrize("text, shown", HOSTILE)
 def test_status_table_escapes_what_the_node_said(text: str, shown: str) -> None:
-    from fleetctl.cli.status import status_table
-    from fleetctl.rollout.status import FleetStatus, HostStatus
+    from fleetctl.status.collect import FleetStatus, HostStatus
+    from fleetctl.ui.status import status_table
 
     host = HostStatus(host=f"web01{text}", answered=True, current=None, previous=None, service=f"Running{text}",
                       healthy=False, lock=None, error=f"probe said {text}")
@@ -125,7 +125,7 @@ def test_logs_command_prints_hostile_lines_escaped(events: bool, tmp_path: Path,
     shutil.copytree(REPO / "playbooks" / "hello", tmp_path / "hello", ignore=shutil.ignore_patterns("src"))
     (tmp_path / "hosts.yml").write_text("all:\n  hosts:\n    web01:\n      ansible_host: 127.0.0.1\n")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(logs_module, "Fleet", _FakeFleet)
+    monkeypatch.setattr(logs_module, "HostClients", _FakeFleet)
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
     try:
         main(["logs", "hello/playbook.yml", "-i", "hosts.yml", "--host", "web01"] + (["--events"] if events else []))

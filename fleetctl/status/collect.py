@@ -1,7 +1,7 @@
 """The core of `fleetctl status`: ask every targeted node for its state, probe health once, and compute drift.
 
 For each host (in parallel, at most `forks` at a time): `Get-FleetState` gives the current and previous
-release, the service state and the lock (the node is the source of truth, SPEC 5); then one health probe,
+release, the service state and the lock (the node is the source of truth: docs/node-protocol.md); then one health probe,
 without retries, says whether it is healthy now. Drift is computed across the fleet: a host whose current
 release is not the fleet's majority release is drifting. A host that cannot be reached is reported
 (`service: "unreachable"`), never fatal.
@@ -82,7 +82,7 @@ class HostStatus:
     crash_loop: str | None = None  # the verdict, e.g. "4 restarts in 10 min", when the service keeps restarting
 
     def to_json(self) -> dict[str, Any]:
-        """Exactly the issue's shape: current, previous, service, healthy, lock."""
+        """Exactly the shape docs/status-history.md documents: current, previous, service, healthy, lock."""
         return {
             "current": self.current.to_json() if self.current else None,
             "previous": self.previous.to_json() if self.previous else None,
@@ -122,17 +122,19 @@ def lock_json(lock: LockInfo | None) -> dict[str, Any] | None:
         "acquired_at": lock.acquired_at.isoformat() if lock.acquired_at else None,
         "expires_at": lock.expires_at.isoformat() if lock.expires_at else None,
         "expired": lock.expired,
+        "renewed_at": lock.renewed_at.isoformat() if lock.renewed_at else None,
+        "reason": lock.reason,  # set: a change freeze (`fleetctl lock`)
     }
 
 
-Probe = Callable[[HealthCheck, NodeClient], ProbeVerdict]
+StatusProbe = Callable[[HealthCheck, NodeClient], ProbeVerdict]
 
 
 def _default_probe(check: HealthCheck, client: NodeClient) -> ProbeVerdict:
     return probe_once(check, client)
 
 
-def host_status(target: StatusTarget, client: NodeClient, probe: Probe = _default_probe) -> HostStatus:
+def host_status(target: StatusTarget, client: NodeClient, probe: StatusProbe = _default_probe) -> HostStatus:
     """Ask one node; a transport failure becomes an `unreachable` status, a node error an `error` status."""
     try:
         state = client.get_fleet_state(app=target.app, root=target.root, service_name=target.service_name,
@@ -175,7 +177,7 @@ def _ref(state: NodeState, release_id: str | None) -> ReleaseRef | None:
 
 
 def _probe_health(target: StatusTarget, client: NodeClient, current: ReleaseRef | None, service: str,
-                  probe: Probe) -> tuple[bool, str | None]:
+                  probe: StatusProbe) -> tuple[bool, str | None]:
     if service != "Running":
         return False, f"service {service}"
     try:
@@ -215,7 +217,7 @@ def collect_status(
     connect: Callable[[str], NodeClient],
     *,
     forks: int = 50,
-    probe: Probe = _default_probe,
+    probe: StatusProbe = _default_probe,
     on_done: Callable[[HostStatus], None] | None = None,
 ) -> FleetStatus:
     """Status of every target, in the given order; every host gets a status, whatever happens to it."""

@@ -7,7 +7,7 @@ import pytest
 
 from fleetctl.config.playbook import ScheduledTask, Service
 from fleetctl.node.results import ServiceInfo
-from fleetctl.rollout.status import crash_loop_verdict
+from fleetctl.status.collect import crash_loop_verdict
 
 
 def info(state: str | None, restarts: int, recent: int, exists: bool = True) -> ServiceInfo:

@@ -1,0 +1,254 @@
+"""The deploy procedure: what `fleetctl deploy` does on one host, top to bottom.
+
+    stage:     read the node's state → plan the host (rollout/host_plan.py) → transfer → install → extras
+    activate:  service definition → stop → switch → start → health → record; on failure, back to what ran before
+    follow_up: retention (old releases removed), without holding up the batch
+    undo:      a canary that passed goes back to its previous release when another canary failed
+
+Nothing the service runs changes in `stage`, so a failure there leaves the host as it was, and the engine may
+stage the next batch while the current one is in its health gates. The host plan is the same one `--dry-run`
+prints (`rollout/runner.py`), so what the dry run says is what this does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+from fleetctl.artifacts.pull_server import PullServer, pull_server_for
+from fleetctl.artifacts.url_artifact import ArtifactUrl
+from fleetctl.config.playbook import Playbook
+from fleetctl.errors import ConfigError
+from fleetctl.node.client import NodeClient
+from fleetctl.node.results import NodeState
+from fleetctl.node.transfer import ArtifactSource, TransferMode, ensure_artifact
+from fleetctl.rollout.events import HostOutcome, HostStepStarted
+from fleetctl.rollout.host_plan import HostPlan, plan_host
+from fleetctl.rollout.host_steps import (
+    HealthFor,
+    HostContext,
+    StepFailed,
+    StopHung,
+    activate,
+    describe_error,
+    left_running,
+    read_state,
+    return_to,
+    seconds,
+)
+from fleetctl.rollout.preparation import PreparedDeploy
+from fleetctl.rollout.release import Release
+from fleetctl.rollout.rollback import RollbackJob, rollback_host
+
+
+@dataclass(frozen=True)
+class DeployJob:
+    """Everything needed to deploy one host."""
+
+    release: Release
+    health_for: HealthFor
+    artifact_path: Path | ArtifactUrl  # an ArtifactUrl with transfer: url (the nodes download it)
+    transfer: TransferMode = "auto"
+    pull_server: ArtifactSource | None = None  # when transfer may pull
+    keep_releases: int = 5
+    start_timeout: float = 30.0
+    stop_timeout: float = 30.0
+    ensure_extras: Callable[[NodeClient], None] | None = None  # firewall rules, scheduled tasks (idempotent)
+    wrapper_path: Path | None = None  # nssm.exe (release.service.wrapper_sha256), moved like an artifact
+
+
+@dataclass(frozen=True)
+class StagedDeploy:
+    """A host ready to activate: the release is installed next to the running one, the service untouched."""
+
+    state: NodeState
+    plan: HostPlan
+
+
+class DeployProcedure:
+    """`HostProcedure` for a deploy (rollout/procedure.py). Open it with `DeployProcedure.open(prepared)`, which
+    runs the artifact pull server for as long as the procedure is in use."""
+
+    def __init__(self, prepared: PreparedDeploy, pull_server: ArtifactSource | None = None,
+                 notes: tuple[str, ...] = ()) -> None:
+        self.prepared = prepared
+        self.pull_server = pull_server
+        self.notes = notes
+        fleet = prepared.fleet
+        any_release = next(iter(prepared.releases.values()), None)
+        self.info = fleet.run_info(prepared.run_id, "deploy", version=prepared.version,
+                                   release=any_release.id if any_release else None)
+
+    @classmethod
+    @contextmanager
+    def open(cls, prepared: PreparedDeploy) -> Iterator[DeployProcedure]:
+        server, notes = start_pull_server(prepared)
+        try:
+            yield cls(prepared, server, notes)
+        finally:
+            if server is not None:
+                server.stop()
+
+    def job(self, host: str) -> DeployJob:
+        prepared = self.prepared
+        playbook = prepared.fleet.playbooks[host]
+        wrapper = prepared.wrappers.get(host)
+        return DeployJob(release=prepared.releases[host], health_for=prepared.fleet.health_for(host),
+                         artifact_path=prepared.artifact_source, transfer=cast(TransferMode, prepared.transfer),
+                         pull_server=self.pull_server, keep_releases=playbook.install.keep_releases,
+                         start_timeout=float(playbook.service.start_timeout),
+                         stop_timeout=float(playbook.service.stop_timeout), ensure_extras=host_extras(playbook),
+                         wrapper_path=wrapper.path if wrapper else None)
+
+    # -- the four parts ----------------------------------------------------------------------------------------
+
+    def stage(self, ctx: HostContext) -> StagedDeploy | HostOutcome:
+        """Read the state and plan the host; transfer and install the release, ensure the extras. The host's final
+        outcome instead when it is already current (skipped) or a step failed (left running what it ran)."""
+        job = self.job(ctx.host)
+        release = job.release
+        try:
+            state = ctx.step("connect", lambda: read_state(ctx, release), "reading node state")
+        except Exception as err:  # noqa: BLE001 - any failure here is this host's, reported not raised
+            return HostOutcome(ctx.host, "failed", None, f"reading node state: {describe_error(err)}", ctx.timings)
+        plan = plan_host(release, state)
+        if plan.skip:
+            return HostOutcome(ctx.host, "skipped", release.id, None, ctx.timings)
+        try:
+            method = transfer_release(ctx, job) if plan.install else "skipped"
+            transfer_wrapper(ctx, job)
+            if plan.install:
+                ctx.step("install", lambda: ctx.client.install_fleet_release(
+                    app=release.app, root=release.root, release=release.id, version=release.version,
+                    sha256=release.artifact_sha256, exe_name=release.exe_name, files=release.files_map))
+            extras = job.ensure_extras
+            if extras is not None:
+                ctx.step("service", lambda: extras(ctx.client), "firewall rules and scheduled tasks")
+            if ctx.interruption.abort.is_set():
+                raise StepFailed("install", "interrupted before any change to the service")
+        except Exception as err:  # noqa: BLE001
+            return HostOutcome(ctx.host, "failed", state.current, describe_error(err), ctx.timings)
+        ctx.transfer_method = method
+        return StagedDeploy(state, plan)
+
+    def activate(self, ctx: HostContext, staged: object) -> HostOutcome:
+        """Make the staged release the running one, gated; on failure return the host at once to its previous
+        release (none: stop the service)."""
+        if isinstance(staged, HostOutcome):
+            return staged
+        assert isinstance(staged, StagedDeploy)
+        job = self.job(ctx.host)
+        release, plan = job.release, staged.plan
+        try:
+            activate(ctx, release, release.service, job.health_for(release.version), job, record=True)
+        except StopHung as hung:
+            outcome = left_running(ctx, release, plan.current, hung)
+        except Exception as err:  # noqa: BLE001
+            reason = describe_error(err)
+            if plan.rollback_to is None:
+                outcome = stop_without_previous(ctx, job, reason)
+            else:
+                outcome = return_to(ctx, release, plan.rollback_to, plan.rollback_version or "", job.health_for,
+                                    job, reason)
+        else:
+            outcome = HostOutcome(ctx.host, "deployed", release.id, None, ctx.timings)
+        return HostOutcome(outcome.host, outcome.outcome, outcome.release, outcome.error, outcome.timings,
+                           ctx.transfer_method)
+
+    def follow_up(self, ctx: HostContext, outcome: HostOutcome) -> HostOutcome:
+        """Retention; an error is reported on the host, it does not undo a healthy deploy."""
+        job = self.job(ctx.host)
+        release = job.release
+        try:
+            ctx.step("retention", lambda: ctx.client.remove_fleet_release(app=release.app, root=release.root,
+                                                                          keep=job.keep_releases))
+        except Exception as err:  # noqa: BLE001
+            return HostOutcome(outcome.host, outcome.outcome, outcome.release, f"retention: {describe_error(err)}",
+                               ctx.timings, outcome.transfer)
+        return outcome
+
+    def undo(self, ctx: HostContext, outcome: HostOutcome) -> HostOutcome:
+        """Back to the host's previous release, as `fleetctl rollback` would (the canary batch failed)."""
+        job = self.job(ctx.host)
+        after = rollback_host(ctx, RollbackJob(reference=job.release, health_for=job.health_for,
+                                               start_timeout=job.start_timeout, stop_timeout=job.stop_timeout))
+        if after.outcome == "deployed":
+            return HostOutcome(ctx.host, "rolled_back", after.release, "rolled back because the canary batch "
+                               "failed", ctx.timings)
+        return after
+
+
+# --- the steps -----------------------------------------------------------------------------------------------
+
+
+def transfer_release(ctx: HostContext, job: DeployJob) -> str:
+    """The artifact into the node's cache (pull, push, or nothing when cached); how it got there."""
+    release = job.release
+    result = ctx.step("transfer", lambda: ensure_artifact(
+        ctx.client, job.artifact_path, release.artifact_sha256, job.transfer, job.pull_server,
+        ctx.progress("transfer"), on_fallback=announce_fallback(ctx)))
+    return result.method
+
+
+def transfer_wrapper(ctx: HostContext, job: DeployJob) -> None:
+    """nssm.exe goes through the node's artifact cache too, so it crosses the network once per node."""
+    wrapper, wrapper_sha = job.wrapper_path, job.release.service.wrapper_sha256
+    if wrapper is not None and wrapper_sha:
+        ctx.step("transfer", lambda: ensure_artifact(ctx.client, wrapper, wrapper_sha, job.transfer, job.pull_server,
+                                                     None, on_fallback=announce_fallback(ctx)), "nssm.exe")
+
+
+def announce_fallback(ctx: HostContext) -> Callable[[str], None]:
+    # Shown in the live view and kept in the journal as the transfer step's detail.
+    return lambda reason: ctx.bus.emit(HostStepStarted(ctx.host, "transfer", f"pull failed ({reason}): pushing"))
+
+
+def stop_without_previous(ctx: HostContext, job: DeployJob, reason: str) -> HostOutcome:
+    """No release to go back to: do not leave a broken service running."""
+    try:
+        ctx.step("rollback", lambda: ctx.client.stop_fleet_service(
+            name=job.release.service.name, timeout_seconds=seconds(job.stop_timeout)), "no previous release: stop")
+        note = "no previous release to roll back to; service stopped"
+    except Exception as err:  # noqa: BLE001
+        note = f"no previous release to roll back to; stopping the service failed: {describe_error(err)}"
+    return HostOutcome(ctx.host, "failed", None, f"{reason} ({note})", ctx.timings)
+
+
+def host_extras(playbook: Playbook) -> Callable[[NodeClient], None] | None:
+    """Firewall rules and scheduled tasks of a host: idempotent ensures run after the install step."""
+    if not playbook.firewall and not playbook.scheduled_tasks:
+        return None
+
+    def ensure(client: NodeClient) -> None:
+        for rule in playbook.firewall:
+            client.set_fleet_firewall_rule(name=rule.name, port=rule.port, protocol=rule.protocol,
+                                           direction=rule.direction, action=rule.action,
+                                           remote_address=rule.remote_address or None)
+        for task in playbook.scheduled_tasks:
+            client.set_fleet_scheduled_task(name=task.name, execute=task.execute, arguments=task.arguments,
+                                            at=task.at, at_startup=task.at_startup, every_minutes=task.every_minutes,
+                                            user=task.user, restart_count=task.restart_count,
+                                            restart_interval_minutes=int(float(task.restart_interval)) // 60,
+                                            execution_time_limit_minutes=task.execution_time_limit_minutes)
+    return ensure
+
+
+def start_pull_server(prepared: PreparedDeploy) -> tuple[PullServer | None, tuple[str, ...]]:
+    """The controller's pull server for `pull` and `auto` (None for `push`), bound to the local address that faces
+    the nodes, and any note for the live view. `auto` without one (it cannot start) pushes; `pull` without one is
+    an error, since the playbook asked for it. It serves HTTPS with a certificate from its own per-deploy CA, whose
+    PEM the nodes pin (CaCertificate), so the bearer token never crosses the network in clear."""
+    connections = prepared.fleet.connections
+    if prepared.transfer in ("push", "url") or not connections:  # url: the nodes fetch from the artifact's home
+        return None, ()
+    try:
+        server = pull_server_for([c.address for c in connections.values()]).start()
+    except (OSError, ValueError) as err:
+        if prepared.transfer == "pull":
+            raise ConfigError(f"transfer: pull needs the controller's pull server, which could not start: {err}",
+                              file=prepared.fleet.targets.source.path, key="transfer") from None
+        return None, (f"the artifact pull server could not start ({err}); transfer: auto pushes over WinRM",)
+    return server, ()

@@ -1,0 +1,114 @@
+"""The rollout's decisions as pure functions over values: the failure budget, the verdict after each batch, and
+the run's exit code and message. The engine (`rollout/engine.py`) asks these and carries out the answer; the rules
+themselves are in docs/rollouts.md (exit codes: docs/cli.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fleetctl.errors import EXIT_HALTED, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROLLOUT_FAILED
+from fleetctl.rollout.events import HostOutcome
+
+FAILED_OUTCOMES = ("failed", "rolled_back")
+ON_TARGET_OUTCOMES = ("deployed", "removed", "skipped")
+COUNT_ORDER = ("deployed", "removed", "skipped", "rolled_back", "failed", "not_started")
+
+
+def is_failed(outcome: str) -> bool:
+    return outcome in FAILED_OUTCOMES
+
+
+def over_budget(failures: int, max_failed: int) -> bool:
+    """The failure budget allows `max_failed` failed hosts; one more halts the run."""
+    return failures > max_failed
+
+
+def unreachable_verdict(unreachable: Sequence[str], max_failed: int) -> str | None:
+    """Before any change: the halt reason when more hosts could not be reached or locked than the budget allows."""
+    if not over_budget(len(unreachable), max_failed):
+        return None
+    names = ", ".join(unreachable[:5])
+    return (f"{len(unreachable)} host(s) could not be reached or locked ({names}); failure budget is {max_failed}: "
+            "nothing was changed")
+
+
+BatchAction = Literal["continue", "halt", "undo_canaries"]
+
+
+@dataclass(frozen=True)
+class BatchVerdict:
+    action: BatchAction
+    reason: str | None = None
+
+
+def judge_batch(*, canary: bool, failed: Sequence[str], failures: int, max_failed: int) -> BatchVerdict:
+    """After a batch: a failed canary undoes every canary and halts; failures beyond the budget halt; else go on.
+    `failed` are this batch's failed hosts, `failures` every failed host of the run so far."""
+    if canary and failed:
+        return BatchVerdict("undo_canaries", f"canary failed on {', '.join(failed)}")
+    if over_budget(failures, max_failed):
+        return BatchVerdict("halt", f"{failures} failed host(s) exceed the failure budget of {max_failed}")
+    return BatchVerdict("continue")
+
+
+def may_start_host(*, canary: bool, stopping: bool, failures: int, max_failed: int) -> bool:
+    """Whether a host of a running batch still starts: not once the run stops (halt, Ctrl-C), nor past the budget
+    (canaries always run: the canary rule, not the budget, judges them)."""
+    return not stopping and (canary or not over_budget(failures, max_failed))
+
+
+@dataclass(frozen=True)
+class RunVerdict:
+    exit_code: int
+    message: str
+    halted: bool = False
+
+
+def judge_run(outcomes: Iterable[HostOutcome], *, interrupted: bool, halt_reason: str | None,
+              max_failed: int) -> RunVerdict:
+    """The run's exit code and one-line message from where every host ended."""
+    values = list(outcomes)
+    failed = [o.host for o in values if is_failed(o.outcome)]
+    on_target = [o.host for o in values if o.outcome in ON_TARGET_OUTCOMES]
+    pending = [o.host for o in values if o.outcome == "not_started"]
+    counts = counts_text(values)
+    if interrupted:
+        return RunVerdict(EXIT_INTERRUPTED, f"interrupted: {counts}")
+    # A halt with every host done and none failed can only be a lock lost after the last change: not a failure.
+    if halt_reason and (pending or failed):
+        mixed = bool(on_target) and bool(pending or failed)
+        code = EXIT_HALTED if mixed else EXIT_ROLLOUT_FAILED
+        where = "hosts are on mixed releases" if mixed else "no host was left on the new release"
+        return RunVerdict(code, f"halted: {halt_reason}; {where} ({counts})", halted=True)
+    if failed:
+        return RunVerdict(EXIT_ROLLOUT_FAILED, f"{len(failed)} host(s) failed within the failure budget of "
+                                               f"{max_failed} ({counts})")
+    if halt_reason:
+        return RunVerdict(EXIT_OK, f"{counts} (then {halt_reason})")
+    return RunVerdict(EXIT_OK, counts)
+
+
+def counts_text(outcomes: Iterable[HostOutcome]) -> str:
+    """`3 deployed, 1 failed` in a fixed order; `no hosts` when empty."""
+    values = list(outcomes)
+    tally = {k: sum(1 for o in values if o.outcome == k) for k in COUNT_ORDER}
+    return ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in tally.items() if v) or "no hosts"
+
+
+def lock_held_message(holders: Sequence[str]) -> str:
+    """The run stops before any change when another run holds a lock: the first refusal (it names the holder and
+    says what to do: wait, or --force only when the holder is provably gone), and how many more."""
+    more = f" (and {len(holders) - 1} more host(s))" if len(holders) > 1 else ""
+    return f"{holders[0]}{more}"
+
+
+def holder_text(host: str, details: dict[str, Any]) -> str:
+    """`HOST is locked by OWNER (deploy ID, since WHEN)` from a LOCK_HELD error's details."""
+    nested = details.get("holder")
+    holder: dict[str, Any] = nested if isinstance(nested, dict) else details
+    owner = holder.get("owner", "someone")
+    deploy_id = holder.get("deploy_id", "?")
+    since = holder.get("acquired_at", "?")
+    return f"{host} is locked by {owner} (deploy {deploy_id}, since {since})"
