@@ -1,13 +1,15 @@
-"""`fleetctl rollback`: switch hosts back to their previous (or a named) kept release, in gated batches."""
+"""`fleetctl rollback`: switch hosts back to the fleet's last good release (or a named kept release), in gated
+batches; the plan ("from → to" per host) is shown before anything changes, and is all `--dry-run` does."""
 
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
+from rich.table import Table
 
 from fleetctl.cli.deploy import (
     BatchOpt,
     CanaryOpt,
-    ForceOpt,
     ForksOpt,
     MaxFailedOpt,
     YesOpt,
@@ -16,16 +18,18 @@ from fleetctl.cli.deploy import (
     run_with_subscribers,
 )
 from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, examples, inventory_paths
+from fleetctl.errors import ConfigError, RolloutFailed
 from fleetctl.notify import Notifier
-from fleetctl.rollout.runner import DeployOptions, prepare_rollback, run_rollback
-from fleetctl.ui.console import stdout, warn_insecure
+from fleetctl.rollout.rollback_target import RollbackPlan
+from fleetctl.rollout.runner import DeployOptions, plan_rollback, prepare_rollback, run_rollback
+from fleetctl.ui.console import print_json, safe, stderr, stdout, warn_insecure
 from fleetctl.ui.plan import plan_table
 
 
 def rollback(
     playbook: str = typer.Argument(..., metavar="PLAYBOOK", help="Playbook file."),
-    to: str | None = typer.Option(None, "--to", metavar="VERSION", help="Version (or release id) to return to; default: each "
-                                                         "host's previous release."),
+    to: str | None = typer.Option(None, "--to", metavar="VERSION", help="Version (or release id) to return to; "
+                                                                       "default: the fleet's last good release."),
     inventory: list[str] | None = InventoryOpt,
     limit: str | None = LimitOpt,
     canary: str | None = CanaryOpt,
@@ -34,28 +38,82 @@ def rollback(
     forks: int | None = ForksOpt,
     var: list[str] | None = VarOpt,
     yes: bool = YesOpt,
-    force: bool = ForceOpt,
+    dry_run_: bool = typer.Option(False, "--dry-run", help="Show where each host would go; change nothing."),
+    force: bool = typer.Option(False, "--force", help="Take over a stale lock; with --to, also return to a "
+                                                      "release that failed its health gate on a host."),
     json_out: bool = JsonOpt,
 ) -> None:
-    """Roll PLAYBOOK's hosts back to a release they keep; no artifact bytes move."""
+    """Roll PLAYBOOK's hosts back to the fleet's last good release; no artifact bytes move, no host moves forward."""
     options = DeployOptions(playbook=playbook, inventories=inventory_paths(inventory), limit=limit,
                             extra_vars=tuple(var or ()), canary=canary, batch=batch, max_failed=max_failed,
                             forks=forks, force=force)
     prepared = prepare_rollback(options, to)
-    warn_insecure(prepared.fleet.connections.values())
-    target = to or "each host's previous release"
-    if not json_out:
-        stdout().print(plan_table(prepared.plan, f"Rollback {prepared.fleet.targets.settings.name} to {target}: "
-                                                 f"{len(prepared.plan.hosts)} hosts", None))
+    warn_insecure(prepared.fleet.connections.values())  # before any node is asked (the plan reads every host)
     notifier = Notifier.for_playbook(prepared.fleet.targets.settings)
-    confirm(yes, f"Roll back {len(prepared.plan.hosts)} host(s) to {target}?")
-    result = run_with_subscribers(lambda bus: run_rollback(prepared, bus, force=force, judge=lock_judge()),
-                                  json_out, notifier)
+    plan = plan_rollback(prepared, journal_failures=_journal_failures(prepared.fleet.targets.settings.name))
+    people = stderr() if json_out else stdout()
+    target = to or (f"the fleet's last good release {plan.version}" if plan.version else "the fleet's last good "
+                    "release (none found)")
+    if not json_out:
+        people.print(plan_table(prepared.plan, f"Rollback {prepared.fleet.targets.settings.name} to {target}: "
+                                               f"{len(prepared.plan.hosts)} hosts", None))
+    if dry_run_:
+        if json_out:
+            print_json({"dry_run": True, "version": plan.version,
+                        "hosts": {h: c.to_json() for h, c in plan.choices.items()}})
+        else:
+            people.print(choices_table(plan, "Dry run: where each host would go (nothing was changed)"))
+        _refuse_forced_only(plan, to)
+        unasked = [c.host for c in plan.refused if c.reason.startswith("could not be asked")]
+        if unasked:
+            raise RolloutFailed(f"{len(unasked)} host(s) could not be asked: {', '.join(unasked[:5])}")
+        return
+    if not json_out:
+        people.print(choices_table(plan, "Rollback: from → to"))
+    _refuse_forced_only(plan, to)
+    switching = sum(1 for c in plan.choices.values() if c.action == "switch")
+    confirm(yes, f"Roll back {switching} host(s) to {target}?")
+    result = run_with_subscribers(lambda bus: run_rollback(prepared, bus, plan=plan, force=force,
+                                                              judge=lock_judge()), json_out,
+                                  notifier)
     result.raise_for_exit()
+
+
+def _journal_failures(service: str) -> dict[str, dict[str, str]]:
+    from fleetctl.state.journal import Journal
+
+    try:
+        return Journal().gate_failures(service)
+    except ConfigError:
+        return {}  # no usable journal here: the nodes' own marks still apply
+
+
+def _refuse_forced_only(plan: RollbackPlan, to: str | None) -> None:
+    """`--to` a release that failed its gate on some host: refused before anything changes, unless --force."""
+    gated = [c for c in plan.refused if "--force" in c.reason]
+    if to is not None and gated:
+        first = gated[0]
+        more = f" (and {len(gated) - 1} more host(s))" if len(gated) > 1 else ""
+        raise ConfigError(f"{first.host}: {first.reason}{more}; nothing was changed", key="--to")
+
+
+def choices_table(plan: RollbackPlan, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("host", "from", "to", "why"):
+        table.add_column(column)
+    for host, c in plan.choices.items():
+        if c.action == "switch":
+            to = escape(safe(c.target or "-"))
+        elif c.action == "stay":
+            to = "[dim]stays[/]"
+        else:
+            to = "[red]refused[/]"
+        table.add_row(escape(safe(host)), escape(safe(c.current or "-")), to, escape(safe(c.reason)))
+    return table
 
 
 def register(app: typer.Typer) -> None:
     app.command("rollback", epilog=examples(
-        "fleetctl rollback playbooks/hello/playbook.yml                # each host to its previous release",
+        "fleetctl rollback playbooks/hello/playbook.yml                # to the fleet's last good release",
         "fleetctl rollback playbooks/hello/playbook.yml --to 1.4.1 -l web-01",
     ))(rollback)

@@ -323,7 +323,7 @@ class Health(_Model):
     interval: Duration = Duration(1)
     timeout: Duration = Duration(5)
     retries: int = Field(default=30, ge=1, le=10000)
-    stability_window: Duration = Duration(5)
+    stability_window: Duration = Duration(10)
 
     @field_validator("url")
     @classmethod
@@ -344,6 +344,22 @@ class Health(_Model):
         return value
 
 
+class Timeouts(_Model):
+    """Wall-clock bounds of each phase of one host's work: past one, the host counts as lost (docs/playbook.md)."""
+
+    connect: Duration = Duration(60)  # connect, authenticate, load the module, take the lock
+    transfer: Duration = Duration(1800)  # move the artifact (and nssm.exe) to the host
+    step: Duration = Duration(120)  # any other node call (stop/start: on top of the service's own timeouts)
+    unlock: Duration = Duration(20)  # release the lock at the end
+
+    @field_validator("connect", "transfer", "step", "unlock")
+    @classmethod
+    def _positive(cls, value: Duration) -> Duration:
+        if float(value) <= 0:
+            raise ValueError("expected a duration above 0s")
+        return value
+
+
 class Rollout(_Model):
     strategy: Literal["rolling", "blue-green"] = "rolling"
     batch: Size = Size.parse("25%")
@@ -353,6 +369,7 @@ class Rollout(_Model):
     spread_by: str | None = None
     forks: int = Field(default=50, ge=1, le=1000)
     lock_ttl: Duration = Duration(1800)
+    timeouts: Timeouts = Timeouts()
     on_failure: Literal["rollback-and-halt"] = "rollback-and-halt"
 
     @field_validator("batch", "canary")

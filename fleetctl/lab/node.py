@@ -359,13 +359,29 @@ class LabNode:
                 self._save_state(app, state, "switch", release)
             return {"current": release, "previous": state["previous"], "changed": changed}
 
+    def set_fleet_release_verdict(self, app: str, release: str, verdict: str,
+                                  reason: str | None = None) -> dict[str, Any]:
+        if verdict not in ("failed", "cleared"):
+            raise NodeError("INVALID_ARGUMENT", f"Verdict must be failed or cleared, not {verdict!r}",
+                            {"parameter": "Verdict"})
+        checked_name(release, "Release")
+        with self._lock:
+            state = self._load_state(app)
+            entry = next((r for r in state["releases"] if r["release"] == release), None)
+            if entry is None:
+                raise NodeError("NOT_FOUND", f"release {release!r} is not recorded for {app}", {"release": release})
+            entry["gate_failed"] = (reason or "failed its health gate") if verdict == "failed" else None
+            self._save_state(app, state, "gate-failed" if verdict == "failed" else "gate-cleared", release)
+            return {"release": release, "gate_failed": entry["gate_failed"]}
+
     def get_fleet_state(self, app: str, root: str, service_name: str | None = None,
                         task_names: list[str] | None = None) -> dict[str, Any]:
         with self._lock:
             state = self._load_state(app, root)
             lock = self._read_json(self._app_dir(app) / "lock.json")
         lock = _lock_view(lock, self.now())
-        releases = [{k: r[k] for k in ("release", "version", "sha256", "installed_at")} for r in state["releases"]]
+        releases = [{**{k: r[k] for k in ("release", "version", "sha256", "installed_at")},
+                     "gate_failed": r.get("gate_failed")} for r in state["releases"]]
         return {"releases": releases, "current": state["current"], "previous": state["previous"],
                 "service": self.scm.status(service_name or app), "lock": lock,
                 "history": state["history"][-HISTORY_KEPT:], "tasks": [self._task_status(n) for n in task_names or []]}

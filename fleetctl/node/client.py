@@ -149,6 +149,9 @@ class NodeClient:
         r = self._call("Switch-FleetRelease", locals())
         return SwitchResult(str(r.get("current", release)), r.get("previous"), bool(r.get("changed")))
 
+    def set_fleet_release_verdict(self, *, app: str, release: str, verdict: str, reason: str | None = None) -> None:
+        self._call("Set-FleetReleaseVerdict", locals())
+
     def get_fleet_state(self, *, app: str, root: str, service_name: str | None = None,
                         task_names: Sequence[str] | None = None) -> NodeState:
         return NodeState.from_result(self._call("Get-FleetState", locals()))

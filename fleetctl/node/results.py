@@ -157,6 +157,7 @@ class ReleaseInfo:
     version: str
     sha256: str
     installed_at: datetime | None
+    gate_failed: str | None = None  # why it failed its health gate on this node (Set-FleetReleaseVerdict)
 
 
 CRASH_WINDOW_MINUTES = 10  # the window of Get-FleetState's service.recent_restarts (protocol)
@@ -226,7 +227,7 @@ class NodeState:
     def from_result(cls, r: dict[str, Any]) -> NodeState:
         releases = tuple(
             ReleaseInfo(str(x.get("release", "")), str(x.get("version", "")), str(x.get("sha256", "")),
-                        parse_time(x.get("installed_at")))
+                        parse_time(x.get("installed_at")), _opt_str(x.get("gate_failed")))
             for x in r.get("releases") or [] if isinstance(x, dict))
         history = tuple(HistoryEntry(parse_time(x.get("at")), str(x.get("action", "")), _opt_str(x.get("release")))
                         for x in r.get("history") or [] if isinstance(x, dict))

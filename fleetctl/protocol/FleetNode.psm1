@@ -1134,6 +1134,33 @@ function Switch-FleetRelease {
     }
 }
 
+function Set-FleetReleaseVerdict {
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$App,
+        [Parameter(Mandatory = $true)][string]$Release,
+        [Parameter(Mandatory = $true)][string]$Verdict,
+        [string]$Reason
+    )
+    Invoke-FleetOperation {
+        Assert-FleetName $App 'App'
+        Assert-FleetName $Release 'Release' -AllowPlus
+        if ($Verdict -cne 'failed' -and $Verdict -cne 'cleared') { Throw-FleetError 'INVALID_ARGUMENT' 'Verdict must be failed or cleared' @{ parameter = 'Verdict' } }
+        Use-FleetAppMutex $App {
+            $state = Read-FleetAppState $App
+            $entry = @($state.releases | Where-Object { $_.release -eq $Release }) | Select-Object -First 1
+            if ($null -eq $entry) { Throw-FleetError 'NOT_FOUND' "release $Release is not recorded for $App" @{ release = $Release } }
+            $mark = $null
+            if ($Verdict -eq 'failed') { $mark = $(if ([string]::IsNullOrEmpty($Reason)) { 'failed its health gate' } else { $Reason }) }
+            # Entries are hashtables (Read-FleetJsonFile): the key is added or overwritten in place.
+            $entry['gate_failed'] = $mark
+            Add-FleetHistory $state $(if ($Verdict -eq 'failed') { 'gate-failed' } else { 'gate-cleared' }) $Release
+            Write-FleetAppState $App $state
+            return @{ release = $Release; gate_failed = $mark }
+        }
+    }
+}
+
 function Get-FleetState {
     [CmdletBinding()]
     param(
@@ -1151,7 +1178,7 @@ function Get-FleetState {
         $lock = Get-FleetLockView (Read-FleetJsonFile (Join-Path (Get-FleetAppDirectory $App) 'lock.json'))
         $since = $null
         foreach ($entry in @($state.history)) { if ($entry.action -eq 'switch' -and $entry.release -eq $state.current) { $since = $entry.at } }
-        $releases = @($state.releases | ForEach-Object { @{ release = $_.release; version = $_.version; sha256 = $_.sha256; installed_at = $_.installed_at } })
+        $releases = @($state.releases | ForEach-Object { @{ release = $_.release; version = $_.version; sha256 = $_.sha256; installed_at = $_.installed_at; gate_failed = $_.gate_failed } })
         $history = @($state.history)
         if ($history.Count -gt 50) { $history = $history[($history.Count - 50)..($history.Count - 1)] }
         return @{
@@ -1625,7 +1652,8 @@ function Get-FleetLog {
 Export-ModuleMember -Function @(
     'Get-FleetFacts', 'Lock-FleetApp', 'Update-FleetAppLock', 'Unlock-FleetApp', 'Test-FleetArtifact', 'Receive-FleetArtifact',
     'Save-FleetArtifactFromUrl', 'Install-FleetRelease', 'Set-FleetService', 'Stop-FleetService',
-    'Start-FleetService', 'Switch-FleetRelease', 'Get-FleetState', 'Test-FleetHealth', 'Remove-FleetRelease',
+    'Start-FleetService', 'Switch-FleetRelease', 'Set-FleetReleaseVerdict',
+    'Get-FleetState', 'Test-FleetHealth', 'Remove-FleetRelease',
     'Set-FleetFirewallRule', 'Set-FleetScheduledTask', 'Set-FleetPortProxy', 'Get-FleetEvents', 'Remove-FleetService',
     'Remove-FleetApp', 'Get-FleetLog'
 )

@@ -240,12 +240,21 @@ OPERATIONS_LIST: tuple[Operation, ...] = (
         ("NOT_FOUND",),
     ),
     Operation(
+        "Set-FleetReleaseVerdict",
+        "Record in the node state that a release failed its health gate here (Verdict failed, with Reason), or "
+        "clear that mark (Verdict cleared). A rollback never returns to a release marked failed unless forced.",
+        (APP, _p("Release", "string", True), _p("Verdict", "string", True, "failed or cleared"),
+         _p("Reason", "string", False, "one line: why the gate failed (already redacted by the controller)")),
+        {"release": "release id", "gate_failed": "the recorded reason, or null when cleared"},
+        ("NOT_FOUND", "INVALID_ARGUMENT"),
+    ),
+    Operation(
         "Get-FleetState",
         "The node's truth about one app: releases kept, current, previous, service, lock and its scheduled tasks.",
         (APP, ROOT, _p("ServiceName", "string", False, "defaults to App"),
          _p("TaskNames", "string[]", False, "scheduled tasks (in \\fleetctl\\) to report")),
         {
-            "releases": "list of {release, version, sha256, installed_at}, oldest first",
+            "releases": "list of {release, version, sha256, installed_at, gate_failed (reason or null)}, oldest first",
             "current": "release id or null",
             "previous": "release id or null",
             "service": "{exists, state, pid, start_time, restarts, recent_restarts, binary_path}: restarts since "

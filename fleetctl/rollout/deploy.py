@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import cast
 
@@ -23,7 +23,7 @@ from fleetctl.artifacts.url_artifact import ArtifactUrl
 from fleetctl.config.playbook import Playbook
 from fleetctl.errors import ConfigError
 from fleetctl.node.client import NodeClient
-from fleetctl.node.results import NodeState
+from fleetctl.node.results import NodeState, ServiceInfo
 from fleetctl.node.transfer import ArtifactSource, TransferMode, ensure_artifact
 from fleetctl.rollout.events import HostOutcome, HostStepStarted
 from fleetctl.rollout.host_plan import HostPlan, plan_host
@@ -34,10 +34,15 @@ from fleetctl.rollout.host_steps import (
     StopHung,
     activate,
     describe_error,
+    furthest,
+    is_lost,
     left_running,
     read_state,
-    return_to,
+    release_failed,
+    release_like,
     seconds,
+    stored_definition,
+    unknown_outcome,
 )
 from fleetctl.rollout.preparation import PreparedDeploy
 from fleetctl.rollout.release import Release
@@ -142,21 +147,21 @@ class DeployProcedure:
         assert isinstance(staged, StagedDeploy)
         job = self.job(ctx.host)
         release, plan = job.release, staged.plan
+        ctx.returns_to = (plan.rollback_to, plan.rollback_version)
+        ctx.running_before = staged.state.current
         try:
             activate(ctx, release, release.service, job.health_for(release.version), job, record=True)
         except StopHung as hung:
             outcome = left_running(ctx, release, plan.current, hung)
         except Exception as err:  # noqa: BLE001
-            reason = describe_error(err)
-            if plan.rollback_to is None:
-                outcome = stop_without_previous(ctx, job, reason)
-            else:
-                outcome = return_to(ctx, release, plan.rollback_to, plan.rollback_version or "", job.health_for,
-                                    job, reason)
+            outcome = roll_back_after_failure(ctx, job, release, plan.rollback_to, plan.rollback_version, err)
         else:
             outcome = HostOutcome(ctx.host, "deployed", release.id, None, ctx.timings)
-        return HostOutcome(outcome.host, outcome.outcome, outcome.release, outcome.error, outcome.timings,
-                           ctx.transfer_method)
+        return replace(outcome, transfer=ctx.transfer_method)
+
+    def recheck(self, ctx: HostContext, outcome: HostOutcome) -> HostOutcome:
+        """At the end of its batch (and of the canary bake): still running what its gate saw?"""
+        return recheck_deployed(ctx, self.job(ctx.host), outcome)
 
     def follow_up(self, ctx: HostContext, outcome: HostOutcome) -> HostOutcome:
         """Retention; an error is reported on the host, it does not undo a healthy deploy."""
@@ -175,7 +180,7 @@ class DeployProcedure:
         job = self.job(ctx.host)
         after = rollback_host(ctx, RollbackJob(reference=job.release, health_for=job.health_for,
                                                start_timeout=job.start_timeout, stop_timeout=job.stop_timeout))
-        if after.outcome == "deployed":
+        if after.outcome == "rolled_back":
             return HostOutcome(ctx.host, "rolled_back", after.release, "rolled back because the canary batch "
                                "failed", ctx.timings)
         return after
@@ -204,17 +209,6 @@ def transfer_wrapper(ctx: HostContext, job: DeployJob) -> None:
 def announce_fallback(ctx: HostContext) -> Callable[[str], None]:
     # Shown in the live view and kept in the journal as the transfer step's detail.
     return lambda reason: ctx.bus.emit(HostStepStarted(ctx.host, "transfer", f"pull failed ({reason}): pushing"))
-
-
-def stop_without_previous(ctx: HostContext, job: DeployJob, reason: str) -> HostOutcome:
-    """No release to go back to: do not leave a broken service running."""
-    try:
-        ctx.step("rollback", lambda: ctx.client.stop_fleet_service(
-            name=job.release.service.name, timeout_seconds=seconds(job.stop_timeout)), "no previous release: stop")
-        note = "no previous release to roll back to; service stopped"
-    except Exception as err:  # noqa: BLE001
-        note = f"no previous release to roll back to; stopping the service failed: {describe_error(err)}"
-    return HostOutcome(ctx.host, "failed", None, f"{reason} ({note})", ctx.timings)
 
 
 def host_extras(playbook: Playbook) -> Callable[[NodeClient], None] | None:
@@ -252,3 +246,77 @@ def start_pull_server(prepared: PreparedDeploy) -> tuple[PullServer | None, tupl
                               file=prepared.fleet.targets.source.path, key="transfer") from None
         return None, (f"the artifact pull server could not start ({err}); transfer: auto pushes over WinRM",)
     return server, ()
+
+
+# --- after a failure ---------------------------------------------------------------------------------------
+
+
+def roll_back_after_failure(ctx: HostContext, job: DeployJob, release: Release, previous: str | None,
+                            previous_version: str | None, err: BaseException) -> HostOutcome:
+    """Return a host whose new release failed to the release it ran before; mark the release failed on the node
+    when it was the release's fault. A host that stopped answering after its service was touched is `unknown`."""
+    reason = describe_error(err)
+    failed = release.id if release_failed(err) else None
+    touched = ctx.touched
+    if failed is not None:
+        try:
+            ctx.step("rollback", lambda: ctx.client.set_fleet_release_verdict(
+                app=release.app, release=release.id, verdict="failed", reason=reason[:500]),
+                f"mark {release.id} failed")
+        except Exception:  # noqa: BLE001, S110 - the journal keeps the mark too (HostOutcome.failed_release)
+            pass
+    if previous is None:
+        # No release to go back to: do not leave a broken service running.
+        try:
+            ctx.step("rollback", lambda: ctx.client.stop_fleet_service(
+                name=release.service.name, timeout_seconds=seconds(job.stop_timeout)), "no previous release: stop",
+                extra=job.stop_timeout)
+            note = "no previous release to roll back to; service stopped"
+        except Exception as again:  # noqa: BLE001
+            if is_lost(again) and touched is not None:
+                return unknown_outcome(ctx, touched, reason, again, failed, None)
+            note = f"no previous release to roll back to; stopping the service failed: {describe_error(again)}"
+        return HostOutcome(ctx.host, "failed", None, f"{reason} ({note})", ctx.timings, failed_release=failed)
+    try:
+        definition = ctx.step("rollback", lambda: stored_definition(ctx.client, release, previous),
+                              f"back to {previous}")
+        target = release_like(release, previous, previous_version or "")
+        back_note = activate(ctx, target, definition, job.health_for(previous_version or ""), job, record=False,
+                             step_prefix=True)
+    except Exception as again:  # noqa: BLE001
+        if (is_lost(again) or is_lost(err)) and touched is not None and not isinstance(again, StopHung):
+            return unknown_outcome(ctx, furthest(touched, ctx.touched) or touched, reason, again, failed,
+                            ctx.running_before if ctx.running_before != release.id else None)
+        return HostOutcome(ctx.host, "failed", None, f"{reason}; rollback to {previous} failed: "
+                                                     f"{describe_error(again)}", ctx.timings, failed_release=failed)
+    return HostOutcome(ctx.host, "rolled_back", previous, f"{reason} ({back_note})" if back_note else reason,
+                       ctx.timings, failed_release=failed)
+
+
+def recheck_deployed(ctx: HostContext, job: DeployJob, outcome: HostOutcome) -> HostOutcome:
+    """At the end of its batch (and of the canary bake): a host that passed its gate must still run the release
+    with the process the gate saw. One that exited or restarted since fails like a gate failure (rolled back)."""
+    seen = ctx.gate_service
+    if outcome.outcome != "deployed" or seen is None:
+        return outcome
+    state = ctx.step("health", lambda: read_state(ctx, job.release), "still running since its gate?")
+    problem = watch_problem(job.release.id, seen, state)
+    if problem is None:
+        return outcome
+    previous, version = ctx.returns_to
+    ctx.touched = "start"
+    return roll_back_after_failure(ctx, job, job.release, previous, version, StepFailed("watch", problem))
+
+
+def watch_problem(release_id: str, seen: ServiceInfo, state: NodeState) -> str | None:
+    """Why a host that passed its gate does not count as healthy now, or None. Pure."""
+    now = state.service
+    if state.current != release_id:
+        return f"the node switched to {state.current} after the health gate"
+    if now is None or now.state != "Running":
+        return (f"crash after its health gate, before the batch ended: service {now.state if now else 'absent'} "
+                f"(was pid {seen.pid})")
+    if now.pid != seen.pid or now.restarts > seen.restarts:
+        return (f"unstable after its health gate, before the batch ended: service restarted (pid {seen.pid} -> "
+                f"{now.pid}, restarts {seen.restarts} -> {now.restarts})")
+    return None

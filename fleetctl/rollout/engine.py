@@ -36,6 +36,7 @@ from fleetctl.node.client import NodeClient
 from fleetctl.node.results import LockInfo
 from fleetctl.plan import Plan
 from fleetctl.protocol.errors import NodeOperationError
+from fleetctl.rollout.deadlines import PhaseTimeouts
 from fleetctl.rollout.events import (
     Baking,
     BatchFinished,
@@ -52,7 +53,7 @@ from fleetctl.rollout.host_steps import HostContext, Interruption, describe_erro
 from fleetctl.rollout.lock_keeper import HolderJudge, LockKeeper, refusal, this_process
 from fleetctl.rollout.procedure import HostProcedure
 from fleetctl.rollout.verdict import (
-    is_failed,
+    FAILED_OUTCOMES,
     judge_batch,
     judge_run,
     lock_held_message,
@@ -60,6 +61,8 @@ from fleetctl.rollout.verdict import (
     over_budget,
     unreachable_verdict,
 )
+
+Recheck = Callable[[HostContext, HostOutcome], HostOutcome]  # a deployed host still running at its batch's end?
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,8 @@ class RolloutEngine:
     lock: LockSpec
     forks: int = 50
     interruption: Interruption = field(default_factory=Interruption)
+    timeouts: PhaseTimeouts | None = None  # per-phase bounds of each host's node calls (rollout.timeouts)
+    unlock_hint: str = ""  # the command that frees a lock this run could not release, for the message
 
     def __post_init__(self) -> None:
         self._hosts: dict[str, _Host] = {}
@@ -126,6 +131,10 @@ class RolloutEngine:
         self._background: dict[str, Future[None]] = {}  # host -> its follow-up work
         self._pool: ThreadPoolExecutor | None = None
         self.info = self.procedure.info
+        # What the procedure adds to the engine's rules: which outcomes count as failed (a rollback's success is
+        # `rolled_back`), and the end-of-batch check of hosts that passed their gate.
+        self.failed_outcomes: tuple[str, ...] = getattr(self.procedure, "failed_outcomes", FAILED_OUTCOMES)
+        self.recheck: Recheck | None = getattr(self.procedure, "recheck", None)
         self._keeper = LockKeeper(app=self.lock.app, deploy_id=self.info.run_id, ttl_seconds=self.lock.ttl_seconds,
                                   bus=self.bus, on_lost=self._halt)
 
@@ -139,6 +148,7 @@ class RolloutEngine:
             self.bus.emit(Notice(note))
         workers = max(1, min(self.forks, len(plan.hosts) or 1))
         result: RunResult | None = None
+        leaked: list[str] = []
         try:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fleetctl-host") as pool:
                 self._pool = pool
@@ -152,8 +162,10 @@ class RolloutEngine:
                 finally:
                     self._join_background()
                     self._keeper.stop()
-                    self._unlock_all(pool)
+                    leaked = self._unlock_all(pool)
             assert result is not None
+            if leaked:
+                result = self._with_leaked_locks(result, leaked)
             self.bus.emit(RunFinished(result.run_id, result.exit_code, result.outcomes, result.message))
             return result
         finally:
@@ -168,7 +180,7 @@ class RolloutEngine:
 
         def lock_one(name: str) -> None:
             client = self.connect(name)
-            host = _Host(HostContext(name, client, self.bus, self.interruption))
+            host = _Host(HostContext(name, client, self.bus, self.interruption, timeouts=self.timeouts))
             with self._guard:
                 self._hosts[name] = host
             sent = time.monotonic()
@@ -205,6 +217,8 @@ class RolloutEngine:
             except Exception as err:  # noqa: BLE001 - unreachable, auth... : this host fails, the run goes on
                 host.outcome = HostOutcome(name, "failed", None, f"connect: {describe_error(err)}",
                                            host.ctx.timings)
+                # A lock call that outlived its budget may still take the lock: try to release it at the end.
+                host.locked = host.ctx.lost is not None
                 return
             self._keeper.hold(name, client, sent)
 
@@ -247,7 +261,8 @@ class RolloutEngine:
                 self._await_gates(batch.hosts, futures)
                 self._stage_batch(pool, following.hosts)
             self._wait(futures)
-            failed = tuple(n for n in batch.hosts if is_failed(self._outcome(n).outcome))
+            self._recheck(pool, batch.hosts)
+            failed = tuple(n for n in batch.hosts if self._outcome(n).outcome in self.failed_outcomes)
             self.bus.emit(BatchFinished(batch.index, passed=not failed, failed=failed))
             verdict = judge_batch(canary=batch.canary, failed=failed, failures=self._failures,
                                   max_failed=self.plan.max_failed)
@@ -262,6 +277,12 @@ class RolloutEngine:
                 if self.plan.canary_bake > 0:
                     self.bus.emit(Baking(self.plan.canary_bake))
                     self._bake(self.plan.canary_bake)
+                    # The bake is part of the canaries' test: one that died while baking fails the canary batch.
+                    self._recheck(pool, batch.hosts)
+                    failed = tuple(n for n in batch.hosts if self._outcome(n).outcome in self.failed_outcomes)
+                    if failed:
+                        self._halt(f"canary failed during its bake on {', '.join(failed)}")
+                        self._undo_canaries(pool, batch.hosts)
         return self._conclude()
 
     def _bake(self, seconds: float) -> None:
@@ -270,6 +291,28 @@ class RolloutEngine:
         while (left := deadline - time.monotonic()) > 0:
             if self.interruption.requested.wait(min(left, 0.1)) or self._halted.is_set():
                 return
+
+    def _recheck(self, pool: ThreadPoolExecutor, names: tuple[str, ...]) -> None:
+        """Every host of the batch that passed its gate must still be running it now: restarts and exits are
+        watched from the switch until the batch (and the canary bake) ends."""
+        recheck = self.recheck
+        if recheck is None:
+            return
+        self._wait([f for n, f in self._background.items() if n in names])  # retention first, one thing a host
+        passed = [self._hosts[n] for n in names if self._outcome(n).outcome == "deployed"]
+
+        def one(host: _Host) -> None:
+            before = self._outcome(host.ctx.host)
+            try:
+                after = recheck(host.ctx, before)
+            except Exception as err:  # noqa: BLE001
+                after = HostOutcome(host.ctx.host, before.outcome, before.release,
+                                    f"could not be checked at the end of its batch: {describe_error(err)}",
+                                    before.timings, before.transfer)
+            if after != before:
+                self._record(host, after)
+
+        self._wait([pool.submit(one, h) for h in passed])
 
     def _await_gates(self, names: tuple[str, ...], futures: list[Future[None]]) -> None:
         """Return once every host of the batch is in its health gate or done (its transfer, stop and start no
@@ -354,9 +397,9 @@ class RolloutEngine:
     def _record(self, host: _Host, outcome: HostOutcome, announce: bool = True) -> None:
         """Store a host's outcome and announce it (a canary undone after passing is announced again)."""
         with self._guard:
-            already_failed = host.outcome is not None and is_failed(host.outcome.outcome)
+            already_failed = host.outcome is not None and host.outcome.outcome in self.failed_outcomes
             host.outcome = outcome
-            if is_failed(outcome.outcome) and not already_failed:
+            if outcome.outcome in self.failed_outcomes and not already_failed:
                 self._failures += 1
             if announce:
                 self._reported.add(host.ctx.host)
@@ -401,6 +444,16 @@ class RolloutEngine:
         self._halted.set()
         self.bus.emit(Halting(reason))
 
+    def _with_leaked_locks(self, result: RunResult, leaked: list[str]) -> RunResult:
+        """Name every lock left behind and how to free it; a run that looked clean is not reported as one."""
+        hint = self.unlock_hint or "fleetctl deploy PLAYBOOK --limit HOST --force"
+        names = ":".join(entry.split(" ", 1)[0] for entry in leaked)
+        message = (f"lock left on {'; '.join(leaked)}: it expires after the lock TTL ({self.lock.ttl_seconds}s); "
+                   f"to free it once the host answers: {hint.replace('HOST', names)}")
+        self.bus.emit(Notice(message))
+        text = f"{result.message}; {message}" if result.message else message
+        return RunResult(result.run_id, result.exit_code, result.outcomes, text, result.halted)
+
     def _outcome(self, name: str) -> HostOutcome:
         host = self._hosts.get(name)
         if host is None or host.outcome is None:
@@ -415,7 +468,8 @@ class RolloutEngine:
         outcomes = {n: self._outcome(n) for n in self.plan.hosts}
         self._report_rest(outcomes)
         verdict = judge_run(outcomes.values(), interrupted=self.interruption.requested.is_set(),
-                            halt_reason=self._halt_reason, max_failed=self.plan.max_failed)
+                            halt_reason=self._halt_reason, max_failed=self.plan.max_failed,
+                            failed_outcomes=self.failed_outcomes)
         return self._result(verdict.exit_code, outcomes, verdict.message, halted=verdict.halted)
 
     def _report_rest(self, outcomes: dict[str, HostOutcome]) -> None:
@@ -434,24 +488,31 @@ class RolloutEngine:
     def _result(self, code: int, outcomes: dict[str, HostOutcome], message: str, halted: bool = False) -> RunResult:
         return RunResult(self.info.run_id, code, outcomes, message, halted)
 
-    def _unlock_all(self, pool: ThreadPoolExecutor) -> None:
-        """Release every lock this run took, whatever happened (a lock left behind expires after its TTL)."""
+    def _unlock_all(self, pool: ThreadPoolExecutor) -> list[str]:
+        """Release every lock this run took, whatever happened; the hosts whose lock is left behind (it expires
+        after its TTL), each with the reason."""
+        leaked: list[str] = []
+
         def unlock(host: _Host) -> None:
             try:
                 if host.locked:
+                    # A host lost earlier (a call outlived its budget) is not asked again: named as leaked.
                     host.ctx.step("unlock", lambda: host.ctx.client.unlock_fleet_app(
                         app=self.lock.app, deploy_id=self.info.run_id))
                     host.locked = False
-            except Exception:  # noqa: BLE001, S110 - unreachable now: the lock expires by its TTL
-                pass
+            except Exception as err:  # noqa: BLE001 - named in the run's message, never swallowed
+                with self._guard:
+                    leaked.append(f"{host.ctx.host} ({describe_error(err)})")
             finally:
-                try:
-                    host.ctx.client.close()
-                except Exception:  # noqa: BLE001, S110 - closing is best effort
-                    pass
+                if host.ctx.lost is None:
+                    try:
+                        host.ctx.client.close()
+                    except Exception:  # noqa: BLE001, S110 - closing is best effort
+                        pass
 
         futures = [pool.submit(unlock, h) for h in list(self._hosts.values())]
         wait(futures)
+        return sorted(leaked)
 
 
 def _holder(err: NodeOperationError) -> LockInfo | None:

@@ -15,7 +15,9 @@ from typing import Any, Literal
 
 from fleetctl.config.redaction import redact
 
-Outcome = Literal["deployed", "skipped", "rolled_back", "failed", "not_started", "removed"]
+# `unknown`: the host was lost (unreachable, silent, refusing our credentials) after its service was touched, so
+# nobody can say which release it runs; it counts as failed and the run never reports a clean halt.
+Outcome = Literal["deployed", "skipped", "rolled_back", "failed", "not_started", "removed", "unknown"]
 Step = Literal[
     "connect", "lock", "transfer", "install", "service", "stop", "switch", "start", "health", "record",
     "retention", "unlock", "rollback", "remove",
@@ -30,9 +32,13 @@ class HostOutcome:
     error: str | None = None  # redacted one-line reason for failed / rolled_back
     timings: dict[str, float] = field(default_factory=dict)  # step -> seconds
     transfer: str | None = None  # how the artifact got there: "pull", "push", "skipped" (None: no transfer step)
+    failed_release: str | None = None  # the release that failed its gate (or start) on this host in this run
 
     def to_json(self) -> dict[str, object]:
-        return {"outcome": self.outcome, "release": self.release, "error": self.error}
+        doc: dict[str, object] = {"outcome": self.outcome, "release": self.release, "error": self.error}
+        if self.failed_release:
+            doc["failed_release"] = self.failed_release
+        return doc
 
 
 @dataclass(frozen=True)

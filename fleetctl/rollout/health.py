@@ -38,7 +38,7 @@ class HealthCheck:
     interval: float = 1.0
     timeout: float = 5.0
     retries: int = 30
-    stability_window: float = 5.0
+    stability_window: float = 10.0
 
     @classmethod
     def from_playbook(cls, health: Health) -> HealthCheck:
@@ -149,12 +149,14 @@ def run_health_gate(
     aborted: Callable[[], bool] = lambda: False,
     sleep: Sleep = time.sleep,
     clock: Clock = time.monotonic,
+    started_pid: int | None = None,
 ) -> HealthResult:
     """Retry `probe` (every `interval`, at most `retries` tries) until it passes, then hold the stability window.
 
     A failed probe while the service is not Running fails the gate (a crash does not heal by waiting); the service
     is read after the first failed probe and then at most every `SERVICE_POLL_S`. `aborted`
-    ends the gate early as a failure (a second Ctrl-C). `sleep`/`clock` are injectable for tests.
+    ends the gate early as a failure (a second Ctrl-C). `sleep`/`clock` are injectable for tests. `started_pid` (what
+    the start reported) makes a restart between the start and the window count too: watched from the switch.
     """
     started = clock()
     attempts = 0
@@ -195,7 +197,8 @@ def run_health_gate(
             f"unhealthy after {attempts} tr{'y' if attempts == 1 else 'ies'}: {verdict.reason}")
         return HealthResult(False, reason, attempts, probe_seconds, {"probe": probe_seconds})
 
-    stability = hold_stability_window(check, probe, service, aborted=aborted, sleep=sleep, clock=clock)
+    stability = hold_stability_window(check, probe, service, aborted=aborted, sleep=sleep, clock=clock,
+                                      started_pid=started_pid)
     total = clock() - started
     timings = {"probe": probe_seconds, "stability": total - probe_seconds}
     if stability is not None:
@@ -211,6 +214,7 @@ def hold_stability_window(
     aborted: Callable[[], bool] = lambda: False,
     sleep: Sleep = time.sleep,
     clock: Clock = time.monotonic,
+    started_pid: int | None = None,
 ) -> str | None:
     """Watch the service for `stability_window` seconds: Running, same PID, no restarts, probes passing.
 
@@ -227,6 +231,9 @@ def hold_stability_window(
     baseline = service()
     if baseline is None or baseline.state != "Running":
         return f"crash: service {baseline.state if baseline else 'absent'} right after passing its health check"
+    if started_pid is not None and baseline.pid is not None and baseline.pid != started_pid:
+        return (f"unstable: service restarted before its stability window (pid {started_pid} at start -> "
+                f"{baseline.pid})")
     deadline = clock() + window
     step = max(0.05, min(check.interval, window))
     next_read = clock() + SERVICE_POLL_S

@@ -3,7 +3,8 @@ activation sequence (service definition → stop → switch → start → health
 host's own return to its previous release all use, the health gate, and errors as one redacted line.
 
 Failure rule (docs/rollouts.md): a failure before the service definition is touched changes nothing the service
-runs. From the service step on, a failing host is returned at once to the release it ran before (`return_to`). A
+runs. From the service step on, a failing host is returned at once to the release it ran before
+(`deploy.roll_back_after_failure`); one lost after its service was touched is `unknown` (`unknown_outcome`). A
 stop that times out is the exception: Windows kills nothing, so the old process still runs; the junction is not
 switched under it, the definition of the release it runs is put back and the host is `failed` without another
 stop (`StopHung`, `left_running`). Every step is timed into `HostOutcome.timings`.
@@ -29,6 +30,7 @@ from fleetctl.node.client import NodeClient
 from fleetctl.node.probe import ProbeResult, probe_from_controller, probe_from_node
 from fleetctl.node.results import NodeState, ServiceInfo
 from fleetctl.protocol.errors import NodeOperationError, TransportError
+from fleetctl.rollout.deadlines import PhaseTimeout, PhaseTimeouts, call_within
 from fleetctl.rollout.events import (
     EventBus,
     HostOutcome,
@@ -97,20 +99,50 @@ class HostContext:
     gating: threading.Event = field(default_factory=threading.Event)  # set when the host reaches its health gate
     last_state: NodeState | None = None  # the newest node state read since the switch (spares the record read)
     transfer_method: str | None = None  # "pull", "push", "url" or "skipped" once the transfer step ran
+    timeouts: PhaseTimeouts | None = None  # None: steps are not bounded (unit tests of single steps)
+    lost: str | None = None  # why the host stopped answering (a phase outlived its budget); no more calls then
+    touched: str | None = None  # the last step that changed the running service (service, stop, switch, start)
+    started_pid: int | None = None  # the pid Start-FleetService reported: the gate's baseline
+    gate_service: ServiceInfo | None = None  # the service as the passed gate last saw it (batch-end recheck)
+    returns_to: tuple[str | None, str | None] = (None, None)  # (release, version) a failed deploy goes back to
+    running_before: str | None = None  # the release the host's junction pointed at before this run touched it
 
-    def step(self, name: Step, action: Callable[[], T], detail: str = "") -> T:
-        """Run one step: announce it, time it (accumulating, since rollback repeats steps)."""
+    def step(self, name: Step, action: Callable[[], T], detail: str = "", extra: float = 0.0) -> T:
+        """Run one step: announce it, time it (accumulating, since rollback repeats steps), bound it by its
+        phase's timeout (+ `extra` seconds the operation may wait on the node by itself)."""
+        if self.lost is not None:
+            raise PhaseTimeout(f"not asked: lost earlier ({self.lost})")
         self.bus.emit(HostStepStarted(self.host, name, detail))
         began, started = time.time(), time.monotonic()
         failed = True
         try:
-            result = action()
+            if self.timeouts is None:
+                result = action()
+            else:
+                try:
+                    result = call_within(self.timeouts.for_step(name) + extra, action, f"{name} {detail}".strip())
+                except PhaseTimeout as err:
+                    self.lost = f"{name}: {err.reason}"
+                    raise
             failed = False
             return result
         finally:
             seconds = time.monotonic() - started
             self.timings[name] = self.timings.get(name, 0.0) + seconds
             self.bus.emit(HostStepFinished(self.host, name, began, seconds, failed, detail))
+
+    def bounded(self, what: str, action: Callable[[], T]) -> T:
+        """One node call inside a step (the gate's probes and state reads), bounded by the `step` timeout: a
+        host that goes silent in its gate costs one timeout, not the gate's whole allowance."""
+        if self.lost is not None:
+            raise PhaseTimeout(f"not asked: lost earlier ({self.lost})")
+        if self.timeouts is None:
+            return action()
+        try:
+            return call_within(self.timeouts.step, action, what)
+        except PhaseTimeout as err:
+            self.lost = f"{what}: {err.reason}"
+            raise
 
     def progress(self, step: Step) -> Callable[[int, int], None]:
         return lambda done, total: self.bus.emit(HostProgress(self.host, step, done, total))
@@ -168,53 +200,98 @@ def left_running(ctx: HostContext, reference: Release, running: str | None, hung
                                                     "the host, then deploy again)", ctx.timings)
 
 
-def return_to(ctx: HostContext, reference: Release, release_id: str, version: str, health_for: HealthFor,
-              job: ServiceTimeouts, reason: str, *, what: str = "rollback") -> HostOutcome:
-    """After `reason` failed a host from its service step on: make `release_id` the running release again with
-    its own stored service definition, gated (timed as the "rollback" step). `rolled_back`, or `failed` when that
-    fails too (`what` names the attempt in the message)."""
-    try:
-        definition = ctx.step("rollback", lambda: stored_definition(ctx.client, reference, release_id),
-                              f"back to {release_id}")
-        activate(ctx, release_like(reference, release_id, version), definition, health_for(version), job,
-                 record=False, step_prefix=True)
-    except Exception as err:  # noqa: BLE001
-        return HostOutcome(ctx.host, "failed", None, f"{reason}; {what} to {release_id} failed: "
-                                                     f"{describe_error(err)}", ctx.timings)
-    return HostOutcome(ctx.host, "rolled_back", release_id, reason, ctx.timings)
+def release_failed(err: BaseException) -> bool:
+    """Whether a failure is the release's own (its gate, its start), as opposed to the host or network's."""
+    if isinstance(err, StepFailed):
+        return err.step in ("health", "record", "watch")
+    return isinstance(err, NodeOperationError) and err.code in ("SERVICE_START_FAILED", "SERVICE_START_TIMEOUT")
+
+
+def is_lost(err: BaseException) -> bool:
+    return isinstance(err, TransportError)
+
+
+_TOUCH_ORDER = ("service", "stop", "switch", "start")
+
+
+def furthest(first: str | None, then: str | None) -> str | None:
+    """The furthest a host's service got, of the failed activation and the rollback attempt after it."""
+    steps = [t for t in (first, then) if t in _TOUCH_ORDER]
+    return max(steps, key=_TOUCH_ORDER.index) if steps else first or then
+
+
+def unknown_outcome(ctx: HostContext, touched: str, reason: str, again: BaseException, failed: str | None,
+             running: str | None) -> HostOutcome:
+    """A host lost after its service was touched: say what is known and what is not. Lost before its service was
+    stopped, it still runs `running` (only its definition may be the new one's): that is known, so `failed`."""
+    if touched == "service" and running is not None:
+        return HostOutcome(ctx.host, "failed", running, f"{reason}; lost before its service was stopped: it still "
+                                                        f"runs {running} (its service definition may already be "
+                                                        f"the new one's; deploy again once it answers)",
+                           ctx.timings, failed_release=failed)
+    after = {"service": "its service definition was updated", "stop": "its service was being stopped",
+             "switch": "its release was being switched", "start": "the new release was being started"}.get(
+        touched, f"step {touched}")
+    return HostOutcome(ctx.host, "unknown", None, f"state unknown: lost after {touched} ({after}): {reason}; "
+                                                  f"rolling back could not reach it: {describe_error(again)}",
+                       ctx.timings, failed_release=failed)
 
 
 def activate(ctx: HostContext, target: Release, definition: ServiceDefinition | None, health: HealthCheck | None,
-             job: ServiceTimeouts, *, record: bool, step_prefix: bool = False) -> None:
+             job: ServiceTimeouts, *, record: bool, step_prefix: bool = False) -> str | None:
     """Make `target` the running release: service definition → stop → switch → start → health [→ record].
 
     Raises StepFailed (or a node/transport error) at the first step that fails. During a rollback
-    (`step_prefix`) every step is timed under "rollback" so the deploy's own step timings stay clean.
+    (`step_prefix`) every step is timed under "rollback" so the deploy's own step timings stay clean. Returns a
+    note when something was not checked: a rollback after a second Ctrl-C confirms the service from the node's
+    state instead of waiting for the whole gate.
     """
     client = ctx.client
 
-    def step(name: Step, action: Callable[[], T], detail: str = "") -> T:
+    def step(name: Step, action: Callable[[], T], detail: str = "", extra: float = 0.0) -> T:
         return ctx.step("rollback" if step_prefix else name, action, f"{name} {detail}".strip()
-                        if step_prefix else detail)
+                        if step_prefix else detail, extra)
+
+    def mark(name: str) -> None:
+        ctx.touched = name  # before the call: a host lost during it may have carried it out
 
     if definition is not None:
+        mark("service")
         step("service", lambda: client.set_fleet_service(**definition.client_kwargs()))
     try:
+        mark("stop")
         step("stop", lambda: client.stop_fleet_service(name=target.service.name,
-                                                       timeout_seconds=seconds(job.stop_timeout)))
+                                                       timeout_seconds=seconds(job.stop_timeout)),
+             extra=job.stop_timeout)
     except NodeOperationError as err:
         if err.code == "SERVICE_STOP_TIMEOUT":
             raise StopHung(describe_error(err)) from None
         raise
+    mark("switch")
     step("switch", lambda: client.switch_fleet_release(app=target.app, root=target.root, release=target.id),
          target.id)
     ctx.last_state = None  # only a state read after this switch can vouch for it
-    step("start", lambda: client.start_fleet_service(name=target.service.name,
-                                                     timeout_seconds=seconds(job.start_timeout)))
-    if health is not None:
+    ctx.gate_service = None
+    mark("start")
+    started = step("start", lambda: client.start_fleet_service(name=target.service.name,
+                                                               timeout_seconds=seconds(job.start_timeout)),
+                   extra=job.start_timeout)
+    ctx.started_pid = started.pid
+    note = None
+    if health is not None and step_prefix and ctx.interruption.abort.is_set():
+        # Interrupted twice: the user wants out now, but the host must not be reported as it is not. Its
+        # service is running the release we returned to, or this says it is not.
+        state = step("health", lambda: read_state(ctx, target), "interrupted: the service's state instead of the gate")
+        service = state.service
+        if state.current != target.id or service is None or service.state != "Running":
+            raise StepFailed("health", f"after the interrupted rollback the node reports release {state.current}, "
+                                       f"service {service.state if service else 'absent'}")
+        note = f"service Running on {target.id}; its health gate was not waited for (interrupted)"
+    elif health is not None:
         ctx.gating.set()
         # Raised inside the step, so the timeline marks the health step itself as the one that failed.
-        step("health", lambda: _passed(gate(ctx, target, health)))
+        step("health", lambda: _passed(gate(ctx, target, health)), extra=_gate_bound(health))
+        ctx.gate_service = ctx.last_state.service if ctx.last_state is not None else None
     if record:
         # The gate's last state read happened after the switch, under our lock: it is as good as a new read.
         seen = ctx.last_state
@@ -222,6 +299,14 @@ def activate(ctx: HostContext, target: Release, definition: ServiceDefinition | 
             "record", lambda: read_state(ctx, target))
         if state.current != target.id:
             raise StepFailed("record", f"the node reports current release {state.current}, expected {target.id}")
+        if ctx.gate_service is None:
+            ctx.gate_service = state.service
+    return note
+
+
+def _gate_bound(check: HealthCheck) -> float:
+    """How long a gate may take by its own rules (retries, per-try timeout, stability window)."""
+    return check.retries * (check.interval + check.timeout) + check.stability_window
 
 
 def _passed(result: HealthResult) -> HealthResult:
@@ -236,15 +321,15 @@ def gate(ctx: HostContext, target: Release, check: HealthCheck) -> HealthResult:
 
     def probe() -> ProbeResult:
         if check.from_node:
-            return probe_from_node(client, check.url, check.timeout)
+            return ctx.bounded("health probe", lambda: probe_from_node(client, check.url, check.timeout))
         return probe_from_controller(check.url, check.timeout)
 
     def service() -> ServiceInfo | None:
-        state = read_state(ctx, target)
+        state = ctx.bounded("health: node state", lambda: read_state(ctx, target))
         ctx.last_state = state
         return state.service
 
-    return run_health_gate(check, probe, service, aborted=ctx.interruption.abort.is_set)
+    return run_health_gate(check, probe, service, aborted=ctx.interruption.abort.is_set, started_pid=ctx.started_pid)
 
 
 def stored_definition(client: NodeClient, release: Release, release_id: str) -> ServiceDefinition | None:

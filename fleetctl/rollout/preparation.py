@@ -27,6 +27,7 @@ from fleetctl.errors import ConfigError
 from fleetctl.node.client import NodeClient
 from fleetctl.node.fleet import connect_client
 from fleetctl.plan import Plan
+from fleetctl.rollout.deadlines import PhaseTimeouts
 from fleetctl.rollout.events import RunInfo, RunKind
 from fleetctl.rollout.health import HealthCheck
 from fleetctl.rollout.release import Release, make_release
@@ -70,6 +71,7 @@ class RolloutTargets:
     forks: int
     owner: str
     lock_ttl: int
+    timeouts: PhaseTimeouts = field(default_factory=PhaseTimeouts)  # rollout.timeouts: each phase's bound
     _health_cache: dict[tuple[str, str], HealthCheck | None] = field(default_factory=dict)
 
     def health_for(self, host: str) -> Callable[[str], HealthCheck | None]:
@@ -121,6 +123,7 @@ class PreparedRollback:
     references: dict[str, Release]  # host -> its app/root/service as configured now (the id is not used)
     to_version: str | None
     run_id: str = field(default_factory=new_run_id)
+    force: bool = False  # --to a release that failed its gate on a host is refused unless forced
 
     @property
     def plan(self) -> Plan:
@@ -151,7 +154,11 @@ def load_fleet(options: DeployOptions, builtins: dict[str, object] | None = None
     if forks < 1:
         raise ConfigError(f"expected at least 1, got {forks}", key="--forks")
     owner = options.owner or f"{getpass.getuser()}@{socket.gethostname()}"
-    return RolloutTargets(targets, plan, playbooks, connections, forks, owner, max(1, int(settings.rollout.lock_ttl)))
+    t = settings.rollout.timeouts
+    timeouts = PhaseTimeouts(connect=float(t.connect), transfer=float(t.transfer), step=float(t.step),
+                             unlock=float(t.unlock))
+    return RolloutTargets(targets, plan, playbooks, connections, forks, owner, max(1, int(settings.rollout.lock_ttl)),
+                          timeouts)
 
 
 def _refuse_unsupported(playbook: Playbook) -> None:
@@ -241,4 +248,4 @@ def prepare_rollback(options: DeployOptions, to_version: str | None = None) -> P
     fleet = load_fleet(options, {"version": to_version or "rollback"})
     references = {h: make_release(pb, version="ref", artifact_sha256="", files={})
                   for h, pb in fleet.playbooks.items()}
-    return PreparedRollback(fleet, references, to_version)
+    return PreparedRollback(fleet, references, to_version, force=options.force)

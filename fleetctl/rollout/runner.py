@@ -32,7 +32,8 @@ from fleetctl.rollout.preparation import (
     prepare_rollback,
 )
 from fleetctl.rollout.procedure import HostProcedure
-from fleetctl.rollout.rollback import RollbackProcedure
+from fleetctl.rollout.rollback import RollbackProcedure, plan_rollback
+from fleetctl.rollout.rollback_target import RollbackPlan
 
 
 @dataclass(frozen=True)
@@ -85,11 +86,13 @@ def run_deploy(prepared: PreparedDeploy, bus: EventBus, *, connect: Connect | No
                              force=force, judge=judge)
 
 
-def run_rollback(prepared: PreparedRollback, bus: EventBus, *, connect: Connect | None = None,
-                 interruption: Interruption | None = None, force: bool = False,
+def run_rollback(prepared: PreparedRollback, bus: EventBus, *, plan: RollbackPlan | None = None,
+                 connect: Connect | None = None, interruption: Interruption | None = None, force: bool = False,
                  judge: HolderJudge | None = None) -> RunResult:
-    """Switch every targeted host to its previous (or the named) kept release, batch by batch, gated."""
-    return run_procedure(prepared.fleet, RollbackProcedure(prepared), bus, connect=connect,
+    """Carry out a rollback plan (`plan_rollback`, computed here when not given) batch by batch, gated: each
+    host switches to its planned target, stays, or fails with the plan's reason. Success is `rolled_back`."""
+    chosen = plan if plan is not None else plan_rollback(prepared, connect=connect)
+    return run_procedure(prepared.fleet, RollbackProcedure(prepared, chosen), bus, connect=connect,
                          interruption=interruption, force=force, judge=judge)
 
 
@@ -103,7 +106,8 @@ def run_procedure(fleet: RolloutTargets, procedure: HostProcedure, bus: EventBus
         plan=fleet.plan, procedure=procedure, connect=connect or fleet.client_factory(), bus=bus,
         lock=LockSpec(app=fleet.targets.settings.name, owner=fleet.owner, ttl_seconds=fleet.lock_ttl, force=force,
                       judge=judge or HolderJudge()),
-        forks=fleet.forks, interruption=interruption)
+        forks=fleet.forks, interruption=interruption, timeouts=fleet.timeouts,
+        unlock_hint=f"fleetctl unlock {fleet.targets.source.path} --limit HOST")
     with sigint_handler(interruption):
         return engine.run()
 
@@ -115,6 +119,7 @@ __all__ = [
     "PreparedRollback",
     "dry_run",
     "load_fleet",
+    "plan_rollback",
     "prepare_deploy",
     "prepare_rollback",
     "run_deploy",

@@ -11,9 +11,9 @@ from typing import Any, Literal
 from fleetctl.errors import EXIT_HALTED, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROLLOUT_FAILED
 from fleetctl.rollout.events import HostOutcome
 
-FAILED_OUTCOMES = ("failed", "rolled_back")
+FAILED_OUTCOMES = ("failed", "rolled_back", "unknown")  # unknown: lost after its service was touched
 ON_TARGET_OUTCOMES = ("deployed", "removed", "skipped")
-COUNT_ORDER = ("deployed", "removed", "skipped", "rolled_back", "failed", "not_started")
+COUNT_ORDER = ("deployed", "removed", "skipped", "rolled_back", "failed", "unknown", "not_started")
 
 
 def is_failed(outcome: str) -> bool:
@@ -67,15 +67,25 @@ class RunVerdict:
 
 
 def judge_run(outcomes: Iterable[HostOutcome], *, interrupted: bool, halt_reason: str | None,
-              max_failed: int) -> RunVerdict:
-    """The run's exit code and one-line message from where every host ended."""
+              max_failed: int, failed_outcomes: Sequence[str] = FAILED_OUTCOMES) -> RunVerdict:
+    """The run's exit code and one-line message from where every host ended. `failed_outcomes`: what counts as a
+    failure (a rollback's success is `rolled_back`, so there only `failed` and `unknown` do)."""
     values = list(outcomes)
-    failed = [o.host for o in values if is_failed(o.outcome)]
-    on_target = [o.host for o in values if o.outcome in ON_TARGET_OUTCOMES]
+    failed = [o.host for o in values if o.outcome in failed_outcomes]
+    done = ON_TARGET_OUTCOMES + (("rolled_back",) if "rolled_back" not in failed_outcomes else ())
+    on_target = [o.host for o in values if o.outcome in done]
     pending = [o.host for o in values if o.outcome == "not_started"]
+    unknown = [o.host for o in values if o.outcome == "unknown"]
     counts = counts_text(values)
     if interrupted:
         return RunVerdict(EXIT_INTERRUPTED, f"interrupted: {counts}")
+    if unknown:
+        # Not a clean halt: nobody knows what those hosts run. Exit 3 says the fleet may be on mixed releases.
+        lost = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        why = f"halted: {halt_reason}; " if halt_reason else ""
+        return RunVerdict(EXIT_HALTED, f"{why}state unknown on {lost} (lost after their service was touched): "
+                                       f"hosts may be on mixed releases; check them with `fleetctl status` and run "
+                                       f"again ({counts})", halted=bool(halt_reason))
     # A halt with every host done and none failed can only be a lock lost after the last change: not a failure.
     if halt_reason and (pending or failed):
         mixed = bool(on_target) and bool(pending or failed)

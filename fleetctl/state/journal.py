@@ -55,7 +55,7 @@ from fleetctl.rollout.events import (
 )
 from fleetctl.rollout.lock_keeper import process_start_marker  # one reading of /proc for runs and locks
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_PATH = Path(".fleetctl") / "history.db"
 PATH_ENV = "FLEETCTL_HISTORY_DB"
 
@@ -112,6 +112,10 @@ _MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE hosts ADD COLUMN spans TEXT;
     ALTER TABLE runs ADD COLUMN batch_spans TEXT;
     ALTER TABLE runs ADD COLUMN notifications TEXT;
+    """,
+    # 3: the release that failed its gate (or start) on the host in that run, so rollback never returns to it.
+    """
+    ALTER TABLE hosts ADD COLUMN failed_release TEXT;
     """,
 )
 
@@ -454,16 +458,18 @@ class Journal:
         now = time.time()
         conflict = "DO NOTHING" if only_if_missing else (
             "DO UPDATE SET outcome = excluded.outcome, release = excluded.release, error = excluded.error,"
-            " timings = excluded.timings, finished_at = excluded.finished_at, spans = excluded.spans")
+            " timings = excluded.timings, finished_at = excluded.finished_at, spans = excluded.spans,"
+            " failed_release = COALESCE(excluded.failed_release, failed_release)")
         started = now - sum(r.timings.values()) if r.timings else None  # None: never started here
         spans = self._spans.get(r.host)
         if spans:
             started = spans[0].start
         db.execute(
-            "INSERT INTO hosts (run_id, host, outcome, release, error, timings, started_at, finished_at, spans)"
-            f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, host) {conflict}",
+            "INSERT INTO hosts (run_id, host, outcome, release, error, timings, started_at, finished_at, spans,"
+            " failed_release)"
+            f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, host) {conflict}",
             (redact(self._run_id), redact(r.host), r.outcome, _r(r.release), _r(r.error),
-             _timings_json(r), started, now, self._spans_json(r.host)),
+             _timings_json(r), started, now, self._spans_json(r.host), _r(r.failed_release)),
         )
 
 
@@ -476,10 +482,11 @@ class Journal:
             self._host_finished(db, outcome, only_if_missing=True)
             db.execute(
                 "UPDATE hosts SET outcome = ?, release = ?, error = ?,"
-                " finished_at = CASE WHEN outcome IS NULL THEN ? ELSE finished_at END"
+                " finished_at = CASE WHEN outcome IS NULL THEN ? ELSE finished_at END,"
+                " failed_release = COALESCE(?, failed_release)"
                 " WHERE run_id = ? AND host = ?",
-                (outcome.outcome, _r(outcome.release), _r(outcome.error), time.time(), redact(e.run_id),
-                 redact(outcome.host)),
+                (outcome.outcome, _r(outcome.release), _r(outcome.error), time.time(),
+                 _r(outcome.failed_release), redact(e.run_id), redact(outcome.host)),
             )
             if outcome.timings:
                 db.execute("UPDATE hosts SET timings = ? WHERE run_id = ? AND host = ?",
@@ -516,6 +523,22 @@ class Journal:
                 rows = db.execute("SELECT * FROM runs ORDER BY started_at DESC, rowid DESC LIMIT ?",
                                   (limit,)).fetchall()
             return [self._record(db, row) for row in rows]
+
+    def gate_failures(self, service: str) -> dict[str, dict[str, str]]:
+        """host -> {release id: why} for every release that failed its gate (or start) on a host in a recorded
+        run of `service` (the node keeps the same mark; this covers a node that could not be told)."""
+        self._flush_buses()
+        with self._lock:
+            db = self._connect(create=False)
+            if db is None:
+                return {}
+            rows = db.execute(
+                "SELECT h.host, h.failed_release, h.error FROM hosts h JOIN runs r ON r.id = h.run_id"
+                " WHERE r.service = ? AND h.failed_release IS NOT NULL ORDER BY r.started_at", (service,)).fetchall()
+        failures: dict[str, dict[str, str]] = {}
+        for row in rows:
+            failures.setdefault(row["host"], {})[row["failed_release"]] = row["error"] or "failed its health gate"
+        return failures
 
     def record_notifications(self, run_id: str, deliveries: list[dict[str, Any]]) -> None:
         """Keep how a run's webhook deliveries went (after the run: they may finish after RunFinished). A
@@ -561,6 +584,7 @@ class Journal:
     def finished_run(self, run_id: str) -> str | None:
         """"finished at TIME (STATUS)" when this history records run `run_id` as ended, else None (unknown here, or
         still running). A finished run never touches a lock again: what it left on a node is provably abandoned."""
+        self._flush_buses()
         with self._lock:
             db = self._connect(create=False)
             row = None if db is None else db.execute(

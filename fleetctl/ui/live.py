@@ -44,7 +44,8 @@ from fleetctl.ui.report import counts_line, outcome_counts, summary_table
 
 # Transfer progress arrives per chunk; the plain log shows it only at these fractions so CI logs stay short.
 _PLAIN_PROGRESS_MARKS = (0.25, 0.5, 0.75)
-_FAILED = ("failed", "rolled_back")
+_FAILED = ("failed", "rolled_back", "unknown")
+_FAILED_IN_ROLLBACK = ("failed", "unknown")  # a rollback run's success is `rolled_back`
 
 
 @dataclass
@@ -169,7 +170,7 @@ class LiveView:
             flight = self._in_flight.pop(result.host, None)
             self._finished[result.host] = result
             took = f" in {_duration(now - flight.since)}" if flight else ""
-            if result.outcome in _FAILED:
+            if result.outcome in self._failed_outcomes():
                 return f"{result.host}: {result.outcome.upper()}{took}: {result.error or 'no reason given'}"
             release = f" release {result.release}" if result.release else ""
             return f"{result.host}: {result.outcome}{release}{took}"
@@ -193,6 +194,9 @@ class LiveView:
             summary = event.message or counts_line(outcome_counts(event.outcomes))
             return f"finished in {_duration(now - self._started)} with exit code {event.exit_code}: {summary}"
         return None
+
+    def _failed_outcomes(self) -> tuple[str, ...]:
+        return _FAILED_IN_ROLLBACK if self._run is not None and self._run.kind == "rollback" else _FAILED
 
     def _progress_line(self, event: HostProgress) -> str | None:
         if event.total <= 0:
@@ -269,7 +273,7 @@ class LiveView:
             parts.append(Text(f"halting: {safe(self._halting)}", style="bold red"))
         if self._in_flight:
             parts.append(self._in_flight_table(now))
-        failures = [o for o in self._finished.values() if o.outcome in _FAILED]
+        failures = [o for o in self._finished.values() if o.outcome in self._failed_outcomes()]
         for failure in failures[-10:]:
             line = Text(f"✗ {safe(failure.host)} {failure.outcome}: ", style="red")
             line.append(safe(failure.error or "no reason given"))

@@ -15,7 +15,15 @@ from rich.table import Table
 from rich.text import Text
 
 from fleetctl.config.redaction import redact, redact_value
-from fleetctl.rollout.events import Event, EventBus, HostFinished, HostOutcome, RunFinished, RunStarted
+from fleetctl.rollout.events import (
+    Event,
+    EventBus,
+    HostFinished,
+    HostOutcome,
+    Notice,
+    RunFinished,
+    RunStarted,
+)
 from fleetctl.ui.console import safe
 
 OUTCOME_STYLE = {
@@ -24,13 +32,14 @@ OUTCOME_STYLE = {
     "skipped": "dim",
     "rolled_back": "yellow",
     "failed": "bold red",
+    "unknown": "bold red",
     "not_started": "magenta",
 }
 
 
 class JsonReport:
     """Collects a rollout's outcomes into the `--json` document:
-    `{"deploy_id", "exit_code", "hosts": {HOST: {"outcome", "release", "error"}}}`.
+    `{"deploy_id", "exit_code", "message", "notes", "hosts": {HOST: {"outcome", "release", "error"}}}`.
 
     Every planned host appears: one the engine never finished is `not_started`. Thread-safe.
     """
@@ -41,6 +50,8 @@ class JsonReport:
         self.exit_code: int | None = None
         self._planned: list[str] = []
         self._outcomes: dict[str, HostOutcome] = {}
+        self.message: str | None = None
+        self._notes: list[str] = []
         self._buses: list[EventBus] = []  # flushed before reading: events still being delivered count
 
     def subscribe(self, bus: EventBus) -> None:
@@ -54,9 +65,12 @@ class JsonReport:
                 self._planned = [h for batch in event.batches for h in batch]
             elif isinstance(event, HostFinished):
                 self._outcomes[event.result.host] = event.result
+            elif isinstance(event, Notice):
+                self._notes.append(event.message)
             elif isinstance(event, RunFinished):
                 self.run_id = self.run_id or event.run_id
                 self.exit_code = event.exit_code
+                self.message = event.message or None
                 self._outcomes.update(event.outcomes)
 
     def outcomes(self) -> dict[str, HostOutcome]:
@@ -74,6 +88,8 @@ class JsonReport:
         return {
             "deploy_id": redact(self.run_id) if self.run_id else None,
             "exit_code": code,
+            "message": redact(self.message) if self.message else None,  # the run's one-line summary
+            "notes": [redact(n) for n in self._notes],  # remarks about the run (e.g. a lock left behind)
             "hosts": {redact(h): redact_value(o.to_json()) for h, o in outcomes.items()},
         }
 

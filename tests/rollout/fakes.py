@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetctl.node.client import NodeClient
-from fleetctl.protocol.errors import HostUnreachable, NodeOperationError
+from fleetctl.protocol.errors import AuthenticationFailed, HostTimeout, HostUnreachable, NodeOperationError
 from fleetctl.transport.fake import FakeCall, FakeTransport, error_document
 
 PLAYBOOK = """\
@@ -97,6 +97,9 @@ class FakeFleetNode:
     unreachable: bool = False
     cut_off_from_controller: bool = False  # Save-FleetArtifactFromUrl fails as if the URL could not be reached
     stop_hangs: bool = False  # the service ignores Stop: SERVICE_STOP_TIMEOUT, it stays StopPending and runs on
+    lose_after: str | None = None  # after answering this operation the node becomes `lost_as` (cut off)
+    lost_as: str = "unreachable"  # unreachable (refused at once), auth-failure (401) or blackhole (never answers)
+    released: threading.Event = field(default_factory=threading.Event)  # ends a blackhole's silence (test cleanup)
     artifact_bytes: int = 0
     pulled_bytes: int = 0
     operations: list[str] = field(default_factory=list)
@@ -105,12 +108,20 @@ class FakeFleetNode:
 
     def __call__(self, call: FakeCall) -> Any:
         if self.unreachable:
+            if self.lost_as == "blackhole":
+                self.released.wait(60)
+                return HostTimeout("read timed out", host=self.name)
+            if self.lost_as == "auth-failure":
+                return AuthenticationFailed("the host refused the credentials (HTTP 401)", host=self.name)
             return HostUnreachable("connection refused", host=self.name, transient=False)
         with self._guard:
             self.operations.append(call.operation)
             handler = getattr(self, "op_" + call.operation.split("-")[0].lower() + "_"
                               + call.operation.split("-")[1].lower())
-            return handler(call.params, call.input_objects)
+            answer = handler(call.params, call.input_objects)
+            if call.operation == self.lose_after:
+                self.unreachable = True
+            return answer
 
     def running_args(self) -> list[str]:
         return list((self.service or {}).get("Arguments") or [])
@@ -183,7 +194,8 @@ class FakeFleetNode:
             return error_document("NOT_FOUND", "artifact not in cache")
         created = not any(r["release"] == p["Release"] for r in self.releases)
         if created:
-            self.releases.append({"release": p["Release"], "version": p["Version"], "sha256": p["Sha256"]})
+            self.releases.append({"release": p["Release"], "version": p["Version"], "sha256": p["Sha256"],
+                                  "gate_failed": None})
             self.files[p["Release"]] = dict(p.get("Files") or {})
         return {"release": p["Release"], "path": "C:\\apps", "created": created}
 
@@ -219,6 +231,13 @@ class FakeFleetNode:
         if changed:
             self.previous, self.current = self.current, p["Release"]
         return {"current": self.current, "previous": self.previous, "changed": changed}
+
+    def op_set_fleetreleaseverdict(self, p: dict[str, Any], _: Any) -> Any:
+        entry = next((r for r in self.releases if r["release"] == p["Release"]), None)
+        if entry is None:
+            return error_document("NOT_FOUND", "no such release")
+        entry["gate_failed"] = (p.get("Reason") or "failed") if p["Verdict"] == "failed" else None
+        return {"release": p["Release"], "gate_failed": entry["gate_failed"]}
 
     def op_get_fleetstate(self, p: dict[str, Any], _: Any) -> Any:
         service = {"exists": self.service is not None, "state": self.state if self.service else None,

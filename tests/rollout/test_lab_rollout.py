@@ -88,7 +88,7 @@ def test_canary_rolling_then_rollback_moves_no_bytes(elf_lab: Lab) -> None:
     before = stored(lab)
     proc = lab.fleetctl("rollback", str(lab.playbook), "-i", str(lab.inventory), "--yes", "--json", "--batch", "50%")
     assert proc.returncode == 0, proc.stderr
-    assert set(outcomes(json.loads(proc.stdout)).values()) == {"deployed"}
+    assert set(outcomes(json.loads(proc.stdout)).values()) == {"rolled_back"}
     assert stored(lab) == before  # zero artifact bytes moved
     assert all((lab.health(n) or {}).get("version") == "1.0.0" for n in lab.nodes)
     code, doc, err = lab.deploy("--version", "1.0.0")  # no-op redeploy

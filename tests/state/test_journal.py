@@ -253,6 +253,25 @@ def test_a_killed_controller_shows_as_interrupted(tmp_path: Path) -> None:
     assert run.host_outcome("b") == "not_started"
 
 
+def test_gate_failures_are_kept_and_a_version_1_database_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    old = sqlite3.connect(path)
+    old.executescript("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                      "INSERT INTO meta VALUES ('schema_version', '1');" + journal_mod._MIGRATIONS[0])
+    old.close()
+    journal = Journal(path)
+    bus = EventBus()
+    journal.subscribe(bus)  # migrates 1 -> 3
+    bus.emit(started())
+    bus.emit(HostFinished(HostOutcome("a", "rolled_back", "0.9-old", "status 500", failed_release="1.0-abc")))
+    bus.emit(RunFinished("r1", 1, {"a": HostOutcome("a", "rolled_back", "0.9-old", "status 500",
+                                                     failed_release="1.0-abc"),
+                                   "b": HostOutcome("b", "not_started")}))
+    assert journal.gate_failures("hello") == {"a": {"1.0-abc": "status 500"}}
+    assert journal.gate_failures("other") == {}
+    journal.close()
+
+
 def test_finished_run_says_when_a_run_ended_and_nothing_for_a_running_or_unknown_one(journal: Journal,
                                                                                     bus: EventBus) -> None:
     assert journal.finished_run("r9") is None  # no such run

@@ -120,7 +120,8 @@ def test_a_schema_1_journal_is_migrated_and_its_durations_become_a_timeline(tmp_
                      StepSpan("health", 1003.5, 1006.5))
     assert run.batch_spans == ()
     db = sqlite3.connect(path)
-    assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+    assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
+        str(journal_mod.SCHEMA_VERSION),)
     db.close()
 
 

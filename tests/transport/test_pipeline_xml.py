@@ -80,7 +80,7 @@ def test_statements_the_loader_and_input() -> None:
             ps.add_parameter(name, value)
         ps.add_statement()
         _add_call(ps, "Lock-FleetApp", {"App": "hello", "Owner": "me@ci", "DeployId": "d-1", "TtlSeconds": 600,
-                                        "Process": "ctl/boot/ns/4242/1", "TakeOver": None})
+                                        "Process": "ctl/boot/ns/42/99"})
         ps.add_statement()
         _add_call(ps, "Get-FleetFacts", {})
 

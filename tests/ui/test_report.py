@@ -25,8 +25,8 @@ def test_document_has_exactly_the_documented_shape() -> None:
     bus.emit(RunFinished("run-7", 1, {"a": HostOutcome("a", "deployed", "1.0-abc"),
                                       "b": HostOutcome("b", "rolled_back", "0.9", "status 500")}))
     doc = report.document()
-    assert list(doc) == ["deploy_id", "exit_code", "hosts"]
-    assert doc["deploy_id"] == "run-7" and doc["exit_code"] == 1
+    assert list(doc) == ["deploy_id", "exit_code", "message", "notes", "hosts"]
+    assert doc["deploy_id"] == "run-7" and doc["exit_code"] == 1 and doc["message"] is None and doc["notes"] == []
     assert list(doc["hosts"]) == ["a", "b", "c"]  # plan order; c never finished
     assert doc["hosts"]["a"] == {"outcome": "deployed", "release": "1.0-abc", "error": None}
     assert doc["hosts"]["b"] == {"outcome": "rolled_back", "release": "0.9", "error": "status 500"}

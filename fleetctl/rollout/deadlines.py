@@ -1,0 +1,60 @@
+"""Bounded phases: each node call of a host's work runs under a wall-clock budget (`rollout.timeouts`), so a host
+that stops answering (blackholed, half-open connection) costs its batch one budget, not every retry of every
+remaining step. A host past a budget is *lost*: nothing more is sent to it in this run, and what it runs is
+unknown until someone looks again (the report says so)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from fleetctl.protocol.errors import HostTimeout
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PhaseTimeouts:
+    """Seconds per phase (playbook `rollout.timeouts`); `step` is the default of every call not named here."""
+
+    connect: float = 60.0
+    transfer: float = 1800.0
+    step: float = 120.0
+    unlock: float = 20.0
+
+    def for_step(self, step: str) -> float:
+        if step == "lock":
+            return self.connect
+        if step in ("transfer", "unlock"):
+            return float(getattr(self, step))
+        return self.step
+
+
+class PhaseTimeout(HostTimeout):
+    """A phase of one host's work outlived its budget: the host is lost for the rest of the run."""
+
+    transient = False  # the budget already covered the transport's own retries
+
+
+def call_within(seconds: float, action: Callable[[], T], what: str) -> T:
+    """Run `action` but give up waiting after `seconds`: raise PhaseTimeout and leave the call to finish (or time
+    out) on its own daemon thread, whose result is dropped. The caller must not use the host again."""
+    box: dict[str, object] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            box["value"] = action()
+        except BaseException as err:  # noqa: BLE001 - handed to the waiting thread as is
+            box["error"] = err
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name=f"fleetctl-call-{what}", daemon=True).start()
+    if not done.wait(seconds):
+        raise PhaseTimeout(f"no answer within {seconds:g}s ({what}; rollout.timeouts)")
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["value"]  # type: ignore[return-value]
