@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fleetctl.config.playbook import Traffic
 from fleetctl.config.sizes import Size
 from fleetctl.errors import ConfigError
 
@@ -160,3 +161,20 @@ def _round_matrix(shares: list[list[float]], row_sums: list[int], col_sums: list
         for c in range(cols):
             out[r][c] += int(used[r][c])
     return out
+
+
+def host_sequence(strategy: str, traffic: Traffic | None, *, bake: float = 0.0) -> tuple[str, ...]:
+    """What happens to each host of a batch, in order, traffic steps included (for `plan` and `deploy`). Pure."""
+    if strategy == "blue-green" and traffic is not None and traffic.blue_green is not None:
+        ports = traffic.blue_green
+        after = "kept warm" if ports.keep_warm else f"kept warm {bake:g} s, then stopped"
+        return (f"install the release into the idle colour (blue :{ports.blue_port} / green :{ports.green_port})",
+                "start the idle colour", "gate it on its own port",
+                f"switch port {ports.listen_port} to it (the node's port proxy)", f"the old colour is {after}")
+    steps = ("stop", "switch release", "start", "health gate")
+    if traffic is not None and traffic.kind in ("nginx", "haproxy"):
+        where = f"{traffic.kind} on {traffic.host}"
+        drain = f"drain from {where}" + (f" ({float(traffic.drain):g} s)" if traffic.kind == "nginx" else
+                                         f" (until its sessions end, at most {float(traffic.drain_timeout):g} s)")
+        return (drain, *steps, f"return to the pool on {where}")
+    return steps

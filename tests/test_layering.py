@@ -20,7 +20,7 @@ RANKS: dict[str, int] = {
     "protocol": 2,
     "transport": 3,
     "artifacts": 4,
-    "node": 5,
+    "node": 5, "traffic": 5,
     "rollout": 6,
     "state": 7, "notify": 7, "status": 7,  # each subscribes to or reads the engine's results; none needs another
     "ui": 8,
@@ -29,7 +29,7 @@ RANKS: dict[str, int] = {
 # The lab is a simulated node: it speaks the protocol and knows nothing of the controller.
 LAB_MAY_IMPORT = {"errors", "config", "pki", "protocol", "__init__"}
 # One way to reach a host: everything above `node/` goes through NodeClient, never to a transport directly.
-TRANSPORT_USERS = {"node", "artifacts"}
+TRANSPORT_USERS = {"node", "artifacts", "traffic"}  # traffic: the balancers' Linux hosts, over SSH
 # Arrows still to be removed (each names the work that removes it); the test fails when one is gone, so the list
 # only shrinks.
 KNOWN_ARROWS: set[str] = set()  # an upward arrow is a bug; none is known

@@ -20,6 +20,7 @@ from fleetctl.cli.options import (
     inventory_paths,
     version_option,
 )
+from fleetctl.cli.plan import sequence_for
 from fleetctl.errors import EXIT_INTERRUPTED, ConfigError, RolloutFailed
 from fleetctl.notify import Delivery, Notifier
 from fleetctl.rollout.engine import RunResult
@@ -36,7 +37,7 @@ from fleetctl.rollout.runner import (
 )
 from fleetctl.ui.console import print_json, safe, stderr, stdout, warn, warn_insecure
 from fleetctl.ui.dry_run import preview_table
-from fleetctl.ui.plan import plan_table
+from fleetctl.ui.plan import plan_table, steps_line
 
 CanaryOpt = typer.Option(None, "--canary", metavar="N|N%", help="Canary batch first: hosts (3) or percent (10%).")
 BatchOpt = typer.Option(None, "--batch", metavar="N|N%", help="Batch size: hosts or percent of targeted hosts.")
@@ -45,6 +46,7 @@ YesOpt = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
 ForceOpt = typer.Option(False, "--force", help="Take over a lock whose run is provably gone (expired, finished, or "
                                                 "its process on this machine ended); never a live run's lock or a "
                                                 "change freeze.")
+StrategyOpt = typer.Option(None, "--strategy", metavar="STRATEGY", help="rolling or blue-green (default: the playbook's rollout.strategy).")
 
 
 def deploy(
@@ -61,6 +63,7 @@ def deploy(
     yes: bool = YesOpt,
     dry_run_: bool = typer.Option(False, "--dry-run", help="Show the plan and what would change; change nothing."),
     force: bool = ForceOpt,
+    strategy: str | None = StrategyOpt,
     if_changed: bool = typer.Option(False, "--if-changed", help="First compare the target with what each host "
                                                                 "runs (no lock): deploy only the hosts that differ; "
                                                                 "exit 0 at once when none does."),
@@ -69,7 +72,7 @@ def deploy(
     """Deploy PLAYBOOK: canary first, then batches, each gated on health; failed hosts are rolled back."""
     options = DeployOptions(playbook=playbook, inventories=inventory_paths(inventory), limit=limit,
                             extra_vars=tuple(var or ()), canary=canary, batch=batch, max_failed=max_failed,
-                            forks=forks, version=version, artifact=artifact, force=force)
+                            forks=forks, version=version, artifact=artifact, force=force, strategy=strategy)
     people = stderr() if json_out else stdout()
     prepared = prepare_deploy(options, on_output=lambda line: people.print(safe(line), markup=False,
                                                                             highlight=False))
@@ -85,6 +88,7 @@ def deploy(
     if not json_out:
         people.print(plan_table(prepared.plan, title, None))
         people.print(f"failure budget: {prepared.plan.max_failed} host(s); a failed canary always halts.")
+        people.print(steps_line(sequence_for(prepared.fleet.targets, prepared.fleet.strategy)))
 
     if dry_run_:
         previews = dry_run(prepared)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import typer
 
 from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, examples, inventory_paths
-from fleetctl.targets import RolloutOverrides, load_targets, plan_rollout
+from fleetctl.errors import ConfigError
+from fleetctl.plan import host_sequence
+from fleetctl.targets import RolloutOverrides, Targets, load_targets, plan_rollout
 from fleetctl.ui.console import print_json, stdout
-from fleetctl.ui.plan import plan_table
+from fleetctl.ui.plan import plan_table, steps_line
 
 
 def plan(
@@ -18,13 +20,16 @@ def plan(
     batch: str | None = typer.Option(None, "--batch", metavar="N|N%", help="Batch size: hosts or percent of targeted hosts."),
     max_failed: str | None = typer.Option(None, "--max-failed", metavar="N|N%", help="Failure budget: hosts or percent."),
     var: list[str] | None = VarOpt,
+    strategy: str | None = typer.Option(None, "--strategy", metavar="STRATEGY", help="rolling or blue-green (default: the playbook's)."),
     json_out: bool = JsonOpt,
 ) -> None:
-    """Show the rollout batches for PLAYBOOK (canary first, then batches); nothing is changed."""
+    """Show the rollout batches for PLAYBOOK (canary first, then batches) and each host's steps; nothing is
+    changed."""
     targets = load_targets(playbook, inventory_paths(inventory), limit=limit, extra_vars=var)
     the_plan = plan_rollout(targets, RolloutOverrides(canary=canary, batch=batch, max_failed=max_failed))
+    steps = sequence_for(targets, strategy)
     if json_out:
-        print_json(the_plan.to_json())
+        print_json({**the_plan.to_json(), "host_steps": list(steps)})
         return
     spread = None
     if the_plan.spread_by:
@@ -33,6 +38,19 @@ def plan(
     console.print(plan_table(the_plan, f"Plan for {targets.settings.name}: {len(the_plan.hosts)} hosts, "
                                         f"{len(the_plan.batches)} batches", spread))
     console.print(f"failure budget: {the_plan.max_failed} host(s); a failed canary always halts.")
+    console.print(steps_line(steps))
+
+
+def sequence_for(targets: Targets, strategy: str | None) -> tuple[str, ...]:
+    """Each host's steps for the chosen strategy (the traffic section is rendered for the first host)."""
+    chosen = strategy or targets.settings.rollout.strategy
+    if chosen not in ("rolling", "blue-green"):
+        raise ConfigError(f"expected rolling or blue-green, got {chosen!r}", key="--strategy")
+    traffic = targets.render_for(targets.hosts[0], {"version": "0"}).traffic if targets.hosts else None
+    if chosen == "blue-green" and (traffic is None or traffic.blue_green is None):
+        raise ConfigError("the blue-green strategy needs traffic.blue_green", file=targets.source.path,
+                          key="traffic.blue_green")
+    return host_sequence(chosen, traffic, bake=float(targets.settings.rollout.bake))
 
 
 def register(app: typer.Typer) -> None:

@@ -12,6 +12,7 @@ from fleetctl.cli.deploy import (
     CanaryOpt,
     ForksOpt,
     MaxFailedOpt,
+    StrategyOpt,
     YesOpt,
     confirm,
     lock_judge,
@@ -41,12 +42,13 @@ def rollback(
     dry_run_: bool = typer.Option(False, "--dry-run", help="Show where each host would go; change nothing."),
     force: bool = typer.Option(False, "--force", help="Take over a stale lock; with --to, also return to a "
                                                       "release that failed its health gate on a host."),
+    strategy: str | None = StrategyOpt,
     json_out: bool = JsonOpt,
 ) -> None:
     """Roll PLAYBOOK's hosts back to the fleet's last good release; no artifact bytes move, no host moves forward."""
     options = DeployOptions(playbook=playbook, inventories=inventory_paths(inventory), limit=limit,
                             extra_vars=tuple(var or ()), canary=canary, batch=batch, max_failed=max_failed,
-                            forks=forks, force=force)
+                            forks=forks, force=force, strategy=strategy)
     prepared = prepare_rollback(options, to)
     warn_insecure(prepared.fleet.connections.values())  # before any node is asked (the plan reads every host)
     notifier = Notifier.for_playbook(prepared.fleet.targets.settings)

@@ -365,6 +365,7 @@ class Rollout(_Model):
     batch: Size = Size.parse("25%")
     canary: Size | None = None
     canary_bake: Duration = Duration(0)
+    bake: Duration = Duration(0)  # blue-green: how long the old colour stays warm after the switch
     max_failed: Size = Size.parse("0")
     spread_by: str | None = None
     forks: int = Field(default=50, ge=1, le=1000)
@@ -384,21 +385,41 @@ class BlueGreen(_Model):
     blue_port: int = Field(ge=1, le=65535)
     green_port: int = Field(ge=1, le=65535)
     listen_port: int = Field(ge=1, le=65535)
+    keep_warm: bool = False  # keep the old colour running after the bake (an instant switch back, at any time)
+
+    @model_validator(mode="after")
+    def _three_ports(self) -> BlueGreen:
+        if len({self.blue_port, self.green_port, self.listen_port}) != 3:
+            raise ValueError("listen_port, blue_port and green_port must be three different ports")
+        return self
 
 
 class Traffic(_Model):
     kind: Literal["nginx", "haproxy", "portproxy"]
     host: str | None = None  # inventory host of the load balancer (SSH)
-    config_path: str | None = None
-    template: str | None = None  # relative to the playbook
-    reload_command: StrList = []
-    drain: Duration = Duration(0)
+    config_path: str | None = None  # the live balancer config file on that host
+    template: str | None = None  # Jinja2, relative to the playbook; renders config_path from the backends
+    port: int | None = Field(default=None, ge=1, le=65535)  # the port the balancer sends this host's traffic to
+    backend: str | None = None  # HAProxy backend (default: the playbook's name); `upstream` in nginx templates
+    admin_socket: str | None = None  # HAProxy runtime API socket on the balancer host
+    check_command: StrList = []  # default `nginx -t` / `haproxy -c -f {config}`; {config}: the candidate file
+    reload_command: StrList = []  # default `nginx -s reload`; HAProxy changes state at runtime, without reload
+    drain: Duration = Duration(0)  # nginx: how long a drained host keeps serving its open requests
+    drain_timeout: Duration = Duration(60)  # HAProxy: at most this long waiting for a server's sessions to end
     blue_green: BlueGreen | None = None
 
     @model_validator(mode="after")
     def _lb_needs_host(self) -> Traffic:
         if self.kind in ("nginx", "haproxy") and not (self.host and self.config_path and self.template):
             raise ValueError(f"kind '{self.kind}' needs 'host', 'config_path' and 'template'")
+        if self.kind in ("nginx", "haproxy") and self.port is None and self.blue_green is None:
+            raise ValueError(f"kind '{self.kind}' needs 'port' (where the balancer reaches each host) or "
+                             "'blue_green' (the colours' ports)")
+        if self.kind == "haproxy" and not self.admin_socket:
+            raise ValueError("kind 'haproxy' needs 'admin_socket' (the runtime API socket, e.g. "
+                             "/run/haproxy/admin.sock)")
+        if self.kind == "portproxy" and self.blue_green is None:
+            raise ValueError("kind 'portproxy' needs 'blue_green' (listen_port, blue_port, green_port)")
         return self
 
 

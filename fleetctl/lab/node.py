@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 STATE_DIR = "C:\\ProgramData\\fleetctl"
 HISTORY_KEPT = 50
+COLOURS = ("blue", "green")  # blue-green: the two instances of a service, each `<name>-<colour>`
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "0.0.0.0", "::1", "[::1]"}
 _OPS_BY_LOWER = {name.lower(): op for name, op in OPERATIONS.items()}
 
@@ -76,7 +77,8 @@ class LabNode:
             self.sandbox, address=address, faults=self.faults, wine=wine, proxies=self.proxies,
             log_dir=root / "_lab" / "services", on_restart=self._count_restart,
             on_processes_changed=on_processes_changed or (lambda: None), **extra)
-        self.counters = {"requests": 0, "bytes_received": 0, "artifact_bytes_stored": 0, "service_restarts": 0}
+        self.counters = {"requests": 0, "bytes_received": 0, "artifact_bytes_stored": 0, "service_restarts": 0,
+                         "service_starts": 0, "service_stops": 0}
         self.operation_counts: dict[str, int] = {}  # protocol operation -> calls (what a run asked of this node)
         self.firewall_rules: dict[str, dict[str, Any]] = {}
         self.scheduled_tasks: dict[str, dict[str, Any]] = {}
@@ -337,18 +339,27 @@ class LabNode:
             if staging.exists():
                 self.sandbox.remove(staging)
 
-    def switch_fleet_release(self, app: str, root: str, release: str) -> dict[str, Any]:
+    def switch_fleet_release(self, app: str, root: str, release: str, colour: str | None = None) -> dict[str, Any]:
+        link_name = "current" if colour is None else checked_choice(colour, COLOURS, "Colour")
         with self._lock:
             release_dir = self.sandbox.resolve(f"{root}\\releases\\{checked_name(release, 'Release')}")
             # Only the directory is needed, not a state entry: a node that lost its state can still switch.
             if not release_dir.is_dir():
                 raise NodeError("NOT_FOUND", f"release {release!r} is not installed under {root}",
                                 {"release": release})
-            link = self.sandbox.resolve(f"{root}\\current")
+            link = self.sandbox.resolve(f"{root}\\{link_name}")
             target = self.sandbox.read_junction(link)
             if target is None or Path(target) != release_dir.absolute():
                 self.sandbox.set_junction(link, release_dir)
             state = self._load_state(app, root)
+            if colour is not None:
+                entry = state.setdefault("colours", {}).setdefault(link_name, {"release": None, "previous": None})
+                changed = entry["release"] != release
+                if changed:
+                    entry["previous"], entry["release"] = entry["release"], release
+                    state["root"] = root
+                    self._save_state(app, state, f"switch-{link_name}", release)
+                return {"current": release, "previous": entry["previous"], "changed": changed}
             # `changed` is about the recorded current release; repairing a stray junction is not a switch.
             changed = state["current"] != release
             if changed:
@@ -374,17 +385,54 @@ class LabNode:
             self._save_state(app, state, "gate-failed" if verdict == "failed" else "gate-cleared", release)
             return {"release": release, "gate_failed": entry["gate_failed"]}
 
+    def switch_fleet_colour(self, app: str, root: str, colour: str, listen_port: int, connect_port: int,
+                            listen_address: str | None = None, connect_address: str | None = None) -> dict[str, Any]:
+        colour = checked_choice(colour, COLOURS, "Colour")
+        with self._lock:
+            state = self._load_state(app, root)
+            entry = (state.get("colours") or {}).get(colour) or {}
+            release = entry.get("release")
+            if not release:
+                raise NodeError("NOT_FOUND", f"colour {colour} has no release under {root} (Switch-FleetRelease "
+                                "-Colour first)", {"colour": colour})
+            # The proxy first: the state records what the proxy already does, and a repeated call repairs both.
+            proxy = self.set_fleet_port_proxy(listen_port, listen_address, connect_port, connect_address)
+            changed = bool(proxy["changed"]) or state.get("live") != colour or state["current"] != release
+            if state["current"] != release:
+                state["previous"], state["current"] = state["current"], release
+                self._save_state(app, state, "switch", release)
+            if state.get("live") != colour:
+                state["live"] = colour
+                state["root"] = root
+                self._save_state(app, state, f"live-{colour}", release)
+            return {"live": colour, "current": release, "previous": state["previous"], "connect": proxy["connect"],
+                    "changed": changed}
+
     def get_fleet_state(self, app: str, root: str, service_name: str | None = None,
-                        task_names: list[str] | None = None) -> dict[str, Any]:
+                        task_names: list[str] | None = None, proxy_port: int | None = None) -> dict[str, Any]:
         with self._lock:
             state = self._load_state(app, root)
             lock = self._read_json(self._app_dir(app) / "lock.json")
         lock = _lock_view(lock, self.now())
+        service = service_name or app
         releases = [{**{k: r[k] for k in ("release", "version", "sha256", "installed_at")},
                      "gate_failed": r.get("gate_failed")} for r in state["releases"]]
+        colours = {c: {"release": e.get("release"), "previous": e.get("previous"),
+                       "service": self.scm.status(f"{service}-{c}")}
+                   for c, e in sorted((state.get("colours") or {}).items()) if e.get("release")}
         return {"releases": releases, "current": state["current"], "previous": state["previous"],
-                "service": self.scm.status(service_name or app), "lock": lock,
-                "history": state["history"][-HISTORY_KEPT:], "tasks": [self._task_status(n) for n in task_names or []]}
+                "service": self.scm.status(service), "lock": lock,
+                "history": state["history"][-HISTORY_KEPT:], "tasks": [self._task_status(n) for n in task_names or []],
+                "colours": colours, "live": state.get("live"), "proxy": self._proxy_view(proxy_port)}
+
+    def _proxy_view(self, port: int | None) -> dict[str, str] | None:
+        if port is None:
+            return None
+        for listen in sorted(self._port_proxies):
+            proxy = self.proxies.get(listen)
+            if listen[1] == port and proxy is not None:
+                return {"listen": f"{listen[0]}:{listen[1]}", "connect": f"{proxy.connect[0]}:{proxy.connect[1]}"}
+        return None
 
     def remove_fleet_release(self, app: str, root: str, keep: int | None = None,
                              release: str | None = None) -> dict[str, Any]:
@@ -394,11 +442,14 @@ class LabNode:
             raise NodeError("INVALID_ARGUMENT", "Keep must be 0 or more", {"Keep": keep})
         with self._lock:
             state = self._load_state(app, root)
-            protected = {state["current"], state["previous"]} - {None}
+            protected = {state["current"], state["previous"]} | \
+                {e.get("release") for e in (state.get("colours") or {}).values()}
+            protected -= {None}
             ids = [r["release"] for r in state["releases"]]
             if release is not None:
                 if release in protected:
-                    raise NodeError("RELEASE_IN_USE", f"release {release!r} is the current or previous one",
+                    raise NodeError("RELEASE_IN_USE", f"release {release!r} is the current or previous one, or a "
+                                    "blue-green colour's",
                                     {"release": release})
                 doomed = [release] if release in ids else []
             else:
@@ -458,10 +509,16 @@ class LabNode:
             self.sandbox.copy_file(cached, target)
 
     def stop_fleet_service(self, name: str, timeout_seconds: int) -> dict[str, Any]:
-        return self.scm.stop(name, timeout_seconds)
+        result = self.scm.stop(name, timeout_seconds)
+        if result.get("was") not in (None, "Stopped", "Absent"):
+            self._count("service_stops")  # lab counter: stops that stopped something (blue-green tests read it)
+        return result
 
     def start_fleet_service(self, name: str, timeout_seconds: int) -> dict[str, Any]:
-        return self.scm.start(name, timeout_seconds)
+        result = self.scm.start(name, timeout_seconds)
+        if result.get("was") != "Running":
+            self._count("service_starts")
+        return result
 
     def get_fleet_events(self, source: str, max: int | None = None) -> dict[str, Any]:
         limit = 50 if max is None else max
@@ -481,10 +538,11 @@ class LabNode:
         kept: list[str] = []
         with self._lock:
             base = self.sandbox.resolve(root)
-            current = self.sandbox.resolve(f"{root}\\current")
-            if current.is_symlink():
-                self.sandbox.remove(current)  # the junction only, never its target
-                removed.append(self.sandbox.to_windows(current))
+            for link_name in ("current", *COLOURS):
+                link = self.sandbox.resolve(f"{root}\\{link_name}")
+                if link.is_symlink():
+                    self.sandbox.remove(link)  # the junction only, never its target
+                    removed.append(self.sandbox.to_windows(link))
             for part in ("releases", "shared"):
                 path = self.sandbox.resolve(f"{root}\\{part}")
                 if not path.exists():
@@ -504,8 +562,10 @@ class LabNode:
                     removed.append(self.sandbox.to_windows(app_dir))
             else:
                 state = self._load_state(app, root)
-                if state["current"] is not None:
-                    state["previous"], state["current"] = state["current"], None
+                if state["current"] is not None or state.get("colours"):
+                    if state["current"] is not None:
+                        state["previous"], state["current"] = state["current"], None
+                    state["colours"], state["live"] = {}, None  # their junctions are gone
                     self._save_state(app, state, "retire", state["previous"])
         return {"removed": removed, "kept": kept}
 

@@ -13,6 +13,7 @@ from typing import Any
 from fleetctl.node.results import (
     ArtifactStatus,
     Changed,
+    ColourSwitch,
     EventTail,
     Facts,
     InstalledRelease,
@@ -145,15 +146,21 @@ class NodeClient:
         r = self._call("Start-FleetService", locals())
         return ServiceTransition(str(r.get("state", "")), r.get("was"), r.get("waited_ms"), r.get("pid"))
 
-    def switch_fleet_release(self, *, app: str, root: str, release: str) -> SwitchResult:
+    def switch_fleet_release(self, *, app: str, root: str, release: str, colour: str | None = None) -> SwitchResult:
         r = self._call("Switch-FleetRelease", locals())
         return SwitchResult(str(r.get("current", release)), r.get("previous"), bool(r.get("changed")))
 
     def set_fleet_release_verdict(self, *, app: str, release: str, verdict: str, reason: str | None = None) -> None:
         self._call("Set-FleetReleaseVerdict", locals())
 
+    def switch_fleet_colour(self, *, app: str, root: str, colour: str, listen_port: int, connect_port: int,
+                            listen_address: str | None = None, connect_address: str | None = None) -> ColourSwitch:
+        r = self._call("Switch-FleetColour", locals())
+        return ColourSwitch(str(r.get("live", colour)), _opt(r.get("current")), _opt(r.get("previous")),
+                            _opt(r.get("connect")), bool(r.get("changed")))
+
     def get_fleet_state(self, *, app: str, root: str, service_name: str | None = None,
-                        task_names: Sequence[str] | None = None) -> NodeState:
+                        task_names: Sequence[str] | None = None, proxy_port: int | None = None) -> NodeState:
         return NodeState.from_result(self._call("Get-FleetState", locals()))
 
     def test_fleet_health(self, *, url: str, timeout_seconds: int) -> NodeHealthProbe:
@@ -206,3 +213,7 @@ class NodeClient:
     def get_fleet_log(self, *, app: str, root: str, tail: int | None = None, path: str | None = None) -> LogTail:
         r = self._call("Get-FleetLog", locals())
         return LogTail(str(r.get("path", "")), tuple(str(x) for x in r.get("lines") or ()))
+
+
+def _opt(value: Any) -> str | None:
+    return None if value is None else str(value)

@@ -212,6 +212,38 @@ class TaskInfo:
 
 
 @dataclass(frozen=True)
+class ColourInfo:
+    """Blue-green: one colour of a service on a node, as `Get-FleetState` reports it."""
+
+    colour: str
+    release: str | None
+    previous: str | None
+    service: ServiceInfo | None
+
+
+@dataclass(frozen=True)
+class ProxyInfo:
+    """The node-local port proxy on the blue-green public port: `listen` and `connect` as address:port."""
+
+    listen: str
+    connect: str
+
+    @property
+    def connect_port(self) -> int | None:
+        port = self.connect.rpartition(":")[2]
+        return int(port) if port.isdigit() else None
+
+
+@dataclass(frozen=True)
+class ColourSwitch:
+    live: str
+    current: str | None
+    previous: str | None
+    connect: str | None
+    changed: bool
+
+
+@dataclass(frozen=True)
 class NodeState:
     """The node's truth about one app (docs/node-protocol.md, Node state)."""
 
@@ -222,6 +254,12 @@ class NodeState:
     lock: LockInfo | None
     history: tuple[HistoryEntry, ...] = field(default=())
     tasks: tuple[TaskInfo, ...] = field(default=())
+    colours: tuple[ColourInfo, ...] = field(default=())  # blue-green only, blue before green
+    live: str | None = None  # the colour recorded as live by Switch-FleetColour
+    proxy: ProxyInfo | None = None  # asked for with ProxyPort
+
+    def colour(self, name: str) -> ColourInfo | None:
+        return next((c for c in self.colours if c.colour == name), None)
 
     @classmethod
     def from_result(cls, r: dict[str, Any]) -> NodeState:
@@ -232,8 +270,17 @@ class NodeState:
         history = tuple(HistoryEntry(parse_time(x.get("at")), str(x.get("action", "")), _opt_str(x.get("release")))
                         for x in r.get("history") or [] if isinstance(x, dict))
         tasks = tuple(TaskInfo.from_result(x) for x in r.get("tasks") or [] if isinstance(x, dict))
+        raw = r.get("colours")
+        raw_colours: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        colours = tuple(ColourInfo(name, _opt_str(c.get("release")), _opt_str(c.get("previous")),
+                                   ServiceInfo.from_result(c.get("service")))
+                        for name, c in sorted(raw_colours.items()) if isinstance(c, dict))
+        proxy = r.get("proxy")
+        proxy_info = ProxyInfo(str(proxy.get("listen", "")), str(proxy.get("connect", ""))) \
+            if isinstance(proxy, dict) and proxy.get("connect") else None
         return cls(releases, _opt_str(r.get("current")), _opt_str(r.get("previous")),
-                   ServiceInfo.from_result(r.get("service")), LockInfo.from_result(r.get("lock")), history, tasks)
+                   ServiceInfo.from_result(r.get("service")), LockInfo.from_result(r.get("lock")), history, tasks,
+                   colours, _opt_str(r.get("live")), proxy_info)
 
     def release(self, release_id: str | None) -> ReleaseInfo | None:
         return next((x for x in self.releases if x.release == release_id), None)

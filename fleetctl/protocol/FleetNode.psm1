@@ -187,6 +187,7 @@ function Read-FleetAppState {
     $state = Read-FleetJsonFile (Join-Path (Get-FleetAppDirectory $App) 'state.json')
     if ($null -eq $state) { $state = @{ app = $App; releases = @(); current = $null; previous = $null; history = @() } }
     foreach ($key in @('releases', 'history')) { $state[$key] = @($state[$key] | Where-Object { $null -ne $_ }) }
+    if (-not ($state['colours'] -is [hashtable])) { $state['colours'] = @{} }
     return $state
 }
 
@@ -1096,31 +1097,59 @@ function Start-FleetService {
     }
 }
 
+function Set-FleetJunction {
+    # Point <Root>\<Name> at Target. A junction cannot be replaced in place: make the new one beside it, drop the
+    # old link (never its target's files), then rename the new one into place.
+    param([string]$Root, [string]$Name, [string]$Target)
+    $link = Join-Path $Root $Name
+    $pointsAt = Get-FleetJunctionTarget $link
+    if ($null -ne $pointsAt -and $pointsAt -eq $Target.TrimEnd('\')) { return }
+    $fresh = Join-Path $Root ('.' + $Name + '.' + [guid]::NewGuid().ToString('N'))
+    $null = New-Item -ItemType Junction -Path $fresh -Value $Target
+    if ($null -ne $pointsAt) { [IO.Directory]::Delete($link, $false) }
+    [IO.Directory]::Move($fresh, $link)
+}
+
+function Get-FleetColourName {
+    param([string]$Colour)
+    if (@('blue', 'green') -notcontains $Colour) { Throw-FleetError 'INVALID_ARGUMENT' 'Colour must be blue or green' @{ parameter = 'Colour' } }
+    return $Colour.ToLowerInvariant()
+}
+
 function Switch-FleetRelease {
     [CmdletBinding()]
     param(
         [Parameter(Mandatory = $true)][string]$App,
         [Parameter(Mandatory = $true)][string]$Root,
-        [Parameter(Mandatory = $true)][string]$Release
+        [Parameter(Mandatory = $true)][string]$Release,
+        [string]$Colour
     )
     Invoke-FleetOperation {
         Assert-FleetName $App 'App'
         Assert-FleetRoot $Root
         Assert-FleetName $Release 'Release' -AllowPlus
+        $linkName = 'current'
+        if (-not [string]::IsNullOrEmpty($Colour)) { $linkName = Get-FleetColourName $Colour }
         Use-FleetAppMutex $App {
             $target = Join-Path (Join-Path $Root 'releases') $Release
             if (-not [IO.Directory]::Exists($target)) { Throw-FleetError 'NOT_FOUND' "release $Release is not installed under $Root" @{ release = $Release } }
-            $current = Join-Path $Root 'current'
-            $pointsAt = Get-FleetJunctionTarget $current
-            if ($null -eq $pointsAt -or $pointsAt -ne $target.TrimEnd('\')) {
-                # A junction cannot be replaced in place: make the new one beside it, drop the old link (never its
-                # target's files), then rename the new one into place.
-                $fresh = Join-Path $Root ('.current.' + [guid]::NewGuid().ToString('N'))
-                $null = New-Item -ItemType Junction -Path $fresh -Value $target
-                if ($null -ne $pointsAt) { [IO.Directory]::Delete($current, $false) }
-                [IO.Directory]::Move($fresh, $current)
-            }
+            Set-FleetJunction $Root $linkName $target
             $state = Read-FleetAppState $App
+            if ($linkName -ne 'current') {
+                # Blue-green: the colour's own junction; current/previous change when the proxy switches to it.
+                $entry = $state.colours[$linkName]
+                if ($null -eq $entry) { $entry = @{ release = $null; previous = $null } }
+                $changed = ($entry.release -ne $Release)
+                if ($changed) {
+                    $entry.previous = $entry.release
+                    $entry.release = $Release
+                    $state.colours[$linkName] = $entry
+                    $state.root = $Root
+                    Add-FleetHistory $state ('switch-' + $linkName) $Release
+                    Write-FleetAppState $App $state
+                }
+                return @{ current = $Release; previous = $entry.previous; changed = $changed }
+            }
             $changed = ($state.current -ne $Release)
             if ($changed) {
                 if ($null -ne $state.current) { $state.previous = $state.current }
@@ -1161,13 +1190,54 @@ function Set-FleetReleaseVerdict {
     }
 }
 
+function Switch-FleetColour {
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$App,
+        [Parameter(Mandatory = $true)][string]$Root,
+        [Parameter(Mandatory = $true)][string]$Colour,
+        [Parameter(Mandatory = $true)][int]$ListenPort,
+        [string]$ListenAddress,
+        [Parameter(Mandatory = $true)][int]$ConnectPort,
+        [string]$ConnectAddress
+    )
+    Invoke-FleetOperation {
+        Assert-FleetName $App 'App'
+        Assert-FleetRoot $Root
+        $name = Get-FleetColourName $Colour
+        Use-FleetAppMutex $App {
+            $state = Read-FleetAppState $App
+            $entry = $state.colours[$name]
+            if ($null -eq $entry -or [string]::IsNullOrEmpty($entry.release)) {
+                Throw-FleetError 'NOT_FOUND' "colour $name has no release under $Root (Switch-FleetRelease -Colour first)" @{ colour = $name }
+            }
+            # The proxy first: the state then records what the proxy already does, and a repeated call repairs both.
+            $proxy = Update-FleetPortProxy $ListenPort $ListenAddress $ConnectPort $ConnectAddress $false
+            $changed = [bool]$proxy.changed -or ($state.live -ne $name) -or ($state.current -ne $entry.release)
+            if ($state.current -ne $entry.release) {
+                $state.previous = $state.current
+                $state.current = $entry.release
+                Add-FleetHistory $state 'switch' $entry.release
+            }
+            if ($state.live -ne $name) {
+                $state.live = $name
+                Add-FleetHistory $state ('live-' + $name) $entry.release
+            }
+            $state.root = $Root
+            if ($changed) { Write-FleetAppState $App $state }
+            return @{ live = $name; current = $state.current; previous = $state.previous; connect = $proxy.connect; changed = $changed }
+        }
+    }
+}
+
 function Get-FleetState {
     [CmdletBinding()]
     param(
         [Parameter(Mandatory = $true)][string]$App,
         [Parameter(Mandatory = $true)][string]$Root,
         [string]$ServiceName,
-        [string[]]$TaskNames
+        [string[]]$TaskNames,
+        [int]$ProxyPort
     )
     Invoke-FleetOperation {
         Assert-FleetName $App 'App'
@@ -1181,10 +1251,19 @@ function Get-FleetState {
         $releases = @($state.releases | ForEach-Object { @{ release = $_.release; version = $_.version; sha256 = $_.sha256; installed_at = $_.installed_at; gate_failed = $_.gate_failed } })
         $history = @($state.history)
         if ($history.Count -gt 50) { $history = $history[($history.Count - 50)..($history.Count - 1)] }
+        $colours = @{}
+        foreach ($name in @('blue', 'green')) {
+            $entry = $state.colours[$name]
+            if ($null -eq $entry -or [string]::IsNullOrEmpty($entry.release)) { continue }
+            $colourSince = $null
+            foreach ($item in @($state.history)) { if ($item.action -eq ('switch-' + $name) -and $item.release -eq $entry.release) { $colourSince = $item.at } }
+            $colours[$name] = @{ release = $entry.release; previous = $entry.previous; service = (Get-FleetServiceInfo ($ServiceName + '-' + $name) $colourSince) }
+        }
         return @{
             releases = [object[]]$releases; current = $state.current; previous = $state.previous
             service = (Get-FleetServiceInfo $ServiceName $since); lock = $lock; history = [object[]]$history
             tasks = [object[]]@($TaskNames | Where-Object { -not [string]::IsNullOrEmpty($_) } | ForEach-Object { Assert-FleetName $_ 'TaskNames'; Get-FleetTaskStatus $_ })
+            colours = $colours; live = $state.live; proxy = (Get-FleetPortProxyView $ProxyPort)
         }
     }
 }
@@ -1249,7 +1328,8 @@ function Remove-FleetRelease {
         if (-not $byKeep) { Assert-FleetName $Release 'Release' -AllowPlus }
         Use-FleetAppMutex $App {
             $state = Read-FleetAppState $App
-            $protected = @($state.current, $state.previous) | Where-Object { $null -ne $_ }
+            # Blue-green: the release each colour's junction points at is running or kept warm for a switch back.
+            $protected = @($state.current, $state.previous, $state.colours['blue'].release, $state.colours['green'].release) | Where-Object { -not [string]::IsNullOrEmpty($_) }
             $doomed = @()
             if ($byKeep) {
                 $all = @($state.releases | ForEach-Object { $_.release })
@@ -1259,7 +1339,7 @@ function Remove-FleetRelease {
                     if ($protected -notcontains $candidate) { $doomed += $candidate; $excess-- }
                 }
             } elseif ($protected -contains $Release) {
-                Throw-FleetError 'RELEASE_IN_USE' "release $Release is current or previous" @{ release = $Release; current = $state.current; previous = $state.previous }
+                Throw-FleetError 'RELEASE_IN_USE' "release $Release is current, previous or a blue-green colour's" @{ release = $Release; current = $state.current; previous = $state.previous }
             } elseif ($null -ne (Find-FleetRelease $state $Release)) {
                 $doomed = @($Release)
             }
@@ -1449,6 +1529,66 @@ function Set-FleetScheduledTask {
     }
 }
 
+function Get-FleetPortProxyStore {
+    # netsh keeps v4tov4 entries in the registry as "listenaddress/port" = "connectaddress/port"; reading them there
+    # avoids parsing netsh's localised output.
+    $values = Get-ItemProperty -LiteralPath 'HKLM:\SYSTEM\CurrentControlSet\Services\PortProxy\v4tov4\tcp' -ErrorAction SilentlyContinue
+    $entries = @{}
+    if ($null -ne $values) {
+        foreach ($property in $values.PSObject.Properties) {
+            if ($property.Name -match '^[\d.]+/\d+$') { $entries[$property.Name] = [string]$property.Value }
+        }
+    }
+    return $entries
+}
+
+function Get-FleetPortProxyView {
+    param([int]$Port)
+    if ($Port -le 0) { return $null }
+    $entries = Get-FleetPortProxyStore
+    foreach ($key in @($entries.Keys | Sort-Object)) {
+        $listen = $key.Split('/')
+        if ($listen[1] -ne [string]$Port) { continue }
+        $connect = $entries[$key].Split('/')
+        return @{ listen = ($listen[0] + ':' + $listen[1]); connect = ($connect[0] + ':' + $connect[1]) }
+    }
+    return $null
+}
+
+function Update-FleetPortProxy {
+    param([int]$ListenPort, [string]$ListenAddress, [int]$ConnectPort, [string]$ConnectAddress, [bool]$Remove)
+    if ([string]::IsNullOrEmpty($ListenAddress)) { $ListenAddress = '0.0.0.0' }
+    if ([string]::IsNullOrEmpty($ConnectAddress)) { $ConnectAddress = '127.0.0.1' }
+    $parsed = $null
+    foreach ($pair in @(@('ListenAddress', $ListenAddress), @('ConnectAddress', $ConnectAddress))) {
+        # Dotted quads only: TryParse alone accepts "1" as 0.0.0.1, which netsh would store differently.
+        if ($pair[1] -notmatch '^\d{1,3}(\.\d{1,3}){3}$' -or -not [Net.IPAddress]::TryParse($pair[1], [ref]$parsed)) {
+            Throw-FleetError 'INVALID_ARGUMENT' ($pair[0] + ' must be an IPv4 address') @{ parameter = $pair[0] }
+        }
+    }
+    if ($ListenPort -lt 1 -or $ListenPort -gt 65535) { Throw-FleetError 'INVALID_ARGUMENT' 'ListenPort must be 1-65535' @{ parameter = 'ListenPort' } }
+    if (-not $Remove -and ($ConnectPort -lt 1 -or $ConnectPort -gt 65535)) { Throw-FleetError 'INVALID_ARGUMENT' 'ConnectPort must be 1-65535' @{ parameter = 'ConnectPort' } }
+    $entryName = $ListenAddress + '/' + [string]$ListenPort
+    $current = (Get-FleetPortProxyStore)[$entryName]
+    $listen = @(('listenport=' + [string]$ListenPort), ('listenaddress=' + $ListenAddress))
+    if ($Remove) {
+        if ($null -eq $current) { return @{ changed = $false; connect = $null } }
+        $null = & netsh.exe (@('interface', 'portproxy', 'delete', 'v4tov4') + $listen)
+        if ($LASTEXITCODE -ne 0) { Throw-FleetError 'INTERNAL' "netsh portproxy delete failed with exit code $LASTEXITCODE" @{} }
+        return @{ changed = $true; connect = $null }
+    }
+    $wanted = $ConnectAddress + '/' + [string]$ConnectPort
+    $connect = $ConnectAddress + ':' + [string]$ConnectPort
+    if ($current -eq $wanted) { return @{ changed = $false; connect = $connect } }
+    $verb = 'add'
+    if ($null -ne $current) { $verb = 'set' }
+    # `set` replaces the entry in one registry write: new connections go to the new target, open ones continue.
+    $arguments = @('interface', 'portproxy', $verb, 'v4tov4') + $listen + @(('connectport=' + [string]$ConnectPort), ('connectaddress=' + $ConnectAddress))
+    $null = & netsh.exe $arguments
+    if ($LASTEXITCODE -ne 0) { Throw-FleetError 'INTERNAL' "netsh portproxy $verb failed with exit code $LASTEXITCODE" @{} }
+    return @{ changed = $true; connect = $connect }
+}
+
 function Set-FleetPortProxy {
     [CmdletBinding()]
     param(
@@ -1459,40 +1599,7 @@ function Set-FleetPortProxy {
         [switch]$Remove
     )
     Invoke-FleetOperation {
-        if ([string]::IsNullOrEmpty($ListenAddress)) { $ListenAddress = '0.0.0.0' }
-        if ([string]::IsNullOrEmpty($ConnectAddress)) { $ConnectAddress = '127.0.0.1' }
-        $parsed = $null
-        foreach ($pair in @(@('ListenAddress', $ListenAddress), @('ConnectAddress', $ConnectAddress))) {
-            # Dotted quads only: TryParse alone accepts "1" as 0.0.0.1, which netsh would store differently.
-            if ($pair[1] -notmatch '^\d{1,3}(\.\d{1,3}){3}$' -or -not [Net.IPAddress]::TryParse($pair[1], [ref]$parsed)) {
-                Throw-FleetError 'INVALID_ARGUMENT' ($pair[0] + ' must be an IPv4 address') @{ parameter = $pair[0] }
-            }
-        }
-        if ($ListenPort -lt 1 -or $ListenPort -gt 65535) { Throw-FleetError 'INVALID_ARGUMENT' 'ListenPort must be 1-65535' @{ parameter = 'ListenPort' } }
-        if (-not $Remove -and ($ConnectPort -lt 1 -or $ConnectPort -gt 65535)) { Throw-FleetError 'INVALID_ARGUMENT' 'ConnectPort must be 1-65535' @{ parameter = 'ConnectPort' } }
-        # netsh keeps v4tov4 entries in the registry as "listenaddress/port" = "connectaddress/port"; reading
-        # them there avoids parsing netsh's localised output.
-        $store = 'HKLM:\SYSTEM\CurrentControlSet\Services\PortProxy\v4tov4\tcp'
-        $entryName = $ListenAddress + '/' + [string]$ListenPort
-        $current = $null
-        $values = Get-ItemProperty -LiteralPath $store -ErrorAction SilentlyContinue
-        if ($null -ne $values -and $values.PSObject.Properties.Name -contains $entryName) { $current = [string]$values.$entryName }
-        $listen = @(('listenport=' + [string]$ListenPort), ('listenaddress=' + $ListenAddress))
-        if ($Remove) {
-            if ($null -eq $current) { return @{ changed = $false; connect = $null } }
-            $null = & netsh.exe (@('interface', 'portproxy', 'delete', 'v4tov4') + $listen)
-            if ($LASTEXITCODE -ne 0) { Throw-FleetError 'INTERNAL' "netsh portproxy delete failed with exit code $LASTEXITCODE" @{} }
-            return @{ changed = $true; connect = $null }
-        }
-        $wanted = $ConnectAddress + '/' + [string]$ConnectPort
-        $connect = $ConnectAddress + ':' + [string]$ConnectPort
-        if ($current -eq $wanted) { return @{ changed = $false; connect = $connect } }
-        $verb = 'add'
-        if ($null -ne $current) { $verb = 'set' }
-        $arguments = @('interface', 'portproxy', $verb, 'v4tov4') + $listen + @(('connectport=' + [string]$ConnectPort), ('connectaddress=' + $ConnectAddress))
-        $null = & netsh.exe $arguments
-        if ($LASTEXITCODE -ne 0) { Throw-FleetError 'INTERNAL' "netsh portproxy $verb failed with exit code $LASTEXITCODE" @{} }
-        return @{ changed = $true; connect = $connect }
+        return (Update-FleetPortProxy $ListenPort $ListenAddress $ConnectPort $ConnectAddress ([bool]$Remove))
     }
 }
 
@@ -1565,10 +1672,12 @@ function Remove-FleetApp {
         Use-FleetAppMutex $App {
             $removed = New-Object System.Collections.ArrayList
             $kept = New-Object System.Collections.ArrayList
-            $current = Join-Path $Root 'current'
-            if ($null -ne (Get-FleetJunctionTarget $current)) {
-                [IO.Directory]::Delete($current, $false)  # the link only, never its target's files
-                $null = $removed.Add($current)
+            foreach ($linkName in @('current', 'blue', 'green')) {
+                $link = Join-Path $Root $linkName
+                if ($null -ne (Get-FleetJunctionTarget $link)) {
+                    [IO.Directory]::Delete($link, $false)  # the link only, never its target's files
+                    $null = $removed.Add($link)
+                }
             }
             foreach ($part in @('releases', 'shared')) {
                 $path = Join-Path $Root $part
@@ -1594,9 +1703,13 @@ function Remove-FleetApp {
                 }
             } else {
                 $state = Read-FleetAppState $App
-                if ($null -ne $state.current) {
-                    $state.previous = $state.current
-                    $state.current = $null
+                if ($null -ne $state.current -or $state.colours.Count -gt 0) {
+                    if ($null -ne $state.current) {
+                        $state.previous = $state.current
+                        $state.current = $null
+                    }
+                    $state.colours = @{}  # their junctions are gone
+                    $state.live = $null
                     Add-FleetHistory $state 'retire' $state.previous
                     Write-FleetAppState $App $state
                 }
@@ -1654,6 +1767,6 @@ Export-ModuleMember -Function @(
     'Save-FleetArtifactFromUrl', 'Install-FleetRelease', 'Set-FleetService', 'Stop-FleetService',
     'Start-FleetService', 'Switch-FleetRelease', 'Set-FleetReleaseVerdict',
     'Get-FleetState', 'Test-FleetHealth', 'Remove-FleetRelease',
-    'Set-FleetFirewallRule', 'Set-FleetScheduledTask', 'Set-FleetPortProxy', 'Get-FleetEvents', 'Remove-FleetService',
+    'Set-FleetFirewallRule', 'Set-FleetScheduledTask', 'Set-FleetPortProxy', 'Switch-FleetColour', 'Get-FleetEvents', 'Remove-FleetService',
     'Remove-FleetApp', 'Get-FleetLog'
 )

@@ -235,8 +235,28 @@ OPERATIONS_LIST: tuple[Operation, ...] = (
         "Switch-FleetRelease",
         "Repoint the <Root>\\current junction at releases\\<Release> and record current/previous. "
         "The service should be stopped first (the controller does that).",
-        (APP, ROOT, _p("Release", "string", True)),
-        {"current": "release id", "previous": "release id or null", "changed": "bool"},
+        (APP, ROOT, _p("Release", "string", True),
+         _p("Colour", "string", False, "blue-green: repoint <Root>\\<Colour> (blue or green) instead of "
+            "<Root>\\current and record that colour's release; current/previous are left to Switch-FleetColour")),
+        {"current": "release id (of the colour, with Colour)", "previous": "release id or null", "changed": "bool"},
+        ("NOT_FOUND",),
+    ),
+    Operation(
+        "Switch-FleetColour",
+        "Blue-green: point the port proxy ListenAddress:ListenPort at the colour's ConnectPort and record Colour "
+        "as live, in one step: current becomes the colour's release, previous the release that was current. "
+        "Calling it again finishes a switch that was interrupted.",
+        (
+            APP,
+            ROOT,
+            _p("Colour", "string", True, "blue or green; its release was set by Switch-FleetRelease -Colour"),
+            _p("ListenPort", "int", True, "the public port"),
+            _p("ListenAddress", "string", False, "default 0.0.0.0"),
+            _p("ConnectPort", "int", True, "the colour's own port"),
+            _p("ConnectAddress", "string", False, "default 127.0.0.1"),
+        ),
+        {"live": "colour", "current": "release id", "previous": "release id or null",
+         "connect": "address:port the proxy forwards to", "changed": "bool"},
         ("NOT_FOUND",),
     ),
     Operation(
@@ -252,7 +272,8 @@ OPERATIONS_LIST: tuple[Operation, ...] = (
         "Get-FleetState",
         "The node's truth about one app: releases kept, current, previous, service, lock and its scheduled tasks.",
         (APP, ROOT, _p("ServiceName", "string", False, "defaults to App"),
-         _p("TaskNames", "string[]", False, "scheduled tasks (in \\fleetctl\\) to report")),
+         _p("TaskNames", "string[]", False, "scheduled tasks (in \\fleetctl\\) to report"),
+         _p("ProxyPort", "int", False, "blue-green: report the port proxy listening on this port")),
         {
             "releases": "list of {release, version, sha256, installed_at, gate_failed (reason or null)}, oldest first",
             "current": "release id or null",
@@ -262,6 +283,10 @@ OPERATIONS_LIST: tuple[Operation, ...] = (
             "lock": "lock object or null (expired locks are reported with expired=true)",
             "history": "list of {at, action, release} (last 50)",
             "tasks": "list of {name, exists, state, last_run, last_result, next_run}, one per TaskNames entry",
+            "colours": "blue-green: object colour -> {release, previous, service} for each colour that has a "
+                       "release; service is <ServiceName>-<colour> as in `service`",
+            "live": "blue-green: the colour Switch-FleetColour recorded as live, or null",
+            "proxy": "{listen, connect} (address:port) of the port proxy on ProxyPort, or null",
         },
     ),
     Operation(
@@ -272,8 +297,8 @@ OPERATIONS_LIST: tuple[Operation, ...] = (
     ),
     Operation(
         "Remove-FleetRelease",
-        "Retention: delete the oldest releases beyond Keep, never current or previous. With -Release, "
-        "delete that one release (refused if current or previous).",
+        "Retention: delete the oldest releases beyond Keep, never current, previous or a blue-green colour's "
+        "release. With -Release, delete that one release (refused if it is one of those).",
         (APP, ROOT, _p("Keep", "int", False), _p("Release", "string", False)),
         {"removed": "list of release ids", "kept": "list of release ids"},
         ("RELEASE_IN_USE", "FILE_IN_USE"),
@@ -344,7 +369,8 @@ OPERATIONS_LIST: tuple[Operation, ...] = (
     ),
     Operation(
         "Remove-FleetApp",
-        "Retire an app's files after its service is gone: the <Root>\\current junction, and with -Purge also "
+        "Retire an app's files after its service is gone: the <Root>\\current junction (and the blue and green "
+        "ones), and with -Purge also "
         "releases\\, shared\\, the empty Root and the node state. Absent: ok.",
         (APP, ROOT, _p("Purge", "switch", doc="also delete releases, shared files and the node's state")),
         {"removed": "list of the paths deleted", "kept": "list of the paths left in place"},

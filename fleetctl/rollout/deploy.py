@@ -47,6 +47,7 @@ from fleetctl.rollout.host_steps import (
 from fleetctl.rollout.preparation import PreparedDeploy
 from fleetctl.rollout.release import Release
 from fleetctl.rollout.rollback import RollbackJob, rollback_host
+from fleetctl.rollout.traffic_steps import HostTraffic, with_traffic
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class DeployJob:
     stop_timeout: float = 30.0
     ensure_extras: Callable[[NodeClient], None] | None = None  # firewall rules, scheduled tasks (idempotent)
     wrapper_path: Path | None = None  # nssm.exe (release.service.wrapper_sha256), moved like an artifact
+    traffic: HostTraffic | None = None  # the load balancer: drain before the stop, ready once healthy
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ class DeployProcedure:
                          pull_server=self.pull_server, keep_releases=playbook.install.keep_releases,
                          start_timeout=float(playbook.service.start_timeout),
                          stop_timeout=float(playbook.service.stop_timeout), ensure_extras=host_extras(playbook),
-                         wrapper_path=wrapper.path if wrapper else None)
+                         wrapper_path=wrapper.path if wrapper else None, traffic=prepared.traffic)
 
     # -- the four parts ----------------------------------------------------------------------------------------
 
@@ -122,6 +124,11 @@ class DeployProcedure:
         plan = plan_host(release, state)
         if plan.skip:
             return HostOutcome(ctx.host, "skipped", release.id, None, ctx.timings)
+        if state.live is not None:
+            # Its public port belongs to the node's port proxy: a single service could not listen there.
+            return HostOutcome(ctx.host, "failed", state.current, f"this host runs blue-green (live colour "
+                                                                  f"{state.live}): deploy it with --strategy "
+                                                                  "blue-green", ctx.timings)
         try:
             method = transfer_release(ctx, job) if plan.install else "skipped"
             transfer_wrapper(ctx, job)
@@ -146,9 +153,14 @@ class DeployProcedure:
             return staged
         assert isinstance(staged, StagedDeploy)
         job = self.job(ctx.host)
-        release, plan = job.release, staged.plan
+        plan = staged.plan
+        outcome = with_traffic(ctx, job.traffic, plan.current, lambda: self._switch(ctx, job, plan))
+        return replace(outcome, transfer=ctx.transfer_method)
+
+    def _switch(self, ctx: HostContext, job: DeployJob, plan: HostPlan) -> HostOutcome:
+        release = job.release
         ctx.returns_to = (plan.rollback_to, plan.rollback_version)
-        ctx.running_before = staged.state.current
+        ctx.running_before = plan.current
         try:
             activate(ctx, release, release.service, job.health_for(release.version), job, record=True)
         except StopHung as hung:
@@ -157,7 +169,7 @@ class DeployProcedure:
             outcome = roll_back_after_failure(ctx, job, release, plan.rollback_to, plan.rollback_version, err)
         else:
             outcome = HostOutcome(ctx.host, "deployed", release.id, None, ctx.timings)
-        return replace(outcome, transfer=ctx.transfer_method)
+        return outcome
 
     def recheck(self, ctx: HostContext, outcome: HostOutcome) -> HostOutcome:
         """At the end of its batch (and of the canary bake): still running what its gate saw?"""
@@ -179,7 +191,8 @@ class DeployProcedure:
         """Back to the host's previous release, as `fleetctl rollback` would (the canary batch failed)."""
         job = self.job(ctx.host)
         after = rollback_host(ctx, RollbackJob(reference=job.release, health_for=job.health_for,
-                                               start_timeout=job.start_timeout, stop_timeout=job.stop_timeout))
+                                               start_timeout=job.start_timeout, stop_timeout=job.stop_timeout,
+                                               traffic=job.traffic))
         if after.outcome == "rolled_back":
             return HostOutcome(ctx.host, "rolled_back", after.release, "rolled back because the canary batch "
                                "failed", ctx.timings)

@@ -434,6 +434,12 @@ class RolloutEngine:
             if not (cancelled_ok and f.cancelled()):
                 f.result()
 
+    def request_halt(self, reason: str) -> None:
+        """Stop before the next host (hosts already at work finish): a shared dependency such as the load
+        balancer failed."""
+        with self._guard:
+            self._halt(reason)
+
     def _halt(self, reason: str) -> None:
         """Stop before changing more hosts (a failed canary, the budget spent, a lost lock); in-flight hosts
         finish. Called from worker threads and the lock keeper."""

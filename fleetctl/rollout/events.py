@@ -20,7 +20,7 @@ from fleetctl.config.redaction import redact
 Outcome = Literal["deployed", "skipped", "rolled_back", "failed", "not_started", "removed", "unknown"]
 Step = Literal[
     "connect", "lock", "transfer", "install", "service", "stop", "switch", "start", "health", "record",
-    "retention", "unlock", "rollback", "remove",
+    "retention", "unlock", "rollback", "remove", "drain", "ready", "proxy", "bake",
 ]
 
 

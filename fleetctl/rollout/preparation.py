@@ -27,10 +27,12 @@ from fleetctl.errors import ConfigError
 from fleetctl.node.client import NodeClient
 from fleetctl.node.fleet import connect_client
 from fleetctl.plan import Plan
+from fleetctl.rollout.bluegreen_run import ColourSet, colour_set
 from fleetctl.rollout.deadlines import PhaseTimeouts
 from fleetctl.rollout.events import RunInfo, RunKind
 from fleetctl.rollout.health import HealthCheck
 from fleetctl.rollout.release import Release, make_release
+from fleetctl.rollout.traffic_steps import HostTraffic, balancer_for
 from fleetctl.targets import RolloutOverrides, Targets, load_targets, plan_rollout
 
 Connect = Callable[[str], NodeClient]
@@ -58,6 +60,7 @@ class DeployOptions:
     force: bool = False
     owner: str | None = None
     dist_dir: Path | None = None
+    strategy: str | None = None  # --strategy; None: the playbook's rollout.strategy
 
 
 @dataclass
@@ -72,6 +75,7 @@ class RolloutTargets:
     owner: str
     lock_ttl: int
     timeouts: PhaseTimeouts = field(default_factory=PhaseTimeouts)  # rollout.timeouts: each phase's bound
+    strategy: str = "rolling"  # --strategy, else the playbook's rollout.strategy (STRATEGIES)
     _health_cache: dict[tuple[str, str], HealthCheck | None] = field(default_factory=dict)
 
     def health_for(self, host: str) -> Callable[[str], HealthCheck | None]:
@@ -91,7 +95,7 @@ class RolloutTargets:
         """What a run over these targets is, for its procedure (`RunStarted`, the journal)."""
         return RunInfo(run_id=run_id, kind=kind, playbook=str(self.targets.source.path),
                        service=self.targets.settings.name, version=version, release=release,
-                       strategy=self.targets.settings.rollout.strategy, user=self.owner)
+                       strategy=self.strategy, user=self.owner)
 
 
 @dataclass
@@ -103,6 +107,8 @@ class PreparedDeploy:
     run_id: str = field(default_factory=new_run_id)
     wrappers: dict[str, Wrapper] = field(default_factory=dict)  # host -> the nssm.exe its service needs
     artifact_url: ArtifactUrl | None = None  # transfer: url: the nodes download this; the controller has no copy
+    traffic: HostTraffic | None = None  # the load balancer hosts are drained from around their restarts
+    colours: dict[str, ColourSet] | None = None  # blue-green: each host's two colour releases and gates
 
     @property
     def artifact_source(self) -> Path | ArtifactUrl:
@@ -124,10 +130,15 @@ class PreparedRollback:
     to_version: str | None
     run_id: str = field(default_factory=new_run_id)
     force: bool = False  # --to a release that failed its gate on a host is refused unless forced
+    traffic: HostTraffic | None = None
+    colours: dict[str, ColourSet] | None = None
 
     @property
     def plan(self) -> Plan:
         return self.fleet.plan
+
+
+STRATEGIES = ("rolling", "blue-green")
 
 
 def load_fleet(options: DeployOptions, builtins: dict[str, object] | None = None, *,
@@ -136,9 +147,12 @@ def load_fleet(options: DeployOptions, builtins: dict[str, object] | None = None
     targets = load_targets(options.playbook, options.inventories, limit=options.limit,
                            extra_vars=list(options.extra_vars), builtins=builtins)
     settings = targets.settings
-    if settings.rollout.strategy != "rolling":
-        raise ConfigError("only the rolling strategy is implemented by deploy/rollback (with --canary for a "
-                          "canary first)", file=targets.source.path, key="rollout.strategy")
+    strategy = options.strategy or settings.rollout.strategy
+    if strategy not in STRATEGIES:
+        if options.strategy:
+            raise ConfigError(f"expected one of {', '.join(STRATEGIES)}, got {strategy!r}", key="--strategy")
+        raise ConfigError(f"expected one of {', '.join(STRATEGIES)}, got {strategy!r}", file=targets.source.path,
+                          key="rollout.strategy")
     plan = plan_rollout(targets, RolloutOverrides(canary=options.canary, batch=options.batch,
                                                   max_failed=options.max_failed))
     playbooks: dict[str, Playbook] = {}
@@ -146,7 +160,7 @@ def load_fleet(options: DeployOptions, builtins: dict[str, object] | None = None
     for host in targets.hosts:
         playbook = targets.render_for(host, builtins)
         if refuse_unsupported:  # `remove` retires what such a playbook describes without running it
-            _refuse_unsupported(playbook)
+            _refuse_unsupported(playbook, strategy)
         playbooks[host.name] = playbook
         connections[host.name] = ConnectionSettings.from_hostvars(
             host.name, targets.connection_vars(host), source=f"inventory host {host.name}")
@@ -158,17 +172,22 @@ def load_fleet(options: DeployOptions, builtins: dict[str, object] | None = None
     timeouts = PhaseTimeouts(connect=float(t.connect), transfer=float(t.transfer), step=float(t.step),
                              unlock=float(t.unlock))
     return RolloutTargets(targets, plan, playbooks, connections, forks, owner, max(1, int(settings.rollout.lock_ttl)),
-                          timeouts)
+                          timeouts=timeouts, strategy=strategy)
 
 
-def _refuse_unsupported(playbook: Playbook) -> None:
+def _refuse_unsupported(playbook: Playbook, strategy: str) -> None:
     # Nothing a user asked for is silently skipped (docs/playbook.md): refuse what deploy cannot do yet.
     if playbook.hooks.before_stop or playbook.hooks.after_start:
         raise ConfigError("hooks are not run by this version of deploy; remove them", file=playbook.path,
                           key="hooks")
-    if playbook.traffic is not None:
-        raise ConfigError("traffic management is not run by this version of deploy; remove it",
-                          file=playbook.path, key="traffic")
+    traffic = playbook.traffic
+    if strategy == "blue-green" and (traffic is None or traffic.blue_green is None):
+        raise ConfigError("the blue-green strategy needs traffic.blue_green (listen_port, blue_port, green_port): "
+                          "the public port and each colour's own port", file=playbook.path, key="traffic.blue_green")
+    if strategy == "blue-green" and traffic is not None and traffic.kind != "portproxy":
+        raise ConfigError("blue-green behind a load balancer is not run by this version of deploy; use kind "
+                          "portproxy (the node-local switch) or the rolling strategy with the balancer",
+                          file=playbook.path, key="traffic.kind")
 
 
 def _health_check(fleet: RolloutTargets, host_name: str, version: str) -> HealthCheck | None:
@@ -239,8 +258,19 @@ def prepare_deploy(options: DeployOptions, *, on_output: Callable[[str], None] |
         releases[host.name] = make_release(playbook, version=manifest.version, artifact_sha256=manifest.sha256,
                                            files=render_files(playbook, variables),
                                            wrapper_sha256=wrapper.sha256 if wrapper else None)
+    colours: dict[str, ColourSet] | None = None
+    if fleet.strategy == "blue-green":
+        colours = {}
+        for host in fleet.targets.hosts:
+            wrapper = wrappers.get(host.name)
+            colours[host.name] = colour_set(fleet.targets, fleet.playbooks[host.name], host.name,
+                                            version=manifest.version, artifact_sha256=manifest.sha256,
+                                            render_files=render_files,
+                                            wrapper_sha256=wrapper.sha256 if wrapper else None)
+            releases[host.name] = colours[host.name].releases["blue"]
+    traffic = balancer_for(fleet.targets, fleet.playbooks) if fleet.strategy == "rolling" else None
     return PreparedDeploy(fleet, manifest, releases, fleet.targets.settings.transfer, wrappers=wrappers,
-                          artifact_url=artifact_url)
+                          artifact_url=artifact_url, traffic=traffic, colours=colours)
 
 
 def prepare_rollback(options: DeployOptions, to_version: str | None = None) -> PreparedRollback:
@@ -248,4 +278,11 @@ def prepare_rollback(options: DeployOptions, to_version: str | None = None) -> P
     fleet = load_fleet(options, {"version": to_version or "rollback"})
     references = {h: make_release(pb, version="ref", artifact_sha256="", files={})
                   for h, pb in fleet.playbooks.items()}
-    return PreparedRollback(fleet, references, to_version, force=options.force)
+    traffic = balancer_for(fleet.targets, fleet.playbooks) if fleet.strategy == "rolling" else None
+    colours = None
+    if fleet.strategy == "blue-green":
+        colours = {h.name: colour_set(fleet.targets, fleet.playbooks[h.name], h.name, version="ref",
+                                      artifact_sha256="", render_files=lambda pb, v: {}, gate_version=False)
+                   for h in fleet.targets.hosts}
+    return PreparedRollback(fleet, references, to_version, force=options.force, traffic=traffic,
+                            colours=colours)

@@ -14,7 +14,8 @@ nothing of what a part does, so a new strategy is a new procedure and no change 
 - `undo(ctx, outcome)`: return a host that passed to where it was, when another canary of its batch failed.
 
 None of them raises for a host's failure: an error ends in the returned outcome. Implementations:
-`rollout/deploy.py` (DeployProcedure), `rollout/rollback.py` (RollbackProcedure), `rollout/remove.py`
+`rollout/deploy.py` (DeployProcedure), `rollout/rollback.py` (RollbackProcedure), `rollout/bluegreen_run.py`
+(BlueGreenProcedure), `rollout/remove.py`
 (RemoveProcedure).
 """
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fleetctl.config.playbook import NssmOptions, Playbook
@@ -174,9 +174,15 @@ def release_id(version: str, artifact_sha256: str, files: Mapping[str, str], ser
 
 
 def make_release(playbook: Playbook, *, version: str, artifact_sha256: str, files: Mapping[str, str],
-                 wrapper_sha256: str | None = None) -> Release:
-    """The release a host should run, from its rendered playbook and rendered template files."""
+                 wrapper_sha256: str | None = None, colour: str | None = None) -> Release:
+    """The release a host should run, from its rendered playbook and rendered template files. With `colour`
+    (blue-green), the service is `<name>-<colour>` running `<root>\\<colour>\\<exe>`: its own service, its own
+    junction, its own release (the colour's port is in the playbook rendered with `colour_port`)."""
     service = service_definition(playbook, wrapper_sha256)
+    if colour is not None:
+        service = replace(service, name=f"{service.name}-{colour}",
+                          binary_path=playbook.install.root.rstrip("\\") + f"\\{colour}\\{playbook.exe_name}",
+                          display_name=f"{service.display_name} ({colour})" if service.display_name else None)
     rid = release_id(version, artifact_sha256, files, service)
     installed = dict(files)
     installed[SERVICE_DEFINITION_FILE] = json.dumps(service.public_json(), indent=2, sort_keys=True)

@@ -38,6 +38,7 @@ class RemovalTarget:
     tasks: tuple[str, ...]
     firewall: tuple[tuple[str, int], ...]
     port_proxy: int | None  # blue-green listen port
+    colour_services: tuple[str, ...] = ()  # blue-green: <service>-blue, <service>-green
 
     @classmethod
     def from_playbook(cls, playbook: Playbook) -> RemovalTarget:
@@ -47,7 +48,8 @@ class RemovalTarget:
         return cls(app=playbook.name, root=playbook.install.root, service=playbook.service.name,
                    stop_timeout=max(1, int(playbook.service.stop_timeout)),
                    tasks=tuple(t.name for t in playbook.scheduled_tasks),
-                   firewall=tuple((r.name, r.port) for r in playbook.firewall), port_proxy=proxy)
+                   firewall=tuple((r.name, r.port) for r in playbook.firewall), port_proxy=proxy,
+                   colour_services=tuple(f"{playbook.service.name}-{c}" for c in ("blue", "green")) if proxy else ())
 
 
 def removal_steps(target: RemovalTarget, state: NodeState, *, purge: bool) -> list[str]:
@@ -56,6 +58,9 @@ def removal_steps(target: RemovalTarget, state: NodeState, *, purge: bool) -> li
     service = state.service
     if service is not None and service.exists:
         steps.append(f"stop ({service.state}) and delete service {target.service}")
+    for colour in state.colours:
+        if colour.service is not None and colour.service.exists:
+            steps.append(f"stop ({colour.service.state}) and delete service {target.service}-{colour.colour}")
     steps += [f"remove firewall rule {name} (if present)" for name, _ in target.firewall]
     if target.port_proxy is not None:
         steps.append(f"remove port proxy :{target.port_proxy} (if present)")
@@ -74,15 +79,16 @@ def remove_host(ctx: HostContext, target: RemovalTarget, *, purge: bool) -> Host
         for name in target.tasks:
             changed |= ctx.step("remove", lambda n=name: client.set_fleet_scheduled_task(  # type: ignore[misc]
                 name=n, remove=True), f"scheduled task {name}").changed
-        try:
-            removal = ctx.step("stop", lambda: client.remove_fleet_service(
-                name=target.service, timeout_seconds=target.stop_timeout), f"stop and delete {target.service}")
-        except NodeOperationError as err:
-            if err.code != "SERVICE_STOP_TIMEOUT":
-                raise
-            return HostOutcome(ctx.host, "failed", None, f"{describe_error(err)} (the service is still stopping and "
-                               "was not deleted; nothing else was removed after its scheduled tasks)", ctx.timings)
-        changed |= removal.removed
+        for service in (target.service, *target.colour_services):
+            try:
+                removal = ctx.step("stop", lambda s=service: client.remove_fleet_service(  # type: ignore[misc]
+                    name=s, timeout_seconds=target.stop_timeout), f"stop and delete {service}")
+            except NodeOperationError as err:
+                if err.code != "SERVICE_STOP_TIMEOUT":
+                    raise
+                return HostOutcome(ctx.host, "failed", None, f"{describe_error(err)} ({service} is still stopping "
+                                   "and was not deleted; nothing else was removed after it)", ctx.timings)
+            changed |= removal.removed
         for name, port in target.firewall:
             changed |= ctx.step("remove", lambda n=name, p=port: client.set_fleet_firewall_rule(  # type: ignore[misc]
                 name=n, port=p, remove=True), f"firewall rule {name}").changed

@@ -38,6 +38,7 @@ from fleetctl.rollout.host_steps import (
 from fleetctl.rollout.preparation import Connect, PreparedRollback
 from fleetctl.rollout.release import Release, ServiceDefinition, is_current
 from fleetctl.rollout.rollback_target import HostReleases, RollbackChoice, RollbackPlan, choose_rollback
+from fleetctl.rollout.traffic_steps import HostTraffic, with_traffic
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class RollbackJob:
     start_timeout: float = 30.0
     stop_timeout: float = 30.0
     choice: RollbackChoice | None = None
+    traffic: HostTraffic | None = None  # the load balancer: drain before the stop, ready once healthy
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,8 @@ class RollbackProcedure:
         playbook = fleet.playbooks[host]
         return RollbackJob(reference=self.prepared.references[host], health_for=fleet.health_for(host),
                            to_version=self.prepared.to_version, start_timeout=float(playbook.service.start_timeout),
-                           stop_timeout=float(playbook.service.stop_timeout), choice=self.plan.choices.get(host))
+                           stop_timeout=float(playbook.service.stop_timeout), choice=self.plan.choices.get(host),
+                           traffic=self.prepared.traffic)
 
     def stage(self, ctx: HostContext) -> StagedRollback | HostOutcome:
         return stage_rollback(ctx, self.job(ctx.host))
@@ -162,6 +165,9 @@ def stage_rollback(ctx: HostContext, job: RollbackJob) -> StagedRollback | HostO
     ref = job.reference
     try:
         state = ctx.step("connect", lambda: read_state(ctx, ref), "reading node state")
+        if state.live is not None:
+            raise StepFailed("rollback", f"this host runs blue-green (live colour {state.live}): roll it back with "
+                                         "--strategy blue-green")
         if job.choice is not None:
             planned = _planned_target(state, job.choice)
             if isinstance(planned, str):
@@ -187,6 +193,10 @@ def activate_rollback(ctx: HostContext, job: RollbackJob, staged: StagedRollback
     `failed`, since the rollback did not happen there). Success is `rolled_back`."""
     if isinstance(staged, HostOutcome):
         return staged
+    return with_traffic(ctx, job.traffic, staged.state.current, lambda: _switch_back(ctx, job, staged))
+
+
+def _switch_back(ctx: HostContext, job: RollbackJob, staged: StagedRollback) -> HostOutcome:
     ref = job.reference
     original = staged.state.current
     original_info = staged.state.release(original)

@@ -6,16 +6,26 @@ ConfigError before any change), then hand one procedure to the engine.
     run_deploy(prepared, bus)                      # DeployProcedure (rollout/deploy.py) through the engine
     run_rollback(prepare_rollback(options), bus)   # RollbackProcedure (rollout/rollback.py)
 
+With --strategy blue-green both run BlueGreenProcedure (rollout/bluegreen_run.py) instead. With a load balancer
+(`traffic:` nginx or HAProxy) it is reached and its configuration checked before any host is touched, and a
+failing balancer halts the run before the next host (`HostTraffic.halt`).
+
 Subscribers (the live view, the `--json` report, the journal) come in through the `EventBus`. A new strategy is a
 new procedure passed to `run_procedure`; the engine does not change.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
+from fleetctl.errors import RolloutFailed
 from fleetctl.node.fleet import run_parallel
-from fleetctl.rollout.deploy import DeployProcedure
+from fleetctl.rollout.bluegreen import colour_changes
+from fleetctl.rollout.bluegreen_run import BlueGreenProcedure, job_for
+from fleetctl.rollout.deploy import DeployProcedure, host_extras, start_pull_server
 from fleetctl.rollout.engine import LockSpec, RolloutEngine, RunResult
 from fleetctl.rollout.events import EventBus
 from fleetctl.rollout.host_plan import plan_host
@@ -34,6 +44,8 @@ from fleetctl.rollout.preparation import (
 from fleetctl.rollout.procedure import HostProcedure
 from fleetctl.rollout.rollback import RollbackProcedure, plan_rollback
 from fleetctl.rollout.rollback_target import RollbackPlan
+from fleetctl.rollout.traffic_steps import HostTraffic
+from fleetctl.traffic import BalancerError
 
 
 @dataclass(frozen=True)
@@ -49,8 +61,17 @@ class HostPreview:
 
 def dry_run(prepared: PreparedDeploy, *, connect: Connect | None = None) -> dict[str, HostPreview]:
     """Ask each host for its state (read-only) and say what a deploy would change: the host plan the deploy would
-    carry out (`plan_host`), in words. Nothing is changed."""
+    carry out (`plan_host`), in words. Nothing is changed. With a load balancer, its configuration is rendered and
+    checked (not applied) first; a failure there is a RolloutFailed, as in a real run."""
     factory = connect or prepared.fleet.client_factory()
+    traffic = prepared.traffic
+    if traffic is not None:
+        try:
+            traffic.balancer.prepare(check_only=True)
+        except BalancerError as err:
+            raise RolloutFailed(f"{err.message}; nothing was changed") from None
+        finally:
+            traffic.balancer.close()
 
     def preview(host: str) -> HostPreview:
         release = prepared.releases[host]
@@ -59,8 +80,20 @@ def dry_run(prepared: PreparedDeploy, *, connect: Connect | None = None) -> dict
             state = client.get_fleet_state(app=release.app, root=release.root, service_name=release.service.name)
             cached = state.release(release.id) is not None or \
                 client.test_fleet_artifact(sha256=release.artifact_sha256).present
+            colours = prepared.colours
+            if colours is not None:
+                mine = colours[host]
+                colour_state = client.get_fleet_state(app=release.app, root=release.root,
+                                                      service_name=mine.playbook.service.name,
+                                                      proxy_port=mine.ports.listen)
+                seen = colour_changes(colour_state, mine.releases, mine.ports, artifact_present=cached,
+                                      bake=float(mine.playbook.rollout.bake))
+                return HostPreview(host, colour_state.current, seen.target, tuple(seen.changes))
             plan = plan_host(release, state, artifact_cached=cached)
             changes = tuple(plan.changes(release.artifact_sha256, release.service.name))
+            if traffic is not None and changes:
+                changes = (f"drain from {traffic.where}", *changes,
+                           f"return to the pool on {traffic.where} once healthy")
             if state.lock is not None and not state.lock.expired:
                 # A deploy now would stop at this host's lock (exit 4): say so first.
                 changes = (f"would stop here (exit 4): {describe_holder(host, state.lock)}",) + changes
@@ -81,26 +114,85 @@ def run_deploy(prepared: PreparedDeploy, bus: EventBus, *, connect: Connect | No
                judge: HolderJudge | None = None) -> RunResult:
     """Run the deploy: lock all, batches with health gates, failure budget, rollback, unlock. Never raises for
     host failures: the result's exit code says how it went (`RunResult.raise_for_exit()`)."""
-    with DeployProcedure.open(prepared) as procedure:
+    if prepared.colours is not None:
+        with _blue_green_deploy(prepared) as blue_green:
+            return run_procedure(prepared.fleet, blue_green, bus, connect=connect, interruption=interruption,
+                                 force=force, judge=judge)
+    with _balancer(prepared.traffic), DeployProcedure.open(prepared) as procedure:
+        procedure.notes += _unused_traffic_notes(prepared.fleet)
         return run_procedure(prepared.fleet, procedure, bus, connect=connect, interruption=interruption,
-                             force=force, judge=judge)
+                             force=force, judge=judge, traffic=prepared.traffic)
 
 
 def run_rollback(prepared: PreparedRollback, bus: EventBus, *, plan: RollbackPlan | None = None,
                  connect: Connect | None = None, interruption: Interruption | None = None, force: bool = False,
                  judge: HolderJudge | None = None) -> RunResult:
     """Carry out a rollback plan (`plan_rollback`, computed here when not given) batch by batch, gated: each
-    host switches to its planned target, stays, or fails with the plan's reason. Success is `rolled_back`."""
+    host switches to its planned target, stays, or fails with the plan's reason. Success is `rolled_back`.
+    Blue-green hosts switch back to their other colour instead."""
+    colours = prepared.colours
+    if colours is not None:
+        info = prepared.fleet.run_info(prepared.run_id, "rollback", version=prepared.to_version)
+        back = BlueGreenProcedure(info, lambda host: job_for(colours[host], artifact_path=Path(), transfer="push",
+                                                             pull_server=None, ensure_extras=None),
+                                  rollback=True, to_version=prepared.to_version)
+        return run_procedure(prepared.fleet, back, bus, connect=connect, interruption=interruption, force=force,
+                             judge=judge)
     chosen = plan if plan is not None else plan_rollback(prepared, connect=connect)
-    return run_procedure(prepared.fleet, RollbackProcedure(prepared, chosen), bus, connect=connect,
-                         interruption=interruption, force=force, judge=judge)
+    with _balancer(prepared.traffic):
+        return run_procedure(prepared.fleet, RollbackProcedure(prepared, chosen), bus, connect=connect,
+                             interruption=interruption, force=force, judge=judge, traffic=prepared.traffic)
+
+
+def _unused_traffic_notes(fleet: RolloutTargets) -> tuple[str, ...]:
+    first = next(iter(fleet.playbooks.values()), None)
+    if first is not None and first.traffic is not None and first.traffic.kind == "portproxy":
+        return (("traffic kind portproxy (node-local blue-green) is used by --strategy blue-green; this rolling "
+                 "run restarts the service on its own port"),)
+    return ()
+
+
+@contextmanager
+def _blue_green_deploy(prepared: PreparedDeploy) -> Iterator[BlueGreenProcedure]:
+    """The blue-green deploy procedure, with the artifact pull server running for as long as it is in use."""
+    colours = prepared.colours
+    assert colours is not None
+    server, notes = start_pull_server(prepared)
+    fleet = prepared.fleet
+    info = fleet.run_info(prepared.run_id, "deploy", version=prepared.version,
+                          release=next(iter(prepared.releases.values())).id if prepared.releases else None)
+    try:
+        yield BlueGreenProcedure(info, lambda host: job_for(
+            colours[host], artifact_path=prepared.artifact_source, transfer=prepared.transfer, pull_server=server,
+            ensure_extras=host_extras(fleet.playbooks[host])), notes=notes)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+@contextmanager
+def _balancer(traffic: HostTraffic | None) -> Iterator[None]:
+    """Reach the balancer and check its configuration before any host is touched (RolloutFailed if not); closed
+    when the run ends."""
+    if traffic is None:
+        yield
+        return
+    try:
+        try:
+            traffic.balancer.prepare()
+        except BalancerError as err:
+            raise RolloutFailed(f"{err.message}; no host was touched") from None
+        yield
+    finally:
+        traffic.balancer.close()
 
 
 def run_procedure(fleet: RolloutTargets, procedure: HostProcedure, bus: EventBus, *, connect: Connect | None = None,
                   interruption: Interruption | None = None, force: bool = False,
-                  judge: HolderJudge | None = None) -> RunResult:
+                  judge: HolderJudge | None = None, traffic: HostTraffic | None = None) -> RunResult:
     """Any procedure over the fleet's plan, under its locks, with Ctrl-C handled (first: no new hosts; second:
-    abort health gates). `judge` decides whether a lock's holder is provably gone (what --force may take)."""
+    abort health gates). `judge` decides whether a lock's holder is provably gone (what --force may take). A
+    failing load balancer (`traffic`) stops the run before the next host."""
     interruption = interruption or Interruption()
     engine = RolloutEngine(
         plan=fleet.plan, procedure=procedure, connect=connect or fleet.client_factory(), bus=bus,
@@ -108,6 +200,8 @@ def run_procedure(fleet: RolloutTargets, procedure: HostProcedure, bus: EventBus
                       judge=judge or HolderJudge()),
         forks=fleet.forks, interruption=interruption, timeouts=fleet.timeouts,
         unlock_hint=f"fleetctl unlock {fleet.targets.source.path} --limit HOST")
+    if traffic is not None:
+        traffic.halt = engine.request_halt
     with sigint_handler(interruption):
         return engine.run()
 

@@ -29,6 +29,7 @@ from fleetctl.node.client import NodeClient
 from fleetctl.node.fleet import run_parallel
 from fleetctl.node.results import CRASH_WINDOW_MINUTES, LockInfo, NodeState, ServiceInfo, TaskInfo
 from fleetctl.protocol.errors import TransportError
+from fleetctl.rollout.bluegreen import ColourPorts, live_colour
 from fleetctl.rollout.health import HealthCheck, ProbeVerdict, probe_once
 from fleetctl.targets import Targets, load_targets
 
@@ -48,6 +49,8 @@ class StatusTarget:
     service_name: str
     health_for: Callable[[str | None], HealthCheck | None]
     tasks: tuple[str, ...] = ()  # the playbook's scheduled tasks, whose last results status shows
+    ports: ColourPorts | None = None  # blue-green: the public port and each colour's own port
+    colour_health_for: Callable[[str | None, int], HealthCheck | None] | None = None  # (version, colour port)
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,22 @@ class ReleaseRef:
 
     def to_json(self) -> dict[str, Any]:
         return {"version": self.version, "release": self.release}
+
+
+@dataclass(frozen=True)
+class ColourStatus:
+    """Blue-green: one colour of a host, with its own health (probed on its own port when it runs)."""
+
+    colour: str
+    live: bool
+    release: ReleaseRef | None
+    service: str
+    healthy: bool
+    reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"live": self.live, "release": self.release.to_json() if self.release else None,
+                "service": self.service, "healthy": self.healthy, "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -80,9 +99,17 @@ class HostStatus:
     releases_kept: int = 0
     tasks: tuple[TaskInfo, ...] = ()
     crash_loop: str | None = None  # the verdict, e.g. "4 restarts in 10 min", when the service keeps restarting
+    colours: tuple[ColourStatus, ...] = ()  # blue-green hosts only, blue first
+
+    @property
+    def live(self) -> str | None:
+        return next((c.colour for c in self.colours if c.live), None)
 
     def to_json(self) -> dict[str, Any]:
-        """Exactly the shape docs/status-history.md documents: current, previous, service, healthy, lock."""
+        """Exactly the shape docs/status-history.md documents: current, previous, service, healthy, lock (and, on a
+        blue-green host, `live` and `colours`)."""
+        colours = {"live": self.live, "colours": {c.colour: c.to_json() for c in self.colours}} \
+            if self.colours else {}
         return {
             "current": self.current.to_json() if self.current else None,
             "previous": self.previous.to_json() if self.previous else None,
@@ -93,6 +120,7 @@ class HostStatus:
             "tasks": [{"name": t.name, "exists": t.exists, "state": t.state,
                        "last_run": t.last_run.isoformat() if t.last_run else None, "last_result": t.last_result}
                       for t in self.tasks],
+            **colours,
         }
 
 
@@ -138,23 +166,56 @@ def host_status(target: StatusTarget, client: NodeClient, probe: StatusProbe = _
     """Ask one node; a transport failure becomes an `unreachable` status, a node error an `error` status."""
     try:
         state = client.get_fleet_state(app=target.app, root=target.root, service_name=target.service_name,
-                                       task_names=list(target.tasks) or None)
+                                       task_names=list(target.tasks) or None,
+                                       proxy_port=target.ports.listen if target.ports else None)
     except TransportError as err:
         return HostStatus(target.host, None, None, UNREACHABLE, False, None, answered=False,
                           error=redact(err.reason))
     except FleetError as err:
         return HostStatus(target.host, None, None, ERROR, False, None, answered=False, error=redact(str(err)))
     current = _ref(state, state.current)
+    colours = _colours(target, client, state, probe)
+    live = next((c for c in colours if c.live), None)
+    service_info = state.service
+    if live is not None:  # what serves the public port is the live colour's service
+        info = state.colour(live.colour)
+        service_info = info.service if info else None
     service = ABSENT
-    if state.service is not None and state.service.exists:
-        service = state.service.state or "Unknown"
-    loop = crash_loop_verdict(state.service)
+    if service_info is not None and service_info.exists:
+        service = service_info.state or "Unknown"
+    loop = crash_loop_verdict(service_info)
     healthy, reason = _probe_health(target, client, current, service, probe)
     if loop is not None:
         healthy, reason = False, f"crash loop: {loop}" + (f"; {reason}" if reason else "")
     return HostStatus(target.host, current, _ref(state, state.previous), service, healthy, state.lock,
                       answered=True, error=reason, releases_kept=len(state.releases), tasks=state.tasks,
-                      crash_loop=loop)
+                      crash_loop=loop, colours=colours)
+
+
+def _colours(target: StatusTarget, client: NodeClient, state: NodeState, probe: StatusProbe) -> tuple[ColourStatus, ...]:
+    """Each colour a blue-green host has: its release, its service and whether it answers on its own port."""
+    ports = target.ports
+    if ports is None or not state.colours:
+        return ()
+    live = live_colour(state, ports)
+    found = []
+    for info in state.colours:
+        ref = _ref(state, info.release)
+        service = (info.service.state or "Unknown") if info.service and info.service.exists else ABSENT
+        healthy: bool = False
+        reason: str | None = f"service {service}"
+        if service == "Running":
+            healthy, reason = True, None
+            if target.colour_health_for is not None:
+                try:
+                    check = target.colour_health_for(ref.version if ref else None, ports.port(info.colour))
+                    if check is not None:
+                        verdict = probe(check, client)
+                        healthy, reason = verdict.ok, verdict.reason
+                except (ConfigError, FleetError) as err:
+                    healthy, reason = False, redact(str(err))
+        found.append(ColourStatus(info.colour, info.colour == live, ref, service, healthy, reason))
+    return tuple(found)
 
 
 CRASH_LOOP_RESTARTS = 3  # unexpected exits within the node's window (CRASH_WINDOW_MINUTES) that make a loop
@@ -270,10 +331,13 @@ def load_status_request(
         rendered = loaded.render_for(host, _NO_VERSION)
         connections[host.name] = ConnectionSettings.from_hostvars(
             host.name, loaded.connection_vars(host), source=f"inventory host {host.name}")
+        blue_green = rendered.traffic.blue_green if rendered.traffic else None
         targets.append(StatusTarget(host=host.name, app=loaded.settings.name, root=rendered.install.root,
                                     service_name=rendered.service.name,
                                     health_for=_health_resolver(loaded, host, rendered),
-                                    tasks=tuple(t.name for t in rendered.scheduled_tasks)))
+                                    tasks=tuple(t.name for t in rendered.scheduled_tasks),
+                                    ports=ColourPorts.from_playbook(blue_green) if blue_green else None,
+                                    colour_health_for=_colour_health_resolver(loaded, host, rendered)))
     chosen = forks if forks is not None else loaded.settings.rollout.forks
     if chosen < 1:
         raise ConfigError(f"expected at least 1, got {chosen}", key="--forks")
@@ -294,5 +358,20 @@ def _health_resolver(loaded: Targets, host: Host, rendered: Playbook) -> Callabl
             return replace(HealthCheck.from_playbook(rendered.health), expect_json=())
         again = loaded.render_for(host, {"version": version})
         return HealthCheck.from_playbook(again.health) if again.health else None
+
+    return check
+
+
+def _colour_health_resolver(loaded: Targets, host: Host,
+                            rendered: Playbook) -> Callable[[str | None, int], HealthCheck | None]:
+    """A colour's health check: the playbook's, rendered with that colour's port (`colour_port`)."""
+    def check(version: str | None, port: int) -> HealthCheck | None:
+        if rendered.health is None:
+            return None
+        again = loaded.render_for(host, {"version": version or "", "colour_port": port})
+        if again.health is None:
+            return None
+        found = HealthCheck.from_playbook(again.health)
+        return found if version else replace(found, expect_json=())
 
     return check

@@ -170,6 +170,19 @@ class SshSession:
         """Copy `remote_path` to `local_path` over SFTP (FileNotFoundError, OSError)."""
         self._connection.sftp().get(remote_path, str(local_path))
 
+    def read_bytes(self, remote_path: str) -> bytes:
+        """The file's bytes over SFTP (FileNotFoundError, OSError)."""
+        with self._connection.sftp().open(remote_path, "r") as handle:
+            return bytes(handle.read())
+
+    def rename(self, source: str, target: str) -> None:
+        """Atomically replace `target` with `source` over SFTP (posix-rename; OSError when the host refuses)."""
+        self._connection.sftp().posix_rename(source, target)
+
+    def remove(self, remote_path: str) -> None:
+        """Remove a file over SFTP (FileNotFoundError, OSError)."""
+        self._connection.sftp().remove(remote_path)
+
     def close(self) -> None:
         self._connection.close()
 

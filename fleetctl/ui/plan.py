@@ -29,3 +29,8 @@ def plan_table(plan: Plan, title: str, spread_values: dict[str, object] | None =
         row.append(", ".join(safe(h) for h in batch.hosts))
         table.add_row(*row)
     return table
+
+
+def steps_line(steps: tuple[str, ...]) -> str:
+    """`each host: drain → service → stop → ...` (the steps of `plan.host_sequence`)."""
+    return "each host: " + " → ".join(safe(s) for s in steps)

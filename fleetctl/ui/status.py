@@ -17,7 +17,10 @@ def status_table(result: FleetStatus, name: str) -> Group:
     majority = f", majority {result.majority}" if result.majority else ""
     table = Table(title=safe(f"Status of {name}: {answered}/{len(result.hosts)} host(s) answered{majority}"),
                   title_justify="left")
-    for column in ("host", "current", "previous", "service", "health", "tasks", "lock", "drift"):
+    blue_green = any(s.colours for s in result.hosts.values())
+    columns = ("host", "current", "previous", "service", "health", *(("colours",) if blue_green else ()), "tasks",
+               "lock", "drift")
+    for column in columns:
         # Names and releases are what people scan for: never cut them.
         table.add_column(column, overflow="fold",
                          no_wrap=column in ("host", "current", "service", "health", "drift"))
@@ -32,6 +35,7 @@ def status_table(result: FleetStatus, name: str) -> Group:
             Text("healthy", style="green") if s.healthy else Text(
                 ("CRASH LOOP" if s.crash_loop else "unhealthy") if s.answered else "-",
                 style="red" if s.answered else "dim"),
+            *((_colours(s),) if blue_green else ()),
             _tasks(s),
             Text(safe(_lock(s)), style="yellow" if s.lock and not s.lock.expired else "dim"),
             Text("-" if s.drift is None else ("DRIFT" if s.drift else "no"),
@@ -55,6 +59,23 @@ def _release(ref: ReleaseRef | None) -> str:
     if ref is None:
         return "-"
     return ref.release if not ref.version or ref.release.startswith(ref.version) else f"{ref.version} ({ref.release})"
+
+
+def _colours(s: HostStatus) -> Text:
+    """Blue-green: `live green 2.1.0 ok · idle blue 2.0.0 Running ok` (each colour's release and own health)."""
+    if not s.colours:
+        return Text("-", style="dim")
+    text = Text()
+    for i, c in enumerate(sorted(s.colours, key=lambda c: not c.live)):
+        if i:
+            text.append(" · ", style="dim")
+        text.append(f"{'live' if c.live else 'idle'} {c.colour} ", style="bold" if c.live else "")
+        text.append(safe(_release(c.release)) + " ")
+        if c.service != "Running":
+            text.append(c.service, style="dim" if not c.live else "red")
+        else:
+            text.append("ok" if c.healthy else "unhealthy", style="green" if c.healthy else "red")
+    return text
 
 
 def _tasks(s: HostStatus) -> Text:

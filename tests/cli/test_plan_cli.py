@@ -51,7 +51,8 @@ def test_plan_json_is_exactly_the_documented_document(capsys: pytest.CaptureFixt
     out = run_ok(capsys, "plan", str(EXAMPLE_PLAYBOOK), "-i", str(EXAMPLE_INVENTORY), "--canary", "10%",
                  "--batch", "25%", "--json")
     doc = json.loads(out)
-    assert set(doc) == {"hosts", "batches"}
+    assert set(doc) == {"hosts", "batches", "host_steps"}
+    assert doc["host_steps"] == ["stop", "switch release", "start", "health gate"]
     assert doc["hosts"] == 20
     assert doc["batches"][0] == {"index": 0, "canary": True, "hosts": doc["batches"][0]["hosts"]}
     assert len(doc["batches"][0]["hosts"]) == 2  # 10% of 20
@@ -70,6 +71,10 @@ def test_plan_limit_and_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert doc["hosts"] == 10 and all("west" in h for b in doc["batches"] for h in b["hosts"])
     table = run_ok(capsys, "plan", str(EXAMPLE_PLAYBOOK), "-i", str(EXAMPLE_INVENTORY), "--canary", "1")
     assert "canary" in table and "web-east-01.corp.example" in table
+    blue_green = json.loads(run_ok(capsys, "plan", str(EXAMPLE_PLAYBOOK), "-i", str(EXAMPLE_INVENTORY),
+                                   "--strategy", "blue-green", "--json"))["host_steps"]
+    assert blue_green[1:4] == ["start the idle colour", "gate it on its own port",
+                               "switch port 8080 to it (the node's port proxy)"]
 
 
 def test_extra_vars_override_playbook_defaults(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

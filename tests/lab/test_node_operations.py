@@ -327,6 +327,72 @@ def test_port_proxy_forwards_real_tcp_and_switches_target(node: LabNode) -> None
         green.close()
 
 
+def test_colours_have_their_own_junctions_and_the_proxy_switch_records_the_live_colour(node: LabNode) -> None:
+    install(node, b"MZ one", "1.0-a", switch=False)
+    install(node, b"MZ two", "2.0-b", switch=False)
+    install(node, b"MZ three", "3.0-c", switch=False)
+    blue, blue_port = _serve_text(node.address, b"blue")
+    green, green_port = _serve_text(node.address, b"green")
+    listen = free_port(node.address)
+    try:
+        error(node, "Switch-FleetColour", "NOT_FOUND", App="hello", Root=ROOT, Colour="blue", ListenPort=listen,
+              ConnectPort=blue_port)
+        error(node, "Switch-FleetRelease", "INVALID_ARGUMENT", App="hello", Root=ROOT, Release="1.0-a",
+              Colour="purple")
+        assert ok(node, "Switch-FleetRelease", App="hello", Root=ROOT, Release="1.0-a", Colour="blue") == {
+            "current": "1.0-a", "previous": None, "changed": True}
+        assert node.sandbox.read_junction(node.sandbox.resolve(f"{ROOT}\\blue")) is not None
+        assert node.sandbox.read_junction(node.sandbox.resolve(f"{ROOT}\\current")) is None
+        state = ok(node, "Get-FleetState", App="hello", Root=ROOT, ProxyPort=listen)
+        assert state["current"] is None and state["live"] is None and state["proxy"] is None
+        assert state["colours"]["blue"]["release"] == "1.0-a" and "green" not in state["colours"]
+        assert state["colours"]["blue"]["service"]["exists"] is False  # hello-blue is not defined yet
+
+        result = ok(node, "Switch-FleetColour", App="hello", Root=ROOT, Colour="blue", ListenPort=listen,
+                    ConnectPort=blue_port)
+        assert result == {"live": "blue", "current": "1.0-a", "previous": None,
+                          "connect": f"{node.address}:{blue_port}", "changed": True}
+        assert _read_from(node.address, listen) == b"blue"
+        ok(node, "Switch-FleetRelease", App="hello", Root=ROOT, Release="2.0-b", Colour="green")
+        again = ok(node, "Switch-FleetColour", App="hello", Root=ROOT, Colour="blue", ListenPort=listen,
+                   ConnectPort=blue_port)
+        assert again["changed"] is False
+        ok(node, "Switch-FleetColour", App="hello", Root=ROOT, Colour="green", ListenPort=listen,
+           ConnectPort=green_port)
+        assert _read_from(node.address, listen) == b"green"
+        state = ok(node, "Get-FleetState", App="hello", Root=ROOT, ProxyPort=listen)
+        assert (state["current"], state["previous"], state["live"]) == ("2.0-b", "1.0-a", "green")
+        assert state["proxy"] == {"listen": f"{node.address}:{listen}", "connect": f"{node.address}:{green_port}"}
+        assert [h["action"] for h in state["history"]] == ["install", "install", "install", "switch-blue", "switch",
+                                                         "live-blue", "switch-green", "switch", "live-green"]
+
+        # Retention never removes a colour's release, even when it is neither current nor previous.
+        ok(node, "Switch-FleetRelease", App="hello", Root=ROOT, Release="3.0-c", Colour="blue")
+        assert ok(node, "Remove-FleetRelease", App="hello", Root=ROOT, Keep=0)["removed"] == []
+        error(node, "Remove-FleetRelease", "RELEASE_IN_USE", App="hello", Root=ROOT, Release="3.0-c")
+    finally:
+        blue.close()
+        green.close()
+
+
+def test_a_colour_switch_interrupted_after_the_proxy_is_finished_by_calling_it_again(node: LabNode) -> None:
+    install(node, b"MZ one", "1.0-a", switch=False)
+    blue, blue_port = _serve_text(node.address, b"blue")
+    listen = free_port(node.address)
+    try:
+        ok(node, "Switch-FleetRelease", App="hello", Root=ROOT, Release="1.0-a", Colour="blue")
+        # As if the controller died after netsh changed the proxy but before the state was written.
+        ok(node, "Set-FleetPortProxy", ListenPort=listen, ConnectPort=blue_port)
+        state = ok(node, "Get-FleetState", App="hello", Root=ROOT, ProxyPort=listen)
+        assert state["live"] is None and state["proxy"]["connect"].endswith(f":{blue_port}")
+        result = ok(node, "Switch-FleetColour", App="hello", Root=ROOT, Colour="blue", ListenPort=listen,
+                    ConnectPort=blue_port)
+        assert result["changed"] is True and result["current"] == "1.0-a"
+        assert ok(node, "Get-FleetState", App="hello", Root=ROOT)["live"] == "blue"
+    finally:
+        blue.close()
+
+
 def test_get_log_returns_the_last_lines_of_the_newest_log(node: LabNode) -> None:
     error(node, "Get-FleetLog", "NOT_FOUND", App="hello", Root=ROOT)
     node.sandbox.write_bytes(f"{ROOT}\\shared\\logs\\hello.log", b"".join(b"line %d\n" % i for i in range(10)))

@@ -347,7 +347,7 @@ def test_a_changed_type_or_mandatory_flag_in_the_module_is_caught() -> None:
     assert "PowerShell module: Lock-FleetApp -TtlSeconds is [string], protocol says [int]" in problems
     assert "PowerShell module: Lock-FleetApp -TtlSeconds is optional, protocol says required" in problems
     defaulted = source.replace("[string]$ListenAddress,", "[string]$ListenAddress = '0.0.0.0',", 1)
-    assert any(p.startswith("PowerShell module: Set-FleetPortProxy -ListenAddress has a default value")
+    assert any(p.startswith("PowerShell module: Switch-FleetColour -ListenAddress has a default value")
                for p in module_problems(defaulted, OPERATIONS))
 
 

@@ -1,0 +1,240 @@
+"""Node-local blue-green on the lab (ten nodes, the example service as an ELF, the lab's real TCP port proxy on
+each node's public port), measured with a load generator on the nodes' public ports: deploy, instant rollback,
+a failed canary and an interrupted switch each drop no request. Lab counters prove the instant rollback starts
+and stops no service and moves no artifact bytes; its wall time is compared with a rolling rollback of the same
+nodes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from traffic.loadgen import LoadGenerator, LoadReport
+
+from .conftest import Lab, _start_lab
+
+pytestmark = [pytest.mark.lab]
+TIMES: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    base = os.environ.get("FLEETCTL_TEST_BLUE_GREEN_BASE", "127.0.55.1")
+    for lab in _start_lab(tmp_path_factory.mktemp("blue-green"), 10, base, "linux"):
+        text = lab.playbook.read_text()
+        text = text.replace("  canary_bake: 0s\n", "  canary_bake: 0s\n  bake: \"{{ bake | default('0s') }}\"\n")
+        text = text.replace('    green_port: "{{ hello_port + 10001 }}"\n',
+                            '    green_port: "{{ hello_port + 10001 }}"\n'
+                            '    keep_warm: "{{ keep_warm | default(false) }}"\n')
+        assert "keep_warm" in text and "bake:" in text
+        lab.playbook.write_text(text)
+        yield lab
+
+
+def _run(lab: Lab, command: str, *args: str) -> tuple[int, dict[str, Any], str]:
+    proc = lab.fleetctl(command, str(lab.playbook), "-i", str(lab.inventory), "--yes", "--json", "--var", "window=1s",
+                        *args, timeout=300)
+    return proc.returncode, json.loads(proc.stdout) if proc.stdout.strip() else {}, proc.stderr
+
+
+def _versions(lab: Lab) -> dict[str, Any]:
+    return {n: (lab.health(n) or {}).get("version") for n in lab.nodes}
+
+
+def _counters(lab: Lab) -> dict[str, dict[str, int]]:
+    return {n: s["counters"] for n, s in lab.status().items()}
+
+
+def _under_load(lab: Lab, nodes: list[str], run: Any) -> tuple[Any, LoadReport]:
+    loads = [LoadGenerator(lab.addresses[n], 8080, path="/healthz", threads=2, interval_s=0.005, max_seconds=240)
+             for n in nodes]
+    for load in loads:
+        load.start()
+    try:
+        for load in loads:
+            load.wait_for_requests(50)
+        result = run()
+        for load in loads:
+            load.wait_for_requests(load.sent + 50)
+    finally:
+        for load in loads:
+            load.stop()
+    reports = [load.report() for load in loads]
+    merged = sorted(ms for load in loads for ms in load._latencies)
+    total = LoadReport(sum(r.sent for r in reports), sum(r.failed for r in reports),
+                       merged[len(merged) // 2] if merged else 0.0,
+                       merged[min(len(merged) - 1, int(0.99 * len(merged)))] if merged else 0.0,
+                       merged[-1] if merged else 0.0,
+                       {k: v for r in reports for k, v in r.errors.items()}, max(r.duration_s for r in reports))
+    return result, total
+
+
+def _record(name: str, report: LoadReport) -> None:
+    print(f"\n[blue-green] {name}: {report.line()}")
+
+
+def test_1_a_rolling_rollback_of_ten_nodes_for_comparison(lab: Lab) -> None:
+    for version in ("1.0.0", "1.1.0"):
+        code, _, err = _run(lab, "deploy", "--version", version, "--batch", "100%")
+        assert code == 0, err
+    before = _counters(lab)
+    began = time.monotonic()
+    code, _doc, err = _run(lab, "rollback", "--batch", "100%")
+    TIMES["rolling rollback"] = time.monotonic() - began
+    print(f"\n[blue-green] rolling rollback of 10 nodes: {TIMES['rolling rollback']:.2f} s")
+    assert code == 0, err
+    assert set(_versions(lab).values()) == {"1.0.0"}
+    after = _counters(lab)
+    for node in lab.nodes:  # what the instant switch back saves: one stop and one start per host
+        assert after[node]["service_stops"] == before[node]["service_stops"] + 1
+        assert after[node]["service_starts"] == before[node]["service_starts"] + 1
+        assert after[node]["artifact_bytes_stored"] == before[node]["artifact_bytes_stored"]
+
+
+def test_2_hosts_move_from_rolling_to_blue_green_on_the_same_public_port(lab: Lab) -> None:
+    code, doc, err = _run(lab, "deploy", "--strategy", "blue-green", "--version", "2.0.0", "--batch", "100%")
+    assert code == 0, err
+    assert all(h["outcome"] == "deployed" for h in doc["hosts"].values()), doc
+    assert set(_versions(lab).values()) == {"2.0.0"}  # through each node's port proxy on 8080
+    status = lab.status()["lab-node01"]
+    services = {s["name"]: s["state"] for s in status["services"]}
+    assert services["hello-blue"] == "Running" and services.get("hello") == "Stopped"
+    assert any(p.endswith(":8080") for p in status["port_proxies"])
+    # A rolling deploy would fight the proxy for the public port: refused per host, nothing changed.
+    code, doc, err = _run(lab, "deploy", "--version", "2.0.1", "--limit", "lab-node01")
+    assert code == 1 and "runs blue-green" in doc["hosts"]["lab-node01"]["error"], err
+    code, doc, err = _run(lab, "rollback", "--limit", "lab-node01")
+    assert code == 1 and "roll it back with --strategy blue-green" in doc["hosts"]["lab-node01"]["error"], err
+    assert _versions(lab)["lab-node01"] == "2.0.0"
+
+
+def test_3_a_blue_green_deploy_drops_no_request(lab: Lab) -> None:
+    (code, _doc, err), report = _under_load(lab, ["lab-node01", "lab-node02"], lambda: _run(
+        lab, "deploy", "--strategy", "blue-green", "--version", "2.1.0", "--batch", "3", "--var", "keep_warm=true"))
+    _record("blue-green deploy, 10 nodes", report)
+    assert code == 0, err
+    assert set(_versions(lab).values()) == {"2.1.0"}
+    assert report.sent > 200 and report.failed == 0, report.line()
+    services = {s["name"]: s["state"] for s in lab.status()["lab-node01"]["services"]}
+    assert services["hello-blue"] == "Running" and services["hello-green"] == "Running"  # the old colour is warm
+
+
+def test_4_a_blue_green_rollback_while_warm_is_an_instant_switch(lab: Lab) -> None:
+    before = _counters(lab)
+    began = time.monotonic()
+    code, _doc, err = _run(lab, "rollback", "--strategy", "blue-green", "--batch", "100%")
+    TIMES["blue-green rollback"] = time.monotonic() - began
+    print(f"\n[blue-green] blue-green rollback of 10 nodes (warm): {TIMES['blue-green rollback']:.2f} s; rolling "
+          f"rollback of the same nodes: {TIMES.get('rolling rollback', float('nan')):.2f} s")
+    assert code == 0, err
+    assert set(_versions(lab).values()) == {"2.0.0"}
+    after = _counters(lab)
+    for node in lab.nodes:
+        for key in ("service_starts", "service_stops", "artifact_bytes_stored"):
+            assert after[node][key] == before[node][key], (node, key, before[node], after[node])
+
+
+def test_4b_switching_colours_under_load_drops_no_request(lab: Lab) -> None:
+    # The colour rolled back from stays warm, so "rolling back" again switches to it: the same instant switch.
+    (code, _doc, err), report = _under_load(lab, ["lab-node01", "lab-node02"], lambda: _run(
+        lab, "rollback", "--strategy", "blue-green", "--batch", "100%"))
+    _record("blue-green rollback (warm), 10 nodes", report)
+    assert code == 0, err
+    assert set(_versions(lab).values()) == {"2.1.0"}
+    assert report.failed == 0, report.line()
+    code, _doc, err = _run(lab, "rollback", "--strategy", "blue-green", "--batch", "100%")
+    assert code == 0 and set(_versions(lab).values()) == {"2.0.0"}, err
+
+
+def test_5_a_failed_canary_leaves_the_proxy_alone_and_stops_the_idle_colour(lab: Lab) -> None:
+    (code, doc, err), report = _under_load(lab, ["lab-node01"], lambda: _run(
+        lab, "deploy", "--strategy", "blue-green", "--version", "2.2.0", "--canary", "1",
+        "--var", "hello_mode=unhealthy"))
+    _record("blue-green failed canary", report)
+    assert code == 1, err
+    canary = doc["hosts"]["lab-node01"]
+    assert canary["outcome"] == "rolled_back" and "the proxy stays on" in canary["error"], canary
+    assert set(_versions(lab).values()) == {"2.0.0"}
+    assert report.failed == 0, report.line()
+    node = lab.status()["lab-node01"]
+    states = {s["name"]: s["state"] for s in node["services"]}
+    # 2.0.0 is live again on one colour; the colour that got 2.2.0 and never turned healthy is stopped.
+    assert sorted(states[c] for c in ("hello-blue", "hello-green")) == ["Running", "Stopped"]
+
+
+def test_6_an_interrupt_between_the_gate_and_the_switch_leaves_the_old_colour_serving(
+        lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fleetctl.rollout import bluegreen
+    from fleetctl.rollout.events import EventBus
+    from fleetctl.rollout.host_steps import Interruption
+    from fleetctl.rollout.runner import DeployOptions, prepare_deploy, run_deploy
+
+    interruption = Interruption()
+    real = bluegreen.bring_up
+
+    def gate_then_ctrl_c(*args: Any, **kwargs: Any) -> None:
+        real(*args, **kwargs)
+        interruption.press()
+        interruption.press()  # a second Ctrl-C: abort, as a user who means it
+
+    monkeypatch.setattr(bluegreen, "bring_up", gate_then_ctrl_c)
+    options = DeployOptions(playbook=lab.playbook, inventories=[lab.inventory], limit="lab-node03",
+                            version="2.3.0", strategy="blue-green", dist_dir=lab.directory / "dist",
+                            extra_vars=("window=1s",))
+    (result), report = _under_load(lab, ["lab-node03"], lambda: run_deploy(prepare_deploy(options), EventBus(),
+                                                                           interruption=interruption))
+    _record("blue-green interrupted before the switch", report)
+    assert result.exit_code == 130, result.message
+    assert "before the switch" in (result.outcomes["lab-node03"].error or "")
+    assert _versions(lab)["lab-node03"] == "2.0.0" and report.failed == 0, report.line()
+    states = {s["name"]: s["state"] for s in lab.status()["lab-node03"]["services"]}
+    assert states["hello-blue"] == "Running" and states["hello-green"] == "Running"  # 2.3.0 is warm, idle
+    monkeypatch.setattr(bluegreen, "bring_up", real)
+    # A re-run finishes the job: the idle colour already runs 2.3.0, it is gated again and switched to.
+    code, doc, err = _run(lab, "deploy", "--strategy", "blue-green", "--version", "2.3.0", "--limit", "lab-node03")
+    assert code == 0 and doc["hosts"]["lab-node03"]["outcome"] == "deployed", err
+    assert _versions(lab)["lab-node03"] == "2.3.0"
+
+
+def test_7_status_dry_run_and_retention_know_the_colours(lab: Lab) -> None:
+    proc = lab.fleetctl("deploy", str(lab.playbook), "-i", str(lab.inventory), "--strategy", "blue-green",
+                        "--version", "2.4.0", "--dry-run", "--json", "--limit", "lab-node04", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    changes = json.loads(proc.stdout)["hosts"]["lab-node04"]["changes"]
+    assert any(re.match(r"switch port 8080 from (blue|green) to (blue|green)", c) for c in changes), changes
+
+    status = json.loads(lab.fleetctl("status", str(lab.playbook), "-i", str(lab.inventory), "--json",
+                                     check=True).stdout)["hosts"]["lab-node03"]
+    assert status["live"] in ("blue", "green") and status["healthy"] is True
+    live = status["colours"][status["live"]]
+    assert live["release"]["version"] == "2.3.0" and live["service"] == "Running" and live["healthy"] is True
+
+
+def test_8_a_rollback_after_the_old_colour_stopped_starts_and_gates_it_first(lab: Lab) -> None:
+    code, doc, err = _run(lab, "deploy", "--strategy", "blue-green", "--version", "2.5.0", "--limit", "lab-node05")
+    assert code == 0, err
+    states = {s["name"]: s["state"] for s in lab.status()["lab-node05"]["services"]}
+    assert sorted(states[c] for c in ("hello-blue", "hello-green")) == ["Running", "Stopped"]  # no bake, no warm
+    before = _counters(lab)["lab-node05"]
+    code, doc, err = _run(lab, "rollback", "--strategy", "blue-green", "--limit", "lab-node05")
+    assert code == 0 and doc["hosts"]["lab-node05"]["outcome"] == "deployed", err
+    assert _versions(lab)["lab-node05"] == "2.0.0"
+    after = _counters(lab)["lab-node05"]
+    assert after["service_starts"] == before["service_starts"] + 1 and after["artifact_bytes_stored"] == \
+        before["artifact_bytes_stored"]
+
+
+def test_9_remove_retires_both_colours_and_the_proxy(lab: Lab) -> None:
+    proc = lab.fleetctl("remove", str(lab.playbook), "-i", str(lab.inventory), "--limit", "lab-node06", "--purge",
+                        "--yes", "--json", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    node = lab.status()["lab-node06"]
+    assert not [s for s in node["services"] if s["name"].startswith("hello")]
+    assert not node["port_proxies"]
+    assert lab.health("lab-node06") is None

@@ -1,0 +1,250 @@
+"""Zero-downtime rollouts on the lab, with real parts on loopback: a real sshd (the balancer's Linux host), a real
+nginx and a real haproxy in front of three lab nodes running the example service, and a load generator sending
+steady requests through the balancer during the deploy. Each run asserts zero failed requests; a control run of
+the same rolling deploy without drain shows failures, so these tests can fail.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from traffic.balancer_kit import (
+    SshHost,
+    haproxy_template,
+    nginx_template,
+    running_haproxy,
+    running_nginx,
+    running_sshd,
+)
+from traffic.loadgen import LoadGenerator, LoadReport
+
+from .conftest import Lab, _start_lab
+
+pytestmark = [pytest.mark.lab, pytest.mark.ssh, pytest.mark.nginx, pytest.mark.haproxy]
+NET = os.environ.get("FLEETCTL_TEST_ZERO_DOWNTIME_NET", "127.0.61")
+REPORTS: dict[str, LoadReport] = {}
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    base = os.environ.get("FLEETCTL_TEST_ZERO_DOWNTIME_BASE", "127.0.54.1")
+    yield from _start_lab(tmp_path_factory.mktemp("zero-downtime"), 3, base, "linux")
+
+
+@pytest.fixture(scope="module")
+def ssh_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshHost]:
+    with running_sshd(tmp_path_factory.mktemp("lb-sshd"), f"{NET}.2") as host:
+        yield host
+
+
+def _lb_inventory(lab: Lab, ssh_host: SshHost) -> Path:
+    path = lab.directory / "lb.yml"
+    path.write_text(yaml.safe_dump({"all": {"children": {"balancers": {"hosts": {"lb1": ssh_host.hostvars()}}}}}))
+    return path
+
+
+def _playbook(lab: Lab, name: str, traffic: dict[str, Any] | None) -> Path:
+    data = yaml.safe_load(lab.playbook.read_text())
+    data["hosts"] = "lab"  # the balancer is in the inventory too, and is no deploy target
+    data.pop("traffic", None)
+    if traffic is not None:
+        if traffic.get("template"):  # templates are read from the project only: copy it in, beside the playbook
+            source = Path(traffic["template"])
+            copy = lab.directory / f"{Path(name).stem}-{source.name}"
+            copy.write_text(source.read_text())
+            traffic = dict(traffic, template=copy.name)
+        data["traffic"] = traffic
+    path = lab.directory / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _deploy(lab: Lab, playbook: Path, lb_inventory: Path, version: str, *args: str) -> tuple[int, dict[str, Any], str]:
+    import json
+    proc = lab.fleetctl("deploy", str(playbook), "-i", str(lab.inventory), "-i", str(lb_inventory), "--yes", "--json",
+                        "--version", version, "--batch", "1", "--var", "window=1s", *args, timeout=300)
+    return proc.returncode, json.loads(proc.stdout) if proc.stdout.strip() else {}, proc.stderr
+
+
+def _backends(lab: Lab) -> Any:
+    from fleetctl.traffic import Backend, Pool
+    return Pool("hello", tuple(Backend(n, a, 8080) for n, a in lab.addresses.items()))
+
+
+def _first_config(template: Path, pool: Any) -> str:
+    from fleetctl.traffic.config_file import TemplateSource
+    return TemplateSource(template, template.read_text(), template).render(pool)
+
+
+@pytest.fixture(scope="module")
+def nginx(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    directory = tmp_path_factory.mktemp("nginx")
+    template = nginx_template(directory, f"{NET}.3", 8080)
+    _deploy_plain(lab)
+    with running_nginx(directory, f"{NET}.3", _first_config(template, _backends(lab))) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def haproxy(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    directory = tmp_path_factory.mktemp("haproxy")
+    template = haproxy_template(directory, f"{NET}.4", 8080)
+    _deploy_plain(lab)
+    with running_haproxy(directory, f"{NET}.4", _first_config(template, _backends(lab))) as server:
+        yield server
+
+
+def _deploy_plain(lab: Lab) -> None:
+    """Every node runs the service before a balancer is put in front of it."""
+    if all(lab.health(n) for n in lab.nodes):
+        return
+    code, _doc, err = lab.deploy("--version", "0.9.0", "--var", "window=1s")
+    assert code == 0, err
+
+
+def _releases(lab: Lab) -> dict[str, Any]:
+    return {n: (lab.health(n) or {}).get("version") for n in lab.nodes}
+
+
+def _under_load(address: str, port: int, run: Any) -> tuple[Any, LoadReport]:
+    with LoadGenerator(address, port, path="/healthz", threads=4, interval_s=0.005, max_seconds=240) as load:
+        load.wait_for_requests(50)
+        result = run()
+        load.wait_for_requests(load.sent + 50)
+    for when, kind in load.failures[:5]:  # when the first ones happened, to compare with the balancer's log
+        print(f"[zero-downtime] failure at {time.strftime('%H:%M:%S', time.gmtime(when))}.{int(when % 1 * 1000):03d}: "
+              f"{kind}")
+    return result, load.report()
+
+
+def _record(name: str, report: LoadReport) -> None:
+    REPORTS[name] = report
+    print(f"\n[zero-downtime] {name}: {report.line()}")
+
+
+def test_rolling_deploy_behind_nginx_with_drain_drops_no_request(lab: Lab, ssh_host: SshHost, nginx: Any) -> None:
+    lb = _lb_inventory(lab, ssh_host)
+    playbook = _playbook(lab, "hello-nginx.yml", nginx.traffic("lb1", port=8080, drain="1s"))
+    (code, doc, err), report = _under_load(nginx.address, nginx.port,
+                                           lambda: _deploy(lab, playbook, lb, "1.1.0"))
+    _record("rolling deploy, nginx, drain", report)
+    assert code == 0, err
+    assert all(h["outcome"] == "deployed" for h in doc["hosts"].values()), doc
+    assert report.sent > 200 and report.failed == 0, report.line()
+    assert "down" not in re.sub(r"#.*", "", nginx.config.read_text().split("upstream", 1)[1].split("}", 1)[0])
+
+
+def test_control_the_same_rolling_deploy_without_drain_drops_requests(lab: Lab, ssh_host: SshHost,
+                                                                      nginx: Any) -> None:
+    lb = _lb_inventory(lab, ssh_host)
+    playbook = _playbook(lab, "hello-plain.yml", None)  # nginx stays in front, nobody tells it about restarts
+    (code, _doc, err), report = _under_load(nginx.address, nginx.port,
+                                           lambda: _deploy(lab, playbook, lb, "1.2.0"))
+    _record("control: rolling deploy, nginx, no drain", report)
+    assert code == 0, err
+    assert report.failed > 0, report.line()
+
+
+def test_rolling_deploy_behind_haproxy_with_drain_drops_no_request(lab: Lab, ssh_host: SshHost,
+                                                                   haproxy: Any) -> None:
+    lb = _lb_inventory(lab, ssh_host)
+    playbook = _playbook(lab, "hello-haproxy.yml", haproxy.traffic("lb1", port=8080))
+    (code, _doc, err), report = _under_load(haproxy.address, haproxy.port,
+                                           lambda: _deploy(lab, playbook, lb, "1.3.0"))
+    _record("rolling deploy, HAProxy, drain", report)
+    assert code == 0, err
+    assert report.sent > 200 and report.failed == 0, report.line()
+
+
+def test_a_failed_canary_behind_nginx_drops_no_request_and_returns_the_rolled_back_host(
+        lab: Lab, ssh_host: SshHost, nginx: Any) -> None:
+    lb = _lb_inventory(lab, ssh_host)
+    playbook = _playbook(lab, "hello-nginx.yml", nginx.traffic("lb1", port=8080, drain="1s"))
+    before = _releases(lab)
+    (code, doc, err), report = _under_load(nginx.address, nginx.port, lambda: _deploy(
+        lab, playbook, lb, "1.4.0", "--canary", "1", "--var", "hello_mode=unhealthy"))
+    _record("failed canary, nginx, drain", report)
+    assert code == 1, err
+    canary = next(h for h, o in doc["hosts"].items() if o["outcome"] == "rolled_back")
+    assert _releases(lab) == before
+    assert report.failed == 0, report.line()
+    # Healthy again on its previous release: back in the pool, nothing left drained.
+    upstream = re.sub(r"#.*", "", nginx.config.read_text().split("upstream", 1)[1].split("}", 1)[0])
+    assert "down" not in upstream, (canary, upstream)
+
+
+def test_a_limited_deploy_keeps_every_host_of_the_service_in_the_upstream(lab: Lab, ssh_host: SshHost,
+                                                                          nginx: Any) -> None:
+    lb = _lb_inventory(lab, ssh_host)
+    playbook = _playbook(lab, "hello-nginx.yml", nginx.traffic("lb1", port=8080, drain="0s"))
+    code, _doc, err = _deploy(lab, playbook, lb, "1.5.0", "--limit", "lab-node01")
+    assert code == 0, err
+    upstream = nginx.config.read_text().split("upstream", 1)[1].split("}", 1)[0]
+    assert all(f"{address}:8080" in upstream for address in lab.addresses.values()), upstream
+    assert "down" not in re.sub(r"#.*", "", upstream)
+
+
+def test_zz_the_load_generator_alone_sees_no_failure(lab: Lab, nginx: Any) -> None:
+    _, report = _under_load(nginx.address, nginx.port, lambda: time.sleep(5))
+    _record("baseline: no deploy", report)
+    assert report.failed == 0
+
+
+def test_an_unreachable_balancer_stops_the_deploy_before_any_host(lab: Lab, ssh_host: SshHost, nginx: Any) -> None:
+    from traffic.balancer_kit import free_port
+    lb = lab.directory / "lb-down.yml"
+    lb.write_text(yaml.safe_dump({"all": {"children": {"balancers": {"hosts": {
+        "lb1": dict(ssh_host.hostvars(), ansible_port=free_port(ssh_host.address))}}}}}))
+    playbook = _playbook(lab, "hello-nginx-down.yml", nginx.traffic("lb1", port=8080))
+    before = _releases(lab)
+    code, _doc, err = _deploy(lab, playbook, lb, "1.9.0")
+    assert code == 1, err
+    assert "load balancer lb1 is unreachable" in err and "no host was touched" in err
+    assert _releases(lab) == before
+
+
+def test_a_template_nginx_refuses_stops_the_deploy_with_nothing_changed(lab: Lab, ssh_host: SshHost, nginx: Any,
+                                                                         tmp_path: Path) -> None:
+    broken = tmp_path / "broken.conf.j2"
+    broken.write_text(nginx.template.read_text().replace("proxy_next_upstream off;", "proxy_next_upstream never;"))
+    lb = _lb_inventory(lab, ssh_host)
+    playbook = _playbook(lab, "hello-nginx-broken.yml", nginx.traffic("lb1", port=8080, template=broken))
+    live = nginx.config.read_text()
+    before = _releases(lab)
+    dry = lab.fleetctl("deploy", str(playbook), "-i", str(lab.inventory), "-i", str(lb), "--version", "1.9.1",
+                       "--dry-run", timeout=300)
+    assert dry.returncode == 1 and "nginx refused the configuration" in dry.stderr, dry.stderr
+    code, _doc, err = _deploy(lab, playbook, lb, "1.9.1")
+    assert code == 1 and "nginx refused the configuration" in err and "no host was touched" in err, err
+    assert nginx.config.read_text() == live and _releases(lab) == before
+
+
+def test_dry_run_shows_the_traffic_steps_and_checks_the_config(lab: Lab, ssh_host: SshHost, nginx: Any) -> None:
+    lb = _lb_inventory(lab, ssh_host)
+    playbook = _playbook(lab, "hello-nginx.yml", nginx.traffic("lb1", port=8080))
+    live = nginx.config.read_text()
+    proc = lab.fleetctl("deploy", str(playbook), "-i", str(lab.inventory), "-i", str(lb), "--version", "1.9.2",
+                        "--dry-run", "--json", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    import json
+    changes = json.loads(proc.stdout)["hosts"]["lab-node01"]["changes"]
+    assert changes[0] == "drain from nginx on lb1" and changes[-1] == "return to the pool on nginx on lb1 once healthy"
+    assert nginx.config.read_text() == live
+
+
+def test_a_balancer_template_outside_the_project_is_refused_before_anything(lab: Lab, ssh_host: SshHost,
+                                                                           nginx: Any) -> None:
+    lb = _lb_inventory(lab, ssh_host)
+    data = yaml.safe_load(_playbook(lab, "hello-nginx-outside.yml", None).read_text())
+    data["traffic"] = nginx.traffic("lb1", port=8080)  # its template lives in nginx's own temp directory
+    playbook = lab.directory / "hello-nginx-outside.yml"
+    playbook.write_text(yaml.safe_dump(data, sort_keys=False))
+    code, _doc, err = _deploy(lab, playbook, lb, "1.9.3")
+    assert code == 2 and "traffic.template" in err and "outside the project directory" in err, err
