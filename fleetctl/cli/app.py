@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Any
 
 import typer
 
@@ -21,9 +22,13 @@ app = typer.Typer(
     name="fleetctl",
     help="Deploy services to fleets of Windows servers over WinRM, with canaries, health gates and rollback.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
+    epilog="Examples:\n"
+           "  fleetctl init && fleetctl lab up --nodes 3\n"
+           "  fleetctl deploy playbooks/hello/playbook.yml -i .fleetctl/lab/inventory.yml --canary 1\n"
+           "  fleetctl COMMAND --help      # each command's options and examples",
 )
 
 
@@ -40,6 +45,7 @@ def _root(
     """fleetctl: deploy orchestrator for Windows fleets."""
 
 
+PROG_NAME = "fleetctl"  # also names the completion variable, _FLEETCTL_COMPLETE, whatever argv[0] was
 _registered: set[str] = set()
 
 
@@ -57,6 +63,27 @@ def register_commands(only: str | None = None) -> None:
                 raise
             continue
         module.register(app)
+
+
+def build_command() -> Any:
+    """The click command behind `app`, with flags shown without a type: `--yes` takes no value, so its help
+    line says none (typer would print `<bool>`), while every option that takes one names what (FILE, N|N%)."""
+    command = typer.main.get_command(app)
+    stack = [command]
+    while stack:
+        current = stack.pop()
+        stack.extend(getattr(current, "commands", {}).values())
+        options = [*current.params, current.get_help_option(_help_context(current))]
+        for param in options:
+            if param is not None and getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+    return command
+
+
+def _help_context(command: Any) -> Any:
+    from typer._click.core import Context
+
+    return Context(command, info_name=PROG_NAME)
 
 
 def _requested_command(argv: list[str]) -> str | None:
@@ -81,7 +108,10 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     register_commands(_requested_command(args))
     try:
-        app(args=args, standalone_mode=False)
+        returned = build_command()(args=args, prog_name=PROG_NAME, standalone_mode=False)
+        # Without standalone mode click hands a command's typer.Exit(code) back as the return value.
+        if isinstance(returned, int) and not isinstance(returned, bool) and returned:
+            sys.exit(returned)
     except FleetError as err:
         report_error(err)
         sys.exit(err.exit_code)

@@ -13,18 +13,18 @@ from rich.panel import Panel
 from rich.text import Text
 
 from fleetctl.artifacts.produce import produce_artifact
-from fleetctl.cli.options import InventoryOpt, JsonOpt, VarOpt, inventory_paths, version_option
+from fleetctl.cli.options import InventoryOpt, JsonOpt, VarOpt, examples, inventory_paths, version_option
 from fleetctl.config.inventory import Inventory, load_inventory
 from fleetctl.config.playbook import Playbook, load_playbook, merge_variables, parse_extra_vars
 from fleetctl.ui.build import manifest_table
 from fleetctl.ui.console import print_json, safe, stdout
 
-DistOpt = typer.Option(Path("dist"), "--dist", help="Where artifacts and manifests go.")
+DistOpt = typer.Option(Path("dist"), "--dist", metavar="DIR", help="Where artifacts and manifests go.")
 _PANEL_LINES = 18  # compiler lines kept visible in the live panel
 
 
 def build(
-    playbook: str = typer.Argument(..., help="Playbook file."),
+    playbook: str = typer.Argument(..., metavar="PLAYBOOK", help="Playbook file."),
     version: str | None = version_option("Version to stamp (default: artifact.version, "
                                          "else `git describe --tags --always --dirty`)."),
     dist: Path = DistOpt,
@@ -74,4 +74,7 @@ def _inventory_if_needed(settings: Playbook, given: list[str] | None) -> Invento
 
 
 def register(app: typer.Typer) -> None:
-    app.command("build")(build)
+    app.command("build", epilog=examples(
+        "fleetctl build playbooks/hello/playbook.yml                  # version from git describe",
+        "fleetctl build playbooks/hello/playbook.yml --version 1.4.2 --json",
+    ))(build)

@@ -11,9 +11,18 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, inventory_paths, version_option
+from fleetctl.cli.options import (
+    ForksOpt,
+    InventoryOpt,
+    JsonOpt,
+    LimitOpt,
+    VarOpt,
+    examples,
+    inventory_paths,
+    version_option,
+)
 from fleetctl.cli.plan import sequence_for
-from fleetctl.errors import ConfigError, RolloutFailed
+from fleetctl.errors import EXIT_INTERRUPTED, ConfigError, RolloutFailed
 from fleetctl.notify import Delivery, Notifier
 from fleetctl.rollout.engine import RunResult
 from fleetctl.rollout.events import EventBus
@@ -31,25 +40,24 @@ from fleetctl.ui.console import print_json, safe, stderr, stdout, warn, warn_ins
 from fleetctl.ui.dry_run import preview_table
 from fleetctl.ui.plan import plan_table, steps_line
 
-CanaryOpt = typer.Option(None, "--canary", help="Canary batch first: hosts (3) or percent (10%).")
-BatchOpt = typer.Option(None, "--batch", help="Batch size: hosts or percent of targeted hosts.")
-MaxFailedOpt = typer.Option(None, "--max-failed", help="Failure budget: hosts or percent (default 0).")
-ForksOpt = typer.Option(None, "--forks", help="Hosts worked on at once (default: rollout.forks, 50).")
+CanaryOpt = typer.Option(None, "--canary", metavar="N|N%", help="Canary batch first: hosts (3) or percent (10%).")
+BatchOpt = typer.Option(None, "--batch", metavar="N|N%", help="Batch size: hosts or percent of targeted hosts.")
+MaxFailedOpt = typer.Option(None, "--max-failed", metavar="N|N%", help="Failure budget: hosts or percent (default 0).")
 RUN_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}")
 YesOpt = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
 ForceOpt = typer.Option(False, "--force", help="Take over a lock whose run is provably gone (expired, finished, or "
                                                 "its process on this machine ended); never a live run's lock or a "
                                                 "change freeze.")
-StrategyOpt = typer.Option(None, "--strategy", help="rolling or blue-green (default: the playbook's rollout.strategy).")
+StrategyOpt = typer.Option(None, "--strategy", metavar="STRATEGY", help="rolling or blue-green (default: the playbook's rollout.strategy).")
 UnattendedOpt = typer.Option(False, "--unattended", help="Nobody is watching (a nightly job): never prompt, never "
                              "take over a lock (held: exit 4), refuse a dirty git tree unless --version.")
 # Set by `fleetctl schedule run`, which names the log after the run; hidden from --help, listed in docs/cli.md.
-ScheduleOpt = typer.Option(None, "--schedule", hidden=True, help="Schedule entry that started this run.")
-RunIdOpt = typer.Option(None, "--run-id", hidden=True, help="Use this run id (as the scheduled run's log does).")
+ScheduleOpt = typer.Option(None, "--schedule", hidden=True, metavar="NAME", help="Schedule entry that started this run.")
+RunIdOpt = typer.Option(None, "--run-id", hidden=True, metavar="RUN_ID", help="Use this run id (as the scheduled run's log does).")
 
 
 def deploy(
-    playbook: str = typer.Argument(..., help="Playbook file."),
+    playbook: str = typer.Argument(..., metavar="PLAYBOOK", help="Playbook file."),
     inventory: list[str] | None = InventoryOpt,
     limit: str | None = LimitOpt,
     canary: str | None = CanaryOpt,
@@ -57,7 +65,7 @@ def deploy(
     max_failed: str | None = MaxFailedOpt,
     forks: int | None = ForksOpt,
     version: str | None = version_option("Version to build/stamp (default: artifact.version, else git describe)."),
-    artifact: str | None = typer.Option(None, "--artifact", help="Deploy this exe or manifest; skip the build."),
+    artifact: str | None = typer.Option(None, "--artifact", metavar="FILE", help="Deploy this exe or manifest; skip the build."),
     var: list[str] | None = VarOpt,
     yes: bool = YesOpt,
     dry_run_: bool = typer.Option(False, "--dry-run", help="Show the plan and what would change; change nothing."),
@@ -162,7 +170,9 @@ def confirm(yes: bool, question: str) -> None:
     if not sys.stdin.isatty():
         raise ConfigError("not asking for confirmation without a terminal: pass --yes", key="--yes")
     if not typer.confirm(question, default=False):
-        raise typer.Exit(1)
+        # Declining is the operator stopping the command, as Ctrl-C at the prompt is: the same word and code.
+        stderr().print("aborted: nothing was changed", markup=False, highlight=False)
+        raise typer.Exit(EXIT_INTERRUPTED)
 
 
 def run_with_subscribers(run: Any, json_out: bool, notifier: Notifier | None = None) -> RunResult:
@@ -223,4 +233,8 @@ def _preview_json(p: HostPreview) -> dict[str, Any]:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("deploy")(deploy)
+    app.command("deploy", epilog=examples(
+        "fleetctl deploy playbooks/hello/playbook.yml --canary 10% --batch 25%",
+        "fleetctl deploy playbooks/hello/playbook.yml -l dc_east -e @vars.yml --dry-run",
+        "fleetctl deploy playbooks/hello/playbook.yml --yes --json > result.json",
+    ))(deploy)

@@ -8,27 +8,28 @@ from pathlib import Path
 import typer
 from rich.text import Text
 
-from fleetctl.cli.options import JsonOpt
+from fleetctl.cli.options import JsonOpt, examples
 from fleetctl.errors import ConfigError
 from fleetctl.state.journal import PATH_ENV, Journal, default_path
 from fleetctl.ui.console import print_json, safe, stderr, stdout
 from fleetctl.ui.history import hosts_table, run_header, runs_table
 from fleetctl.ui.run_report import write_run_reports
 
-DbOpt = typer.Option(None, "--db", help=f"History database. Default: ${PATH_ENV}, else .fleetctl/history.db.")
+DbOpt = typer.Option(None, "--db", metavar="FILE", help=f"History database. Default: ${PATH_ENV}, else .fleetctl/history.db.")
 
-WordsArg = typer.Argument(None, metavar="[PLAYBOOK] | show RUN_ID|last",
+WordsArg = typer.Argument(None, metavar="PLAYBOOK | show RUN_ID|last",
                           help="Only runs of PLAYBOOK (path or service name); or `show RUN_ID` (or `show last`, the "
                                "newest run) for one run's hosts.")
-HtmlOpt = typer.Option(None, "--html", help="With `show`: write the run as one self-contained HTML page (summary, "
+HtmlOpt = typer.Option(None, "--html", metavar="FILE", help="With `show`: write the run as one self-contained HTML page (summary, "
                                             "per-host timeline, hosts) to FILE.")
-JunitOpt = typer.Option(None, "--junit", help="With `show`: write the run as JUnit XML (one test case per host) to "
+JunitOpt = typer.Option(None, "--junit", metavar="FILE", help="With `show`: write the run as JUnit XML (one test case per host) to "
                                               "FILE, for CI.")
 
 
 def history(
     words: list[str] | None = WordsArg,
-    limit: int = typer.Option(20, "--limit", "-n", min=1, max=100000, help="How many runs, newest first."),
+    limit: int = typer.Option(20, "--limit", "-n", min=1, max=100000, metavar="N",
+                              help="How many runs, newest first."),
     db: Path | None = DbOpt,
     html: Path | None = HtmlOpt,
     junit: Path | None = JunitOpt,
@@ -104,4 +105,8 @@ def show_run(run_id: str, db: Path | None, json_out: bool, *, html: Path | None 
 
 
 def register(app: typer.Typer) -> None:
-    app.command("history")(history)
+    app.command("history", epilog=examples(
+        "fleetctl history -n 5                  # the last five runs",
+        "fleetctl history show last             # every host of the newest run",
+        "fleetctl history playbooks/hello/playbook.yml --json",
+    ))(history)

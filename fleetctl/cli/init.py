@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from fleetctl.cli.options import examples
 from fleetctl.errors import ConfigError
 from fleetctl.ui.console import stdout
 
@@ -39,6 +40,9 @@ fleet_password: "{{ env('FLEET_PASSWORD') }}"
 """
 
 
+GITIGNORE_LINES = (".fleetctl/", "dist/", ".venv/")  # run state and history, built artifacts, a local virtualenv
+
+
 def example_source() -> Path:
     """The example service shipped with fleetctl (playbook, templates and Go source)."""
     here = Path(__file__).resolve().parent.parent
@@ -68,14 +72,30 @@ def scaffold(directory: Path, *, force: bool = False) -> list[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         written.append(path)
+    if add_gitignore_lines(directory / ".gitignore"):
+        written.append(directory / ".gitignore")
     ignore = shutil.ignore_patterns("dist", "*.exe", "__pycache__")
     shutil.copytree(example, target_example, dirs_exist_ok=True, ignore=ignore)
     written.append(target_example)
     return written
 
 
+def add_gitignore_lines(path: Path) -> bool:
+    """Add what fleetctl writes in a project (.fleetctl/, dist/, .venv/) to its .gitignore, keeping what is there.
+    Returns whether the file changed."""
+    existing = path.read_text(encoding="utf-8") if path.exists() else ""
+    present = {line.strip() for line in existing.splitlines()}
+    missing = [line for line in GITIGNORE_LINES if line not in present and line.rstrip("/") not in present]
+    if not missing:
+        return False
+    prefix = existing if not existing or existing.endswith("\n") else existing + "\n"
+    header = "# fleetctl: run state and history, built artifacts, local virtualenv\n"
+    path.write_text(prefix + header + "".join(f"{line}\n" for line in missing), encoding="utf-8")
+    return True
+
+
 def init(
-    directory: Path = typer.Argument(Path("."), help="Where to create the project (default: here)."),
+    directory: Path = typer.Argument(Path("."), metavar="DIR", help="Where to create the project (default: here)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
 ) -> None:
     """Create fleet.yml, inventory/ and playbooks/hello (a working example) in DIRECTORY."""
@@ -84,10 +104,19 @@ def init(
     for path in written:
         console.print(f"[green]created[/] {path}")
     console.print(
+        "\nVersions: a deploy or build stamps [bold]--version V[/] when given, else the playbook's "
+        "artifact.version, else `git describe --tags --always --dirty`. Outside a git repository, give one of "
+        "the first two (or run [bold]git init[/] and tag a commit).",
+        highlight=False,
+    )
+    console.print(
         "\nNext: [bold]fleetctl inventory list[/], [bold]fleetctl plan playbooks/hello/playbook.yml[/], "
         "or try it on a simulated fleet: [bold]fleetctl lab up --nodes 4[/]"
     )
 
 
 def register(app: typer.Typer) -> None:
-    app.command("init")(init)
+    app.command("init", epilog=examples(
+        "fleetctl init                 # fleet.yml, inventory/ and playbooks/hello/ here",
+        "fleetctl init myproject       # the same in ./myproject",
+    ))(init)

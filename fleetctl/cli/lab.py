@@ -8,6 +8,7 @@ from typing import Any
 import typer
 from rich.markup import escape
 
+from fleetctl.cli.options import examples
 from fleetctl.errors import FleetError
 from fleetctl.lab.control import lab_down, lab_fault, lab_status, lab_up
 from fleetctl.lab.layout import DEFAULT_BASE, HTTP_PORT, HTTPS_PORT, LabLayout
@@ -16,29 +17,29 @@ from fleetctl.ui.lab import lab_nodes_table
 
 TABLE_NODES = 40  # beyond this many nodes `lab status` lists only the notable ones (fits a screen)
 
-DirOpt = typer.Option(None, "--dir", help="Lab state directory. Default: $FLEETCTL_LAB_DIR, else .fleetctl/lab.",
+DirOpt = typer.Option(None, "--dir", metavar="DIR", help="Lab state directory. Default: $FLEETCTL_LAB_DIR, else .fleetctl/lab.",
                       show_default=False)
 JsonOpt = typer.Option(False, "--json", help="Print one JSON document instead of a table.")
-NodeArg = typer.Argument(..., help="Node name (lab-node03 or node03), N% of the nodes, or '*'.")
-FaultsArg = typer.Argument(..., help="Faults: unreachable, blackhole, latency:200ms, auth-failure, crash-on-start, "
+NodeArg = typer.Argument(..., metavar="NODE|N%|*", help="Node name (lab-node03 or node03), N% of the nodes, or '*'.")
+FaultsArg = typer.Argument(..., metavar="FAULT...", help="Faults: unreachable, blackhole, latency:200ms, auth-failure, crash-on-start, "
                            "crash-after:5s, slow-stop:10s, health-failing, disk-full, clock-skew:+5m; "
                            "no-NAME clears one, none clears all.")
 
 
 def up(
-    nodes: int = typer.Option(3, "--nodes", "-n", help="How many simulated nodes."),
+    nodes: int = typer.Option(3, "--nodes", "-n", metavar="N", help="How many simulated nodes."),
     faults: str | None = typer.Option(
-        None, "--faults", help="Faults, e.g. 'node03=crash-on-start,10%=unreachable,node05=latency:200ms'."),
+        None, "--faults", metavar="NODE=FAULT,...", help="Faults, e.g. 'node03=crash-on-start,10%=unreachable,node05=latency:200ms'."),
     base: str | None = typer.Option(
-        None, "--base", help=f"First node address. Default: $FLEETCTL_LAB_BASE, else {DEFAULT_BASE}.",
+        None, "--base", metavar="ADDRESS", help=f"First node address. Default: $FLEETCTL_LAB_BASE, else {DEFAULT_BASE}.",
         show_default=False),
     directory: str | None = DirOpt,
     no_wine: bool = typer.Option(False, "--no-wine", help="Do not prepare Wine (only Linux services will run)."),
     workers: str = typer.Option(
-        "auto", "--workers", help="Lab worker processes serving the nodes: a number, or 'auto' (one per 100 nodes, "
+        "auto", "--workers", metavar="N|auto", help="Lab worker processes serving the nodes: a number, or 'auto' (one per 100 nodes, "
         "at most one per core)."),
     idle_timeout: str | None = typer.Option(
-        None, "--idle-timeout", help="WinRM shell idle timeout of every node, e.g. 30s, 5m (default 2h, as Windows' "
+        None, "--idle-timeout", metavar="DURATION", help="WinRM shell idle timeout of every node, e.g. 30s, 5m (default 2h, as Windows' "
         "IdleTimeout 7200000 ms).", show_default=False),
     json_out: bool = JsonOpt,
 ) -> None:
@@ -133,8 +134,21 @@ def _status_json(doc: dict[str, Any]) -> dict[str, Any]:
 def register(app: typer.Typer) -> None:
     lab = typer.Typer(help="A local simulated Windows fleet: real WinRM, real service processes (Wine).",
                       no_args_is_help=True)
-    lab.command("up")(up)
-    lab.command("down")(down)
-    lab.command("status")(status)
-    lab.command("fault")(fault)
+    lab.command("up", epilog=examples(
+        "fleetctl lab up --nodes 5",
+        "fleetctl lab up --nodes 20 --faults 'node03=crash-on-start,10%=unreachable'",
+    ))(up)
+    lab.command("down", epilog=examples(
+        "fleetctl lab down",
+        "fleetctl lab down --dir /tmp/mylab",
+    ))(down)
+    lab.command("status", epilog=examples(
+        "fleetctl lab status",
+        "fleetctl lab status --all --json",
+    ))(status)
+    lab.command("fault", epilog=examples(
+        "fleetctl lab fault node03 crash-on-start    # the next start of node03's service crashes",
+        "fleetctl lab fault '10%' unreachable        # a tenth of the nodes stop answering",
+        "fleetctl lab fault '*' none                 # clear every fault",
+    ))(fault)
     app.add_typer(lab, name="lab")

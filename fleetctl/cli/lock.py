@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from fleetctl.cli.deploy import lock_judge
-from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, inventory_paths
+from fleetctl.cli.options import ForksOpt, InventoryOpt, JsonOpt, LimitOpt, VarOpt, examples, inventory_paths
 from fleetctl.errors import EXIT_LOCKED, EXIT_OK, ConfigError, LockHeld, RolloutFailed
 from fleetctl.rollout.freeze import (
     DEFAULT_FREEZE_TTL,
@@ -23,13 +23,11 @@ from fleetctl.rollout.runner import DeployOptions
 from fleetctl.ui.console import print_json, safe, stdout, warn_insecure
 from fleetctl.ui.locks import lock_table
 
-ForksOpt = typer.Option(None, "--forks", help="Hosts asked at once (default: rollout.forks, 50).")
-
 
 def lock(
-    playbook: str = typer.Argument(..., help="Playbook file."),
-    reason: str | None = typer.Option(None, "--reason", help="Why changes are frozen (shown to whoever is refused)."),
-    ttl: str | None = typer.Option(None, "--ttl", help=f"The freeze ends by itself after this long "
+    playbook: str = typer.Argument(..., metavar="PLAYBOOK", help="Playbook file."),
+    reason: str | None = typer.Option(None, "--reason", metavar="TEXT", help="Why changes are frozen (shown to whoever is refused)."),
+    ttl: str | None = typer.Option(None, "--ttl", metavar="DURATION", help=f"The freeze ends by itself after this long "
                                                        f"(default {DEFAULT_FREEZE_TTL}; at most 720h)."),
     status: bool = typer.Option(False, "--status", help="Show who holds each node's lock; change nothing."),
     inventory: list[str] | None = InventoryOpt,
@@ -69,4 +67,7 @@ def finish(result: FreezeResult, json_out: bool, title: str) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("lock")(lock)
+    app.command("lock", epilog=examples(
+        "fleetctl lock deploy.yml --reason 'quarter-end close' --ttl 48h   # freeze every targeted host",
+        "fleetctl lock deploy.yml --status -l web   # who holds each web host's lock",
+    ))(lock)

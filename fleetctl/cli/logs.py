@@ -6,7 +6,7 @@ from __future__ import annotations
 import typer
 from rich.text import Text
 
-from fleetctl.cli.options import InventoryOpt, JsonOpt, VarOpt, inventory_paths
+from fleetctl.cli.options import InventoryOpt, JsonOpt, VarOpt, examples, inventory_paths
 from fleetctl.config.connection import ConnectionSettings
 from fleetctl.errors import ConfigError
 from fleetctl.node.fleet import HostClients
@@ -16,10 +16,10 @@ from fleetctl.ui.console import print_json, safe, stderr, stdout, warn_insecure
 
 
 def logs(
-    playbook: str = typer.Argument(..., help="Playbook file."),
-    host: str = typer.Option(..., "--host", help="The inventory host whose log to show."),
-    tail: int = typer.Option(100, "--tail", "-n", min=1, max=100000, help="How many lines from the end."),
-    path: str | None = typer.Option(None, "--path", help="Log file relative to the install root "
+    playbook: str = typer.Argument(..., metavar="PLAYBOOK", help="Playbook file."),
+    host: str = typer.Option(..., "--host", metavar="HOST", help="The inventory host whose log to show."),
+    tail: int = typer.Option(100, "--tail", "-n", min=1, max=100000, metavar="N", help="How many lines from the end."),
+    path: str | None = typer.Option(None, "--path", metavar="FILE", help="Log file relative to the install root "
                                                             "(default: the newest file under shared\\logs)."),
     events: bool = typer.Option(False, "--events", help="The service's recent Windows Application-log events "
                                                          "instead (the last --tail, newest first)."),
@@ -80,4 +80,7 @@ def _show_events(connection: ConnectionSettings, host: str, source: str, tail: i
 
 
 def register(app: typer.Typer) -> None:
-    app.command("logs")(logs)
+    app.command("logs", epilog=examples(
+        "fleetctl logs playbooks/hello/playbook.yml --host web-01 -n 50",
+        "fleetctl logs playbooks/hello/playbook.yml --host web-01 --events --json",
+    ))(logs)

@@ -13,7 +13,7 @@ from fleetctl.errors import ConfigError
 
 INVENTORY_HELP = "Inventory file or directory (repeat to merge several). Default: $FLEETCTL_INVENTORY, else fleet.yml's inventory, else inventory/ ."
 
-InventoryOpt = typer.Option(None, "-i", "--inventory", help=INVENTORY_HELP, show_default=False)
+InventoryOpt = typer.Option(None, "-i", "--inventory", metavar="FILE|DIR", help=INVENTORY_HELP, show_default=False)
 
 
 def _limit(value: str | None) -> str | None:
@@ -32,15 +32,19 @@ def _version(value: str | None) -> str | None:
     return value
 
 
-LimitOpt = typer.Option(None, "--limit", "-l", callback=_limit,
+LimitOpt = typer.Option(None, "--limit", "-l", callback=_limit, metavar="PATTERN",
                         help="Host pattern: name, group, glob, ~regex, a:b, a:&b, a:!b.")
-VarOpt = typer.Option(None, "--var", "-e", help="Extra variable KEY=VALUE, always a string; KEY:=JSON for a "
-                                               "typed value (port:=8080, debug:=true). Highest precedence; repeatable.")
+VarOpt = typer.Option(None, "--var", "-e", metavar="KEY=VALUE|@FILE",
+                      help="Extra variable KEY=VALUE, always a string; KEY:=JSON for a typed value (port:=8080, "
+                           "debug:=true); @FILE reads a YAML mapping of variables (-e @vars.yml). Highest "
+                           "precedence; repeatable, later ones win.")
+ForksOpt = typer.Option(None, "--forks", "-f", min=1, metavar="N",
+                        help="Hosts worked on at once (default: rollout.forks, 50).")
 
 
 def version_option(help_text: str) -> Any:
     """`--version V`, checked (letters, digits, . _ + -) before anything is built or contacted."""
-    return typer.Option(None, "--version", callback=_version, help=help_text)
+    return typer.Option(None, "--version", callback=_version, metavar="VERSION", help=help_text)
 JsonOpt = typer.Option(False, "--json", help="Print one JSON document instead of tables.")
 
 
@@ -61,3 +65,11 @@ def inventory_paths(given: list[str] | None) -> list[Path]:
     if default.exists():
         return [default]
     raise ConfigError("no inventory given: pass -i FILE_OR_DIR or set FLEETCTL_INVENTORY", key="--inventory")
+
+
+def examples(*lines: str) -> str:
+    """A command's `--help` epilog: an example or two, each a command line then what it does after `#`."""
+    from rich.markup import escape
+
+    return "Examples:\n" + "\n".join(f"  {escape(line)}" for line in lines)
+

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, inventory_paths
+from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, examples, inventory_paths
 from fleetctl.config.connection import ConnectionSettings, render_connection_vars
 from fleetctl.config.inventory import load_inventory
 from fleetctl.errors import ConfigError, RolloutFailed
@@ -32,7 +32,7 @@ def load_connection_settings(inventory: list[str] | None, limit: str | None) -> 
 def ping(
     inventory: list[str] | None = InventoryOpt,
     limit: str | None = LimitOpt,
-    forks: int = typer.Option(DEFAULT_FORKS, "--forks", "-f", min=1, help="Hosts contacted at the same time."),
+    forks: int = typer.Option(DEFAULT_FORKS, "--forks", "-f", min=1, metavar="N", help="Hosts contacted at the same time."),
     json_out: bool = JsonOpt,
 ) -> None:
     """Reach, authenticate and gather facts (OS, PowerShell, free disk, clock skew, round trip) on each host."""
@@ -61,4 +61,7 @@ def ping(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("ping")(ping)
+    app.command("ping", epilog=examples(
+        "fleetctl ping -i inventory/prod -l 'web-*'",
+        "fleetctl ping -f 100 --json",
+    ))(ping)

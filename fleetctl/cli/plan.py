@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, inventory_paths
+from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, examples, inventory_paths
 from fleetctl.errors import ConfigError
 from fleetctl.plan import host_sequence
 from fleetctl.targets import RolloutOverrides, Targets, load_targets, plan_rollout
@@ -13,14 +13,14 @@ from fleetctl.ui.plan import plan_table, steps_line
 
 
 def plan(
-    playbook: str = typer.Argument(..., help="Playbook file."),
+    playbook: str = typer.Argument(..., metavar="PLAYBOOK", help="Playbook file."),
     inventory: list[str] | None = InventoryOpt,
     limit: str | None = LimitOpt,
-    canary: str | None = typer.Option(None, "--canary", help="Canary batch: hosts (3) or percent (10%)."),
-    batch: str | None = typer.Option(None, "--batch", help="Batch size: hosts or percent of targeted hosts."),
-    max_failed: str | None = typer.Option(None, "--max-failed", help="Failure budget: hosts or percent."),
+    canary: str | None = typer.Option(None, "--canary", metavar="N|N%", help="Canary batch: hosts (3) or percent (10%)."),
+    batch: str | None = typer.Option(None, "--batch", metavar="N|N%", help="Batch size: hosts or percent of targeted hosts."),
+    max_failed: str | None = typer.Option(None, "--max-failed", metavar="N|N%", help="Failure budget: hosts or percent."),
     var: list[str] | None = VarOpt,
-    strategy: str | None = typer.Option(None, "--strategy", help="rolling or blue-green (default: the playbook's)."),
+    strategy: str | None = typer.Option(None, "--strategy", metavar="STRATEGY", help="rolling or blue-green (default: the playbook's)."),
     json_out: bool = JsonOpt,
 ) -> None:
     """Show the rollout batches for PLAYBOOK (canary first, then batches) and each host's steps; nothing is
@@ -54,4 +54,7 @@ def sequence_for(targets: Targets, strategy: str | None) -> tuple[str, ...]:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("plan")(plan)
+    app.command("plan", epilog=examples(
+        "fleetctl plan playbooks/hello/playbook.yml --canary 10% --batch 25%",
+        "fleetctl plan playbooks/hello/playbook.yml -l dc_west --json",
+    ))(plan)

@@ -14,7 +14,7 @@ from fleetctl.cli.deploy import (
     lock_judge,
     run_with_subscribers,
 )
-from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, inventory_paths
+from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, examples, inventory_paths
 from fleetctl.errors import RolloutFailed
 from fleetctl.notify import Notifier
 from fleetctl.rollout.remove import dry_run_remove, prepare_remove, run_remove
@@ -25,7 +25,7 @@ from fleetctl.ui.plan import plan_table
 
 
 def remove(
-    playbook: str = typer.Argument(..., help="Playbook file."),
+    playbook: str = typer.Argument(..., metavar="PLAYBOOK", help="Playbook file."),
     inventory: list[str] | None = InventoryOpt,
     limit: str | None = LimitOpt,
     batch: str | None = BatchOpt,
@@ -68,4 +68,7 @@ def remove(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("remove")(remove)
+    app.command("remove", epilog=examples(
+        "fleetctl remove playbooks/hello/playbook.yml --dry-run",
+        "fleetctl remove playbooks/hello/playbook.yml -l 'old-*' --purge --yes",
+    ))(remove)

@@ -16,7 +16,7 @@ from fleetctl.cli.deploy import (
     lock_judge,
     run_with_subscribers,
 )
-from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, inventory_paths
+from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, examples, inventory_paths
 from fleetctl.errors import ConfigError, RolloutFailed
 from fleetctl.notify import Notifier
 from fleetctl.rollout.rollback_target import RollbackPlan
@@ -27,9 +27,9 @@ from fleetctl.ui.rollback import choices_table
 
 
 def rollback(
-    playbook: str = typer.Argument(..., help="Playbook file."),
-    to: str | None = typer.Option(None, "--to", help="Version (or release id) to return to; default: the fleet's "
-                                                         "last good release."),
+    playbook: str = typer.Argument(..., metavar="PLAYBOOK", help="Playbook file."),
+    to: str | None = typer.Option(None, "--to", metavar="VERSION", help="Version (or release id) to return to; "
+                                                                       "default: the fleet's last good release."),
     inventory: list[str] | None = InventoryOpt,
     limit: str | None = LimitOpt,
     canary: str | None = CanaryOpt,
@@ -99,4 +99,7 @@ def _refuse_forced_only(plan: RollbackPlan, to: str | None) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("rollback")(rollback)
+    app.command("rollback", epilog=examples(
+        "fleetctl rollback playbooks/hello/playbook.yml                # to the fleet's last good release",
+        "fleetctl rollback playbooks/hello/playbook.yml --to 1.4.1 -l web-01",
+    ))(rollback)

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fleetctl.artifacts.manifest import check_version
-from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, inventory_paths
+from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, examples, inventory_paths
 from fleetctl.errors import ConfigError, FleetError
 from fleetctl.schedule.backend import InstalledEntry, Scheduler
 from fleetctl.schedule.entry import (
@@ -35,29 +35,29 @@ from fleetctl.schedule.run import ScheduledRun, read_env_file, run_entry
 from fleetctl.schedule.schedulers import scheduler_for
 from fleetctl.ui.console import print_json, safe, stdout, warn
 
-SchedulerOpt = typer.Option("auto", "--scheduler", help="auto (Task Scheduler on Windows, a systemd timer where "
+SchedulerOpt = typer.Option("auto", "--scheduler", metavar="SCHEDULER", help="auto (Task Scheduler on Windows, a systemd timer where "
                             "systemd runs, else the user's crontab), cron, systemd or task-scheduler.")
 
 
 def install(
-    playbook: str = typer.Argument(..., help="Playbook file, relative to this (the project) directory."),
-    at: str = typer.Option(..., "--at", help="Time of day, HH:MM, 24-hour, the controller's local time."),
-    days: str | None = typer.Option(None, "--days", help="daily (default), weekdays, weekends, mon-fri, "
+    playbook: str = typer.Argument(..., metavar="PLAYBOOK", help="Playbook file, relative to this (the project) directory."),
+    at: str = typer.Option(..., "--at", metavar="HH:MM", help="Time of day, HH:MM, 24-hour, the controller's local time."),
+    days: str | None = typer.Option(None, "--days", metavar="DAYS", help="daily (default), weekdays, weekends, mon-fri, "
                                     "mon,wed,fri ..."),
-    name: str | None = typer.Option(None, "--name", help="Entry name (default: from the playbook's file name)."),
+    name: str | None = typer.Option(None, "--name", metavar="NAME", help="Entry name (default: from the playbook's file name)."),
     scheduler: str = SchedulerOpt,
-    env_file: str | None = typer.Option(None, "--env-file", help="KEY=VALUE file the run gets as its environment "
+    env_file: str | None = typer.Option(None, "--env-file", metavar="FILE", help="KEY=VALUE file the run gets as its environment "
                                         "(for env() in the inventory); only its path is stored."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be installed; install nothing."),
     inventory: list[str] | None = InventoryOpt,
     limit: str | None = LimitOpt,
-    canary: str | None = typer.Option(None, "--canary", help="deploy --canary for each run."),
-    batch: str | None = typer.Option(None, "--batch", help="deploy --batch for each run."),
-    max_failed: str | None = typer.Option(None, "--max-failed", help="deploy --max-failed for each run."),
-    forks: int | None = typer.Option(None, "--forks", help="deploy --forks for each run."),
-    version: str | None = typer.Option(None, "--version", help="deploy --version for each run (default: git "
+    canary: str | None = typer.Option(None, "--canary", metavar="N|N%", help="deploy --canary for each run."),
+    batch: str | None = typer.Option(None, "--batch", metavar="N|N%", help="deploy --batch for each run."),
+    max_failed: str | None = typer.Option(None, "--max-failed", metavar="N|N%", help="deploy --max-failed for each run."),
+    forks: int | None = typer.Option(None, "--forks", metavar="N", help="deploy --forks for each run."),
+    version: str | None = typer.Option(None, "--version", metavar="VERSION", help="deploy --version for each run (default: git "
                                        "describe of the committed tree)."),
-    artifact: str | None = typer.Option(None, "--artifact", help="deploy --artifact for each run."),
+    artifact: str | None = typer.Option(None, "--artifact", metavar="FILE", help="deploy --artifact for each run."),
     var: list[str] | None = VarOpt,
     if_changed: bool = typer.Option(False, "--if-changed", help="deploy --if-changed for each run: deploy only "
                                                                 "the hosts whose target differs; a run with "
@@ -278,7 +278,7 @@ def _is_name(text: str) -> bool:
 
 
 def run(
-    name: str = typer.Argument(..., help="Entry name."),
+    name: str = typer.Argument(..., metavar="NAME", help="Entry name."),
     scheduler: str = SchedulerOpt,
     json_out: bool = JsonOpt,
 ) -> None:
@@ -333,8 +333,20 @@ def after_scheduled_run(run: ScheduledRun) -> list[str]:
 def register(app: typer.Typer) -> None:
     schedule = typer.Typer(help="Scheduled unattended deploys on this controller (cron, systemd timer, Windows "
                            "Task Scheduler).", no_args_is_help=True)
-    schedule.command("install")(install)
-    schedule.command("list")(list_entries)
-    schedule.command("remove")(remove)
-    schedule.command("run")(run)
+    schedule.command("install", epilog=examples(
+        "fleetctl schedule install playbooks/hello/playbook.yml --at 02:00 --days mon-fri -i inventory/prod   # nightly",
+        "fleetctl schedule install playbooks/hello/playbook.yml --at 03:30 --if-changed --dry-run   # show the entry",
+    ))(install)
+    schedule.command("list", epilog=examples(
+        "fleetctl schedule list   # this controller's fleetctl entries and each one's last run",
+        "fleetctl schedule list --json",
+    ))(list_entries)
+    schedule.command("remove", epilog=examples(
+        "fleetctl schedule remove hello   # one entry, by name",
+        "fleetctl schedule remove playbooks/hello/playbook.yml   # every entry of that playbook",
+    ))(remove)
+    schedule.command("run", epilog=examples(
+        "fleetctl schedule run hello   # run the entry now, exactly as the scheduler would",
+        "fleetctl schedule run hello --json",
+    ))(run)
     app.add_typer(schedule, name="schedule")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, inventory_paths
+from fleetctl.cli.options import ForksOpt, InventoryOpt, JsonOpt, LimitOpt, VarOpt, examples, inventory_paths
 from fleetctl.errors import RolloutFailed
 from fleetctl.node.fleet import HostClients
 from fleetctl.status.collect import HostStatus, collect_status, load_status_request
@@ -17,11 +17,10 @@ from fleetctl.ui.status import status_table
 
 
 def status(
-    playbook: str = typer.Argument(..., help="Playbook file."),
+    playbook: str = typer.Argument(..., metavar="PLAYBOOK", help="Playbook file."),
     inventory: list[str] | None = InventoryOpt,
     limit: str | None = LimitOpt,
-    forks: int | None = typer.Option(None, "--forks", "-f", help="Hosts asked at the same time "
-                                                                     "(default: rollout.forks)."),
+    forks: int | None = ForksOpt,
     var: list[str] | None = VarOpt,
     json_out: bool = JsonOpt,
 ) -> None:
@@ -60,4 +59,7 @@ def status(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("status")(status)
+    app.command("status", epilog=examples(
+        "fleetctl status playbooks/hello/playbook.yml",
+        "fleetctl status playbooks/hello/playbook.yml -l dc_west -f 100 --json",
+    ))(status)

@@ -9,15 +9,15 @@ from __future__ import annotations
 import typer
 
 from fleetctl.cli.deploy import lock_judge
-from fleetctl.cli.lock import ForksOpt, finish
-from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, inventory_paths
+from fleetctl.cli.lock import finish
+from fleetctl.cli.options import ForksOpt, InventoryOpt, JsonOpt, LimitOpt, VarOpt, examples, inventory_paths
 from fleetctl.rollout.freeze import prepare_freeze, unfreeze
 from fleetctl.rollout.runner import DeployOptions
 from fleetctl.ui.console import warn_insecure
 
 
 def unlock(
-    playbook: str = typer.Argument(..., help="Playbook file."),
+    playbook: str = typer.Argument(..., metavar="PLAYBOOK", help="Playbook file."),
     inventory: list[str] | None = InventoryOpt,
     limit: str | None = LimitOpt,
     var: list[str] | None = VarOpt,
@@ -33,4 +33,7 @@ def unlock(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("unlock")(unlock)
+    app.command("unlock", epilog=examples(
+        "fleetctl unlock deploy.yml   # lift the freeze; free locks of runs that are gone",
+        "fleetctl unlock deploy.yml -l web-03.corp.example --json",
+    ))(unlock)

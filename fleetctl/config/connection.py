@@ -62,6 +62,11 @@ class ConnectionSettings:
     cert_key_pem: str | None = None
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     operation_timeout: float = DEFAULT_OPERATION_TIMEOUT
+    # Which inventory variables held the credentials (ansible_password when that is what the inventory uses),
+    # so an authentication error names what the operator wrote, not fleetctl's own spelling.
+    user_var: str = _USER[0]
+    password_var: str = _PASSWORD[0]
+    auth_var: str = _AUTH[0]
 
     @property
     def read_timeout(self) -> int:
@@ -131,6 +136,9 @@ class ConnectionSettings:
             cert_key_pem=cert_key_pem,
             connect_timeout=reader.number(_CONNECT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT),
             operation_timeout=reader.number(_OPERATION_TIMEOUT, DEFAULT_OPERATION_TIMEOUT),
+            user_var=reader.found_key(_USER) or _USER[0],
+            password_var=reader.found_key(_PASSWORD) or _PASSWORD[0],
+            auth_var=reader.found_key(_AUTH) or _AUTH[0],
         )
 
 

@@ -68,7 +68,10 @@ class Inventory:
             return self.hosts[name]
         except KeyError:
             where = ", ".join(str(s) for s in self.sources)
-            raise ConfigError(f"host '{name}' is not in the inventory", file=where or None, key=name) from None
+            from fleetctl.config.suggest import did_you_mean
+
+            hint = did_you_mean(name, self.hosts)
+            raise ConfigError(f"host '{name}' is not in the inventory{hint}", file=where or None, key=name) from None
 
     def select(self, pattern: str | None) -> list[Host]:
         """The hosts a `--limit` pattern selects, in inventory order; ConfigError if it selects none."""

@@ -85,8 +85,13 @@ def _match_term(inventory: HostIndex, term: str, pattern: str) -> set[str]:
     if subscript is not None:
         hosts = _apply_subscript(hosts, subscript, term)
     if not hosts:
-        raise ConfigError(f"'{term}' in pattern '{pattern}' matches no host or group", file=_sources(inventory),
-                          key="--limit")
+        hint = ""
+        if not any(c in expr for c in _GLOB_CHARS) and not expr.startswith("~"):
+            from fleetctl.config.suggest import did_you_mean
+
+            hint = did_you_mean(expr, [*inventory.hosts, *inventory.groups])
+        raise ConfigError(f"'{term}' in pattern '{pattern}' matches no host or group{hint}",
+                          file=_sources(inventory), key="--limit")
     return set(hosts)
 
 

@@ -579,11 +579,15 @@ def merge_variables(
 
 def parse_extra_vars(pairs: list[str] | None) -> dict[str, Any]:
     """`--var KEY=VALUE` pairs: the value exactly as typed, a string (`010` stays "010", a newline stays one).
-    `--var KEY:=JSON` gives a typed value (`port:=8080`, `debug:=true`, `tags:=["a","b"]`)."""
+    `--var KEY:=JSON` gives a typed value (`port:=8080`, `debug:=true`, `tags:=["a","b"]`). `-e @FILE` reads a
+    YAML (or JSON) mapping of variables from FILE, as Ansible's `-e @vars.yml` does; later options win."""
     import json
 
     result: dict[str, Any] = {}
     for pair in pairs or []:
+        if pair.startswith("@"):
+            result.update(load_vars_file(pair[1:]))
+            continue
         key, sep, value = pair.partition("=")
         typed = sep and key.endswith(":")
         if typed:
@@ -602,6 +606,25 @@ def parse_extra_vars(pairs: list[str] | None) -> dict[str, Any]:
             raise ConfigError(f"{key}:= expects a JSON value (8080, true, \"text\", [1, 2], {{\"a\": 1}}), got "
                               f"{value!r}: {err}", key="--var") from None
     return result
+
+
+def load_vars_file(path: str) -> dict[str, Any]:
+    """The variables of `-e @FILE`: a mapping whose keys are variable names, values typed as YAML types them."""
+    if not path:
+        raise ConfigError("expected a file after @ (-e @vars.yml)", key="--var")
+    doc = load_yaml(path, what="vars file")
+    data = doc.data if doc.data is not None else {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping of variable names to values, got {type(data).__name__}",
+                          file=path, key="--var")
+    for key in data:
+        if not isinstance(key, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+            raise ConfigError("expected a variable name (letters, digits, _; not starting with a digit)",
+                              file=path, line=doc.line_of((key,)), key=str(key))
+        if isinstance(data[key], str) and "\x00" in data[key]:
+            raise ConfigError(f"the value of {key} holds a NUL character", file=path, line=doc.line_of((key,)),
+                              key=str(key))
+    return dict(data)
 
 
 def _render_tree(value: Any, variables: Mapping[str, Any], doc: YamlDocument, path: KeyPath, host: str | None) -> Any:
@@ -652,7 +675,8 @@ def _validate(data: Any, doc: YamlDocument, *, check_templates_later: bool = Fal
         first = problems[0]
         loc = tuple(first["loc"])
         key = ".".join(str(p) for p in loc if not (isinstance(p, str) and p[:1].isupper())) or None
-        msg = _explain(first)
+        hint = _suggest_key(loc) if first["type"] == "extra_forbidden" else ""
+        msg = f"unknown key{hint}; see docs/playbook.md for every key" if hint else _explain(first)
         more = f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})" if len(problems) > 1 else ""
         raise ConfigError(msg + more, file=doc.path, line=doc.line_of(_key_path(loc)), key=key) from None
     _files_do_not_collide(playbook, doc)
@@ -731,6 +755,43 @@ def _is_deferred(error: Any, data: Any) -> bool:
         except (KeyError, IndexError, TypeError):
             return False
     return isinstance(node, _Deferred)
+
+
+def _suggest_key(loc: tuple[Any, ...]) -> str:
+    """For an unknown key at `loc`: the nearest key the model at that place knows."""
+    path = _key_path(loc)
+    if not path or not isinstance(path[-1], str):
+        return ""
+    model: Any = Playbook
+    for part in path[:-1]:
+        if isinstance(part, int):
+            continue
+        field_info = getattr(model, "model_fields", {}).get(part)
+        if field_info is None:
+            return ""
+        model = _model_in(field_info.annotation)
+        if model is None:
+            return ""
+    fields = getattr(model, "model_fields", None)
+    if not fields:
+        return ""
+    from fleetctl.config.suggest import did_you_mean
+
+    names = [info.alias or name for name, info in fields.items() if name != "path"]
+    return did_you_mean(path[-1], names)
+
+
+def _model_in(annotation: Any) -> Any:
+    """The pydantic model an annotation holds (through Optional, list[...], dict[..., ...], Annotated), or None."""
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def _explain(error: Any) -> str:

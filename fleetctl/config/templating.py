@@ -264,6 +264,13 @@ class _LazyVars(Mapping[str, Any]):
         self._done[key] = value
         return value
 
+    def _suggest_variable(self, message: str | None) -> str:
+        """For "'prot' is undefined": the nearest variable this render could see."""
+        from fleetctl.config.suggest import did_you_mean
+
+        found = re.match(r"^'([A-Za-z_][A-Za-z0-9_]*)' is undefined$", message or "")
+        return did_you_mean(found.group(1), self._raw) if found else ""
+
     def _render(self, value: Any, key: str) -> Any:
         if isinstance(value, str):
             return self.render(value, key) if is_template(value) else value
@@ -286,8 +293,8 @@ class _LazyVars(Mapping[str, Any]):
             raise ConfigError(f"template {template!r} does something templates may not do: {err}",
                               file=helpers.source, key=key) from None
         except UndefinedError as err:
-            raise ConfigError(f"undefined variable in template {template!r}: {err.message}",
-                              file=helpers.source, key=key) from None
+            raise ConfigError(f"undefined variable in template {template!r}: {err.message}"
+                              f"{self._suggest_variable(err.message)}", file=helpers.source, key=key) from None
         except TemplateSyntaxError as err:
             raise ConfigError(f"template syntax error in {template!r}: {err.message}", file=helpers.source,
                               key=key) from None

@@ -77,7 +77,7 @@ def map_exception(exc: BaseException, settings: ConnectionSettings) -> Transport
         who = f"user '{settings.user}'" if settings.user else "the current credentials"
         return AuthenticationFailed(
             f"authentication failed for {who} with {settings.auth} at {where} (HTTP 401); "
-            "check fleet_user/fleet_password and fleet_auth", host=host)
+            f"check {settings.user_var}/{settings.password_var} and {settings.auth_var}", host=host)
     spnego_errors = _spnego_error_types()
     if spnego_errors and _find(exc, spnego_errors) is not None:
         return AuthenticationFailed(

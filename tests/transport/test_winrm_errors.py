@@ -95,7 +95,19 @@ def test_401_is_authentication_failed_never_retried(listener) -> None:
     err = fails_with(settings(ep.address, ep.port, fleet_scheme="http", fleet_auth="ntlm"),
                      AuthenticationFailed, attempts=3)
     assert "authentication failed for user 'deployer' with ntlm" in str(err)
+    assert "check fleet_user/fleet_password and fleet_auth" in str(err)
     assert ep.accepted == 1
+
+
+def test_401_names_the_variables_the_inventory_uses(listener) -> None:
+    """An Ansible inventory's ansible_user/ansible_password/ansible_winrm_transport are what the message names."""
+    ep = listener("status", 16, status=401)
+    values = {"ansible_host": ep.address, "ansible_port": ep.port, "ansible_winrm_scheme": "http",
+              "ansible_winrm_transport": "ntlm", "ansible_user": "deployer", "ansible_password": "S3cret-pass!",
+              "fleet_connect_timeout": 2, "fleet_operation_timeout": 1}
+    err = fails_with(ConnectionSettings.from_hostvars("web01", values), AuthenticationFailed)
+    assert "check ansible_user/ansible_password and ansible_winrm_transport" in str(err)
+    assert "fleet_password" not in str(err)
 
 
 def test_5xx_is_transient_and_retried(listener) -> None:
