@@ -22,6 +22,7 @@ from typing import Any
 
 from fleetctl.node.client import NodeClient
 from fleetctl.protocol.errors import AuthenticationFailed, HostTimeout, HostUnreachable, NodeOperationError
+from fleetctl.rollout.preparation import DeployOptions
 from fleetctl.transport.fake import FakeCall, FakeTransport, error_document
 
 PLAYBOOK = """\
@@ -282,3 +283,12 @@ class FakeFleet:
 
     def connect(self, host: str) -> NodeClient:
         return NodeClient(FakeTransport(self.nodes[host], host=host))
+
+
+def options(project: tuple[Path, Path, Path], **kw: object) -> DeployOptions:
+    """Deploy options for a `write_project` project (version 1.0.0, its artifact, a fixed owner); `kw` overrides."""
+    playbook, inventory, artifact = project
+    base = {"playbook": playbook, "inventories": [inventory], "artifact": artifact, "version": "1.0.0",
+            "dist_dir": playbook.parent / "dist", "owner": "tester@ctl"}
+    base.update(kw)
+    return DeployOptions(**base)  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ from fleetctl.rollout.events import BatchStarted, Event, EventBus, HostFinished,
 from fleetctl.rollout.host_steps import Interruption
 from fleetctl.rollout.runner import DeployOptions, prepare_deploy, prepare_rollback, run_deploy, run_rollback
 
-from .fakes import PLAYBOOK, FakeFleet, write_project
+from .fakes import PLAYBOOK, FakeFleet, options, write_project
 
 HOSTS = [f"n{i:02d}" for i in range(1, 6)]
 
@@ -22,13 +22,6 @@ HOSTS = [f"n{i:02d}" for i in range(1, 6)]
 def project(tmp_path: Path) -> tuple[Path, Path, Path]:
     return write_project(tmp_path, len(HOSTS))
 
-
-def options(project: tuple[Path, Path, Path], **kw: object) -> DeployOptions:
-    playbook, inventory, artifact = project
-    base = {"playbook": playbook, "inventories": [inventory], "artifact": artifact, "version": "1.0.0",
-                "dist_dir": playbook.parent / "dist", "owner": "tester@ctl"}
-    base.update(kw)
-    return DeployOptions(**base)  # type: ignore[arg-type]
 
 
 def deploy(fleet: FakeFleet, opts: DeployOptions, events: list[Event] | None = None,

@@ -10,9 +10,9 @@ import pytest
 
 from fleetctl.rollout.events import EventBus
 from fleetctl.rollout.if_changed import compare_with_fleet, narrow_to
-from fleetctl.rollout.runner import DeployOptions, prepare_deploy, run_deploy
+from fleetctl.rollout.runner import prepare_deploy, run_deploy
 
-from .fakes import FakeFleet, write_project
+from .fakes import FakeFleet, options, write_project
 
 HOSTS = [f"n{i:02d}" for i in range(1, 7)]
 
@@ -21,13 +21,6 @@ HOSTS = [f"n{i:02d}" for i in range(1, 7)]
 def project(tmp_path: Path) -> tuple[Path, Path, Path]:
     return write_project(tmp_path, len(HOSTS))
 
-
-def options(project: tuple[Path, Path, Path], **kw: object) -> DeployOptions:
-    playbook, inventory, artifact = project
-    base = {"playbook": playbook, "inventories": [inventory], "artifact": artifact, "version": "1.0.0",
-            "dist_dir": playbook.parent / "dist", "owner": "tester@ctl"}
-    base.update(kw)
-    return DeployOptions(**base)  # type: ignore[arg-type]
 
 
 def test_only_hosts_that_differ_are_planned_locked_and_deployed(project: tuple[Path, Path, Path]) -> None:

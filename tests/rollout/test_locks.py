@@ -17,7 +17,7 @@ from fleetctl.rollout.events import Baking, Event, EventBus, Notice
 from fleetctl.rollout.lock_keeper import HolderJudge, process_gone, this_process
 from fleetctl.rollout.runner import DeployOptions, prepare_deploy, run_deploy
 
-from .fakes import PLAYBOOK, FakeFleet, write_project
+from .fakes import PLAYBOOK, FakeFleet, options, write_project
 
 HOSTS = [f"n{i:02d}" for i in range(1, 6)]
 LIVE = {"owner": "alice@ci", "deploy_id": "other-run", "acquired_at": "2024-01-01T00:00:00Z",
@@ -28,13 +28,6 @@ LIVE = {"owner": "alice@ci", "deploy_id": "other-run", "acquired_at": "2024-01-0
 def project(tmp_path: Path) -> tuple[Path, Path, Path]:
     return write_project(tmp_path, len(HOSTS))
 
-
-def options(project: tuple[Path, Path, Path], **kw: object) -> DeployOptions:
-    playbook, inventory, artifact = project
-    base = {"playbook": playbook, "inventories": [inventory], "artifact": artifact, "version": "1.0.0",
-            "dist_dir": playbook.parent / "dist", "owner": "tester@ctl"}
-    base.update(kw)
-    return DeployOptions(**base)  # type: ignore[arg-type]
 
 
 def deploy(fleet: FakeFleet, opts: DeployOptions, *, force: bool = False, judge: HolderJudge | None = None,

@@ -22,7 +22,7 @@ from fleetctl.rollout.runner import (
     run_rollback,
 )
 
-from .fakes import PLAYBOOK, FakeFleet, write_project
+from .fakes import PLAYBOOK, FakeFleet, options, write_project
 
 HOSTS = [f"n{i:02d}" for i in range(1, 6)]
 
@@ -31,13 +31,6 @@ HOSTS = [f"n{i:02d}" for i in range(1, 6)]
 def project(tmp_path: Path) -> tuple[Path, Path, Path]:
     return write_project(tmp_path, len(HOSTS))
 
-
-def options(project: tuple[Path, Path, Path], **kw: object) -> DeployOptions:
-    playbook, inventory, artifact = project
-    base = {"playbook": playbook, "inventories": [inventory], "artifact": artifact, "version": "1.0.0",
-            "dist_dir": playbook.parent / "dist", "owner": "tester@ctl"}
-    base.update(kw)
-    return DeployOptions(**base)  # type: ignore[arg-type]
 
 
 def deploy(fleet: FakeFleet, opts: DeployOptions, bus: EventBus | None = None,
