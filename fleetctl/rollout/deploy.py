@@ -25,7 +25,7 @@ from fleetctl.errors import ConfigError
 from fleetctl.node.client import NodeClient
 from fleetctl.node.results import NodeState, ServiceInfo
 from fleetctl.node.transfer import ArtifactSource, TransferMode, ensure_artifact
-from fleetctl.rollout.events import HostOutcome, HostStepStarted
+from fleetctl.rollout.events import HostOutcome, HostStepStarted, RunInfo
 from fleetctl.rollout.host_plan import HostPlan, plan_host
 from fleetctl.rollout.host_steps import (
     HealthFor,
@@ -84,15 +84,7 @@ class DeployProcedure:
         self.prepared = prepared
         self.pull_server = pull_server
         self.notes = notes
-        fleet = prepared.fleet
-        any_release = next(iter(prepared.releases.values()), None)
-        options = prepared.options
-        inputs: dict[str, object] = options.inputs() if options else {}
-        inputs.update({"artifact_sha256": prepared.manifest.sha256, "commit": prepared.manifest.git_commit,
-                       "artifact_source": prepared.manifest.source})
-        self.info = fleet.run_info(prepared.run_id, "deploy", version=prepared.version,
-                                   release=any_release.id if any_release else None,
-                                   schedule=options.schedule if options else None, inputs=inputs)
+        self.info = deploy_run_info(prepared)
 
     @classmethod
     @contextmanager
@@ -202,6 +194,19 @@ class DeployProcedure:
             return HostOutcome(ctx.host, "rolled_back", after.release, "rolled back because the canary batch "
                                "failed", ctx.timings)
         return after
+
+
+def deploy_run_info(prepared: PreparedDeploy) -> RunInfo:
+    """What a deploy run is, for the history: the same for every strategy (a scheduled run stays marked as one,
+    with its inputs, whether it is rolling or blue-green)."""
+    any_release = next(iter(prepared.releases.values()), None)
+    options = prepared.options
+    inputs: dict[str, object] = options.inputs() if options else {}
+    inputs.update({"artifact_sha256": prepared.manifest.sha256, "commit": prepared.manifest.git_commit,
+                   "artifact_source": prepared.manifest.source})
+    return prepared.fleet.run_info(prepared.run_id, "deploy", version=prepared.version,
+                                   release=any_release.id if any_release else None,
+                                   schedule=options.schedule if options else None, inputs=inputs)
 
 
 # --- the steps -----------------------------------------------------------------------------------------------

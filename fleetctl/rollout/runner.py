@@ -25,7 +25,7 @@ from fleetctl.errors import RolloutFailed
 from fleetctl.node.fleet import run_parallel
 from fleetctl.rollout.bluegreen import colour_changes
 from fleetctl.rollout.bluegreen_run import BlueGreenProcedure, job_for
-from fleetctl.rollout.deploy import DeployProcedure, host_extras, start_pull_server
+from fleetctl.rollout.deploy import DeployProcedure, deploy_run_info, host_extras, start_pull_server
 from fleetctl.rollout.engine import LockSpec, RolloutEngine, RunResult
 from fleetctl.rollout.events import EventBus
 from fleetctl.rollout.host_plan import plan_host
@@ -160,8 +160,7 @@ def _blue_green_deploy(prepared: PreparedDeploy) -> Iterator[BlueGreenProcedure]
     assert colours is not None
     server, notes = start_pull_server(prepared)
     fleet = prepared.fleet
-    info = fleet.run_info(prepared.run_id, "deploy", version=prepared.version,
-                          release=next(iter(prepared.releases.values())).id if prepared.releases else None)
+    info = deploy_run_info(prepared)
     try:
         yield BlueGreenProcedure(info, lambda host: job_for(
             colours[host], artifact_path=prepared.artifact_source, transfer=prepared.transfer, pull_server=server,
