@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from fleetctl.cli.options import (
+    AllRowsOpt,
+    FailedOnlyOpt,
     ForksOpt,
     InventoryOpt,
     JsonOpt,
@@ -32,13 +34,16 @@ from fleetctl.rollout.runner import (
     DeployOptions,
     HostPreview,
     PreparedDeploy,
+    PreparedRollback,
     dry_run,
     prepare_deploy,
     run_deploy,
 )
 from fleetctl.ui.console import print_json, safe, stderr, stdout, warn, warn_insecure
 from fleetctl.ui.dry_run import preview_table
+from fleetctl.ui.host_rows import RowOptions
 from fleetctl.ui.plan import plan_table, steps_line
+from fleetctl.ui.report import SummaryOptions
 
 CanaryOpt = typer.Option(None, "--canary", metavar="N|N%", help="Canary batch first: hosts (3) or percent (10%).")
 BatchOpt = typer.Option(None, "--batch", metavar="N|N%", help="Batch size: hosts or percent of targeted hosts.")
@@ -77,6 +82,8 @@ def deploy(
     if_changed: bool = typer.Option(False, "--if-changed", help="First compare the target with what each host "
                                                                 "runs (no lock): deploy only the hosts that differ; "
                                                                 "exit 0 at once when none does."),
+    show_all: bool = AllRowsOpt,
+    failed_only: bool = FailedOnlyOpt,
     json_out: bool = JsonOpt,
 ) -> None:
     """Deploy PLAYBOOK: canary first, then batches, each gated on health; failed hosts are rolled back."""
@@ -123,9 +130,25 @@ def deploy(
 
     notifier = Notifier.for_playbook(prepared.fleet.targets.settings)
     confirm(yes or unattended, f"Deploy {prepared.version} to {len(prepared.plan.hosts)} host(s)?")
+    summary = summary_options(prepared, show_all, failed_only)
     result = run_with_subscribers(lambda bus: run_deploy(prepared, bus, force=force, judge=lock_judge()),
-                                  json_out, notifier)
-    result.raise_for_exit()
+                                  json_out, notifier, summary)
+    end_run(result)
+
+
+def summary_options(prepared: PreparedDeploy | PreparedRollback, show_all: bool, failed_only: bool,
+                    kind: str = "deploy") -> SummaryOptions:
+    """--all / --failed-only for the end-of-run table, with each host's address so that errors differing only
+    by it are grouped."""
+    addresses = {h: c.address for h, c in prepared.fleet.connections.items()}
+    return SummaryOptions(RowOptions(show_all=show_all, failed_only=failed_only, addresses=addresses), kind)
+
+
+def end_run(result: RunResult) -> None:
+    """Exit with the run's code. Its message is not printed again: the live view's last line (`exit code N:
+    ...`, or the plain log's `finished ...` line) already said it, counts and all."""
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
 
 
 def only_changed(prepared: PreparedDeploy, options: DeployOptions, people: Console,
@@ -175,7 +198,8 @@ def confirm(yes: bool, question: str) -> None:
         raise typer.Exit(EXIT_INTERRUPTED)
 
 
-def run_with_subscribers(run: Any, json_out: bool, notifier: Notifier | None = None) -> RunResult:
+def run_with_subscribers(run: Any, json_out: bool, notifier: Notifier | None = None,
+                         summary: SummaryOptions | None = None) -> RunResult:
     """Wire the live view, the journal, the playbook's webhooks and (with --json) the JSON report to a fresh bus,
     then run. Webhook deliveries still in flight are waited for (never beyond their timeouts); one that failed is
     a warning on stderr and an entry of the JSON document's `notifications`, never a change of the exit code."""
@@ -188,7 +212,7 @@ def run_with_subscribers(run: Any, json_out: bool, notifier: Notifier | None = N
     deliveries: list[Delivery] = []
     try:
         with ExitStack() as stack:
-            view = LiveView(stderr() if json_out else stdout())
+            view = LiveView(stderr() if json_out else stdout(), summary=summary)
             view.subscribe(bus)
             stack.callback(view.close)
             journal = Journal()

@@ -13,10 +13,21 @@ from fleetctl.cli.deploy import (
     StrategyOpt,
     YesOpt,
     confirm,
+    end_run,
     lock_judge,
     run_with_subscribers,
+    summary_options,
 )
-from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, examples, inventory_paths
+from fleetctl.cli.options import (
+    AllRowsOpt,
+    FailedOnlyOpt,
+    InventoryOpt,
+    JsonOpt,
+    LimitOpt,
+    VarOpt,
+    examples,
+    inventory_paths,
+)
 from fleetctl.errors import ConfigError, RolloutFailed
 from fleetctl.notify import Notifier
 from fleetctl.rollout.rollback_target import RollbackPlan
@@ -42,6 +53,8 @@ def rollback(
     force: bool = typer.Option(False, "--force", help="Take over a stale lock; with --to, also return to a "
                                                       "release that failed its health gate on a host."),
     strategy: str | None = StrategyOpt,
+    show_all: bool = AllRowsOpt,
+    failed_only: bool = FailedOnlyOpt,
     json_out: bool = JsonOpt,
 ) -> None:
     """Roll PLAYBOOK's hosts back to the fleet's last good release; no artifact bytes move, no host moves forward."""
@@ -76,8 +89,8 @@ def rollback(
     confirm(yes, f"Roll back {switching} host(s) to {target}?")
     result = run_with_subscribers(lambda bus: run_rollback(prepared, bus, plan=plan, force=force,
                                                               judge=lock_judge()), json_out,
-                                  notifier)
-    result.raise_for_exit()
+                                  notifier, summary_options(prepared, show_all, failed_only, kind="rollback"))
+    end_run(result)
 
 
 def _journal_failures(service: str) -> dict[str, dict[str, str]]:
