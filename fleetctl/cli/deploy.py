@@ -112,7 +112,7 @@ def deploy(
     title = (f"Deploy {prepared.fleet.targets.settings.name} {prepared.version} "
              f"({', '.join(releases[:3])}{'...' if len(releases) > 3 else ''}) to {len(prepared.plan.hosts)} hosts")
     if not json_out:
-        people.print(plan_table(prepared.plan, title, None))
+        people.print(plan_table(prepared.plan, title, None, show_all))
         people.print(f"failure budget: {prepared.plan.max_failed} host(s); a failed canary always halts.")
         people.print(steps_line(sequence_for(prepared.fleet.targets, prepared.fleet.strategy)))
 

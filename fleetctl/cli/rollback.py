@@ -70,7 +70,7 @@ def rollback(
                     "release (none found)")
     if not json_out:
         people.print(plan_table(prepared.plan, f"Rollback {prepared.fleet.targets.settings.name} to {target}: "
-                                               f"{len(prepared.plan.hosts)} hosts", None))
+                                               f"{len(prepared.plan.hosts)} hosts", None, show_all))
     if dry_run_:
         if json_out:
             print_json({"dry_run": True, "version": plan.version,

@@ -79,20 +79,25 @@ def arrange(
     key: Callable[[T], Hashable],
     problem: Callable[[T], int | None],
     options: RowOptions,
+    failed_alike: Callable[[T], bool] = lambda _: False,
 ) -> Arranged[T]:
     """Order and collapse `items` (one per host). `problem` gives a problem's rank (lower first) or None;
-    `key` is what two rows must share to be shown as one."""
+    `key` is what two rows must share to be shown as one. Rows for which `failed_alike` is true (an error) are
+    grouped by key at any size, unless --all: twenty hosts refusing the same password are one row."""
     ranked = [(problem(i), n, i) for n, i in enumerate(items)]
     chosen = [r for r in ranked if r[0] is not None] if options.failed_only else ranked
     filtered_out = len(ranked) - len(chosen)
     # Problems first by rank, then everything else in the given (inventory / plan) order.
     chosen.sort(key=lambda r: (r[0] is None, r[0] if r[0] is not None else 0, r[1]))
-    if options.show_all or len(chosen) <= options.max_rows:
+    if options.show_all:
         groups = tuple(RowGroup((i,), (host(i),), p is not None) for p, _, i in chosen)
         return Arranged(groups, 0, filtered_out, False)
-    by_key: dict[tuple[bool, Hashable], list[tuple[int | None, int, T]]] = {}
+    small = len(chosen) <= options.max_rows
+    by_key: dict[Hashable, list[tuple[int | None, int, T]]] = {}
     for r in chosen:
-        by_key.setdefault((r[0] is not None, key(r[2])), []).append(r)
+        # Below the size only alike failures share a row; every other host keeps its own (its index is unique).
+        alike = not small or failed_alike(r[2])
+        by_key.setdefault((r[0] is not None, key(r[2])) if alike else ("own", r[1]), []).append(r)
     merged = [RowGroup(tuple(i for _, _, i in rs), tuple(host(i) for _, _, i in rs), rs[0][0] is not None)
               for rs in by_key.values()]
     shown, rest = merged[:options.max_rows], merged[options.max_rows:]

@@ -126,7 +126,8 @@ def summary_table(outcomes: Mapping[str, HostOutcome], title: str = "Summary",
     options = options or SummaryOptions()
     arranged = arrange(list(outcomes.values()), host=lambda o: o.host, options=options.rows,
                        key=lambda o: (o.outcome, _version(o.release), error_key(o.error, o.host, options.rows)),
-                       problem=lambda o: options.problem_rank(o.outcome))
+                       problem=lambda o: options.problem_rank(o.outcome),
+                       failed_alike=lambda o: bool(o.error) and options.problem_rank(o.outcome) is not None)
     note = arranged.note(len(outcomes))
     table = Table(title=title, title_justify="left", caption=note or None, caption_justify="left")
     table.add_column("host")
