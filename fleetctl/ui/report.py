@@ -124,10 +124,12 @@ def summary_table(outcomes: Mapping[str, HostOutcome], title: str = "Summary",
     first. Above `MAX_ROWS` hosts (unless --all) identical rows collapse into one: `web[001:455]  455 deployed
     2.0.0`, and hosts that failed the same way share a row with the error once."""
     options = options or SummaryOptions()
-    arranged = arrange(list(outcomes.values()), host=lambda o: o.host, options=options.rows,
-                       key=lambda o: (o.outcome, _version(o.release), error_key(o.error, o.host, options.rows)),
-                       problem=lambda o: options.problem_rank(o.outcome),
-                       failed_alike=lambda o: bool(o.error) and options.problem_rank(o.outcome) is not None)
+    rows = options.rows
+    # (host, outcome) pairs: the mapping's key names the host (as every caller and the journal do).
+    arranged = arrange(list(outcomes.items()), host=lambda r: r[0], options=rows,
+                       key=lambda r: (r[1].outcome, _version(r[1].release), error_key(r[1].error, r[0], rows)),
+                       problem=lambda r: options.problem_rank(r[1].outcome),
+                       failed_alike=lambda r: bool(r[1].error) and options.problem_rank(r[1].outcome) is not None)
     note = arranged.note(len(outcomes))
     table = Table(title=title, title_justify="left", caption=note or None, caption_justify="left")
     table.add_column("host")
@@ -136,20 +138,20 @@ def summary_table(outcomes: Mapping[str, HostOutcome], title: str = "Summary",
     table.add_column("time", justify="right")
     table.add_column("error", overflow="fold")
     for group in arranged.groups:
-        first = group.items[0]
+        name, first = group.items[0]
         style = OUTCOME_STYLE.get(first.outcome, "")
         # Text cells, not markup: a host name or error may contain brackets that rich would read as styles.
         if not group.collapsed:
             total = sum(first.timings.values())
-            table.add_row(Text(safe(first.host)), Text(first.outcome, style=style), Text(safe(first.release or "-")),
+            table.add_row(Text(safe(name)), Text(first.outcome, style=style), Text(safe(first.release or "-")),
                           f"{total:.1f}s" if first.timings else "-", Text(safe(first.error or "")))
             continue
-        totals = [sum(o.timings.values()) for o in group.items if o.timings]
+        totals = [sum(o.timings.values()) for _, o in group.items if o.timings]
         took = "-" if not totals else (f"{min(totals):.1f}s" if max(totals) - min(totals) < 0.05 else
                                        f"{min(totals):.1f}–{max(totals):.1f}s")
         table.add_row(Text(safe(group.host_cell())), Text(f"{len(group.items)} {first.outcome}", style=style),
                       Text(safe(_version(first.release) or "-")), took,
-                      Text(safe(error_key(first.error, first.host, options.rows))))
+                      Text(safe(error_key(first.error, name, rows))))
     if arranged.hidden_hosts:
         table.add_row(Text(f"… {arranged.hidden_hosts} more host(s)", style="dim"), "", "", "", "")
     return table
