@@ -16,6 +16,10 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
 from fleetctl.ui.hostranges import compact_hosts
 
 # Above this many rows a table collapses (unless --all); 20 rows plus titles and notes fit a 40-line screen.
@@ -64,11 +68,11 @@ class Arranged(Generic[T]):
         """What the reader should know about rows not shown one per host (empty when every host has its row)."""
         parts = []
         if self.collapsed:
-            parts.append(f"identical rows collapsed, problems first ({total} hosts; --all for one row per host)")
+            parts.append(f"{total} hosts, alike ones in one row (--all: a row each)")
         if self.hidden_hosts:
-            parts.append(f"{self.hidden_hosts} more host(s) not shown (--all lists every host)")
+            parts.append(f"{self.hidden_hosts} more not shown (--all lists them)")
         if self.filtered_out:
-            parts.append(f"{self.filtered_out} host(s) without a problem left out (--failed-only)")
+            parts.append(f"{self.filtered_out} without a problem left out (--failed-only)")
         return "; ".join(parts)
 
 
@@ -106,6 +110,11 @@ def arrange(
         rest = merged[options.max_rows - 1:]
     return Arranged(tuple(shown), sum(len(g.hosts) for g in rest), filtered_out,
                     any(g.collapsed for g in shown))
+
+
+def with_note(table: Table, note: str) -> RenderableType:
+    """The table, then the note on its own line (a caption would wrap at the table's width)."""
+    return Group(table, Text(note, style="dim")) if note else table
 
 
 # --- errors ---------------------------------------------------------------------------------------------------

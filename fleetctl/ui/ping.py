@@ -7,12 +7,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from rich import box
+from rich.console import RenderableType
 from rich.markup import escape
 from rich.table import Table
 
 from fleetctl.node.ping import PingResult
 from fleetctl.ui.console import safe
-from fleetctl.ui.host_rows import RowOptions, arrange, error_key
+from fleetctl.ui.host_rows import RowOptions, arrange, error_key, with_note
 
 # Beyond this, Kerberos fails (5 min default) and TLS/lock expiry times get odd; flag it early.
 SKEW_WARN_MS = 60_000
@@ -43,7 +44,7 @@ def _short_os(name: str) -> str:
 
 
 def ping_table(results: Mapping[str, PingResult], title: str | None = None,
-               options: RowOptions | None = None) -> Table:
+               options: RowOptions | None = None) -> RenderableType:
     """One row per host, failed hosts first; above MAX_ROWS hosts (unless --all) hosts with the same OS and
     PowerShell, or that failed the same way (`480 FAILED  authentication failed ... at <address>:5986`), share a
     row whose numbers are ranges."""
@@ -53,9 +54,7 @@ def ping_table(results: Mapping[str, PingResult], title: str | None = None,
                        ("failed", error_key(_reason(r), r.host, options)),
                        problem=lambda r: None if _answered(r) else 0,
                        failed_alike=lambda r: not _answered(r))
-    note = arranged.note(len(results))
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, caption=note or None,
-                  caption_justify="left")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
     table.add_column("host", no_wrap=True)
     table.add_column("status", no_wrap=True)
     # The one flexible column: the OS, or why the host failed (long messages wrap here, not elsewhere).
@@ -80,7 +79,7 @@ def ping_table(results: Mapping[str, PingResult], title: str | None = None,
                       _span(rtts, lambda v: f"{v:.0f}"))
     if arranged.hidden_hosts:
         table.add_row(f"[dim]… {arranged.hidden_hosts} more host(s)[/]", "", "", "", "", "", "")
-    return table
+    return with_note(table, arranged.note(len(results)))
 
 
 def _answered(r: PingResult) -> bool:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -29,7 +30,7 @@ from fleetctl.rollout.events import (
     RunStarted,
 )
 from fleetctl.ui.console import safe
-from fleetctl.ui.host_rows import RowOptions, arrange, error_key
+from fleetctl.ui.host_rows import RowOptions, arrange, error_key, with_note
 
 OUTCOME_STYLE = {
     "deployed": "green",
@@ -119,7 +120,7 @@ class SummaryOptions:
 
 
 def summary_table(outcomes: Mapping[str, HostOutcome], title: str = "Summary",
-                  options: SummaryOptions | None = None) -> Table:
+                  options: SummaryOptions | None = None) -> RenderableType:
     """One row per host (outcome, release, total time, the reason for a failure), failed and rolled-back hosts
     first. Above `MAX_ROWS` hosts (unless --all) identical rows collapse into one: `web[001:455]  455 deployed
     2.0.0`, and hosts that failed the same way share a row with the error once."""
@@ -130,8 +131,7 @@ def summary_table(outcomes: Mapping[str, HostOutcome], title: str = "Summary",
                        key=lambda r: (r[1].outcome, _version(r[1].release), error_key(r[1].error, r[0], rows)),
                        problem=lambda r: options.problem_rank(r[1].outcome),
                        failed_alike=lambda r: bool(r[1].error) and options.problem_rank(r[1].outcome) is not None)
-    note = arranged.note(len(outcomes))
-    table = Table(title=title, title_justify="left", caption=note or None, caption_justify="left")
+    table = Table(title=title, title_justify="left")
     table.add_column("host")
     table.add_column("outcome")
     table.add_column("release")
@@ -154,7 +154,7 @@ def summary_table(outcomes: Mapping[str, HostOutcome], title: str = "Summary",
                       Text(safe(error_key(first.error, name, rows))))
     if arranged.hidden_hosts:
         table.add_row(Text(f"… {arranged.hidden_hosts} more host(s)", style="dim"), "", "", "", "")
-    return table
+    return with_note(table, arranged.note(len(outcomes)))
 
 
 def summary_line(exit_code: int, message: str | None, outcomes: Mapping[str, HostOutcome]) -> Text:

@@ -12,7 +12,7 @@ from rich.text import Text
 
 from fleetctl.status.collect import FleetStatus, HostStatus, ReleaseRef, RunInProgress
 from fleetctl.ui.console import safe
-from fleetctl.ui.host_rows import MAX_ROWS, RowOptions, arrange, error_key, group_errors
+from fleetctl.ui.host_rows import MAX_ROWS, RowOptions, arrange, error_key, group_errors, with_note
 from fleetctl.ui.hostranges import compact_hosts
 
 # Problems first, in this order: not reached, unhealthy, drifting, a failing scheduled task.
@@ -27,8 +27,7 @@ def status_table(result: FleetStatus, name: str, options: RowOptions | None = No
     arranged = arrange(list(result.hosts.values()), host=lambda s: s.host, key=lambda s: _row_key(s, options),
                        problem=_problem, options=options, failed_alike=lambda s: not s.answered)
     blue_green = any(s.colours for s in result.hosts.values())
-    note = arranged.note(len(result.hosts))
-    table = Table(caption=note or None, caption_justify="left")
+    table = Table()
     columns = ("host", *(("hosts",) if arranged.collapsed else ()), "current", "previous", "service", "health",
                *(("colours",) if blue_green else ()), "tasks", "lock", "drift")
     for column in columns:
@@ -54,7 +53,8 @@ def status_table(result: FleetStatus, name: str, options: RowOptions | None = No
     if arranged.hidden_hosts:
         table.add_row(Text(f"… {arranged.hidden_hosts} more host(s)", style="dim"), *([""] * (len(columns) - 1)))
     shown_hosts = [h for g in arranged.groups for h in g.hosts]
-    return Group(*summary_lines(result, name), table, *_notes([result.hosts[h] for h in shown_hosts], options))
+    return Group(*summary_lines(result, name), with_note(table, arranged.note(len(result.hosts))),
+                 *_notes([result.hosts[h] for h in shown_hosts], options))
 
 
 def summary_lines(result: FleetStatus, name: str) -> list[Text]:
