@@ -101,12 +101,14 @@ def _over(members: list[_Name], slot: int, slots: range) -> list[_Part]:
 
 
 def _ranged(group: list[_Name], slot: int) -> list[_Part]:
-    """One part per padding: `01`..`10` share width 2 (`10` fits it); unpadded numbers form their own part."""
-    padded_widths = {len(m.parts[slot]) for m in group if _padded(m.parts[slot])}
+    """One part per padding, as Ansible pads a range (to the width of its first number): with `01` in the
+    list, `01`..`99` and `100`.. share width 2 (`n[01:500]`); a shorter unpadded number (`9`) forms its own."""
+    padded_widths = sorted({len(m.parts[slot]) for m in group if _padded(m.parts[slot])})
     by_width: dict[int, list[_Name]] = {}  # 0: not padded
     for m in group:
         digits = m.parts[slot]
-        by_width.setdefault(len(digits) if len(digits) in padded_widths else 0, []).append(m)
+        fits = [w for w in padded_widths if len(digits) == w or (len(digits) > w and not _padded(digits))]
+        by_width.setdefault(fits[-1] if fits else 0, []).append(m)
     out: list[_Part] = []
     for width, ms in by_width.items():
         if len(ms) == 1:

@@ -17,6 +17,8 @@ from fleetctl.ui.hostranges import compact_hosts
     (["web001", "web002", "web003", "web005", "web007", "web008", "web009"], "web[001:003,005,007:009]"),
     (["web09", "web10", "web11"], "web[09:11]"),  # 10 and 11 fit the width the padded 09 sets
     (["web9", "web010"], "web9, web010"),  # padded differently: never merged
+    ([f"n{i:02d}" for i in range(1, 501)], "n[01:500]"),  # Ansible pads to the first number's width
+    (["web1", "web01", "web02", "web100"], "web1, web[01,02,100]"),
     (["web7", "web07"], "web7, web07"),  # the same number, two names
     (["web03", "web01", "web02", "web01"], "web[01:03]"),  # order inside a range does not matter; duplicates once
     (["db-primary", "web01", "web02", "web03", "cache"], "db-primary, web[01:03], cache"),  # mixed names listed
@@ -33,6 +35,7 @@ def test_compact_hosts(names: list[str], shown: str) -> None:
 def test_ranges_expand_back_to_exactly_the_names_given() -> None:
     """Each span read by the inventory's own range expander (Ansible's `[a:b]`) gives back the names."""
     names = [f"web{i:03d}" for i in (*range(1, 40), *range(45, 120, 3), 500)] + [f"app{i}" for i in range(8, 13)]
+    names += [f"n{i:02d}" for i in (*range(1, 30), *range(95, 130))]
     expanded = []
     for part in compact_hosts(names).split(", "):
         prefix, _, rest = part.partition("[")
