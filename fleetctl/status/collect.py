@@ -3,8 +3,10 @@
 For each host (in parallel, at most `forks` at a time): `Get-FleetState` gives the current and previous
 release, the service state and the lock (the node is the source of truth: docs/node-protocol.md); then one health probe,
 without retries, says whether it is healthy now. Drift is computed across the fleet: a host whose current
-release is not the fleet's majority release is drifting. A host that cannot be reached is reported
-(`service: "unreachable"`), never fatal.
+release is not the fleet's majority release is drifting, except while a run holds its lock: then it is in a
+rollout (`rolling out`, `waiting`, `rolled back`, read from the node's history since the lock was taken) and the
+majority is the fleet's before the run. A host that cannot be reached is reported (`service: "unreachable"`),
+never fatal.
 
 Service states: the node's state string (`Running`, `Stopped`, `StartPending`, ...), `absent` when the service
 is not registered, `unreachable` when the host could not be reached or authenticated, `error` when the node

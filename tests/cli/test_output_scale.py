@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from project_support import PLAYBOOK, linux_playbook  # tests/cli is on sys.path (no __init__.py)
 
 REPO = Path(__file__).resolve().parents[2]
 LAB_BASE = os.environ.get("FLEETCTL_TEST_OUTPUT_BASE", "127.0.72.1")
@@ -36,28 +36,14 @@ def fleetctl(cwd: Path, *args: str, env: dict[str, str] | None = None,
 # --- plan: no node is contacted ---------------------------------------------------------------------------------
 
 
-PLAN_PLAYBOOK = """\
-name: app
-artifact:
-  version: 1.0.0
-  collect:
-    path: app.exe
-install:
-  root: 'C:\\apps\\app'
-  exe: app.exe
-service:
-  name: app
-rollout:
-  batch: 1
-"""
-
-
 @pytest.fixture(scope="module")
 def project_500(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("plan500")
-    (root / "playbook.yml").write_text(PLAN_PLAYBOOK)
+    (root / "playbook.yml").write_text(PLAYBOOK)  # rollout.batch 1: a plan of 500 batches
+    (root / "templates").mkdir()
+    (root / "templates" / "app.json.j2").write_text("{}\n")
     (root / "inventory.yml").write_text("all:\n  hosts:\n    web[001:500].corp.example:\n"
-                                        "  vars:\n    fleet_user: deploy\n")
+                                        "  vars:\n    fleet_user: deploy\n    ansible_host: \"{{ inventory_hostname }}\"\n")
     return root
 
 
@@ -95,20 +81,6 @@ def test_piped_plan_is_plain_lines_not_cut_at_80_columns(project_500: Path) -> N
 # --- against a lab --------------------------------------------------------------------------------------------
 
 
-def linux_playbook(directory: Path) -> Path:
-    """The example built as a Linux ELF (fast), one host per batch, the gate's stability window a variable."""
-    hello = REPO / "playbooks" / "hello"
-    text = (hello / "playbook.yml").read_text()
-    text = text.replace("goos: windows", "goos: linux").replace("dir: src", f"dir: {hello / 'src'}")
-    shutil.copytree(hello / "templates", directory / "templates", dirs_exist_ok=True)
-    text = re.sub(r"stability_window: \S+", "stability_window: \"{{ window | default('1s') }}\"", text)
-    text = re.sub(r"interval: \S+", "interval: 0.25s", text)
-    text = re.sub(r"\n  batch: \S+", "\n  batch: 1", text)
-    path = directory / "hello-linux.yml"
-    path.write_text(text)
-    return path
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, list[str]]]:
     cwd = tmp_path_factory.mktemp("outputlab")
@@ -123,7 +95,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, list[s
 @pytest.mark.lab
 def test_status_says_rollout_in_progress_while_a_deploy_holds_the_locks(lab: tuple[Path, list[str]]) -> None:
     cwd, inv = lab
-    playbook = str(linux_playbook(cwd))
+    playbook = str(linux_playbook(cwd, batch=1))
     first = fleetctl(cwd, "deploy", playbook, *inv, "--yes", "--json", "--version", "1.0.0")
     assert first.returncode == 0, first.stderr
     env = {k: v for k, v in os.environ.items() if k not in ("FLEETCTL_INVENTORY", "FLEETCTL_HISTORY_DB")}
@@ -158,7 +130,7 @@ def test_status_says_rollout_in_progress_while_a_deploy_holds_the_locks(lab: tup
 @pytest.mark.lab
 def test_an_auth_fault_on_every_node_is_one_grouped_error(lab: tuple[Path, list[str]]) -> None:
     cwd, inv = lab
-    playbook = str(linux_playbook(cwd))
+    playbook = str(linux_playbook(cwd, batch=1))
     # Healthy hosts to start from (skipped if the test above left them on 2.0.0), so --failed-only has some to omit.
     ready = fleetctl(cwd, "deploy", playbook, *inv, "--yes", "--json", "--version", "2.0.0")
     assert ready.returncode == 0, ready.stderr
