@@ -17,6 +17,7 @@ from fleetctl.cli.options import (
     JsonOpt,
     LimitOpt,
     VarOpt,
+    VerboseOpt,
     examples,
     inventory_paths,
     version_option,
@@ -78,6 +79,7 @@ def deploy(
                                                                 "runs (no lock): deploy only the hosts that differ; "
                                                                 "exit 0 at once when none does."),
     json_out: bool = JsonOpt,
+    verbose: int = VerboseOpt,
 ) -> None:
     """Deploy PLAYBOOK: canary first, then batches, each gated on health; failed hosts are rolled back."""
     if unattended and force:

@@ -16,7 +16,15 @@ from fleetctl.cli.deploy import (
     lock_judge,
     run_with_subscribers,
 )
-from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, examples, inventory_paths
+from fleetctl.cli.options import (
+    InventoryOpt,
+    JsonOpt,
+    LimitOpt,
+    VarOpt,
+    VerboseOpt,
+    examples,
+    inventory_paths,
+)
 from fleetctl.errors import ConfigError, RolloutFailed
 from fleetctl.notify import Notifier
 from fleetctl.rollout.rollback_target import RollbackPlan
@@ -43,6 +51,7 @@ def rollback(
                                                       "release that failed its health gate on a host."),
     strategy: str | None = StrategyOpt,
     json_out: bool = JsonOpt,
+    verbose: int = VerboseOpt,
 ) -> None:
     """Roll PLAYBOOK's hosts back to the fleet's last good release; no artifact bytes move, no host moves forward."""
     options = DeployOptions(playbook=playbook, inventories=inventory_paths(inventory), limit=limit,

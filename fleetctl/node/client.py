@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from fleetctl.node.op_log import log_operations
 from fleetctl.node.results import (
     ArtifactStatus,
     Changed,
@@ -38,7 +39,8 @@ class NodeClient:
     """Typed calls to one node over one transport (which keeps its connection for the client's lifetime)."""
 
     def __init__(self, transport: Transport) -> None:
-        self.transport = transport
+        # -v/-vv: every operation below goes through here, timed and logged (node/op_log.py); off, it is `transport`.
+        self.transport = log_operations(transport)
 
     @property
     def host(self) -> str:
