@@ -15,6 +15,7 @@ from fleetctl.node.results import (
     ArtifactStatus,
     Changed,
     ColourSwitch,
+    Deployed,
     EventTail,
     Facts,
     InstalledRelease,
@@ -215,6 +216,12 @@ class NodeClient:
     def get_fleet_log(self, *, app: str, root: str, tail: int | None = None, path: str | None = None) -> LogTail:
         r = self._call("Get-FleetLog", locals())
         return LogTail(str(r.get("path", "")), tuple(str(x) for x in r.get("lines") or ()))
+
+    # -- reading back what is deployed (deploy --dry-run --diff) ------------------------------------------------
+
+    def get_fleet_deployed(self, *, app: str, root: str, service_name: str | None = None,
+                           release: str | None = None) -> Deployed:
+        return Deployed.from_result(self._call("Get-FleetDeployed", locals()))
 
 
 def _opt(value: Any) -> str | None:
