@@ -788,7 +788,11 @@ def _definition_view(config: ServiceConfig | None) -> dict[str, Any] | None:
     nssm = config.hosting == "nssm"
     return {"binary_path": config.binary_path, "arguments": list(config.arguments),
             "display_name": config.display_name or config.name, "description": config.description,
-            "environment": dict(config.environment), "account": config.account, "start_type": config.start_type,
+            "environment": dict(config.environment),
+            # A list of {name, sha256}: the answer's redaction masks values under secret names, not these.
+            "environment_sha256": [{"name": k, "sha256": hashlib.sha256(v.encode("utf-8")).hexdigest()}
+                                   for k, v in sorted(config.environment.items())],
+            "account": config.account, "start_type": config.start_type,
             "dependencies": list(config.dependencies), "recovery_actions": actions,
             "recovery_reset_seconds": config.recovery_reset_seconds,
             "stop_timeout_seconds": config.stop_timeout_seconds, "hosting": config.hosting,

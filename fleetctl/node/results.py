@@ -364,7 +364,8 @@ class DeployedService:
     arguments: tuple[str, ...]
     display_name: str
     description: str
-    environment: dict[str, str]
+    environment: dict[str, str]  # values as the node reports them (the lab masks secret-named ones)
+    environment_sha256: dict[str, str]  # name -> sha256 of the value: compares a secret without reading it
     account: str
     start_type: str | None
     dependencies: tuple[str, ...]
@@ -388,6 +389,8 @@ class DeployedService:
             binary_path=_opt_str(r.get("binary_path")), arguments=tuple(str(a) for a in r.get("arguments") or ()),
             display_name=str(r.get("display_name") or ""), description=str(r.get("description") or ""),
             environment={str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {},
+            environment_sha256={str(h.get("name")): str(h.get("sha256")) for h in r.get("environment_sha256") or ()
+                                if isinstance(h, dict)},
             account=str(r.get("account") or ""), start_type=_opt_str(r.get("start_type")),
             dependencies=tuple(str(d) for d in r.get("dependencies") or ()),
             recovery_actions=tuple(str(a) for a in r.get("recovery_actions") or ()),

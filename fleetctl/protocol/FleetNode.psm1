@@ -1851,11 +1851,20 @@ function Get-FleetServiceDefinition {
         if ($names -contains 'Environment') { $pairs = @($registry.Environment) }
     }
     $environment = @{}
+    $hashes = New-Object System.Collections.ArrayList
+    $sha = [Security.Cryptography.SHA256]::Create()
     foreach ($pair in $pairs) {
         $at = ([string]$pair).IndexOf('=')
-        if ($at -gt 0) { $environment[([string]$pair).Substring(0, $at)] = ([string]$pair).Substring($at + 1) }
+        if ($at -le 0) { continue }
+        $value = ([string]$pair).Substring($at + 1)
+        $environment[([string]$pair).Substring(0, $at)] = $value
+        # The hash lets the controller tell a changed secret from an unchanged one without reading it.
+        $digest = [BitConverter]::ToString($sha.ComputeHash([Text.Encoding]::UTF8.GetBytes($value))).Replace('-', '').ToLowerInvariant()
+        $null = $hashes.Add(@{ name = ([string]$pair).Substring(0, $at); sha256 = $digest })
     }
+    $sha.Dispose()
     $definition.environment = $environment
+    $definition.environment_sha256 = [object[]]$hashes.ToArray()
     return $definition
 }
 

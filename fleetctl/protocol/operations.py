@@ -394,7 +394,8 @@ OPERATIONS_LIST: tuple[Operation, ...] = (
             "files": "list of {path (relative to the release, with backslashes), size, sha256, text (UTF-8 "
                      "content, or null when over 256 KiB or not UTF-8)} for every file of the release but its exe",
             "service": "null when absent, else {binary_path, arguments, display_name, description, environment "
-                       "(object), account, start_type, dependencies, recovery_actions, recovery_reset_seconds, "
+                       "(object name -> value; a node may mask secret ones), environment_sha256 (list of {name, "
+                       "sha256} of each value, to compare without the value), account, start_type, dependencies, recovery_actions, recovery_reset_seconds, "
                        "stop_timeout_seconds, hosting, working_directory, stdout_path, stderr_path, rotate_bytes, "
                        "restart_delay_milliseconds, throttle_milliseconds, image_path}",
         },
