@@ -25,7 +25,7 @@ from fleetctl.cli.options import (
 from fleetctl.cli.plan import sequence_for
 from fleetctl.errors import EXIT_INTERRUPTED, ConfigError, RolloutFailed
 from fleetctl.notify import Delivery, Notifier
-from fleetctl.rollout.diff import HostDiffResult, check_diff_supported, read_diffs
+from fleetctl.rollout.diff import HostDiffResult, check_diff_supported, diff_json, read_diffs
 from fleetctl.rollout.engine import RunResult
 from fleetctl.rollout.events import EventBus
 from fleetctl.rollout.if_changed import compare_with_fleet, narrow_to
@@ -242,10 +242,8 @@ def run_with_subscribers(run: Any, json_out: bool, notifier: Notifier | None = N
 
 
 def _preview_json(p: HostPreview, diff: HostDiffResult | None = None) -> dict[str, Any]:
-    preview: dict[str, Any] = {"current": p.current, "target": p.target, "changes": list(p.changes), "error": p.error}
-    if diff is not None:  # --diff
-        preview["diff"] = diff.diff.to_json() if diff.diff is not None else {"error": diff.error}
-    return preview
+    return {"current": p.current, "target": p.target, "changes": list(p.changes), "error": p.error,
+            **diff_json(diff)}
 
 
 def register(app: typer.Typer) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,8 +25,9 @@ from fleetctl.node.fleet import run_parallel
 from fleetctl.node.results import Deployed, DeployedService
 from fleetctl.protocol.cmdline import join_command_line
 from fleetctl.rollout.host_steps import describe_error
-from fleetctl.rollout.preparation import Connect, PreparedDeploy
+from fleetctl.rollout.preparation import Connect, PreparedDeploy, PreparedRollback
 from fleetctl.rollout.release import SERVICE_DEFINITION_FILE, Release, ServiceDefinition
+from fleetctl.rollout.rollback_target import RollbackPlan
 
 DIFF_MASK = "***"
 # What Set-FleetService applies when a definition leaves a field out (FleetNode.psm1 and the lab alike).
@@ -84,6 +86,13 @@ class HostDiffResult:
     host: str
     diff: HostDiff | None
     error: str | None = None
+
+
+def diff_json(result: HostDiffResult | None) -> dict[str, Any]:
+    """A host's `--json` entry for --diff: `{"diff": ...}` (the diff, or `{"error": ...}`); empty without --diff."""
+    if result is None:
+        return {}
+    return {"diff": result.diff.to_json() if result.diff is not None else {"error": result.error}}
 
 
 def diff_host(release: Release, deployed: Deployed) -> HostDiff:
@@ -218,6 +227,59 @@ def read_diffs(prepared: PreparedDeploy, *, connect: Connect | None = None) -> d
     outcomes = run_parallel(list(prepared.plan.hosts), one, forks=prepared.fleet.forks)
     return {host: outcome.value if outcome.value is not None else HostDiffResult(host, None, outcome.error)
             for host, outcome in outcomes.items()}
+
+
+def read_rollback_diffs(prepared: PreparedRollback, plan: RollbackPlan, *,
+                        connect: Connect | None = None) -> dict[str, HostDiffResult]:
+    """--diff on a rollback dry run: for each host switching back, the release it returns to (its files and the
+    definition kept with it, which the rollback restores) against what it has now; a host that stays changes
+    nothing; a refused host says why."""
+    if prepared.colours is not None:
+        raise ConfigError("--diff compares one service's definition and files; a blue-green rollback switches "
+                          "traffic back to the other colour, which changes neither: use --dry-run without --diff",
+                          key="--diff")
+    factory = connect or prepared.fleet.client_factory()
+
+    def one(host: str) -> HostDiffResult:
+        choice, ref = plan.choices[host], prepared.references[host]
+        if choice.action == "stay":
+            return HostDiffResult(host, HostDiff(ref.service.name, True, (), ()))
+        if choice.action != "switch" or choice.target is None:
+            return HostDiffResult(host, None, f"not rolled back: {choice.reason}")
+        client = factory(host)
+        try:
+            now = client.get_fleet_deployed(app=ref.app, root=ref.root, service_name=ref.service.name)
+            back = client.get_fleet_deployed(app=ref.app, root=ref.root, service_name=ref.service.name,
+                                             release=choice.target)
+        except Exception as err:  # noqa: BLE001 - reported per host
+            return HostDiffResult(host, None, describe_error(err))
+        finally:
+            client.close()
+        return HostDiffResult(host, diff_kept_release(ref, back, now))
+
+    outcomes = run_parallel(list(prepared.plan.hosts), one, forks=prepared.fleet.forks)
+    return {host: outcome.value if outcome.value is not None else HostDiffResult(host, None, outcome.error)
+            for host, outcome in outcomes.items()}
+
+
+def diff_kept_release(ref: Release, back: Deployed, now: Deployed) -> HostDiff:
+    """What switching to the release `back` lists changes on a host that has `now`. Pure. The definition is the
+    one kept in that release (without one, a rollback keeps the current definition: no service change); files the
+    node could not show as text are left out on both sides."""
+    texts = {f.path: f.text for f in back.files if f.text is not None}
+    stored = texts.get(SERVICE_DEFINITION_FILE)
+    definition: ServiceDefinition | None = None
+    if stored is not None:
+        try:
+            definition = ServiceDefinition.from_public_json(json.loads(stored), password=ref.service.password)
+        except (ValueError, KeyError, TypeError):
+            definition = None
+    release = Release(back.release or "", "", ref.app, ref.root, "", ref.exe_name, tuple(sorted(texts.items())),
+                      definition or ref.service)
+    unreadable = {_key(f.path) for f in back.files if f.text is None}
+    files = tuple(c for c in file_changes(release, now) if _key(c.path) not in unreadable)
+    service = () if definition is None else tuple(service_changes(definition, now.service))
+    return HostDiff(release.service.name, now.service is not None, service, files)
 
 
 def _argument_changes(new: Sequence[str], old: Sequence[str] | None) -> list[FieldChange]:

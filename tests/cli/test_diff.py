@@ -213,3 +213,20 @@ def test_diff_through_the_cli(lab: Lab) -> None:
 
     refused = lab.fleetctl("deploy", str(lab.playbook), "-i", str(lab.inventory), "--diff", "--yes")
     assert refused.returncode == 2 and "--diff" in refused.stderr and "--dry-run" in refused.stderr
+
+
+@pytest.mark.lab
+def test_rollback_diff_shows_what_returning_to_the_kept_release_changes(lab: Lab) -> None:
+    secret = "First-Db-Secret-1"
+    for version, extra in (("1.0.0", []), ("2.0.0", ["-e", "hello_env=staging"])):
+        code, _, err = lab.deploy("--version", version, "-e", f"db_password={secret}", *extra)
+        assert code == 0, err
+    run = lab.fleetctl("rollback", str(lab.playbook), "-i", str(lab.inventory), "-e", f"db_password={secret}",
+                       "--dry-run", "--diff")
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    assert out.count('-  "version": "2.0.0",') == 2 and out.count('+  "version": "1.0.0",') == 2, out
+    assert out.count("environment HELLO_ENV: staging -> production") == 2, out
+    assert "DB_PASSWORD" not in out and secret not in out + run.stderr  # the same secret: no change, no value
+    refused = lab.fleetctl("rollback", str(lab.playbook), "-i", str(lab.inventory), "--diff", "--yes")
+    assert refused.returncode == 2 and "--dry-run" in refused.stderr
