@@ -15,7 +15,7 @@ import difflib
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -224,9 +224,7 @@ def read_diffs(prepared: PreparedDeploy, *, connect: Connect | None = None) -> d
             client.close()
         return HostDiffResult(host, diff_host(release, deployed))
 
-    outcomes = run_parallel(list(prepared.plan.hosts), one, forks=prepared.fleet.forks)
-    return {host: outcome.value if outcome.value is not None else HostDiffResult(host, None, outcome.error)
-            for host, outcome in outcomes.items()}
+    return _each_host(list(prepared.plan.hosts), one, prepared.fleet.forks)
 
 
 def read_rollback_diffs(prepared: PreparedRollback, plan: RollbackPlan, *,
@@ -257,9 +255,7 @@ def read_rollback_diffs(prepared: PreparedRollback, plan: RollbackPlan, *,
             client.close()
         return HostDiffResult(host, diff_kept_release(ref, back, now))
 
-    outcomes = run_parallel(list(prepared.plan.hosts), one, forks=prepared.fleet.forks)
-    return {host: outcome.value if outcome.value is not None else HostDiffResult(host, None, outcome.error)
-            for host, outcome in outcomes.items()}
+    return _each_host(list(prepared.plan.hosts), one, prepared.fleet.forks)
 
 
 def diff_kept_release(ref: Release, back: Deployed, now: Deployed) -> HostDiff:
@@ -280,6 +276,12 @@ def diff_kept_release(ref: Release, back: Deployed, now: Deployed) -> HostDiff:
     files = tuple(c for c in file_changes(release, now) if _key(c.path) not in unreadable)
     service = () if definition is None else tuple(service_changes(definition, now.service))
     return HostDiff(release.service.name, now.service is not None, service, files)
+
+
+def _each_host(hosts: list[str], one: Callable[[str], HostDiffResult], forks: int) -> dict[str, HostDiffResult]:
+    outcomes = run_parallel(hosts, one, forks=forks)
+    return {host: outcome.value if outcome.value is not None else HostDiffResult(host, None, outcome.error)
+            for host, outcome in outcomes.items()}
 
 
 def _argument_changes(new: Sequence[str], old: Sequence[str] | None) -> list[FieldChange]:
