@@ -9,6 +9,10 @@ import json
 import logging
 import os
 import re
+import shlex
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +28,8 @@ from fleetctl.transport import trace
 from fleetctl.transport.fake import FakeCall, FakeTransport, error_document
 from fleetctl.ui import verbose
 from fleetctl.ui.verbose import set_verbosity, show_above
-from tests.rollout.conftest import Lab, _start_lab
+from tests.rollout.conftest import REPO, Lab, _start_lab
+from tests.support import wait_for
 
 SECRET_PASSWORD = "Hunter2-never-shown"
 OP_LINE = re.compile(r"^(\S+)  ([A-Z][a-z]+-Fleet\w+|connect)  (\d+\.\d{3}) s  (ok|error \w+|failed .*)$")
@@ -186,3 +191,35 @@ def test_deploy_vv_shows_round_trips_and_never_a_secret(lab: Lab) -> None:
     assert "Environment" in err  # the parameter's name, at -vv
     assert secret not in err and password not in err
     assert secret not in json.dumps(doc) and password not in json.dumps(doc)
+
+
+@pytest.mark.lab
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
+def test_v_lines_print_above_the_live_view_on_a_terminal(lab: Lab, tmp_path: Path) -> None:
+    """On a real terminal (a tmux pane) the live view runs and every -v line stays whole in the scrollback: printed
+    above the display, not torn by its refreshes."""
+    socket = str(tmp_path / "tmux.sock")
+    script = tmp_path / "run.sh"
+    command = " ".join(shlex.quote(a) for a in (sys.executable, "-m", "fleetctl", "deploy", str(lab.playbook), "-i",
+                                                str(lab.inventory), "--version", "1.1.0", "--yes", "-v"))
+    script.write_text(f"cd {shlex.quote(str(lab.directory))}\nexport PYTHONPATH={shlex.quote(str(REPO))}\n"
+                      f"{command}\necho EXIT=$?\nsleep 300\n")
+
+    def tmux(*args: str) -> str:
+        return subprocess.run(["tmux", "-S", socket, *args], capture_output=True, text=True, check=True,
+                              timeout=30).stdout
+
+    def finished() -> str | None:
+        text = tmux("capture-pane", "-p", "-J", "-S", "-2000")
+        return text if "EXIT=" in text else None
+
+    # The script ends with `sleep`, so the pane is still there to capture after the deploy printed its exit.
+    tmux("new-session", "-d", "-x", "120", "-y", "40", "sh", str(script))
+    try:
+        screen = wait_for(finished, 240, "the deploy to finish in the pane")
+    finally:
+        subprocess.run(["tmux", "-S", socket, "kill-server"], capture_output=True, check=False, timeout=30)
+    assert "EXIT=0" in screen, screen
+    for node in lab.nodes:
+        for op in ("Switch-FleetRelease", "Start-FleetService"):
+            assert re.search(rf"^{node}  {op}  \d+\.\d{{3}} s  ok\s*$", screen, re.MULTILINE), screen
