@@ -1791,12 +1791,14 @@ namespace FleetNode {
 
 function Split-FleetCommandLine {
     # Windows' own parser (CommandLineToArgvW, what Go and the C runtime read), so the arguments read back are the
-    # ones the service gets. With -Arguments the line has no program name (NSSM's AppParameters).
+    # ones the service gets. With -Arguments the line has no program name (NSSM's AppParameters). The arguments
+    # are written to the pipeline one by one: callers collect them with @().
     param([string]$Line, [switch]$Arguments)
-    if ([string]::IsNullOrEmpty($Line)) { return , @() }
+    if ([string]::IsNullOrEmpty($Line)) { return }
     if (-not ('FleetNode.CommandLine' -as [type])) { Add-Type -TypeDefinition $script:FleetArgvSource }
-    if ($Arguments) { return , @([FleetNode.CommandLine]::Split('x ' + $Line) | Select-Object -Skip 1) }
-    return , @([FleetNode.CommandLine]::Split($Line))
+    # A dummy program name first: CommandLineToArgvW reads the first token by the program-name rules.
+    if ($Arguments) { return ([FleetNode.CommandLine]::Split('x ' + $Line) | Select-Object -Skip 1) }
+    return [FleetNode.CommandLine]::Split($Line)
 }
 
 function Get-FleetServiceDefinition {

@@ -129,6 +129,27 @@ def test_round_trip_action_is_read_from_the_soap_header_only() -> None:
     assert trace._action(b"--Encrypted Boundary\r\n...") == "(encrypted message)"
 
 
+def test_vv_logs_retries_and_pool_reopens_and_off_the_policy_is_untouched(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from fleetctl.protocol.errors import HostTimeout
+    from fleetctl.transport.retry import retry_transient_io
+
+    policy = retry_transient_io(3, 0.0)
+    set_verbosity(1)
+    assert trace.retries(policy, "web03", "Get-FleetFacts") is policy  # -v: the transport level is off
+    set_verbosity(2)
+    failures = iter([HostTimeout("read timed out", host="web03"), None])
+    for attempt in trace.retries(policy, "web03", "Get-FleetFacts"):
+        with attempt:
+            failure = next(failures)
+            if failure is not None:
+                raise failure
+    trace.pool_reopened("web03", "idle past the host's shell timeout")
+    err = capsys.readouterr().err
+    assert "web03    retry Get-FleetFacts: attempt 1 failed (HostTimeout: read timed out); next in 0.0 s" in err
+    assert "web03    pool reopened: idle past the host's shell timeout" in err
+
+
 def test_verbosity_option_is_counted_and_reset_by_the_next_command(capsys: pytest.CaptureFixture[str],
                                                                   tmp_path: Path) -> None:
     inv = tmp_path / "hosts.ini"
