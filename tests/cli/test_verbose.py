@@ -150,6 +150,16 @@ def test_vv_logs_retries_and_pool_reopens_and_off_the_policy_is_untouched(
     assert "web03    pool reopened: idle past the host's shell timeout" in err
 
 
+@pytest.mark.parametrize("command", ["ping", "deploy", "rollback", "remove", "status", "logs", "lock", "unlock"])
+def test_every_command_that_reaches_hosts_takes_v(capsys: pytest.CaptureFixture[str], command: str) -> None:
+    try:
+        main([command, "--help"])
+    except SystemExit as done:
+        assert not done.code
+    out = capsys.readouterr().out
+    assert "--verbose" in out and "-v" in out
+
+
 def test_verbosity_option_is_counted_and_reset_by_the_next_command(capsys: pytest.CaptureFixture[str],
                                                                   tmp_path: Path) -> None:
     inv = tmp_path / "hosts.ini"
