@@ -25,7 +25,7 @@ from fleetctl.cli.options import (
 from fleetctl.cli.plan import sequence_for
 from fleetctl.errors import EXIT_INTERRUPTED, ConfigError, RolloutFailed
 from fleetctl.notify import Delivery, Notifier
-from fleetctl.rollout.diff import HostDiffResult, check_diff_supported, diff_json, read_diffs
+from fleetctl.rollout.diff import HostDiffResult, diff_json, read_diffs
 from fleetctl.rollout.engine import RunResult
 from fleetctl.rollout.events import EventBus
 from fleetctl.rollout.if_changed import compare_with_fleet, narrow_to
@@ -118,8 +118,6 @@ def deploy(
         people.print(steps_line(sequence_for(prepared.fleet.targets, prepared.fleet.strategy)))
 
     if dry_run_:
-        if diff:
-            check_diff_supported(prepared)
         previews = dry_run(prepared)
         diffs = read_diffs(prepared) if diff else {}
         if json_out:

@@ -3,7 +3,8 @@ account, start type, recovery, environment, hosting) and in each rendered file, 
 
 `diff_host(release, deployed)` is pure: the host's release as the deploy would install it (`rollout/release.py`,
 the same value the deploy carries out) against `Get-FleetDeployed`'s answer. `read_diffs(prepared)` asks every
-targeted host, read-only, in parallel. Secrets never reach a diff: an environment variable whose name says
+targeted host, read-only, in parallel (blue-green: the colour the deploy starts against the live one);
+`read_rollback_diffs` does the same for the release a rollback returns to. Secrets never reach a diff: an environment variable whose name says
 secret or whose value is a known secret shows as `***` on both sides (a changed one still shows as changed, a
 removed variable never shows its old value); a file line that names a password/secret/token has its value
 masked; everything else passes through redaction.
@@ -21,9 +22,12 @@ from typing import Any
 
 from fleetctl.config.redaction import is_secret_name, redact
 from fleetctl.errors import ConfigError
+from fleetctl.node.client import NodeClient
 from fleetctl.node.fleet import run_parallel
 from fleetctl.node.results import Deployed, DeployedService
 from fleetctl.protocol.cmdline import join_command_line
+from fleetctl.rollout.bluegreen import live_colour, other
+from fleetctl.rollout.bluegreen_run import ColourSet
 from fleetctl.rollout.host_steps import describe_error
 from fleetctl.rollout.preparation import Connect, PreparedDeploy, PreparedRollback
 from fleetctl.rollout.release import SERVICE_DEFINITION_FILE, Release, ServiceDefinition
@@ -199,23 +203,18 @@ def group_identical(results: Mapping[str, HostDiffResult]) -> list[tuple[tuple[s
     return [(tuple(hosts), results[hosts[0]]) for hosts in groups.values()]
 
 
-def check_diff_supported(prepared: PreparedDeploy) -> None:
-    """--diff compares with the one service a rolling deploy updates; a blue-green run deploys a colour's own."""
-    if prepared.colours is not None:
-        raise ConfigError("--diff compares with the service a rolling deploy updates; a blue-green deploy starts "
-                          "the idle colour's own service: use --dry-run without --diff (it lists the steps), or "
-                          "--strategy rolling", key="--diff")
-
-
 def read_diffs(prepared: PreparedDeploy, *, connect: Connect | None = None) -> dict[str, HostDiffResult]:
-    """Ask every targeted host what it has now (read-only, in parallel) and diff it with its release."""
-    check_diff_supported(prepared)
+    """Ask every targeted host what it has now (read-only, in parallel) and diff it with its release. Blue-green:
+    the colour the deploy would start, against the live colour (what serves the traffic it takes over)."""
     factory = connect or prepared.fleet.client_factory()
+    colours = prepared.colours
 
     def one(host: str) -> HostDiffResult:
         release = prepared.releases[host]
         client = factory(host)
         try:
+            if colours is not None:
+                return HostDiffResult(host, _blue_green_diff(client, colours[host]))
             deployed = client.get_fleet_deployed(app=release.app, root=release.root,
                                                  service_name=release.service.name)
         except Exception as err:  # noqa: BLE001 - reported per host
@@ -225,6 +224,24 @@ def read_diffs(prepared: PreparedDeploy, *, connect: Connect | None = None) -> d
         return HostDiffResult(host, diff_host(release, deployed))
 
     return _each_host(list(prepared.plan.hosts), one, prepared.fleet.forks)
+
+
+def _blue_green_diff(client: NodeClient, mine: ColourSet) -> HostDiff:
+    """The release a blue-green deploy starts on this host (as `colour_changes` decides) against the live colour's
+    service and release; on a host not yet on blue-green, against its single service (which blue replaces)."""
+    plain, ref = mine.playbook.service.name, mine.releases["blue"]
+    state = client.get_fleet_state(app=ref.app, root=ref.root, service_name=plain, proxy_port=mine.ports.listen)
+    live = live_colour(state, mine.ports)
+    info = state.colour(live) if live is not None else None
+    if live is None or info is None:
+        deployed = client.get_fleet_deployed(app=ref.app, root=ref.root, service_name=plain)
+        return diff_host(mine.releases["blue"], deployed)
+    running = info.service is not None and info.service.state == "Running"
+    # The live colour already runs its release: the deploy changes nothing (compared with itself, drift shows).
+    stays = info.release == mine.releases[live].id and running and state.live == live
+    deployed = client.get_fleet_deployed(app=ref.app, root=ref.root, service_name=f"{plain}-{live}",
+                                         release=info.release)
+    return diff_host(mine.releases[live if stays else other(live)], deployed)
 
 
 def read_rollback_diffs(prepared: PreparedRollback, plan: RollbackPlan, *,

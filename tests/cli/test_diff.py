@@ -165,8 +165,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     next(lab_gen, None)
 
 
-def dry_diff(lab: Lab, *args: str) -> tuple[int, str, str]:
-    run = lab.fleetctl("deploy", str(lab.playbook), "-i", str(lab.inventory), "--version", "1.0.0", "--dry-run",
+def dry_diff(lab: Lab, *args: str, version: str = "1.0.0") -> tuple[int, str, str]:
+    run = lab.fleetctl("deploy", str(lab.playbook), "-i", str(lab.inventory), "--version", version, "--dry-run",
                        "--diff", *args)
     return run.returncode, run.stdout, run.stderr
 
@@ -230,3 +230,19 @@ def test_rollback_diff_shows_what_returning_to_the_kept_release_changes(lab: Lab
     assert "DB_PASSWORD" not in out and secret not in out + run.stderr  # the same secret: no change, no value
     refused = lab.fleetctl("rollback", str(lab.playbook), "-i", str(lab.inventory), "--diff", "--yes")
     assert refused.returncode == 2 and "--dry-run" in refused.stderr
+
+
+@pytest.mark.lab
+def test_blue_green_diff_compares_the_colour_it_starts_with_the_live_one(lab: Lab) -> None:
+    secret = "First-Db-Secret-1"
+    code, _, err = lab.deploy("--version", "3.0.0", "--strategy", "blue-green", "-e", f"db_password={secret}")
+    assert code == 0, err
+    code, out, err = dry_diff(lab, "--strategy", "blue-green", "-e", f"db_password={secret}", version="3.0.0")
+    assert code == 0, err
+    assert re.search(r"lab-node01, lab-node02 \(2 hosts, the same diff\)\s+no changes", out), out
+    code, out, err = dry_diff(lab, "--strategy", "blue-green", "-e", f"db_password={secret}", "-e",
+                              "hello_env=staging", version="3.0.0")
+    assert code == 0, err
+    assert out.count("binary path: C:\\apps\\hello\\blue\\hello.exe -> C:\\apps\\hello\\green\\hello.exe") == 2, out
+    assert out.count('+  "environment": "staging"') == 2, out
+    assert secret not in out + err
