@@ -250,8 +250,8 @@ def read_rollback_diffs(prepared: PreparedRollback, plan: RollbackPlan, *,
     definition kept with it, which the rollback restores) against what it has now; a host that stays changes
     nothing; a refused host says why."""
     if prepared.colours is not None:
-        raise ConfigError("--diff compares one service's definition and files; a blue-green rollback switches "
-                          "traffic back to the other colour, which changes neither: use --dry-run without --diff",
+        raise ConfigError("--diff is not available for a blue-green rollback (it switches the port proxy back to "
+                          "the other colour, which keeps its own service and release): use --dry-run without --diff",
                           key="--diff")
     factory = connect or prepared.fleet.client_factory()
 
