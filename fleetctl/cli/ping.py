@@ -10,6 +10,7 @@ from fleetctl.cli.options import (
     InventoryOpt,
     JsonOpt,
     LimitOpt,
+    VerboseOpt,
     examples,
     inventory_paths,
 )
@@ -46,6 +47,7 @@ def ping(
     show_all: bool = AllRowsOpt,
     failed_only: bool = FailedOnlyOpt,
     json_out: bool = JsonOpt,
+    verbose: int = VerboseOpt,
 ) -> None:
     """Reach, authenticate and gather facts (OS, PowerShell, free disk, clock skew, round trip) on each host."""
     settings = load_connection_settings(inventory, limit)

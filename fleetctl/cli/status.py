@@ -16,6 +16,7 @@ from fleetctl.cli.options import (
     JsonOpt,
     LimitOpt,
     VarOpt,
+    VerboseOpt,
     examples,
     inventory_paths,
 )
@@ -37,6 +38,7 @@ def status(
     show_all: bool = AllRowsOpt,
     failed_only: bool = FailedOnlyOpt,
     json_out: bool = JsonOpt,
+    verbose: int = VerboseOpt,
 ) -> None:
     """Show where every host of PLAYBOOK stands: a summary (hosts per release and health state, a rollout in
     progress), then releases, service, health now, lock and drift per host."""
