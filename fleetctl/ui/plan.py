@@ -33,7 +33,7 @@ def plan_table(plan: Plan, title: str, spread_values: dict[str, object] | None =
     for n, batch in enumerate(batches):
         if middle and n == _HEAD_BATCHES:
             table.add_row(*_middle_row(middle, bool(plan.spread_by)))
-        row = [str(batch.index), "[bold yellow]canary[/]" if batch.canary else "rolling", str(len(batch.hosts))]
+        row = [str(batch.index + 1), "[bold yellow]canary[/]" if batch.canary else "rolling", str(len(batch.hosts))]
         if plan.spread_by and spread_values is not None:
             counts: dict[str, int] = {}
             for h in batch.hosts:
@@ -52,7 +52,8 @@ def _middle_row(middle: list[Batch], spread: bool) -> list[str]:
     sizes = sorted({len(b.hosts) for b in middle})
     size = str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}–{sizes[-1]}"
     hosts = [h for b in middle for h in b.hosts]
-    return [f"{middle[0].index}–{middle[-1].index}", f"[dim]{len(middle)} batches[/]", f"{size} each",
+    # Numbered from 1, as the rows are.
+    return [f"{middle[0].index + 1}–{middle[-1].index + 1}", f"[dim]{len(middle)} batches[/]", f"{size} each",
             *([""] if spread else []), escape(safe(compact_hosts(hosts, max_chars=MEMBERS_CHARS)))]
 
 
