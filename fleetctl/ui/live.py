@@ -112,7 +112,7 @@ class LiveView:
         if start is not None:
             start.start()
         if above is not None:
-            self.console.print(above)  # above the live region, which rich redraws below it: stays in the scrollback
+            self.console.print(above, highlight=False)  # above the live region, which rich redraws below it: stays in the scrollback
         if isinstance(event, RunFinished):
             if stop is not None:
                 stop.stop()
