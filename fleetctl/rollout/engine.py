@@ -1,5 +1,6 @@
 """The rollout engine: lock every targeted host, run the plan's batches (hosts in parallel, bounded by forks),
-enforce the failure budget and canary rule, honour Ctrl-C, unlock everything, and report the exit code.
+enforce the failure budget and canary rule, honour Ctrl-C (and say at once what a press does:
+`rollout/interruption.py`), unlock everything, and report the exit code.
 
 It knows nothing of what a host does: it is given one `HostProcedure` (`rollout/procedure.py`: stage, activate,
 follow_up, undo) and decides only when each part runs. What to do after a batch and how the run ends are pure
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -182,9 +184,7 @@ class RolloutEngine(LockSteps):
             self._wait(futures)
             self._recheck(pool, batch.hosts)
             failed = tuple(n for n in batch.hosts if self._outcome(n).outcome in self.failed_outcomes)
-            counts: dict[str, int] = {}
-            for name in batch.hosts:
-                counts[self._outcome(name).outcome] = counts.get(self._outcome(name).outcome, 0) + 1
+            counts: dict[str, int] = dict(Counter(self._outcome(n).outcome for n in batch.hosts))
             self.bus.emit(BatchFinished(batch.index, passed=not failed, failed=failed, counts=counts))
             verdict = judge_batch(canary=batch.canary, failed=failed, failures=self._failures,
                                   max_failed=self.plan.max_failed)
