@@ -46,6 +46,7 @@ from fleetctl.ui.console import safe
 from fleetctl.ui.live_frame import batch_range, duration, gate_text, render_frame
 from fleetctl.ui.live_state import RunProgress
 from fleetctl.ui.report import counts_line, outcome_counts, summary_table
+from fleetctl.ui.verbose import show_above
 
 # Transfer progress arrives per chunk; the plain log shows it only at these fractions so CI logs stay short.
 _PLAIN_PROGRESS_MARKS = (0.25, 0.5, 0.75)
@@ -111,11 +112,14 @@ class LiveView:
         # takes the lock to render, and stop() waits for that thread.
         if start is not None:
             start.start()
+            show_above(self.console)  # -v lines print above the display, not through it (ui/verbose.py)
         if above is not None:
-            self.console.print(above, highlight=False)  # above the live region, which rich redraws below it: stays in the scrollback
+            # Above the live region, which rich redraws below it: the line stays in the scrollback.
+            self.console.print(above, highlight=False)
         if isinstance(event, RunFinished):
             if stop is not None:
                 stop.stop()
+                show_above(None)
             with self._lock:
                 self._print_summary(event)
 
@@ -129,6 +133,7 @@ class LiveView:
             snapshot = self._render() if live is not None else None
         if live is not None:
             live.stop()
+            show_above(None)
             if snapshot is not None:
                 self.console.print(snapshot)
 
