@@ -114,6 +114,7 @@ def test_sigint_is_told_at_once_from_the_signal_path_not_the_next_check() -> Non
     interruption = Interruption()
     heard: list[tuple[int, float]] = []
     interruption.listen(lambda presses: heard.append((presses, time.monotonic())))
+    before = signal.getsignal(signal.SIGINT)
     with sigint_handler(interruption):
         sent = time.monotonic()
         os.kill(os.getpid(), signal.SIGINT)
@@ -128,7 +129,8 @@ def test_sigint_is_told_at_once_from_the_signal_path_not_the_next_check() -> Non
     assert [p for p, _ in heard] == [1, 2]
     assert heard[0][1] - sent < 0.5
     assert interruption.requested.is_set() and interruption.abort.is_set()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before  # restored
+    assert not [t for t in threading.enumerate() if t.name == "fleetctl-sigint"]  # the watcher ended
 
 
 def test_the_engine_tells_ctrl_c_with_the_hosts_in_flight(tmp_path: Path) -> None:
