@@ -313,7 +313,8 @@ def activate_switch_back(ctx: HostContext, job: BlueGreenJob, staged: StagedSwit
         note = "" if warm else _stop_quietly(ctx, target.service.name, job.stop_timeout)
         return _outcome(ctx, "failed", state.current, f"{describe_error(err)} (the proxy stays on {staged.live}"
                                                       f"{note})")
-    return _outcome(ctx, "deployed", staged.release, None)
+    # A switch back is a rollback: `rolled_back`, as the rolling rollback reports it (history, --json, exit code).
+    return _outcome(ctx, "rolled_back", staged.release, None)
 
 
 def _as_release(reference: Release, release_id: str, state: NodeState, service: ServiceDefinition) -> Release:

@@ -28,6 +28,7 @@ from fleetctl.rollout.events import HostOutcome, RunInfo
 from fleetctl.rollout.health import HealthCheck
 from fleetctl.rollout.host_steps import HostContext
 from fleetctl.rollout.release import Release, make_release
+from fleetctl.rollout.verdict import FAILED_OUTCOMES
 from fleetctl.targets import Targets
 
 
@@ -93,6 +94,8 @@ class BlueGreenProcedure:
         self.jobs = jobs
         self.rollback = rollback
         self.to_version = to_version
+        # A rollback's success is `rolled_back` (rollout/verdict.py); a deploy's `rolled_back` is a failure.
+        self.failed_outcomes: tuple[str, ...] = ("failed", "unknown") if rollback else FAILED_OUTCOMES
 
     def stage(self, ctx: HostContext) -> StagedColour | StagedSwitchBack | HostOutcome:
         job = self.jobs(ctx.host)
@@ -116,11 +119,14 @@ class BlueGreenProcedure:
         return bake_and_stop(ctx, self.jobs(ctx.host), outcome, retired)
 
     def undo(self, ctx: HostContext, outcome: HostOutcome) -> HostOutcome:
-        """A canary failure: the canaries that passed switch back to their old colour (warm: instantly)."""
+        """A canary failure: the canaries of a deploy that passed switch back to their old colour (warm: instantly).
+        The canaries of a rollback stay where they are: switching them again would take them forward, the one thing
+        a rollback must never do (as `RollbackProcedure.undo`)."""
+        if self.rollback:
+            return outcome
         job = self.jobs(ctx.host)
         after = activate_switch_back(ctx, job, stage_switch_back(ctx, job, None))
-        if after.outcome == "deployed":
-            what = "returned" if self.rollback else "switched back"
-            return HostOutcome(ctx.host, "rolled_back", after.release, f"{what} because the canary batch failed",
-                               ctx.timings)
+        if after.outcome == "rolled_back":
+            return HostOutcome(ctx.host, "rolled_back", after.release, "switched back because the canary batch "
+                               "failed", ctx.timings)
         return after

@@ -128,11 +128,17 @@ def test_3_a_blue_green_deploy_drops_no_request(lab: Lab) -> None:
 def test_4_a_blue_green_rollback_while_warm_is_an_instant_switch(lab: Lab) -> None:
     before = _counters(lab)
     began = time.monotonic()
-    code, _doc, err = _run(lab, "rollback", "--strategy", "blue-green", "--batch", "100%")
+    code, doc, err = _run(lab, "rollback", "--strategy", "blue-green", "--batch", "100%")
     TIMES["blue-green rollback"] = time.monotonic() - began
     print(f"\n[blue-green] blue-green rollback of 10 nodes (warm): {TIMES['blue-green rollback']:.2f} s; rolling "
           f"rollback of the same nodes: {TIMES.get('rolling rollback', float('nan')):.2f} s")
     assert code == 0, err
+    # A switch back is a rollback, reported as the rolling rollback reports it: --json, the summary, the history.
+    assert {h["outcome"] for h in doc["hosts"].values()} == {"rolled_back"}, doc
+    assert "10 rolled back" in err, err  # the summary line
+    history = json.loads(lab.fleetctl("history", "show", "last", "--json", check=True).stdout)
+    assert history["kind"] == "rollback" and history["exit_code"] == 0, history
+    assert history["outcomes"] == {"rolled_back": 10}, history["outcomes"]
     assert set(_versions(lab).values()) == {"2.0.0"}
     after = _counters(lab)
     for node in lab.nodes:
@@ -223,7 +229,7 @@ def test_8_a_rollback_after_the_old_colour_stopped_starts_and_gates_it_first(lab
     assert sorted(states[c] for c in ("hello-blue", "hello-green")) == ["Running", "Stopped"]  # no bake, no warm
     before = _counters(lab)["lab-node05"]
     code, doc, err = _run(lab, "rollback", "--strategy", "blue-green", "--limit", "lab-node05")
-    assert code == 0 and doc["hosts"]["lab-node05"]["outcome"] == "deployed", err
+    assert code == 0 and doc["hosts"]["lab-node05"]["outcome"] == "rolled_back", err
     assert _versions(lab)["lab-node05"] == "2.0.0"
     after = _counters(lab)["lab-node05"]
     assert after["service_starts"] == before["service_starts"] + 1 and after["artifact_bytes_stored"] == \
