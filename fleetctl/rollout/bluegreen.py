@@ -9,6 +9,12 @@ bytes), otherwise it is started and gated first. The proxy only ever points at a
 so an interrupted run leaves every host serving on a healthy colour; a re-run finds the idle colour already on
 the target and finishes the switch.
 
+Behind a load balancer (`traffic.kind: nginx|haproxy`) the balancer's backend for the host moves from the live
+colour's port to the new colour's (`ready` step), then the node's proxy switches too, so the public port and the
+node's record agree; the old colour is given `traffic.drain` for its open requests before it is stopped. The
+balancer moves first: a run stopped between the two leaves the node recording the old colour (still running),
+and the next run points the balancer back at it before it moves it again.
+
 Steps per host are the same `HostContext` steps as rolling (service, stop, switch, start, health, proxy,
 record), so the live view, `--json` and the journal show them unchanged.
 """
@@ -30,6 +36,7 @@ from fleetctl.rollout.health import HealthCheck, probe_once
 from fleetctl.rollout.host_steps import HostContext, StepFailed, describe_error, gate, stored_definition
 from fleetctl.rollout.host_steps import _passed as passed
 from fleetctl.rollout.release import Release, ServiceDefinition
+from fleetctl.rollout.traffic_steps import HostTraffic, TrafficFailed
 
 COLOURS = ("blue", "green")
 
@@ -79,6 +86,7 @@ class BlueGreenJob:
     stop_timeout: float = 30.0
     bake: float = 0.0
     ensure_extras: Callable[[NodeClient], None] | None = None
+    traffic: HostTraffic | None = None  # a load balancer in front: its backend moves between the colours' ports
 
 
 @dataclass(frozen=True)
@@ -96,9 +104,20 @@ class ColourPreview:
     changes: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class BackendSeat:
+    """Where a load balancer sends one host's traffic now (for --dry-run): `where` is e.g. `nginx on lb1`."""
+
+    where: str
+    server: str
+    port: int
+    grace_s: float = 0.0
+
+
 def colour_changes(state: NodeState, releases: dict[str, Release], ports: ColourPorts, *, artifact_present: bool,
-                   bake: float) -> ColourPreview:
-    """What a blue-green deploy would do on a host in `state` (for --dry-run), in order. Pure."""
+                   bake: float, seat: BackendSeat | None = None) -> ColourPreview:
+    """What a blue-green deploy would do on a host in `state` (for --dry-run), in order; `seat`: its backend on
+    the load balancer in front, which moves to the new colour's port before the node's proxy switches. Pure."""
     live = live_colour(state, ports)
     if live is not None:
         info = state.colour(live)
@@ -114,11 +133,16 @@ def colour_changes(state: NodeState, releases: dict[str, Release], ports: Colour
         changes.append(f"install release {target.id}")
     changes += [f"{idle}: run {target.id} as {target.service.name} on port {ports.port(idle)}",
                 f"{idle}: start and gate on port {ports.port(idle)}"]
+    if seat is not None and seat.port != ports.port(idle):
+        changes.append(f"move backend {seat.server} on {seat.where} from port {seat.port} to {idle} port "
+                       f"{ports.port(idle)}")
     if state.service is not None and state.service.exists and state.service.state == "Running" and live is None:
-        changes.append(f"stop {target.service.name.rsplit('-', 1)[0]} (moving the host to blue-green)")
+        grace = f" after {seat.grace_s:g} s for its open requests" if seat is not None and seat.grace_s else ""
+        changes.append(f"stop {target.service.name.rsplit('-', 1)[0]}{grace} (moving the host to blue-green)")
     changes.append(f"switch port {ports.listen} from {live or '(none)'} to {idle}")
     if live is not None and not ports.keep_warm:
-        changes.append(f"{live}: keep warm {bake:g} s, then stop")
+        grace = f"{seat.grace_s:g} s for its open requests, then " if seat is not None and seat.grace_s else ""
+        changes.append(f"{live}: {grace}keep warm {bake:g} s, then stop")
     return ColourPreview(target.id, tuple(changes))
 
 
@@ -175,15 +199,19 @@ def activate_colour(ctx: HostContext, job: BlueGreenJob, staged: StagedColour | 
         note = _stop_quietly(ctx, target.service.name, job.stop_timeout)
         if live is None:
             return _outcome(ctx, "failed", before, f"{reason} ({idle} stopped{note}; no live colour to keep)")
-        return _outcome(ctx, "rolled_back", before, f"{reason} (the proxy stays on {live}; {idle} stopped{note})")
+        untouched = f" and {job.traffic.where}" if job.traffic is not None else ""
+        return _outcome(ctx, "rolled_back", before, f"{reason} (the proxy{untouched} stays on {live}; {idle} "
+                                                    f"stopped{note})")
     if ctx.interruption.abort.is_set():
+        where = f" ({job.traffic.where} untouched)" if job.traffic is not None else ""
         return _outcome(ctx, "failed", before, f"interrupted after {idle} passed its gate, before the switch: "
-                                               f"{live or 'no colour'} still serves; {idle} runs {target.id} warm "
-                                               "(re-run to switch)")
+                                               f"{live or 'no colour'} still serves{where}; {idle} runs {target.id} "
+                                               "warm (re-run to switch)")
     try:
         switch_to(ctx, job, state, idle, target)
     except Exception as err:  # noqa: BLE001
-        return _outcome(ctx, "failed", before, f"switching the proxy to {idle}: {describe_error(err)}")
+        return _outcome(ctx, "failed", before, f"switching to {idle}: {describe_error(err)} ({idle} runs "
+                                               f"{target.id} warm)")
     return _outcome(ctx, "deployed", target.id, None)
 
 
@@ -210,19 +238,43 @@ def bring_up(ctx: HostContext, job: BlueGreenJob, state: NodeState, colour: str,
 
 
 def switch_to(ctx: HostContext, job: BlueGreenJob, state: NodeState, colour: str, target: Release) -> None:
-    """Point the public port at `colour` (which passed its gate) and check the node recorded it."""
+    """Send the traffic to `colour` (which passed its gate) and check the node recorded it: the load balancer's
+    backend first, when there is one, then the node's port proxy, which records the colour live."""
     client = ctx.client
     plain = state.service
-    if plain is not None and plain.exists and plain.state == "Running":
-        # A host moving over from rolling: its single service holds the public port the proxy needs.
-        ctx.step("stop", lambda: client.stop_fleet_service(name=job.plain_service,
-                                                           timeout_seconds=_seconds(job.stop_timeout)),
-                 f"{job.plain_service} (moving to blue-green)")
-    result = ctx.step("proxy", lambda: client.switch_fleet_colour(
-        app=target.app, root=target.root, colour=colour, listen_port=job.ports.listen,
-        connect_port=job.ports.port(colour)), f":{job.ports.listen} -> {colour} :{job.ports.port(colour)}")
-    if result.current != target.id:
-        raise StepFailed("record", f"the node reports current release {result.current}, expected {target.id}")
+    moving_over = plain is not None and plain.exists and plain.state == "Running"
+    traffic = job.traffic
+    port = job.ports.port(colour)
+    before = traffic.port_of(ctx.host) if traffic is not None else port
+    if traffic is not None and before != port:
+        # The balancer before the node: until the node records the colour live, a run reads the colour it left
+        # as live (still running: it is stopped only after this), points the balancer back at it, and moves again.
+        try:
+            ctx.step("ready", lambda: traffic.move(ctx.host, port), f"{traffic.where}: :{before} -> {colour} :{port}")
+        except TrafficFailed as err:
+            raise StepFailed("ready", str(err)) from None
+    proxied = False
+    try:
+        if moving_over:
+            # A host moving over from rolling: its single service holds the public port the proxy needs. Behind a
+            # balancer, it stops taking new requests with the move; its open ones get traffic.drain first.
+            if traffic is not None and traffic.grace_s > 0:
+                ctx.step("drain", lambda: traffic.let_finish(ctx.interruption.abort.is_set),
+                         f"{job.plain_service}: open requests, {traffic.grace_s:g} s")
+            ctx.step("stop", lambda: client.stop_fleet_service(name=job.plain_service,
+                                                               timeout_seconds=_seconds(job.stop_timeout)),
+                     f"{job.plain_service} (moving to blue-green)")
+        result = ctx.step("proxy", lambda: client.switch_fleet_colour(
+            app=target.app, root=target.root, colour=colour, listen_port=job.ports.listen,
+            connect_port=port), f":{job.ports.listen} -> {colour} :{port}")
+        proxied = True
+        if result.current != target.id:
+            raise StepFailed("record", f"the node reports current release {result.current}, expected {target.id}")
+    except Exception:
+        if traffic is not None and before != port and not proxied and not moving_over:
+            # The node still records the old colour live (and runs it): the balancer goes back to it too.
+            _move_quietly(ctx, traffic, before)
+        raise
 
 
 def bake_and_stop(ctx: HostContext, job: BlueGreenJob, outcome: HostOutcome, retired: str | None) -> HostOutcome:
@@ -232,6 +284,11 @@ def bake_and_stop(ctx: HostContext, job: BlueGreenJob, outcome: HostOutcome, ret
         return outcome
     notes: list[str] = []
     if not job.ports.keep_warm:
+        traffic = job.traffic
+        if traffic is not None and traffic.grace_s > 0:
+            # Behind a balancer the old colour takes no new requests since the move; its open ones end first.
+            ctx.step("drain", lambda: traffic.let_finish(ctx.interruption.requested.is_set),
+                     f"{retired}: open requests on {traffic.where}, {traffic.grace_s:g} s")
         if job.bake > 0:
             ctx.step("bake", lambda: ctx.interruption.requested.wait(job.bake), f"{retired} warm for {job.bake:g} s")
         if not ctx.interruption.requested.is_set():
@@ -331,6 +388,13 @@ def _without_version(check: HealthCheck) -> HealthCheck:
 def _for_version(job: BlueGreenJob, colour: str, check: HealthCheck | None) -> BlueGreenJob:
     from dataclasses import replace
     return replace(job, health={**job.health, colour: _without_version(check) if check else None})
+
+
+def _move_quietly(ctx: HostContext, traffic: HostTraffic, port: int) -> None:
+    try:
+        ctx.step("rollback", lambda: traffic.move(ctx.host, port), f"{traffic.where}: back to :{port}")
+    except Exception:  # noqa: BLE001, S110 - the move already halted the run and says why; the error stays the first
+        pass
 
 
 def _stop_quietly(ctx: HostContext, name: str, timeout: float) -> str:

@@ -1,6 +1,7 @@
 """Blue-green runs: each host's two colour releases rendered from its playbook (`colour` and `colour_port` are
 template variables, so the arguments and the health URL name the colour's own port), and the blue-green
-`HostProcedure` over the host functions of `rollout.bluegreen`, for deploy, canary undo and rollback.
+`HostProcedure` over the host functions of `rollout.bluegreen`, for deploy, canary undo and rollback; and, with a
+load balancer in front, where its pool stands before the run (`live_backend_ports`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from fleetctl.artifacts.url_artifact import ArtifactUrl
+from fleetctl.config.connection import ConnectionSettings
 from fleetctl.config.playbook import Playbook
+from fleetctl.errors import RolloutFailed
+from fleetctl.node.client import NodeClient
+from fleetctl.node.fleet import connect_client, run_parallel
 from fleetctl.rollout.bluegreen import (
     COLOURS,
     BlueGreenJob,
@@ -21,6 +26,7 @@ from fleetctl.rollout.bluegreen import (
     activate_colour,
     activate_switch_back,
     bake_and_stop,
+    live_colour,
     stage_colour,
     stage_switch_back,
 )
@@ -28,6 +34,7 @@ from fleetctl.rollout.events import HostOutcome, RunInfo
 from fleetctl.rollout.health import HealthCheck
 from fleetctl.rollout.host_steps import HostContext
 from fleetctl.rollout.release import Release, make_release
+from fleetctl.rollout.traffic_steps import HostTraffic, pool_hosts
 from fleetctl.rollout.verdict import FAILED_OUTCOMES
 from fleetctl.targets import Targets
 
@@ -65,7 +72,7 @@ def colour_set(targets: Targets, playbook: Playbook, host_name: str, *, version:
 
 
 def job_for(colours: ColourSet, *, artifact_path: Path | ArtifactUrl, transfer: str, pull_server: object | None,
-            ensure_extras: Callable[..., None] | None) -> BlueGreenJob:
+            ensure_extras: Callable[..., None] | None, traffic: HostTraffic | None = None) -> BlueGreenJob:
     playbook = colours.playbook
     return BlueGreenJob(releases=colours.releases, health=colours.health, ports=colours.ports,
                         artifact_path=artifact_path, plain_service=playbook.service.name,
@@ -73,7 +80,48 @@ def job_for(colours: ColourSet, *, artifact_path: Path | ArtifactUrl, transfer: 
                         pull_server=pull_server, keep_releases=playbook.install.keep_releases,
                         start_timeout=float(playbook.service.start_timeout),
                         stop_timeout=float(playbook.service.stop_timeout), bake=float(playbook.rollout.bake),
-                        ensure_extras=ensure_extras)
+                        ensure_extras=ensure_extras, traffic=traffic)
+
+
+def live_backend_ports(targets: Targets, playbooks: dict[str, Playbook], connect: Callable[[str], NodeClient], *,
+                       forks: int) -> dict[str, int]:
+    """Where the load balancer must send each host of the pool before a blue-green run touches anything: its live
+    colour's port, read from the node's port proxy (read-only), or, for a host not on blue-green yet, the port it
+    serves on (`traffic.port`, else `listen_port`). The balancer's config names every host, those outside --limit
+    too, so a host that cannot be asked stops the run (RolloutFailed) before the balancer or any host is touched:
+    rendering it blind could send its traffic to a stopped colour."""
+    hosts = {h.name: h for h in pool_hosts(targets)}
+    targeted = {h.name for h in targets.hosts}
+
+    def client_for(name: str) -> NodeClient:
+        if name in targeted:
+            return connect(name)
+        host = hosts[name]
+        return connect_client(ConnectionSettings.from_hostvars(name, targets.connection_vars(host),
+                                                               source=f"inventory host {name}"))
+
+    def read(name: str) -> int:
+        playbook = playbooks.get(name) or targets.render_for(hosts[name], {"version": "0"})
+        traffic = playbook.traffic
+        assert traffic is not None and traffic.blue_green is not None
+        ports = ColourPorts.from_playbook(traffic.blue_green)
+        client = client_for(name)
+        try:
+            state = client.get_fleet_state(app=playbook.name, root=playbook.install.root,
+                                           service_name=playbook.service.name, proxy_port=ports.listen)
+        finally:
+            client.close()
+        live = live_colour(state, ports)
+        return ports.port(live) if live is not None else int(traffic.port or ports.listen)
+
+    results = run_parallel(list(hosts), read, forks=forks)
+    unread = {name: r.error for name, r in results.items() if r.value is None}
+    if unread:
+        shown = "; ".join(f"{name}: {why}" for name, why in list(unread.items())[:3])
+        raise RolloutFailed(f"cannot tell which colour {len(unread)} host(s) of the load balancer's pool serve "
+                            f"({shown}): the balancer's config names every host's port, and none was changed; no "
+                            "host was touched")
+    return {name: int(r.value) for name, r in results.items() if r.value is not None}
 
 
 class BlueGreenProcedure:
