@@ -21,7 +21,6 @@ record), so the live view, `--json` and the journal show them unchanged.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +31,8 @@ from fleetctl.node.client import NodeClient
 from fleetctl.node.results import NodeState
 from fleetctl.node.transfer import TransferMode, ensure_artifact
 from fleetctl.rollout.events import HostOutcome
-from fleetctl.rollout.health import HealthCheck, probe_once
-from fleetctl.rollout.host_steps import HostContext, StepFailed, describe_error, gate, stored_definition
+from fleetctl.rollout.health import HealthCheck
+from fleetctl.rollout.host_steps import HostContext, StepFailed, describe_error, gate, release_failed, seconds
 from fleetctl.rollout.host_steps import _passed as passed
 from fleetctl.rollout.release import Release, ServiceDefinition
 from fleetctl.rollout.traffic_steps import HostTraffic, TrafficFailed
@@ -87,6 +86,9 @@ class BlueGreenJob:
     bake: float = 0.0
     ensure_extras: Callable[[NodeClient], None] | None = None
     traffic: HostTraffic | None = None  # a load balancer in front: its backend moves between the colours' ports
+    # How `colour` runs a kept release of a version it never held (the first rollback after a host moved over from
+    # rolling): the colour's service definition and gate, rendered for that version. None: not possible here.
+    adopted: Callable[[str, str], tuple[ServiceDefinition, HealthCheck | None]] | None = None
 
 
 @dataclass(frozen=True)
@@ -196,23 +198,25 @@ def activate_colour(ctx: HostContext, job: BlueGreenJob, staged: StagedColour | 
         bring_up(ctx, job, state, idle, target)
     except Exception as err:  # noqa: BLE001
         reason = describe_error(err)
-        note = _stop_quietly(ctx, target.service.name, job.stop_timeout)
+        failed = mark_failed(ctx, target, err, reason)
+        note = stop_quietly(ctx, target.service.name, job.stop_timeout)
         if live is None:
-            return _outcome(ctx, "failed", before, f"{reason} ({idle} stopped{note}; no live colour to keep)")
+            return colour_outcome(ctx, "failed", before, f"{reason} ({idle} stopped{note}; no live colour to keep)",
+                                  failed=failed)
         untouched = f" and {job.traffic.where}" if job.traffic is not None else ""
-        return _outcome(ctx, "rolled_back", before, f"{reason} (the proxy{untouched} stays on {live}; {idle} "
-                                                    f"stopped{note})")
+        return colour_outcome(ctx, "rolled_back", before, f"{reason} (the proxy{untouched} stays on {live}; {idle} "
+                                                          f"stopped{note})", failed=failed)
     if ctx.interruption.abort.is_set():
         where = f" ({job.traffic.where} untouched)" if job.traffic is not None else ""
-        return _outcome(ctx, "failed", before, f"interrupted after {idle} passed its gate, before the switch: "
+        return colour_outcome(ctx, "failed", before, f"interrupted after {idle} passed its gate, before the switch: "
                                                f"{live or 'no colour'} still serves{where}; {idle} runs {target.id} "
                                                "warm (re-run to switch)")
     try:
         switch_to(ctx, job, state, idle, target)
     except Exception as err:  # noqa: BLE001
-        return _outcome(ctx, "failed", before, f"switching to {idle}: {describe_error(err)} ({idle} runs "
+        return colour_outcome(ctx, "failed", before, f"switching to {idle}: {describe_error(err)} ({idle} runs "
                                                f"{target.id} warm)")
-    return _outcome(ctx, "deployed", target.id, None)
+    return colour_outcome(ctx, "deployed", target.id, None)
 
 
 def bring_up(ctx: HostContext, job: BlueGreenJob, state: NodeState, colour: str, target: Release) -> None:
@@ -224,12 +228,12 @@ def bring_up(ctx: HostContext, job: BlueGreenJob, state: NodeState, colour: str,
     ctx.step("service", lambda: client.set_fleet_service(**target.service.client_kwargs()), colour)
     if running and info is not None and info.release != target.id:
         ctx.step("stop", lambda: client.stop_fleet_service(name=target.service.name,
-                                                           timeout_seconds=_seconds(job.stop_timeout)), colour)
+                                                           timeout_seconds=seconds(job.stop_timeout)), colour)
     ctx.step("switch", lambda: client.switch_fleet_release(app=target.app, root=target.root, release=target.id,
                                                            colour=colour), f"{colour} -> {target.id}")
     ctx.last_state = None
     ctx.step("start", lambda: client.start_fleet_service(name=target.service.name,
-                                                         timeout_seconds=_seconds(job.start_timeout)), colour)
+                                                         timeout_seconds=seconds(job.start_timeout)), colour)
     check = job.health[colour]
     if check is not None:
         ctx.gating.set()
@@ -262,7 +266,7 @@ def switch_to(ctx: HostContext, job: BlueGreenJob, state: NodeState, colour: str
                 ctx.step("drain", lambda: traffic.let_finish(ctx.interruption.abort.is_set),
                          f"{job.plain_service}: open requests, {traffic.grace_s:g} s")
             ctx.step("stop", lambda: client.stop_fleet_service(name=job.plain_service,
-                                                               timeout_seconds=_seconds(job.stop_timeout)),
+                                                               timeout_seconds=seconds(job.stop_timeout)),
                      f"{job.plain_service} (moving to blue-green)")
         result = ctx.step("proxy", lambda: client.switch_fleet_colour(
             app=target.app, root=target.root, colour=colour, listen_port=job.ports.listen,
@@ -273,7 +277,7 @@ def switch_to(ctx: HostContext, job: BlueGreenJob, state: NodeState, colour: str
     except Exception:
         if traffic is not None and before != port and not proxied and not moving_over:
             # The node still records the old colour live (and runs it): the balancer goes back to it too.
-            _move_quietly(ctx, traffic, before)
+            move_quietly(ctx, traffic, before)
         raise
 
 
@@ -295,7 +299,7 @@ def bake_and_stop(ctx: HostContext, job: BlueGreenJob, outcome: HostOutcome, ret
             name = job.releases[retired].service.name
             try:
                 ctx.step("stop", lambda: ctx.client.stop_fleet_service(name=name,
-                                                                       timeout_seconds=_seconds(job.stop_timeout)),
+                                                                       timeout_seconds=seconds(job.stop_timeout)),
                          f"{retired} (idle)")
             except Exception as err:  # noqa: BLE001
                 notes.append(f"stopping the idle {retired}: {describe_error(err)}")
@@ -311,104 +315,36 @@ def bake_and_stop(ctx: HostContext, job: BlueGreenJob, outcome: HostOutcome, ret
                        outcome.transfer)
 
 
-# --- rollback: back to the other colour ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StagedSwitchBack:
-    state: NodeState
-    live: str
-    back: str
-    release: str
-
-
-def stage_switch_back(ctx: HostContext, job: BlueGreenJob, to_version: str | None) -> StagedSwitchBack | HostOutcome:
-    try:
-        state = ctx.step("connect", lambda: read_colours(ctx, job), "reading node state")
-    except Exception as err:  # noqa: BLE001
-        return HostOutcome(ctx.host, "failed", None, f"reading node state: {describe_error(err)}", ctx.timings)
-    live = live_colour(state, job.ports)
-    if live is None:
-        return HostOutcome(ctx.host, "failed", state.current, "no live colour: this host does not run blue-green "
-                                                              "(roll it back with the rolling strategy)", ctx.timings)
-    back = other(live)
-    info = state.colour(back)
-    if info is None or info.release is None:
-        return HostOutcome(ctx.host, "failed", state.current, f"the {back} colour has no release to switch back to",
-                           ctx.timings)
-    wanted = state.release(info.release)
-    if to_version is not None and (wanted is None or to_version not in (wanted.version, wanted.release)):
-        return HostOutcome(ctx.host, "failed", state.current, f"blue-green rolls back to the other colour, which "
-                                                              f"holds {info.release}, not {to_version}", ctx.timings)
-    return StagedSwitchBack(state, live, back, info.release)
-
-
-def activate_switch_back(ctx: HostContext, job: BlueGreenJob, staged: StagedSwitchBack | HostOutcome) -> HostOutcome:
-    """Instant while the other colour is warm and answers; otherwise start it and gate it first."""
-    if isinstance(staged, HostOutcome):
-        return staged
-    back, state = staged.back, staged.state
-    info = state.colour(back)
-    warm = info is not None and info.service is not None and info.service.state == "Running"
-    check = job.health[back]
-    reference = job.releases[back]
-    target = _as_release(reference, staged.release, state, reference.service)
-    try:
-        if not warm:
-            # Its own definition (arguments, environment), as the release was installed with it.
-            definition = stored_definition(ctx.client, reference, staged.release)
-            target = _as_release(reference, staged.release, state, definition or reference.service)
-        if warm and check is not None:
-            # One probe, no stability window: the colour has been running since it was live.
-            verdict = ctx.step("health", lambda: probe_once(_without_version(check), ctx.client),
-                               f"{back} (warm)")
-            warm = verdict.ok
-        if not warm:
-            bring_up(ctx, _for_version(job, back, check), state, back, target)
-        switch_to(ctx, job, state, back, target)
-    except Exception as err:  # noqa: BLE001
-        note = "" if warm else _stop_quietly(ctx, target.service.name, job.stop_timeout)
-        return _outcome(ctx, "failed", state.current, f"{describe_error(err)} (the proxy stays on {staged.live}"
-                                                      f"{note})")
-    # A switch back is a rollback: `rolled_back`, as the rolling rollback reports it (history, --json, exit code).
-    return _outcome(ctx, "rolled_back", staged.release, None)
-
-
-def _as_release(reference: Release, release_id: str, state: NodeState, service: ServiceDefinition) -> Release:
-    info = state.release(release_id)
-    return Release(id=release_id, version=info.version if info else "", app=reference.app, root=reference.root,
-                   artifact_sha256="", exe_name=reference.exe_name, files=(), service=service)
-
-
-def _without_version(check: HealthCheck) -> HealthCheck:
-    from dataclasses import replace
-    return replace(check, expect_json=())  # the colour's version is whatever it runs
-
-
-def _for_version(job: BlueGreenJob, colour: str, check: HealthCheck | None) -> BlueGreenJob:
-    from dataclasses import replace
-    return replace(job, health={**job.health, colour: _without_version(check) if check else None})
-
-
-def _move_quietly(ctx: HostContext, traffic: HostTraffic, port: int) -> None:
+def move_quietly(ctx: HostContext, traffic: HostTraffic, port: int) -> None:
     try:
         ctx.step("rollback", lambda: traffic.move(ctx.host, port), f"{traffic.where}: back to :{port}")
     except Exception:  # noqa: BLE001, S110 - the move already halted the run and says why; the error stays the first
         pass
 
 
-def _stop_quietly(ctx: HostContext, name: str, timeout: float) -> str:
+def stop_quietly(ctx: HostContext, name: str, timeout: float) -> str:
     try:
-        ctx.step("rollback", lambda: ctx.client.stop_fleet_service(name=name, timeout_seconds=_seconds(timeout)),
+        ctx.step("rollback", lambda: ctx.client.stop_fleet_service(name=name, timeout_seconds=seconds(timeout)),
                  f"stop {name}")
     except Exception as err:  # noqa: BLE001
         return f"; stopping {name} failed: {describe_error(err)}"
     return ""
 
 
-def _outcome(ctx: HostContext, outcome: str, release: str | None, error: str | None) -> HostOutcome:
-    return HostOutcome(ctx.host, outcome, release, error, ctx.timings, ctx.transfer_method)  # type: ignore[arg-type]
+def mark_failed(ctx: HostContext, release: Release, err: BaseException, reason: str) -> str | None:
+    """When the failure is the release's own (its gate, its start), mark it failed on the node, as a rolling deploy
+    does, so that no rollback ever goes to it; the release id, or None."""
+    if not release_failed(err):
+        return None
+    try:
+        ctx.step("rollback", lambda: ctx.client.set_fleet_release_verdict(
+            app=release.app, release=release.id, verdict="failed", reason=reason[:500]), f"mark {release.id} failed")
+    except Exception:  # noqa: BLE001, S110 - the journal keeps the mark too (HostOutcome.failed_release)
+        pass
+    return release.id
 
 
-def _seconds(value: float) -> int:
-    return max(1, math.ceil(value))
+def colour_outcome(ctx: HostContext, outcome: str, release: str | None, error: str | None, *,
+                   failed: str | None = None) -> HostOutcome:
+    return HostOutcome(ctx.host, outcome, release, error, ctx.timings, ctx.transfer_method,  # type: ignore[arg-type]
+                       failed_release=failed)

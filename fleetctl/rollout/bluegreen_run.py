@@ -22,18 +22,16 @@ from fleetctl.rollout.bluegreen import (
     BlueGreenJob,
     ColourPorts,
     StagedColour,
-    StagedSwitchBack,
     activate_colour,
-    activate_switch_back,
     bake_and_stop,
     live_colour,
     stage_colour,
-    stage_switch_back,
 )
+from fleetctl.rollout.bluegreen_back import StagedSwitchBack, activate_switch_back, stage_switch_back
 from fleetctl.rollout.events import HostOutcome, RunInfo
 from fleetctl.rollout.health import HealthCheck
 from fleetctl.rollout.host_steps import HostContext
-from fleetctl.rollout.release import Release, make_release
+from fleetctl.rollout.release import Release, ServiceDefinition, make_release
 from fleetctl.rollout.traffic_steps import HostTraffic, pool_hosts
 from fleetctl.rollout.verdict import FAILED_OUTCOMES
 from fleetctl.targets import Targets
@@ -71,8 +69,22 @@ def colour_set(targets: Targets, playbook: Playbook, host_name: str, *, version:
     return ColourSet(releases, health, ports, playbook)
 
 
+def adopter(targets: Targets, playbook: Playbook, host_name: str) -> Callable[[str, str],
+                                                                              tuple[ServiceDefinition,
+                                                                                    HealthCheck | None]]:
+    """How a colour runs a kept release of `version` it never held: its definition and gate rendered for that
+    version (the arguments name the colour's port; the gate expects that version)."""
+    def render(colour: str, version: str) -> tuple[ServiceDefinition, HealthCheck | None]:
+        rendered = colour_set(targets, playbook, host_name, version=version, artifact_sha256="",
+                              render_files=lambda pb, v: {})
+        return rendered.releases[colour].service, rendered.health[colour]
+    return render
+
+
 def job_for(colours: ColourSet, *, artifact_path: Path | ArtifactUrl, transfer: str, pull_server: object | None,
-            ensure_extras: Callable[..., None] | None, traffic: HostTraffic | None = None) -> BlueGreenJob:
+            ensure_extras: Callable[..., None] | None, traffic: HostTraffic | None = None,
+            adopted: Callable[[str, str], tuple[ServiceDefinition, HealthCheck | None]] | None = None
+            ) -> BlueGreenJob:
     playbook = colours.playbook
     return BlueGreenJob(releases=colours.releases, health=colours.health, ports=colours.ports,
                         artifact_path=artifact_path, plain_service=playbook.service.name,
@@ -80,7 +92,7 @@ def job_for(colours: ColourSet, *, artifact_path: Path | ArtifactUrl, transfer: 
                         pull_server=pull_server, keep_releases=playbook.install.keep_releases,
                         start_timeout=float(playbook.service.start_timeout),
                         stop_timeout=float(playbook.service.stop_timeout), bake=float(playbook.rollout.bake),
-                        ensure_extras=ensure_extras, traffic=traffic)
+                        ensure_extras=ensure_extras, traffic=traffic, adopted=adopted)
 
 
 def live_backend_ports(targets: Targets, playbooks: dict[str, Playbook], connect: Callable[[str], NodeClient], *,
@@ -131,8 +143,8 @@ class BlueGreenProcedure:
     deploy:   stage = the idle colour gets the release (nothing the proxy serves changes); activate = start it, gate
               it on its own port, switch the proxy; follow_up = the old colour stays warm for rollout.bake, then
               stops (unless keep_warm), then retention; undo = switch back (instant while warm).
-    rollback: stage = choose the colour to return to; activate = switch back, gated unless warm; undo = switch
-              back again.
+    rollback: stage = choose the colour and release to return to (`bluegreen_back.choose_switch_back`); activate =
+              switch back, gated unless warm; undo = nothing (never forward).
     """
 
     def __init__(self, info: RunInfo, jobs: Callable[[str], BlueGreenJob], *, rollback: bool = False,

@@ -24,7 +24,7 @@ from pathlib import Path
 from fleetctl.errors import RolloutFailed
 from fleetctl.node.fleet import run_parallel
 from fleetctl.rollout.bluegreen import BackendSeat, colour_changes
-from fleetctl.rollout.bluegreen_run import BlueGreenProcedure, job_for, live_backend_ports
+from fleetctl.rollout.bluegreen_run import BlueGreenProcedure, adopter, job_for, live_backend_ports
 from fleetctl.rollout.deploy import DeployProcedure, deploy_run_info, host_extras, start_pull_server
 from fleetctl.rollout.engine import LockSpec, RolloutEngine, RunResult
 from fleetctl.rollout.events import EventBus
@@ -140,9 +140,11 @@ def run_rollback(prepared: PreparedRollback, bus: EventBus, *, plan: RollbackPla
     if colours is not None:
         info = prepared.fleet.run_info(prepared.run_id, "rollback", version=prepared.to_version)
         traffic = prepared.traffic
-        back = BlueGreenProcedure(info, lambda host: job_for(colours[host], artifact_path=Path(), transfer="push",
-                                                             pull_server=None, ensure_extras=None, traffic=traffic),
-                                  rollback=True, to_version=prepared.to_version)
+        fleet = prepared.fleet
+        back = BlueGreenProcedure(info, lambda host: job_for(
+            colours[host], artifact_path=Path(), transfer="push", pull_server=None, ensure_extras=None,
+            traffic=traffic, adopted=adopter(fleet.targets, fleet.playbooks[host], host)),
+            rollback=True, to_version=prepared.to_version)
         with _balancer(traffic, _live_ports(prepared.fleet, connect)):
             return run_procedure(prepared.fleet, back, bus, connect=connect, interruption=interruption, force=force,
                                  judge=judge, traffic=traffic)
@@ -171,7 +173,8 @@ def _blue_green_deploy(prepared: PreparedDeploy) -> Iterator[BlueGreenProcedure]
     try:
         yield BlueGreenProcedure(info, lambda host: job_for(
             colours[host], artifact_path=prepared.artifact_source, transfer=prepared.transfer, pull_server=server,
-            ensure_extras=host_extras(fleet.playbooks[host]), traffic=prepared.traffic), notes=notes)
+            ensure_extras=host_extras(fleet.playbooks[host]), traffic=prepared.traffic,
+            adopted=adopter(fleet.targets, fleet.playbooks[host], host)), notes=notes)
     finally:
         if server is not None:
             server.stop()

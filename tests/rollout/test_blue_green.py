@@ -114,6 +114,29 @@ def test_2_hosts_move_from_rolling_to_blue_green_on_the_same_public_port(lab: La
     assert _versions(lab)["lab-node01"] == "2.0.0"
 
 
+def test_2b_a_rollback_right_after_the_first_blue_green_deploy_returns_to_the_rolling_release(lab: Lab) -> None:
+    # lab-node10 ran 1.0.0 with the rolling strategy before its first blue-green deploy (2.0.0, into blue): green
+    # never held a release. The rollback runs 1.0.0, still kept on the node, as green: started, gated, switched.
+    before = _counters(lab)["lab-node10"]
+    (code, doc, err), report = _under_load(lab, ["lab-node10"], lambda: _run(
+        lab, "rollback", "--strategy", "blue-green", "--limit", "lab-node10"))
+    _record("blue-green rollback to the rolling release", report)
+    assert code == 0, err
+    host = doc["hosts"]["lab-node10"]
+    assert host["outcome"] == "rolled_back" and host["release"].startswith("1.0.0-"), host
+    assert _versions(lab)["lab-node10"] == "1.0.0" and report.failed == 0, report.line()
+    states = {s["name"]: s["state"] for s in lab.status()["lab-node10"]["services"]}
+    assert states["hello-green"] == "Running" and states["hello"] == "Stopped"
+    after = _counters(lab)["lab-node10"]
+    assert after["artifact_bytes_stored"] == before["artifact_bytes_stored"]  # the kept release: no bytes moved
+    status = json.loads(lab.fleetctl("status", str(lab.playbook), "-i", str(lab.inventory), "--json",
+                                     check=True).stdout)["hosts"]["lab-node10"]
+    assert status["live"] == "green" and status["colours"]["green"]["release"]["version"] == "1.0.0", status
+    # Back on 2.0.0 like the others (blue still holds it, warm), for the tests that follow.
+    code, doc, err = _run(lab, "deploy", "--strategy", "blue-green", "--version", "2.0.0", "--limit", "lab-node10")
+    assert code == 0 and _versions(lab)["lab-node10"] == "2.0.0", err
+
+
 def test_3_a_blue_green_deploy_drops_no_request(lab: Lab) -> None:
     (code, _doc, err), report = _under_load(lab, ["lab-node01", "lab-node02"], lambda: _run(
         lab, "deploy", "--strategy", "blue-green", "--version", "2.1.0", "--batch", "3", "--var", "keep_warm=true"))

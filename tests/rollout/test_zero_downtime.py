@@ -389,6 +389,7 @@ def test_b4_interrupted_between_the_gate_and_the_move_nginx_is_untouched_and_a_r
                             strategy="blue-green", dist_dir=lab.directory / "dist", extra_vars=("window=1s",))
     result, report = _under_load(nginx.address, nginx.port, lambda: run_deploy(prepare_deploy(options), EventBus(),
                                                                                interruption=interruption))
+    _record("blue-green interrupted between the gate and the move, nginx", report)
     assert result.exit_code == 130, result.message
     assert "before the switch" in (result.outcomes["lab-node02"].error or "")
     assert nginx.config.read_text() == live and report.failed == 0, report.line()
