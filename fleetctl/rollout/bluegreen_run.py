@@ -14,6 +14,7 @@ from typing import Any
 from fleetctl.artifacts.url_artifact import ArtifactUrl
 from fleetctl.config.connection import ConnectionSettings
 from fleetctl.config.playbook import Playbook
+from fleetctl.config.redaction import redact
 from fleetctl.errors import RolloutFailed
 from fleetctl.node.client import NodeClient
 from fleetctl.node.fleet import connect_client, run_parallel
@@ -129,7 +130,7 @@ def live_backend_ports(targets: Targets, playbooks: dict[str, Playbook], connect
     results = run_parallel(list(hosts), read, forks=forks)
     unread = {name: r.error for name, r in results.items() if r.value is None}
     if unread:
-        shown = "; ".join(f"{name}: {why}" for name, why in list(unread.items())[:3])
+        shown = redact("; ".join(f"{name}: {why}" for name, why in list(unread.items())[:3]))
         raise RolloutFailed(f"cannot tell which colour {len(unread)} host(s) of the load balancer's pool serve "
                             f"({shown}): the balancer's config names every host's port, and none was changed; no "
                             "host was touched")

@@ -439,3 +439,18 @@ def test_b6_a_colour_that_never_gets_healthy_leaves_haproxy_on_the_old_port(
     assert [h["outcome"] for h in doc["hosts"].values()].count("rolled_back") == 1, doc
     assert report.failed == 0, report.line()
     assert _haproxy_ports(haproxy) == ports and _releases(lab) == before
+
+
+def test_b7_a_pool_host_that_cannot_be_asked_stops_a_blue_green_run_before_the_balancer_is_touched(
+        lab: Lab, ssh_host: SshHost, nginx: Any) -> None:
+    lb = _lb_inventory(lab, ssh_host)
+    playbook = _bg_playbook(lab, "hello-nginx-bg.yml", nginx.traffic("lb1", port=8080, drain="0.5s"))
+    live, before = nginx.config.read_text(), _releases(lab)
+    lab.fault("lab-node03", "unreachable")  # outside --limit, but its port is in the upstream nginx renders
+    try:
+        code, _doc, err = _deploy(lab, playbook, lb, "3.6.0", "--strategy", "blue-green", "--limit", "lab-node01")
+    finally:
+        lab.fault("lab-node03", "none")
+    assert code == 1, err
+    assert "cannot tell which colour 1 host(s)" in err and "lab-node03" in err and "no host was touched" in err, err
+    assert nginx.config.read_text() == live and _releases(lab) == before
