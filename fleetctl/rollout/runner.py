@@ -7,8 +7,9 @@ ConfigError before any change), then hand one procedure to the engine.
     run_rollback(prepare_rollback(options), bus)   # RollbackProcedure (rollout/rollback.py)
 
 With --strategy blue-green both run BlueGreenProcedure (rollout/bluegreen_run.py) instead. With a load balancer
-(`traffic:` nginx or HAProxy) it is reached and its configuration checked before any host is touched, and a
-failing balancer halts the run before the next host (`HostTraffic.halt`).
+(`traffic:` nginx or HAProxy) it is reached and its configuration checked before any host is touched (blue-green:
+with each pool host's live colour port, read from the nodes first), and a failing balancer halts the run before
+the next host (`HostTraffic.halt`).
 
 Subscribers (the live view, the `--json` report, the journal) come in through the `EventBus`. A new strategy is a
 new procedure passed to `run_procedure`; the engine does not change.

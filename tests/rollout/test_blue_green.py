@@ -1,6 +1,7 @@
 """Node-local blue-green on the lab (ten nodes, the example service as an ELF, the lab's real TCP port proxy on
 each node's public port), measured with a load generator on the nodes' public ports: deploy, instant rollback,
-a failed canary and an interrupted switch each drop no request. Lab counters prove the instant rollback starts
+a failed canary, an interrupted switch and the rollback right after a host's first blue-green deploy (to its
+rolling release, run as the other colour) each drop no request. Lab counters prove the instant rollback starts
 and stops no service and moves no artifact bytes; its wall time is compared with a rolling rollback of the same
 nodes.
 """

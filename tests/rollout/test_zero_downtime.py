@@ -1,7 +1,10 @@
 """Zero-downtime rollouts on the lab, with real parts on loopback: a real sshd (the balancer's Linux host), a real
 nginx and a real haproxy in front of three lab nodes running the example service, and a load generator sending
 steady requests through the balancer during the deploy. Each run asserts zero failed requests; a control run of
-the same rolling deploy without drain shows failures, so these tests can fail.
+the same rolling deploy without drain shows failures, so these tests can fail. The `test_b*` tests run blue-green
+behind the same nginx and haproxy: each backend moves between its colours' ports (checked in the live upstream and
+in HAProxy's running servers), a warm rollback moves it back, a colour that never gets healthy or a Ctrl-C before
+the move leaves the balancer untouched.
 """
 
 from __future__ import annotations
