@@ -108,16 +108,21 @@ def activate_switch_back(ctx: HostContext, job: BlueGreenJob, staged: StagedSwit
     reference = job.releases[back]
     target = _as_release(reference, staged.release, state, reference.service)
     try:
-        if staged.adopt:
+        adopt = staged.adopt
+        if not warm and not adopt:
+            # Its own definition (arguments, environment), as the release was installed with it; a release the
+            # colour adopted from rolling stores the rolling service's (another name, the public port): it is
+            # started as the colour again, with the definition rendered for it.
+            stored = stored_definition(ctx.client, reference, staged.release)
+            own = stored if stored is not None and stored.name == reference.service.name else None
+            adopt = own is None and stored is not None and job.adopted is not None
+            target = _as_release(reference, staged.release, state, own or reference.service)
+        if adopt:
             assert job.adopted is not None
             definition, versioned = job.adopted(back, target.version)
             target = _as_release(reference, staged.release, state, definition)
             bring_up(ctx, replace(job, health={**job.health, back: versioned}), state, back, target)
         else:
-            if not warm:
-                # Its own definition (arguments, environment), as the release was installed with it.
-                stored = stored_definition(ctx.client, reference, staged.release)
-                target = _as_release(reference, staged.release, state, stored or reference.service)
             if warm and check is not None:
                 # One probe, no stability window: the colour has been running since it was live.
                 verdict = ctx.step("health", lambda: probe_once(_without_version(check), ctx.client),

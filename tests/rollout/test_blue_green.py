@@ -133,7 +133,17 @@ def test_2b_a_rollback_right_after_the_first_blue_green_deploy_returns_to_the_ro
     status = json.loads(lab.fleetctl("status", str(lab.playbook), "-i", str(lab.inventory), "--json",
                                      check=True).stdout)["hosts"]["lab-node10"]
     assert status["live"] == "green" and status["colours"]["green"]["release"]["version"] == "1.0.0", status
-    # Back on 2.0.0 like the others (blue still holds it, warm), for the tests that follow.
+    # Forward to 2.0.0 again (blue still holds it, warm); green, which runs the adopted rolling release, stops.
+    code, doc, err = _run(lab, "deploy", "--strategy", "blue-green", "--version", "2.0.0", "--limit", "lab-node10")
+    assert code == 0 and _versions(lab)["lab-node10"] == "2.0.0", err
+    # Rolling back to the stopped green starts it as green again, not with the rolling service definition its
+    # release directory stores (the service `hello` on the public port, which the proxy holds).
+    code, doc, err = _run(lab, "rollback", "--strategy", "blue-green", "--limit", "lab-node10")
+    assert code == 0 and doc["hosts"]["lab-node10"]["outcome"] == "rolled_back", doc
+    assert _versions(lab)["lab-node10"] == "1.0.0"
+    states = {s["name"]: s["state"] for s in lab.status()["lab-node10"]["services"]}
+    assert states["hello-green"] == "Running" and states["hello"] == "Stopped"
+    # Back on 2.0.0 like the others, for the tests that follow.
     code, doc, err = _run(lab, "deploy", "--strategy", "blue-green", "--version", "2.0.0", "--limit", "lab-node10")
     assert code == 0 and _versions(lab)["lab-node10"] == "2.0.0", err
 
