@@ -1,5 +1,6 @@
-"""Rendering a rollout plan as a table: each batch's hosts as compact ranges (`web[003:019]`), and a plan of
-many batches cut to its first and last ones (the middle summarised in one row; `--json` has every batch)."""
+"""Rendering a rollout plan as a table: batches numbered from 1, as people count them (the plan's index is from
+0); each batch's hosts as compact ranges (`web[003:019]`); a plan of many batches cut to its first and last ones
+(the middle summarised in one row; `--json` has every batch)."""
 
 from __future__ import annotations
 
