@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from contextlib import ExitStack
@@ -144,7 +145,7 @@ def deploy(
     summary = summary_options(prepared, show_all, failed_only)
     result = run_with_subscribers(lambda bus: run_deploy(prepared, bus, force=force, judge=lock_judge()),
                                   json_out, notifier, summary)
-    end_run(result)
+    end_run(result, json_out)
 
 
 def summary_options(prepared: PreparedDeploy | PreparedRollback, show_all: bool, failed_only: bool,
@@ -155,11 +156,26 @@ def summary_options(prepared: PreparedDeploy | PreparedRollback, show_all: bool,
     return SummaryOptions(RowOptions(show_all=show_all, failed_only=failed_only, addresses=addresses), kind)
 
 
-def end_run(result: RunResult) -> None:
-    """Exit with the run's code. Its message is not printed again: the live view's last line (`exit code N:
-    ...`, or the plain log's `finished ...` line) already said it, counts and all."""
-    if result.exit_code:
+def end_run(result: RunResult, json_out: bool) -> None:
+    """Exit with the run's code, saying its message once wherever the user reads. The live view's last line
+    (`exit code N: ...`, or the plain log's `finished ... with exit code N: ...`) already said it on its console:
+    a failed run adds the `error:` line on stderr only when stderr goes elsewhere (`> run.log`, a CI step that
+    keeps stderr apart), not when it is the same terminal or pipe (`2>&1`), nor with --json (the view is on
+    stderr)."""
+    if not result.exit_code:
+        return
+    if json_out or same_destination(sys.stdout, sys.stderr):
         raise typer.Exit(result.exit_code)
+    result.raise_for_exit()
+
+
+def same_destination(a: Any, b: Any) -> bool:
+    """Whether two streams write to the same terminal, pipe or file."""
+    try:
+        first, second = os.fstat(a.fileno()), os.fstat(b.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
 
 
 def only_changed(prepared: PreparedDeploy, options: DeployOptions, people: Console,

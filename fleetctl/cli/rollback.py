@@ -102,7 +102,7 @@ def rollback(
     result = run_with_subscribers(lambda bus: run_rollback(prepared, bus, plan=plan, force=force,
                                                               judge=lock_judge()), json_out,
                                   notifier, summary_options(prepared, show_all, failed_only, kind="rollback"))
-    end_run(result)
+    end_run(result, json_out)
 
 
 def _journal_failures(service: str) -> dict[str, dict[str, str]]:
