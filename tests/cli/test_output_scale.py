@@ -209,3 +209,18 @@ def test_status_of_a_500_node_lab_fits_one_screen(tmp_path: Path) -> None:
         assert "(lab-node[450:499])" in status.stdout
     finally:
         fleetctl(tmp_path, "lab", "down", "--dir", str(tmp_path / "lab"), timeout=300)
+
+
+def test_the_error_line_is_added_only_where_stderr_goes_elsewhere(tmp_path: Path) -> None:
+    from fleetctl.cli.deploy import same_destination
+
+    read, write = os.pipe()
+    with open(write, "w") as pipe, open(tmp_path / "out.log", "w") as log, open(tmp_path / "err.log", "w") as err:
+        again = open(os.dup(write), "w")  # noqa: SIM115 - `2>&1`: a second descriptor of the same pipe
+        try:
+            assert same_destination(pipe, again)
+            assert not same_destination(pipe, log) and not same_destination(log, err)
+            assert not same_destination(object(), pipe)  # no file descriptor: never "the same"
+        finally:
+            again.close()
+    os.close(read)
