@@ -12,8 +12,8 @@ from fleetctl.errors import EXIT_HALTED, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROLLOUT
 from fleetctl.rollout.events import HostOutcome
 
 FAILED_OUTCOMES = ("failed", "rolled_back", "unknown")  # unknown: lost after its service was touched
-ON_TARGET_OUTCOMES = ("deployed", "removed", "skipped")
-COUNT_ORDER = ("deployed", "removed", "skipped", "rolled_back", "failed", "unknown", "not_started")
+ON_TARGET_OUTCOMES = ("deployed", "removed", "restarted", "skipped")
+COUNT_ORDER = ("deployed", "removed", "restarted", "skipped", "rolled_back", "failed", "unknown", "not_started")
 
 
 def is_failed(outcome: str) -> bool:
