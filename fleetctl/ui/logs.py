@@ -60,6 +60,8 @@ class LogPrinter:
         if isinstance(event, HostLines):
             for line in event.lines:
                 self.out.print(self.prefixes.line(event.host, line), soft_wrap=True)
+            # Followed lines are read as they come (`logs -f | grep ...`): never left in a pipe's buffer.
+            self.out.file.flush()
         else:
             self.notice(event)
 
