@@ -80,6 +80,8 @@ class RestartProcedure:
 
     notes: tuple[str, ...] = ()
     failed_outcomes = ("failed", "unknown")  # nothing is rolled back in a restart
+    halt_words = ("some hosts were restarted, the others not; every host keeps its release",
+                  "no host was restarted; every host keeps its release")
 
     def __init__(self, prepared: PreparedRestart) -> None:
         self.prepared = prepared

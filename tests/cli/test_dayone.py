@@ -179,6 +179,8 @@ def test_restart_is_gated_journalled_and_a_failing_gate_halts_with_the_release_u
         assert _outcomes(doc) == {"lab-node01": "restarted", "lab-node02": "failed", "lab-node03": "not_started"}
         error = doc["hosts"]["lab-node02"]["error"]
         assert "nothing to roll back" in error and "unchanged" in error
+        assert "some hosts were restarted, the others not; every host keeps its release" in doc["message"]
+        assert "mixed releases" not in doc["message"]
         assert doc["hosts"]["lab-node02"]["release"] == before["lab-node02"]["releases"][-1]["release"]
     finally:
         lab.fault("lab-node02", "none")
