@@ -200,3 +200,30 @@ def test_exec_in_the_lab_says_it_needs_real_windows(lab: DayOneLab) -> None:
     assert no_limit.returncode == 2 and "-l PATTERN" in no_limit.stderr
     unconfirmed = lab.run("exec", "-i", str(lab.inventory), "-l", "all", "--", "Get-Date")
     assert unconfirmed.returncode == 2 and "--yes" in unconfirmed.stderr
+
+
+def _services(lab: DayOneLab, node: str) -> dict[str, dict[str, Any]]:
+    shown = lab.run("lab", "status", "--dir", str(lab.cwd / "lab"), "--json")
+    assert shown.returncode == 0, shown.stderr
+    nodes = json.loads(shown.stdout)["nodes"]
+    found = nodes[node] if isinstance(nodes, dict) else next(n for n in nodes if n["name"] == node)
+    return {s["name"]: s for s in found["services"]}
+
+
+def test_restart_of_a_blue_green_host_restarts_its_live_colour_in_place(lab: DayOneLab) -> None:
+    moved = lab.on("deploy", "--yes", "--json", "--strategy", "blue-green", "--version", "4.0.0", "-l", "lab-node03")
+    assert moved.returncode == 0, moved.stderr
+    before = _services(lab, "lab-node03")
+    live = next(name for name in ("hello-blue", "hello-green") if before.get(name, {}).get("state") == "Running")
+    kept = json.loads(lab.on("releases", "-l", "lab-node03", "--json").stdout)["hosts"]["lab-node03"]
+    assert kept["live"] == live.rsplit("-", 1)[1]
+    assert any(r["live"] and r["version"] == "4.0.0" for r in kept["releases"])
+
+    done = lab.on("restart", "--yes", "--json", "-l", "lab-node03")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["hosts"]["lab-node03"]["outcome"] == "restarted"
+    after = _services(lab, "lab-node03")
+    assert after[live]["state"] == "Running" and after[live]["pid"] != before[live]["pid"]
+    assert after.get("hello", {}).get("state") != "Running"  # the plain service was not started again
+    steps = json.loads(lab.run("history", "show", "last", "--json").stdout)["hosts"]["lab-node03"]["steps"]
+    assert any(s["step"] == "stop" and live in (s["detail"] or "") for s in steps), steps
