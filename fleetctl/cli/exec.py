@@ -11,7 +11,7 @@ from __future__ import annotations
 import typer
 
 from fleetctl.cli.deploy import YesOpt, confirm
-from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, examples
+from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VerboseOpt, examples
 from fleetctl.cli.ping import load_connection_settings
 from fleetctl.errors import ConfigError, RolloutFailed
 from fleetctl.node.adhoc import run_exec
@@ -31,6 +31,7 @@ def exec_command(
     forks: int = typer.Option(DEFAULT_FORKS, "--forks", "-f", min=1, metavar="N", help="Hosts at once."),
     yes: bool = YesOpt,
     json_out: bool = JsonOpt,
+    verbose: int = VerboseOpt,
 ) -> None:
     """Run an ad-hoc PowerShell COMMAND on the -l hosts (real Windows only), each host's output prefixed."""
     if limit is None:

@@ -13,7 +13,15 @@ import sys
 
 import typer
 
-from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, examples, inventory_paths
+from fleetctl.cli.options import (
+    InventoryOpt,
+    JsonOpt,
+    LimitOpt,
+    VarOpt,
+    VerboseOpt,
+    examples,
+    inventory_paths,
+)
 from fleetctl.errors import EXIT_INTERRUPTED, ConfigError, RolloutFailed
 from fleetctl.node.fleet import HostClients, run_parallel
 from fleetctl.rollout.host_steps import Interruption, sigint_handler
@@ -43,6 +51,7 @@ def logs(
     inventory: list[str] | None = InventoryOpt,
     var: list[str] | None = VarOpt,
     json_out: bool = JsonOpt,
+    verbose: int = VerboseOpt,
 ) -> None:
     """Print the last --tail lines of PLAYBOOK's service log on each targeted host, prefixed by host; -f follows."""
     pattern = compile_grep(grep)  # before anything is read or contacted

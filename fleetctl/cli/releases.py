@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import typer
 
-from fleetctl.cli.options import ForksOpt, InventoryOpt, JsonOpt, LimitOpt, VarOpt, examples, inventory_paths
+from fleetctl.cli.options import (
+    ForksOpt,
+    InventoryOpt,
+    JsonOpt,
+    LimitOpt,
+    VarOpt,
+    VerboseOpt,
+    examples,
+    inventory_paths,
+)
 from fleetctl.cli.rollback import journal_failures
 from fleetctl.errors import RolloutFailed
 from fleetctl.node.fleet import HostClients
@@ -25,6 +34,7 @@ def releases(
     forks: int | None = ForksOpt,
     var: list[str] | None = VarOpt,
     json_out: bool = JsonOpt,
+    verbose: int = VerboseOpt,
 ) -> None:
     """List the releases each host of PLAYBOOK keeps: current, previous, failed a gate, blue-green colours."""
     request = load_status_request(playbook, inventory_paths(inventory), limit=limit, extra_vars=var, forks=forks)

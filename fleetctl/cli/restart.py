@@ -16,7 +16,15 @@ from fleetctl.cli.deploy import (
     lock_judge,
     run_with_subscribers,
 )
-from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, examples, inventory_paths
+from fleetctl.cli.options import (
+    InventoryOpt,
+    JsonOpt,
+    LimitOpt,
+    VarOpt,
+    VerboseOpt,
+    examples,
+    inventory_paths,
+)
 from fleetctl.notify import Notifier
 from fleetctl.rollout.restart import prepare_restart, run_restart
 from fleetctl.rollout.runner import DeployOptions
@@ -36,6 +44,7 @@ def restart(
     yes: bool = YesOpt,
     force: bool = ForceOpt,
     json_out: bool = JsonOpt,
+    verbose: int = VerboseOpt,
 ) -> None:
     """Restart PLAYBOOK's service host by host in gated batches; releases stay as they are."""
     options = DeployOptions(playbook=playbook, inventories=inventory_paths(inventory), limit=limit,

@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from fleetctl.node.op_log import log_operations
 from fleetctl.node.results import (
     ArtifactStatus,
     Changed,
     ColourSwitch,
     CommandResult,
+    Deployed,
     EventTail,
     Facts,
     InstalledRelease,
@@ -40,7 +42,8 @@ class NodeClient:
     """Typed calls to one node over one transport (which keeps its connection for the client's lifetime)."""
 
     def __init__(self, transport: Transport) -> None:
-        self.transport = transport
+        # -v/-vv: every operation below goes through here, timed and logged (node/op_log.py); off, it is `transport`.
+        self.transport = log_operations(transport)
 
     @property
     def host(self) -> str:
@@ -224,6 +227,12 @@ class NodeClient:
 
     def invoke_fleet_command(self, *, script: str) -> CommandResult:
         return CommandResult.from_result(self._call("Invoke-FleetCommand", locals()))
+
+    # -- reading back what is deployed (deploy --dry-run --diff) ------------------------------------------------
+
+    def get_fleet_deployed(self, *, app: str, root: str, service_name: str | None = None,
+                           release: str | None = None) -> Deployed:
+        return Deployed.from_result(self._call("Get-FleetDeployed", locals()))
 
 
 def _opt(value: Any) -> str | None:

@@ -41,6 +41,7 @@ from fleetctl.rollout.events import (
 )
 from fleetctl.ui.console import safe
 from fleetctl.ui.report import counts_line, outcome_counts, summary_table
+from fleetctl.ui.verbose import show_above
 
 # Transfer progress arrives per chunk; the plain log shows it only at these fractions so CI logs stay short.
 _PLAIN_PROGRESS_MARKS = (0.25, 0.5, 0.75)
@@ -116,9 +117,11 @@ class LiveView:
         # render, and stop() waits for that thread.
         if start is not None:
             start.start()
+            show_above(self.console)  # -v lines print above the display, not through it (ui/verbose.py)
         if isinstance(event, RunFinished):
             if stop is not None:
                 stop.stop()
+                show_above(None)
             with self._lock:
                 self._print_summary(event)
 
@@ -132,6 +135,7 @@ class LiveView:
             snapshot = self._render() if live is not None else None
         if live is not None:
             live.stop()
+            show_above(None)
             if snapshot is not None:
                 self.console.print(snapshot)
 
