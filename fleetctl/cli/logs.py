@@ -24,7 +24,7 @@ from fleetctl.cli.options import (
 )
 from fleetctl.errors import EXIT_INTERRUPTED, ConfigError, RolloutFailed
 from fleetctl.node.fleet import HostClients, run_parallel
-from fleetctl.rollout.host_steps import Interruption, sigint_handler
+from fleetctl.rollout.interruption import Interruption, sigint_handler
 from fleetctl.status.collect import StatusRequest, load_status_request
 from fleetctl.status.logs import HostLines, HostNotice, LogEvent, LogFollower, LogTarget, compile_grep
 from fleetctl.ui.console import print_json, safe, stderr, stdout, warn_insecure

@@ -30,7 +30,6 @@ from fleetctl.rollout.events import EventBus, HostOutcome
 from fleetctl.rollout.health import HealthCheck
 from fleetctl.rollout.host_steps import (
     HostContext,
-    Interruption,
     StepFailed,
     describe_error,
     gate,
@@ -38,6 +37,7 @@ from fleetctl.rollout.host_steps import (
     release_like,
     seconds,
 )
+from fleetctl.rollout.interruption import Interruption
 from fleetctl.rollout.lock_keeper import HolderJudge
 from fleetctl.rollout.preparation import Connect, DeployOptions, RolloutTargets, load_fleet, new_run_id
 from fleetctl.rollout.release import Release, make_release
