@@ -35,6 +35,7 @@ from fleetctl.ui.host_rows import RowOptions, arrange, error_key, with_note
 OUTCOME_STYLE = {
     "deployed": "green",
     "removed": "green",
+    "restarted": "green",
     "skipped": "dim",
     "rolled_back": "yellow",
     "failed": "bold red",
