@@ -101,7 +101,7 @@ class JsonReport:
         }
 
 
-SUCCESS_OUTCOMES = ("deployed", "removed", "skipped")
+SUCCESS_OUTCOMES = ("deployed", "removed", "restarted", "skipped")
 # Problems first, in this order; a rollback's own success (`rolled_back`) is not one of them there.
 _PROBLEM_RANK = {"failed": 0, "unknown": 0, "rolled_back": 1, "not_started": 2}
 

@@ -230,3 +230,16 @@ def test_piped_status_is_plain_lines_never_folded_at_80_columns() -> None:
     assert row.split() == ["web007", "1", "1.0-a", "-", "Running", "unhealthy", "-", "-", "no"]  # 1: hosts in the row
     assert not any(ch in buf.getvalue() for ch in "│┃━─")  # no table borders off a terminal
     assert all(line == line.rstrip() for line in lines)
+
+
+def test_every_success_outcome_is_not_a_problem() -> None:
+    """A new outcome must be placed: success (collapsed with its kind) or a problem (shown first)."""
+    from typing import get_args
+
+    from fleetctl.rollout.events import Outcome
+    from fleetctl.ui.report import SUCCESS_OUTCOMES
+
+    options = SummaryOptions()
+    placed = {o: options.problem_rank(o) for o in get_args(Outcome)}
+    assert {o for o, rank in placed.items() if rank is None} == set(SUCCESS_OUTCOMES)
+    assert {o for o, rank in placed.items() if rank is not None} == {"failed", "unknown", "rolled_back", "not_started"}
