@@ -132,7 +132,8 @@ def deploy(
             print_json({"dry_run": True, "version": prepared.version,
                         "hosts": {h: _preview_json(p, diffs.get(h)) for h, p in previews.items()}})
         else:
-            people.print(preview_table(previews))
+            # --all lists every host here too; --failed-only is for the end of a run, not the preview.
+            people.print(preview_table(previews, summary_options(prepared, show_all, False).rows))
             if diff:
                 people.print(diff_view(diffs), soft_wrap=True)  # a diff line wrapped would read as two
         unreachable = [h for h, p in previews.items() if p.error]

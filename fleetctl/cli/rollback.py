@@ -80,13 +80,14 @@ def rollback(
     if not json_out:
         people.print(plan_table(prepared.plan, f"Rollback {prepared.fleet.targets.settings.name} to {target}: "
                                                f"{len(prepared.plan.hosts)} hosts", None, show_all))
+    rows = summary_options(prepared, show_all, False).rows  # --all: every host in the from → to table
     if dry_run_:
         diffs = read_rollback_diffs(prepared, plan) if diff else {}
         if json_out:
             print_json({"dry_run": True, "version": plan.version,
                         "hosts": {h: {**c.to_json(), **diff_json(diffs.get(h))} for h, c in plan.choices.items()}})
         else:
-            people.print(choices_table(plan, "Dry run: where each host would go (nothing was changed)"))
+            people.print(choices_table(plan, "Dry run: where each host would go (nothing was changed)", rows))
             if diff:
                 people.print(diff_view(diffs), soft_wrap=True)  # a diff line wrapped would read as two
         _refuse_forced_only(plan, to)
@@ -95,7 +96,7 @@ def rollback(
             raise RolloutFailed(f"{len(unasked)} host(s) could not be asked: {', '.join(unasked[:5])}")
         return
     if not json_out:
-        people.print(choices_table(plan, "Rollback: from → to"))
+        people.print(choices_table(plan, "Rollback: from → to", rows))
     _refuse_forced_only(plan, to)
     switching = sum(1 for c in plan.choices.values() if c.action == "switch")
     confirm(yes, f"Roll back {switching} host(s) to {target}?")

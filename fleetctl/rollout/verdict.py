@@ -1,6 +1,9 @@
 """The rollout's decisions as pure functions over values: the failure budget, the verdict after each batch, and
 the run's exit code and message. The engine (`rollout/engine.py`) asks these and carries out the answer; the rules
-themselves are in docs/rollouts.md (exit codes: docs/cli.md)."""
+themselves are in docs/rollouts.md (exit codes: docs/cli.md).
+
+Hosts are named as compact ranges (`web[010:012,015]`, config/hostranges.py), cut to a one-line length: a halt
+at 500 hosts says which hosts in one readable line, not 500 names or the first five."""
 
 from __future__ import annotations
 
@@ -8,13 +11,21 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from fleetctl.config.hostranges import compact_hosts
 from fleetctl.errors import EXIT_HALTED, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROLLOUT_FAILED
 from fleetctl.rollout.events import HostOutcome
 
 FAILED_OUTCOMES = ("failed", "rolled_back", "unknown")  # unknown: lost after its service was touched
 ON_TARGET_OUTCOMES = ("deployed", "removed", "restarted", "skipped")
 HALT_WORDS = ("hosts are on mixed releases", "no host was left on the new release")  # partway, none done
+# Widest host list in a verdict message; beyond it the list ends with "… (N hosts)".
+HOSTS_CHARS = 60
 COUNT_ORDER = ("deployed", "removed", "restarted", "skipped", "rolled_back", "failed", "unknown", "not_started")
+
+
+def hosts_text(hosts: Iterable[str]) -> str:
+    """Hosts for a one-line message: compact ranges, cut at HOSTS_CHARS with the total counted."""
+    return compact_hosts(hosts, max_chars=HOSTS_CHARS)
 
 
 def is_failed(outcome: str) -> bool:
@@ -30,8 +41,7 @@ def unreachable_verdict(unreachable: Sequence[str], max_failed: int) -> str | No
     """Before any change: the halt reason when more hosts could not be reached or locked than the budget allows."""
     if not over_budget(len(unreachable), max_failed):
         return None
-    names = ", ".join(unreachable[:5])
-    return (f"{len(unreachable)} host(s) could not be reached or locked ({names}); failure budget is {max_failed}: "
+    return (f"{len(unreachable)} host(s) could not be reached or locked ({hosts_text(unreachable)}); failure budget is {max_failed}: "
             "nothing was changed")
 
 
@@ -48,7 +58,7 @@ def judge_batch(*, canary: bool, failed: Sequence[str], failures: int, max_faile
     """After a batch: a failed canary undoes every canary and halts; failures beyond the budget halt; else go on.
     `failed` are this batch's failed hosts, `failures` every failed host of the run so far."""
     if canary and failed:
-        return BatchVerdict("undo_canaries", f"canary failed on {', '.join(failed)}")
+        return BatchVerdict("undo_canaries", f"canary failed on {hosts_text(failed)}")
     if over_budget(failures, max_failed):
         return BatchVerdict("halt", f"{failures} failed host(s) exceed the failure budget of {max_failed}")
     return BatchVerdict("continue")
@@ -84,7 +94,7 @@ def judge_run(outcomes: Iterable[HostOutcome], *, interrupted: bool, halt_reason
         return RunVerdict(EXIT_INTERRUPTED, f"interrupted: {counts}")
     if unknown:
         # Not a clean halt: nobody knows what those hosts run. Exit 3 says the fleet may be on mixed releases.
-        lost = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        lost = hosts_text(unknown)
         why = f"halted: {halt_reason}; " if halt_reason else ""
         return RunVerdict(EXIT_HALTED, f"{why}state unknown on {lost} (lost after their service was touched): "
                                        f"hosts may be on mixed releases; check them with `fleetctl status` and run "

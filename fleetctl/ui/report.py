@@ -129,7 +129,8 @@ def summary_table(outcomes: Mapping[str, HostOutcome], title: str = "Summary",
     rows = options.rows
     # (host, outcome) pairs: the mapping's key names the host (as every caller and the journal do).
     arranged = arrange(list(outcomes.items()), host=lambda r: r[0], options=rows,
-                       key=lambda r: (r[1].outcome, _version(r[1].release), error_key(r[1].error, r[0], rows)),
+                       key=lambda r: (r[1].outcome, release_version(r[1].release),
+                                      error_key(r[1].error, r[0], rows)),
                        problem=lambda r: options.problem_rank(r[1].outcome),
                        failed_alike=lambda r: bool(r[1].error) and options.problem_rank(r[1].outcome) is not None)
     table = Table(title=title, title_justify="left")
@@ -151,7 +152,7 @@ def summary_table(outcomes: Mapping[str, HostOutcome], title: str = "Summary",
         took = "-" if not totals else (f"{min(totals):.1f}s" if max(totals) - min(totals) < 0.05 else
                                        f"{min(totals):.1f}–{max(totals):.1f}s")
         table.add_row(Text(safe(group.host_cell())), Text(f"{len(group.items)} {first.outcome}", style=style),
-                      Text(safe(_version(first.release) or "-")), took,
+                      Text(safe(release_version(first.release) or "-")), took,
                       Text(safe(error_key(first.error, name, rows))))
     if arranged.hidden_hosts:
         table.add_row(Text(f"… {arranged.hidden_hosts} more host(s)", style="dim"), "", "", "", "")
@@ -166,7 +167,7 @@ def summary_line(exit_code: int, message: str | None, outcomes: Mapping[str, Hos
     return text
 
 
-def _version(release: str | None) -> str | None:
+def release_version(release: str | None) -> str | None:
     """A release id's version (`2.0.0-1a2b3c4d` -> `2.0.0`): ids also hash each host's rendered files, so hosts
     on one version have different ids and a collapsed row shows what they share."""
     if not release:

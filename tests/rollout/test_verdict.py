@@ -54,8 +54,22 @@ def test_may_start_host(canary: bool, stopping: bool, failures: int, max_failed:
 def test_unreachable_hosts_before_any_change() -> None:
     assert unreachable_verdict(["a"], 1) is None
     reason = unreachable_verdict([f"h{i}" for i in range(7)], 2)
-    assert reason == ("7 host(s) could not be reached or locked (h0, h1, h2, h3, h4); failure budget is 2: "
-                      "nothing was changed")
+    assert reason == "7 host(s) could not be reached or locked (h[0:6]); failure budget is 2: nothing was changed"
+
+
+def test_verdict_messages_name_hosts_as_ranges_at_500() -> None:
+    """Every host is named compactly in one line, never 500 names nor only the first five."""
+    web = [f"web{i:03d}" for i in range(1, 501)]
+    reason = unreachable_verdict(web, 10)
+    assert reason is not None and "(web[001:500])" in reason and len(reason) < 160
+    canaries = judge_batch(canary=True, failed=["web010", "web011", "web012", "web015"], failures=4, max_failed=0)
+    assert canaries.reason == "canary failed on web[010:012,015]"
+    # Scattered hosts beyond the line's width: cut at a boundary with the total counted.
+    scattered = web[::2]
+    lost = judge_run([HostOutcome(h, "unknown") for h in scattered], interrupted=False,
+                     halt_reason="lock lost", max_failed=0)
+    assert "state unknown on web[001,003,005," in lost.message and "(250 hosts)" in lost.message
+    assert "web499" not in lost.message and len(lost.message) < 300
 
 
 def _outcomes(*kinds: str) -> list[HostOutcome]:
