@@ -33,6 +33,7 @@ from fleetctl.rollout.engine import RunResult
 from fleetctl.rollout.events import EventBus
 from fleetctl.rollout.if_changed import compare_with_fleet, narrow_to
 from fleetctl.rollout.lock_keeper import HolderJudge
+from fleetctl.rollout.restart import PreparedRestart
 from fleetctl.rollout.runner import (
     DeployOptions,
     HostPreview,
@@ -149,8 +150,8 @@ def deploy(
     end_run(result, json_out)
 
 
-def summary_options(prepared: PreparedDeploy | PreparedRollback, show_all: bool, failed_only: bool,
-                    kind: str = "deploy") -> SummaryOptions:
+def summary_options(prepared: PreparedDeploy | PreparedRollback | PreparedRestart, show_all: bool,
+                    failed_only: bool, kind: str = "deploy") -> SummaryOptions:
     """--all / --failed-only for the end-of-run table, with each host's address so that errors differing only
     by it are grouped."""
     addresses = {h: c.address for h, c in prepared.fleet.connections.items()}

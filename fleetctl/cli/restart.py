@@ -16,8 +16,11 @@ from fleetctl.cli.deploy import (
     end_run,
     lock_judge,
     run_with_subscribers,
+    summary_options,
 )
 from fleetctl.cli.options import (
+    AllRowsOpt,
+    FailedOnlyOpt,
     InventoryOpt,
     JsonOpt,
     LimitOpt,
@@ -45,6 +48,8 @@ def restart(
     yes: bool = YesOpt,
     force: bool = ForceOpt,
     json_out: bool = JsonOpt,
+    show_all: bool = AllRowsOpt,
+    failed_only: bool = FailedOnlyOpt,
     verbose: int = VerboseOpt,
 ) -> None:
     """Restart PLAYBOOK's service host by host in gated batches; releases stay as they are."""
@@ -56,13 +61,14 @@ def restart(
     name, count = prepared.fleet.targets.settings.name, len(prepared.fleet.plan.hosts)
     people = stderr() if json_out else stdout()
     if not json_out:
-        people.print(plan_table(prepared.fleet.plan, f"Restart {name} on {count} hosts", None))
+        people.print(plan_table(prepared.fleet.plan, f"Restart {name} on {count} hosts", None, show_all))
         people.print(f"failure budget: {prepared.fleet.plan.max_failed} host(s); a failed canary always halts. "
                      "Blue-green hosts restart their live colour.", markup=False, highlight=False)
     notifier = Notifier.for_playbook(prepared.fleet.targets.settings)
     confirm(yes, f"Restart {name} on {count} host(s)?")
+    summary = summary_options(prepared, show_all, failed_only, kind="restart")  # --all / --failed-only
     result = run_with_subscribers(lambda bus: run_restart(prepared, bus, force=force, judge=lock_judge()),
-                                  json_out, notifier)
+                                  json_out, notifier, summary)
     end_run(result, json_out)  # the message once where the user reads it, as for deploy
 
 
@@ -70,4 +76,5 @@ def register(app: typer.Typer) -> None:
     app.command("restart", epilog=examples(
         "fleetctl restart playbooks/hello/playbook.yml --canary 1 --batch 25%",
         "fleetctl restart playbooks/hello/playbook.yml -l web-01 --yes --json",
+        "fleetctl restart playbooks/hello/playbook.yml --yes --failed-only   # end with only the hosts that failed",
     ))(restart)

@@ -8,7 +8,12 @@ On a terminal it shows the frame of `ui/live_frame.py` (progress and ETA, the cu
 with its step, its health gate's try and answer, queued hosts with their batch, failures), and prints above it
 the lines that should stay in the scrollback: one per finished batch, what Ctrl-C does, halting, notes. At
 `RunFinished` a summary table. When the console is not a terminal (CI logs, pipes) it prints the same facts as
-uncoloured lines, one per event (gate tries only when the answer changes or every `plain_every` seconds). Events
+uncoloured lines, one per event (gate tries only when the answer changes or every `plain_every` seconds). A run
+of more than MAX_ROWS hosts (unless `--all`) logs the run rather than each host, so 500 hosts are a few dozen
+lines: lock progress as `locked 250/500` (at each quarter, or every `plain_every` seconds), a batch's progress
+every `plain_every` seconds, and its failures at its end grouped by error with compact host ranges
+(`batch 2/5: 3 failed (web[010:012]): health gate ...`); failures before any batch runs (locking) are grouped
+when the next batch starts. Events
 arrive from the engine's worker threads; the state (`ui/live_state.py`) is guarded by one lock, and the
 display's refresh thread reads it under that lock.
 """
@@ -17,7 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import replace
 from typing import Self
 
@@ -36,6 +41,7 @@ from fleetctl.rollout.events import (
     HostFinished,
     HostOutcome,
     HostProgress,
+    HostStepFinished,
     HostStepStarted,
     Interrupting,
     Notice,
@@ -43,6 +49,8 @@ from fleetctl.rollout.events import (
     RunStarted,
 )
 from fleetctl.ui.console import safe
+from fleetctl.ui.host_rows import HOSTS_CELL_CHARS, MAX_ROWS, group_errors
+from fleetctl.ui.hostranges import compact_hosts
 from fleetctl.ui.live_frame import batch_range, duration, gate_text, render_frame
 from fleetctl.ui.live_state import RunProgress
 from fleetctl.ui.report import SummaryOptions, counts_line, outcome_counts, summary_line, summary_table
@@ -51,6 +59,7 @@ from fleetctl.ui.verbose import show_above
 # Transfer progress arrives per chunk; the plain log shows it only at these fractions so CI logs stay short.
 _PLAIN_PROGRESS_MARKS = (0.25, 0.5, 0.75)
 _PLAIN_HOSTS = 20  # host names listed in a plain batch line before "and N more"
+_LOCK_MARKS = (0.25, 0.5, 0.75, 1.0)  # a big run's plain log says `locked N/T` at these fractions (or by time)
 
 
 class LiveView:
@@ -81,6 +90,11 @@ class LiveView:
         self._progress_marks: dict[tuple[str, str], int] = {}
         self._gate_told: dict[str, tuple[str, str, float]] = {}  # host -> (phase, answer, when) last in the log
         self._closed = False
+        # The plain log of a big run (see the module docstring): what it said last, and which failures it named.
+        self._fleet_log = False
+        self._lock_told = (0, 0.0)  # (hosts locked, when) in the last `locked` line
+        self._batch_told = 0.0  # when the running batch's last progress line was printed
+        self._failures_told: set[str] = set()
         self._buses: list[EventBus] = []  # flushed by close(): what was emitted is shown before the display stops
 
     def subscribe(self, bus: EventBus) -> None:
@@ -97,8 +111,9 @@ class LiveView:
             self._progress.apply(event, now)
             line = self._log_line(event, now)
             if self.plain:
-                if line is not None:
-                    self._print_plain(line)
+                for plain in (self._fleet_lines(event, line, now) if self._fleet_log else [line]):
+                    if plain is not None:
+                        self._print_plain(plain)
                 if isinstance(event, RunFinished):
                     self._print_summary(event)
                 return
@@ -164,7 +179,10 @@ class LiveView:
         above the frame (`_scrollback`)."""
         progress = self._progress
         if isinstance(event, RunStarted):
-            what = event.version or event.release or "?"
+            show_all = self._summary is not None and self._summary.rows.show_all
+            self._fleet_log = self.plain and progress.host_count > MAX_ROWS and not show_all
+            self._lock_told = (0, now)
+            what = _what(event)
             return (f"{event.kind} {event.playbook} ({event.service}) {what}, {event.strategy}, "
                     f"{progress.host_count} hosts in {len(event.batches)} batches, run {event.run_id} by "
                     f"{event.user}")
@@ -214,6 +232,72 @@ class LiveView:
             summary = event.message or counts_line(outcome_counts(event.outcomes))
             return f"finished in {duration(now - progress.started)} with exit code {event.exit_code}: {summary}"
         return None
+
+    def _fleet_lines(self, event: Event, line: str | None, now: float) -> list[str | None]:
+        """The plain log of a big run: `line` (the per-event line) for run-wide events only; hosts are counted,
+        and their failures grouped, instead of one line each."""
+        progress = self._progress
+        if isinstance(event, HostStepFinished):
+            return [self._lock_line(now)] if event.step == "lock" else []
+        if isinstance(event, (HostStepStarted, HostProgress, GateProgress, HostFinished)):
+            return [self._batch_progress(now)]
+        if isinstance(event, BatchStarted):
+            self._batch_told = now
+            early = self._failure_lines("before the first batch" if event.number == 1
+                                        else f"before batch {event.number}", exclude=set(event.hosts))
+            kind = "canary batch" if event.canary else "batch"
+            later = range(event.number + 1, progress.batch_count + 1)
+            queued = sum(len(progress.run.batches[n - 1]) for n in later) if progress.run else 0
+            rest = f"; {queued} queued in {batch_range(list(later))}" if queued else ""
+            names = compact_hosts(event.hosts, max_chars=HOSTS_CELL_CHARS)
+            return [self._lock_line(now, final=True), *early, f"{kind} {event.number}/{progress.batch_count}: {len(event.hosts)} hosts: {names}{rest}"]
+        if isinstance(event, BatchFinished):
+            batch = progress.batch(event.number)
+            if batch is None:
+                return []
+            head = f"{'canary batch' if batch.canary else 'batch'} {batch.number}/{progress.batch_count}"
+            done = progress.batch_line(batch) + ("" if event.passed else " — FAILED")
+            eta = progress.eta(now)
+            if eta is not None and len(progress.batches) < progress.batch_count:
+                done += f"; ETA {duration(eta)}"
+            return [done, *self._failure_lines(head, only=set(batch.hosts))]
+        if isinstance(event, (Halting, RunFinished)):
+            return [*self._failure_lines("before any batch" if not progress.batches else "outside a batch"), line]
+        return [line]
+
+    def _lock_line(self, now: float, *, final: bool = False) -> str | None:
+        """`locked 250/500` when the count crosses a quarter, or every `plain_every` seconds while it rises;
+        `final` (a batch starts): the count reached, if not said yet."""
+        total, locked = self._progress.host_count, self._progress.locked
+        told, when = self._lock_told
+        crossed = any(told < mark * total <= locked for mark in _LOCK_MARKS)
+        if locked == told or not (final or crossed or now - when >= self._plain_every):
+            return None
+        self._lock_told = (locked, now)
+        return f"locked {locked}/{total}"
+
+    def _batch_progress(self, now: float) -> str | None:
+        """The running batch's `batch 2/5: 60/125 hosts done, 3 failed` every `plain_every` seconds."""
+        batch = self._progress.current
+        if batch is None or batch.finished is not None or now - self._batch_told < self._plain_every:
+            return None
+        self._batch_told = now
+        outcomes = [self._progress.row(h).outcome for h in batch.hosts]
+        failed = sum(1 for o in outcomes if o is not None and o.outcome in self._progress.failed_outcomes)
+        done = sum(1 for o in outcomes if o is not None)
+        kind = "canary batch" if batch.canary else "batch"
+        return (f"{kind} {batch.number}/{self._progress.batch_count}: {done}/{len(batch.hosts)} hosts done, "
+                f"{failed} failed")
+
+    def _failure_lines(self, head: str, *, only: Collection[str] | None = None,
+                       exclude: Collection[str] = ()) -> list[str]:
+        """Failures not yet named, grouped by error: `HEAD: 3 failed (web[010:012]): health gate ...`."""
+        errors = {o.host: o.error or "no reason given" for o in self._progress.failures()
+                  if o.host not in self._failures_told and o.host not in exclude and (only is None or o.host in only)}
+        self._failures_told.update(errors)
+        addresses = self._summary.rows.addresses if self._summary is not None else {}
+        return [f"{head}: {len(g.hosts)} failed ({compact_hosts(g.hosts, max_chars=HOSTS_CELL_CHARS)}): {g.text}"
+                for g in group_errors(errors, addresses)]
 
     def _progress_line(self, event: HostProgress) -> str | None:
         if event.total <= 0:
@@ -267,3 +351,12 @@ class LiveView:
     def _render(self) -> RenderableType:
         """The live frame; called with the lock held."""
         return render_frame(self._progress, self._clock(), self.console.height)
+
+
+def _what(run: RunStarted) -> str:
+    """What the run puts on its hosts, as its first line says it: a restart and a removal install no version."""
+    if run.kind == "restart":
+        return "restart of the running release"
+    if run.kind == "remove":
+        return "remove"
+    return run.version or run.release or "?"
