@@ -187,14 +187,11 @@ class LiveView:
                     f"{progress.host_count} hosts in {len(event.batches)} batches, run {event.run_id} by "
                     f"{event.user}")
         if isinstance(event, BatchStarted):
-            kind = "canary batch" if event.canary else "batch"
             names = ", ".join(event.hosts[:_PLAIN_HOSTS])
             if len(event.hosts) > _PLAIN_HOSTS:
                 names += f" and {len(event.hosts) - _PLAIN_HOSTS} more"
-            later = range(event.number + 1, progress.batch_count + 1)
-            queued = sum(len(progress.run.batches[n - 1]) for n in later) if progress.run else 0
-            rest = f"; {queued} queued in {batch_range(list(later))}" if queued else ""
-            return f"{kind} {event.number}/{progress.batch_count}: {len(event.hosts)} hosts: {names}{rest}"
+            return f"{self._head(event.canary, event.number)}: {len(event.hosts)} hosts: {names}" + self._queued(
+                event.number)
         if isinstance(event, HostStepStarted):
             return f"{event.host}: {event.step}" + (f" {event.detail}" if event.detail else "")
         if isinstance(event, HostProgress):
@@ -245,24 +242,27 @@ class LiveView:
             self._batch_told = now
             early = self._failure_lines("before the first batch" if event.number == 1
                                         else f"before batch {event.number}", exclude=set(event.hosts))
-            kind = "canary batch" if event.canary else "batch"
-            later = range(event.number + 1, progress.batch_count + 1)
-            queued = sum(len(progress.run.batches[n - 1]) for n in later) if progress.run else 0
-            rest = f"; {queued} queued in {batch_range(list(later))}" if queued else ""
             names = compact_hosts(event.hosts, max_chars=HOSTS_CELL_CHARS)
-            return [self._lock_line(now, final=True), *early, f"{kind} {event.number}/{progress.batch_count}: {len(event.hosts)} hosts: {names}{rest}"]
+            started = f"{self._head(event.canary, event.number)}: {len(event.hosts)} hosts: {names}"
+            return [self._lock_line(now, final=True), *early, started + self._queued(event.number)]
         if isinstance(event, BatchFinished):
             batch = progress.batch(event.number)
             if batch is None:
                 return []
-            head = f"{'canary batch' if batch.canary else 'batch'} {batch.number}/{progress.batch_count}"
+            head = self._head(batch.canary, batch.number)
             done = progress.batch_line(batch) + ("" if event.passed else " — FAILED")
             eta = progress.eta(now)
             if eta is not None and len(progress.batches) < progress.batch_count:
                 done += f"; ETA {duration(eta)}"
             return [done, *self._failure_lines(head, only=set(batch.hosts))]
         if isinstance(event, (Halting, RunFinished)):
-            return [*self._failure_lines("before any batch" if not progress.batches else "outside a batch"), line]
+            current = progress.current
+            if current is None:
+                head = "before any batch"
+            else:
+                head = self._head(current.canary, current.number)
+                head = head if current.finished is None else f"after {head}"
+            return [*self._failure_lines(head), line]
         return [line]
 
     def _lock_line(self, now: float, *, final: bool = False) -> str | None:
@@ -285,9 +285,18 @@ class LiveView:
         outcomes = [self._progress.row(h).outcome for h in batch.hosts]
         failed = sum(1 for o in outcomes if o is not None and o.outcome in self._progress.failed_outcomes)
         done = sum(1 for o in outcomes if o is not None)
-        kind = "canary batch" if batch.canary else "batch"
-        return (f"{kind} {batch.number}/{self._progress.batch_count}: {done}/{len(batch.hosts)} hosts done, "
-                f"{failed} failed")
+        return f"{self._head(batch.canary, batch.number)}: {done}/{len(batch.hosts)} hosts done, {failed} failed"
+
+    def _head(self, canary: bool, number: int) -> str:
+        """`batch 2/5` / `canary batch 1/5`, as every batch line begins."""
+        return f"{'canary batch' if canary else 'batch'} {number}/{self._progress.batch_count}"
+
+    def _queued(self, number: int) -> str:
+        """`; 375 queued in batches 2–4` after batch `number`'s start line (empty for the last)."""
+        progress = self._progress
+        later = range(number + 1, progress.batch_count + 1)
+        queued = sum(len(progress.run.batches[n - 1]) for n in later) if progress.run else 0
+        return f"; {queued} queued in {batch_range(list(later))}" if queued else ""
 
     def _failure_lines(self, head: str, *, only: Collection[str] | None = None,
                        exclude: Collection[str] = ()) -> list[str]:
