@@ -48,8 +48,8 @@ def test_restart_failed_only_keeps_the_failed_host_in_the_final_table(lab: _Lab)
     start = next(line for line in out.splitlines() if " (hello) " in line)  # the log's run start line
     assert "restart of the running release, rolling, 3 hosts" in start and "?" not in start, out
     table = out[out.index("\nRun "):]
-    assert re.search(r"^lab-node02\s+failed", table, re.M), table
-    assert not re.search(r"^lab-node0[13]\s", table, re.M), table
+    assert re.search(r"^lab-node02\s+failed", table, re.MULTILINE), table
+    assert not re.search(r"^lab-node0[13]\s", table, re.MULTILINE), table
     assert "2 without a problem left out (--failed-only)" in table
 
 
@@ -57,6 +57,6 @@ def test_restart_all_lists_every_host(lab: _Lab) -> None:
     done = lab.on("restart", "--yes", "--all")
     assert done.returncode == 0, done.stdout + done.stderr
     table = done.stdout[done.stdout.index("\nRun "):]
-    assert all(re.search(rf"^lab-node0{i}\s+restarted", table, re.M) for i in (1, 2, 3)), table
+    assert all(re.search(rf"^lab-node0{i}\s+restarted", table, re.MULTILINE) for i in (1, 2, 3)), table
     help_text = fleetctl(lab.cwd, "restart", "--help").stdout
     assert "--all" in help_text and "--failed-only" in help_text
