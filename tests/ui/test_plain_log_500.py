@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 from rollout.fakes import FakeFleet, options, write_project  # tests/ is on sys.path (tests/ui is a package)
 
-from fleetctl.rollout.events import EventBus, RunStarted
+from fleetctl.rollout.events import (
+    BatchStarted,
+    EventBus,
+    Halting,
+    HostFinished,
+    HostOutcome,
+    RunStarted,
+)
 from fleetctl.rollout.runner import prepare_deploy, run_deploy
 from fleetctl.ui.console import FleetConsole
 from fleetctl.ui.host_rows import RowOptions
@@ -83,3 +90,30 @@ def test_run_start_line_says_what_the_run_does(kind: str, version: str | None, s
     first = buf.getvalue().splitlines()[0]
     assert f"{kind} pb.yml (hello) {said}, rolling, 1 hosts in 1 batches" in first
     assert "?" not in first
+
+
+def test_big_run_plain_log_says_a_batch_progress_by_time_and_failures_left_at_a_halt() -> None:
+    """Events by hand on a fixed clock: a progress line once `plain_every` seconds passed, not per host; a host of
+    a later batch that failed while locking is named when the run halts before its batch."""
+    hosts = tuple(f"web{i:03d}" for i in range(1, 51))
+    clock = [100.0]
+    buf = io.StringIO()
+    view = LiveView(FleetConsole(file=buf, width=200, force_terminal=False, color_system=None),
+                    clock=lambda: clock[0], plain_every=5.0)
+    view.record(RunStarted("run-1", "deploy", "pb.yml", "hello", "2.0.0", None, "rolling", "me",
+                           (hosts[:25], hosts[25:]), False))
+    view.record(HostFinished(HostOutcome("web040", "failed", error="lock: the host refused the credentials")))
+    view.record(BatchStarted(0, False, hosts[:25]))
+    for n, host in enumerate(hosts[:10]):
+        clock[0] += 1.0
+        view.record(HostFinished(HostOutcome(host, "deployed" if n else "failed", error=None if n else "gate: 500")))
+    view.record(Halting("canary failed on web001"))
+    lines = [line.split(" ", 1)[1] for line in buf.getvalue().splitlines()]
+    assert "batch 1/2: 25 hosts: web[001:025]; 25 queued in batch 2" in lines
+    progress = [line for line in lines if "hosts done" in line]
+    assert progress == ["batch 1/2: 5/25 hosts done, 1 failed", "batch 1/2: 10/25 hosts done, 1 failed"], lines
+    # web001 failed in the running batch, web040 (batch 2) before it: both named, each with its own place.
+    assert lines.index("before the first batch: 1 failed (web040): lock: the host refused the credentials") < \
+        lines.index("batch 1/2: 25 hosts: web[001:025]; 25 queued in batch 2")
+    assert lines[-2:] == ["batch 1/2: 1 failed (web001): gate: 500", "HALTING: canary failed on web001"], lines
+    assert sum("web040" in line for line in lines) == 1  # named once
