@@ -33,6 +33,7 @@ from fleetctl.protocol.errors import NodeOperationError, ProtocolError, ShellNot
 from fleetctl.protocol.operations import MODULE_NAME, OPERATIONS, PROTOCOL_VERSION, secret_params
 from fleetctl.transport.base import Call, Transport, check_call, parse_result_document
 from fleetctl.transport.error_mapping import map_exception
+from fleetctl.transport.lean_http import LeanTransport, lean_applies
 from fleetctl.transport.pipeline_xml import use_fast_serializer
 from fleetctl.transport.retry import DEFAULT_ATTEMPTS, reopen_expired_shell, retry_transient_io
 from fleetctl.transport.tls import share_tls_context
@@ -161,6 +162,10 @@ class WinRMTransport(Transport):
             no_proxy=True,
             **extra,
         )
+        if lean_applies(s):
+            # pypsrp's WS-Man and PSRP logic over one keep-alive connection of our own (lean_http.py)
+            wsman.transport = LeanTransport(s)  # type: ignore[assignment]
+            return wsman
         share_tls_context(wsman)  # one certificate store per CA bundle, not one per host (tls.py)
         _settle_environment(wsman)
         return wsman

@@ -91,8 +91,27 @@ def undo_controller_cuts() -> None:
     health.SERVICE_POLL_S = 0.0
 
 
+def measure_engine(run: Any) -> tuple[Any, Any]:
+    """The run with a bus whose only subscriber records step timings (no journal, live view or report): the
+    engine and the transport alone, which is what the per-host goals are about."""
+    from fleetctl.rollout.events import EventBus
+    from tests.bench.bench_rollout import Run
+
+    bus = EventBus()
+    record = Run()
+    bus.subscribe(record.collect)
+    record.started = time.monotonic()
+    try:
+        result = run(bus)
+    finally:
+        bus.close()
+    record.ended = time.monotonic()
+    record.wall = record.ended - record.started
+    return result, record
+
+
 def client(lab: Path, batch: str, forks: int, transfer: str, baseline: bool = False,
-           max_failed: str | None = None) -> dict[str, Any]:
+           max_failed: str | None = None, subscribers: str = "none") -> dict[str, Any]:
     from fleetctl.rollout.runner import (
         DeployOptions,
         prepare_deploy,
@@ -131,7 +150,10 @@ def client(lab: Path, batch: str, forks: int, transfer: str, baseline: bool = Fa
         _reset_peak_rss()
         lab0, req0 = lab_snapshot(lab)
         cpu0 = _cpu()
-        result, run = measure(partial(runner, prepared))
+        if subscribers == "all":
+            result, run = measure(partial(runner, prepared), work / f"history-{phase.replace(' ', '-')}.db")
+        else:
+            result, run = measure_engine(partial(runner, prepared))
         cpu = _cpu() - cpu0
         lab1, req1 = lab_snapshot(lab)
         counts: dict[str, int] = {}
@@ -161,7 +183,7 @@ def run_size(nodes: int, args: argparse.Namespace, work: Path, baseline: bool = 
     try:
         cmd = [sys.executable, __file__, "--client", "--lab", str(lab), "--batch", args.batch,
                "--forks", str(args.forks), "--transfer", args.transfer, *(["--baseline"] if baseline else []),
-               *(["--max-failed", args.max_failed] if args.max_failed else [])]
+               *(["--max-failed", args.max_failed] if args.max_failed else []), "--subscribers", args.subscribers]
         if args.profile:
             spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
             out_dir = Path(args.profile).resolve()
@@ -216,13 +238,16 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="write every figure to this file too")
     parser.add_argument("--baseline-sizes", default="100",
                         help="sizes also run with the controller before the cuts, on a fresh lab ('' for none)")
+    parser.add_argument("--subscribers", default="none", choices=("none", "all"),
+                        help="none: the engine and transport alone; all: with the journal, the live view (to "
+                        "/dev/null) and the JSON report, as `fleetctl deploy` runs")
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--baseline", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--lab", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
         print(json.dumps(client(Path(args.lab), args.batch, args.forks, args.transfer, args.baseline,
-                                args.max_failed)))
+                                args.max_failed, args.subscribers)))
         return
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}; batch {args.batch}, forks {args.forks}, "
