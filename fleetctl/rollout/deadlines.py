@@ -43,7 +43,10 @@ def call_within(seconds: float, action: Callable[[], T], what: str) -> T:
     """Run `action` but give up waiting after `seconds`: raise PhaseTimeout and leave the call to finish (or time
     out) on its own daemon thread, whose result is dropped. The caller must not use the host again."""
     box: dict[str, object] = {}
-    done = threading.Event()
+    # A lock held until the call ends: releasing one wakes the waiter at a fraction of an Event's cost (no
+    # Condition, no notify_all), which shows at ~20 node calls per host.
+    done = threading.Lock()
+    done.acquire()
 
     def run() -> None:
         try:
@@ -51,10 +54,10 @@ def call_within(seconds: float, action: Callable[[], T], what: str) -> T:
         except BaseException as err:  # noqa: BLE001 - handed to the waiting thread as is
             box["error"] = err
         finally:
-            done.set()
+            done.release()
 
     _WORKERS.submit(run)
-    if not done.wait(seconds):
+    if not done.acquire(timeout=seconds):
         raise PhaseTimeout(f"no answer within {seconds:g}s ({what}; rollout.timeouts)")
     if "error" in box:
         raise box["error"]  # type: ignore[misc]

@@ -266,3 +266,25 @@ def test_which_hosts_take_the_lean_layer() -> None:
     assert not lean_applies(settings(fleet_auth="ntlm", fleet_scheme="http"))  # message encryption: pypsrp's
     assert not lean_applies(settings(fleet_auth="credssp"))
     assert lean_http.LEAN_AUTHS == ("negotiate", "ntlm", "kerberos", "basic")
+
+
+def test_a_chunked_answer_is_read_whole(serve: Any) -> None:
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n<a>1\r\n5\r\n</a>x\r\n0\r\n\r\n"
+    server, settings = serve(lambda headers, body: chunked if len(server.requests) > 1 else (200, {}, b"<x/>"))
+    transport = LeanTransport(settings)
+    try:
+        transport.send(b"<m/>")  # a first answer keeps the connection; the scripted raw one then closes it
+        assert transport.send(b"<m/>") == b"<a>1</a>x"
+    finally:
+        transport.close()
+
+
+def test_an_answer_saying_connection_close_is_not_reused(serve: Any) -> None:
+    server, settings = serve(lambda headers, body: (200, {"Connection": "close"}, b"<a/>"))
+    transport = LeanTransport(settings)
+    try:
+        transport.send(b"<m/>")
+        transport.send(b"<m/>")
+    finally:
+        transport.close()
+    assert server.connections == 2
