@@ -32,6 +32,7 @@ from fleetctl.protocol import loader
 from fleetctl.protocol.errors import NodeOperationError, ProtocolError, ShellNotFound, TransportError
 from fleetctl.protocol.operations import MODULE_NAME, OPERATIONS, PROTOCOL_VERSION, secret_params
 from fleetctl.transport.base import Call, Transport, check_call, parse_result_document
+from fleetctl.transport.envelope import LeanWSMan
 from fleetctl.transport.error_mapping import map_exception
 from fleetctl.transport.lean_http import LeanTransport, lean_applies
 from fleetctl.transport.pipeline_xml import use_fast_serializer
@@ -148,7 +149,8 @@ class WinRMTransport(Transport):
         extra: dict[str, Any] = {}
         if s.auth == "certificate":
             extra = {"certificate_pem": s.cert_pem, "certificate_key_pem": s.cert_key_pem}
-        wsman = WSMan(
+        lean = lean_applies(s)
+        wsman = (LeanWSMan if lean else WSMan)(
             s.address,
             port=s.port,
             username=s.user,
@@ -162,8 +164,9 @@ class WinRMTransport(Transport):
             no_proxy=True,
             **extra,
         )
-        if lean_applies(s):
-            # pypsrp's WS-Man and PSRP logic over one keep-alive connection of our own (lean_http.py)
+        if lean:
+            # pypsrp's WS-Man and PSRP logic, with text envelopes (envelope.py), over one keep-alive connection
+            # of our own (lean_http.py)
             wsman.transport = LeanTransport(s)  # type: ignore[assignment]
             return wsman
         share_tls_context(wsman)  # one certificate store per CA bundle, not one per host (tls.py)
