@@ -200,22 +200,18 @@ def test_another_status_without_a_fault_is_a_transport_error_naming_it(serve: An
     assert "HTTP 503" in str(error) and error.transient
 
 
-def test_a_garbled_answer_is_a_protocol_error(serve: Any) -> None:
-    _, settings = serve(lambda headers, body: b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+@pytest.mark.parametrize(("raw", "named"), [
+    (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "BadStatusLine"),  # not HTTP at all
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n<s:Envelope", "IncompleteRead"),  # cut short
+    (b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\n", "BadStatusLine"),  # a length that is not one
+])
+def test_a_garbled_or_truncated_answer_is_a_protocol_error(serve: Any, raw: bytes, named: str) -> None:
+    _, settings = serve(lambda headers, body: raw)
     transport = LeanTransport(settings)
     with pytest.raises(Exception) as caught:
         transport.send(b"<m/>")
     error = mapped(caught.value, settings)
-    assert isinstance(error, ProtocolError) and "garbled HTTP answer" in str(error)
-
-
-def test_a_truncated_answer_is_a_protocol_error(serve: Any) -> None:
-    _, settings = serve(lambda headers, body: b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n<s:Envelope")
-    transport = LeanTransport(settings)
-    with pytest.raises(Exception) as caught:
-        transport.send(b"<m/>")
-    error = mapped(caught.value, settings)
-    assert isinstance(error, ProtocolError) and "IncompleteRead" in str(error)
+    assert isinstance(error, ProtocolError) and "garbled HTTP answer" in str(error) and named in str(error)
     assert transport._conn is None  # a half-read connection is never reused
 
 
