@@ -10,7 +10,16 @@ import typer
 from rich.markup import escape
 
 from fleetctl.cli.deploy import lock_judge
-from fleetctl.cli.options import ForksOpt, InventoryOpt, JsonOpt, LimitOpt, VarOpt, examples, inventory_paths
+from fleetctl.cli.options import (
+    ForksOpt,
+    InventoryOpt,
+    JsonOpt,
+    LimitOpt,
+    VarOpt,
+    VerboseOpt,
+    examples,
+    inventory_paths,
+)
 from fleetctl.errors import EXIT_LOCKED, EXIT_OK, ConfigError, LockHeld, RolloutFailed
 from fleetctl.rollout.freeze import (
     DEFAULT_FREEZE_TTL,
@@ -35,6 +44,7 @@ def lock(
     var: list[str] | None = VarOpt,
     forks: int | None = ForksOpt,
     json_out: bool = JsonOpt,
+    verbose: int = VerboseOpt,
 ) -> None:
     """Freeze changes to PLAYBOOK's hosts: deploys, rollbacks and removes refuse them (exit 4) until `fleetctl
     unlock` or the TTL. With --status: who holds each host's lock."""

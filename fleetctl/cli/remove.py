@@ -14,7 +14,15 @@ from fleetctl.cli.deploy import (
     lock_judge,
     run_with_subscribers,
 )
-from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, examples, inventory_paths
+from fleetctl.cli.options import (
+    InventoryOpt,
+    JsonOpt,
+    LimitOpt,
+    VarOpt,
+    VerboseOpt,
+    examples,
+    inventory_paths,
+)
 from fleetctl.errors import RolloutFailed
 from fleetctl.notify import Notifier
 from fleetctl.rollout.remove import dry_run_remove, prepare_remove, run_remove
@@ -37,6 +45,7 @@ def remove(
     dry_run_: bool = typer.Option(False, "--dry-run", help="Show what would be removed; change nothing."),
     force: bool = ForceOpt,
     json_out: bool = JsonOpt,
+    verbose: int = VerboseOpt,
 ) -> None:
     """Retire PLAYBOOK's service: scheduled tasks, service, firewall rules, port proxy; files kept unless --purge."""
     options = DeployOptions(playbook=playbook, inventories=inventory_paths(inventory), limit=limit,

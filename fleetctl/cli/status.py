@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import typer
 
-from fleetctl.cli.options import ForksOpt, InventoryOpt, JsonOpt, LimitOpt, VarOpt, examples, inventory_paths
+from fleetctl.cli.options import (
+    ForksOpt,
+    InventoryOpt,
+    JsonOpt,
+    LimitOpt,
+    VarOpt,
+    VerboseOpt,
+    examples,
+    inventory_paths,
+)
 from fleetctl.errors import RolloutFailed
 from fleetctl.node.fleet import HostClients
 from fleetctl.status.collect import HostStatus, collect_status, load_status_request
@@ -23,6 +32,7 @@ def status(
     forks: int | None = ForksOpt,
     var: list[str] | None = VarOpt,
     json_out: bool = JsonOpt,
+    verbose: int = VerboseOpt,
 ) -> None:
     """Show where every host of PLAYBOOK stands: releases, service, health now, lock and drift."""
     request = load_status_request(playbook, inventory_paths(inventory), limit=limit, extra_vars=var, forks=forks)

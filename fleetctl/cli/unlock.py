@@ -10,7 +10,16 @@ import typer
 
 from fleetctl.cli.deploy import lock_judge
 from fleetctl.cli.lock import finish
-from fleetctl.cli.options import ForksOpt, InventoryOpt, JsonOpt, LimitOpt, VarOpt, examples, inventory_paths
+from fleetctl.cli.options import (
+    ForksOpt,
+    InventoryOpt,
+    JsonOpt,
+    LimitOpt,
+    VarOpt,
+    VerboseOpt,
+    examples,
+    inventory_paths,
+)
 from fleetctl.rollout.freeze import prepare_freeze, unfreeze
 from fleetctl.rollout.runner import DeployOptions
 from fleetctl.ui.console import warn_insecure
@@ -23,6 +32,7 @@ def unlock(
     var: list[str] | None = VarOpt,
     forks: int | None = ForksOpt,
     json_out: bool = JsonOpt,
+    verbose: int = VerboseOpt,
 ) -> None:
     """Lift PLAYBOOK's change freeze; free locks left behind by finished runs (never a live run's)."""
     options = DeployOptions(playbook=playbook, inventories=inventory_paths(inventory), limit=limit,

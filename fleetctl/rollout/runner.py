@@ -29,7 +29,8 @@ from fleetctl.rollout.deploy import DeployProcedure, deploy_run_info, host_extra
 from fleetctl.rollout.engine import LockSpec, RolloutEngine, RunResult
 from fleetctl.rollout.events import EventBus
 from fleetctl.rollout.host_plan import plan_host
-from fleetctl.rollout.host_steps import Interruption, describe_error, sigint_handler
+from fleetctl.rollout.host_steps import Interruption, describe_error
+from fleetctl.rollout.interruption import sigint_handler
 from fleetctl.rollout.lock_keeper import HolderJudge, describe_holder
 from fleetctl.rollout.preparation import (
     Connect,

@@ -54,7 +54,7 @@ def test_help_names_what_each_option_takes_and_shows_examples(path: tuple[str, .
     command = dict(_commands())[path]
     for param in command.params:
         if isinstance(param, TyperOption):
-            if param.is_flag:
+            if param.is_flag or param.count:  # a counted flag (-v, -vv) takes no value either
                 assert param.metavar == "", f"{path} {param.opts}: a flag shows no metavar"
             else:
                 assert param.metavar and param.metavar == param.metavar.upper().replace("AUTO", "auto"), \
