@@ -37,7 +37,7 @@ from fleetctl.config.connection import ConnectionSettings
 from fleetctl.transport.tls import shared_context
 
 LEAN_AUTHS = ("negotiate", "ntlm", "kerberos", "basic")
-_TOKEN = re.compile(r"(Kerberos|Negotiate|NTLM)\s*([^,]*)", re.I)
+_TOKEN = re.compile(r"(Kerberos|Negotiate|NTLM)\s*([^,]*)", re.IGNORECASE)
 _HEADERS = {"Content-Type": "application/soap+xml;charset=UTF-8", "Connection": "Keep-Alive",
             "User-Agent": "fleetctl", "Accept-Encoding": "identity"}
 
@@ -192,12 +192,12 @@ class _Connection:
         """Connect and complete the TLS handshake within `connect_timeout` (ConnectTimedOut otherwise)."""
         try:
             raw = socket.create_connection((address, port), timeout=connect_timeout)
-        except (TimeoutError, socket.timeout) as err:
+        except TimeoutError as err:
             raise ConnectTimedOut(f"no connection within {connect_timeout:g}s") from err
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             sock = context.wrap_socket(raw, server_hostname=server_hostname)
-        except (TimeoutError, socket.timeout) as err:
+        except TimeoutError as err:
             raw.close()
             raise ConnectTimedOut(f"no TLS handshake within {connect_timeout:g}s") from err
         except BaseException:

@@ -69,8 +69,8 @@ def test_the_header_is_the_one_pypsrp_builds(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_the_body_is_pypsrps_element_and_values_are_escaped() -> None:
-    body = ET.Element("{%s}Receive" % NAMESPACES["rsp"])
-    ET.SubElement(body, "{%s}DesiredStream" % NAMESPACES["rsp"], CommandId="C-1").text = "stdout <&>"
+    body = ET.Element(f"{{{NAMESPACES['rsp']}}}Receive")
+    ET.SubElement(body, f"{{{NAMESPACES['rsp']}}}DesiredStream", CommandId="C-1").text = "stdout <&>"
     _, xml = lean().render(WSManAction.RECEIVE, SHELL_URI, body, *sets())
     parsed = ET.fromstring(xml)  # well-formed, whatever the values held
     stream = parsed.find("s:Body/rsp:Receive/rsp:DesiredStream", NAMESPACES)
