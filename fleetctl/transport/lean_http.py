@@ -77,7 +77,6 @@ class LeanTransport:
         self.cert_validation = settings.cert_validation
         self._context = context or client_context(settings)
         self._conn: _Connection | None = None
-        self._path = "/wsman"
         self.handshakes = 0  # connections authenticated (one per connection)
 
     # -- pypsrp's interface -------------------------------------------------------------------------------------
@@ -85,21 +84,34 @@ class LeanTransport:
     def send(self, message: bytes, *, retries_on_read_timeout: int = 0,
              timeout: float | tuple[float, float] | None = None) -> bytes:
         read_timeout = _read_timeout(timeout, self.settings.read_timeout)
-        conn = self._conn if self._conn is not None and self._conn.sock is not None and \
-            not _dropped(self._conn.sock) else None
-        if conn is None:
-            status, body = self._connect_with(message, read_timeout)
-        else:
-            headers = dict(_HEADERS)
-            if self.auth == "basic":
-                headers["Authorization"] = self._basic_header()
-            status, _, body = self._exchange(conn, message, headers, read_timeout)
+        attempt = 0
+        while True:
+            try:
+                status, body = self._send_once(message, read_timeout)
+                break
+            except TimeoutError:
+                # As pypsrp: a Receive (the only caller passing retries) is sent again, on a new connection, when
+                # its answer did not come in time (a bounced network adapter); the host answers it the same.
+                if attempt >= retries_on_read_timeout:
+                    raise
+                attempt += 1
         if status == 401:
             self.close()
             raise AuthenticationError(f"the host refused the {self.auth} authentication of this connection")
         if status != 200:
             raise WinRMTransportError("http", status, body.decode("utf-8", "replace"))
         return body
+
+    def _send_once(self, message: bytes, read_timeout: float) -> tuple[int, bytes]:
+        conn = self._conn if self._conn is not None and self._conn.sock is not None and \
+            not _dropped(self._conn.sock) else None
+        if conn is None:
+            return self._connect_with(message, read_timeout)
+        headers = dict(_HEADERS)
+        if self.auth == "basic":
+            headers["Authorization"] = self._basic_header()
+        status, _, body = self._exchange(conn, message, headers, read_timeout)
+        return status, body
 
     def close(self) -> None:
         conn, self._conn = self._conn, None

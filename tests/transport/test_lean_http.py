@@ -284,3 +284,23 @@ def test_an_answer_saying_connection_close_is_not_reused(serve: Any) -> None:
     finally:
         transport.close()
     assert server.connections == 2
+
+
+def test_a_receive_whose_answer_is_late_is_sent_again_on_a_new_connection(serve: Any) -> None:
+    delays = [1.0]  # the host answers the next request only after the client's read timeout
+
+    def script(headers: dict[str, str], body: bytes) -> Answer:
+        if delays:
+            threading.Event().wait(delays.pop())  # a slow host, not a wait of the test's
+        return 200, {}, b"<late/>"
+
+    server, settings = serve(script)
+    transport = LeanTransport(settings)
+    try:
+        assert transport.send(b"<receive/>", timeout=0.3, retries_on_read_timeout=1) == b"<late/>"
+        assert server.connections == 2
+        delays.append(1.0)
+        with pytest.raises(TimeoutError):  # without retries (every call but Receive) the timeout is raised
+            transport.send(b"<command/>", timeout=0.3)
+    finally:
+        transport.close()
