@@ -244,7 +244,7 @@ def main() -> None:
     parser.add_argument("--profile", default=None, help="directory for py-spy recordings of the controller")
     parser.add_argument("--json", default=None, help="write every figure to this file too")
     parser.add_argument("--baseline-sizes", default="100",
-                        help="sizes also run with the controller before the cuts, on a fresh lab ('' for none)")
+                        help="sizes also run with --baseline-rev's lab and controller, on a fresh lab ('' for none)")
     parser.add_argument("--subscribers", default="none", choices=("none", "all"),
                         help="none: the engine and transport alone; all: with the journal, the live view (to "
                         "/dev/null) and the JSON report, as `fleetctl deploy` runs")
