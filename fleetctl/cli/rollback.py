@@ -67,7 +67,7 @@ def rollback(
     prepared = prepare_rollback(options, to)
     warn_insecure(prepared.fleet.connections.values())  # before any node is asked (the plan reads every host)
     notifier = Notifier.for_playbook(prepared.fleet.targets.settings)
-    plan = plan_rollback(prepared, journal_failures=_journal_failures(prepared.fleet.targets.settings.name))
+    plan = plan_rollback(prepared, journal_failures=journal_failures(prepared.fleet.targets.settings.name))
     people = stderr() if json_out else stdout()
     target = to or (f"the fleet's last good release {plan.version}" if plan.version else "the fleet's last good "
                     "release (none found)")
@@ -99,7 +99,8 @@ def rollback(
     result.raise_for_exit()
 
 
-def _journal_failures(service: str) -> dict[str, dict[str, str]]:
+def journal_failures(service: str) -> dict[str, dict[str, str]]:
+    """host -> {release: why} for what the history journal remembers failing a gate (rollback and releases)."""
     from fleetctl.state.journal import Journal
 
     try:

@@ -29,6 +29,7 @@ from fleetctl.ui.console import safe
 OUTCOME_STYLE = {
     "deployed": "green",
     "removed": "green",
+    "restarted": "green",
     "skipped": "dim",
     "rolled_back": "yellow",
     "failed": "bold red",
