@@ -13,6 +13,7 @@ from fleetctl.cli.deploy import (
     MaxFailedOpt,
     YesOpt,
     confirm,
+    end_run,
     lock_judge,
     run_with_subscribers,
 )
@@ -62,7 +63,7 @@ def restart(
     confirm(yes, f"Restart {name} on {count} host(s)?")
     result = run_with_subscribers(lambda bus: run_restart(prepared, bus, force=force, judge=lock_judge()),
                                   json_out, notifier)
-    result.raise_for_exit()
+    end_run(result, json_out)  # the message once where the user reads it, as for deploy
 
 
 def register(app: typer.Typer) -> None:

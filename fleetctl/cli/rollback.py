@@ -13,10 +13,14 @@ from fleetctl.cli.deploy import (
     StrategyOpt,
     YesOpt,
     confirm,
+    end_run,
     lock_judge,
     run_with_subscribers,
+    summary_options,
 )
 from fleetctl.cli.options import (
+    AllRowsOpt,
+    FailedOnlyOpt,
     InventoryOpt,
     JsonOpt,
     LimitOpt,
@@ -54,6 +58,8 @@ def rollback(
     force: bool = typer.Option(False, "--force", help="Take over a stale lock; with --to, also return to a "
                                                       "release that failed its health gate on a host."),
     strategy: str | None = StrategyOpt,
+    show_all: bool = AllRowsOpt,
+    failed_only: bool = FailedOnlyOpt,
     json_out: bool = JsonOpt,
     verbose: int = VerboseOpt,
 ) -> None:
@@ -73,7 +79,7 @@ def rollback(
                     "release (none found)")
     if not json_out:
         people.print(plan_table(prepared.plan, f"Rollback {prepared.fleet.targets.settings.name} to {target}: "
-                                               f"{len(prepared.plan.hosts)} hosts", None))
+                                               f"{len(prepared.plan.hosts)} hosts", None, show_all))
     if dry_run_:
         diffs = read_rollback_diffs(prepared, plan) if diff else {}
         if json_out:
@@ -95,8 +101,8 @@ def rollback(
     confirm(yes, f"Roll back {switching} host(s) to {target}?")
     result = run_with_subscribers(lambda bus: run_rollback(prepared, bus, plan=plan, force=force,
                                                               judge=lock_judge()), json_out,
-                                  notifier)
-    result.raise_for_exit()
+                                  notifier, summary_options(prepared, show_all, failed_only, kind="rollback"))
+    end_run(result, json_out)
 
 
 def journal_failures(service: str) -> dict[str, dict[str, str]]:
