@@ -6,7 +6,7 @@ from __future__ import annotations
 import typer
 from rich.text import Text
 
-from fleetctl.cli.options import InventoryOpt, JsonOpt, VarOpt, examples, inventory_paths
+from fleetctl.cli.options import EnvironmentOpt, InventoryOpt, JsonOpt, VarOpt, examples, inventory_paths
 from fleetctl.config.connection import ConnectionSettings
 from fleetctl.errors import ConfigError
 from fleetctl.node.fleet import HostClients
@@ -24,11 +24,12 @@ def logs(
     events: bool = typer.Option(False, "--events", help="The service's recent Windows Application-log events "
                                                          "instead (the last --tail, newest first)."),
     inventory: list[str] | None = InventoryOpt,
+    environment: str | None = EnvironmentOpt,  # applied by its callback (cli/options.py)
     var: list[str] | None = VarOpt,
     json_out: bool = JsonOpt,
 ) -> None:
     """Print the last --tail lines of PLAYBOOK's service log on --host (or its event-log events)."""
-    request = load_status_request(playbook, inventory_paths(inventory), extra_vars=var, forks=1)
+    request = load_status_request(playbook, inventory_paths(inventory, contacts_hosts=True), extra_vars=var, forks=1)
     target = next((t for t in request.targets if t.host == host), None)
     if target is None:
         known = ", ".join(t.host for t in request.targets[:10])

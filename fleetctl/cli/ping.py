@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, examples, inventory_paths
+from fleetctl.cli.options import EnvironmentOpt, InventoryOpt, JsonOpt, LimitOpt, examples, inventory_paths
 from fleetctl.config.connection import ConnectionSettings, render_connection_vars
 from fleetctl.config.inventory import load_inventory
 from fleetctl.errors import ConfigError, RolloutFailed
@@ -16,7 +16,7 @@ from fleetctl.ui.ping import ping_json, ping_table
 
 def load_connection_settings(inventory: list[str] | None, limit: str | None) -> dict[str, ConnectionSettings]:
     """Connection settings of the selected hosts, in inventory order; every problem is a ConfigError."""
-    paths = inventory_paths(inventory)
+    paths = inventory_paths(inventory, contacts_hosts=True)
     inv = load_inventory(paths)
     hosts = inv.select(limit or "all")
     if not hosts:
@@ -31,6 +31,7 @@ def load_connection_settings(inventory: list[str] | None, limit: str | None) -> 
 
 def ping(
     inventory: list[str] | None = InventoryOpt,
+    environment: str | None = EnvironmentOpt,  # applied by its callback (cli/options.py)
     limit: str | None = LimitOpt,
     forks: int = typer.Option(DEFAULT_FORKS, "--forks", "-f", min=1, metavar="N", help="Hosts contacted at the same time."),
     json_out: bool = JsonOpt,

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, examples, inventory_paths
+from fleetctl.cli.options import (
+    EnvironmentOpt,
+    InventoryOpt,
+    JsonOpt,
+    LimitOpt,
+    VarOpt,
+    examples,
+    in_environment,
+    inventory_paths,
+)
 from fleetctl.errors import ConfigError
 from fleetctl.plan import host_sequence
 from fleetctl.targets import RolloutOverrides, Targets, load_targets, plan_rollout
@@ -15,6 +24,7 @@ from fleetctl.ui.plan import plan_table, steps_line
 def plan(
     playbook: str = typer.Argument(..., metavar="PLAYBOOK", help="Playbook file."),
     inventory: list[str] | None = InventoryOpt,
+    environment: str | None = EnvironmentOpt,  # applied by its callback (cli/options.py)
     limit: str | None = LimitOpt,
     canary: str | None = typer.Option(None, "--canary", metavar="N|N%", help="Canary batch: hosts (3) or percent (10%)."),
     batch: str | None = typer.Option(None, "--batch", metavar="N|N%", help="Batch size: hosts or percent of targeted hosts."),
@@ -35,8 +45,8 @@ def plan(
     if the_plan.spread_by:
         spread = {h.name: targets.host_value(h, the_plan.spread_by, "") for h in targets.hosts}
     console = stdout()
-    console.print(plan_table(the_plan, f"Plan for {targets.settings.name}: {len(the_plan.hosts)} hosts, "
-                                        f"{len(the_plan.batches)} batches", spread))
+    console.print(plan_table(the_plan, f"Plan for {targets.settings.name}{in_environment(targets.environment)}: "
+                                        f"{len(the_plan.hosts)} hosts, {len(the_plan.batches)} batches", spread))
     console.print(f"failure budget: {the_plan.max_failed} host(s); a failed canary always halts.")
     console.print(steps_line(steps))
 

@@ -14,7 +14,15 @@ from fleetctl.cli.deploy import (
     lock_judge,
     run_with_subscribers,
 )
-from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, examples, inventory_paths
+from fleetctl.cli.options import (
+    EnvironmentOpt,
+    InventoryOpt,
+    JsonOpt,
+    LimitOpt,
+    VarOpt,
+    examples,
+    inventory_paths,
+)
 from fleetctl.errors import RolloutFailed
 from fleetctl.notify import Notifier
 from fleetctl.rollout.remove import dry_run_remove, prepare_remove, run_remove
@@ -27,6 +35,7 @@ from fleetctl.ui.plan import plan_table
 def remove(
     playbook: str = typer.Argument(..., metavar="PLAYBOOK", help="Playbook file."),
     inventory: list[str] | None = InventoryOpt,
+    environment: str | None = EnvironmentOpt,  # applied by its callback (cli/options.py)
     limit: str | None = LimitOpt,
     batch: str | None = BatchOpt,
     max_failed: str | None = MaxFailedOpt,
@@ -39,7 +48,7 @@ def remove(
     json_out: bool = JsonOpt,
 ) -> None:
     """Retire PLAYBOOK's service: scheduled tasks, service, firewall rules, port proxy; files kept unless --purge."""
-    options = DeployOptions(playbook=playbook, inventories=inventory_paths(inventory), limit=limit,
+    options = DeployOptions(playbook=playbook, inventories=inventory_paths(inventory, contacts_hosts=True), limit=limit,
                             extra_vars=tuple(var or ()), batch=batch, max_failed=max_failed, forks=forks,
                             force=force)
     prepared = prepare_remove(options, purge=purge)

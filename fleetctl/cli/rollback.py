@@ -16,7 +16,15 @@ from fleetctl.cli.deploy import (
     lock_judge,
     run_with_subscribers,
 )
-from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, examples, inventory_paths
+from fleetctl.cli.options import (
+    EnvironmentOpt,
+    InventoryOpt,
+    JsonOpt,
+    LimitOpt,
+    VarOpt,
+    examples,
+    inventory_paths,
+)
 from fleetctl.errors import ConfigError, RolloutFailed
 from fleetctl.notify import Notifier
 from fleetctl.rollout.rollback_target import RollbackPlan
@@ -31,6 +39,7 @@ def rollback(
     to: str | None = typer.Option(None, "--to", metavar="VERSION", help="Version (or release id) to return to; "
                                                                        "default: the fleet's last good release."),
     inventory: list[str] | None = InventoryOpt,
+    environment: str | None = EnvironmentOpt,  # applied by its callback (cli/options.py)
     limit: str | None = LimitOpt,
     canary: str | None = CanaryOpt,
     batch: str | None = BatchOpt,
@@ -45,7 +54,7 @@ def rollback(
     json_out: bool = JsonOpt,
 ) -> None:
     """Roll PLAYBOOK's hosts back to the fleet's last good release; no artifact bytes move, no host moves forward."""
-    options = DeployOptions(playbook=playbook, inventories=inventory_paths(inventory), limit=limit,
+    options = DeployOptions(playbook=playbook, inventories=inventory_paths(inventory, contacts_hosts=True), limit=limit,
                             extra_vars=tuple(var or ()), canary=canary, batch=batch, max_failed=max_failed,
                             forks=forks, force=force, strategy=strategy)
     prepared = prepare_rollback(options, to)

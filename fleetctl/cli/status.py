@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import typer
 
-from fleetctl.cli.options import ForksOpt, InventoryOpt, JsonOpt, LimitOpt, VarOpt, examples, inventory_paths
+from fleetctl.cli.options import (
+    EnvironmentOpt,
+    ForksOpt,
+    InventoryOpt,
+    JsonOpt,
+    LimitOpt,
+    VarOpt,
+    examples,
+    inventory_paths,
+)
 from fleetctl.errors import RolloutFailed
 from fleetctl.node.fleet import HostClients
 from fleetctl.status.collect import HostStatus, collect_status, load_status_request
@@ -19,13 +28,14 @@ from fleetctl.ui.status import status_table
 def status(
     playbook: str = typer.Argument(..., metavar="PLAYBOOK", help="Playbook file."),
     inventory: list[str] | None = InventoryOpt,
+    environment: str | None = EnvironmentOpt,  # applied by its callback (cli/options.py)
     limit: str | None = LimitOpt,
     forks: int | None = ForksOpt,
     var: list[str] | None = VarOpt,
     json_out: bool = JsonOpt,
 ) -> None:
     """Show where every host of PLAYBOOK stands: releases, service, health now, lock and drift."""
-    request = load_status_request(playbook, inventory_paths(inventory), limit=limit, extra_vars=var, forks=forks)
+    request = load_status_request(playbook, inventory_paths(inventory, contacts_hosts=True), limit=limit, extra_vars=var, forks=forks)
     warn_insecure(request.connections.values())
     with HostClients(request.connections, forks=request.forks) as fleet:
         if json_out:

@@ -10,7 +10,16 @@ import typer
 
 from fleetctl.cli.deploy import lock_judge
 from fleetctl.cli.lock import finish
-from fleetctl.cli.options import ForksOpt, InventoryOpt, JsonOpt, LimitOpt, VarOpt, examples, inventory_paths
+from fleetctl.cli.options import (
+    EnvironmentOpt,
+    ForksOpt,
+    InventoryOpt,
+    JsonOpt,
+    LimitOpt,
+    VarOpt,
+    examples,
+    inventory_paths,
+)
 from fleetctl.rollout.freeze import prepare_freeze, unfreeze
 from fleetctl.rollout.runner import DeployOptions
 from fleetctl.ui.console import warn_insecure
@@ -19,13 +28,14 @@ from fleetctl.ui.console import warn_insecure
 def unlock(
     playbook: str = typer.Argument(..., metavar="PLAYBOOK", help="Playbook file."),
     inventory: list[str] | None = InventoryOpt,
+    environment: str | None = EnvironmentOpt,  # applied by its callback (cli/options.py)
     limit: str | None = LimitOpt,
     var: list[str] | None = VarOpt,
     forks: int | None = ForksOpt,
     json_out: bool = JsonOpt,
 ) -> None:
     """Lift PLAYBOOK's change freeze; free locks left behind by finished runs (never a live run's)."""
-    options = DeployOptions(playbook=playbook, inventories=inventory_paths(inventory), limit=limit,
+    options = DeployOptions(playbook=playbook, inventories=inventory_paths(inventory, contacts_hosts=True), limit=limit,
                             extra_vars=tuple(var or ()), forks=forks)
     request = prepare_freeze(options, lifting=True)
     warn_insecure(request.fleet.connections.values())

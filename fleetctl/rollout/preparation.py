@@ -111,7 +111,15 @@ class RolloutTargets:
         return RunInfo(run_id=run_id, kind=kind, playbook=str(self.targets.source.path),
                        service=self.targets.settings.name, version=version, release=release,
                        strategy=self.strategy, user=self.owner,
-                       trigger="scheduled" if schedule else "manual", schedule=schedule, inputs=dict(inputs or {}))
+                       trigger="scheduled" if schedule else "manual", schedule=schedule,
+                       inputs=self._with_environment(inputs))
+
+    def _with_environment(self, inputs: dict[str, object] | None) -> dict[str, object]:
+        # The fleet.yml environment (-E) is part of what every run over these targets was asked: `history -E`.
+        recorded = dict(inputs or {})
+        if self.targets.environment is not None:
+            recorded["environment"] = self.targets.environment
+        return recorded
 
 
 @dataclass

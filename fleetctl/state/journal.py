@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from fleetctl.config.project import STATE_DIR, state_dir
 from fleetctl.config.redaction import redact, redact_value
 from fleetctl.errors import (
     EXIT_BAD_INPUT,
@@ -56,7 +57,7 @@ from fleetctl.rollout.events import (
 from fleetctl.rollout.lock_keeper import process_start_marker  # one reading of /proc for runs and locks
 
 SCHEMA_VERSION = 4
-DEFAULT_PATH = Path(".fleetctl") / "history.db"
+DEFAULT_PATH = Path(STATE_DIR) / "history.db"  # under the project root (config.project.state_dir)
 PATH_ENV = "FLEETCTL_HISTORY_DB"
 
 # The status a finished run gets from its exit code (the stable exit codes of docs/cli.md).
@@ -131,9 +132,11 @@ STEP_ORDER = ("connect", "lock", "transfer", "install", "service", "stop", "swit
 
 
 def default_path() -> Path:
-    """Where the journal lives: $FLEETCTL_HISTORY_DB, else `.fleetctl/history.db` under the current directory."""
+    """Where the journal lives: $FLEETCTL_HISTORY_DB, else `.fleetctl/history.db` at the project root (the
+    directory of the fleet.yml found walking up from the cwd, else the cwd), so a deploy run from the root and
+    `history` run from a subdirectory read the same journal."""
     env = os.environ.get(PATH_ENV)
-    return Path(env) if env else DEFAULT_PATH
+    return Path(env) if env else state_dir() / DEFAULT_PATH.name
 
 
 @dataclass(frozen=True)
