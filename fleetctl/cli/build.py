@@ -22,8 +22,8 @@ from fleetctl.cli.options import (
     inventory_paths,
     version_option,
 )
-from fleetctl.config.inventory import Inventory, load_inventory
 from fleetctl.config.environments import extra_variables
+from fleetctl.config.inventory import Inventory, load_inventory
 from fleetctl.config.playbook import Playbook, load_playbook, merge_variables
 from fleetctl.ui.build import manifest_table
 from fleetctl.ui.console import print_json, safe, stdout

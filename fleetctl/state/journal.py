@@ -516,23 +516,26 @@ class Journal:
 
     # --- reading -------------------------------------------------------------------------------------------------
 
-    def runs(self, playbook: str | None = None, limit: int = 20) -> list[RunRecord]:
+    def runs(self, playbook: str | None = None, limit: int = 20, environment: str | None = None) -> list[RunRecord]:
         """The most recent runs first, optionally only those of `playbook` (path as given, the same file by
-        another path, or the service name)."""
+        another path, or the service name) and of a fleet.yml `environment` (recorded in the run's inputs)."""
         self._flush_buses()
         with self._lock:
             db = self._connect(create=False)
             if db is None:
                 return []
+            where: list[str] = []
+            args: list[object] = []
             if playbook:
-                rows = db.execute(
-                    "SELECT * FROM runs WHERE playbook = ? OR playbook_key = ? OR service = ?"
-                    " ORDER BY started_at DESC, rowid DESC LIMIT ?",
-                    (playbook, playbook_key(playbook), playbook, limit),
-                ).fetchall()
-            else:
-                rows = db.execute("SELECT * FROM runs ORDER BY started_at DESC, rowid DESC LIMIT ?",
-                                  (limit,)).fetchall()
+                where.append("(playbook = ? OR playbook_key = ? OR service = ?)")
+                args += [playbook, playbook_key(playbook), playbook]
+            if environment:
+                where.append("json_extract(inputs, '$.environment') = ?")
+                args.append(environment)
+            clause = f" WHERE {' AND '.join(where)}" if where else ""
+            # Only fixed SQL is joined; every value is a parameter.
+            rows = db.execute(f"SELECT * FROM runs{clause} ORDER BY started_at DESC, rowid DESC LIMIT ?",
+                              (*args, limit)).fetchall()
             return [self._record(db, row) for row in rows]
 
     def gate_failures(self, service: str) -> dict[str, dict[str, str]]:
