@@ -16,6 +16,7 @@ from fleetctl.cli.options import (
 )
 from fleetctl.errors import ConfigError
 from fleetctl.plan import host_sequence
+from fleetctl.rollout.template_check import refuse_undefined
 from fleetctl.targets import RolloutOverrides, Targets, load_targets, plan_rollout
 from fleetctl.ui.console import print_json, stdout
 from fleetctl.ui.plan import plan_table, steps_line
@@ -36,6 +37,7 @@ def plan(
     """Show the rollout batches for PLAYBOOK (canary first, then batches) and each host's steps; nothing is
     changed."""
     targets = load_targets(playbook, inventory_paths(inventory), limit=limit, extra_vars=var)
+    refuse_undefined(targets)  # every undefined variable of every host, not only the first (exit 2)
     the_plan = plan_rollout(targets, RolloutOverrides(canary=canary, batch=batch, max_failed=max_failed))
     steps = sequence_for(targets, strategy)
     if json_out:
