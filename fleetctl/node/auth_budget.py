@@ -47,9 +47,9 @@ class AuthBudget:
             return  # 0: no budget (an account no lockout policy applies to)
         if self.failures(settings) >= limit:
             who = f"user '{settings.user}'" if settings.user else "the current credentials"
-            raise NotTried(f"not tried: {limit} hosts failed authentication as {who} (account lockout policy); "
-                           f"check {settings.user_var}/{settings.password_var}, then run again "
-                           "(fleet_max_auth_failures sets how many hosts may fail)", host=settings.host_name)
+            raise NotTried(f"not tried: {limit} host{'s' if limit != 1 else ''} failed authentication as {who} (account lockout policy; fix "
+                           f"{settings.user_var}/{settings.password_var}, or raise fleet_max_auth_failures)",
+                           host=settings.host_name)
 
     def record_failure(self, settings: ConnectionSettings) -> None:
         with self._lock:
