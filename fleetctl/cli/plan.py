@@ -58,7 +58,11 @@ def sequence_for(targets: Targets, strategy: str | None) -> tuple[str, ...]:
     chosen = strategy or targets.settings.rollout.strategy
     if chosen not in ("rolling", "blue-green"):
         raise ConfigError(f"expected rolling or blue-green, got {chosen!r}", key="--strategy")
-    traffic = targets.render_for(targets.hosts[0], {"version": "0"}).traffic if targets.hosts else None
+    # Rendered only when there is a traffic section: the rest of a host's playbook may need secrets (env()) that
+    # a plan never uses.
+    has_traffic = isinstance(targets.source.document.data, dict) and "traffic" in targets.source.document.data
+    traffic = targets.render_for(targets.hosts[0], {"version": "0"}).traffic if targets.hosts and has_traffic \
+        else None
     if chosen == "blue-green" and (traffic is None or traffic.blue_green is None):
         raise ConfigError("the blue-green strategy needs traffic.blue_green", file=targets.source.path,
                           key="traffic.blue_green")
