@@ -24,6 +24,7 @@ from fleetctl.cli.options import (
     examples,
     inventory_paths,
 )
+from fleetctl.config.project import state_dir
 from fleetctl.errors import ConfigError, FleetError
 from fleetctl.schedule.backend import InstalledEntry, Scheduler
 from fleetctl.schedule.entry import (
@@ -233,7 +234,7 @@ def _row(entry: InstalledEntry, definition: ScheduleEntry | None, installed: boo
 def _last_run(project: Path, name: str) -> dict[str, Any] | None:
     from fleetctl.state.journal import Journal
 
-    db = project / ".fleetctl" / "history.db"
+    db = state_dir(project) / "history.db"  # where the entry's deploys write it: the project root
     if not db.is_file():
         return None
     journal = Journal(db)
