@@ -168,8 +168,11 @@ def host_sequence(strategy: str, traffic: Traffic | None, *, bake: float = 0.0) 
     if strategy == "blue-green" and traffic is not None and traffic.blue_green is not None:
         ports = traffic.blue_green
         after = "kept warm" if ports.keep_warm else f"kept warm {bake:g} s, then stopped"
+        moved: tuple[str, ...] = ()
+        if traffic.kind in ("nginx", "haproxy"):
+            moved = (f"move its backend on {traffic.kind} on {traffic.host} to the idle colour's port",)
         return (f"install the release into the idle colour (blue :{ports.blue_port} / green :{ports.green_port})",
-                "start the idle colour", "gate it on its own port",
+                "start the idle colour", "gate it on its own port", *moved,
                 f"switch port {ports.listen_port} to it (the node's port proxy)", f"the old colour is {after}")
     steps = ("stop", "switch release", "start", "health gate")
     if traffic is not None and traffic.kind in ("nginx", "haproxy"):

@@ -75,7 +75,9 @@ def build_command() -> Any:
         stack.extend(getattr(current, "commands", {}).values())
         options = [*current.params, current.get_help_option(_help_context(current))]
         for param in options:
-            if param is not None and getattr(param, "is_flag", False) and param.metavar is None:
+            # A counted flag (-v, -vv) takes no value either.
+            takes_none = getattr(param, "is_flag", False) or getattr(param, "count", False)
+            if param is not None and takes_none and param.metavar is None:
                 param.metavar = ""
     return command
 

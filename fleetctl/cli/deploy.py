@@ -18,6 +18,7 @@ from fleetctl.cli.options import (
     JsonOpt,
     LimitOpt,
     VarOpt,
+    VerboseOpt,
     examples,
     in_environment,
     inventory_paths,
@@ -26,6 +27,7 @@ from fleetctl.cli.options import (
 from fleetctl.cli.plan import sequence_for
 from fleetctl.errors import EXIT_INTERRUPTED, ConfigError, RolloutFailed
 from fleetctl.notify import Delivery, Notifier
+from fleetctl.rollout.diff import HostDiffResult, diff_json, read_diffs
 from fleetctl.rollout.engine import RunResult
 from fleetctl.rollout.events import EventBus
 from fleetctl.rollout.if_changed import compare_with_fleet, narrow_to
@@ -39,7 +41,7 @@ from fleetctl.rollout.runner import (
     run_deploy,
 )
 from fleetctl.ui.console import print_json, safe, stderr, stdout, warn, warn_insecure
-from fleetctl.ui.dry_run import preview_table
+from fleetctl.ui.dry_run import diff_view, preview_table
 from fleetctl.ui.plan import plan_table, steps_line
 
 CanaryOpt = typer.Option(None, "--canary", metavar="N|N%", help="Canary batch first: hosts (3) or percent (10%).")
@@ -72,6 +74,8 @@ def deploy(
     var: list[str] | None = VarOpt,
     yes: bool = YesOpt,
     dry_run_: bool = typer.Option(False, "--dry-run", help="Show the plan and what would change; change nothing."),
+    diff: bool = typer.Option(False, "--diff", help="With --dry-run: per host, what changes in the service "
+                                                    "definition and a unified diff of each rendered file."),
     force: bool = ForceOpt,
     strategy: str | None = StrategyOpt,
     unattended: bool = UnattendedOpt,
@@ -81,6 +85,7 @@ def deploy(
                                                                 "runs (no lock): deploy only the hosts that differ; "
                                                                 "exit 0 at once when none does."),
     json_out: bool = JsonOpt,
+    verbose: int = VerboseOpt,
 ) -> None:
     """Deploy PLAYBOOK: canary first, then batches, each gated on health; failed hosts are rolled back."""
     if unattended and force:
@@ -89,6 +94,9 @@ def deploy(
     if (schedule or run_id) and not unattended:
         raise ConfigError("--schedule and --run-id belong to scheduled runs: give --unattended too",
                           key="--schedule" if schedule else "--run-id")
+    if diff and not dry_run_:
+        raise ConfigError("--diff shows what a deploy would change without changing it: give --dry-run too",
+                          key="--diff")
     if run_id is not None and not RUN_ID.fullmatch(run_id):
         raise ConfigError(f"expected a run id such as 20261202T020000Z-1a2b3c, got {run_id!r}", key="--run-id")
     options = DeployOptions(playbook=playbook, inventories=inventory_paths(inventory, contacts_hosts=True),
@@ -115,11 +123,14 @@ def deploy(
 
     if dry_run_:
         previews = dry_run(prepared)
+        diffs = read_diffs(prepared) if diff else {}
         if json_out:
             print_json({"dry_run": True, "version": prepared.version,
-                        "hosts": {h: _preview_json(p) for h, p in previews.items()}})
+                        "hosts": {h: _preview_json(p, diffs.get(h)) for h, p in previews.items()}})
         else:
             people.print(preview_table(previews))
+            if diff:
+                people.print(diff_view(diffs), soft_wrap=True)  # a diff line wrapped would read as two
         unreachable = [h for h, p in previews.items() if p.error]
         if unreachable:
             raise RolloutFailed(f"{len(unreachable)} host(s) could not be asked: {', '.join(unreachable[:5])}")
@@ -232,13 +243,15 @@ def run_with_subscribers(run: Any, json_out: bool, notifier: Notifier | None = N
 
 
 
-def _preview_json(p: HostPreview) -> dict[str, Any]:
-    return {"current": p.current, "target": p.target, "changes": list(p.changes), "error": p.error}
+def _preview_json(p: HostPreview, diff: HostDiffResult | None = None) -> dict[str, Any]:
+    return {"current": p.current, "target": p.target, "changes": list(p.changes), "error": p.error,
+            **diff_json(diff)}
 
 
 def register(app: typer.Typer) -> None:
     app.command("deploy", epilog=examples(
         "fleetctl deploy playbooks/hello/playbook.yml --canary 10% --batch 25%",
         "fleetctl deploy playbooks/hello/playbook.yml -l dc_east -e @vars.yml --dry-run",
+        "fleetctl deploy playbooks/hello/playbook.yml --dry-run --diff   # what changes in each host's service and files",
         "fleetctl deploy playbooks/hello/playbook.yml --yes --json > result.json",
     ))(deploy)

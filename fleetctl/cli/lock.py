@@ -17,6 +17,7 @@ from fleetctl.cli.options import (
     JsonOpt,
     LimitOpt,
     VarOpt,
+    VerboseOpt,
     examples,
     inventory_paths,
 )
@@ -45,6 +46,7 @@ def lock(
     var: list[str] | None = VarOpt,
     forks: int | None = ForksOpt,
     json_out: bool = JsonOpt,
+    verbose: int = VerboseOpt,
 ) -> None:
     """Freeze changes to PLAYBOOK's hosts: deploys, rollbacks and removes refuse them (exit 4) until `fleetctl
     unlock` or the TTL. With --status: who holds each host's lock."""

@@ -6,7 +6,15 @@ from __future__ import annotations
 import typer
 from rich.text import Text
 
-from fleetctl.cli.options import EnvironmentOpt, InventoryOpt, JsonOpt, VarOpt, examples, inventory_paths
+from fleetctl.cli.options import (
+    EnvironmentOpt,
+    InventoryOpt,
+    JsonOpt,
+    VarOpt,
+    VerboseOpt,
+    examples,
+    inventory_paths,
+)
 from fleetctl.config.connection import ConnectionSettings
 from fleetctl.errors import ConfigError
 from fleetctl.node.fleet import HostClients
@@ -27,6 +35,7 @@ def logs(
     environment: str | None = EnvironmentOpt,  # applied by its callback (cli/options.py)
     var: list[str] | None = VarOpt,
     json_out: bool = JsonOpt,
+    verbose: int = VerboseOpt,
 ) -> None:
     """Print the last --tail lines of PLAYBOOK's service log on --host (or its event-log events)."""
     request = load_status_request(playbook, inventory_paths(inventory, contacts_hosts=True), extra_vars=var, forks=1)

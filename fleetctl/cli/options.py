@@ -59,6 +59,20 @@ ForksOpt = typer.Option(None, "--forks", "-f", min=1, metavar="N",
                         help="Hosts worked on at once (default: rollout.forks, 50).")
 
 
+def _verbosity(value: int) -> int:
+    # Set as the option is parsed, before the command connects anywhere; 0 turns a previous run's log off.
+    from fleetctl.ui.verbose import set_verbosity
+
+    set_verbosity(value)
+    return value
+
+
+VerboseOpt = typer.Option(0, "--verbose", "-v", count=True, callback=_verbosity,
+                          help="-v: each node operation with its host, duration and outcome; -vv: also each WinRM "
+                               "round trip, connection, authentication leg, retry and pool reopen. On stderr; "
+                               "never a parameter value or secret.")
+
+
 def version_option(help_text: str) -> Any:
     """`--version V`, checked (letters, digits, . _ + -) before anything is built or contacted."""
     return typer.Option(None, "--version", callback=_version, metavar="VERSION", help=help_text)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import typer
 
-from fleetctl.cli.options import EnvironmentOpt, InventoryOpt, JsonOpt, LimitOpt, examples, inventory_paths
+from fleetctl.cli.options import (
+    EnvironmentOpt,
+    InventoryOpt,
+    JsonOpt,
+    LimitOpt,
+    VerboseOpt,
+    examples,
+    inventory_paths,
+)
 from fleetctl.config.connection import ConnectionSettings, render_connection_vars
 from fleetctl.config.inventory import load_inventory
 from fleetctl.errors import ConfigError, RolloutFailed
@@ -35,6 +43,7 @@ def ping(
     limit: str | None = LimitOpt,
     forks: int = typer.Option(DEFAULT_FORKS, "--forks", "-f", min=1, metavar="N", help="Hosts contacted at the same time."),
     json_out: bool = JsonOpt,
+    verbose: int = VerboseOpt,
 ) -> None:
     """Reach, authenticate and gather facts (OS, PowerShell, free disk, clock skew, round trip) on each host."""
     settings = load_connection_settings(inventory, limit)

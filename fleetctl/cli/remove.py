@@ -20,6 +20,7 @@ from fleetctl.cli.options import (
     JsonOpt,
     LimitOpt,
     VarOpt,
+    VerboseOpt,
     examples,
     inventory_paths,
 )
@@ -46,6 +47,7 @@ def remove(
     dry_run_: bool = typer.Option(False, "--dry-run", help="Show what would be removed; change nothing."),
     force: bool = ForceOpt,
     json_out: bool = JsonOpt,
+    verbose: int = VerboseOpt,
 ) -> None:
     """Retire PLAYBOOK's service: scheduled tasks, service, firewall rules, port proxy; files kept unless --purge."""
     options = DeployOptions(playbook=playbook, inventories=inventory_paths(inventory, contacts_hosts=True), limit=limit,

@@ -22,14 +22,17 @@ from fleetctl.cli.options import (
     JsonOpt,
     LimitOpt,
     VarOpt,
+    VerboseOpt,
     examples,
     inventory_paths,
 )
 from fleetctl.errors import ConfigError, RolloutFailed
 from fleetctl.notify import Notifier
+from fleetctl.rollout.diff import diff_json, read_rollback_diffs
 from fleetctl.rollout.rollback_target import RollbackPlan
 from fleetctl.rollout.runner import DeployOptions, plan_rollback, prepare_rollback, run_rollback
 from fleetctl.ui.console import print_json, stderr, stdout, warn_insecure
+from fleetctl.ui.dry_run import diff_view
 from fleetctl.ui.plan import plan_table
 from fleetctl.ui.rollback import choices_table
 
@@ -48,13 +51,20 @@ def rollback(
     var: list[str] | None = VarOpt,
     yes: bool = YesOpt,
     dry_run_: bool = typer.Option(False, "--dry-run", help="Show where each host would go; change nothing."),
+    diff: bool = typer.Option(False, "--diff", help="With --dry-run: per host, what changes in the service "
+                                                    "definition and rendered files when it returns to its target."),
     force: bool = typer.Option(False, "--force", help="Take over a stale lock; with --to, also return to a "
                                                       "release that failed its health gate on a host."),
     strategy: str | None = StrategyOpt,
     json_out: bool = JsonOpt,
+    verbose: int = VerboseOpt,
 ) -> None:
     """Roll PLAYBOOK's hosts back to the fleet's last good release; no artifact bytes move, no host moves forward."""
-    options = DeployOptions(playbook=playbook, inventories=inventory_paths(inventory, contacts_hosts=True), limit=limit,
+    if diff and not dry_run_:
+        raise ConfigError("--diff shows what a rollback would change without changing it: give --dry-run too",
+                          key="--diff")
+    options = DeployOptions(playbook=playbook, inventories=inventory_paths(inventory, contacts_hosts=True),
+                            limit=limit,
                             extra_vars=tuple(var or ()), canary=canary, batch=batch, max_failed=max_failed,
                             forks=forks, force=force, strategy=strategy)
     prepared = prepare_rollback(options, to)
@@ -68,11 +78,14 @@ def rollback(
         people.print(plan_table(prepared.plan, f"Rollback {prepared.fleet.targets.settings.name} to {target}: "
                                                f"{len(prepared.plan.hosts)} hosts", None))
     if dry_run_:
+        diffs = read_rollback_diffs(prepared, plan) if diff else {}
         if json_out:
             print_json({"dry_run": True, "version": plan.version,
-                        "hosts": {h: c.to_json() for h, c in plan.choices.items()}})
+                        "hosts": {h: {**c.to_json(), **diff_json(diffs.get(h))} for h, c in plan.choices.items()}})
         else:
             people.print(choices_table(plan, "Dry run: where each host would go (nothing was changed)"))
+            if diff:
+                people.print(diff_view(diffs), soft_wrap=True)  # a diff line wrapped would read as two
         _refuse_forced_only(plan, to)
         unasked = [c.host for c in plan.refused if c.reason.startswith("could not be asked")]
         if unasked:

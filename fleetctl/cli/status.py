@@ -15,6 +15,7 @@ from fleetctl.cli.options import (
     JsonOpt,
     LimitOpt,
     VarOpt,
+    VerboseOpt,
     examples,
     inventory_paths,
 )
@@ -33,6 +34,7 @@ def status(
     forks: int | None = ForksOpt,
     var: list[str] | None = VarOpt,
     json_out: bool = JsonOpt,
+    verbose: int = VerboseOpt,
 ) -> None:
     """Show where every host of PLAYBOOK stands: releases, service, health now, lock and drift."""
     request = load_status_request(playbook, inventory_paths(inventory, contacts_hosts=True), limit=limit, extra_vars=var, forks=forks)

@@ -17,6 +17,7 @@ from fleetctl.cli.options import (
     JsonOpt,
     LimitOpt,
     VarOpt,
+    VerboseOpt,
     examples,
     inventory_paths,
 )
@@ -33,6 +34,7 @@ def unlock(
     var: list[str] | None = VarOpt,
     forks: int | None = ForksOpt,
     json_out: bool = JsonOpt,
+    verbose: int = VerboseOpt,
 ) -> None:
     """Lift PLAYBOOK's change freeze; free locks left behind by finished runs (never a live run's)."""
     options = DeployOptions(playbook=playbook, inventories=inventory_paths(inventory, contacts_hosts=True), limit=limit,

@@ -9,6 +9,7 @@ exactly as the PowerShell module does on Windows. Anything that is not a protoco
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 STATE_DIR = "C:\\ProgramData\\fleetctl"
 HISTORY_KEPT = 50
+DEPLOYED_TEXT_LIMIT = 256 * 1024  # Get-FleetDeployed: larger files are listed with their hash only
 COLOURS = ("blue", "green")  # blue-green: the two instances of a service, each `<name>-<colour>`
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "0.0.0.0", "::1", "[::1]"}
 _OPS_BY_LOWER = {name.lower(): op for name, op in OPERATIONS.items()}
@@ -742,6 +744,68 @@ class LabNode:
             return self.address  # every lab node shares the machine: "all interfaces" means the node's address
         raise NodeError("INVALID_ARGUMENT", f"{key} {address!r} is not an address of this node ({self.address})",
                         {key: address})
+
+    # ---- operations: reading back what is deployed (deploy --dry-run --diff) ------------------------------
+    def get_fleet_deployed(self, app: str, root: str, service_name: str | None = None,
+                           release: str | None = None) -> dict[str, Any]:
+        with self._lock:
+            state = self._load_state(app, root)
+        chosen = release or state["current"]
+        files: list[dict[str, Any]] = []
+        if chosen:
+            entry = next((r for r in state["releases"] if r["release"] == checked_name(chosen, "Release")), None)
+            if entry is None:
+                raise NodeError("NOT_FOUND", f"release {chosen} is not installed", {"release": chosen})
+            files = self._release_files(self.sandbox.resolve(f"{root}\\releases\\{chosen}"),
+                                        str(entry.get("exe_name") or ""))
+        config = self.scm.definition(checked_name(service_name or app, "ServiceName"))
+        return {"release": chosen or None, "files": files, "service": _definition_view(config)}
+
+    def _release_files(self, directory: Path, exe_name: str) -> list[dict[str, Any]]:
+        """Every file of a release but its exe, as the module lists them: text when small, valid UTF-8."""
+        if not directory.is_dir():
+            return []
+        listed = []
+        for path in sorted(self.sandbox.walk_files(directory)):
+            relative = "\\".join(path.relative_to(directory).parts)
+            if relative.lower() == exe_name.lower():
+                continue
+            data = path.read_bytes()
+            text: str | None = None
+            if len(data) <= DEPLOYED_TEXT_LIMIT:
+                try:
+                    text = data.decode("utf-8")
+                except UnicodeDecodeError:
+                    text = None
+            listed.append({"path": relative, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                           "text": text})
+        return listed
+
+
+def _definition_view(config: ServiceConfig | None) -> dict[str, Any] | None:
+    """A service definition as Get-FleetDeployed reports it: what Windows would read back (an empty display name
+    is the service name; recovery as sc.exe tokens, a restart-after as three restarts)."""
+    if config is None:
+        return None
+    actions = list(config.recovery_actions) or (
+        [f"restart/{config.recovery_restart_seconds * 1000}"] * 3 if config.recovery_restart_seconds > 0 else [])
+    nssm = config.hosting == "nssm"
+    return {"binary_path": config.binary_path, "arguments": list(config.arguments),
+            "display_name": config.display_name or config.name, "description": config.description,
+            "environment": dict(config.environment),
+            # A list of {name, sha256}: the answer's redaction masks values under secret names, not these.
+            "environment_sha256": [{"name": k, "sha256": hashlib.sha256(v.encode("utf-8")).hexdigest()}
+                                   for k, v in sorted(config.environment.items())],
+            "account": config.account, "start_type": config.start_type,
+            "dependencies": list(config.dependencies), "recovery_actions": actions,
+            "recovery_reset_seconds": config.recovery_reset_seconds,
+            "stop_timeout_seconds": config.stop_timeout_seconds, "hosting": config.hosting,
+            "working_directory": (config.working_directory or config.binary_path.rsplit("\\", 1)[0]) if nssm else None,
+            "stdout_path": config.stdout_path if nssm else None, "stderr_path": config.stderr_path if nssm else None,
+            "rotate_bytes": config.rotate_bytes if nssm else None,
+            "restart_delay_milliseconds": config.restart_delay_milliseconds if nssm else None,
+            "throttle_milliseconds": config.throttle_milliseconds if nssm else None,
+            "image_path": config.image_path}
 
 
 def _release_relative_parts(rel: str) -> list[str]:

@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from fleetctl.node.op_log import log_operations
 from fleetctl.node.results import (
     ArtifactStatus,
     Changed,
     ColourSwitch,
+    Deployed,
     EventTail,
     Facts,
     InstalledRelease,
@@ -38,7 +40,8 @@ class NodeClient:
     """Typed calls to one node over one transport (which keeps its connection for the client's lifetime)."""
 
     def __init__(self, transport: Transport) -> None:
-        self.transport = transport
+        # -v/-vv: every operation below goes through here, timed and logged (node/op_log.py); off, it is `transport`.
+        self.transport = log_operations(transport)
 
     @property
     def host(self) -> str:
@@ -213,6 +216,12 @@ class NodeClient:
     def get_fleet_log(self, *, app: str, root: str, tail: int | None = None, path: str | None = None) -> LogTail:
         r = self._call("Get-FleetLog", locals())
         return LogTail(str(r.get("path", "")), tuple(str(x) for x in r.get("lines") or ()))
+
+    # -- reading back what is deployed (deploy --dry-run --diff) ------------------------------------------------
+
+    def get_fleet_deployed(self, *, app: str, root: str, service_name: str | None = None,
+                           release: str | None = None) -> Deployed:
+        return Deployed.from_result(self._call("Get-FleetDeployed", locals()))
 
 
 def _opt(value: Any) -> str | None:

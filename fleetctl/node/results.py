@@ -344,3 +344,75 @@ class EventTail:
 class LogTail:
     path: str
     lines: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DeployedFile:
+    """One file of an installed release (Get-FleetDeployed): `text` is None when too large or not UTF-8."""
+
+    path: str
+    size: int
+    sha256: str
+    text: str | None
+
+
+@dataclass(frozen=True)
+class DeployedService:
+    """A service definition as the node reads it back, in `Set-FleetService`'s terms (snake_case)."""
+
+    binary_path: str | None
+    arguments: tuple[str, ...]
+    display_name: str
+    description: str
+    environment: dict[str, str]  # values as the node reports them (the lab masks secret-named ones)
+    environment_sha256: dict[str, str]  # name -> sha256 of the value: compares a secret without reading it
+    account: str
+    start_type: str | None
+    dependencies: tuple[str, ...]
+    recovery_actions: tuple[str, ...]
+    recovery_reset_seconds: int | None
+    stop_timeout_seconds: int | None
+    hosting: str
+    working_directory: str | None
+    stdout_path: str | None
+    stderr_path: str | None
+    rotate_bytes: int | None
+    restart_delay_milliseconds: int | None
+    throttle_milliseconds: int | None
+
+    @classmethod
+    def from_result(cls, r: Any) -> DeployedService | None:
+        if not isinstance(r, dict):
+            return None
+        env = r.get("environment")
+        return cls(
+            binary_path=_opt_str(r.get("binary_path")), arguments=tuple(str(a) for a in r.get("arguments") or ()),
+            display_name=str(r.get("display_name") or ""), description=str(r.get("description") or ""),
+            environment={str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {},
+            environment_sha256={str(h.get("name")): str(h.get("sha256")) for h in r.get("environment_sha256") or ()
+                                if isinstance(h, dict)},
+            account=str(r.get("account") or ""), start_type=_opt_str(r.get("start_type")),
+            dependencies=tuple(str(d) for d in r.get("dependencies") or ()),
+            recovery_actions=tuple(str(a) for a in r.get("recovery_actions") or ()),
+            recovery_reset_seconds=_opt_int(r.get("recovery_reset_seconds")),
+            stop_timeout_seconds=_opt_int(r.get("stop_timeout_seconds")), hosting=str(r.get("hosting") or "native"),
+            working_directory=_opt_str(r.get("working_directory")), stdout_path=_opt_str(r.get("stdout_path")),
+            stderr_path=_opt_str(r.get("stderr_path")), rotate_bytes=_opt_int(r.get("rotate_bytes")),
+            restart_delay_milliseconds=_opt_int(r.get("restart_delay_milliseconds")),
+            throttle_milliseconds=_opt_int(r.get("throttle_milliseconds")))
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """What a host has now for one app (Get-FleetDeployed): a release's files and the service definition."""
+
+    release: str | None
+    files: tuple[DeployedFile, ...]
+    service: DeployedService | None
+
+    @classmethod
+    def from_result(cls, r: dict[str, Any]) -> Deployed:
+        files = tuple(DeployedFile(str(f.get("path", "")), _opt_int(f.get("size")) or 0, str(f.get("sha256") or ""),
+                                   _opt_str(f.get("text")))
+                      for f in r.get("files") or () if isinstance(f, dict))
+        return cls(_opt_str(r.get("release")), files, DeployedService.from_result(r.get("service")))

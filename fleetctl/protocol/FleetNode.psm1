@@ -1762,11 +1762,166 @@ function Get-FleetLog {
     }
 }
 
+# ---------------------------------------------------------------------------------------------------------------
+# Reading back what is deployed (deploy --dry-run --diff).
+
+$script:FleetArgvSource = @'
+using System;
+using System.ComponentModel;
+using System.Runtime.InteropServices;
+namespace FleetNode {
+    public static class CommandLine {
+        [DllImport("shell32.dll", SetLastError = true, CharSet = CharSet.Unicode)]
+        static extern IntPtr CommandLineToArgvW(string line, out int count);
+        [DllImport("kernel32.dll")]
+        static extern IntPtr LocalFree(IntPtr memory);
+        public static string[] Split(string line) {
+            int count;
+            IntPtr argv = CommandLineToArgvW(line, out count);
+            if (argv == IntPtr.Zero) { throw new Win32Exception(); }
+            try {
+                string[] args = new string[count];
+                for (int i = 0; i < count; i++) { args[i] = Marshal.PtrToStringUni(Marshal.ReadIntPtr(argv, i * IntPtr.Size)); }
+                return args;
+            } finally { LocalFree(argv); }
+        }
+    }
+}
+'@
+
+function Split-FleetCommandLine {
+    # Windows' own parser (CommandLineToArgvW, what Go and the C runtime read), so the arguments read back are the
+    # ones the service gets. With -Arguments the line has no program name (NSSM's AppParameters). The arguments
+    # are written to the pipeline one by one: callers collect them with @().
+    param([string]$Line, [switch]$Arguments)
+    if ([string]::IsNullOrEmpty($Line)) { return }
+    if (-not ('FleetNode.CommandLine' -as [type])) { Add-Type -TypeDefinition $script:FleetArgvSource }
+    # A dummy program name first: CommandLineToArgvW reads the first token by the program-name rules.
+    if ($Arguments) { return ([FleetNode.CommandLine]::Split('x ' + $Line) | Select-Object -Skip 1) }
+    return [FleetNode.CommandLine]::Split($Line)
+}
+
+function Get-FleetServiceDefinition {
+    # What Set-FleetService wrote, read back from the SCM, the service's registry key and NSSM's parameters, in
+    # the protocol's terms; $null when there is no such service.
+    param([string]$Name)
+    $service = Get-Service -Name $Name -ErrorAction SilentlyContinue
+    if ($null -eq $service) { return $null }
+    $cim = Get-FleetServiceCim $Name
+    $registry = Get-ItemProperty -LiteralPath (Get-FleetServiceKey $Name)
+    $names = @($registry.PSObject.Properties.Name)
+    $image = [string]$cim.PathName
+    $startType = @{ 'Auto' = 'auto'; 'Manual' = 'manual'; 'Disabled' = 'disabled' }[[string]$cim.StartMode]
+    if ($startType -eq 'auto' -and ($names -contains 'DelayedAutostart') -and $registry.DelayedAutostart -eq 1) { $startType = 'delayed-auto' }
+    $dependencies = @()
+    if ($names -contains 'DependOnService') { $dependencies = @($registry.DependOnService) }
+    # Recovery as Set-FleetService kept it beside the service ("restart/5000/restart/5000|86400").
+    $recovery = @('', '')
+    if ($names -contains 'FleetRecovery') { $recovery = ([string]$registry.FleetRecovery).Split('|') }
+    $tokens = @($recovery[0].Split('/') | Where-Object { $_ -ne '' })
+    $actions = New-Object System.Collections.ArrayList
+    for ($i = 0; $i + 1 -lt $tokens.Count; $i += 2) { $null = $actions.Add($tokens[$i] + '/' + $tokens[$i + 1]) }
+    $reset = $null
+    if ($recovery.Count -gt 1 -and $recovery[1] -match '^[0-9]+$') { $reset = [int]$recovery[1] }
+    $stop = $null
+    if ($names -contains 'FleetStopTimeoutSeconds') { $stop = [int]$registry.FleetStopTimeoutSeconds }
+    $definition = @{
+        image_path = $image; display_name = [string]$cim.DisplayName; description = [string]$cim.Description
+        account = [string]$cim.StartName; start_type = $startType; dependencies = [object[]]$dependencies
+        recovery_actions = [object[]]$actions.ToArray(); recovery_reset_seconds = $reset; stop_timeout_seconds = $stop
+        hosting = 'native'; working_directory = $null; stdout_path = $null; stderr_path = $null; rotate_bytes = $null
+        restart_delay_milliseconds = $null; throttle_milliseconds = $null
+    }
+    $pairs = @()
+    if ($image -like '*\nssm.exe"' -or $image -like '*\nssm.exe') {
+        $definition.hosting = 'nssm'
+        $definition.binary_path = Get-FleetNssmValue $Name 'Application'
+        $definition.arguments = [object[]]@(Split-FleetCommandLine (Get-FleetNssmValue $Name 'AppParameters') -Arguments)
+        $pairs = @((Get-FleetNssmValue $Name 'AppEnvironmentExtra').Split("`n") | Where-Object { $_ -ne '' })
+        $definition.working_directory = Get-FleetNssmValue $Name 'AppDirectory'
+        $definition.stdout_path = Get-FleetNssmValue $Name 'AppStdout'
+        $definition.stderr_path = Get-FleetNssmValue $Name 'AppStderr'
+        foreach ($row in @(@('rotate_bytes', 'AppRotateBytes'), @('restart_delay_milliseconds', 'AppRestartDelay'), @('throttle_milliseconds', 'AppThrottle'))) {
+            $value = Get-FleetNssmValue $Name $row[1]
+            if ($value -match '^[0-9]+$') { $definition[$row[0]] = [long]$value }
+        }
+    } else {
+        $argv = @(Split-FleetCommandLine $image)
+        $definition.binary_path = $null
+        if ($argv.Count -gt 0) { $definition.binary_path = $argv[0] }
+        $definition.arguments = [object[]]@($argv | Select-Object -Skip 1)
+        if ($names -contains 'Environment') { $pairs = @($registry.Environment) }
+    }
+    $environment = @{}
+    $hashes = New-Object System.Collections.ArrayList
+    $sha = [Security.Cryptography.SHA256]::Create()
+    foreach ($pair in $pairs) {
+        $at = ([string]$pair).IndexOf('=')
+        if ($at -le 0) { continue }
+        $value = ([string]$pair).Substring($at + 1)
+        $environment[([string]$pair).Substring(0, $at)] = $value
+        # The hash lets the controller tell a changed secret from an unchanged one without reading it.
+        $digest = [BitConverter]::ToString($sha.ComputeHash([Text.Encoding]::UTF8.GetBytes($value))).Replace('-', '').ToLowerInvariant()
+        $null = $hashes.Add(@{ name = ([string]$pair).Substring(0, $at); sha256 = $digest })
+    }
+    $sha.Dispose()
+    $definition.environment = $environment
+    $definition.environment_sha256 = [object[]]$hashes.ToArray()
+    return $definition
+}
+
+function Get-FleetReleaseFileList {
+    # Every file of a release directory but its exe: relative path, size, sha256, and the text when it is small
+    # and valid UTF-8 (what Install-FleetRelease writes for rendered files).
+    param([string]$Directory, [string]$ExeName)
+    if (-not [IO.Directory]::Exists($Directory)) { return }
+    $prefix = $Directory.TrimEnd('\').Length + 1
+    $strict = New-Object System.Text.UTF8Encoding -ArgumentList $false, $true
+    foreach ($file in @(Get-ChildItem -LiteralPath $Directory -File -Recurse -Force | Sort-Object FullName)) {
+        $relative = $file.FullName.Substring($prefix)
+        if ($relative -ieq $ExeName) { continue }
+        $text = $null
+        if ($file.Length -le 262144) {
+            try { $text = $strict.GetString([IO.File]::ReadAllBytes($file.FullName)) } catch { $text = $null }
+        }
+        $hash = (Get-FileHash -LiteralPath $file.FullName -Algorithm SHA256).Hash.ToLowerInvariant()
+        @{ path = $relative; size = [long]$file.Length; sha256 = $hash; text = $text }
+    }
+}
+
+function Get-FleetDeployed {
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$App,
+        [Parameter(Mandatory = $true)][string]$Root,
+        [string]$ServiceName,
+        [string]$Release
+    )
+    Invoke-FleetOperation {
+        Assert-FleetName $App 'App'
+        Assert-FleetRoot $Root
+        if ([string]::IsNullOrEmpty($ServiceName)) { $ServiceName = $App }
+        Assert-FleetName $ServiceName 'ServiceName'
+        $state = Read-FleetAppState $App
+        if ([string]::IsNullOrEmpty($Release)) { $Release = $state.current }
+        $files = @()
+        if ([string]::IsNullOrEmpty($Release)) {
+            $Release = $null
+        } else {
+            Assert-FleetName $Release 'Release' -AllowPlus
+            $entry = Find-FleetRelease $state $Release
+            if ($null -eq $entry) { Throw-FleetError 'NOT_FOUND' "release $Release is not installed" @{ release = $Release } }
+            $files = @(Get-FleetReleaseFileList (Join-Path (Join-Path $Root 'releases') $Release) ([string]$entry.exe_name))
+        }
+        return @{ release = $Release; files = [object[]]$files; service = (Get-FleetServiceDefinition $ServiceName) }
+    }
+}
+
 Export-ModuleMember -Function @(
     'Get-FleetFacts', 'Lock-FleetApp', 'Update-FleetAppLock', 'Unlock-FleetApp', 'Test-FleetArtifact', 'Receive-FleetArtifact',
     'Save-FleetArtifactFromUrl', 'Install-FleetRelease', 'Set-FleetService', 'Stop-FleetService',
     'Start-FleetService', 'Switch-FleetRelease', 'Set-FleetReleaseVerdict',
     'Get-FleetState', 'Test-FleetHealth', 'Remove-FleetRelease',
     'Set-FleetFirewallRule', 'Set-FleetScheduledTask', 'Set-FleetPortProxy', 'Switch-FleetColour', 'Get-FleetEvents', 'Remove-FleetService',
-    'Remove-FleetApp', 'Get-FleetLog'
+    'Remove-FleetApp', 'Get-FleetLog', 'Get-FleetDeployed'
 )

@@ -383,6 +383,24 @@ OPERATIONS_LIST: tuple[Operation, ...] = (
         {"path": "file read", "lines": "list of strings"},
         ("NOT_FOUND",),
     ),
+    Operation(
+        "Get-FleetDeployed",
+        "Read-only, for `deploy --dry-run --diff`: the service definition as the SCM has it now and the files of "
+        "a release (the current one by default), to compare with what a deploy would write.",
+        (APP, ROOT, _p("ServiceName", "string", False, "defaults to App"),
+         _p("Release", "string", False, "whose files to list; default the current release")),
+        {
+            "release": "the release whose files are listed, or null (none current)",
+            "files": "list of {path (relative to the release, with backslashes), size, sha256, text (UTF-8 "
+                     "content, or null when over 256 KiB or not UTF-8)} for every file of the release but its exe",
+            "service": "null when absent, else {binary_path, arguments, display_name, description, environment "
+                       "(object name -> value; a node may mask secret ones), environment_sha256 (list of {name, "
+                       "sha256} of each value, to compare without the value), account, start_type, dependencies, recovery_actions, recovery_reset_seconds, "
+                       "stop_timeout_seconds, hosting, working_directory, stdout_path, stderr_path, rotate_bytes, "
+                       "restart_delay_milliseconds, throttle_milliseconds, image_path}",
+        },
+        ("NOT_FOUND",),
+    ),
 )
 
 OPERATIONS: dict[str, Operation] = {op.name: op for op in OPERATIONS_LIST}

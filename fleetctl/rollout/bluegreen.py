@@ -9,13 +9,18 @@ bytes), otherwise it is started and gated first. The proxy only ever points at a
 so an interrupted run leaves every host serving on a healthy colour; a re-run finds the idle colour already on
 the target and finishes the switch.
 
+Behind a load balancer (`traffic.kind: nginx|haproxy`) the balancer's backend for the host moves from the live
+colour's port to the new colour's (`ready` step), then the node's proxy switches too, so the public port and the
+node's record agree; the old colour is given `traffic.drain` for its open requests before it is stopped. The
+balancer moves first: a run stopped between the two leaves the node recording the old colour (still running),
+and the next run points the balancer back at it before it moves it again.
+
 Steps per host are the same `HostContext` steps as rolling (service, stop, switch, start, health, proxy,
 record), so the live view, `--json` and the journal show them unchanged.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +31,11 @@ from fleetctl.node.client import NodeClient
 from fleetctl.node.results import NodeState
 from fleetctl.node.transfer import TransferMode, ensure_artifact
 from fleetctl.rollout.events import HostOutcome
-from fleetctl.rollout.health import HealthCheck, probe_once
-from fleetctl.rollout.host_steps import HostContext, StepFailed, describe_error, gate, stored_definition
+from fleetctl.rollout.health import HealthCheck
+from fleetctl.rollout.host_steps import HostContext, StepFailed, describe_error, gate, release_failed, seconds
 from fleetctl.rollout.host_steps import _passed as passed
 from fleetctl.rollout.release import Release, ServiceDefinition
+from fleetctl.rollout.traffic_steps import HostTraffic, TrafficFailed
 
 COLOURS = ("blue", "green")
 
@@ -79,6 +85,10 @@ class BlueGreenJob:
     stop_timeout: float = 30.0
     bake: float = 0.0
     ensure_extras: Callable[[NodeClient], None] | None = None
+    traffic: HostTraffic | None = None  # a load balancer in front: its backend moves between the colours' ports
+    # How `colour` runs a kept release of a version it never held (the first rollback after a host moved over from
+    # rolling): the colour's service definition and gate, rendered for that version. None: not possible here.
+    adopted: Callable[[str, str], tuple[ServiceDefinition, HealthCheck | None]] | None = None
 
 
 @dataclass(frozen=True)
@@ -96,9 +106,20 @@ class ColourPreview:
     changes: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class BackendSeat:
+    """Where a load balancer sends one host's traffic now (for --dry-run): `where` is e.g. `nginx on lb1`."""
+
+    where: str
+    server: str
+    port: int
+    grace_s: float = 0.0
+
+
 def colour_changes(state: NodeState, releases: dict[str, Release], ports: ColourPorts, *, artifact_present: bool,
-                   bake: float) -> ColourPreview:
-    """What a blue-green deploy would do on a host in `state` (for --dry-run), in order. Pure."""
+                   bake: float, seat: BackendSeat | None = None) -> ColourPreview:
+    """What a blue-green deploy would do on a host in `state` (for --dry-run), in order; `seat`: its backend on
+    the load balancer in front, which moves to the new colour's port before the node's proxy switches. Pure."""
     live = live_colour(state, ports)
     if live is not None:
         info = state.colour(live)
@@ -114,11 +135,16 @@ def colour_changes(state: NodeState, releases: dict[str, Release], ports: Colour
         changes.append(f"install release {target.id}")
     changes += [f"{idle}: run {target.id} as {target.service.name} on port {ports.port(idle)}",
                 f"{idle}: start and gate on port {ports.port(idle)}"]
+    if seat is not None and seat.port != ports.port(idle):
+        changes.append(f"move backend {seat.server} on {seat.where} from port {seat.port} to {idle} port "
+                       f"{ports.port(idle)}")
     if state.service is not None and state.service.exists and state.service.state == "Running" and live is None:
-        changes.append(f"stop {target.service.name.rsplit('-', 1)[0]} (moving the host to blue-green)")
+        grace = f" after {seat.grace_s:g} s for its open requests" if seat is not None and seat.grace_s else ""
+        changes.append(f"stop {target.service.name.rsplit('-', 1)[0]}{grace} (moving the host to blue-green)")
     changes.append(f"switch port {ports.listen} from {live or '(none)'} to {idle}")
     if live is not None and not ports.keep_warm:
-        changes.append(f"{live}: keep warm {bake:g} s, then stop")
+        grace = f"{seat.grace_s:g} s for its open requests, then " if seat is not None and seat.grace_s else ""
+        changes.append(f"{live}: {grace}keep warm {bake:g} s, then stop")
     return ColourPreview(target.id, tuple(changes))
 
 
@@ -172,19 +198,25 @@ def activate_colour(ctx: HostContext, job: BlueGreenJob, staged: StagedColour | 
         bring_up(ctx, job, state, idle, target)
     except Exception as err:  # noqa: BLE001
         reason = describe_error(err)
-        note = _stop_quietly(ctx, target.service.name, job.stop_timeout)
+        failed = mark_failed(ctx, target, err, reason)
+        note = stop_quietly(ctx, target.service.name, job.stop_timeout)
         if live is None:
-            return _outcome(ctx, "failed", before, f"{reason} ({idle} stopped{note}; no live colour to keep)")
-        return _outcome(ctx, "rolled_back", before, f"{reason} (the proxy stays on {live}; {idle} stopped{note})")
+            return colour_outcome(ctx, "failed", before, f"{reason} ({idle} stopped{note}; no live colour to keep)",
+                                  failed=failed)
+        untouched = f" and {job.traffic.where}" if job.traffic is not None else ""
+        return colour_outcome(ctx, "rolled_back", before, f"{reason} (the proxy{untouched} stays on {live}; {idle} "
+                                                          f"stopped{note})", failed=failed)
     if ctx.interruption.abort.is_set():
-        return _outcome(ctx, "failed", before, f"interrupted after {idle} passed its gate, before the switch: "
-                                               f"{live or 'no colour'} still serves; {idle} runs {target.id} warm "
-                                               "(re-run to switch)")
+        where = f" ({job.traffic.where} untouched)" if job.traffic is not None else ""
+        return colour_outcome(ctx, "failed", before, f"interrupted after {idle} passed its gate, before the switch: "
+                                               f"{live or 'no colour'} still serves{where}; {idle} runs {target.id} "
+                                               "warm (re-run to switch)")
     try:
         switch_to(ctx, job, state, idle, target)
     except Exception as err:  # noqa: BLE001
-        return _outcome(ctx, "failed", before, f"switching the proxy to {idle}: {describe_error(err)}")
-    return _outcome(ctx, "deployed", target.id, None)
+        return colour_outcome(ctx, "failed", before, f"switching to {idle}: {describe_error(err)} ({idle} runs "
+                                               f"{target.id} warm)")
+    return colour_outcome(ctx, "deployed", target.id, None)
 
 
 def bring_up(ctx: HostContext, job: BlueGreenJob, state: NodeState, colour: str, target: Release) -> None:
@@ -196,12 +228,12 @@ def bring_up(ctx: HostContext, job: BlueGreenJob, state: NodeState, colour: str,
     ctx.step("service", lambda: client.set_fleet_service(**target.service.client_kwargs()), colour)
     if running and info is not None and info.release != target.id:
         ctx.step("stop", lambda: client.stop_fleet_service(name=target.service.name,
-                                                           timeout_seconds=_seconds(job.stop_timeout)), colour)
+                                                           timeout_seconds=seconds(job.stop_timeout)), colour)
     ctx.step("switch", lambda: client.switch_fleet_release(app=target.app, root=target.root, release=target.id,
                                                            colour=colour), f"{colour} -> {target.id}")
     ctx.last_state = None
     ctx.step("start", lambda: client.start_fleet_service(name=target.service.name,
-                                                         timeout_seconds=_seconds(job.start_timeout)), colour)
+                                                         timeout_seconds=seconds(job.start_timeout)), colour)
     check = job.health[colour]
     if check is not None:
         ctx.gating.set()
@@ -210,19 +242,43 @@ def bring_up(ctx: HostContext, job: BlueGreenJob, state: NodeState, colour: str,
 
 
 def switch_to(ctx: HostContext, job: BlueGreenJob, state: NodeState, colour: str, target: Release) -> None:
-    """Point the public port at `colour` (which passed its gate) and check the node recorded it."""
+    """Send the traffic to `colour` (which passed its gate) and check the node recorded it: the load balancer's
+    backend first, when there is one, then the node's port proxy, which records the colour live."""
     client = ctx.client
     plain = state.service
-    if plain is not None and plain.exists and plain.state == "Running":
-        # A host moving over from rolling: its single service holds the public port the proxy needs.
-        ctx.step("stop", lambda: client.stop_fleet_service(name=job.plain_service,
-                                                           timeout_seconds=_seconds(job.stop_timeout)),
-                 f"{job.plain_service} (moving to blue-green)")
-    result = ctx.step("proxy", lambda: client.switch_fleet_colour(
-        app=target.app, root=target.root, colour=colour, listen_port=job.ports.listen,
-        connect_port=job.ports.port(colour)), f":{job.ports.listen} -> {colour} :{job.ports.port(colour)}")
-    if result.current != target.id:
-        raise StepFailed("record", f"the node reports current release {result.current}, expected {target.id}")
+    moving_over = plain is not None and plain.exists and plain.state == "Running"
+    traffic = job.traffic
+    port = job.ports.port(colour)
+    before = traffic.port_of(ctx.host) if traffic is not None else port
+    if traffic is not None and before != port:
+        # The balancer before the node: until the node records the colour live, a run reads the colour it left
+        # as live (still running: it is stopped only after this), points the balancer back at it, and moves again.
+        try:
+            ctx.step("ready", lambda: traffic.move(ctx.host, port), f"{traffic.where}: :{before} -> {colour} :{port}")
+        except TrafficFailed as err:
+            raise StepFailed("ready", str(err)) from None
+    proxied = False
+    try:
+        if moving_over:
+            # A host moving over from rolling: its single service holds the public port the proxy needs. Behind a
+            # balancer, it stops taking new requests with the move; its open ones get traffic.drain first.
+            if traffic is not None and traffic.grace_s > 0:
+                ctx.step("drain", lambda: traffic.let_finish(ctx.interruption.abort.is_set),
+                         f"{job.plain_service}: open requests, {traffic.grace_s:g} s")
+            ctx.step("stop", lambda: client.stop_fleet_service(name=job.plain_service,
+                                                               timeout_seconds=seconds(job.stop_timeout)),
+                     f"{job.plain_service} (moving to blue-green)")
+        result = ctx.step("proxy", lambda: client.switch_fleet_colour(
+            app=target.app, root=target.root, colour=colour, listen_port=job.ports.listen,
+            connect_port=port), f":{job.ports.listen} -> {colour} :{port}")
+        proxied = True
+        if result.current != target.id:
+            raise StepFailed("record", f"the node reports current release {result.current}, expected {target.id}")
+    except Exception:
+        if traffic is not None and before != port and not proxied and not moving_over:
+            # The node still records the old colour live (and runs it): the balancer goes back to it too.
+            move_quietly(ctx, traffic, before)
+        raise
 
 
 def bake_and_stop(ctx: HostContext, job: BlueGreenJob, outcome: HostOutcome, retired: str | None) -> HostOutcome:
@@ -232,13 +288,18 @@ def bake_and_stop(ctx: HostContext, job: BlueGreenJob, outcome: HostOutcome, ret
         return outcome
     notes: list[str] = []
     if not job.ports.keep_warm:
+        traffic = job.traffic
+        if traffic is not None and traffic.grace_s > 0:
+            # Behind a balancer the old colour takes no new requests since the move; its open ones end first.
+            ctx.step("drain", lambda: traffic.let_finish(ctx.interruption.requested.is_set),
+                     f"{retired}: open requests on {traffic.where}, {traffic.grace_s:g} s")
         if job.bake > 0:
             ctx.step("bake", lambda: ctx.interruption.requested.wait(job.bake), f"{retired} warm for {job.bake:g} s")
         if not ctx.interruption.requested.is_set():
             name = job.releases[retired].service.name
             try:
                 ctx.step("stop", lambda: ctx.client.stop_fleet_service(name=name,
-                                                                       timeout_seconds=_seconds(job.stop_timeout)),
+                                                                       timeout_seconds=seconds(job.stop_timeout)),
                          f"{retired} (idle)")
             except Exception as err:  # noqa: BLE001
                 notes.append(f"stopping the idle {retired}: {describe_error(err)}")
@@ -254,96 +315,36 @@ def bake_and_stop(ctx: HostContext, job: BlueGreenJob, outcome: HostOutcome, ret
                        outcome.transfer)
 
 
-# --- rollback: back to the other colour ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StagedSwitchBack:
-    state: NodeState
-    live: str
-    back: str
-    release: str
-
-
-def stage_switch_back(ctx: HostContext, job: BlueGreenJob, to_version: str | None) -> StagedSwitchBack | HostOutcome:
+def move_quietly(ctx: HostContext, traffic: HostTraffic, port: int) -> None:
     try:
-        state = ctx.step("connect", lambda: read_colours(ctx, job), "reading node state")
-    except Exception as err:  # noqa: BLE001
-        return HostOutcome(ctx.host, "failed", None, f"reading node state: {describe_error(err)}", ctx.timings)
-    live = live_colour(state, job.ports)
-    if live is None:
-        return HostOutcome(ctx.host, "failed", state.current, "no live colour: this host does not run blue-green "
-                                                              "(roll it back with the rolling strategy)", ctx.timings)
-    back = other(live)
-    info = state.colour(back)
-    if info is None or info.release is None:
-        return HostOutcome(ctx.host, "failed", state.current, f"the {back} colour has no release to switch back to",
-                           ctx.timings)
-    wanted = state.release(info.release)
-    if to_version is not None and (wanted is None or to_version not in (wanted.version, wanted.release)):
-        return HostOutcome(ctx.host, "failed", state.current, f"blue-green rolls back to the other colour, which "
-                                                              f"holds {info.release}, not {to_version}", ctx.timings)
-    return StagedSwitchBack(state, live, back, info.release)
+        ctx.step("rollback", lambda: traffic.move(ctx.host, port), f"{traffic.where}: back to :{port}")
+    except Exception:  # noqa: BLE001, S110 - the move already halted the run and says why; the error stays the first
+        pass
 
 
-def activate_switch_back(ctx: HostContext, job: BlueGreenJob, staged: StagedSwitchBack | HostOutcome) -> HostOutcome:
-    """Instant while the other colour is warm and answers; otherwise start it and gate it first."""
-    if isinstance(staged, HostOutcome):
-        return staged
-    back, state = staged.back, staged.state
-    info = state.colour(back)
-    warm = info is not None and info.service is not None and info.service.state == "Running"
-    check = job.health[back]
-    reference = job.releases[back]
-    target = _as_release(reference, staged.release, state, reference.service)
+def stop_quietly(ctx: HostContext, name: str, timeout: float) -> str:
     try:
-        if not warm:
-            # Its own definition (arguments, environment), as the release was installed with it.
-            definition = stored_definition(ctx.client, reference, staged.release)
-            target = _as_release(reference, staged.release, state, definition or reference.service)
-        if warm and check is not None:
-            # One probe, no stability window: the colour has been running since it was live.
-            verdict = ctx.step("health", lambda: probe_once(_without_version(check), ctx.client),
-                               f"{back} (warm)")
-            warm = verdict.ok
-        if not warm:
-            bring_up(ctx, _for_version(job, back, check), state, back, target)
-        switch_to(ctx, job, state, back, target)
-    except Exception as err:  # noqa: BLE001
-        note = "" if warm else _stop_quietly(ctx, target.service.name, job.stop_timeout)
-        return _outcome(ctx, "failed", state.current, f"{describe_error(err)} (the proxy stays on {staged.live}"
-                                                      f"{note})")
-    return _outcome(ctx, "deployed", staged.release, None)
-
-
-def _as_release(reference: Release, release_id: str, state: NodeState, service: ServiceDefinition) -> Release:
-    info = state.release(release_id)
-    return Release(id=release_id, version=info.version if info else "", app=reference.app, root=reference.root,
-                   artifact_sha256="", exe_name=reference.exe_name, files=(), service=service)
-
-
-def _without_version(check: HealthCheck) -> HealthCheck:
-    from dataclasses import replace
-    return replace(check, expect_json=())  # the colour's version is whatever it runs
-
-
-def _for_version(job: BlueGreenJob, colour: str, check: HealthCheck | None) -> BlueGreenJob:
-    from dataclasses import replace
-    return replace(job, health={**job.health, colour: _without_version(check) if check else None})
-
-
-def _stop_quietly(ctx: HostContext, name: str, timeout: float) -> str:
-    try:
-        ctx.step("rollback", lambda: ctx.client.stop_fleet_service(name=name, timeout_seconds=_seconds(timeout)),
+        ctx.step("rollback", lambda: ctx.client.stop_fleet_service(name=name, timeout_seconds=seconds(timeout)),
                  f"stop {name}")
     except Exception as err:  # noqa: BLE001
         return f"; stopping {name} failed: {describe_error(err)}"
     return ""
 
 
-def _outcome(ctx: HostContext, outcome: str, release: str | None, error: str | None) -> HostOutcome:
-    return HostOutcome(ctx.host, outcome, release, error, ctx.timings, ctx.transfer_method)  # type: ignore[arg-type]
+def mark_failed(ctx: HostContext, release: Release, err: BaseException, reason: str) -> str | None:
+    """When the failure is the release's own (its gate, its start), mark it failed on the node, as a rolling deploy
+    does, so that no rollback ever goes to it; the release id, or None."""
+    if not release_failed(err):
+        return None
+    try:
+        ctx.step("rollback", lambda: ctx.client.set_fleet_release_verdict(
+            app=release.app, release=release.id, verdict="failed", reason=reason[:500]), f"mark {release.id} failed")
+    except Exception:  # noqa: BLE001, S110 - the journal keeps the mark too (HostOutcome.failed_release)
+        pass
+    return release.id
 
 
-def _seconds(value: float) -> int:
-    return max(1, math.ceil(value))
+def colour_outcome(ctx: HostContext, outcome: str, release: str | None, error: str | None, *,
+                   failed: str | None = None) -> HostOutcome:
+    return HostOutcome(ctx.host, outcome, release, error, ctx.timings, ctx.transfer_method,  # type: ignore[arg-type]
+                       failed_release=failed)

@@ -1,5 +1,6 @@
 """The rollout engine: lock every targeted host, run the plan's batches (hosts in parallel, bounded by forks),
-enforce the failure budget and canary rule, honour Ctrl-C, unlock everything, and report the exit code.
+enforce the failure budget and canary rule, honour Ctrl-C (and say at once what a press does:
+`rollout/interruption.py`), unlock everything, and report the exit code.
 
 It knows nothing of what a host does: it is given one `HostProcedure` (`rollout/procedure.py`: stage, activate,
 follow_up, undo) and decides only when each part runs. What to do after a batch and how the run ends are pure
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -43,11 +45,13 @@ from fleetctl.rollout.events import (
     Halting,
     HostFinished,
     HostOutcome,
+    Interrupting,
     Notice,
     RunFinished,
     RunStarted,
 )
 from fleetctl.rollout.host_steps import HostContext, Interruption, describe_error
+from fleetctl.rollout.interruption import Phase, RunStage, interruption_notice
 from fleetctl.rollout.lock_keeper import LockKeeper
 from fleetctl.rollout.procedure import HostProcedure
 from fleetctl.rollout.run_locks import HostSlot, LockSpec, LockSteps
@@ -110,6 +114,9 @@ class RolloutEngine(LockSteps):
         self._staging: dict[str, Future[None]] = {}
         self._background: dict[str, Future[None]] = {}  # host -> its follow-up work
         self._pool: ThreadPoolExecutor | None = None
+        self._active: set[str] = set()  # hosts whose activation runs now (what a Ctrl-C waits for)
+        self._phase: Phase = "locking"
+        self._position = 0  # the current batch's position in the plan
         self.info = self.procedure.info
         # What the procedure adds to the engine's rules: which outcomes count as failed (a rollback's success is
         # `rolled_back`), and the end-of-batch check of hosts that passed their gate.
@@ -129,6 +136,7 @@ class RolloutEngine(LockSteps):
         workers = max(1, min(self.forks, len(plan.hosts) or 1))
         result: RunResult | None = None
         leaked: list[str] = []
+        stop_listening = self.interruption.listen(self._tell_interruption)
         try:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fleetctl-host") as pool:
                 self._pool = pool
@@ -151,6 +159,7 @@ class RolloutEngine(LockSteps):
             self.bus.emit(RunFinished(result.run_id, result.exit_code, result.outcomes, result.message))
             return result
         finally:
+            stop_listening()
             # Whatever happened, every event emitted so far reaches the journal and the screen before we return.
             self.bus.flush()
 
@@ -161,9 +170,11 @@ class RolloutEngine(LockSteps):
         if reason is not None:
             self._halt(reason)
         batches = self.plan.batches
+        self._phase = "batch"
         for position, batch in enumerate(batches):
             if self._halt_reason or self.interruption.requested.is_set():
                 break
+            self._position = position
             following = batches[position + 1] if position + 1 < len(batches) else None
             self.bus.emit(BatchStarted(batch.index, batch.canary, batch.hosts))
             futures: list[Future[None]] = [pool.submit(self._run_host, name, batch.canary) for name in batch.hosts]
@@ -173,7 +184,8 @@ class RolloutEngine(LockSteps):
             self._wait(futures)
             self._recheck(pool, batch.hosts)
             failed = tuple(n for n in batch.hosts if self._outcome(n).outcome in self.failed_outcomes)
-            self.bus.emit(BatchFinished(batch.index, passed=not failed, failed=failed))
+            counts: dict[str, int] = dict(Counter(self._outcome(n).outcome for n in batch.hosts))
+            self.bus.emit(BatchFinished(batch.index, passed=not failed, failed=failed, counts=counts))
             verdict = judge_batch(canary=batch.canary, failed=failed, failures=self._failures,
                                   max_failed=self.plan.max_failed)
             if verdict.action == "undo_canaries":
@@ -186,13 +198,16 @@ class RolloutEngine(LockSteps):
                 self._stage_batch(pool, following.hosts)
                 if self.plan.canary_bake > 0:
                     self.bus.emit(Baking(self.plan.canary_bake))
+                    self._phase = "baking"
                     self._bake(self.plan.canary_bake)
+                    self._phase = "batch"
                     # The bake is part of the canaries' test: one that died while baking fails the canary batch.
                     self._recheck(pool, batch.hosts)
                     failed = tuple(n for n in batch.hosts if self._outcome(n).outcome in self.failed_outcomes)
                     if failed:
                         self._halt(f"canary failed during its bake on {', '.join(failed)}")
                         self._undo_canaries(pool, batch.hosts)
+        self._phase = "ending"
         return self._conclude()
 
     def _bake(self, seconds: float) -> None:
@@ -262,15 +277,32 @@ class RolloutEngine(LockSteps):
     def _run_host(self, name: str, canary: bool) -> None:
         host = self._hosts[name]
         if host.outcome is not None:  # failed while connecting or locking
-            with self._guard:
-                self._reported.add(name)
-            self.bus.emit(HostFinished(host.outcome))
+            self._announce_early(host)
             return
         with self._guard:
             start = may_start_host(canary=canary, stopping=self._stopping(), failures=self._failures,
                                    max_failed=self.plan.max_failed)
+            if start:
+                self._active.add(name)
         if not start:
             return  # stays not_started; reported at the end
+        try:
+            self._activate_host(host)
+        finally:
+            with self._guard:
+                self._active.discard(name)
+
+    def _announce_early(self, host: HostSlot) -> None:
+        """A host that failed while connecting or locking is announced when it fails, not when its batch comes
+        (called from the lock step too); once."""
+        with self._guard:
+            if host.outcome is None or host.ctx.host in self._reported:
+                return
+            self._reported.add(host.ctx.host)
+        self.bus.emit(HostFinished(host.outcome))
+
+    def _activate_host(self, host: HostSlot) -> None:
+        name = host.ctx.host
         staging = self._staging.pop(name, None)
         # A stage that has not started yet is done here instead: waiting for it could starve a small pool.
         if staging is not None and not staging.cancel():
@@ -343,6 +375,16 @@ class RolloutEngine(LockSteps):
         for f in futures:
             if not (cancelled_ok and f.cancelled()):
                 f.result()
+
+    def _tell_interruption(self, presses: int) -> None:
+        """Ctrl-C was pressed: say at once what happens now (called from the SIGINT watcher thread)."""
+        with self._guard:
+            active = [self._hosts[n] for n in self._active if n in self._hosts]
+            left = tuple(b.index + 1 for b in self.plan.batches[self._position + 1:]) if self._phase == "batch" \
+                or self._phase == "baking" else ()
+            stage = RunStage(self._phase, in_flight=len(active), gating=sum(1 for h in active if h.ctx.in_gate),
+                             batches_left=left)
+        self.bus.emit(Interrupting(presses, interruption_notice(presses, stage)))
 
     def request_halt(self, reason: str) -> None:
         """Stop before the next host (hosts already at work finish): a shared dependency such as the load

@@ -83,9 +83,14 @@ class RunStarted(RunInfo, Event):
 
 @dataclass(frozen=True)
 class BatchStarted(Event):
-    index: int
+    index: int  # the plan's index, from 0 (as the journal stores it); people read `number`
     canary: bool
     hosts: tuple[str, ...]
+
+    @property
+    def number(self) -> int:
+        """The batch as people count it, from 1 (the live view, plan, history all say "batch 1")."""
+        return self.index + 1
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,24 @@ class HostProgress(Event):
     total: int
 
 
+GatePhase = Literal["probe", "stability"]
+
+
+@dataclass(frozen=True)
+class GateProgress(Event):
+    """Where a host's health gate stands: the try and its answer in a few words ("500", "connection refused",
+    "timeout"; never a body), then how long the service has stayed stable. Rate-limited by the gate
+    (`health.GateReporter`), so a fleet of gates does not flood the bus."""
+
+    host: str
+    phase: GatePhase
+    attempt: int = 0  # probe: this try's number, from 1
+    retries: int = 0  # probe: how many tries the gate allows
+    answer: str = ""  # probe: the try's answer in a few words
+    held: float = 0.0  # stability: seconds the service has stayed stable so far
+    window: float = 0.0  # stability: seconds it must stay stable
+
+
 @dataclass(frozen=True)
 class HostFinished(Event):
     """A host reached its final state for this run (any outcome)."""
@@ -125,9 +148,14 @@ class HostFinished(Event):
 
 @dataclass(frozen=True)
 class BatchFinished(Event):
-    index: int
+    index: int  # from 0, as BatchStarted's
     passed: bool
     failed: tuple[str, ...] = ()
+    counts: dict[str, int] = field(default_factory=dict)  # outcome -> hosts of this batch (the engine's record)
+
+    @property
+    def number(self) -> int:
+        return self.index + 1
 
 
 @dataclass(frozen=True)
@@ -144,6 +172,14 @@ class Halting(Event):
 class Notice(Event):
     """A one-line remark about the run as a whole (e.g. the pull server could not start, so auto pushes)."""
 
+    message: str
+
+
+@dataclass(frozen=True)
+class Interrupting(Event):
+    """Ctrl-C was pressed (`presses` times so far): what the run does now, in words, said at once."""
+
+    presses: int
     message: str
 
 

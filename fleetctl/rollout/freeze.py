@@ -197,8 +197,11 @@ def _lift(client: NodeClient, app: str, host: str, freeze_id: str, before: HostL
 
 
 def _until(hosts: dict[str, HostLock]) -> str:
+    # Each node counts the TTL from its own clock, so the ends differ by the seconds the fleet took: one range.
     ends = sorted({_iso(h.lock.expires_at) or "?" for h in hosts.values() if h.lock is not None})
-    return ", ".join(ends[:2]) + (" ..." if len(ends) > 2 else "")
+    if not ends:
+        return "?"
+    return ends[0] if len(ends) == 1 else f"{ends[0]} to {ends[-1]}"
 
 
 def _finish(hosts: dict[str, HostLock], message: str, done: str) -> FreezeResult:

@@ -3,7 +3,8 @@
 stability window during which the service must stay Running with the same PID and no restarts.
 
 `probe_once(check, client)` is the single, unretried probe (used by `fleetctl status`); `run_health_gate` is the
-gate a deploy waits on. Both return values whose `reason` is a one-line, user-facing explanation.
+gate a deploy waits on. Both return values whose `reason` is a one-line, user-facing explanation. While a gate
+runs, a `GateReporter` tells the world the try and its answer in a few words, then the stability window's progress.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from fleetctl.config.redaction import redact
 from fleetctl.node.client import NodeClient
 from fleetctl.node.probe import ProbeResult, probe_from_controller, probe_from_node
 from fleetctl.node.results import ServiceInfo
+from fleetctl.rollout.events import GateProgress
 
 EXCERPT = 120  # characters of a body shown in a failure reason
 
@@ -54,6 +56,7 @@ class HealthCheck:
 class ProbeVerdict:
     probe: ProbeResult
     reason: str | None  # None: the answer is what the check expects
+    short: str = ""  # the answer in a few words for the live view ("500", "timeout", "200, version differs")
 
     @property
     def ok(self) -> bool:
@@ -73,26 +76,39 @@ class HealthResult:
 
 
 def judge(check: HealthCheck, probe: ProbeResult) -> ProbeVerdict:
-    """Compare one answer with the check's expectations; the reason names what differed."""
+    """Compare one answer with the check's expectations; the reason names what differed, `short` says it in a
+    few words without quoting the body (a body may hold anything)."""
     if probe.status is None:
-        return ProbeVerdict(probe, redact(f"no answer: {probe.error or 'unknown error'}"))
+        return ProbeVerdict(probe, redact(f"no answer: {probe.error or 'unknown error'}"), _no_answer(probe.error))
+    status = str(probe.status)
     if probe.status != check.expect_status:
         return ProbeVerdict(probe, redact(f"status {probe.status} (expected {check.expect_status})"
-                                          f"{_excerpt(probe.body)}"))
+                                          f"{_excerpt(probe.body)}"), status)
     if check.expect_body is not None and check.expect_body not in probe.body:
-        return ProbeVerdict(probe, redact(f"body does not contain {check.expect_body!r}{_excerpt(probe.body)}"))
+        return ProbeVerdict(probe, redact(f"body does not contain {check.expect_body!r}{_excerpt(probe.body)}"),
+                            f"{status}, body differs")
     if check.expect_json:
         try:
             document = json.loads(probe.body)
         except ValueError:
-            return ProbeVerdict(probe, redact(f"body is not JSON{_excerpt(probe.body)}"))
+            return ProbeVerdict(probe, redact(f"body is not JSON{_excerpt(probe.body)}"), f"{status}, not JSON")
         for key, expected in check.expect_json:
             found, actual = _lookup(document, key)
             if not found:
-                return ProbeVerdict(probe, redact(f"JSON field {key!r} missing{_excerpt(probe.body)}"))
+                return ProbeVerdict(probe, redact(f"JSON field {key!r} missing{_excerpt(probe.body)}"),
+                                    redact(f"{status}, no {key}"))
             if not _same(actual, expected):
-                return ProbeVerdict(probe, redact(f"JSON field {key!r} is {actual!r} (expected {expected!r})"))
-    return ProbeVerdict(probe, None)
+                return ProbeVerdict(probe, redact(f"JSON field {key!r} is {actual!r} (expected {expected!r})"),
+                                    redact(f"{status}, {key} differs"))
+    return ProbeVerdict(probe, None, status)
+
+
+def _no_answer(error: str | None) -> str:
+    """Why there was no answer, in a few words: `timeout`, `connection refused`..."""
+    text = " ".join((error or "no answer").lower().split())
+    if "timed out" in text or "timeout" in text:
+        return "timeout"
+    return redact(text if len(text) <= 40 else text[:39] + "…")
 
 
 def _excerpt(body: str) -> str:
@@ -132,6 +148,37 @@ def probe_once(check: HealthCheck, client: NodeClient | None = None) -> ProbeVer
 
 # --- the gate -----------------------------------------------------------------------------------------------------
 
+
+class GateReporter:
+    """Tells a host's gate progress as `GateProgress` events, rate-limited: a try when its answer differs from the
+    last one told or `every` seconds after it, the stability window every `every` seconds. A fleet of 500 gates
+    probing every 0.25 s then costs the bus about one event per gate per second, not four."""
+
+    def __init__(self, host: str, emit: Callable[[GateProgress], None], *, every: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.host = host
+        self._emit = emit
+        self._every = every
+        self._clock = clock
+        self._told: tuple[str, str] | None = None  # (phase, answer) last told
+        self._told_at = 0.0
+
+    def tried(self, attempt: int, retries: int, answer: str) -> None:
+        if self._due(("probe", answer)):
+            self._emit(GateProgress(self.host, "probe", attempt=attempt, retries=retries, answer=answer))
+
+    def stable(self, held: float, window: float) -> None:
+        if self._due(("stability", "")):
+            self._emit(GateProgress(self.host, "stability", held=max(0.0, held), window=window))
+
+    def _due(self, what: tuple[str, str]) -> bool:
+        now = self._clock()
+        if what != self._told or now - self._told_at >= self._every:
+            self._told, self._told_at = what, now
+            return True
+        return False
+
+
 ProbeOnce = Callable[[], ProbeResult]
 # How often a gate reads the service state from the node (a node call: several WS-Man requests); the probe keeps
 # its own interval.
@@ -150,6 +197,7 @@ def run_health_gate(
     sleep: Sleep = time.sleep,
     clock: Clock = time.monotonic,
     started_pid: int | None = None,
+    report: GateReporter | None = None,
 ) -> HealthResult:
     """Retry `probe` (every `interval`, at most `retries` tries) until it passes, then hold the stability window.
 
@@ -157,6 +205,7 @@ def run_health_gate(
     is read after the first failed probe and then at most every `SERVICE_POLL_S`. `aborted`
     ends the gate early as a failure (a second Ctrl-C). `sleep`/`clock` are injectable for tests. `started_pid` (what
     the start reported) makes a restart between the start and the window count too: watched from the switch.
+    `report` hears each try and the window's progress.
     """
     started = clock()
     attempts = 0
@@ -167,6 +216,8 @@ def run_health_gate(
         nonlocal attempts
         attempts += 1
         verdict = judge(check, probe())
+        if report is not None:
+            report.tried(attempts, max(1, check.retries), verdict.short)
         # A failed probe asks whether the service still runs: at once the first time (a crash right after start
         # fails the gate without waiting), then at most every SERVICE_POLL_S while it is still coming up.
         if not verdict.ok and (not last_read or clock() - last_read[0] >= SERVICE_POLL_S):
@@ -198,7 +249,7 @@ def run_health_gate(
         return HealthResult(False, reason, attempts, probe_seconds, {"probe": probe_seconds})
 
     stability = hold_stability_window(check, probe, service, aborted=aborted, sleep=sleep, clock=clock,
-                                      started_pid=started_pid)
+                                      started_pid=started_pid, report=report)
     total = clock() - started
     timings = {"probe": probe_seconds, "stability": total - probe_seconds}
     if stability is not None:
@@ -215,6 +266,7 @@ def hold_stability_window(
     sleep: Sleep = time.sleep,
     clock: Clock = time.monotonic,
     started_pid: int | None = None,
+    report: GateReporter | None = None,
 ) -> str | None:
     """Watch the service for `stability_window` seconds: Running, same PID, no restarts, probes passing.
 
@@ -235,6 +287,8 @@ def hold_stability_window(
         return (f"unstable: service restarted before its stability window (pid {started_pid} at start -> "
                 f"{baseline.pid})")
     deadline = clock() + window
+    if report is not None:
+        report.stable(0.0, window)
     step = max(0.05, min(check.interval, window))
     next_read = clock() + SERVICE_POLL_S
     while True:
@@ -258,3 +312,5 @@ def hold_stability_window(
             return f"unhealthy during the stability window: {verdict.reason}"
         if at_end:
             return None
+        if report is not None:
+            report.stable(window - (deadline - clock()), window)

@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
@@ -39,7 +37,8 @@ from fleetctl.rollout.events import (
     HostStepStarted,
     Step,
 )
-from fleetctl.rollout.health import HealthCheck, HealthResult, run_health_gate
+from fleetctl.rollout.health import GateReporter, HealthCheck, HealthResult, run_health_gate
+from fleetctl.rollout.interruption import Interruption
 from fleetctl.rollout.release import SERVICE_DEFINITION_FILE, Release, ServiceDefinition
 
 T = TypeVar("T")
@@ -54,36 +53,6 @@ class ServiceTimeouts(Protocol):
 
     @property
     def stop_timeout(self) -> float: ...
-
-
-class Interruption:
-    """Ctrl-C state shared by the engine and in-flight hosts: first press stops new hosts, second aborts gates."""
-
-    def __init__(self) -> None:
-        self.requested = threading.Event()
-        self.abort = threading.Event()
-
-    def press(self) -> None:
-        if self.requested.is_set():
-            self.abort.set()
-        self.requested.set()
-
-
-@contextmanager
-def sigint_handler(interruption: Interruption) -> Iterator[None]:
-    """While active, Ctrl-C presses the interruption instead of raising KeyboardInterrupt (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def on_sigint(signum: int, frame: object) -> None:
-        interruption.press()
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 @dataclass
@@ -106,6 +75,7 @@ class HostContext:
     gate_service: ServiceInfo | None = None  # the service as the passed gate last saw it (batch-end recheck)
     returns_to: tuple[str | None, str | None] = (None, None)  # (release, version) a failed deploy goes back to
     running_before: str | None = None  # the release the host's junction pointed at before this run touched it
+    in_gate: bool = False  # in a health gate now (its deploy's or its rollback's): what Ctrl-C's notice counts
 
     def step(self, name: Step, action: Callable[[], T], detail: str = "", extra: float = 0.0) -> T:
         """Run one step: announce it, time it (accumulating, since rollback repeats steps), bound it by its
@@ -329,7 +299,12 @@ def gate(ctx: HostContext, target: Release, check: HealthCheck) -> HealthResult:
         ctx.last_state = state
         return state.service
 
-    return run_health_gate(check, probe, service, aborted=ctx.interruption.abort.is_set, started_pid=ctx.started_pid)
+    ctx.in_gate = True
+    try:
+        return run_health_gate(check, probe, service, aborted=ctx.interruption.abort.is_set,
+                               started_pid=ctx.started_pid, report=GateReporter(ctx.host, ctx.bus.emit))
+    finally:
+        ctx.in_gate = False
 
 
 def stored_definition(client: NodeClient, release: Release, release_id: str) -> ServiceDefinition | None:

@@ -211,10 +211,6 @@ def _refuse_unsupported(playbook: Playbook, strategy: str) -> None:
     if strategy == "blue-green" and (traffic is None or traffic.blue_green is None):
         raise ConfigError("the blue-green strategy needs traffic.blue_green (listen_port, blue_port, green_port): "
                           "the public port and each colour's own port", file=playbook.path, key="traffic.blue_green")
-    if strategy == "blue-green" and traffic is not None and traffic.kind != "portproxy":
-        raise ConfigError("blue-green behind a load balancer is not run by this version of deploy; use kind "
-                          "portproxy (the node-local switch) or the rolling strategy with the balancer",
-                          file=playbook.path, key="traffic.kind")
 
 
 def _health_check(fleet: RolloutTargets, host_name: str, version: str) -> HealthCheck | None:
@@ -297,7 +293,8 @@ def prepare_deploy(options: DeployOptions, *, on_output: Callable[[str], None] |
                                             render_files=render_files,
                                             wrapper_sha256=wrapper.sha256 if wrapper else None)
             releases[host.name] = colours[host.name].releases["blue"]
-    traffic = balancer_for(fleet.targets, fleet.playbooks) if fleet.strategy == "rolling" else None
+    # Blue-green behind nginx/HAProxy moves each host's backend between its colours' ports (rollout/bluegreen.py).
+    traffic = balancer_for(fleet.targets, fleet.playbooks)
     prepared = PreparedDeploy(fleet, manifest, releases, fleet.targets.settings.transfer, wrappers=wrappers,
                               artifact_url=artifact_url, traffic=traffic, colours=colours, options=options)
     if options.run_id:
@@ -335,7 +332,7 @@ def prepare_rollback(options: DeployOptions, to_version: str | None = None) -> P
     fleet = load_fleet(options, {"version": to_version or "rollback"})
     references = {h: make_release(pb, version="ref", artifact_sha256="", files={})
                   for h, pb in fleet.playbooks.items()}
-    traffic = balancer_for(fleet.targets, fleet.playbooks) if fleet.strategy == "rolling" else None
+    traffic = balancer_for(fleet.targets, fleet.playbooks)
     colours = None
     if fleet.strategy == "blue-green":
         colours = {h.name: colour_set(fleet.targets, fleet.playbooks[h.name], h.name, version="ref",

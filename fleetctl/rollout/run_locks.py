@@ -55,6 +55,7 @@ class LockSteps:
     _hosts: dict[str, HostSlot]
     _guard: threading.Lock
     _keeper: LockKeeper
+    _announce_early: Callable[[HostSlot], None]
 
     def _lock_all(self, pool: ThreadPoolExecutor) -> str | None:
         """Connect to and lock every targeted host before any change; why the run cannot go on (a lock held by
@@ -107,7 +108,13 @@ class LockSteps:
                 return
             self._keeper.hold(name, client, sent)
 
-        for future in [pool.submit(lock_one, name) for name in self.plan.hosts]:
+        def lock_and_tell(name: str) -> None:
+            lock_one(name)
+            host = self._hosts.get(name)
+            if host is not None and host.outcome is not None and host.outcome.outcome == "failed":
+                self._announce_early(host)  # an unreachable host shows failed now, not when its batch comes
+
+        for future in [pool.submit(lock_and_tell, name) for name in self.plan.hosts]:
             future.result()
         return lock_held_message(held) if held else None
 

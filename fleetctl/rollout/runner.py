@@ -7,8 +7,9 @@ ConfigError before any change), then hand one procedure to the engine.
     run_rollback(prepare_rollback(options), bus)   # RollbackProcedure (rollout/rollback.py)
 
 With --strategy blue-green both run BlueGreenProcedure (rollout/bluegreen_run.py) instead. With a load balancer
-(`traffic:` nginx or HAProxy) it is reached and its configuration checked before any host is touched, and a
-failing balancer halts the run before the next host (`HostTraffic.halt`).
+(`traffic:` nginx or HAProxy) it is reached and its configuration checked before any host is touched (blue-green:
+with each pool host's live colour port, read from the nodes first), and a failing balancer halts the run before
+the next host (`HostTraffic.halt`).
 
 Subscribers (the live view, the `--json` report, the journal) come in through the `EventBus`. A new strategy is a
 new procedure passed to `run_procedure`; the engine does not change.
@@ -16,20 +17,21 @@ new procedure passed to `run_procedure`; the engine does not change.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from fleetctl.errors import RolloutFailed
 from fleetctl.node.fleet import run_parallel
-from fleetctl.rollout.bluegreen import colour_changes
-from fleetctl.rollout.bluegreen_run import BlueGreenProcedure, job_for
+from fleetctl.rollout.bluegreen import BackendSeat, colour_changes
+from fleetctl.rollout.bluegreen_run import BlueGreenProcedure, adopter, job_for, live_backend_ports
 from fleetctl.rollout.deploy import DeployProcedure, deploy_run_info, host_extras, start_pull_server
 from fleetctl.rollout.engine import LockSpec, RolloutEngine, RunResult
 from fleetctl.rollout.events import EventBus
 from fleetctl.rollout.host_plan import plan_host
-from fleetctl.rollout.host_steps import Interruption, describe_error, sigint_handler
+from fleetctl.rollout.host_steps import Interruption, describe_error
+from fleetctl.rollout.interruption import sigint_handler
 from fleetctl.rollout.lock_keeper import HolderJudge, describe_holder
 from fleetctl.rollout.preparation import (
     Connect,
@@ -67,6 +69,8 @@ def dry_run(prepared: PreparedDeploy, *, connect: Connect | None = None) -> dict
     traffic = prepared.traffic
     if traffic is not None:
         try:
+            if prepared.colours is not None:
+                traffic.balancer.repoint(_live_ports(prepared.fleet, connect)())
             traffic.balancer.prepare(check_only=True)
         except BalancerError as err:
             raise RolloutFailed(f"{err.message}; nothing was changed") from None
@@ -86,8 +90,10 @@ def dry_run(prepared: PreparedDeploy, *, connect: Connect | None = None) -> dict
                 colour_state = client.get_fleet_state(app=release.app, root=release.root,
                                                       service_name=mine.playbook.service.name,
                                                       proxy_port=mine.ports.listen)
+                seat = None if traffic is None else BackendSeat(
+                    traffic.where, traffic.balancer.pool.backend(host).server, traffic.port_of(host), traffic.grace_s)
                 seen = colour_changes(colour_state, mine.releases, mine.ports, artifact_present=cached,
-                                      bake=float(mine.playbook.rollout.bake))
+                                      bake=float(mine.playbook.rollout.bake), seat=seat)
                 return HostPreview(host, colour_state.current, seen.target, tuple(seen.changes))
             plan = plan_host(release, state, artifact_cached=cached)
             changes = tuple(plan.changes(release.artifact_sha256, release.service.name))
@@ -116,9 +122,10 @@ def run_deploy(prepared: PreparedDeploy, bus: EventBus, *, connect: Connect | No
     host failures: the result's exit code says how it went (`RunResult.raise_for_exit()`)."""
     unattended = bool(prepared.options and prepared.options.unattended)
     if prepared.colours is not None:
-        with _blue_green_deploy(prepared) as blue_green:
+        with _balancer(prepared.traffic, _live_ports(prepared.fleet, connect)), \
+                _blue_green_deploy(prepared) as blue_green:
             return run_procedure(prepared.fleet, blue_green, bus, connect=connect, interruption=interruption,
-                                 force=force, judge=judge, unattended=unattended)
+                                 force=force, judge=judge, unattended=unattended, traffic=prepared.traffic)
     with _balancer(prepared.traffic), DeployProcedure.open(prepared) as procedure:
         procedure.notes += _unused_traffic_notes(prepared.fleet)
         return run_procedure(prepared.fleet, procedure, bus, connect=connect, interruption=interruption,
@@ -134,11 +141,15 @@ def run_rollback(prepared: PreparedRollback, bus: EventBus, *, plan: RollbackPla
     colours = prepared.colours
     if colours is not None:
         info = prepared.fleet.run_info(prepared.run_id, "rollback", version=prepared.to_version)
-        back = BlueGreenProcedure(info, lambda host: job_for(colours[host], artifact_path=Path(), transfer="push",
-                                                             pull_server=None, ensure_extras=None),
-                                  rollback=True, to_version=prepared.to_version)
-        return run_procedure(prepared.fleet, back, bus, connect=connect, interruption=interruption, force=force,
-                             judge=judge)
+        traffic = prepared.traffic
+        fleet = prepared.fleet
+        back = BlueGreenProcedure(info, lambda host: job_for(
+            colours[host], artifact_path=Path(), transfer="push", pull_server=None, ensure_extras=None,
+            traffic=traffic, adopted=adopter(fleet.targets, fleet.playbooks[host], host)),
+            rollback=True, to_version=prepared.to_version)
+        with _balancer(traffic, _live_ports(prepared.fleet, connect)):
+            return run_procedure(prepared.fleet, back, bus, connect=connect, interruption=interruption, force=force,
+                                 judge=judge, traffic=traffic)
     chosen = plan if plan is not None else plan_rollback(prepared, connect=connect)
     with _balancer(prepared.traffic):
         return run_procedure(prepared.fleet, RollbackProcedure(prepared, chosen), bus, connect=connect,
@@ -164,21 +175,30 @@ def _blue_green_deploy(prepared: PreparedDeploy) -> Iterator[BlueGreenProcedure]
     try:
         yield BlueGreenProcedure(info, lambda host: job_for(
             colours[host], artifact_path=prepared.artifact_source, transfer=prepared.transfer, pull_server=server,
-            ensure_extras=host_extras(fleet.playbooks[host])), notes=notes)
+            ensure_extras=host_extras(fleet.playbooks[host]), traffic=prepared.traffic,
+            adopted=adopter(fleet.targets, fleet.playbooks[host], host)), notes=notes)
     finally:
         if server is not None:
             server.stop()
 
 
+def _live_ports(fleet: RolloutTargets, connect: Connect | None) -> Callable[[], dict[str, int]]:
+    """Blue-green: each pool host's live colour port, read from the nodes when the balancer is prepared."""
+    return lambda: live_backend_ports(fleet.targets, fleet.playbooks, connect or fleet.client_factory(),
+                                      forks=fleet.forks)
+
+
 @contextmanager
-def _balancer(traffic: HostTraffic | None) -> Iterator[None]:
+def _balancer(traffic: HostTraffic | None, ports: Callable[[], dict[str, int]] | None = None) -> Iterator[None]:
     """Reach the balancer and check its configuration before any host is touched (RolloutFailed if not); closed
-    when the run ends."""
+    when the run ends. `ports`: where each host is served now (blue-green), read before the config is rendered."""
     if traffic is None:
         yield
         return
     try:
         try:
+            if ports is not None:
+                traffic.balancer.repoint(ports())
             traffic.balancer.prepare()
         except BalancerError as err:
             raise RolloutFailed(f"{err.message}; no host was touched") from None

@@ -1,6 +1,7 @@
 """A rollout's load balancer: the pool built from the playbook's `traffic:` section, checked before any host is
 touched, and the two steps every restart is wrapped in: drain (no new requests; wait until the host's sessions
-end) before the stop, ready (back in the pool) once the health gate passed.
+end) before the stop, ready (back in the pool) once the health gate passed. Blue-green moves a host's backend from
+one colour's port to the other's instead (`HostTraffic.move`, used by `rollout/bluegreen.py`).
 
 A balancer that fails (unreachable, a refused config, a failed reload) halts the run before the next host is
 touched. A host whose change failed stays out of the pool until it is healthy again: ready is only called after
@@ -9,6 +10,7 @@ a passed gate, which is also how a host rolled back to its healthy previous rele
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -31,6 +33,7 @@ class HostTraffic:
 
     balancer: Balancer
     halt: Callable[[str], None] = field(default=lambda reason: None)
+    grace_s: float = 0.0  # traffic.drain: how long a backend that takes no new requests keeps its open ones
 
     @property
     def where(self) -> str:
@@ -58,12 +61,25 @@ class HostTraffic:
             raise TrafficFailed(f"ready: {err.message}; the host is healthy but still out of the pool on "
                                 f"{self.where}") from None
 
+    def port_of(self, host: str) -> int:
+        """The port the balancer sends `host`'s traffic to now."""
+        return self.balancer.pool.backend(host).port
+
     def move(self, host: str, port: int) -> None:
+        """Blue-green: the host's backend to `port` (its new colour); a failure halts the run and leaves the
+        backend where it was (the config check or reload failed, and nginx's previous file is back)."""
         try:
             self.balancer.move(host, port)
         except BalancerError as err:
             self.halt(err.message)
-            raise TrafficFailed(f"move to port {port}: {err.message}") from None
+            raise TrafficFailed(f"moving {host} to port {port} on {self.where}: {err.message}") from None
+
+    def let_finish(self, aborted: Callable[[], bool]) -> None:
+        """Give the requests already sent to a backend that takes no new ones `grace_s` to end (blue-green: the old
+        colour after a move; HAProxy counts sessions per server, not per port, so it cannot tell them apart)."""
+        deadline = time.monotonic() + self.grace_s
+        while time.monotonic() < deadline and not aborted():
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
 
 def with_traffic(ctx: HostContext, traffic: HostTraffic | None, before: str | None,
@@ -104,6 +120,10 @@ def pool_for(targets: Targets, playbooks: dict[str, Playbook], *, ports: dict[st
         playbook = playbooks.get(host.name) or targets.render_for(host, {"version": "0"})
         traffic = playbook.traffic
         port = (ports or {}).get(host.name) or (traffic.port if traffic else None)
+        if port is None and traffic is not None and traffic.blue_green is not None:
+            # Blue-green: the port a host not on blue-green yet serves on; the run repoints each host to its live
+            # colour before the balancer is touched (`bluegreen_run.live_backend_ports`).
+            port = traffic.blue_green.listen_port
         if port is None:
             raise ConfigError(f"host {host.name}: no port for the load balancer", file=first.path, key="traffic.port")
         address = str(targets.connection_vars(host).get("ansible_host") or host.name)
@@ -128,4 +148,5 @@ def balancer_for(targets: Targets, playbooks: dict[str, Playbook], *,
         raise ConfigError(f"the load balancer {lb.name} is also a target of this playbook; narrow `hosts:` (or "
                           "--limit) to the Windows hosts", file=first.path, key="traffic.host")
     ssh = balancer_settings(lb.name, targets.connection_vars(lb))
-    return HostTraffic(make_balancer(traffic, first.path, pool_for(targets, playbooks, ports=ports), ssh))
+    return HostTraffic(make_balancer(traffic, first.path, pool_for(targets, playbooks, ports=ports), ssh),
+                       grace_s=float(traffic.drain))

@@ -1,8 +1,9 @@
 """Traffic: the load balancers a rollout drains hosts from and returns them to (nginx, HAProxy over SSH).
 
 `make_balancer(traffic, playbook_path, pool, ssh)` builds the balancer a playbook's `traffic:` section describes;
-`Balancer` is what the rollout uses (prepare, drain, ready, move). The node-local port proxy of blue-green is a
-node operation (`Switch-FleetColour`), not part of this package.
+`Balancer` is what the rollout uses (repoint, prepare, drain, ready, move: blue-green's switch of a backend
+between its colours' ports). The node-local port proxy of blue-green is a node operation (`Switch-FleetColour`),
+not part of this package.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ traffic), and the pure changes a rollout makes to it (drain one host, return it,
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -51,6 +52,10 @@ class Pool:
 
     def with_port(self, host: str, port: int) -> Pool:
         return self._change(host, port=port)
+
+    def with_ports(self, ports: Mapping[str, int]) -> Pool:
+        """Every backend named in `ports` at its port (blue-green: each host's live colour), the rest as they are."""
+        return Pool(self.name, tuple(replace(b, port=ports[b.host]) if b.host in ports else b for b in self.backends))
 
     def _change(self, host: str, **changes: Any) -> Pool:
         self.backend(host)  # KeyError for a host outside the pool

@@ -13,7 +13,7 @@ import csv
 import io
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -54,6 +54,8 @@ class Balancer(Protocol):
     def ready(self, host: str) -> None: ...
 
     def move(self, host: str, port: int) -> None: ...
+
+    def repoint(self, ports: Mapping[str, int]) -> None: ...
 
     def close(self) -> None: ...
 
@@ -106,7 +108,14 @@ class NginxBalancer:
         self._set(lambda p: p.with_state(host, "up"))
 
     def move(self, host: str, port: int) -> None:
+        """The host's backend on `port` (blue-green: its new colour): rendered, checked, reloaded. Old workers keep
+        their connections to the old port until their requests end; new requests go to the new one."""
         self._set(lambda p: p.with_port(host, port))
+
+    def repoint(self, ports: Mapping[str, int]) -> None:
+        """Before `prepare`: where each host is served now (blue-green: its live colour's port)."""
+        with self._lock:
+            self._pool = self._pool.with_ports(ports)
 
     def close(self) -> None:
         self.config.host.close()
@@ -191,6 +200,17 @@ class HaproxyBalancer:
                                     f"{self._pool.name} (the running config must list every host of the pool)",
                                     host=self.host_name)
             self.config.install(self._pool, check_only=check_only)
+            if not check_only:
+                self._align_ports(known)
+
+    def _align_ports(self, known: dict[str, dict[str, str]]) -> None:
+        """The running servers at the pool's addresses and ports: a run that stopped between moving a blue-green
+        host's server and recording its colour on the node left HAProxy on a port the pool (read from the nodes)
+        does not name. The persistent config already says the pool's; the runtime follows, without a reload."""
+        for b in self._pool.backends:
+            # Ports only: srv_addr is the resolved address, which a host name in the inventory never equals.
+            if known.get(b.server, {}).get("srv_port", str(b.port)) != str(b.port):
+                self.runtime(f"set server {self._pool.name}/{b.server} addr {b.address} port {b.port}")
 
     def _set(self, change: Callable[[Pool], Pool], host: str) -> None:
         with self._lock:
@@ -219,7 +239,14 @@ class HaproxyBalancer:
         self._set(lambda p: p.with_state(host, "up"), host)
 
     def move(self, host: str, port: int) -> None:
+        """`set server BACKEND/SERVER addr A port P`, then `state ready`: one server per host whose address moves
+        (HAProxy 1.8+). Its open connections stay on the old port until they end; new ones go to the new port."""
         self._set(lambda p: p.with_port(host, port), host)
+
+    def repoint(self, ports: Mapping[str, int]) -> None:
+        """Before `prepare`: where each host is served now (blue-green: its live colour's port)."""
+        with self._lock:
+            self._pool = self._pool.with_ports(ports)
 
     def close(self) -> None:
         self.config.host.close()

@@ -31,6 +31,7 @@ from fleetctl.config.redaction import redact, register_secret
 from fleetctl.protocol import loader
 from fleetctl.protocol.errors import NodeOperationError, ProtocolError, ShellNotFound, TransportError
 from fleetctl.protocol.operations import MODULE_NAME, OPERATIONS, PROTOCOL_VERSION, secret_params
+from fleetctl.transport import trace
 from fleetctl.transport.base import Call, Transport, check_call, parse_result_document
 from fleetctl.transport.error_mapping import map_exception
 from fleetctl.transport.pipeline_xml import use_fast_serializer
@@ -99,7 +100,8 @@ class WinRMTransport(Transport):
         with self._lock:
             if self._pool is not None:
                 return
-            for attempt in retry_transient_io(self._retry_attempts, self._retry_wait):
+            for attempt in trace.retries(retry_transient_io(self._retry_attempts, self._retry_wait), self.host,
+                                         "connect"):  # -vv
                 with attempt:
                     self._open_once()
 
@@ -110,17 +112,20 @@ class WinRMTransport(Transport):
         wsman = self._wsman or self._new_wsman()
         pool = RunspacePool(wsman)
         use_fast_serializer(pool)  # CreatePipeline messages written directly (pipeline_xml.py)
+        started = time.monotonic()  # -vv
         try:
             pool.open()
             self._pool_opened(pool)
             outputs = self._run_loader(pool, calls)
         except Exception as exc:  # noqa: BLE001 - every failure is mapped to a typed error below
+            trace.pool_opened(self.host, started, len(calls), exc)  # -vv
             # No pool.close(): it would send a Delete to a host that just failed (one more connection and
             # timeout); dropping the HTTP session is enough for a pool that never opened.
             self._wsman = None
             _close_quietly(None, wsman)
             raise self._mapped(exc) from None
         self._wsman, self._pool = wsman, pool
+        trace.pool_opened(self.host, started, len(calls))  # -vv
         return outputs
 
     def _pool_opened(self, pool: RunspacePool) -> None:
@@ -140,6 +145,7 @@ class WinRMTransport(Transport):
         if self._idle_expired():
             self._pool = None
             self.pools_reopened += 1
+            trace.pool_reopened(self.host, "idle past the host's shell timeout")  # -vv
 
     def _new_wsman(self) -> WSMan:
         s = self.settings
@@ -163,6 +169,7 @@ class WinRMTransport(Transport):
         )
         share_tls_context(wsman)  # one certificate store per CA bundle, not one per host (tls.py)
         _settle_environment(wsman)
+        trace.trace_requests_session(wsman.transport.session, self.host)  # -vv: round trips and connects
         return wsman
 
     def _run_loader(self, pool: RunspacePool, calls: Sequence[Call]) -> list[Any]:
@@ -234,7 +241,8 @@ class WinRMTransport(Transport):
     ) -> dict[str, Any]:
         _check_and_protect(operation, params)
         with self._lock:
-            for attempt in retry_transient_io(self._retry_attempts, self._retry_wait):
+            for attempt in trace.retries(retry_transient_io(self._retry_attempts, self._retry_wait), self.host,
+                                         operation):  # -vv
                 with attempt:
                     for reopen in reopen_expired_shell():
                         with reopen:
@@ -250,7 +258,8 @@ class WinRMTransport(Transport):
         for operation, params in calls:
             _check_and_protect(operation, params)
         with self._lock:
-            for attempt in retry_transient_io(self._retry_attempts, self._retry_wait):
+            for attempt in trace.retries(retry_transient_io(self._retry_attempts, self._retry_wait), self.host,
+                                         "pipeline"):  # -vv
                 with attempt:
                     for reopen in reopen_expired_shell():
                         with reopen:
@@ -331,6 +340,7 @@ class WinRMTransport(Transport):
             self._pool = None
             if mapped.before_call:
                 self.pools_reopened += 1
+                trace.pool_reopened(self.host, "the host had dropped the shell; the call is sent again")  # -vv
         else:
             self._discard()
         return mapped

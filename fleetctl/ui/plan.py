@@ -1,4 +1,4 @@
-"""Rendering a rollout plan as a table."""
+"""Rendering a rollout plan as a table (batches numbered from 1, as people count them; the plan's index is from 0)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def plan_table(plan: Plan, title: str, spread_values: dict[str, object] | None =
         table.add_column(plan.spread_by)
     table.add_column("members", overflow="fold")
     for batch in plan.batches:
-        row = [str(batch.index), "[bold yellow]canary[/]" if batch.canary else "rolling", str(len(batch.hosts))]
+        row = [str(batch.index + 1), "[bold yellow]canary[/]" if batch.canary else "rolling", str(len(batch.hosts))]
         if plan.spread_by and spread_values is not None:
             counts: dict[str, int] = {}
             for h in batch.hosts:

@@ -1,6 +1,7 @@
 """Node-local blue-green on the lab (ten nodes, the example service as an ELF, the lab's real TCP port proxy on
 each node's public port), measured with a load generator on the nodes' public ports: deploy, instant rollback,
-a failed canary and an interrupted switch each drop no request. Lab counters prove the instant rollback starts
+a failed canary, an interrupted switch and the rollback right after a host's first blue-green deploy (to its
+rolling release, run as the other colour) each drop no request. Lab counters prove the instant rollback starts
 and stops no service and moves no artifact bytes; its wall time is compared with a rolling rollback of the same
 nodes.
 """
@@ -114,6 +115,39 @@ def test_2_hosts_move_from_rolling_to_blue_green_on_the_same_public_port(lab: La
     assert _versions(lab)["lab-node01"] == "2.0.0"
 
 
+def test_2b_a_rollback_right_after_the_first_blue_green_deploy_returns_to_the_rolling_release(lab: Lab) -> None:
+    # lab-node10 ran 1.0.0 with the rolling strategy before its first blue-green deploy (2.0.0, into blue): green
+    # never held a release. The rollback runs 1.0.0, still kept on the node, as green: started, gated, switched.
+    before = _counters(lab)["lab-node10"]
+    (code, doc, err), report = _under_load(lab, ["lab-node10"], lambda: _run(
+        lab, "rollback", "--strategy", "blue-green", "--limit", "lab-node10"))
+    _record("blue-green rollback to the rolling release", report)
+    assert code == 0, err
+    host = doc["hosts"]["lab-node10"]
+    assert host["outcome"] == "rolled_back" and host["release"].startswith("1.0.0-"), host
+    assert _versions(lab)["lab-node10"] == "1.0.0" and report.failed == 0, report.line()
+    states = {s["name"]: s["state"] for s in lab.status()["lab-node10"]["services"]}
+    assert states["hello-green"] == "Running" and states["hello"] == "Stopped"
+    after = _counters(lab)["lab-node10"]
+    assert after["artifact_bytes_stored"] == before["artifact_bytes_stored"]  # the kept release: no bytes moved
+    status = json.loads(lab.fleetctl("status", str(lab.playbook), "-i", str(lab.inventory), "--json",
+                                     check=True).stdout)["hosts"]["lab-node10"]
+    assert status["live"] == "green" and status["colours"]["green"]["release"]["version"] == "1.0.0", status
+    # Forward to 2.0.0 again (blue still holds it, warm); green, which runs the adopted rolling release, stops.
+    code, doc, err = _run(lab, "deploy", "--strategy", "blue-green", "--version", "2.0.0", "--limit", "lab-node10")
+    assert code == 0 and _versions(lab)["lab-node10"] == "2.0.0", err
+    # Rolling back to the stopped green starts it as green again, not with the rolling service definition its
+    # release directory stores (the service `hello` on the public port, which the proxy holds).
+    code, doc, err = _run(lab, "rollback", "--strategy", "blue-green", "--limit", "lab-node10")
+    assert code == 0 and doc["hosts"]["lab-node10"]["outcome"] == "rolled_back", doc
+    assert _versions(lab)["lab-node10"] == "1.0.0"
+    states = {s["name"]: s["state"] for s in lab.status()["lab-node10"]["services"]}
+    assert states["hello-green"] == "Running" and states["hello"] == "Stopped"
+    # Back on 2.0.0 like the others, for the tests that follow.
+    code, doc, err = _run(lab, "deploy", "--strategy", "blue-green", "--version", "2.0.0", "--limit", "lab-node10")
+    assert code == 0 and _versions(lab)["lab-node10"] == "2.0.0", err
+
+
 def test_3_a_blue_green_deploy_drops_no_request(lab: Lab) -> None:
     (code, _doc, err), report = _under_load(lab, ["lab-node01", "lab-node02"], lambda: _run(
         lab, "deploy", "--strategy", "blue-green", "--version", "2.1.0", "--batch", "3", "--var", "keep_warm=true"))
@@ -128,11 +162,17 @@ def test_3_a_blue_green_deploy_drops_no_request(lab: Lab) -> None:
 def test_4_a_blue_green_rollback_while_warm_is_an_instant_switch(lab: Lab) -> None:
     before = _counters(lab)
     began = time.monotonic()
-    code, _doc, err = _run(lab, "rollback", "--strategy", "blue-green", "--batch", "100%")
+    code, doc, err = _run(lab, "rollback", "--strategy", "blue-green", "--batch", "100%")
     TIMES["blue-green rollback"] = time.monotonic() - began
     print(f"\n[blue-green] blue-green rollback of 10 nodes (warm): {TIMES['blue-green rollback']:.2f} s; rolling "
           f"rollback of the same nodes: {TIMES.get('rolling rollback', float('nan')):.2f} s")
     assert code == 0, err
+    # A switch back is a rollback, reported as the rolling rollback reports it: --json, the summary, the history.
+    assert {h["outcome"] for h in doc["hosts"].values()} == {"rolled_back"}, doc
+    assert "10 rolled back" in err, err  # the summary line
+    history = json.loads(lab.fleetctl("history", "show", "last", "--json", check=True).stdout)
+    assert history["kind"] == "rollback" and history["exit_code"] == 0, history
+    assert history["outcomes"] == {"rolled_back": 10}, history["outcomes"]
     assert set(_versions(lab).values()) == {"2.0.0"}
     after = _counters(lab)
     for node in lab.nodes:
@@ -223,7 +263,7 @@ def test_8_a_rollback_after_the_old_colour_stopped_starts_and_gates_it_first(lab
     assert sorted(states[c] for c in ("hello-blue", "hello-green")) == ["Running", "Stopped"]  # no bake, no warm
     before = _counters(lab)["lab-node05"]
     code, doc, err = _run(lab, "rollback", "--strategy", "blue-green", "--limit", "lab-node05")
-    assert code == 0 and doc["hosts"]["lab-node05"]["outcome"] == "deployed", err
+    assert code == 0 and doc["hosts"]["lab-node05"]["outcome"] == "rolled_back", err
     assert _versions(lab)["lab-node05"] == "2.0.0"
     after = _counters(lab)["lab-node05"]
     assert after["service_starts"] == before["service_starts"] + 1 and after["artifact_bytes_stored"] == \

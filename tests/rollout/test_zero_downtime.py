@@ -1,7 +1,10 @@
 """Zero-downtime rollouts on the lab, with real parts on loopback: a real sshd (the balancer's Linux host), a real
 nginx and a real haproxy in front of three lab nodes running the example service, and a load generator sending
 steady requests through the balancer during the deploy. Each run asserts zero failed requests; a control run of
-the same rolling deploy without drain shows failures, so these tests can fail.
+the same rolling deploy without drain shows failures, so these tests can fail. The `test_b*` tests run blue-green
+behind the same nginx and haproxy: each backend moves between its colours' ports (checked in the live upstream and
+in HAProxy's running servers), a warm rollback moves it back, a colour that never gets healthy or a Ctrl-C before
+the move leaves the balancer untouched.
 """
 
 from __future__ import annotations
@@ -248,3 +251,209 @@ def test_a_balancer_template_outside_the_project_is_refused_before_anything(lab:
     playbook.write_text(yaml.safe_dump(data, sort_keys=False))
     code, _doc, err = _deploy(lab, playbook, lb, "1.9.3")
     assert code == 2 and "traffic.template" in err and "outside the project directory" in err, err
+
+
+# --- blue-green behind the balancer: its backend moves from one colour's port to the other's -----------------------
+# These come last: once a host runs blue-green, a rolling deploy to it is refused (its proxy owns the public port).
+
+BLUE_GREEN = {"listen_port": "{{ hello_port }}", "blue_port": "{{ hello_port + 10000 }}",
+              "green_port": "{{ hello_port + 10001 }}", "keep_warm": "{{ keep_warm | default(false) }}"}
+COLOUR_PORTS = {8080, 18080, 18081}
+
+
+def _bg_playbook(lab: Lab, name: str, traffic: dict[str, Any]) -> Path:
+    return _playbook(lab, name, dict(traffic, blue_green=BLUE_GREEN))
+
+
+def _bg(lab: Lab, command: str, playbook: Path, lb_inventory: Path, *args: str) -> tuple[int, dict[str, Any], str]:
+    import json
+    proc = lab.fleetctl(command, str(playbook), "-i", str(lab.inventory), "-i", str(lb_inventory), "--yes", "--json",
+                        "--strategy", "blue-green", "--batch", "1", "--var", "window=1s", *args, timeout=300)
+    return proc.returncode, json.loads(proc.stdout) if proc.stdout.strip() else {}, proc.stderr
+
+
+def _upstream_ports(nginx: Any) -> dict[str, int]:
+    """lab host -> the port nginx's live upstream sends it to (the template names each server in a comment)."""
+    upstream = nginx.config.read_text().split("upstream", 1)[1].split("}", 1)[0]
+    found = re.findall(r"server [\d.]+:(\d+) max_fails=0( down)?;\s+# (\S+)", upstream)
+    assert not any(down for _port, down, _host in found), upstream
+    return {host: int(port) for port, _down, host in found}
+
+
+def _haproxy_ports(haproxy: Any) -> dict[str, int]:
+    """lab host -> the port HAProxy's running server sends it to (`show servers state`, on the admin socket)."""
+    import subprocess
+    answer = subprocess.run(["socat", "-t", "5", "stdio", f"UNIX-CONNECT:{haproxy.socket},shut-none"],
+                            input="show servers state hello\n", capture_output=True, text=True, check=True,
+                            timeout=15).stdout
+    lines = answer.splitlines()
+    names = next(line for line in lines if line.startswith("# be_id"))[2:].split()
+    rows = [dict(zip(names, line.split(), strict=False)) for line in lines
+            if line.strip() and not line.startswith("#") and not line.strip().isdigit()]
+    return {row["srv_name"]: int(row["srv_port"]) for row in rows}
+
+
+def _live_ports(lab: Lab, playbook: Path, lb_inventory: Path) -> dict[str, int]:
+    """lab host -> its live colour's port, as `fleetctl status` reads it from the node's port proxy."""
+    import json
+    proc = lab.fleetctl("status", str(playbook), "-i", str(lab.inventory), "-i", str(lb_inventory), "--json",
+                        check=True)
+    hosts = json.loads(proc.stdout)["hosts"]
+    return {name: {"blue": 18080, "green": 18081}[host["live"]] for name, host in hosts.items()}
+
+
+def _counters(lab: Lab) -> dict[str, dict[str, int]]:
+    return {n: s["counters"] for n, s in lab.status().items()}
+
+
+def test_b1_a_blue_green_deploy_behind_nginx_moves_each_backend_and_drops_no_request(
+        lab: Lab, ssh_host: SshHost, nginx: Any) -> None:
+    lb = _lb_inventory(lab, ssh_host)
+    playbook = _bg_playbook(lab, "hello-nginx-bg.yml", nginx.traffic("lb1", port=8080, drain="0.5s"))
+    assert set(_upstream_ports(nginx).values()) == {8080}  # every host on its single rolling service
+    dry = lab.fleetctl("deploy", str(playbook), "-i", str(lab.inventory), "-i", str(lb), "--strategy", "blue-green",
+                       "--version", "3.0.0", "--dry-run", "--json", timeout=300)
+    assert dry.returncode == 0, dry.stderr
+    import json
+    changes = json.loads(dry.stdout)["hosts"]["lab-node01"]["changes"]
+    assert "move backend lab-node01 on nginx on lb1 from port 8080 to blue port 18080" in changes, changes
+    (code, doc, err), report = _under_load(nginx.address, nginx.port, lambda: _deploy(
+        lab, playbook, lb, "3.0.0", "--strategy", "blue-green"))
+    _record("blue-green deploy, nginx (moving over from rolling)", report)
+    assert code == 0, err
+    assert all(h["outcome"] == "deployed" for h in doc["hosts"].values()), doc
+    assert report.sent > 200 and report.failed == 0, report.line()
+    assert set(_releases(lab).values()) == {"3.0.0"}
+    # The balancer sends each host's traffic to its live colour's own port; the node's proxy agrees.
+    assert _upstream_ports(nginx) == _live_ports(lab, playbook, lb) == {n: 18080 for n in lab.nodes}
+
+    (code, doc, err), report = _under_load(nginx.address, nginx.port, lambda: _deploy(
+        lab, playbook, lb, "3.1.0", "--strategy", "blue-green", "--var", "keep_warm=true"))
+    _record("blue-green deploy, nginx", report)
+    assert code == 0, err
+    assert report.sent > 200 and report.failed == 0, report.line()
+    assert _upstream_ports(nginx) == _live_ports(lab, playbook, lb) == {n: 18081 for n in lab.nodes}
+
+
+def test_b2_a_warm_blue_green_rollback_behind_nginx_moves_the_backends_back_instantly(
+        lab: Lab, ssh_host: SshHost, nginx: Any) -> None:
+    lb = _lb_inventory(lab, ssh_host)
+    playbook = _bg_playbook(lab, "hello-nginx-bg.yml", nginx.traffic("lb1", port=8080, drain="0.5s"))
+    before = _counters(lab)
+    (code, doc, err), report = _under_load(nginx.address, nginx.port, lambda: _bg(
+        lab, "rollback", playbook, lb, "--var", "keep_warm=true"))
+    _record("blue-green rollback (warm), nginx", report)
+    assert code == 0, err
+    assert {h["outcome"] for h in doc["hosts"].values()} == {"rolled_back"}, doc
+    assert report.failed == 0, report.line()
+    assert set(_releases(lab).values()) == {"3.0.0"}
+    assert _upstream_ports(nginx) == _live_ports(lab, playbook, lb) == {n: 18080 for n in lab.nodes}
+    after = _counters(lab)
+    for node in lab.nodes:  # warm: the switch alone, no service stopped or started
+        assert after[node]["service_starts"] == before[node]["service_starts"], node
+        assert after[node]["service_stops"] == before[node]["service_stops"], node
+
+
+def test_b3_a_colour_that_never_gets_healthy_leaves_nginx_on_the_old_port(
+        lab: Lab, ssh_host: SshHost, nginx: Any) -> None:
+    lb = _lb_inventory(lab, ssh_host)
+    playbook = _bg_playbook(lab, "hello-nginx-bg.yml", nginx.traffic("lb1", port=8080, drain="0.5s"))
+    live = nginx.config.read_text()
+    (code, doc, err), report = _under_load(nginx.address, nginx.port, lambda: _deploy(
+        lab, playbook, lb, "3.2.0", "--strategy", "blue-green", "--canary", "1", "--var", "hello_mode=unhealthy"))
+    _record("blue-green failed canary, nginx", report)
+    assert code == 1, err
+    canary = next(h for h in doc["hosts"].values() if h["outcome"] == "rolled_back")
+    assert "stays on blue" in canary["error"], canary
+    assert report.failed == 0, report.line()
+    assert nginx.config.read_text() == live and set(_releases(lab).values()) == {"3.0.0"}
+
+
+def test_b4_interrupted_between_the_gate_and_the_move_nginx_is_untouched_and_a_rerun_finishes(
+        lab: Lab, ssh_host: SshHost, nginx: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fleetctl.rollout import bluegreen
+    from fleetctl.rollout.events import EventBus
+    from fleetctl.rollout.host_steps import Interruption
+    from fleetctl.rollout.runner import DeployOptions, prepare_deploy, run_deploy
+
+    lb = _lb_inventory(lab, ssh_host)
+    playbook = _bg_playbook(lab, "hello-nginx-bg.yml", nginx.traffic("lb1", port=8080, drain="0.5s"))
+    interruption = Interruption()
+    real = bluegreen.bring_up
+
+    def gate_then_ctrl_c(*args: Any, **kwargs: Any) -> None:
+        real(*args, **kwargs)
+        interruption.press()
+        interruption.press()
+
+    monkeypatch.setattr(bluegreen, "bring_up", gate_then_ctrl_c)
+    live = nginx.config.read_text()
+    options = DeployOptions(playbook=playbook, inventories=[lab.inventory, lb], limit="lab-node02", version="3.3.0",
+                            strategy="blue-green", dist_dir=lab.directory / "dist", extra_vars=("window=1s",))
+    result, report = _under_load(nginx.address, nginx.port, lambda: run_deploy(prepare_deploy(options), EventBus(),
+                                                                               interruption=interruption))
+    _record("blue-green interrupted between the gate and the move, nginx", report)
+    assert result.exit_code == 130, result.message
+    assert "before the switch" in (result.outcomes["lab-node02"].error or "")
+    assert nginx.config.read_text() == live and report.failed == 0, report.line()
+    assert _releases(lab)["lab-node02"] == "3.0.0"
+    monkeypatch.setattr(bluegreen, "bring_up", real)
+    code, doc, err = _deploy(lab, playbook, lb, "3.3.0", "--strategy", "blue-green", "--limit", "lab-node02")
+    assert code == 0 and doc["hosts"]["lab-node02"]["outcome"] == "deployed", err
+    assert _releases(lab)["lab-node02"] == "3.3.0"
+    assert _upstream_ports(nginx)["lab-node02"] == _live_ports(lab, playbook, lb)["lab-node02"] == 18081
+
+
+def test_b5_blue_green_behind_haproxy_deploy_and_warm_rollback_drop_no_request(
+        lab: Lab, ssh_host: SshHost, haproxy: Any) -> None:
+    lb = _lb_inventory(lab, ssh_host)
+    playbook = _bg_playbook(lab, "hello-haproxy-bg.yml", dict(haproxy.traffic("lb1", port=8080), drain="0.5s"))
+    # HAProxy was started with every server on 8080; the run first aligns it with each node's live colour.
+    (code, doc, err), report = _under_load(haproxy.address, haproxy.port, lambda: _deploy(
+        lab, playbook, lb, "3.4.0", "--strategy", "blue-green", "--var", "keep_warm=true"))
+    _record("blue-green deploy, HAProxy", report)
+    assert code == 0, err
+    assert all(h["outcome"] in ("deployed", "skipped") for h in doc["hosts"].values()), doc
+    assert report.sent > 200 and report.failed == 0, report.line()
+    assert set(_releases(lab).values()) == {"3.4.0"}
+    live = _live_ports(lab, playbook, lb)
+    assert _haproxy_ports(haproxy) == live and set(live.values()) <= COLOUR_PORTS - {8080}
+    before = _counters(lab)
+    (code, doc, err), report = _under_load(haproxy.address, haproxy.port, lambda: _bg(
+        lab, "rollback", playbook, lb, "--var", "keep_warm=true"))
+    _record("blue-green rollback (warm), HAProxy", report)
+    assert code == 0, err
+    assert report.failed == 0, report.line()
+    assert _haproxy_ports(haproxy) == _live_ports(lab, playbook, lb) != live
+    after = _counters(lab)
+    assert all(after[n]["service_starts"] == before[n]["service_starts"] for n in lab.nodes), (before, after)
+
+
+def test_b6_a_colour_that_never_gets_healthy_leaves_haproxy_on_the_old_port(
+        lab: Lab, ssh_host: SshHost, haproxy: Any) -> None:
+    lb = _lb_inventory(lab, ssh_host)
+    playbook = _bg_playbook(lab, "hello-haproxy-bg.yml", dict(haproxy.traffic("lb1", port=8080), drain="0.5s"))
+    ports = _haproxy_ports(haproxy)
+    before = _releases(lab)
+    (code, doc, err), report = _under_load(haproxy.address, haproxy.port, lambda: _deploy(
+        lab, playbook, lb, "3.5.0", "--strategy", "blue-green", "--canary", "1", "--var", "hello_mode=unhealthy"))
+    _record("blue-green failed canary, HAProxy", report)
+    assert code == 1, err
+    assert [h["outcome"] for h in doc["hosts"].values()].count("rolled_back") == 1, doc
+    assert report.failed == 0, report.line()
+    assert _haproxy_ports(haproxy) == ports and _releases(lab) == before
+
+
+def test_b7_a_pool_host_that_cannot_be_asked_stops_a_blue_green_run_before_the_balancer_is_touched(
+        lab: Lab, ssh_host: SshHost, nginx: Any) -> None:
+    lb = _lb_inventory(lab, ssh_host)
+    playbook = _bg_playbook(lab, "hello-nginx-bg.yml", nginx.traffic("lb1", port=8080, drain="0.5s"))
+    live, before = nginx.config.read_text(), _releases(lab)
+    lab.fault("lab-node03", "unreachable")  # outside --limit, but its port is in the upstream nginx renders
+    try:
+        code, _doc, err = _deploy(lab, playbook, lb, "3.6.0", "--strategy", "blue-green", "--limit", "lab-node01")
+    finally:
+        lab.fault("lab-node03", "none")
+    assert code == 1, err
+    assert "cannot tell which colour 1 host(s)" in err and "lab-node03" in err and "no host was touched" in err, err
+    assert nginx.config.read_text() == live and _releases(lab) == before
