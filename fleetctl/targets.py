@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from fleetctl.config.connection import render_connection_vars
+from fleetctl.config.environments import active_environment, extra_variables
 from fleetctl.config.inventory import Host, Inventory, load_inventory
 from fleetctl.config.playbook import (
     Playbook,
     PlaybookSource,
     load_playbook,
     merge_variables,
-    parse_extra_vars,
 )
 from fleetctl.config.sizes import Size
 from fleetctl.config.templating import is_template, render_string
@@ -40,7 +40,8 @@ class Targets:
     inventory: Inventory
     hosts: list[Host]
     extra_vars: dict[str, Any]
-    settings: Playbook  # host-independent sections rendered (artifact, rollout, ...)
+    settings: Playbook  # host-independent sections rendered (artifact, rollout, ...), the environment's rollout on top
+    environment: str | None = None  # the fleet.yml environment chosen with -E (its vars are in extra_vars)
 
     def host_variables(self, host: Host, builtins: dict[str, Any] | None = None) -> dict[str, Any]:
         """Variables for rendering the playbook on `host`: playbook vars < host vars < builtins < --var.
@@ -77,10 +78,14 @@ def load_targets(
     extra_vars: list[str] | None = None,
     builtins: dict[str, Any] | None = None,
 ) -> Targets:
-    """Load the playbook and inventory and select the hosts; every problem is a ConfigError (exit 2)."""
+    """Load the playbook and inventory and select the hosts; every problem is a ConfigError (exit 2). The
+    environment chosen with -E adds its variables under `-e` and its rollout settings over the playbook's."""
     source = load_playbook(playbook)
-    extra = parse_extra_vars(extra_vars)
+    extra = extra_variables(extra_vars)
+    environment = active_environment()
     settings = source.render_global(merge_variables(source, {}, extra, builtins))
+    if environment is not None:
+        settings = environment.apply_rollout(settings)
     inventory = load_inventory(list(inventories))
     selected = inventory.select(settings.hosts or "all")
     if limit is not None:
@@ -95,7 +100,8 @@ def load_targets(
                 file=source.path,
                 key="hosts",
             )
-    return Targets(source=source, inventory=inventory, hosts=selected, extra_vars=extra, settings=settings)
+    return Targets(source=source, inventory=inventory, hosts=selected, extra_vars=extra, settings=settings,
+                   environment=environment.name if environment is not None else None)
 
 
 def plan_rollout(targets: Targets, overrides: RolloutOverrides) -> Plan:

@@ -13,9 +13,18 @@ from rich.panel import Panel
 from rich.text import Text
 
 from fleetctl.artifacts.produce import produce_artifact
-from fleetctl.cli.options import InventoryOpt, JsonOpt, VarOpt, examples, inventory_paths, version_option
+from fleetctl.cli.options import (
+    EnvironmentOpt,
+    InventoryOpt,
+    JsonOpt,
+    VarOpt,
+    examples,
+    inventory_paths,
+    version_option,
+)
+from fleetctl.config.environments import extra_variables
 from fleetctl.config.inventory import Inventory, load_inventory
-from fleetctl.config.playbook import Playbook, load_playbook, merge_variables, parse_extra_vars
+from fleetctl.config.playbook import Playbook, load_playbook, merge_variables
 from fleetctl.ui.build import manifest_table
 from fleetctl.ui.console import print_json, safe, stdout
 
@@ -30,13 +39,14 @@ def build(
     dist: Path = DistOpt,
     force: bool = typer.Option(False, "--force", help="Rebuild even when the inputs are unchanged."),
     inventory: list[str] | None = InventoryOpt,
+    environment: str | None = EnvironmentOpt,  # applied by its callback (cli/options.py)
     var: list[str] | None = VarOpt,
     json_out: bool = JsonOpt,
 ) -> None:
     """Build or collect PLAYBOOK's artifact: dist/<name>-<version>-<goos>-<goarch>.exe and its manifest."""
     source = load_playbook(playbook)
     builtins = {"version": version} if version is not None else {}
-    settings = source.render_global(merge_variables(source, {}, parse_extra_vars(var), builtins))
+    settings = source.render_global(merge_variables(source, {}, extra_variables(var), builtins))
     inv = _inventory_if_needed(settings, inventory)
     if json_out:
         manifest = produce_artifact(settings, version=version, inventory=inv, dist_dir=dist, force=force)

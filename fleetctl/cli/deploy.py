@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from fleetctl.cli.options import (
     AllRowsOpt,
+    EnvironmentOpt,
     FailedOnlyOpt,
     ForksOpt,
     InventoryOpt,
@@ -22,6 +23,7 @@ from fleetctl.cli.options import (
     VarOpt,
     VerboseOpt,
     examples,
+    in_environment,
     inventory_paths,
     version_option,
 )
@@ -68,6 +70,7 @@ RunIdOpt = typer.Option(None, "--run-id", hidden=True, metavar="RUN_ID", help="U
 def deploy(
     playbook: str = typer.Argument(..., metavar="PLAYBOOK", help="Playbook file."),
     inventory: list[str] | None = InventoryOpt,
+    environment: str | None = EnvironmentOpt,  # applied by its callback (cli/options.py)
     limit: str | None = LimitOpt,
     canary: str | None = CanaryOpt,
     batch: str | None = BatchOpt,
@@ -105,8 +108,8 @@ def deploy(
                           key="--diff")
     if run_id is not None and not RUN_ID.fullmatch(run_id):
         raise ConfigError(f"expected a run id such as 20261202T020000Z-1a2b3c, got {run_id!r}", key="--run-id")
-    options = DeployOptions(playbook=playbook, inventories=inventory_paths(inventory), limit=limit,
-                            extra_vars=tuple(var or ()), canary=canary, batch=batch, max_failed=max_failed,
+    options = DeployOptions(playbook=playbook, inventories=inventory_paths(inventory, contacts_hosts=True),
+                            limit=limit, extra_vars=tuple(var or ()), canary=canary, batch=batch, max_failed=max_failed,
                             forks=forks, version=version, artifact=artifact, force=force, strategy=strategy,
                             unattended=unattended, schedule=schedule, run_id=run_id)
     people = stderr() if json_out else stdout()
@@ -120,7 +123,8 @@ def deploy(
         prepared = narrowed
     releases = sorted({r.id for r in prepared.releases.values()})
     title = (f"Deploy {prepared.fleet.targets.settings.name} {prepared.version} "
-             f"({', '.join(releases[:3])}{'...' if len(releases) > 3 else ''}) to {len(prepared.plan.hosts)} hosts")
+             f"({', '.join(releases[:3])}{'...' if len(releases) > 3 else ''}) to {len(prepared.plan.hosts)} hosts"
+             f"{in_environment(prepared.fleet.targets.environment)}")
     if not json_out:
         people.print(plan_table(prepared.plan, title, None, show_all))
         people.print(f"failure budget: {prepared.plan.max_failed} host(s); a failed canary always halts.")

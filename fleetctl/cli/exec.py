@@ -11,7 +11,7 @@ from __future__ import annotations
 import typer
 
 from fleetctl.cli.deploy import YesOpt, confirm
-from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VerboseOpt, examples
+from fleetctl.cli.options import EnvironmentOpt, InventoryOpt, JsonOpt, LimitOpt, VerboseOpt, examples
 from fleetctl.cli.ping import load_connection_settings
 from fleetctl.errors import ConfigError, RolloutFailed
 from fleetctl.node.adhoc import run_exec
@@ -28,6 +28,7 @@ def exec_command(
                                                                            "does)."),
     limit: str | None = LimitOpt,
     inventory: list[str] | None = InventoryOpt,
+    environment: str | None = EnvironmentOpt,  # applied by its callback (cli/options.py)
     forks: int = typer.Option(DEFAULT_FORKS, "--forks", "-f", min=1, metavar="N", help="Hosts at once."),
     yes: bool = YesOpt,
     json_out: bool = JsonOpt,

@@ -31,6 +31,8 @@ def history(
     limit: int = typer.Option(20, "--limit", "-n", min=1, max=100000, metavar="N",
                               help="How many runs, newest first."),
     db: Path | None = DbOpt,
+    environment: str | None = typer.Option(None, "-E", "--environment", metavar="NAME",
+                                           help="Only runs in this fleet.yml environment (deploy -E NAME)."),
     html: Path | None = HtmlOpt,
     junit: Path | None = JunitOpt,
     json_out: bool = JsonOpt,
@@ -53,17 +55,17 @@ def history(
     playbook = words[0] if words else None
     journal = Journal(db or default_path())
     try:
-        runs = journal.runs(playbook=playbook, limit=limit)
+        runs = journal.runs(playbook=playbook, limit=limit, environment=environment)
     finally:
         journal.close()
     if json_out:
         print_json({"runs": [r.to_json(with_hosts=False) for r in runs]})
         return
     if not runs:
-        what = f" for {playbook}" if playbook else ""
+        what = (f" for {playbook}" if playbook else "") + (f" in environment {environment}" if environment else "")
         stdout().print(Text(safe(f"no runs recorded{what} in {journal.path}")))
         return
-    stdout().print(runs_table(runs))
+    stdout().print(runs_table(runs, environment=environment))
 
 
 def show_run(run_id: str, db: Path | None, json_out: bool, *, html: Path | None = None,

@@ -12,9 +12,15 @@ from fleetctl.errors import ConfigError
 from fleetctl.ui.console import stdout
 
 FLEET_YML = """\
-# fleetctl project settings. Commands run in this directory use them as defaults.
+# fleetctl project settings. Commands run in this directory (or below it) use them as defaults.
 inventory:
   - inventory
+# Environments, chosen with -E NAME (docs/environments.md): each its own inventory, variables and rollout
+# defaults; -i, -e, --canary and --batch on the command line still win.
+# environments:
+#   staging: {inventory: inventory/staging, vars: {log_level: debug}, rollout: {canary: 1, batch: 50%}}
+#   prod:    {inventory: inventory/prod.yml, vars_files: [vars/prod.yml], rollout: {canary: 10%, batch: 20%}}
+# default_environment: staging
 """
 
 HOSTS_YML = """\

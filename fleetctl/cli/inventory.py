@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from fleetctl.cli.options import InventoryOpt, LimitOpt, examples, inventory_paths
+from fleetctl.cli.options import EnvironmentOpt, InventoryOpt, LimitOpt, examples, inventory_paths
 from fleetctl.config.inventory import Inventory, load_inventory
 from fleetctl.config.redaction import redact_value
 from fleetctl.config.templating import render_vars
@@ -34,6 +34,7 @@ def _write_json(doc: Any) -> None:
 
 def list_command(
     inventory: list[str] | None = InventoryOpt,
+    environment: str | None = EnvironmentOpt,  # applied by its callback (cli/options.py)
     limit: str | None = LimitOpt,
     as_json: bool = typer.Option(False, "--json", help="Print {hostvars, groups} as JSON (secrets masked)."),
 ) -> None:
@@ -49,6 +50,7 @@ def list_command(
 def show_command(
     host: str = typer.Argument(..., metavar="HOST", help="Host name as written in the inventory."),
     inventory: list[str] | None = InventoryOpt,
+    environment: str | None = EnvironmentOpt,  # applied by its callback (cli/options.py)
     raw: bool = typer.Option(False, "--raw", help="Show values as written, without rendering templates."),
     as_json: bool = typer.Option(False, "--json", help="Print {host, address, groups, vars} as JSON (secrets "
                                                        "masked)."),
@@ -73,6 +75,7 @@ def _graph_json(inv: Inventory, group: str, path: tuple[str, ...]) -> dict[str, 
 
 def graph_command(
     inventory: list[str] | None = InventoryOpt,
+    environment: str | None = EnvironmentOpt,  # applied by its callback (cli/options.py)
     as_json: bool = typer.Option(False, "--json", help="Print the tree as nested {group, children, hosts}."),
 ) -> None:
     """Draw the group tree with each group's own hosts, like `ansible-inventory --graph`."""

@@ -11,14 +11,22 @@ from rich.markup import escape
 from fleetctl.cli.options import examples
 from fleetctl.errors import FleetError
 from fleetctl.lab.control import lab_down, lab_fault, lab_status, lab_up
-from fleetctl.lab.layout import DEFAULT_BASE, HTTP_PORT, HTTPS_PORT, LabLayout
+from fleetctl.lab.layout import (
+    DEFAULT_BASE,
+    HTTP_PORT,
+    HTTPS_PORT,
+    LabLayout,
+    forget_lab_dir,
+    remember_lab_dir,
+)
 from fleetctl.ui.console import print_json, safe, stderr, stdout
 from fleetctl.ui.lab import lab_nodes_table
 
 TABLE_NODES = 40  # beyond this many nodes `lab status` lists only the notable ones (fits a screen)
 
-DirOpt = typer.Option(None, "--dir", metavar="DIR", help="Lab state directory. Default: $FLEETCTL_LAB_DIR, else .fleetctl/lab.",
-                      show_default=False)
+DirOpt = typer.Option(None, "--dir", metavar="DIR", help="Lab state directory. Default: $FLEETCTL_LAB_DIR, else the "
+                      "--dir of this project's last `lab up` (until `lab down`), else .fleetctl/lab at the project "
+                      "root.", show_default=False)
 JsonOpt = typer.Option(False, "--json", help="Print one JSON document instead of a table.")
 NodeArg = typer.Argument(..., metavar="NODE|N%|*", help="Node name (lab-node03 or node03), N% of the nodes, or '*'.")
 FaultsArg = typer.Argument(..., metavar="FAULT...", help="Faults: unreachable, blackhole, latency:200ms, auth-failure, crash-on-start, "
@@ -44,11 +52,13 @@ def up(
     json_out: bool = JsonOpt,
 ) -> None:
     """Start the lab in the background; returns when every node answers, and writes its inventory."""
-    layout = LabLayout.at(directory)
+    layout = chosen_lab(directory)
     chosen_base = base or os.environ.get("FLEETCTL_LAB_BASE") or DEFAULT_BASE
     with stderr().status(f"starting {nodes} lab node(s)..."):
         status = lab_up(layout, nodes=nodes, base=chosen_base, faults=faults, wine=not no_wine, workers=workers,
                         idle_timeout=idle_timeout)
+    if layout.origin == "--dir":
+        remember_lab_dir(layout)  # `lab status`, `lab down`, `lab fault` of this project find it without --dir
     if json_out:
         print_json(_status_json(status))
         return
@@ -59,6 +69,7 @@ def up(
     faulted = [f"{n['name']}={'+'.join(n['faults'])}" for n in status["nodes"] if n.get("faults")]
     if faulted:
         out.print("faults: " + escape(safe(", ".join(faulted[:20]))) + (" ..." if len(faulted) > 20 else ""))
+    out.print(f"lab dir: {escape(str(layout.dir))}")
     out.print(f"inventory: {escape(status['inventory'])}")
     out.print(f"CA: {escape(status['ca'])}")
     out.print(f"try: fleetctl ping -i {escape(status['inventory'])}")
@@ -66,14 +77,16 @@ def up(
 
 def down(directory: str | None = DirOpt, json_out: bool = JsonOpt) -> None:
     """Stop the lab: every node, service and listener it started."""
-    layout = LabLayout.at(directory)
+    layout = chosen_lab(directory)
     result = lab_down(layout)
+    forget_lab_dir(layout)
     if json_out:
         print_json(result)
     elif not result["stopped"]:
         stdout().print(f"no lab was running in {escape(str(layout.dir))}")
     else:
-        stdout().print(f"lab down: {result['nodes']} node(s) stopped" + (" (forced)" if result["forced"] else ""))
+        stdout().print(f"lab down: {result['nodes']} node(s) stopped in {escape(str(layout.dir))}"
+                       + (" (forced)" if result["forced"] else ""))
     if result["leftover_listeners"]:
         raise FleetError(f"listeners still open after lab down: {', '.join(result['leftover_listeners'][:5])}")
 
@@ -83,7 +96,7 @@ def status(directory: str | None = DirOpt, json_out: bool = JsonOpt,
                                          f"{TABLE_NODES} nodes (otherwise only those with faults or a service "
                                          "that is not running).")) -> None:
     """List the lab's nodes: address, ports, services and their state, counters and faults; the lab's CPU."""
-    layout = LabLayout.at(directory)
+    layout = chosen_lab(directory)
     doc = lab_status(layout)
     if json_out:
         print_json(_status_json(doc))
@@ -115,12 +128,24 @@ def fault(
     json_out: bool = JsonOpt,
 ) -> None:
     """Inject or clear faults on running lab nodes."""
-    result = lab_fault(LabLayout.at(directory), node, "+".join(faults))
+    result = lab_fault(chosen_lab(directory), node, "+".join(faults))
     if json_out:
         print_json({"nodes": result["nodes"]})
         return
     for name, active in result["nodes"].items():
         stdout().print(f"{escape(name)}: {escape(', '.join(active) or 'no faults')}")
+
+
+def chosen_lab(directory: str | None) -> LabLayout:
+    """The lab this command works on; when it is not the one named by --dir, say which one and why (on stderr,
+    so --json stays one document)."""
+    layout = LabLayout.at(directory)
+    if layout.origin == "remembered":
+        stderr().print(f"using the lab in {escape(str(layout.dir))} (remembered from `fleetctl lab up --dir`)",
+                       highlight=False)
+    elif layout.origin == "$FLEETCTL_LAB_DIR":
+        stderr().print(f"using the lab in {escape(str(layout.dir))} ($FLEETCTL_LAB_DIR)", highlight=False)
+    return layout
 
 
 def _notable(node: dict[str, Any]) -> bool:

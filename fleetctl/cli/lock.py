@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from fleetctl.cli.deploy import lock_judge
 from fleetctl.cli.options import (
+    EnvironmentOpt,
     ForksOpt,
     InventoryOpt,
     JsonOpt,
@@ -40,6 +41,7 @@ def lock(
                                                        f"(default {DEFAULT_FREEZE_TTL}; at most 720h)."),
     status: bool = typer.Option(False, "--status", help="Show who holds each node's lock; change nothing."),
     inventory: list[str] | None = InventoryOpt,
+    environment: str | None = EnvironmentOpt,  # applied by its callback (cli/options.py)
     limit: str | None = LimitOpt,
     var: list[str] | None = VarOpt,
     forks: int | None = ForksOpt,
@@ -48,7 +50,7 @@ def lock(
 ) -> None:
     """Freeze changes to PLAYBOOK's hosts: deploys, rollbacks and removes refuse them (exit 4) until `fleetctl
     unlock` or the TTL. With --status: who holds each host's lock."""
-    options = DeployOptions(playbook=playbook, inventories=inventory_paths(inventory), limit=limit,
+    options = DeployOptions(playbook=playbook, inventories=inventory_paths(inventory, contacts_hosts=True), limit=limit,
                             extra_vars=tuple(var or ()), forks=forks)
     if status:
         if reason is not None or ttl is not None:

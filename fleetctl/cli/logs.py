@@ -14,6 +14,7 @@ import sys
 import typer
 
 from fleetctl.cli.options import (
+    EnvironmentOpt,
     InventoryOpt,
     JsonOpt,
     LimitOpt,
@@ -49,6 +50,7 @@ def logs(
     forks: int | None = typer.Option(None, "--forks", min=1, metavar="N",
                                      help="Hosts asked at once (default: rollout.forks, 50)."),
     inventory: list[str] | None = InventoryOpt,
+    environment: str | None = EnvironmentOpt,  # applied by its callback (cli/options.py)
     var: list[str] | None = VarOpt,
     json_out: bool = JsonOpt,
     verbose: int = VerboseOpt,
@@ -61,7 +63,7 @@ def logs(
     if events and (path or follow or grep is not None):
         raise ConfigError("--events shows Application-log events: it does not go with --path, --follow or --grep",
                           key="--events")
-    request = load_status_request(playbook, inventory_paths(inventory), limit=limit, extra_vars=var, forks=forks)
+    request = load_status_request(playbook, inventory_paths(inventory, contacts_hosts=True), limit=limit, extra_vars=var, forks=forks)
     if host is not None:
         request = _only(request, host)
     warn_insecure(request.connections.values())

@@ -1,4 +1,5 @@
-"""Command-line options shared by several commands, and where the default inventory comes from."""
+"""Command-line options shared by several commands, where the default inventory comes from, and the fleet.yml
+environment (`-E`) a command runs in."""
 
 from __future__ import annotations
 
@@ -8,12 +9,28 @@ from typing import Any
 
 import typer
 
+from fleetctl.config.environments import ENV_VAR, active_environment, choose_environment, environment_active
 from fleetctl.config.project import find_project
 from fleetctl.errors import ConfigError
 
-INVENTORY_HELP = "Inventory file or directory (repeat to merge several). Default: $FLEETCTL_INVENTORY, else fleet.yml's inventory, else inventory/ ."
+INVENTORY_HELP = ("Inventory file or directory (repeat to merge several). Default: the environment's (-E), else "
+                  "$FLEETCTL_INVENTORY, else fleet.yml's inventory, else inventory/, else the lab's.")
 
 InventoryOpt = typer.Option(None, "-i", "--inventory", metavar="FILE|DIR", help=INVENTORY_HELP, show_default=False)
+
+
+def _environment(ctx: typer.Context, value: str | None) -> str | None:
+    # Chosen (and every environment of fleet.yml validated) before the command runs; active until it ends, so the
+    # inventory, variables and rollout loaders see it without each command passing it along.
+    environment = choose_environment(value)
+    ctx.with_resource(environment_active(environment))
+    return environment.name if environment is not None else None
+
+
+EnvironmentOpt = typer.Option(
+    None, "-E", "--environment", metavar="NAME", callback=_environment, show_default=False,
+    help=f"fleet.yml environment (its inventory, vars and rollout defaults; -i, -e and rollout options on the "
+         f"command line still win). Default: ${ENV_VAR}, else fleet.yml's default_environment.")
 
 
 def _limit(value: str | None) -> str | None:
@@ -62,11 +79,31 @@ def version_option(help_text: str) -> Any:
 JsonOpt = typer.Option(False, "--json", help="Print one JSON document instead of tables.")
 
 
-def inventory_paths(given: list[str] | None) -> list[Path]:
-    """The inventories to read: `-i` options, else $FLEETCTL_INVENTORY (os.pathsep-separated), else fleet.yml's
-    `inventory` (the project file found walking up from the cwd), else ./inventory."""
+def in_environment(name: str | None) -> str:
+    """" in environment NAME" for a plan or deploy header, when the command runs in one."""
+    return f" in environment {name}" if name else ""
+
+
+def inventory_paths(given: list[str] | None, *, contacts_hosts: bool = False) -> list[Path]:
+    """The inventories to read: `-i` options, else the -E environment's `inventory`, else $FLEETCTL_INVENTORY
+    (os.pathsep-separated), else fleet.yml's `inventory` (the project file found walking up from the cwd), else
+    ./inventory, else the inventory of the project's lab (`lab up` writes it). A command that `contacts_hosts`
+    first refuses an inventory written by `lab up` whose lab is not running: one clear line, not a connection
+    error per host."""
+    paths = _inventory_paths(given)
+    if contacts_hosts:
+        from fleetctl.cli.lab_presence import refuse_stopped_lab
+
+        refuse_stopped_lab(paths)
+    return paths
+
+
+def _inventory_paths(given: list[str] | None) -> list[Path]:
     if given:
         return [Path(p) for p in given]
+    environment = active_environment()
+    if environment is not None and environment.inventory is not None:
+        return list(environment.inventory)
     env = os.environ.get("FLEETCTL_INVENTORY")
     if env:
         return [Path(p) for p in env.split(os.pathsep) if p]
@@ -78,7 +115,13 @@ def inventory_paths(given: list[str] | None) -> list[Path]:
     default = Path("inventory")
     if default.exists():
         return [default]
-    raise ConfigError("no inventory given: pass -i FILE_OR_DIR or set FLEETCTL_INVENTORY", key="--inventory")
+    from fleetctl.cli.lab_presence import lab_inventory
+
+    lab = lab_inventory()
+    if lab is not None:
+        return [lab]
+    raise ConfigError("no inventory given: pass -i FILE_OR_DIR or set FLEETCTL_INVENTORY (or start a lab: "
+                      "fleetctl lab up)", key="--inventory")
 
 
 def examples(*lines: str) -> str:

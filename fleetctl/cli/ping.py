@@ -6,6 +6,7 @@ import typer
 
 from fleetctl.cli.options import (
     AllRowsOpt,
+    EnvironmentOpt,
     FailedOnlyOpt,
     InventoryOpt,
     JsonOpt,
@@ -27,7 +28,7 @@ from fleetctl.ui.ping import ping_json, ping_table
 
 def load_connection_settings(inventory: list[str] | None, limit: str | None) -> dict[str, ConnectionSettings]:
     """Connection settings of the selected hosts, in inventory order; every problem is a ConfigError."""
-    paths = inventory_paths(inventory)
+    paths = inventory_paths(inventory, contacts_hosts=True)
     inv = load_inventory(paths)
     hosts = inv.select(limit or "all")
     if not hosts:
@@ -42,6 +43,7 @@ def load_connection_settings(inventory: list[str] | None, limit: str | None) -> 
 
 def ping(
     inventory: list[str] | None = InventoryOpt,
+    environment: str | None = EnvironmentOpt,  # applied by its callback (cli/options.py)
     limit: str | None = LimitOpt,
     forks: int = typer.Option(DEFAULT_FORKS, "--forks", "-f", min=1, metavar="N", help="Hosts contacted at the same time."),
     show_all: bool = AllRowsOpt,

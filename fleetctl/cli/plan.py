@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import typer
 
-from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, examples, inventory_paths
+from fleetctl.cli.options import (
+    EnvironmentOpt,
+    InventoryOpt,
+    JsonOpt,
+    LimitOpt,
+    VarOpt,
+    examples,
+    in_environment,
+    inventory_paths,
+)
 from fleetctl.errors import ConfigError
 from fleetctl.plan import host_sequence
+from fleetctl.rollout.template_check import refuse_undefined
 from fleetctl.targets import RolloutOverrides, Targets, load_targets, plan_rollout
 from fleetctl.ui.console import print_json, stdout
 from fleetctl.ui.plan import plan_table, steps_line
@@ -15,6 +25,7 @@ from fleetctl.ui.plan import plan_table, steps_line
 def plan(
     playbook: str = typer.Argument(..., metavar="PLAYBOOK", help="Playbook file."),
     inventory: list[str] | None = InventoryOpt,
+    environment: str | None = EnvironmentOpt,  # applied by its callback (cli/options.py)
     limit: str | None = LimitOpt,
     canary: str | None = typer.Option(None, "--canary", metavar="N|N%", help="Canary batch: hosts (3) or percent (10%)."),
     batch: str | None = typer.Option(None, "--batch", metavar="N|N%", help="Batch size: hosts or percent of targeted hosts."),
@@ -28,6 +39,7 @@ def plan(
     """Show the rollout batches for PLAYBOOK (canary first, then batches) and each host's steps; nothing is
     changed."""
     targets = load_targets(playbook, inventory_paths(inventory), limit=limit, extra_vars=var)
+    refuse_undefined(targets)  # every undefined variable of every host, not only the first (exit 2)
     the_plan = plan_rollout(targets, RolloutOverrides(canary=canary, batch=batch, max_failed=max_failed))
     steps = sequence_for(targets, strategy)
     if json_out:
@@ -37,8 +49,8 @@ def plan(
     if the_plan.spread_by:
         spread = {h.name: targets.host_value(h, the_plan.spread_by, "") for h in targets.hosts}
     console = stdout()
-    console.print(plan_table(the_plan, f"Plan for {targets.settings.name}: {len(the_plan.hosts)} hosts, "
-                                        f"{len(the_plan.batches)} batches", spread, show_all))
+    console.print(plan_table(the_plan, f"Plan for {targets.settings.name}{in_environment(targets.environment)}: "
+                                        f"{len(the_plan.hosts)} hosts, {len(the_plan.batches)} batches", spread, show_all))
     console.print(f"failure budget: {the_plan.max_failed} host(s); a failed canary always halts.")
     console.print(steps_line(steps))
 
@@ -48,7 +60,11 @@ def sequence_for(targets: Targets, strategy: str | None) -> tuple[str, ...]:
     chosen = strategy or targets.settings.rollout.strategy
     if chosen not in ("rolling", "blue-green"):
         raise ConfigError(f"expected rolling or blue-green, got {chosen!r}", key="--strategy")
-    traffic = targets.render_for(targets.hosts[0], {"version": "0"}).traffic if targets.hosts else None
+    # Rendered only when there is a traffic section: the rest of a host's playbook may need secrets (env()) that
+    # a plan never uses.
+    has_traffic = isinstance(targets.source.document.data, dict) and "traffic" in targets.source.document.data
+    traffic = targets.render_for(targets.hosts[0], {"version": "0"}).traffic if targets.hosts and has_traffic \
+        else None
     if chosen == "blue-green" and (traffic is None or traffic.blue_green is None):
         raise ConfigError("the blue-green strategy needs traffic.blue_green", file=targets.source.path,
                           key="traffic.blue_green")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from fleetctl.cli.options import (
+    EnvironmentOpt,
     ForksOpt,
     InventoryOpt,
     JsonOpt,
@@ -30,6 +31,7 @@ from fleetctl.ui.releases import releases_table
 def releases(
     playbook: str = typer.Argument(..., metavar="PLAYBOOK", help="Playbook file."),
     inventory: list[str] | None = InventoryOpt,
+    environment: str | None = EnvironmentOpt,  # applied by its callback (cli/options.py)
     limit: str | None = LimitOpt,
     forks: int | None = ForksOpt,
     var: list[str] | None = VarOpt,
@@ -37,7 +39,7 @@ def releases(
     verbose: int = VerboseOpt,
 ) -> None:
     """List the releases each host of PLAYBOOK keeps: current, previous, failed a gate, blue-green colours."""
-    request = load_status_request(playbook, inventory_paths(inventory), limit=limit, extra_vars=var, forks=forks)
+    request = load_status_request(playbook, inventory_paths(inventory, contacts_hosts=True), limit=limit, extra_vars=var, forks=forks)
     warn_insecure(request.connections.values())
     failures = journal_failures(request.name)
     with HostClients(request.connections, forks=request.forks) as fleet:

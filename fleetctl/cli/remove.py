@@ -16,6 +16,7 @@ from fleetctl.cli.deploy import (
     run_with_subscribers,
 )
 from fleetctl.cli.options import (
+    EnvironmentOpt,
     InventoryOpt,
     JsonOpt,
     LimitOpt,
@@ -36,6 +37,7 @@ from fleetctl.ui.plan import plan_table
 def remove(
     playbook: str = typer.Argument(..., metavar="PLAYBOOK", help="Playbook file."),
     inventory: list[str] | None = InventoryOpt,
+    environment: str | None = EnvironmentOpt,  # applied by its callback (cli/options.py)
     limit: str | None = LimitOpt,
     batch: str | None = BatchOpt,
     max_failed: str | None = MaxFailedOpt,
@@ -49,7 +51,7 @@ def remove(
     verbose: int = VerboseOpt,
 ) -> None:
     """Retire PLAYBOOK's service: scheduled tasks, service, firewall rules, port proxy; files kept unless --purge."""
-    options = DeployOptions(playbook=playbook, inventories=inventory_paths(inventory), limit=limit,
+    options = DeployOptions(playbook=playbook, inventories=inventory_paths(inventory, contacts_hosts=True), limit=limit,
                             extra_vars=tuple(var or ()), batch=batch, max_failed=max_failed, forks=forks,
                             force=force)
     prepared = prepare_remove(options, purge=purge)

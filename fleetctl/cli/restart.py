@@ -20,6 +20,7 @@ from fleetctl.cli.deploy import (
 )
 from fleetctl.cli.options import (
     AllRowsOpt,
+    EnvironmentOpt,
     FailedOnlyOpt,
     InventoryOpt,
     JsonOpt,
@@ -39,6 +40,7 @@ from fleetctl.ui.plan import plan_table
 def restart(
     playbook: str = typer.Argument(..., metavar="PLAYBOOK", help="Playbook file."),
     inventory: list[str] | None = InventoryOpt,
+    environment: str | None = EnvironmentOpt,  # applied by its callback (cli/options.py)
     limit: str | None = LimitOpt,
     canary: str | None = CanaryOpt,
     batch: str | None = BatchOpt,
@@ -53,7 +55,7 @@ def restart(
     verbose: int = VerboseOpt,
 ) -> None:
     """Restart PLAYBOOK's service host by host in gated batches; releases stay as they are."""
-    options = DeployOptions(playbook=playbook, inventories=inventory_paths(inventory), limit=limit,
+    options = DeployOptions(playbook=playbook, inventories=inventory_paths(inventory, contacts_hosts=True), limit=limit,
                             extra_vars=tuple(var or ()), canary=canary, batch=batch, max_failed=max_failed,
                             forks=forks, force=force)
     prepared = prepare_restart(options)

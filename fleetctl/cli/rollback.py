@@ -20,6 +20,7 @@ from fleetctl.cli.deploy import (
 )
 from fleetctl.cli.options import (
     AllRowsOpt,
+    EnvironmentOpt,
     FailedOnlyOpt,
     InventoryOpt,
     JsonOpt,
@@ -45,6 +46,7 @@ def rollback(
     to: str | None = typer.Option(None, "--to", metavar="VERSION", help="Version (or release id) to return to; "
                                                                        "default: the fleet's last good release."),
     inventory: list[str] | None = InventoryOpt,
+    environment: str | None = EnvironmentOpt,  # applied by its callback (cli/options.py)
     limit: str | None = LimitOpt,
     canary: str | None = CanaryOpt,
     batch: str | None = BatchOpt,
@@ -67,7 +69,8 @@ def rollback(
     if diff and not dry_run_:
         raise ConfigError("--diff shows what a rollback would change without changing it: give --dry-run too",
                           key="--diff")
-    options = DeployOptions(playbook=playbook, inventories=inventory_paths(inventory), limit=limit,
+    options = DeployOptions(playbook=playbook, inventories=inventory_paths(inventory, contacts_hosts=True),
+                            limit=limit,
                             extra_vars=tuple(var or ()), canary=canary, batch=batch, max_failed=max_failed,
                             forks=forks, force=force, strategy=strategy)
     prepared = prepare_rollback(options, to)

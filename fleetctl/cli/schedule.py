@@ -15,7 +15,16 @@ from rich.table import Table
 from rich.text import Text
 
 from fleetctl.artifacts.manifest import check_version
-from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VarOpt, examples, inventory_paths
+from fleetctl.cli.options import (
+    EnvironmentOpt,
+    InventoryOpt,
+    JsonOpt,
+    LimitOpt,
+    VarOpt,
+    examples,
+    inventory_paths,
+)
+from fleetctl.config.project import state_dir
 from fleetctl.errors import ConfigError, FleetError
 from fleetctl.schedule.backend import InstalledEntry, Scheduler
 from fleetctl.schedule.entry import (
@@ -50,6 +59,7 @@ def install(
                                         "(for env() in the inventory); only its path is stored."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be installed; install nothing."),
     inventory: list[str] | None = InventoryOpt,
+    environment: str | None = EnvironmentOpt,  # applied by its callback (cli/options.py)
     limit: str | None = LimitOpt,
     canary: str | None = typer.Option(None, "--canary", metavar="N|N%", help="deploy --canary for each run."),
     batch: str | None = typer.Option(None, "--batch", metavar="N|N%", help="deploy --batch for each run."),
@@ -85,6 +95,8 @@ def install(
     args: list[str] = []
     for path in inventories:
         args += ["-i", path]
+    if environment is not None:
+        args += ["-E", environment]  # pinned: each run gets this environment's vars and rollout defaults too
     for option, value in (("--limit", limit), ("--canary", canary), ("--batch", batch),
                           ("--max-failed", max_failed), ("--forks", None if forks is None else str(forks)),
                           ("--version", version), ("--artifact", artifact)):
@@ -222,7 +234,7 @@ def _row(entry: InstalledEntry, definition: ScheduleEntry | None, installed: boo
 def _last_run(project: Path, name: str) -> dict[str, Any] | None:
     from fleetctl.state.journal import Journal
 
-    db = project / ".fleetctl" / "history.db"
+    db = state_dir(project) / "history.db"  # where the entry's deploys write it: the project root
     if not db.is_file():
         return None
     journal = Journal(db)

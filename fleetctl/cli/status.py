@@ -10,6 +10,7 @@ import typer
 
 from fleetctl.cli.options import (
     AllRowsOpt,
+    EnvironmentOpt,
     FailedOnlyOpt,
     ForksOpt,
     InventoryOpt,
@@ -32,6 +33,7 @@ from fleetctl.ui.status import status_table
 def status(
     playbook: str = typer.Argument(..., metavar="PLAYBOOK", help="Playbook file."),
     inventory: list[str] | None = InventoryOpt,
+    environment: str | None = EnvironmentOpt,  # applied by its callback (cli/options.py)
     limit: str | None = LimitOpt,
     forks: int | None = ForksOpt,
     var: list[str] | None = VarOpt,
@@ -42,7 +44,7 @@ def status(
 ) -> None:
     """Show where every host of PLAYBOOK stands: a summary (hosts per release and health state, a rollout in
     progress), then releases, service, health now, lock and drift per host."""
-    request = load_status_request(playbook, inventory_paths(inventory), limit=limit, extra_vars=var, forks=forks)
+    request = load_status_request(playbook, inventory_paths(inventory, contacts_hosts=True), limit=limit, extra_vars=var, forks=forks)
     warn_insecure(request.connections.values())
     with HostClients(request.connections, forks=request.forks) as fleet:
         if json_out:

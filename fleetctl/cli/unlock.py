@@ -11,6 +11,7 @@ import typer
 from fleetctl.cli.deploy import lock_judge
 from fleetctl.cli.lock import finish
 from fleetctl.cli.options import (
+    EnvironmentOpt,
     ForksOpt,
     InventoryOpt,
     JsonOpt,
@@ -28,6 +29,7 @@ from fleetctl.ui.console import warn_insecure
 def unlock(
     playbook: str = typer.Argument(..., metavar="PLAYBOOK", help="Playbook file."),
     inventory: list[str] | None = InventoryOpt,
+    environment: str | None = EnvironmentOpt,  # applied by its callback (cli/options.py)
     limit: str | None = LimitOpt,
     var: list[str] | None = VarOpt,
     forks: int | None = ForksOpt,
@@ -35,7 +37,7 @@ def unlock(
     verbose: int = VerboseOpt,
 ) -> None:
     """Lift PLAYBOOK's change freeze; free locks left behind by finished runs (never a live run's)."""
-    options = DeployOptions(playbook=playbook, inventories=inventory_paths(inventory), limit=limit,
+    options = DeployOptions(playbook=playbook, inventories=inventory_paths(inventory, contacts_hosts=True), limit=limit,
                             extra_vars=tuple(var or ()), forks=forks)
     request = prepare_freeze(options, lifting=True)
     warn_insecure(request.fleet.connections.values())

@@ -24,6 +24,9 @@ Scheme = Literal["https", "http"]
 AUTH_METHODS = ("negotiate", "ntlm", "kerberos", "basic", "certificate", "credssp")
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_OPERATION_TIMEOUT = 20.0
+# Hosts of one command that may refuse an account's credentials before the rest are not tried with it (a
+# directory's lockout policy locks an account after a few failures; node/auth_budget.py). 0: no limit.
+DEFAULT_MAX_AUTH_FAILURES = 3
 
 # Each setting: the variable names that may hold it, first match wins.
 _ADDRESS = ("fleet_host", "ansible_host")
@@ -39,6 +42,7 @@ _CERT_KEY_PEM = ("fleet_cert_key_pem", "ansible_winrm_cert_key_pem")
 _CONNECT_TIMEOUT = ("fleet_connect_timeout", "ansible_winrm_connection_timeout")
 _OPERATION_TIMEOUT = ("fleet_operation_timeout", "ansible_winrm_operation_timeout_sec")
 _TRANSPORT = ("fleet_transport",)
+_MAX_AUTH_FAILURES = ("fleet_max_auth_failures",)
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$")
 _TRUE = {"true", "yes", "on", "1", "validate"}
@@ -62,6 +66,7 @@ class ConnectionSettings:
     cert_key_pem: str | None = None
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     operation_timeout: float = DEFAULT_OPERATION_TIMEOUT
+    max_auth_failures: int = DEFAULT_MAX_AUTH_FAILURES
     # Which inventory variables held the credentials (ansible_password when that is what the inventory uses),
     # so an authentication error names what the operator wrote, not fleetctl's own spelling.
     user_var: str = _USER[0]
@@ -136,6 +141,7 @@ class ConnectionSettings:
             cert_key_pem=cert_key_pem,
             connect_timeout=reader.number(_CONNECT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT),
             operation_timeout=reader.number(_OPERATION_TIMEOUT, DEFAULT_OPERATION_TIMEOUT),
+            max_auth_failures=reader.integer(_MAX_AUTH_FAILURES, DEFAULT_MAX_AUTH_FAILURES, low=0, high=100000),
             user_var=reader.found_key(_USER) or _USER[0],
             password_var=reader.found_key(_PASSWORD) or _PASSWORD[0],
             auth_var=reader.found_key(_AUTH) or _AUTH[0],

@@ -608,22 +608,23 @@ def parse_extra_vars(pairs: list[str] | None) -> dict[str, Any]:
     return result
 
 
-def load_vars_file(path: str) -> dict[str, Any]:
-    """The variables of `-e @FILE`: a mapping whose keys are variable names, values typed as YAML types them."""
+def load_vars_file(path: str, *, key: str = "--var") -> dict[str, Any]:
+    """The variables of `-e @FILE` (or an environment's `vars_files`, named by `key` in errors): a mapping whose
+    keys are variable names, values typed as YAML types them."""
     if not path:
-        raise ConfigError("expected a file after @ (-e @vars.yml)", key="--var")
+        raise ConfigError("expected a file after @ (-e @vars.yml)", key=key)
     doc = load_yaml(path, what="vars file")
     data = doc.data if doc.data is not None else {}
     if not isinstance(data, dict):
         raise ConfigError(f"expected a mapping of variable names to values, got {type(data).__name__}",
-                          file=path, key="--var")
-    for key in data:
-        if not isinstance(key, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+                          file=path, key=key)
+    for name in data:
+        if not isinstance(name, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
             raise ConfigError("expected a variable name (letters, digits, _; not starting with a digit)",
-                              file=path, line=doc.line_of((key,)), key=str(key))
-        if isinstance(data[key], str) and "\x00" in data[key]:
-            raise ConfigError(f"the value of {key} holds a NUL character", file=path, line=doc.line_of((key,)),
-                              key=str(key))
+                              file=path, line=doc.line_of((name,)), key=str(name))
+        if isinstance(data[name], str) and "\x00" in data[name]:
+            raise ConfigError(f"the value of {name} holds a NUL character", file=path, line=doc.line_of((name,)),
+                              key=str(name))
     return dict(data)
 
 

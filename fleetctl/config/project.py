@@ -21,8 +21,10 @@ from typing import Any
 from fleetctl.errors import ConfigError
 
 PROJECT_FILE = "fleet.yml"
+STATE_DIR = ".fleetctl"  # the project's run state: history, logs, the lab
 # Every key fleet.yml may hold; anything else is refused, never ignored.
-PROJECT_KEYS = ("inventory", "allow_absolute_paths")
+PROJECT_KEYS = ("inventory", "allow_absolute_paths", "environments", "default_environment")
+# environments and default_environment are validated by config/environments.py, whenever a command resolves one.
 
 
 _inventory_dirs: set[Path] = set()
@@ -77,6 +79,19 @@ def find_project_file(start: Path) -> Path | None:
     return None
 
 
+def project_root(start: Path | None = None) -> Path:
+    """The directory of the first fleet.yml in `start` (default: the cwd) or a parent, else `start` itself. Only
+    looks for the file: a command that merely needs the root (the history) works even if fleet.yml is broken."""
+    here = Path(os.path.realpath(start if start is not None else Path.cwd()))
+    found = find_project_file(here)
+    return found.parent if found is not None else here
+
+
+def state_dir(start: Path | None = None) -> Path:
+    """`.fleetctl/` at the project root: where history.db, schedule logs and the default lab live."""
+    return project_root(start) / STATE_DIR
+
+
 def find_project(start: Path | None = None) -> Project:
     """The project `start` (default: the cwd) belongs to; a malformed fleet.yml is a ConfigError."""
     here = Path(os.path.realpath(start if start is not None else Path.cwd()))
@@ -90,6 +105,7 @@ def find_project(start: Path | None = None) -> Project:
 @functools.lru_cache(maxsize=16)
 def _load_project(path: Path, _mtime: int, _size: int) -> Project:
     # Cached per file version: every file() call and every playbook path asks.
+    from fleetctl.config.suggest import did_you_mean
     from fleetctl.config.yamlfile import load_yaml
 
     doc = load_yaml(path, what="project file")
@@ -98,7 +114,8 @@ def _load_project(path: Path, _mtime: int, _size: int) -> Project:
         raise ConfigError(f"expected a mapping ({', '.join(PROJECT_KEYS)})", file=path)
     for key in data:
         if key not in PROJECT_KEYS:
-            raise ConfigError(f"unknown key; expected one of: {', '.join(PROJECT_KEYS)}", file=path,
+            raise ConfigError(f"unknown key{did_you_mean(str(key), PROJECT_KEYS)}; expected one of: "
+                              f"{', '.join(PROJECT_KEYS)}", file=path,
                               line=doc.line_of((key,)), key=str(key))
     inventory = data.get("inventory")
     if isinstance(inventory, str):

@@ -44,6 +44,14 @@ from fleetctl.errors import ConfigError
 _MARKERS = ("{{", "{%", "{#")
 
 
+class UndefinedVariableError(ConfigError):
+    """A template used a variable nobody defined; `message` is Jinja's ("'x' is undefined") with a guess."""
+
+    def __init__(self, message: str, *, file: str | None, key: str | None, undefined: str) -> None:
+        super().__init__(message, file=file, key=key)
+        self.undefined = undefined  # "'x' is undefined (did you mean 'y'?)": what `plan` lists per host
+
+
 class UnsafeText(str):
     """A string that must never be templated (YAML `!unsafe`), as in Ansible."""
 
@@ -293,8 +301,9 @@ class _LazyVars(Mapping[str, Any]):
             raise ConfigError(f"template {template!r} does something templates may not do: {err}",
                               file=helpers.source, key=key) from None
         except UndefinedError as err:
-            raise ConfigError(f"undefined variable in template {template!r}: {err.message}"
-                              f"{self._suggest_variable(err.message)}", file=helpers.source, key=key) from None
+            undefined = f"{err.message}{self._suggest_variable(err.message)}"
+            raise UndefinedVariableError(f"undefined variable in template {template!r}: {undefined}",
+                                         file=helpers.source, key=key, undefined=undefined) from None
         except TemplateSyntaxError as err:
             raise ConfigError(f"template syntax error in {template!r}: {err.message}", file=helpers.source,
                               key=key) from None
@@ -331,3 +340,16 @@ def render_vars(variables: Mapping[str, Any], *, source: str, base_dir: Path | N
     """Every variable with its templates resolved (recursively, in any order); loops are a ConfigError."""
     lazy = _LazyVars(variables, _Helpers(source, base_dir or Path.cwd()))
     return {key: lazy[key] for key in variables}
+
+
+def template_strings(value: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """Every templated string in a YAML tree, with its key path (for checking them one by one)."""
+    if isinstance(value, str):
+        if is_template(value):
+            yield path, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from template_strings(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from template_strings(v, (*path, i))

@@ -158,6 +158,10 @@ class AuthDecision:
     ok: bool
     headers: list[tuple[str, str]] = field(default_factory=list)  # to add to the response (401 or 200)
     user: str | None = None
+    # A logon this request completed: "accepted" or "refused" (a password checked, a handshake finished or failed,
+    # the auth-failure fault); None for a request that was only a step of a handshake or carried no credentials.
+    # The lab counts them, as Windows' security log does (event 4624 / 4625).
+    logon: str | None = None
 
 
 _SCHEME = re.compile(r"^\s*(\S+)\s*(.*?)\s*$")
@@ -184,7 +188,7 @@ class ConnectionAuth:
         """Decide on a request carrying this `Authorization` header (or none). `refuse`: the auth-failure fault."""
         if refuse:
             self.reset()
-            return AuthDecision(False, self.policy.offers())
+            return AuthDecision(False, self.policy.offers(), logon="refused" if header else None)
         if not header:
             if self.encrypting:
                 return AuthDecision(True, user=self.user)
@@ -203,10 +207,10 @@ class ConnectionAuth:
         try:
             user, _, password = base64.b64decode(token, validate=True).decode("utf-8").partition(":")
         except (binascii.Error, UnicodeDecodeError):
-            return AuthDecision(False, self.policy.offers())
+            return AuthDecision(False, self.policy.offers(), logon="refused")
         if not self.policy.credentials.check_password(user, password):
-            return AuthDecision(False, self.policy.offers())
-        return AuthDecision(True, user=user)
+            return AuthDecision(False, self.policy.offers(), logon="refused")
+        return AuthDecision(True, user=user, logon="accepted")
 
     def _negotiate(self, scheme: str, token: str) -> AuthDecision:
         try:
@@ -240,11 +244,11 @@ class ConnectionAuth:
                         os.environ["NTLM_USER_FILE"] = previous
         except Exception:  # noqa: BLE001 - any failed step (wrong password, bad CBT, garbage) is a plain 401
             self.reset()
-            return AuthDecision(False, self.policy.offers())
+            return AuthDecision(False, self.policy.offers(), logon="refused")
         reply = f"{scheme} {base64.b64encode(out_token).decode()}" if out_token else None
         if self._context.complete:
             self.user = str(self._context.client_principal or "")
-            return AuthDecision(True, [("WWW-Authenticate", reply)] if reply else [], user=self.user)
+            return AuthDecision(True, [("WWW-Authenticate", reply)] if reply else [], user=self.user, logon="accepted")
         return AuthDecision(False, [("WWW-Authenticate", reply or scheme)])
 
     def unwrap_body(self, content_type: str, body: bytes) -> bytes:

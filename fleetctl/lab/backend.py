@@ -51,3 +51,7 @@ class NodeBackend(Protocol):
     def count_request(self, bytes_received: int) -> None:
         """Counters: one WS-Man request of this many body bytes arrived."""
         ...
+
+    def count_logon(self, *, accepted: bool) -> None:
+        """Counters: a client's credentials were checked (a logon accepted or refused)."""
+        ...

@@ -1,17 +1,23 @@
-"""Where a lab keeps its files, how its nodes are named and addressed, and the inventory it writes for itself."""
+"""Where a lab keeps its files, how its nodes are named and addressed, and the inventory it writes for itself.
+
+Which directory a lab command uses: `--dir`, else $FLEETCTL_LAB_DIR, else the directory the last `lab up --dir`
+of this project named (remembered in `.fleetctl/lab-dir` until `lab down`), else `.fleetctl/lab` at the project
+root. The inventory a lab writes says which lab it belongs to (`# fleetctl lab: DIR`), so a command can tell a
+stopped lab from unreachable hosts before contacting any of them.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from fleetctl.config.project import state_dir
 from fleetctl.errors import ConfigError
 
-DEFAULT_DIR = Path(".fleetctl/lab")
 DEFAULT_BASE = "127.0.1.1"
 HTTP_PORT = 5985
 HTTPS_PORT = 5986
@@ -22,15 +28,28 @@ NODES_PER_OCTET = 250  # node addresses use .1 .. .250 of each 127.0.X.0/24, the
 _SOCKET_PATH_MAX = 100  # AF_UNIX paths are limited to 108 bytes on Linux
 
 
+POINTER_FILE = "lab-dir"  # under the project's .fleetctl/: the lab directory the last `lab up --dir` named
+INVENTORY_MARK = "# fleetctl lab: "  # the line of a lab inventory that names its lab directory
+
+
 @dataclass(frozen=True)
 class LabLayout:
-    """The files of one lab under its state directory (default `.fleetctl/lab`)."""
+    """The files of one lab under its state directory (default `.fleetctl/lab` at the project root)."""
 
     dir: Path
+    # How the directory was chosen: "--dir", "$FLEETCTL_LAB_DIR", "remembered" (a `lab up --dir` before) or
+    # "default"; commands say which lab they use when it is not the one named on their command line.
+    origin: str = field(default="--dir", compare=False)
 
     @classmethod
     def at(cls, directory: str | Path | None) -> LabLayout:
-        layout = cls(Path(directory or os.environ.get("FLEETCTL_LAB_DIR") or DEFAULT_DIR).absolute())
+        if directory:
+            layout = cls(Path(directory).absolute(), "--dir")
+        elif os.environ.get("FLEETCTL_LAB_DIR"):
+            layout = cls(Path(os.environ["FLEETCTL_LAB_DIR"]).absolute(), "$FLEETCTL_LAB_DIR")
+        else:
+            remembered = remembered_lab_dir()
+            layout = cls(remembered, "remembered") if remembered is not None else cls(default_lab_dir(), "default")
         if len(str(layout.control)) > _SOCKET_PATH_MAX:
             raise ConfigError(f"the lab directory path is too long for its control socket (max "
                               f"{_SOCKET_PATH_MAX - 12} characters); choose a shorter --dir", key="--dir")
@@ -97,7 +116,60 @@ def inventory_document(names: list[str], addresses: list[str], layout: LabLayout
 
 def write_inventory(names: list[str], addresses: list[str], layout: LabLayout) -> None:
     text = ("# Written by `fleetctl lab up`: the lab's simulated Windows nodes. Rewritten at every `lab up`.\n"
+            f"{INVENTORY_MARK}{layout.dir}\n"
             + yaml.safe_dump(inventory_document(names, addresses, layout), sort_keys=False))
     tmp = layout.inventory.with_suffix(".tmp")
     tmp.write_text(text)
     os.replace(tmp, layout.inventory)
+
+
+def lab_dir_of_inventory(path: Path) -> Path | None:
+    """The lab directory an inventory file (or a directory holding `inventory.yml`) was written for by `lab up`,
+    read from its `# fleetctl lab: DIR` line (a copy of the file keeps it); None for any other inventory."""
+    candidate = path / "inventory.yml" if path.is_dir() else path
+    try:
+        with open(candidate, encoding="utf-8", errors="replace") as handle:
+            head = [handle.readline() for _ in range(3)]
+    except OSError:
+        return None
+    for line in head:
+        if line.startswith(INVENTORY_MARK):
+            return Path(line[len(INVENTORY_MARK):].strip())
+    return None
+
+
+def default_lab_dir() -> Path:
+    """`.fleetctl/lab` at the project root."""
+    return state_dir() / "lab"
+
+
+def _pointer() -> Path:
+    return state_dir() / POINTER_FILE
+
+
+def remembered_lab_dir() -> Path | None:
+    """The directory the project's last `lab up --dir` named, if it is still remembered."""
+    try:
+        text = _pointer().read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return Path(text) if text else None
+
+
+def remember_lab_dir(layout: LabLayout) -> None:
+    """After `lab up --dir DIR`: later lab commands of this project use DIR without repeating it. The default
+    directory needs no pointer (an old one is removed)."""
+    pointer = _pointer()
+    if layout.dir == default_lab_dir():
+        pointer.unlink(missing_ok=True)
+        return
+    pointer.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pointer.with_suffix(".tmp")
+    tmp.write_text(f"{layout.dir}\n", encoding="utf-8")
+    os.replace(tmp, pointer)
+
+
+def forget_lab_dir(layout: LabLayout) -> None:
+    """After `lab down`: the pointer goes if it named this lab."""
+    if remembered_lab_dir() == layout.dir:
+        _pointer().unlink(missing_ok=True)

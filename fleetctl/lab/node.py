@@ -82,7 +82,7 @@ class LabNode:
             log_dir=root / "_lab" / "services", on_restart=self._count_restart,
             on_processes_changed=on_processes_changed or (lambda: None), **extra)
         self.counters = {"requests": 0, "bytes_received": 0, "artifact_bytes_stored": 0, "service_restarts": 0,
-                         "service_starts": 0, "service_stops": 0}
+                         "service_starts": 0, "service_stops": 0, "logons": 0, "logons_refused": 0}
         self.operation_counts: dict[str, int] = {}  # protocol operation -> calls (what a run asked of this node)
         self.firewall_rules: dict[str, dict[str, Any]] = {}
         self.scheduled_tasks: dict[str, dict[str, Any]] = {}
@@ -129,6 +129,10 @@ class LabNode:
         with self._counter_lock:
             self.counters["requests"] += 1
             self.counters["bytes_received"] += bytes_received
+
+    def count_logon(self, *, accepted: bool) -> None:
+        # What an account lockout policy counts: each refused logon (tests check fleetctl stops after a few).
+        self._count("logons" if accepted else "logons_refused")
 
     def _count(self, key: str, n: int = 1) -> None:
         with self._counter_lock:

@@ -232,6 +232,8 @@ class NodeServer:
         if request.path.split("?", 1)[0].rstrip("/").lower() != WSMAN_PATH:
             return format_response(404, [], b"", close=False)
         decision = auth.authorize(request.headers.get("authorization"), refuse=refuse_auth)
+        if decision.logon is not None:
+            self.backend.count_logon(accepted=decision.logon == "accepted")
         if not decision.ok:
             return format_response(401, decision.headers)
         content_type = request.headers.get("content-type", "")

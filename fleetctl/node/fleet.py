@@ -14,6 +14,7 @@ from typing import Generic, Self, TypeVar
 from fleetctl.config.connection import ConnectionSettings
 from fleetctl.config.redaction import redact
 from fleetctl.errors import FleetError
+from fleetctl.node.auth_budget import AuthBudget
 from fleetctl.node.client import NodeClient
 from fleetctl.transport.base import Transport
 
@@ -43,9 +44,12 @@ def winrm_transport(settings: ConnectionSettings) -> Transport:
     return WinRMTransport(settings)
 
 
-def connect_client(settings: ConnectionSettings, transport_factory: TransportFactory = winrm_transport) -> NodeClient:
-    """A client for one host: the one place a command's transports are made (the connection opens on first use)."""
-    return NodeClient(transport_factory(settings))
+def connect_client(settings: ConnectionSettings, transport_factory: TransportFactory = winrm_transport,
+                   auth_budget: AuthBudget | None = None) -> NodeClient:
+    """A client for one host: the one place a command's transports are made (the connection opens on first use).
+    With the command's `auth_budget`, a host is not tried once its account failed on enough other hosts."""
+    transport = transport_factory(settings)
+    return NodeClient(auth_budget.guard(transport, settings) if auth_budget is not None else transport)
 
 
 class HostClients:
@@ -63,6 +67,7 @@ class HostClients:
         self.settings = dict(settings)
         self.forks = forks
         self._factory = transport_factory
+        self.auth_budget = AuthBudget()  # one per command: its hosts share the lockout budget
         self._clients: dict[str, NodeClient] = {}
         self._lock = threading.Lock()
 
@@ -74,7 +79,7 @@ class HostClients:
         with self._lock:
             client = self._clients.get(host)
             if client is None:
-                client = connect_client(self.settings[host], self._factory)
+                client = connect_client(self.settings[host], self._factory, self.auth_budget)
                 self._clients[host] = client
             return client
 

@@ -24,6 +24,7 @@ from fleetctl.config.playbook import Playbook
 from fleetctl.config.project import find_project
 from fleetctl.config.templating import render_string
 from fleetctl.errors import ConfigError
+from fleetctl.node.auth_budget import AuthBudget
 from fleetctl.node.client import NodeClient
 from fleetctl.node.fleet import connect_client
 from fleetctl.plan import Plan
@@ -90,6 +91,7 @@ class RolloutTargets:
     lock_ttl: int
     timeouts: PhaseTimeouts = field(default_factory=PhaseTimeouts)  # rollout.timeouts: each phase's bound
     strategy: str = "rolling"  # --strategy, else the playbook's rollout.strategy (STRATEGIES)
+    auth_budget: AuthBudget = field(default_factory=AuthBudget)  # the run's hosts share the lockout budget
     _health_cache: dict[tuple[str, str], HealthCheck | None] = field(default_factory=dict)
 
     def health_for(self, host: str) -> Callable[[str], HealthCheck | None]:
@@ -102,7 +104,7 @@ class RolloutTargets:
         return check
 
     def client_factory(self) -> Connect:
-        return lambda host: connect_client(self.connections[host])
+        return lambda host: connect_client(self.connections[host], auth_budget=self.auth_budget)
 
     def run_info(self, run_id: str, kind: RunKind, *, version: str | None = None, release: str | None = None,
                  schedule: str | None = None, inputs: dict[str, object] | None = None) -> RunInfo:
@@ -111,7 +113,15 @@ class RolloutTargets:
         return RunInfo(run_id=run_id, kind=kind, playbook=str(self.targets.source.path),
                        service=self.targets.settings.name, version=version, release=release,
                        strategy=self.strategy, user=self.owner,
-                       trigger="scheduled" if schedule else "manual", schedule=schedule, inputs=dict(inputs or {}))
+                       trigger="scheduled" if schedule else "manual", schedule=schedule,
+                       inputs=self._with_environment(inputs))
+
+    def _with_environment(self, inputs: dict[str, object] | None) -> dict[str, object]:
+        # The fleet.yml environment (-E) is part of what every run over these targets was asked: `history -E`.
+        recorded = dict(inputs or {})
+        if self.targets.environment is not None:
+            recorded["environment"] = self.targets.environment
+        return recorded
 
 
 @dataclass

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from fleetctl.config.project import STATE_DIR, state_dir
 from fleetctl.config.redaction import redact, redact_value
 from fleetctl.errors import (
     EXIT_BAD_INPUT,
@@ -56,7 +57,7 @@ from fleetctl.rollout.events import (
 from fleetctl.rollout.lock_keeper import process_start_marker  # one reading of /proc for runs and locks
 
 SCHEMA_VERSION = 4
-DEFAULT_PATH = Path(".fleetctl") / "history.db"
+DEFAULT_PATH = Path(STATE_DIR) / "history.db"  # under the project root (config.project.state_dir)
 PATH_ENV = "FLEETCTL_HISTORY_DB"
 
 # The status a finished run gets from its exit code (the stable exit codes of docs/cli.md).
@@ -131,9 +132,11 @@ STEP_ORDER = ("connect", "lock", "transfer", "install", "service", "stop", "swit
 
 
 def default_path() -> Path:
-    """Where the journal lives: $FLEETCTL_HISTORY_DB, else `.fleetctl/history.db` under the current directory."""
+    """Where the journal lives: $FLEETCTL_HISTORY_DB, else `.fleetctl/history.db` at the project root (the
+    directory of the fleet.yml found walking up from the cwd, else the cwd), so a deploy run from the root and
+    `history` run from a subdirectory read the same journal."""
     env = os.environ.get(PATH_ENV)
-    return Path(env) if env else DEFAULT_PATH
+    return Path(env) if env else state_dir() / DEFAULT_PATH.name
 
 
 @dataclass(frozen=True)
@@ -513,23 +516,26 @@ class Journal:
 
     # --- reading -------------------------------------------------------------------------------------------------
 
-    def runs(self, playbook: str | None = None, limit: int = 20) -> list[RunRecord]:
+    def runs(self, playbook: str | None = None, limit: int = 20, environment: str | None = None) -> list[RunRecord]:
         """The most recent runs first, optionally only those of `playbook` (path as given, the same file by
-        another path, or the service name)."""
+        another path, or the service name) and of a fleet.yml `environment` (recorded in the run's inputs)."""
         self._flush_buses()
         with self._lock:
             db = self._connect(create=False)
             if db is None:
                 return []
+            where: list[str] = []
+            args: list[object] = []
             if playbook:
-                rows = db.execute(
-                    "SELECT * FROM runs WHERE playbook = ? OR playbook_key = ? OR service = ?"
-                    " ORDER BY started_at DESC, rowid DESC LIMIT ?",
-                    (playbook, playbook_key(playbook), playbook, limit),
-                ).fetchall()
-            else:
-                rows = db.execute("SELECT * FROM runs ORDER BY started_at DESC, rowid DESC LIMIT ?",
-                                  (limit,)).fetchall()
+                where.append("(playbook = ? OR playbook_key = ? OR service = ?)")
+                args += [playbook, playbook_key(playbook), playbook]
+            if environment:
+                where.append("json_extract(inputs, '$.environment') = ?")
+                args.append(environment)
+            clause = f" WHERE {' AND '.join(where)}" if where else ""
+            # Only fixed SQL is joined; every value is a parameter.
+            rows = db.execute(f"SELECT * FROM runs{clause} ORDER BY started_at DESC, rowid DESC LIMIT ?",
+                              (*args, limit)).fetchall()
             return [self._record(db, row) for row in rows]
 
     def gate_failures(self, service: str) -> dict[str, dict[str, str]]:

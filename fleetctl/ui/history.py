@@ -15,8 +15,10 @@ STATUS_STYLE = {"succeeded": "green", "running": "cyan", "interrupted": "magenta
                 "halted": "bold red", "locked": "yellow", "bad-input": "yellow"}
 
 
-def runs_table(runs: list[RunRecord]) -> Table:
-    table = Table(title="History, newest first (`fleetctl history show RUN_ID` for each host)", title_justify="left")
+def runs_table(runs: list[RunRecord], *, environment: str | None = None) -> Table:
+    shown = f" in environment {safe(environment)}" if environment else ""
+    table = Table(title=f"History{shown}, newest first (`fleetctl history show RUN_ID` for each host)",
+                  title_justify="left")
     table.add_column("id", no_wrap=True)
     table.add_column("when", no_wrap=True)
     table.add_column("who", overflow="fold")
@@ -43,6 +45,8 @@ def run_header(r: RunRecord) -> Text:
                 f"strategy {safe(r.strategy)}{' with canary' if r.canary else ''}")
     if r.trigger == "scheduled":
         text.append(f"\nscheduled: started by schedule {safe(r.schedule)} (unattended)")
+    if r.inputs.get("environment"):
+        text.append(f"\nenvironment {safe(r.inputs['environment'])}")
     text.append(f"\nstarted {_when(r.started_at)}, took {_took(r)}, status ")
     text.append(r.status, style=STATUS_STYLE.get(r.status, ""))
     text.append(f", exit code {'-' if r.exit_code is None else r.exit_code}")

@@ -78,6 +78,7 @@ class FakeBackend:
     faults: NetworkFaults = field(default_factory=NetworkFaults)
     requests: int = 0
     bytes_received: int = 0
+    logons: dict[bool, int] = field(default_factory=dict)  # accepted? -> how many (count_logon)
     release: threading.Event = field(default_factory=threading.Event)
     invoked: list[str] = field(default_factory=list)
 
@@ -101,6 +102,9 @@ class FakeBackend:
     def count_request(self, bytes_received: int) -> None:
         self.requests += 1
         self.bytes_received += bytes_received
+
+    def count_logon(self, *, accepted: bool) -> None:
+        self.logons[accepted] = self.logons.get(accepted, 0) + 1
 
 
 @dataclass

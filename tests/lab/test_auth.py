@@ -41,6 +41,19 @@ def test_wrong_password_is_pypsrp_authentication_error(fake_node, kw):
 
 
 @pytest.mark.lab
+@pytest.mark.parametrize("auth", ["ntlm", "basic"])
+def test_logons_are_counted_accepted_and_refused(fake_node, auth):
+    # The counters an account lockout test reads (lab status: counters.logons / logons_refused).
+    with RunspacePool(fake_node.wsman(auth=auth)):
+        pass
+    accepted = fake_node.backend.logons.get(True, 0)
+    assert accepted >= 1 and False not in fake_node.backend.logons  # Basic checks the password on each request
+    with pytest.raises(AuthenticationError):
+        open_and_close(fake_node.wsman(password="not-the-password", auth=auth))
+    assert fake_node.backend.logons[True] == accepted and fake_node.backend.logons[False] >= 1
+
+
+@pytest.mark.lab
 @pytest.mark.parametrize("user", [".\\fleet", "LABNODE1\\fleet", "localhost\\FLEET", "Fleet"])
 def test_local_account_forms_are_accepted(fake_node, user):
     with RunspacePool(fake_node.wsman(username=user)):
