@@ -108,7 +108,7 @@ def choose_switch_back(states: Mapping[str, NodeState], ports: Mapping[str, Colo
         choice = shared.choices.get(host)
         if choice is None:
             choice = RollbackChoice(host, state.current, None, "refuse", NOT_BLUE_GREEN)
-        elif choice.action == "refuse" and to_version is None and "--force" not in choice.reason:
+        elif choice.action == "refuse" and to_version is None and choice.current is not None:
             # Said the way people ask it: this host has nowhere older to go (and is left as it is).
             choice = replace(choice, reason=f"{NO_EARLIER} ({choice.reason})")
         choices[host] = choice

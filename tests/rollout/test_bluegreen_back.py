@@ -8,6 +8,7 @@ from __future__ import annotations
 from fleetctl.node.results import ColourInfo, NodeState, ProxyInfo, ReleaseInfo, ServiceInfo
 from fleetctl.rollout.bluegreen import ColourPorts
 from fleetctl.rollout.bluegreen_plan import NO_EARLIER, NOT_BLUE_GREEN, SwitchBack, choose_switch_back
+from fleetctl.rollout.rollback_target import RollbackChoice
 
 PORTS = ColourPorts(8080, 18080, 18081)
 
@@ -27,7 +28,7 @@ def _state(releases: list[tuple[str, str | None]], live: str | None, colours: di
                      live=live, proxy=proxy)
 
 
-def _plan(state: NodeState, to_version: str | None = None, *, force: bool = False) -> tuple[object, SwitchBack]:
+def _plan(state: NodeState, to_version: str | None = None, *, force: bool = False) -> tuple[RollbackChoice, SwitchBack]:
     plan = choose_switch_back({"web-01": state}, {"web-01": PORTS}, to_version=to_version, force=force)
     return plan.choices["web-01"], plan.moves["web-01"]
 
@@ -50,7 +51,7 @@ def test_a_second_rollback_never_switches_forward_to_the_newer_warm_colour() -> 
     toggled = _state([("1.0-a", None), ("2.0-b", None)], "blue", {"blue": ("1.0-a", "Running"),
                                                                   "green": ("2.0-b", "Running")})
     choice, move = _plan(toggled)
-    assert choice.action == "refuse" and NO_EARLIER in choice.reason, choice  # type: ignore[attr-defined]
+    assert choice.action == "refuse" and NO_EARLIER in choice.reason, choice
     assert move.colour is None and move.release is None
     # With an older good release kept (0.9), that release is put into green instead: started, gated, switched.
     older = _state([("0.9-z", None), ("1.0-a", None), ("2.0-b", None)], "blue",
@@ -58,7 +59,7 @@ def test_a_second_rollback_never_switches_forward_to_the_newer_warm_colour() -> 
     assert _plan(older)[1] == SwitchBack("web-01", "blue", "1.0-a", "green", "0.9-z", "replace")
     # --to the newer release is refused as forward, whatever the warm colour holds.
     choice, move = _plan(toggled, "2.0")
-    assert choice.action == "stay" and "never moves a host forward" in choice.reason  # type: ignore[attr-defined]
+    assert choice.action == "stay" and "never moves a host forward" in choice.reason
     assert move.colour is None
 
 
@@ -71,7 +72,7 @@ def test_three_deploys_roll_back_one_step_at_a_time_then_stop() -> None:
     assert _plan(on_two)[1] == SwitchBack("web-01", "green", "2.0-g", "blue", "1.0-b", "replace")
     on_one = _state(releases, "blue", {"blue": ("1.0-b", "Running"), "green": ("2.0-g", "Running")})
     choice, move = _plan(on_one)
-    assert choice.action == "refuse" and NO_EARLIER in choice.reason and move.colour is None  # type: ignore[attr-defined]
+    assert choice.action == "refuse" and NO_EARLIER in choice.reason and move.colour is None
 
 
 def test_right_after_the_first_blue_green_deploy_the_rolling_release_goes_into_the_other_colour() -> None:
@@ -80,20 +81,20 @@ def test_right_after_the_first_blue_green_deploy_the_rolling_release_goes_into_t
     assert _plan(state)[1] == SwitchBack("web-01", "blue", "2.0-b", "green", "1.1-c", "replace")
     assert _plan(state, "1.0")[1].release == "1.0-a"
     choice, _ = _plan(state, "0.5")
-    assert choice.action == "refuse" and "does not keep a release of version 0.5" in choice.reason  # type: ignore[attr-defined]
+    assert choice.action == "refuse" and "does not keep a release of version 0.5" in choice.reason
 
 
 def test_never_to_a_release_that_failed_its_gate() -> None:
     failed = _state([("1.0-a", "status 500"), ("2.0-b", None)], "blue",
                     {"blue": ("2.0-b", "Running"), "green": ("1.0-a", "Stopped")})
     choice, move = _plan(failed)
-    assert choice.action == "refuse" and "passed its gate" in choice.reason and move.colour is None  # type: ignore[attr-defined]
+    assert choice.action == "refuse" and "passed its gate" in choice.reason and move.colour is None
     # The idle colour holds a release whose deploy failed its gate (newer, too): the older good one goes into it.
     colour_failed = _state([("1.0-a", None), ("2.0-b", None), ("3.0-d", "crash")], "blue",
                            {"blue": ("2.0-b", "Running"), "green": ("3.0-d", "Stopped")})
     assert _plan(colour_failed)[1] == SwitchBack("web-01", "blue", "2.0-b", "green", "1.0-a", "replace")
     forced, _ = _plan(failed, "1.0")
-    assert forced.action == "refuse" and "--force" in forced.reason  # type: ignore[attr-defined]
+    assert forced.action == "refuse" and "--force" in forced.reason
     assert _plan(failed, "1.0", force=True)[1].release == "1.0-a"
 
 
