@@ -339,6 +339,12 @@ def test_b2_a_warm_blue_green_rollback_behind_nginx_moves_the_backends_back_inst
         lab: Lab, ssh_host: SshHost, nginx: Any) -> None:
     lb = _lb_inventory(lab, ssh_host)
     playbook = _bg_playbook(lab, "hello-nginx-bg.yml", nginx.traffic("lb1", port=8080, drain="0.5s"))
+    # The plan names each host's colours, the instant switch and the backend's move on nginx.
+    code, doc, err = _bg(lab, "rollback", playbook, lb, "--var", "keep_warm=true", "--dry-run")
+    assert code == 0, err
+    for name, host in doc["hosts"].items():
+        assert host["mode"] == "instant" and host["backend"] == \
+            f"move backend {name} on nginx on lb1 from green port 18081 to blue port 18080", (name, host)
     before = _counters(lab)
     (code, doc, err), report = _under_load(nginx.address, nginx.port, lambda: _bg(
         lab, "rollback", playbook, lb, "--var", "keep_warm=true"))
