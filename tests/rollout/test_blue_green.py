@@ -1,9 +1,11 @@
 """Node-local blue-green on the lab (ten nodes, the example service as an ELF, the lab's real TCP port proxy on
 each node's public port), measured with a load generator on the nodes' public ports: deploy, instant rollback,
-a failed canary, an interrupted switch and the rollback right after a host's first blue-green deploy (to its
-rolling release, run as the other colour) each drop no request. Lab counters prove the instant rollback starts
-and stops no service and moves no artifact bytes; its wall time is compared with a rolling rollback of the same
-nodes.
+a second rollback (further back, into the idle colour, never forward to the warm newer one), a failed canary, an
+interrupted switch and the rollback right after a host's first blue-green deploy (to its rolling release, run as
+the other colour) each drop no request. Lab counters prove the instant rollback starts and stops no service and
+moves no artifact bytes; its wall time is compared with a rolling rollback of the same nodes. Three deploys on a
+fresh node roll back one release at a time, then the rollback is refused; the plan (`--dry-run`) says per host
+which colour and release it goes to and how; a rollback with the wrong strategy is refused before anything.
 """
 
 from __future__ import annotations
@@ -327,8 +329,10 @@ def test_8b_three_deploys_roll_back_one_release_at_a_time_and_then_refuse(lab: L
         return _run(lab, "rollback", "--strategy", "blue-green", "--limit", "lab-node07", "--var", "keep_warm=true")
 
     before = _counters(lab)["lab-node07"]
-    code, doc, err = rollback()  # to 3.1.0: green holds it, warm
+    (code, doc, err), report = _under_load(lab, ["lab-node07"], rollback)  # to 3.1.0: green holds it, warm
+    _record("blue-green rollback while the other colour is warm (switch under load)", report)
     assert code == 0 and doc["hosts"]["lab-node07"]["outcome"] == "rolled_back", err
+    assert report.failed == 0, report.line()
     assert _versions(lab)["lab-node07"] == "3.1.0"
     after = _counters(lab)["lab-node07"]
     assert after["service_starts"] == before["service_starts"] and after["service_stops"] == before["service_stops"]
