@@ -15,7 +15,7 @@ from fleetctl.errors import EXIT_INTERRUPTED, FleetError
 # A module not written yet is skipped, so the help lists only commands that exist.
 COMMAND_MODULES: tuple[str, ...] = (
     "init", "inventory", "plan", "build", "ping", "deploy", "rollback", "remove", "status", "history", "logs",
-    "lock", "unlock", "schedule", "lab",
+    "lock", "unlock", "schedule", "lab", "releases", "restart", "exec",
 )
 
 app = typer.Typer(

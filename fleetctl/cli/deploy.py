@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from contextlib import ExitStack
@@ -12,6 +13,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from fleetctl.cli.options import (
+    AllRowsOpt,
+    FailedOnlyOpt,
     ForksOpt,
     InventoryOpt,
     JsonOpt,
@@ -34,13 +37,16 @@ from fleetctl.rollout.runner import (
     DeployOptions,
     HostPreview,
     PreparedDeploy,
+    PreparedRollback,
     dry_run,
     prepare_deploy,
     run_deploy,
 )
 from fleetctl.ui.console import print_json, safe, stderr, stdout, warn, warn_insecure
 from fleetctl.ui.dry_run import diff_view, preview_table
+from fleetctl.ui.host_rows import RowOptions
 from fleetctl.ui.plan import plan_table, steps_line
+from fleetctl.ui.report import SummaryOptions
 
 CanaryOpt = typer.Option(None, "--canary", metavar="N|N%", help="Canary batch first: hosts (3) or percent (10%).")
 BatchOpt = typer.Option(None, "--batch", metavar="N|N%", help="Batch size: hosts or percent of targeted hosts.")
@@ -81,6 +87,8 @@ def deploy(
     if_changed: bool = typer.Option(False, "--if-changed", help="First compare the target with what each host "
                                                                 "runs (no lock): deploy only the hosts that differ; "
                                                                 "exit 0 at once when none does."),
+    show_all: bool = AllRowsOpt,
+    failed_only: bool = FailedOnlyOpt,
     json_out: bool = JsonOpt,
     verbose: int = VerboseOpt,
 ) -> None:
@@ -113,7 +121,7 @@ def deploy(
     title = (f"Deploy {prepared.fleet.targets.settings.name} {prepared.version} "
              f"({', '.join(releases[:3])}{'...' if len(releases) > 3 else ''}) to {len(prepared.plan.hosts)} hosts")
     if not json_out:
-        people.print(plan_table(prepared.plan, title, None))
+        people.print(plan_table(prepared.plan, title, None, show_all))
         people.print(f"failure budget: {prepared.plan.max_failed} host(s); a failed canary always halts.")
         people.print(steps_line(sequence_for(prepared.fleet.targets, prepared.fleet.strategy)))
 
@@ -134,9 +142,40 @@ def deploy(
 
     notifier = Notifier.for_playbook(prepared.fleet.targets.settings)
     confirm(yes or unattended, f"Deploy {prepared.version} to {len(prepared.plan.hosts)} host(s)?")
+    summary = summary_options(prepared, show_all, failed_only)
     result = run_with_subscribers(lambda bus: run_deploy(prepared, bus, force=force, judge=lock_judge()),
-                                  json_out, notifier)
+                                  json_out, notifier, summary)
+    end_run(result, json_out)
+
+
+def summary_options(prepared: PreparedDeploy | PreparedRollback, show_all: bool, failed_only: bool,
+                    kind: str = "deploy") -> SummaryOptions:
+    """--all / --failed-only for the end-of-run table, with each host's address so that errors differing only
+    by it are grouped."""
+    addresses = {h: c.address for h, c in prepared.fleet.connections.items()}
+    return SummaryOptions(RowOptions(show_all=show_all, failed_only=failed_only, addresses=addresses), kind)
+
+
+def end_run(result: RunResult, json_out: bool) -> None:
+    """Exit with the run's code, saying its message once wherever the user reads. The live view's last line
+    (`exit code N: ...`, or the plain log's `finished ... with exit code N: ...`) already said it on its console:
+    a failed run adds the `error:` line on stderr only when stderr goes elsewhere (`> run.log`, a CI step that
+    keeps stderr apart), not when it is the same terminal or pipe (`2>&1`), nor with --json (the view is on
+    stderr)."""
+    if not result.exit_code:
+        return
+    if json_out or same_destination(sys.stdout, sys.stderr):
+        raise typer.Exit(result.exit_code)
     result.raise_for_exit()
+
+
+def same_destination(a: Any, b: Any) -> bool:
+    """Whether two streams write to the same terminal, pipe or file."""
+    try:
+        first, second = os.fstat(a.fileno()), os.fstat(b.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
 
 
 def only_changed(prepared: PreparedDeploy, options: DeployOptions, people: Console,
@@ -186,7 +225,8 @@ def confirm(yes: bool, question: str) -> None:
         raise typer.Exit(EXIT_INTERRUPTED)
 
 
-def run_with_subscribers(run: Any, json_out: bool, notifier: Notifier | None = None) -> RunResult:
+def run_with_subscribers(run: Any, json_out: bool, notifier: Notifier | None = None,
+                         summary: SummaryOptions | None = None) -> RunResult:
     """Wire the live view, the journal, the playbook's webhooks and (with --json) the JSON report to a fresh bus,
     then run. Webhook deliveries still in flight are waited for (never beyond their timeouts); one that failed is
     a warning on stderr and an entry of the JSON document's `notifications`, never a change of the exit code."""
@@ -199,7 +239,7 @@ def run_with_subscribers(run: Any, json_out: bool, notifier: Notifier | None = N
     deliveries: list[Delivery] = []
     try:
         with ExitStack() as stack:
-            view = LiveView(stderr() if json_out else stdout())
+            view = LiveView(stderr() if json_out else stdout(), summary=summary)
             view.subscribe(bus)
             stack.callback(view.close)
             journal = Journal()

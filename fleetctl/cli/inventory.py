@@ -7,12 +7,12 @@ import sys
 from typing import Any
 
 import typer
-from rich.console import Console
 
 from fleetctl.cli.options import InventoryOpt, LimitOpt, examples, inventory_paths
 from fleetctl.config.inventory import Inventory, load_inventory
 from fleetctl.config.redaction import redact_value
 from fleetctl.config.templating import render_vars
+from fleetctl.ui.console import stdout
 from fleetctl.ui.inventory import group_tree, host_vars_table, hosts_table, json_default
 
 
@@ -43,7 +43,7 @@ def list_command(
         doc = _limited(inv, limit)
         _write_json(redact_value(doc))
         return
-    Console(soft_wrap=False).print(hosts_table(inv.select(limit) if limit else list(inv.hosts.values())))
+    stdout().print(hosts_table(inv.select(limit) if limit else list(inv.hosts.values())))
 
 
 def show_command(
@@ -62,7 +62,7 @@ def show_command(
     if as_json:
         _write_json({"host": entry.name, "address": entry.address, "groups": list(entry.groups), "vars": masked})
         return
-    Console(soft_wrap=False).print(host_vars_table(entry.name, entry.groups, masked))
+    stdout().print(host_vars_table(entry.name, entry.groups, masked))
 
 
 def _graph_json(inv: Inventory, group: str, path: tuple[str, ...]) -> dict[str, Any]:
@@ -80,7 +80,7 @@ def graph_command(
     if as_json:
         _write_json(_graph_json(inv, "all", ("all",)))
         return
-    Console(soft_wrap=False).print(group_tree(inv))
+    stdout().print(group_tree(inv))
 
 
 def register(app: typer.Typer) -> None:

@@ -87,3 +87,6 @@ def examples(*lines: str) -> str:
 
     return "Examples:\n" + "\n".join(f"  {escape(line)}" for line in lines)
 
+AllRowsOpt = typer.Option(False, "--all", help="One row per host: do not collapse identical rows of a big fleet.")
+FailedOnlyOpt = typer.Option(False, "--failed-only", help="Show only the hosts with a problem (failed, unhealthy, "
+                                                          "drifted, not reached).")

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import typer
 
-from fleetctl.cli.options import InventoryOpt, JsonOpt, LimitOpt, VerboseOpt, examples, inventory_paths
+from fleetctl.cli.options import (
+    AllRowsOpt,
+    FailedOnlyOpt,
+    InventoryOpt,
+    JsonOpt,
+    LimitOpt,
+    VerboseOpt,
+    examples,
+    inventory_paths,
+)
 from fleetctl.config.connection import ConnectionSettings, render_connection_vars
 from fleetctl.config.inventory import load_inventory
 from fleetctl.errors import ConfigError, RolloutFailed
 from fleetctl.node.fleet import DEFAULT_FORKS, HostClients
 from fleetctl.node.ping import ping_hosts
 from fleetctl.ui.console import print_json, stderr, stdout, warn_insecure
+from fleetctl.ui.host_rows import HOSTS_CELL_CHARS, RowOptions
+from fleetctl.ui.hostranges import compact_hosts
 from fleetctl.ui.ping import ping_json, ping_table
 
 
@@ -33,6 +44,8 @@ def ping(
     inventory: list[str] | None = InventoryOpt,
     limit: str | None = LimitOpt,
     forks: int = typer.Option(DEFAULT_FORKS, "--forks", "-f", min=1, metavar="N", help="Hosts contacted at the same time."),
+    show_all: bool = AllRowsOpt,
+    failed_only: bool = FailedOnlyOpt,
     json_out: bool = JsonOpt,
     verbose: int = VerboseOpt,
 ) -> None:
@@ -51,13 +64,15 @@ def ping(
                     status.update(f"pinging {len(settings)} host(s)... {len(done)} done")
 
                 results = ping_hosts(fleet, on_done=progress)
-    failed = sorted(h for h, r in results.items() if not r.ok)
+    failed = [h for h, r in results.items() if not r.ok]
     if json_out:
         print_json(ping_json(results))
     else:
-        stdout().print(ping_table(results, f"{len(results) - len(failed)}/{len(results)} host(s) OK"))
+        rows = RowOptions(show_all=show_all, failed_only=failed_only,
+                          addresses={h: s.address for h, s in settings.items()})
+        stdout().print(ping_table(results, f"{len(results) - len(failed)}/{len(results)} host(s) OK", rows))
     if failed:
-        shown = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
+        shown = compact_hosts(failed, max_chars=HOSTS_CELL_CHARS)
         raise RolloutFailed(f"{len(failed)} of {len(results)} host(s) unreachable or failing: {shown}")
 
 
@@ -65,4 +80,5 @@ def register(app: typer.Typer) -> None:
     app.command("ping", epilog=examples(
         "fleetctl ping -i inventory/prod -l 'web-*'",
         "fleetctl ping -f 100 --json",
+        "fleetctl ping --failed-only          # only the hosts that could not be reached or failed",
     ))(ping)

@@ -21,6 +21,8 @@ def plan(
     max_failed: str | None = typer.Option(None, "--max-failed", metavar="N|N%", help="Failure budget: hosts or percent."),
     var: list[str] | None = VarOpt,
     strategy: str | None = typer.Option(None, "--strategy", metavar="STRATEGY", help="rolling or blue-green (default: the playbook's)."),
+    show_all: bool = typer.Option(False, "--all", help="Every batch on its own row (a plan of many batches shows "
+                                                       "its first and last ones)."),
     json_out: bool = JsonOpt,
 ) -> None:
     """Show the rollout batches for PLAYBOOK (canary first, then batches) and each host's steps; nothing is
@@ -36,7 +38,7 @@ def plan(
         spread = {h.name: targets.host_value(h, the_plan.spread_by, "") for h in targets.hosts}
     console = stdout()
     console.print(plan_table(the_plan, f"Plan for {targets.settings.name}: {len(the_plan.hosts)} hosts, "
-                                        f"{len(the_plan.batches)} batches", spread))
+                                        f"{len(the_plan.batches)} batches", spread, show_all))
     console.print(f"failure budget: {the_plan.max_failed} host(s); a failed canary always halts.")
     console.print(steps_line(steps))
 

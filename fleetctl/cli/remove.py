@@ -11,6 +11,7 @@ from fleetctl.cli.deploy import (
     MaxFailedOpt,
     YesOpt,
     confirm,
+    end_run,
     lock_judge,
     run_with_subscribers,
 )
@@ -73,7 +74,7 @@ def remove(
     confirm(yes, f"Remove {name} from {count} host(s){' and purge its files' if purge else ''}?")
     result = run_with_subscribers(lambda bus: run_remove(prepared, bus, force=force, judge=lock_judge()),
                                   json_out, notifier)
-    result.raise_for_exit()
+    end_run(result, json_out)  # the message said once where the user reads it, as for deploy
 
 
 def register(app: typer.Typer) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import typer
 
 from fleetctl.cli.options import (
+    AllRowsOpt,
+    FailedOnlyOpt,
     ForksOpt,
     InventoryOpt,
     JsonOpt,
@@ -22,6 +24,8 @@ from fleetctl.errors import RolloutFailed
 from fleetctl.node.fleet import HostClients
 from fleetctl.status.collect import HostStatus, collect_status, load_status_request
 from fleetctl.ui.console import print_json, stderr, stdout, warn_insecure
+from fleetctl.ui.host_rows import HOSTS_CELL_CHARS, RowOptions
+from fleetctl.ui.hostranges import compact_hosts
 from fleetctl.ui.status import status_table
 
 
@@ -31,10 +35,13 @@ def status(
     limit: str | None = LimitOpt,
     forks: int | None = ForksOpt,
     var: list[str] | None = VarOpt,
+    show_all: bool = AllRowsOpt,
+    failed_only: bool = FailedOnlyOpt,
     json_out: bool = JsonOpt,
     verbose: int = VerboseOpt,
 ) -> None:
-    """Show where every host of PLAYBOOK stands: releases, service, health now, lock and drift."""
+    """Show where every host of PLAYBOOK stands: a summary (hosts per release and health state, a rollout in
+    progress), then releases, service, health now, lock and drift per host."""
     request = load_status_request(playbook, inventory_paths(inventory), limit=limit, extra_vars=var, forks=forks)
     warn_insecure(request.connections.values())
     with HostClients(request.connections, forks=request.forks) as fleet:
@@ -53,23 +60,18 @@ def status(
     if json_out:
         print_json(result.to_json())
     else:
-        stdout().print(status_table(result, request.name))
+        rows = RowOptions(show_all=show_all, failed_only=failed_only,
+                          addresses={h: c.address for h, c in request.connections.items()})
+        stdout().print(status_table(result, request.name, rows))
     missing = result.not_answered
     if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        shown = compact_hosts(missing, max_chars=HOSTS_CELL_CHARS)
         raise RolloutFailed(f"{len(missing)} of {len(result.hosts)} host(s) did not answer: {shown}")
-
-
-
-
-
-
-
-
 
 
 def register(app: typer.Typer) -> None:
     app.command("status", epilog=examples(
         "fleetctl status playbooks/hello/playbook.yml",
         "fleetctl status playbooks/hello/playbook.yml -l dc_west -f 100 --json",
+        "fleetctl status playbooks/hello/playbook.yml --failed-only | grep DRIFT",
     ))(status)

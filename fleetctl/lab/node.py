@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 STATE_DIR = "C:\\ProgramData\\fleetctl"
 HISTORY_KEPT = 50
+LOG_CHUNK_BYTES = 1 << 20  # Read-FleetLog: at most this much per answer from a cursor (the protocol's 1 MiB)
+LOG_TAIL_BYTES = 4 << 20  # without a cursor, the last 4 MiB are read, as Get-FleetLog does
 DEPLOYED_TEXT_LIMIT = 256 * 1024  # Get-FleetDeployed: larger files are listed with their hash only
 COLOURS = ("blue", "green")  # blue-green: the two instances of a service, each `<name>-<colour>`
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "0.0.0.0", "::1", "[::1]"}
@@ -601,16 +603,7 @@ class LabNode:
         tail = 100 if tail is None else tail
         if tail < 0:
             raise NodeError("INVALID_ARGUMENT", "Tail must be 0 or more", {"Tail": tail})
-        if path and (path.startswith(("\\", "/")) or ":" in path or ".." in re.split(r"[\\/]+", path)):
-            raise NodeError("INVALID_ARGUMENT", "Path must be relative to Root", {"Path": path})
-        where = self.sandbox.resolve(f"{root}\\{path}" if path else f"{root}\\shared\\logs")
-        if where.is_dir():
-            files = [p for p in self.sandbox.walk_files(where) if not p.name.startswith(".")]
-            if not files:
-                raise NodeError("NOT_FOUND", f"no log file under {self.sandbox.to_windows(where)}")
-            where = max(files, key=lambda p: p.stat().st_mtime)
-        if not where.is_file():
-            raise NodeError("NOT_FOUND", f"no log file at {self.sandbox.to_windows(where)}")
+        where = self._log_file(root, path)
         lines = where.read_text(encoding="utf-8", errors="replace").splitlines()
         return {"path": self.sandbox.to_windows(where), "lines": lines[-tail:] if tail else []}
 
@@ -740,6 +733,66 @@ class LabNode:
             return self.address  # every lab node shares the machine: "all interfaces" means the node's address
         raise NodeError("INVALID_ARGUMENT", f"{key} {address!r} is not an address of this node ({self.address})",
                         {key: address})
+
+    # ---- operations: the day-one commands (logs -f, exec) --------------------------------------------------
+    def _log_file(self, root: str, path: str | None) -> Path:
+        """The log file Get-FleetLog and Read-FleetLog read: Path under Root (default shared\\logs); a directory
+        means its most recently written file (dot-files excluded)."""
+        if path and (path.startswith(("\\", "/")) or ":" in path or ".." in re.split(r"[\\/]+", path)):
+            raise NodeError("INVALID_ARGUMENT", "Path must be relative to Root", {"Path": path})
+        where = self.sandbox.resolve(f"{root}\\{path}" if path else f"{root}\\shared\\logs")
+        if where.is_dir():
+            files = [p for p in self.sandbox.walk_files(where) if not p.name.startswith(".")]
+            if not files:
+                raise NodeError("NOT_FOUND", f"no log file under {self.sandbox.to_windows(where)}")
+            where = max(files, key=lambda p: p.stat().st_mtime)
+        if not where.is_file():
+            raise NodeError("NOT_FOUND", f"no log file at {self.sandbox.to_windows(where)}")
+        return where
+
+    def read_fleet_log(self, app: str, root: str, path: str | None = None, file: str | None = None,
+                       offset: int | None = None, tail: int | None = None) -> dict[str, Any]:
+        checked_name(app, "App")
+        tail = 100 if tail is None else tail
+        if tail < 0:
+            raise NodeError("INVALID_ARGUMENT", "Tail must be 0 or more", {"Tail": tail})
+        if offset is not None and offset < 0:
+            raise NodeError("INVALID_ARGUMENT", "Offset must be 0 or more", {"Offset": offset})
+        where = self._log_file(root, path)
+        shown = self.sandbox.to_windows(where)
+        following = offset is not None
+        cap = LOG_CHUNK_BYTES if following else LOG_TAIL_BYTES
+        with where.open("rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            reset = False
+            if offset is not None:
+                start = offset
+                # Another file there now (rotated), or this one shrank (truncated): the cursor means nothing here.
+                if (file and file != shown) or offset > size:
+                    start, reset = 0, True
+            else:
+                start = max(0, size - cap)
+            handle.seek(start)
+            data = handle.read(min(cap, size - start))
+        # Complete lines only: a line still being written is returned by the next call, whole.
+        take = data.rfind(b"\n") + 1
+        if take == 0 and len(data) >= cap:
+            take = len(data)  # one line longer than an answer: cut it
+        lines = data[:take].decode("utf-8", errors="replace").split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        if not following and start > 0:
+            lines = lines[1:]  # the window began inside a line
+        lines = [line.rstrip("\r") for line in lines]
+        if not following:
+            lines = lines[-tail:] if tail else []
+        return {"path": shown, "lines": lines, "offset": start + take, "size": size, "reset": reset,
+                "more": start + len(data) < size}
+
+    def invoke_fleet_command(self, script: str) -> dict[str, Any]:
+        # A typed refusal, not a guess: the controller tells "needs real Windows" from this code (docs/windows.md).
+        raise NodeError("UNSUPPORTED", "the lab does not run arbitrary PowerShell: exec needs real Windows hosts",
+                        {"operation": "Invoke-FleetCommand", "lab": True})
 
     # ---- operations: reading back what is deployed (deploy --dry-run --diff) ------------------------------
     def get_fleet_deployed(self, app: str, root: str, service_name: str | None = None,

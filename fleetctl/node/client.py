@@ -15,12 +15,14 @@ from fleetctl.node.results import (
     ArtifactStatus,
     Changed,
     ColourSwitch,
+    CommandResult,
     Deployed,
     EventTail,
     Facts,
     InstalledRelease,
     LockInfo,
     LockResult,
+    LogChunk,
     LogTail,
     NodeHealthProbe,
     NodeState,
@@ -216,6 +218,15 @@ class NodeClient:
     def get_fleet_log(self, *, app: str, root: str, tail: int | None = None, path: str | None = None) -> LogTail:
         r = self._call("Get-FleetLog", locals())
         return LogTail(str(r.get("path", "")), tuple(str(x) for x in r.get("lines") or ()))
+
+    # -- the day-one commands -----------------------------------------------------------------------------------
+
+    def read_fleet_log(self, *, app: str, root: str, path: str | None = None, file: str | None = None,
+                       offset: int | None = None, tail: int | None = None) -> LogChunk:
+        return LogChunk.from_result(self._call("Read-FleetLog", locals()))
+
+    def invoke_fleet_command(self, *, script: str) -> CommandResult:
+        return CommandResult.from_result(self._call("Invoke-FleetCommand", locals()))
 
     # -- reading back what is deployed (deploy --dry-run --diff) ------------------------------------------------
 

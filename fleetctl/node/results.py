@@ -347,6 +347,39 @@ class LogTail:
 
 
 @dataclass(frozen=True)
+class LogChunk:
+    """`Read-FleetLog`: complete lines from a cursor, and the cursor (`path`, `offset`) to read from next."""
+
+    path: str
+    lines: tuple[str, ...]
+    offset: int
+    size: int
+    reset: bool  # the cursor did not apply (another file, or the file shrank): read from the beginning
+    more: bool  # more bytes follow than one answer carries: read again at once
+
+    @classmethod
+    def from_result(cls, r: dict[str, Any]) -> LogChunk:
+        return cls(str(r.get("path", "")), tuple(str(x) for x in r.get("lines") or ()), _opt_int(r.get("offset")) or 0,
+                   _opt_int(r.get("size")) or 0, bool(r.get("reset")), bool(r.get("more")))
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """`Invoke-FleetCommand`: what the operator's script printed, and how it ended."""
+
+    output: tuple[str, ...]
+    errors: int
+    exit_code: int
+    elapsed_ms: int | None
+
+    @classmethod
+    def from_result(cls, r: dict[str, Any]) -> CommandResult:
+        code = _opt_int(r.get("exit_code"))
+        return cls(tuple(str(x) for x in r.get("output") or ()), _opt_int(r.get("errors")) or 0,
+                   code if code is not None else 1, _opt_int(r.get("elapsed_ms")))
+
+
+@dataclass(frozen=True)
 class DeployedFile:
     """One file of an installed release (Get-FleetDeployed): `text` is None when too large or not UTF-8."""
 

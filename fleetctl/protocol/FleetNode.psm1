@@ -1733,22 +1733,9 @@ function Get-FleetLog {
         Assert-FleetName $App 'App'
         Assert-FleetRoot $Root
         if ($Tail -lt 0) { Throw-FleetError 'INVALID_ARGUMENT' 'Tail must be 0 or more' @{ parameter = 'Tail' } }
-        $file = Join-Path (Join-Path $Root 'shared') 'logs'
-        if (-not [string]::IsNullOrEmpty($Path)) {
-            Assert-FleetRelativePath $Path 'Path'
-            $file = Join-Path $Root $Path
-        }
-        if ([IO.Directory]::Exists($file)) {
-            # A directory means its most recently written file (at any depth, dot-files excluded).
-            $newest = Get-ChildItem -LiteralPath $file -File -Recurse | Where-Object { -not $_.Name.StartsWith('.') } |
-                Sort-Object LastWriteTimeUtc -Descending | Select-Object -First 1
-            if ($null -eq $newest) { Throw-FleetError 'NOT_FOUND' "no log file under $file" @{ path = $file } }
-            $file = $newest.FullName
-        }
-        if (-not [IO.File]::Exists($file)) { Throw-FleetError 'NOT_FOUND' "log file $file does not exist" @{ path = $file } }
+        $file = Resolve-FleetLogFile $Root $Path
         # The service keeps its log open for writing: share read/write/delete, and read only the last 4 MiB.
-        $share = [IO.FileShare]::ReadWrite -bor [IO.FileShare]::Delete
-        $stream = New-Object System.IO.FileStream -ArgumentList $file, ([IO.FileMode]::Open), ([IO.FileAccess]::Read), $share
+        $stream = Open-FleetLogStream $file
         try {
             if ($stream.Length -gt 4194304) { $null = $stream.Seek(-4194304, [IO.SeekOrigin]::End) }
             $reader = New-Object System.IO.StreamReader -ArgumentList $stream, ([Text.Encoding]::UTF8)
@@ -1925,3 +1912,141 @@ Export-ModuleMember -Function @(
     'Set-FleetFirewallRule', 'Set-FleetScheduledTask', 'Set-FleetPortProxy', 'Switch-FleetColour', 'Get-FleetEvents', 'Remove-FleetService',
     'Remove-FleetApp', 'Get-FleetLog', 'Get-FleetDeployed'
 )
+
+# ---------------------------------------------------------------------------------------------------------------
+# The day-one commands: a log read cursor for `fleetctl logs -f`, and `fleetctl exec`'s own script.
+
+function Resolve-FleetLogFile {
+    # Internal: the log file an operation reads: Path relative to Root (default shared\logs); a directory means its
+    # most recently written file (at any depth, dot-files excluded).
+    param([string]$Root, [string]$Path)
+    $file = Join-Path (Join-Path $Root 'shared') 'logs'
+    if (-not [string]::IsNullOrEmpty($Path)) {
+        Assert-FleetRelativePath $Path 'Path'
+        $file = Join-Path $Root $Path
+    }
+    if ([IO.Directory]::Exists($file)) {
+        $newest = Get-ChildItem -LiteralPath $file -File -Recurse | Where-Object { -not $_.Name.StartsWith('.') } |
+            Sort-Object LastWriteTimeUtc -Descending | Select-Object -First 1
+        if ($null -eq $newest) { Throw-FleetError 'NOT_FOUND' "no log file under $file" @{ path = $file } }
+        $file = $newest.FullName
+    }
+    if (-not [IO.File]::Exists($file)) { Throw-FleetError 'NOT_FOUND' "log file $file does not exist" @{ path = $file } }
+    return $file
+}
+
+function Open-FleetLogStream {
+    # Internal: the service keeps its log open for writing, so share read, write and delete.
+    param([string]$File)
+    $share = [IO.FileShare]::ReadWrite -bor [IO.FileShare]::Delete
+    return New-Object System.IO.FileStream -ArgumentList $File, ([IO.FileMode]::Open), ([IO.FileAccess]::Read), $share
+}
+
+function Read-FleetLog {
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$App,
+        [Parameter(Mandatory = $true)][string]$Root,
+        [string]$Path,
+        [string]$File,
+        [long]$Offset,
+        [int]$Tail
+    )
+    # Read here: inside the operation body $PSBoundParameters would be the script block's own (empty) set.
+    $following = $PSBoundParameters.ContainsKey('Offset')
+    if (-not $PSBoundParameters.ContainsKey('Tail')) { $Tail = 100 }
+    Invoke-FleetOperation {
+        Assert-FleetName $App 'App'
+        Assert-FleetRoot $Root
+        if ($Tail -lt 0) { Throw-FleetError 'INVALID_ARGUMENT' 'Tail must be 0 or more' @{ parameter = 'Tail' } }
+        if ($following -and $Offset -lt 0) { Throw-FleetError 'INVALID_ARGUMENT' 'Offset must be 0 or more' @{ parameter = 'Offset' } }
+        $target = Resolve-FleetLogFile $Root $Path
+        $stream = Open-FleetLogStream $target
+        try {
+            $size = [long]$stream.Length
+            $reset = $false
+            $cap = 1048576
+            if ($following) {
+                $start = $Offset
+                # Another file there now (rotated), or this one shrank (truncated): the cursor means nothing here.
+                if ((-not [string]::IsNullOrEmpty($File) -and $File -ne $target) -or $Offset -gt $size) { $start = [long]0; $reset = $true }
+            } else {
+                $cap = 4194304
+                $start = [Math]::Max([long]0, $size - $cap)
+            }
+            $count = [int][Math]::Min([long]$cap, $size - $start)
+            $buffer = New-Object byte[] $count
+            $null = $stream.Seek($start, [IO.SeekOrigin]::Begin)
+            $filled = 0
+            while ($filled -lt $count -and ($read = $stream.Read($buffer, $filled, $count - $filled)) -gt 0) { $filled += $read }
+        } finally { $stream.Dispose() }
+        # Complete lines only: a line the service is still writing is returned by the next call, whole.
+        $take = 0
+        if ($filled -gt 0) { $take = [Array]::LastIndexOf($buffer, [byte]10, $filled - 1) + 1 }
+        if ($take -eq 0 -and $filled -ge $cap) { $take = $filled }  # one line longer than an answer: cut it
+        $lines = New-Object System.Collections.ArrayList
+        if ($take -gt 0) {
+            $parts = [Text.Encoding]::UTF8.GetString($buffer, 0, $take).Split([char]10)
+            $last = $parts.Length - 1
+            if ($parts[$last] -eq '') { $last -= 1 }
+            $first = 0
+            if (-not $following -and $start -gt 0) { $first = 1 }  # the 4 MiB window began inside a line
+            for ($i = $first; $i -le $last; $i++) { $null = $lines.Add($parts[$i].TrimEnd([char]13)) }
+        }
+        if (-not $following) {
+            if ($Tail -eq 0) { $lines.Clear() }
+            elseif ($lines.Count -gt $Tail) { $lines.RemoveRange(0, $lines.Count - $Tail) }
+        }
+        $next = $start + $take
+        return @{ path = $target; lines = [object[]]$lines.ToArray(); offset = $next; size = $size; reset = $reset
+                  more = ($start + $filled -lt $size) }
+    }
+}
+
+function Invoke-FleetCommand {
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$Script
+    )
+    Invoke-FleetOperation {
+        if ([string]::IsNullOrWhiteSpace($Script)) { Throw-FleetError 'INVALID_ARGUMENT' 'Script is empty' @{ parameter = 'Script' } }
+        # Parsed before anything runs: a script with a syntax error runs no part of itself.
+        $tokens = $null
+        $parseErrors = $null
+        $null = [Management.Automation.Language.Parser]::ParseInput($Script, [ref]$tokens, [ref]$parseErrors)
+        if (@($parseErrors).Count -gt 0) {
+            $first = @($parseErrors)[0]
+            Throw-FleetError 'INVALID_ARGUMENT' ("Script does not parse: " + $first.Message + " (line " + $first.Extent.StartLineNumber + ")") @{ parameter = 'Script' }
+        }
+        # The operator's own script, by design (docs/windows.md): it arrives as this one parameter and is run as
+        # written, never combined with any other value. It runs as an ordinary script would, not under this
+        # module's strict mode and stop-on-error preference, and its errors are collected, not raised, so the
+        # output before a failing command is still returned.
+        $block = [ScriptBlock]::Create($Script)
+        Set-StrictMode -Off
+        $ErrorActionPreference = 'Continue'
+        $clock = [Diagnostics.Stopwatch]::StartNew()
+        $output = New-Object System.Collections.ArrayList
+        $errorCount = 0
+        $global:LASTEXITCODE = 0
+        try {
+            & $block 2>&1 | ForEach-Object {
+                if ($_ -is [Management.Automation.ErrorRecord]) {
+                    $errorCount += 1
+                    $null = $output.Add('ERROR: ' + $_.ToString())
+                } else {
+                    foreach ($line in @($_ | Out-String -Stream -Width 4096)) { $null = $output.Add([string]$line) }
+                }
+            }
+        } catch {
+            $errorCount += 1
+            $null = $output.Add('ERROR: ' + $_.Exception.Message)
+        }
+        $exitCode = 0
+        if ($global:LASTEXITCODE -is [int] -and $global:LASTEXITCODE -ne 0) { $exitCode = [int]$global:LASTEXITCODE }
+        elseif ($errorCount -gt 0) { $exitCode = 1 }
+        return @{ output = [object[]]$output.ToArray(); errors = $errorCount; exit_code = $exitCode; elapsed_ms = [int]$clock.ElapsedMilliseconds }
+    }
+}
+
+Export-ModuleMember -Function @('Read-FleetLog', 'Invoke-FleetCommand')

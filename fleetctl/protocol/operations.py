@@ -383,6 +383,37 @@ OPERATIONS_LIST: tuple[Operation, ...] = (
         {"path": "file read", "lines": "list of strings"},
         ("NOT_FOUND",),
     ),
+    # -- the day-one commands: `fleetctl logs -f` (a read cursor) and `fleetctl exec` (the user's own script) --
+    Operation(
+        "Read-FleetLog",
+        "Read the service's log (as Get-FleetLog finds it) from a byte cursor: complete lines only, and the cursor "
+        "to pass next time, so a follower neither loses nor repeats a line. Without Offset: the last Tail lines.",
+        (
+            APP,
+            ROOT,
+            _p("Path", "string", False, "log file or directory relative to Root (default shared\\logs)"),
+            _p("File", "string", False, "the path the cursor belongs to (the last answer's path): another file "
+               "now found there starts from its beginning"),
+            _p("Offset", "long", False, "byte offset to read from (the last answer's offset)"),
+            _p("Tail", "int", False, "without Offset: how many of the last lines (default 100)"),
+        ),
+        {"path": "file read", "lines": "list of complete lines (without their line ends)",
+         "offset": "byte offset just after the last line returned: the next call's Offset",
+         "size": "file length in bytes", "reset": "true when the cursor did not apply (another file, or the file "
+         "shrank) and the file was read from its beginning", "more": "true when more bytes follow than one answer "
+         "carries (1 MiB): call again at once"},
+        ("NOT_FOUND",),
+    ),
+    Operation(
+        "Invoke-FleetCommand",
+        "Run the operator's own PowerShell script (fleetctl exec): sent whole as one parameter, parsed first, run "
+        "outside the module's strict mode; its output and error records come back as text lines.",
+        (_p("Script", "string", True, "the operator's PowerShell text, never combined with any other value"),),
+        {"output": "list of output lines (error records as 'ERROR: ...')", "errors": "number of error records",
+         "exit_code": "$LASTEXITCODE of the last native program when non-zero, else 1 after any error, else 0",
+         "elapsed_ms": "int"},
+        ("UNSUPPORTED",),
+    ),
     Operation(
         "Get-FleetDeployed",
         "Read-only, for `deploy --dry-run --diff`: the service definition as the SCM has it now and the files of "

@@ -57,6 +57,7 @@ from fleetctl.rollout.procedure import HostProcedure
 from fleetctl.rollout.run_locks import HostSlot, LockSpec, LockSteps
 from fleetctl.rollout.verdict import (
     FAILED_OUTCOMES,
+    HALT_WORDS,
     judge_batch,
     judge_run,
     may_start_host,
@@ -417,7 +418,8 @@ class RolloutEngine(LockSteps):
         self._report_rest(outcomes)
         verdict = judge_run(outcomes.values(), interrupted=self.interruption.requested.is_set(),
                             halt_reason=self._halt_reason, max_failed=self.plan.max_failed,
-                            failed_outcomes=self.failed_outcomes)
+                            failed_outcomes=self.failed_outcomes,
+                            halt_words=getattr(self.procedure, "halt_words", HALT_WORDS))
         return self._result(verdict.exit_code, outcomes, verdict.message, halted=verdict.halted)
 
     def _report_rest(self, outcomes: dict[str, HostOutcome]) -> None:

@@ -17,7 +17,7 @@ from fleetctl.config.redaction import redact
 
 # `unknown`: the host was lost (unreachable, silent, refusing our credentials) after its service was touched, so
 # nobody can say which release it runs; it counts as failed and the run never reports a clean halt.
-Outcome = Literal["deployed", "skipped", "rolled_back", "failed", "not_started", "removed", "unknown"]
+Outcome = Literal["deployed", "skipped", "rolled_back", "failed", "not_started", "removed", "unknown", "restarted"]
 Step = Literal[
     "connect", "lock", "transfer", "install", "service", "stop", "switch", "start", "health", "record",
     "retention", "unlock", "rollback", "remove", "drain", "ready", "proxy", "bake",
@@ -46,7 +46,7 @@ class Event:
     pass
 
 
-RunKind = Literal["deploy", "rollback", "remove"]
+RunKind = Literal["deploy", "rollback", "remove", "restart"]
 
 
 @dataclass(frozen=True)

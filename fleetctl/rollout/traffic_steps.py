@@ -95,7 +95,7 @@ def with_traffic(ctx: HostContext, traffic: HostTraffic | None, before: str | No
     except TrafficFailed as err:
         return HostOutcome(ctx.host, "failed", before, str(err), ctx.timings)
     outcome = change()
-    if outcome.outcome not in ("deployed", "rolled_back"):
+    if outcome.outcome not in ("deployed", "rolled_back", "restarted"):
         return outcome
     try:
         ctx.step("ready", lambda: traffic.ready(ctx.host), traffic.where)

@@ -12,8 +12,9 @@ from fleetctl.errors import EXIT_HALTED, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROLLOUT
 from fleetctl.rollout.events import HostOutcome
 
 FAILED_OUTCOMES = ("failed", "rolled_back", "unknown")  # unknown: lost after its service was touched
-ON_TARGET_OUTCOMES = ("deployed", "removed", "skipped")
-COUNT_ORDER = ("deployed", "removed", "skipped", "rolled_back", "failed", "unknown", "not_started")
+ON_TARGET_OUTCOMES = ("deployed", "removed", "restarted", "skipped")
+HALT_WORDS = ("hosts are on mixed releases", "no host was left on the new release")  # partway, none done
+COUNT_ORDER = ("deployed", "removed", "restarted", "skipped", "rolled_back", "failed", "unknown", "not_started")
 
 
 def is_failed(outcome: str) -> bool:
@@ -67,9 +68,11 @@ class RunVerdict:
 
 
 def judge_run(outcomes: Iterable[HostOutcome], *, interrupted: bool, halt_reason: str | None,
-              max_failed: int, failed_outcomes: Sequence[str] = FAILED_OUTCOMES) -> RunVerdict:
+              max_failed: int, failed_outcomes: Sequence[str] = FAILED_OUTCOMES,
+              halt_words: tuple[str, str] = HALT_WORDS) -> RunVerdict:
     """The run's exit code and one-line message from where every host ended. `failed_outcomes`: what counts as a
-    failure (a rollback's success is `rolled_back`, so there only `failed` and `unknown` do)."""
+    failure (a rollback's success is `rolled_back`, so there only `failed` and `unknown` do). `halt_words`: what a
+    halted run leaves, partway and with no host done (a restart changes no release, so it says so instead)."""
     values = list(outcomes)
     failed = [o.host for o in values if o.outcome in failed_outcomes]
     done = ON_TARGET_OUTCOMES + (("rolled_back",) if "rolled_back" not in failed_outcomes else ())
@@ -90,7 +93,7 @@ def judge_run(outcomes: Iterable[HostOutcome], *, interrupted: bool, halt_reason
     if halt_reason and (pending or failed):
         mixed = bool(on_target) and bool(pending or failed)
         code = EXIT_HALTED if mixed else EXIT_ROLLOUT_FAILED
-        where = "hosts are on mixed releases" if mixed else "no host was left on the new release"
+        where = halt_words[0] if mixed else halt_words[1]
         return RunVerdict(code, f"halted: {halt_reason}; {where} ({counts})", halted=True)
     if failed:
         return RunVerdict(EXIT_ROLLOUT_FAILED, f"{len(failed)} host(s) failed within the failure budget of "

@@ -3,8 +3,10 @@
 For each host (in parallel, at most `forks` at a time): `Get-FleetState` gives the current and previous
 release, the service state and the lock (the node is the source of truth: docs/node-protocol.md); then one health probe,
 without retries, says whether it is healthy now. Drift is computed across the fleet: a host whose current
-release is not the fleet's majority release is drifting. A host that cannot be reached is reported
-(`service: "unreachable"`), never fatal.
+release is not the fleet's majority release is drifting, except while a run holds its lock: then it is in a
+rollout (`rolling out`, `waiting`, `rolled back`, read from the node's history since the lock was taken) and the
+majority is the fleet's before the run. A host that cannot be reached is reported (`service: "unreachable"`),
+never fatal.
 
 Service states: the node's state string (`Running`, `Stopped`, `StartPending`, ...), `absent` when the service
 is not registered, `unreachable` when the host could not be reached or authenticated, `error` when the node
@@ -17,6 +19,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +103,18 @@ class HostStatus:
     tasks: tuple[TaskInfo, ...] = ()
     crash_loop: str | None = None  # the verdict, e.g. "4 restarts in 10 min", when the service keeps restarting
     colours: tuple[ColourStatus, ...] = ()  # blue-green hosts only, blue first
+    # While a run holds this host's lock (from the node's history since the lock was taken): the versions it
+    # installed here and whether it switched the current release in. `rollout` is then where the host stands in
+    # that run: "rolling out" (on the run's new release), "waiting" (not moved yet) or "rolled back".
+    installed_by_run: tuple[str, ...] = ()
+    switched_by_run: bool = False
+    rollout: str | None = None
+
+    @property
+    def run_lock(self) -> LockInfo | None:
+        """The lock of a run in progress (not a change freeze, not expired), if one holds this host."""
+        lock = self.lock
+        return lock if lock is not None and not lock.freeze and not lock.expired else None
 
     @property
     def live(self) -> str | None:
@@ -125,9 +140,21 @@ class HostStatus:
 
 
 @dataclass(frozen=True)
+class RunInProgress:
+    """A run that holds some hosts' locks right now: "rollout in progress (run R, by U, since T)"."""
+
+    run_id: str
+    owner: str
+    since: datetime | None
+    hosts: tuple[str, ...]
+    target: tuple[str, ...]  # the version(s) the run moves hosts to, as far as the nodes tell (empty: not yet)
+
+
+@dataclass(frozen=True)
 class FleetStatus:
     hosts: dict[str, HostStatus]
     majority: str | None  # the version (or release id) most hosts run, None when no host runs one
+    runs: tuple[RunInProgress, ...] = ()
 
     @property
     def not_answered(self) -> list[str]:
@@ -187,9 +214,27 @@ def host_status(target: StatusTarget, client: NodeClient, probe: StatusProbe = _
     healthy, reason = _probe_health(target, client, current, service, probe)
     if loop is not None:
         healthy, reason = False, f"crash loop: {loop}" + (f"; {reason}" if reason else "")
+    installed, switched = _changes_under_lock(state)
     return HostStatus(target.host, current, _ref(state, state.previous), service, healthy, state.lock,
                       answered=True, error=reason, releases_kept=len(state.releases), tasks=state.tasks,
-                      crash_loop=loop, colours=colours)
+                      crash_loop=loop, colours=colours, installed_by_run=installed, switched_by_run=switched)
+
+
+def _changes_under_lock(state: NodeState) -> tuple[tuple[str, ...], bool]:
+    """What the node's history records since the current run lock was taken: the versions installed, and
+    whether the current release was switched in (both clocks are the node's own, so no skew)."""
+    lock = state.lock
+    if lock is None or lock.freeze or lock.expired or lock.acquired_at is None:
+        return (), False
+    since = lock.acquired_at
+    recent = [e for e in state.history if e.at is not None and e.at >= since]
+    installed = []
+    for entry in recent:
+        info = state.release(entry.release) if entry.action == "install" else None
+        if info is not None:
+            installed.append(info.version or info.release)
+    switched = any(e.action.startswith("switch") and e.release == state.current for e in recent)
+    return tuple(dict.fromkeys(installed)), switched
 
 
 def _colours(target: StatusTarget, client: NodeClient, state: NodeState, probe: StatusProbe) -> tuple[ColourStatus, ...]:
@@ -258,19 +303,67 @@ def with_drift(statuses: dict[str, HostStatus]) -> FleetStatus:
     """Mark drift: answering hosts not on the fleet's majority release (ties go to the one seen first, in
     inventory order). Releases are compared by version: a release id also hashes each host's own rendered
     files, so hosts on the same version legitimately have different ids. Hosts without any release drift when
-    others have one."""
-    counts = Counter(s.current.key for s in statuses.values() if s.answered and s.current)
+    others have one.
+
+    While a run holds hosts' locks, those hosts are not drifting but in a rollout: on the run's new release
+    ("rolling out"), not moved yet ("waiting"), or moved back ("rolled back"); and the majority is the one the
+    fleet had before the run (a host that is rolling out counts with its previous release)."""
+    runs = _runs_in_progress(statuses)
+    target_of = {h: run.target for run in runs for h in run.hosts}
+    placed: dict[str, HostStatus] = {}
+    for host, s in statuses.items():
+        if host in target_of:
+            s = replace(s, rollout=_place(s, target_of[host]))
+        placed[host] = s
+    counts = Counter(k for s in placed.values() if (k := _baseline(s)) is not None)
     majority = None
     if counts:
         best = max(counts.values())
-        majority = next(s.current.key for s in statuses.values()
-                        if s.answered and s.current and counts[s.current.key] == best)
+        majority = next(k for s in placed.values() if (k := _baseline(s)) is not None and counts[k] == best)
     marked = {}
-    for host, s in statuses.items():
-        drift = None if not s.answered else (majority is not None and
-                                             (s.current is None or s.current.key != majority))
+    for host, s in placed.items():
+        if not s.answered:
+            drift = None
+        elif s.rollout is not None:
+            drift = False
+        else:
+            drift = majority is not None and (s.current is None or s.current.key != majority)
         marked[host] = replace(s, drift=drift)
-    return FleetStatus(marked, majority)
+    return FleetStatus(marked, majority, runs)
+
+
+def _runs_in_progress(statuses: dict[str, HostStatus]) -> tuple[RunInProgress, ...]:
+    by_run: dict[str, list[HostStatus]] = {}
+    for s in statuses.values():
+        if s.answered and s.run_lock is not None:
+            by_run.setdefault(s.run_lock.deploy_id, []).append(s)
+    runs = []
+    for run_id, members in by_run.items():
+        locks = [m.run_lock for m in members if m.run_lock is not None]
+        times = [lock.acquired_at for lock in locks if lock.acquired_at is not None]
+        # The new release: what the run installed; a run that installs nothing (a rollback, a redeploy of
+        # kept releases) is moving hosts to what it switched them to.
+        target = [v for m in members for v in m.installed_by_run]
+        if not target:
+            target = [m.current.key for m in members if m.switched_by_run and m.current is not None]
+        runs.append(RunInProgress(run_id, locks[0].owner, min(times) if times else None,
+                                  tuple(m.host for m in members), tuple(dict.fromkeys(target))))
+    return tuple(runs)
+
+
+def _place(s: HostStatus, target: tuple[str, ...]) -> str:
+    if s.current is not None and s.current.key in target:
+        return "rolling out"
+    return "rolled back" if s.switched_by_run else "waiting"
+
+
+def _baseline(s: HostStatus) -> str | None:
+    """The release a host counts with for the majority: during a rollout, where it came from."""
+    if not s.answered or s.current is None:
+        return None
+    if s.rollout == "rolling out" and s.switched_by_run:
+        return s.previous.key if s.previous else None
+    return s.current.key
 
 
 def collect_status(

@@ -45,7 +45,7 @@ from fleetctl.rollout.events import (
 from fleetctl.ui.console import safe
 from fleetctl.ui.live_frame import batch_range, duration, gate_text, render_frame
 from fleetctl.ui.live_state import RunProgress
-from fleetctl.ui.report import counts_line, outcome_counts, summary_table
+from fleetctl.ui.report import SummaryOptions, counts_line, outcome_counts, summary_line, summary_table
 from fleetctl.ui.verbose import show_above
 
 # Transfer progress arrives per chunk; the plain log shows it only at these fractions so CI logs stay short.
@@ -65,6 +65,7 @@ class LiveView:
         wall_clock: Callable[[], float] = time.time,
         refresh_per_second: float = 8,
         plain_every: float = 5.0,
+        summary: SummaryOptions | None = None,
     ) -> None:
         self.console = console or Console(highlight=False)
         self.plain = (not self.console.is_terminal) if plain is None else plain
@@ -72,6 +73,7 @@ class LiveView:
         self._wall = wall_clock
         self._refresh = refresh_per_second
         self._plain_every = plain_every
+        self._summary = summary  # how the end-of-run table is cut down (--all, --failed-only): ui/report.py
         # Re-entrant: rich's Live asks for its first frame from its constructor, which runs under the lock.
         self._lock = threading.RLock()
         self._live: Live | None = None
@@ -241,14 +243,9 @@ class LiveView:
     def _print_summary(self, event: RunFinished) -> None:
         outcomes = self._ordered_outcomes(event.outcomes)
         if outcomes:
-            self.console.print(summary_table(outcomes, title=f"Run {safe(event.run_id)}"))
-        if not self.plain:
-            style = "green" if event.exit_code == 0 else "bold red"
-            text = Text(f"exit code {event.exit_code}", style=style)
-            text.append(f"  {safe(counts_line(outcome_counts(outcomes)))}")
-            if event.message:
-                text.append(f"  {safe(event.message)}")
-            self.console.print(text)
+            self.console.print(summary_table(outcomes, title=f"Run {safe(event.run_id)}", options=self._summary))
+        if not self.plain:  # the plain log's `finished ...` line already said it
+            self.console.print(summary_line(event.exit_code, event.message, outcomes))
 
     def _ordered_outcomes(self, given: dict[str, HostOutcome]) -> dict[str, HostOutcome]:
         run = self._progress.run

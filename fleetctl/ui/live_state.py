@@ -211,7 +211,8 @@ class RunProgress:
     def counts_text(self, counts: dict[str, int]) -> str:
         """`8 deployed, 2 failed (2 rolled back), 1 skipped`: the run's success word and failures always."""
         kind = self.run.kind if self.run else "deploy"
-        success = {"deploy": "deployed", "rollback": "rolled_back", "remove": "removed"}.get(kind, "deployed")
+        success = {"deploy": "deployed", "rollback": "rolled_back", "remove": "removed",
+                   "restart": "restarted"}.get(kind, "deployed")
         failed = self.failed_outcomes
         parts = [f"{counts.get(success, 0)} {success.replace('_', ' ')}",
                  f"{sum(n for k, n in counts.items() if k in failed)} failed"]

@@ -29,6 +29,7 @@ STEP_COLOURS = {
     "retention": "#d4a6c8", "rollback": "#ff9da7", "remove": "#9c755f", "unlock": "#adb5bd",
 }
 OUTCOME_COLOURS = {"deployed": "#1a7f37", "removed": "#1a7f37", "skipped": "#6e7781", "rolled_back": "#9a6700",
+                   "restarted": "#1a7f37",
                    "failed": "#cf222e", "not_started": "#8250df", "in_flight": "#8250df", "pending": "#6e7781"}
 
 

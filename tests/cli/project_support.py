@@ -5,6 +5,8 @@ number, not a hope. A uniquely named module: `conftest` is ambiguous across test
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import socket
 import struct
 import subprocess
@@ -124,3 +126,20 @@ def make_project(root: Path, *, cert_validation: bool = True, hosts: int = 2) ->
         lines.append("        fleet_cert_validation: false")
     (root / "inventory" / "hosts.yml").write_text("\n".join(lines) + "\n")
     return Project(root=root, listeners=listeners)
+
+
+def linux_playbook(directory: Path, *, batch: int | None = None) -> Path:
+    """The example playbook built as a Linux ELF (the lab runs it natively: fast), quick health retries, and the
+    gate's stability window the variable `window` (default 1s); `batch` overrides rollout.batch."""
+    hello = REPO / "playbooks" / "hello"
+    text = (hello / "playbook.yml").read_text()
+    text = text.replace("goos: windows", "goos: linux").replace("dir: src", f"dir: {hello / 'src'}")
+    # The templates are copied, not named by absolute path: a playbook reads only under its project (issue 15).
+    shutil.copytree(hello / "templates", directory / "templates", dirs_exist_ok=True)
+    text = re.sub(r"stability_window: \S+", "stability_window: \"{{ window | default('1s') }}\"", text)
+    text = re.sub(r"interval: \S+", "interval: 0.25s", text)
+    if batch is not None:
+        text = re.sub(r"\n  batch: \S+", f"\n  batch: {batch}", text)
+    path = directory / "hello-linux.yml"
+    path.write_text(text)
+    return path

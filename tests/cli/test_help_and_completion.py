@@ -85,8 +85,10 @@ def _fleetctl_on_path(tmp_path: Path) -> dict[str, str]:
 
 def test_show_completion_in_bash_and_a_bash_completion_run(tmp_path: Path) -> None:
     env = _fleetctl_on_path(tmp_path)
-    # bash is the shell that runs fleetctl here, so --show-completion detects it.
-    script = subprocess.run(["bash", "-c", "fleetctl --show-completion"], env=env, capture_output=True, text=True,
+    # bash is the shell that runs fleetctl here, so --show-completion detects it (it looks at the parent
+    # processes). The `; true` keeps bash alive as the parent: `bash -c CMD` with a single command execs it, and
+    # the detection then found whatever ran the tests (it failed when that was no shell).
+    script = subprocess.run(["bash", "-c", "fleetctl --show-completion; true"], env=env, capture_output=True, text=True,
                             timeout=60, check=True).stdout
     assert "complete -o default -F _fleetctl_completion fleetctl" in script
     (tmp_path / "fleetctl.bash").write_text(script)

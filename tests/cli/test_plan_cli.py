@@ -70,7 +70,8 @@ def test_plan_limit_and_table(capsys: pytest.CaptureFixture[str]) -> None:
     doc = json.loads(out)
     assert doc["hosts"] == 10 and all("west" in h for b in doc["batches"] for h in b["hosts"])
     table = run_ok(capsys, "plan", str(EXAMPLE_PLAYBOOK), "-i", str(EXAMPLE_INVENTORY), "--canary", "1")
-    assert "canary" in table and "web-east-01.corp.example" in table
+    assert "canary" in table and "web-west-01.corp.example" in table
+    assert "web-east-[01,02].corp.example" in table  # members as host ranges, zero padding kept
     blue_green = json.loads(run_ok(capsys, "plan", str(EXAMPLE_PLAYBOOK), "-i", str(EXAMPLE_INVENTORY),
                                    "--strategy", "blue-green", "--json"))["host_steps"]
     assert blue_green[1:4] == ["start the idle colour", "gate it on its own port",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from project_support import linux_playbook  # tests/cli is on sys.path (no __init__.py)
 
 from fleetctl.node.client import NodeClient
 from fleetctl.protocol.errors import AuthenticationFailed, HostUnreachable, NodeOperationError
@@ -134,20 +134,6 @@ def fleetctl(cwd: Path, *args: str, timeout: float = 240) -> subprocess.Complete
     env.pop("FLEETCTL_HISTORY_DB", None)
     return subprocess.run([sys.executable, "-m", "fleetctl", *args], cwd=cwd, capture_output=True, text=True, check=False,
                           timeout=timeout, env=env)
-
-
-def linux_playbook(directory: Path) -> Path:
-    """The example playbook built as a Linux ELF (the lab runs it natively: fast), with quick health retries."""
-    hello = REPO / "playbooks" / "hello"
-    text = (hello / "playbook.yml").read_text()
-    text = text.replace("goos: windows", "goos: linux").replace("dir: src", f"dir: {hello / 'src'}")
-    # The templates are copied, not named by absolute path: a playbook reads only under its project (issue 15).
-    shutil.copytree(hello / "templates", directory / "templates", dirs_exist_ok=True)
-    text = re.sub(r"stability_window: \S+", "stability_window: 1s", text)
-    text = re.sub(r"interval: \S+", "interval: 0.25s", text)
-    path = directory / "hello-linux.yml"
-    path.write_text(text)
-    return path
 
 
 @pytest.fixture(scope="module")

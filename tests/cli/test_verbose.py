@@ -150,7 +150,8 @@ def test_vv_logs_retries_and_pool_reopens_and_off_the_policy_is_untouched(
     assert "web03    pool reopened: idle past the host's shell timeout" in err
 
 
-@pytest.mark.parametrize("command", ["ping", "deploy", "rollback", "remove", "status", "logs", "lock", "unlock"])
+@pytest.mark.parametrize("command", ["ping", "deploy", "rollback", "remove", "status", "logs", "lock", "unlock",
+                                     "releases", "restart", "exec"])
 def test_every_command_that_reaches_hosts_takes_v(capsys: pytest.CaptureFixture[str], command: str) -> None:
     try:
         main([command, "--help"])

@@ -96,6 +96,10 @@ class _FakeClient:
         return SimpleNamespace(path="C:\\apps\\hello\\shared\\logs\\hello.log",
                                lines=[text for text, _ in HOSTILE])
 
+    def read_fleet_log(self, **_: Any) -> Any:  # what `logs` reads now (a cursor for -f): the same hostile lines
+        return SimpleNamespace(path="C:\\apps\\hello\\shared\\logs\\hello.log",
+                               lines=[text for text, _ in HOSTILE], offset=1, size=1, reset=False, more=False)
+
     def get_fleet_events(self, **_: Any) -> Any:
         events = [SimpleNamespace(time=datetime(2026, 1, 1, tzinfo=UTC), level=f"Error{text}", id=1,
                                   message=f"event {text}") for text, _ in HOSTILE]
