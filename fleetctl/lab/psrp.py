@@ -226,7 +226,10 @@ class RunspaceSession:
             raise ValueError(f"a pipeline message for pipeline {pipeline_id} that has no Command in this shell")
         if kind == clixml.CREATE_PIPELINE:
             no_input, run.calls = self._read_create_pipeline(body)
-            self._set_state(run, PSInvocationState.Running)
+            # Running is not sent: MS-PSRP 3.1.4.3 has the client set it itself when it sends CreatePipeline,
+            # and only a final state ends a client's Receive loop. Sent, it is all that a first Receive finds
+            # for any call slower than a round trip, which then costs a second Receive for the output and state.
+            self._set_state(run, PSInvocationState.Running, emit=False)
             if no_input:
                 self._launch(run)
         elif kind == clixml.PIPELINE_INPUT:
@@ -344,8 +347,11 @@ class RunspaceSession:
             message = clixml.pack_message(clixml.PIPELINE_OUTPUT, rpid, run.pipeline_id, self._serialize(value))
         self._queue_message(run.pipeline_id, message)
 
-    def _set_state(self, run: _Run, state: PSInvocationState, error: ErrorRecord | None = None) -> None:
+    def _set_state(self, run: _Run, state: PSInvocationState, error: ErrorRecord | None = None,
+                   emit: bool = True) -> None:
         run.state = state
+        if not emit:
+            return
         rpid = self.pool.runspace_pool_id
         if error is None:
             message = clixml.state_message(rpid, run.pipeline_id, int(state))

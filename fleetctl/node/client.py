@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from fleetctl.node.op_log import log_operations
+from fleetctl.node.read_ahead import ReadAhead
 from fleetctl.node.results import (
     ArtifactStatus,
     Changed,
@@ -44,6 +45,7 @@ class NodeClient:
     def __init__(self, transport: Transport) -> None:
         # -v/-vv: every operation below goes through here, timed and logged (node/op_log.py); off, it is `transport`.
         self.transport = log_operations(transport)
+        self._ahead = ReadAhead()
 
     @property
     def host(self) -> str:
@@ -61,35 +63,60 @@ class NodeClient:
     def connect_and_lock(self, *, app: str, owner: str, deploy_id: str, ttl_seconds: int, process: str | None = None,
                          reason: str | None = None, take_over: str | None = None) -> LockResult:
         """Connect, load the node module and take the app lock, in one round trip where the transport allows
-        (`Transport.invoke_all`); raises like `connect()` and `lock_fleet_app()`."""
+        (`Transport.invoke_all`), reads registered with `read_ahead_*` riding along; raises like `connect()` and
+        `lock_fleet_app()`."""
         args = {"app": app, "owner": owner, "deploy_id": deploy_id, "ttl_seconds": ttl_seconds, "process": process,
                 "reason": reason, "take_over": take_over}
-        params = {p.name: args[snake_case(p.name)] for p in OPERATIONS["Lock-FleetApp"].params
-                  if args.get(snake_case(p.name)) is not None}
-        (r,) = self.transport.invoke_all([("Lock-FleetApp", params)])
-        if isinstance(r, Exception):
-            raise r
+        r = self._batch("Lock-FleetApp", _params("Lock-FleetApp", args))
         return LockResult(LockInfo.from_result(r.get("lock")), LockInfo.from_result(r.get("taken_over")))
 
     def connect_and_get_state(self, *, app: str, root: str, service_name: str | None = None) -> NodeState:
         """Connect, load the node module and read the app's state in one round trip after the pool opens (a
         read-only comparison of many hosts, `deploy --if-changed`); raises like `get_fleet_state()`."""
         args = {"app": app, "root": root, "service_name": service_name}
-        params = {p.name: args[snake_case(p.name)] for p in OPERATIONS["Get-FleetState"].params
-                  if args.get(snake_case(p.name)) is not None}
-        (r,) = self.transport.invoke_all([("Get-FleetState", params)])
-        if isinstance(r, Exception):
-            raise r
-        return NodeState.from_result(r)
+        return NodeState.from_result(self._batch("Get-FleetState", _params("Get-FleetState", args)))
+
+    # -- read-ahead (node/read_ahead.py) ------------------------------------------------------------------------
+
+    def read_ahead_state(self, *, app: str, root: str, service_name: str | None = None,
+                         task_names: Sequence[str] | None = None, proxy_port: int | None = None) -> None:
+        """Have the next call to this node also read the app's state, in the same round trip, for a
+        `get_fleet_state()` with the same arguments right after (node/read_ahead.py says when it is used)."""
+        self._ahead.want("Get-FleetState", _params("Get-FleetState", locals()))
+
+    def read_ahead_artifact(self, *, sha256: str) -> None:
+        """Have the next call to this node also ask whether the artifact is cached (for `test_fleet_artifact()`)."""
+        self._ahead.want("Test-FleetArtifact", _params("Test-FleetArtifact", locals()))
+
+    @property
+    def round_trips_saved(self) -> int:
+        """Calls answered from a read-ahead instead of a round trip of their own."""
+        return self._ahead.used
 
     def close(self) -> None:
         self.transport.close()
 
     def _call(self, operation: str, args: Mapping[str, Any], chunks: Iterable[str] | None = None) -> dict[str, Any]:
-        """Invoke with the protocol's parameter names; None values are left out (the node's default applies)."""
-        params = {p.name: args[snake_case(p.name)] for p in OPERATIONS[operation].params
-                  if args.get(snake_case(p.name)) is not None}
+        """Invoke with the protocol's parameter names; None values are left out (the node's default applies). An
+        answer read ahead for exactly this call is used instead; reads waiting to be read ahead ride along."""
+        params = _params(operation, args)
+        answer = self._ahead.take(operation, params)
+        if answer is not None:
+            return answer
+        if chunks is None and self._ahead.waiting:
+            return self._batch(operation, params)
         return self.transport.invoke(operation, params, chunks)
+
+    def _batch(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        """One call through `invoke_all` (connecting and loading the module in the same round trip), with the
+        reads waiting to be read ahead as further statements of its pipeline."""
+        calls = self._ahead.ride_along([(operation, params)])
+        results = self.transport.invoke_all(calls)
+        self._ahead.keep(calls[1:], results[1:])
+        first = results[0]
+        if isinstance(first, Exception):
+            raise first
+        return first
 
     # -- facts, locks -------------------------------------------------------------------------------------------
 
@@ -233,6 +260,12 @@ class NodeClient:
     def get_fleet_deployed(self, *, app: str, root: str, service_name: str | None = None,
                            release: str | None = None) -> Deployed:
         return Deployed.from_result(self._call("Get-FleetDeployed", locals()))
+
+
+def _params(operation: str, args: Mapping[str, Any]) -> dict[str, Any]:
+    """The protocol-named parameters of a call from its snake_case arguments, without the None ones."""
+    return {p.name: args[snake_case(p.name)] for p in OPERATIONS[operation].params
+            if args.get(snake_case(p.name)) is not None}
 
 
 def _opt(value: Any) -> str | None:

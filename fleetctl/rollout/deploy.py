@@ -44,7 +44,7 @@ from fleetctl.rollout.host_steps import (
     stored_definition,
     unknown_outcome,
 )
-from fleetctl.rollout.preparation import PreparedDeploy
+from fleetctl.rollout.preparation import Connect, PreparedDeploy
 from fleetctl.rollout.release import Release
 from fleetctl.rollout.rollback import RollbackJob, rollback_host
 from fleetctl.rollout.traffic_steps import HostTraffic, with_traffic
@@ -96,6 +96,19 @@ class DeployProcedure:
             if server is not None:
                 server.stop()
 
+    def reading_ahead(self, connect: Connect) -> Connect:
+        """`connect`, its clients set to read the host's state and whether the artifact is cached along with
+        taking the lock: a stage that follows soon after (the first batch; every host of a no-op redeploy) then
+        costs no round trip of its own to plan (node/read_ahead.py)."""
+        def make(host: str) -> NodeClient:
+            client = connect(host)
+            release = self.prepared.releases[host]
+            client.read_ahead_state(app=release.app, root=release.root, service_name=release.service.name)
+            client.read_ahead_artifact(sha256=release.artifact_sha256)
+            return client
+
+        return make
+
     def job(self, host: str) -> DeployJob:
         prepared = self.prepared
         playbook = prepared.fleet.playbooks[host]
@@ -114,6 +127,8 @@ class DeployProcedure:
         outcome instead when it is already current (skipped) or a step failed (left running what it ran)."""
         job = self.job(ctx.host)
         release = job.release
+        # Whether the artifact is cached rides on the state read (unless both were read with the lock).
+        ctx.client.read_ahead_artifact(sha256=release.artifact_sha256)
         try:
             state = ctx.step("connect", lambda: read_state(ctx, release), "reading node state")
         except Exception as err:  # noqa: BLE001 - any failure here is this host's, reported not raised

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +64,9 @@ from fleetctl.rollout.verdict import (
     over_budget,
     unreachable_verdict,
 )
+
+# How often the main thread looks whether a batch's hosts reached their health gates.
+_GATE_POLL_S = 0.05
 
 Recheck = Callable[[HostContext, HostOutcome], HostOutcome]  # a deployed host still running at its batch's end?
 
@@ -249,8 +252,11 @@ class RolloutEngine(LockSteps):
                 return
             if all(self._hosts[n].ctx.gating.is_set() for n, f in zip(names, futures, strict=True) if f in pending):
                 return
-            # Short slices: the gating flags are polled, and the main thread stays responsive to SIGINT.
-            _, pending = wait(pending, timeout=0.02, return_when=FIRST_COMPLETED)
+            # The gating flags are polled, in slices short enough for the batch's pace and for SIGINT; the
+            # futures' own state is read, not waited on (a wait() installs a waiter on every pending future:
+            # a tenth of the controller's CPU in a deploy at 20 ms slices).
+            self.interruption.requested.wait(_GATE_POLL_S)
+            pending = {f for f in pending if not f.done()}
 
     def _stage_batch(self, pool: ThreadPoolExecutor, names: tuple[str, ...]) -> None:
         """Start the stage work of the next batch's hosts (only changes the running services do not see)."""

@@ -136,6 +136,7 @@ def run_deploy(prepared: PreparedDeploy, bus: EventBus, *, connect: Connect | No
                                  force=force, judge=judge, unattended=unattended, traffic=prepared.traffic)
     with _balancer(prepared.traffic), DeployProcedure.open(prepared) as procedure:
         procedure.notes += _unused_traffic_notes(prepared.fleet)
+        connect = procedure.reading_ahead(connect or prepared.fleet.client_factory())
         return run_procedure(prepared.fleet, procedure, bus, connect=connect, interruption=interruption,
                              force=force, judge=judge, traffic=prepared.traffic, unattended=unattended)
 

@@ -6,6 +6,7 @@ Pure (no I/O): the unit tests feed it the exception chains the real libraries pr
 from __future__ import annotations
 
 import errno
+import http.client
 import socket
 import ssl
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ from fleetctl.protocol.errors import (
     ShellNotFound,
     TransportError,
 )
+from fleetctl.transport.lean_http import ConnectTimedOut
 
 # ERROR_WSMAN_INVALID_SELECTORS: Windows' answer for a ShellId it does not have (expired by IdleTimeout, deleted,
 # or the WinRM service restarted).
@@ -112,7 +114,7 @@ def map_exception(exc: BaseException, settings: ConnectionSettings) -> Transport
                                     host=host)
         return CertificateError(f"TLS handshake with {where} failed ({_leaf(exc)}); is fleet_scheme right?",
                                 host=host)
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
+    if isinstance(exc, requests.exceptions.ConnectTimeout) or _find(exc, ConnectTimedOut) is not None:
         return HostTimeout(f"connecting to {where} timed out after {settings.connect_timeout:g}s", host=host)
     if isinstance(exc, (requests.exceptions.ReadTimeout, socket.timeout)):
         return HostTimeout(f"{where} did not answer within {settings.read_timeout}s", host=host)
@@ -128,6 +130,10 @@ def map_exception(exc: BaseException, settings: ConnectionSettings) -> Transport
         if _find(exc, TimeoutError) is not None:
             return HostTimeout(f"connecting to {where} timed out", host=host)
         return HostUnreachable(f"cannot reach {where}: {_leaf(exc)}", host=host, transient=True)
+    if isinstance(exc, http.client.HTTPException):
+        # A status line or headers that are not HTTP, or a body shorter than its Content-Length.
+        return ProtocolError(f"garbled HTTP answer from {where} ({type(exc).__name__}); is this a WinRM "
+                             "endpoint?", host=host)
     if isinstance(exc, WinRMError):
         return ProtocolError(f"unexpected WinRM answer from {where}: {exc}", host=host)
     return TransportError(f"{type(exc).__name__} talking to {where}: {exc}", host=host)

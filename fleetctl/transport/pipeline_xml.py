@@ -11,6 +11,7 @@ property lists are checked) and served by pypsrp itself.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -29,6 +30,9 @@ _STREAMS = ("System.Management.Automation.Runspaces.RemoteStreamOptions", "Syste
 _RESULT_TYPES = ("System.Management.Automation.Runspaces.PipelineResultTypes", "System.Enum", "System.ValueType",
                  "System.Object")
 _HASHTABLE = ("System.Collections.Hashtable", "System.Object")
+# What MS-PSRP's string encoding (`_xHHHH_`) changes: control characters, astral characters, and "_x"/"_X" (any
+# "_" here, to stay simple). A string without any goes out as it is, without pypsrp's two regex substitutions.
+_NEEDS_ENCODING = re.compile("[_\u0000-\u001f\u007f-\u009f\U00010000-\U0010ffff]")
 _ARRAY = ("System.Object[]", "System.Array", "System.Object")
 _APARTMENT_NAMES = {0: "STA", 1: "MTA", 2: "UNKNOWN"}
 _STREAM_NAMES = {0: "None", 15: "AddInvocationInfo"}
@@ -79,7 +83,7 @@ class _Writer:
 
     def string(self, value: str, name: str | None = None) -> None:
         attr = f' N="{name}"' if name is not None else ""
-        text = self.serializer._serialize_string(value)
+        text = value if _NEEDS_ENCODING.search(value) is None else self.serializer._serialize_string(value)
         self.parts.append(f"<S{attr}>{escape(text)}</S>" if text else f"<S{attr} />")
 
     def boolean(self, value: bool, name: str) -> None:

@@ -33,7 +33,9 @@ from fleetctl.protocol.errors import NodeOperationError, ProtocolError, ShellNot
 from fleetctl.protocol.operations import MODULE_NAME, OPERATIONS, PROTOCOL_VERSION, secret_params
 from fleetctl.transport import trace
 from fleetctl.transport.base import Call, Transport, check_call, parse_result_document
+from fleetctl.transport.envelope import LeanWSMan
 from fleetctl.transport.error_mapping import map_exception
+from fleetctl.transport.lean_http import LeanTransport, lean_applies
 from fleetctl.transport.pipeline_xml import use_fast_serializer
 from fleetctl.transport.retry import DEFAULT_ATTEMPTS, reopen_expired_shell, retry_transient_io
 from fleetctl.transport.tls import share_tls_context
@@ -153,7 +155,8 @@ class WinRMTransport(Transport):
         extra: dict[str, Any] = {}
         if s.auth == "certificate":
             extra = {"certificate_pem": s.cert_pem, "certificate_key_pem": s.cert_key_pem}
-        wsman = WSMan(
+        lean = lean_applies(s)
+        wsman = (LeanWSMan if lean else WSMan)(
             s.address,
             port=s.port,
             username=s.user,
@@ -167,6 +170,11 @@ class WinRMTransport(Transport):
             no_proxy=True,
             **extra,
         )
+        if lean:
+            # pypsrp's WS-Man and PSRP logic, with text envelopes (envelope.py), over one keep-alive connection
+            # of our own (lean_http.py)
+            wsman.transport = LeanTransport(s)  # type: ignore[assignment]
+            return wsman
         share_tls_context(wsman)  # one certificate store per CA bundle, not one per host (tls.py)
         _settle_environment(wsman)
         trace.trace_requests_session(wsman.transport.session, self.host)  # -vv: round trips and connects

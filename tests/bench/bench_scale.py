@@ -21,9 +21,12 @@ Wall time is `run_deploy`/`run_rollback` from call to return; the critical path 
 slowest host's transfer + stop + switch + start + health (as in bench_rollout.py). With `--forks` smaller than a
 batch, hosts of a batch wait for a thread, which the critical path does not count: the ratio then says so.
 
-`--baseline-sizes 100` (the default) also runs those sizes, first, with the controller as it was before issue 16's
-cuts (`undo_controller_cuts`: pypsrp's own CreatePipeline serializer, requests reading the environment per
-request, a service read per probe), each on a fresh lab, and prints the before/after ratio of the same run.
+`--baseline-sizes 100` (the default) also runs those sizes, first, with another revision's lab and controller
+(`--baseline-rev`, default `main`: its source from `git archive`, run with this environment), each on a fresh
+lab, and prints the before/after ratio of the same run.
+
+`--subscribers all` runs the phases with the journal, the live view (to /dev/null) and the JSON report subscribed,
+as `fleetctl deploy` does; the default (`none`) measures the engine and the transport alone.
 
 `--profile DIR` runs the controller under `py-spy record` (`pip install py-spy`), one collapsed-stack file per
 size (`DIR/controller-N.txt`, py-spy's `--format raw`: one line per stack with its sample count; feed it to
@@ -45,15 +48,18 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parents[2]
+# The code measured: this checkout, or (a baseline run's controller and lab) another revision's source tree.
+REPO = Path(os.environ.get("FLEETCTL_BENCH_REPO") or HERE)
 sys.path.insert(0, str(REPO))
 FLEETCTL = [sys.executable, "-m", "fleetctl"]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 PHASES = ("first install", "deploy", "no-op", "rollback")
 
 
-def fleetctl(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([*FLEETCTL, *args], capture_output=True, text=True, env=ENV, timeout=timeout, check=False)
+def fleetctl(*args: str, timeout: float = 900, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([*FLEETCTL, *args], capture_output=True, text=True, env=env or ENV, timeout=timeout,
+                          check=False)
     if proc.returncode != 0:
         raise SystemExit(f"fleetctl {' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
     return proc
@@ -79,20 +85,37 @@ def _reset_peak_rss() -> None:
         pass
 
 
-def undo_controller_cuts() -> None:
-    """The controller as it was before this benchmark's cuts (issue 16 item 1), for a same-run baseline: pypsrp
-    serializes every CreatePipeline itself, requests consults the environment on every request, and a gate reads
-    the service after every failed probe and at every probe of the stability window."""
-    from fleetctl.rollout import health
-    from fleetctl.transport import winrm
-
-    winrm.use_fast_serializer = lambda pool: None  # type: ignore[assignment]
-    winrm._settle_environment = lambda wsman: None  # type: ignore[assignment]
-    health.SERVICE_POLL_S = 0.0
+def baseline_tree(rev: str, work: Path) -> Path:
+    """The source of revision `rev` of this repository (`git archive`), to run the baseline's lab and controller."""
+    out = work / f"baseline-{rev.replace('/', '_')}"
+    if not out.exists():
+        out.mkdir(parents=True)
+        archive = subprocess.run(["git", "-C", str(HERE), "archive", rev], capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
+    return out
 
 
-def client(lab: Path, batch: str, forks: int, transfer: str, baseline: bool = False,
-           max_failed: str | None = None) -> dict[str, Any]:
+def measure_engine(run: Any) -> tuple[Any, Any]:
+    """The run with a bus whose only subscriber records step timings (no journal, live view or report): the
+    engine and the transport alone, which is what the per-host goals are about."""
+    from fleetctl.rollout.events import EventBus
+    from tests.bench.bench_rollout import Run
+
+    bus = EventBus()
+    record = Run()
+    bus.subscribe(record.collect)
+    record.started = time.monotonic()
+    try:
+        result = run(bus)
+    finally:
+        bus.close()
+    record.ended = time.monotonic()
+    record.wall = record.ended - record.started
+    return result, record
+
+
+def client(lab: Path, batch: str, forks: int, transfer: str, max_failed: str | None = None,
+           subscribers: str = "none") -> dict[str, Any]:
     from fleetctl.rollout.runner import (
         DeployOptions,
         prepare_deploy,
@@ -104,8 +127,6 @@ def client(lab: Path, batch: str, forks: int, transfer: str, baseline: bool = Fa
     from tests.bench.bench_rollout import measure
     from tests.rollout.conftest import make_playbook
 
-    if baseline:
-        undo_controller_cuts()
     work = lab.parent
     os.chdir(work)
     playbook = make_playbook(work, "linux")
@@ -131,7 +152,10 @@ def client(lab: Path, batch: str, forks: int, transfer: str, baseline: bool = Fa
         _reset_peak_rss()
         lab0, req0 = lab_snapshot(lab)
         cpu0 = _cpu()
-        result, run = measure(partial(runner, prepared))
+        if subscribers == "all":
+            result, run = measure(partial(runner, prepared), work / f"history-{phase.replace(' ', '-')}.db")
+        else:
+            result, run = measure_engine(partial(runner, prepared))
         cpu = _cpu() - cpu0
         lab1, req1 = lab_snapshot(lab)
         counts: dict[str, int] = {}
@@ -155,26 +179,31 @@ def client(lab: Path, batch: str, forks: int, transfer: str, baseline: bool = Fa
 # ---- the benchmark ------------------------------------------------------------------------------------------
 def run_size(nodes: int, args: argparse.Namespace, work: Path, baseline: bool = False) -> dict[str, Any]:
     lab = work / f"lab-{nodes}{'-baseline' if baseline else ''}"
+    env = ENV
+    if baseline:
+        tree = baseline_tree(args.baseline_rev, work)
+        env = {**ENV, "PYTHONPATH": str(tree), "FLEETCTL_BENCH_REPO": str(tree)}
     began = time.monotonic()
-    fleetctl("lab", "up", "--nodes", str(nodes), "--base", args.base, "--dir", str(lab), "--no-wine", "--json")
+    fleetctl("lab", "up", "--nodes", str(nodes), "--base", args.base, "--dir", str(lab), "--no-wine", "--json",
+             env=env)
     up = time.monotonic() - began
     try:
         cmd = [sys.executable, __file__, "--client", "--lab", str(lab), "--batch", args.batch,
-               "--forks", str(args.forks), "--transfer", args.transfer, *(["--baseline"] if baseline else []),
-               *(["--max-failed", args.max_failed] if args.max_failed else [])]
+               "--forks", str(args.forks), "--transfer", args.transfer,
+               *(["--max-failed", args.max_failed] if args.max_failed else []), "--subscribers", args.subscribers]
         if args.profile:
             spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
             out_dir = Path(args.profile).resolve()
             out_dir.mkdir(parents=True, exist_ok=True)
             cmd = [spy, "record", "--rate", "100", "--gil", "--format", "raw",
                    "-o", str(out_dir / f"controller-{nodes}{'-baseline' if baseline else ''}.txt"), "--", *cmd]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, check=False, timeout=7200)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, timeout=7200)
         if proc.returncode != 0:
             raise SystemExit(f"controller failed at {nodes} nodes: {proc.stderr.strip()[-3000:]}")
         # py-spy prints its own lines after the controller's one JSON line
         figures = dict(json.loads(next(line for line in reversed(proc.stdout.splitlines()) if line.startswith("{"))))
     finally:
-        fleetctl("lab", "down", "--dir", str(lab))
+        fleetctl("lab", "down", "--dir", str(lab), env=env)
     figures["lab_up_s"] = up
     return figures
 
@@ -215,14 +244,18 @@ def main() -> None:
     parser.add_argument("--profile", default=None, help="directory for py-spy recordings of the controller")
     parser.add_argument("--json", default=None, help="write every figure to this file too")
     parser.add_argument("--baseline-sizes", default="100",
-                        help="sizes also run with the controller before the cuts, on a fresh lab ('' for none)")
+                        help="sizes also run with --baseline-rev's lab and controller, on a fresh lab ('' for none)")
+    parser.add_argument("--subscribers", default="none", choices=("none", "all"),
+                        help="none: the engine and transport alone; all: with the journal, the live view (to "
+                        "/dev/null) and the JSON report, as `fleetctl deploy` runs")
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--baseline", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--baseline-rev", default="main",
+                        help="the revision the baseline sizes run (its lab and its controller), default main")
     parser.add_argument("--lab", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
-        print(json.dumps(client(Path(args.lab), args.batch, args.forks, args.transfer, args.baseline,
-                                args.max_failed)))
+        print(json.dumps(client(Path(args.lab), args.batch, args.forks, args.transfer, args.max_failed,
+                                args.subscribers)))
         return
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}; batch {args.batch}, forks {args.forks}, "
@@ -232,7 +265,7 @@ def main() -> None:
     for size in (int(s) for s in args.sizes.split(",") if s.strip()):
         if size in baseline_sizes:
             results[f"{size}-baseline"] = before = run_size(size, args, work, baseline=True)
-            report(size, before, ", baseline: the controller before the cuts")
+            report(size, before, f", baseline: {args.baseline_rev}'s lab and controller")
         results[str(size)] = after = run_size(size, args, work)
         report(size, after)
         if size in baseline_sizes:

@@ -104,6 +104,10 @@ def test_dry_run_and_deploy_carry_out_the_same_plan(tmp_path: Path, monkeypatch:
     assert result.outcomes["n02"].outcome == "skipped"
     assert "Switch-FleetRelease" not in fleet.nodes["n02"].operations
     n03 = fleet.nodes["n03"].operations
-    assert "Install-FleetRelease" not in n03 and "Receive-FleetArtifact" not in n03 and "Test-FleetArtifact" not in n03
+    assert "Install-FleetRelease" not in n03 and "Receive-FleetArtifact" not in n03
+    assert "Save-FleetArtifactFromUrl" not in n03
+    # The only artifact check is the one read ahead with the lock (node/read_ahead.py): no round trip of its own.
+    assert n03[:3] == ["Lock-FleetApp", "Get-FleetState", "Test-FleetArtifact"]
+    assert n03.count("Test-FleetArtifact") == 1
     n01 = fleet.nodes["n01"].operations
     assert "Install-FleetRelease" in n01 and result.outcomes["n01"].outcome == "deployed"
