@@ -32,6 +32,7 @@ from fleetctl.cli.options import (
 )
 from fleetctl.errors import ConfigError, RolloutFailed
 from fleetctl.notify import Notifier
+from fleetctl.rollout.bluegreen_plan import SwitchBackPlan
 from fleetctl.rollout.diff import diff_json, read_rollback_diffs
 from fleetctl.rollout.rollback_target import RollbackPlan
 from fleetctl.rollout.runner import DeployOptions, plan_rollback, prepare_rollback, run_rollback
@@ -88,12 +89,14 @@ def rollback(
         diffs = read_rollback_diffs(prepared, plan) if diff else {}
         if json_out:
             print_json({"dry_run": True, "version": plan.version,
-                        "hosts": {h: {**c.to_json(), **diff_json(diffs.get(h))} for h, c in plan.choices.items()}})
+                        "hosts": {h: {**c.to_json(), **_switch_json(plan, h), **diff_json(diffs.get(h))}
+                                  for h, c in plan.choices.items()}})
         else:
             people.print(choices_table(plan, "Dry run: where each host would go (nothing was changed)", rows))
             if diff:
                 people.print(diff_view(diffs), soft_wrap=True)  # a diff line wrapped would read as two
         _refuse_forced_only(plan, to)
+        _refuse_wrong_strategy(plan)
         unasked = [c.host for c in plan.refused if c.reason.startswith("could not be asked")]
         if unasked:
             raise RolloutFailed(f"{len(unasked)} host(s) could not be asked: {', '.join(unasked[:5])}")
@@ -101,6 +104,7 @@ def rollback(
     if not json_out:
         people.print(choices_table(plan, "Rollback: from → to", rows))
     _refuse_forced_only(plan, to)
+    _refuse_wrong_strategy(plan)
     switching = sum(1 for c in plan.choices.values() if c.action == "switch")
     confirm(yes, f"Roll back {switching} host(s) to {target}?")
     result = run_with_subscribers(lambda bus: run_rollback(prepared, bus, plan=plan, force=force,
@@ -126,6 +130,23 @@ def _refuse_forced_only(plan: RollbackPlan, to: str | None) -> None:
         first = gated[0]
         more = f" (and {len(gated) - 1} more host(s))" if len(gated) > 1 else ""
         raise ConfigError(f"{first.host}: {first.reason}{more}; nothing was changed", key="--to")
+
+
+def _switch_json(plan: RollbackPlan, host: str) -> dict[str, object]:
+    """Blue-green: the host's colours before and after, and how it switches (instant, start + gate, the move)."""
+    if isinstance(plan, SwitchBackPlan) and host in plan.moves:
+        return plan.moves[host].to_json()
+    return {}
+
+
+def _refuse_wrong_strategy(plan: RollbackPlan) -> None:
+    """Hosts on blue-green under a rolling rollback (or the reverse): refused before anything changes, naming the
+    flag, rather than failing host by host after the confirmation."""
+    wrong = [c for c in plan.refused if "roll it back with --strategy" in c.reason]
+    if wrong:
+        first = wrong[0]
+        more = f" (and {len(wrong) - 1} more host(s))" if len(wrong) > 1 else ""
+        raise ConfigError(f"{first.host} {first.reason}{more}; nothing was changed", key="--strategy")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,14 +1,13 @@
-"""Blue-green rollback: each host goes back to its other colour, or, right after it moved over from rolling (the
-other colour never held a release), to the rolling release it ran before, run as that colour.
+"""Blue-green rollback on one host: carry out its planned switch back (`bluegreen_plan`: the shared rollback
+rule says which release, never forward; the plan says which colour and how).
 
-    choose:    `choose_switch_back` (pure): the other colour's release, unless it failed its health gate or is not
-               the `--to` version; else the node's previous release when it is older than the current one and
-               passed its gate, adopted by the other colour. Never forward past the current release's predecessor,
-               never to a release that failed its gate.
-    stage:     read the node's colours (read-only) and choose
-    activate:  warm and answering: the switch alone (the balancer's backend, then the node's proxy: no stop, no
-               start, no bytes); stopped: start it with its stored definition and gate it first; adopted: the
-               colour's definition rendered for the release's version, started and gated with that version's gate
+    stage:     read the node's colours (read-only) and check they still match the plan (the live colour and its
+               release); a refused host fails with the plan's reason, a host with nothing to do is skipped
+    activate:  the idle colour holds the target and runs: the switch alone (the balancer's backend, then the node's
+               proxy: no stop, no start, no bytes); stopped: start it with its stored definition and gate it first;
+               it holds another release (or none): the target becomes its release with the colour's own
+               definition (rendered for the target's version when the release was installed for another service),
+               started and gated, then switched to
 
 The switch itself and what a failed gate leaves are `rollout/bluegreen.py`'s (`bring_up`, `switch_to`).
 """
@@ -23,25 +22,16 @@ from fleetctl.rollout.bluegreen import (
     bring_up,
     colour_outcome,
     live_colour,
-    other,
     read_colours,
     stop_quietly,
     switch_to,
 )
+from fleetctl.rollout.bluegreen_plan import SwitchBack, choose_switch_back
 from fleetctl.rollout.events import HostOutcome
 from fleetctl.rollout.health import HealthCheck, probe_once
-from fleetctl.rollout.host_steps import HostContext, describe_error, stored_definition
+from fleetctl.rollout.host_steps import HostContext, StepFailed, describe_error, stored_definition
 from fleetctl.rollout.release import Release, ServiceDefinition
-
-
-@dataclass(frozen=True)
-class SwitchBack:
-    """Where one host's rollback goes: `release` run as `colour`; `adopt`: the colour never held it (the rolling
-    release a host ran before its first blue-green deploy), so it gets the colour's definition for its version."""
-
-    colour: str
-    release: str
-    adopt: bool = False
+from fleetctl.rollout.rollback_target import RollbackChoice
 
 
 @dataclass(frozen=True)
@@ -50,36 +40,12 @@ class StagedSwitchBack:
     live: str
     back: str
     release: str
-    adopt: bool = False
 
 
-def choose_switch_back(state: NodeState, live: str, to_version: str | None) -> SwitchBack | str:
-    """The rollback target of a host whose live colour is `live`, or why there is none. Pure."""
-    back = other(live)
-    info = state.colour(back)
-    held = info.release if info is not None else None
-    held_info = state.release(held) if held else None
-    if held is not None and held != state.current:
-        if held_info is not None and held_info.gate_failed:
-            why = f"the {back} colour holds {held}, which failed its health gate ({held_info.gate_failed})"
-        elif to_version is None or to_version in (held, held_info.version if held_info else None):
-            return SwitchBack(back, held)
-        else:
-            why = f"the {back} colour holds {held}, not {to_version}"
-    else:
-        why = f"the {back} colour has no release to switch back to"
-    previous = state.previous
-    kept = [r.release for r in state.releases]  # oldest first
-    prior = state.release(previous) if previous else None
-    if previous is not None and prior is not None and not prior.gate_failed and previous != held and \
-            state.current in kept and kept.index(previous) < kept.index(state.current) and \
-            (to_version is None or to_version in (previous, prior.version)):
-        return SwitchBack(back, previous, adopt=True)
-    wanted = f" of version {to_version}" if to_version else ""
-    return f"{why}, and the node keeps no older release{wanted} that passed its gate to go back to"
-
-
-def stage_switch_back(ctx: HostContext, job: BlueGreenJob, to_version: str | None) -> StagedSwitchBack | HostOutcome:
+def stage_switch_back(ctx: HostContext, job: BlueGreenJob, choice: RollbackChoice | None = None,
+                      planned: SwitchBack | None = None) -> StagedSwitchBack | HostOutcome:
+    """Read the colours and check them against the plan; without one (a deploy undoing its canaries), the host
+    is planned alone, with the same rule."""
     try:
         state = ctx.step("connect", lambda: read_colours(ctx, job), "reading node state")
     except Exception as err:  # noqa: BLE001
@@ -87,49 +53,45 @@ def stage_switch_back(ctx: HostContext, job: BlueGreenJob, to_version: str | Non
     live = live_colour(state, job.ports)
     if live is None:
         return HostOutcome(ctx.host, "failed", state.current, "no live colour: this host does not run blue-green "
-                                                              "(roll it back with the rolling strategy)", ctx.timings)
-    choice = choose_switch_back(state, live, to_version)
-    if isinstance(choice, str):
-        return HostOutcome(ctx.host, "failed", state.current, choice, ctx.timings)
-    if choice.adopt and job.adopted is None:
-        return HostOutcome(ctx.host, "failed", state.current, f"the {choice.colour} colour has no release to "
-                                                              "switch back to", ctx.timings)
-    return StagedSwitchBack(state, live, choice.colour, choice.release, choice.adopt)
+                                                              "(roll it back with --strategy rolling)", ctx.timings)
+    info = state.colour(live)
+    serving = info.release if info is not None and info.release else state.current
+    if choice is None or planned is None:
+        alone = choose_switch_back({ctx.host: state}, {ctx.host: job.ports})
+        choice, planned = alone.choices[ctx.host], alone.moves[ctx.host]
+    elif planned.live != live or choice.current != serving:
+        return HostOutcome(ctx.host, "failed", serving, f"the node changed since the rollback was planned (was "
+                           f"{planned.live or '(none)'} {choice.current or '(none)'}, now {live} "
+                           f"{serving or '(none)'}): run rollback again", ctx.timings)
+    if choice.action == "refuse":
+        return HostOutcome(ctx.host, "failed", serving, choice.reason, ctx.timings)
+    if choice.action == "stay" or planned.colour is None or planned.release is None:
+        return HostOutcome(ctx.host, "skipped", serving, choice.reason or None, ctx.timings)
+    if state.release(planned.release) is None:
+        return HostOutcome(ctx.host, "failed", serving, f"the node no longer keeps {planned.release}", ctx.timings)
+    return StagedSwitchBack(state, live, planned.colour, planned.release)
 
 
 def activate_switch_back(ctx: HostContext, job: BlueGreenJob, staged: StagedSwitchBack | HostOutcome) -> HostOutcome:
-    """Instant while the other colour is warm and answers; otherwise start it and gate it first."""
+    """Instant while the idle colour holds the target, runs and answers; otherwise start it (with the target put
+    into it first when it holds another release) and gate it before the switch."""
     if isinstance(staged, HostOutcome):
         return staged
     back, state = staged.back, staged.state
     info = state.colour(back)
-    warm = not staged.adopt and info is not None and info.service is not None and info.service.state == "Running"
+    warm = info is not None and info.release == staged.release and info.service is not None and \
+        info.service.state == "Running"
     check = job.health[back]
     reference = job.releases[back]
     target = _as_release(reference, staged.release, state, reference.service)
     try:
-        adopt = staged.adopt
-        if not warm and not adopt:
-            # Its own definition (arguments, environment), as the release was installed with it; a release the
-            # colour adopted from rolling stores the rolling service's (another name, the public port): it is
-            # started as the colour again, with the definition rendered for it.
-            stored = stored_definition(ctx.client, reference, staged.release)
-            own = stored if stored is not None and stored.name == reference.service.name else None
-            adopt = own is None and stored is not None and job.adopted is not None
-            target = _as_release(reference, staged.release, state, own or reference.service)
-        if adopt:
-            assert job.adopted is not None
-            definition, versioned = job.adopted(back, target.version)
-            target = _as_release(reference, staged.release, state, definition)
-            bring_up(ctx, replace(job, health={**job.health, back: versioned}), state, back, target)
-        else:
-            if warm and check is not None:
-                # One probe, no stability window: the colour has been running since it was live.
-                verdict = ctx.step("health", lambda: probe_once(_without_version(check), ctx.client),
-                                   f"{back} (warm)")
-                warm = verdict.ok
-            if not warm:
-                bring_up(ctx, _for_version(job, back, check), state, back, target)
+        if warm and check is not None:
+            # One probe, no stability window: the colour has been running since it was live.
+            verdict = ctx.step("health", lambda: probe_once(_without_version(check), ctx.client), f"{back} (warm)")
+            warm = verdict.ok
+        if not warm:
+            target, gated = _colour_release(ctx, job, back, staged.release, state)
+            bring_up(ctx, replace(job, health={**job.health, back: gated}), state, back, target)
         switch_to(ctx, job, state, back, target)
     except Exception as err:  # noqa: BLE001
         note = "" if warm else stop_quietly(ctx, target.service.name, job.stop_timeout)
@@ -140,6 +102,25 @@ def activate_switch_back(ctx: HostContext, job: BlueGreenJob, staged: StagedSwit
     return colour_outcome(ctx, "rolled_back", staged.release, None)
 
 
+def _colour_release(ctx: HostContext, job: BlueGreenJob, colour: str, release_id: str,
+                    state: NodeState) -> tuple[Release, HealthCheck | None]:
+    """`release_id` run as `colour`, and its gate: the definition the release was installed with when it was
+    installed for this colour (its arguments, environment); else (installed for the other colour, or for the
+    rolling service, which holds the public port the proxy needs) the colour's definition rendered for the
+    release's version, gated on that version."""
+    reference = job.releases[colour]
+    check = job.health[colour]
+    stored = stored_definition(ctx.client, reference, release_id)
+    if stored is not None and stored.name == reference.service.name:
+        return _as_release(reference, release_id, state, stored), _without_version(check) if check else None
+    if job.adopted is None:
+        raise StepFailed("rollback", f"{release_id} was installed for another service and cannot be run as {colour} "
+                                     "here")
+    info = state.release(release_id)
+    definition, versioned = job.adopted(colour, info.version if info else "")
+    return _as_release(reference, release_id, state, definition), versioned
+
+
 def _as_release(reference: Release, release_id: str, state: NodeState, service: ServiceDefinition) -> Release:
     info = state.release(release_id)
     return Release(id=release_id, version=info.version if info else "", app=reference.app, root=reference.root,
@@ -148,7 +129,3 @@ def _as_release(reference: Release, release_id: str, state: NodeState, service: 
 
 def _without_version(check: HealthCheck) -> HealthCheck:
     return replace(check, expect_json=())  # the colour's version is whatever it runs
-
-
-def _for_version(job: BlueGreenJob, colour: str, check: HealthCheck | None) -> BlueGreenJob:
-    return replace(job, health={**job.health, colour: _without_version(check) if check else None})

@@ -18,6 +18,7 @@ from fleetctl.config.redaction import redact
 from fleetctl.errors import RolloutFailed
 from fleetctl.node.client import NodeClient
 from fleetctl.node.fleet import connect_client, run_parallel
+from fleetctl.node.results import NodeState
 from fleetctl.rollout.bluegreen import (
     COLOURS,
     BlueGreenJob,
@@ -29,6 +30,7 @@ from fleetctl.rollout.bluegreen import (
     stage_colour,
 )
 from fleetctl.rollout.bluegreen_back import StagedSwitchBack, activate_switch_back, stage_switch_back
+from fleetctl.rollout.bluegreen_plan import SwitchBackPlan
 from fleetctl.rollout.events import HostOutcome, RunInfo
 from fleetctl.rollout.health import HealthCheck
 from fleetctl.rollout.host_steps import HostContext
@@ -68,6 +70,13 @@ def colour_set(targets: Targets, playbook: Playbook, host_name: str, *, version:
             check = replace(check, expect_json=())
         health[colour] = check
     return ColourSet(releases, health, ports, playbook)
+
+
+def read_colour_state(colours: ColourSet, client: NodeClient) -> NodeState:
+    """A host's blue-green state (both colours, the proxy on the public port), read-only."""
+    ref = colours.releases["blue"]
+    return client.get_fleet_state(app=ref.app, root=ref.root, service_name=colours.playbook.service.name,
+                                  proxy_port=colours.ports.listen)
 
 
 def adopter(targets: Targets, playbook: Playbook, host_name: str) -> Callable[[str, str],
@@ -138,30 +147,30 @@ def live_backend_ports(targets: Targets, playbooks: dict[str, Playbook], connect
 
 
 class BlueGreenProcedure:
-    """`HostProcedure` (rollout/procedure.py) for `--strategy blue-green`: a deploy (`to_version` unused) or a
-    rollback (`rollback=True`: switch back to the other colour, or the one holding `to_version`).
+    """`HostProcedure` (rollout/procedure.py) for `--strategy blue-green`: a deploy, or a rollback carrying out a
+    `SwitchBackPlan` (`plan`: each host's target release and colour, decided before the run).
 
     deploy:   stage = the idle colour gets the release (nothing the proxy serves changes); activate = start it, gate
               it on its own port, switch the proxy; follow_up = the old colour stays warm for rollout.bake, then
               stops (unless keep_warm), then retention; undo = switch back (instant while warm).
-    rollback: stage = choose the colour and release to return to (`bluegreen_back.choose_switch_back`); activate =
-              switch back, gated unless warm; undo = nothing (never forward).
+    rollback: stage = check the host still matches its planned switch back (`bluegreen_plan`); activate = switch
+              back, gated unless the idle colour is warm on the target; undo = nothing (never forward).
     """
 
-    def __init__(self, info: RunInfo, jobs: Callable[[str], BlueGreenJob], *, rollback: bool = False,
-                 to_version: str | None = None, notes: tuple[str, ...] = ()) -> None:
+    def __init__(self, info: RunInfo, jobs: Callable[[str], BlueGreenJob], *, plan: SwitchBackPlan | None = None,
+                 notes: tuple[str, ...] = ()) -> None:
         self.info = info
         self.notes = notes
         self.jobs = jobs
-        self.rollback = rollback
-        self.to_version = to_version
+        self.plan = plan
+        self.rollback = plan is not None
         # A rollback's success is `rolled_back` (rollout/verdict.py); a deploy's `rolled_back` is a failure.
-        self.failed_outcomes: tuple[str, ...] = ("failed", "unknown") if rollback else FAILED_OUTCOMES
+        self.failed_outcomes: tuple[str, ...] = ("failed", "unknown") if self.rollback else FAILED_OUTCOMES
 
     def stage(self, ctx: HostContext) -> StagedColour | StagedSwitchBack | HostOutcome:
         job = self.jobs(ctx.host)
-        if self.rollback:
-            return stage_switch_back(ctx, job, self.to_version)
+        if self.plan is not None:
+            return stage_switch_back(ctx, job, self.plan.choices.get(ctx.host), self.plan.moves.get(ctx.host))
         return stage_colour(ctx, job)
 
     def activate(self, ctx: HostContext, staged: object) -> HostOutcome:
@@ -186,7 +195,7 @@ class BlueGreenProcedure:
         if self.rollback:
             return outcome
         job = self.jobs(ctx.host)
-        after = activate_switch_back(ctx, job, stage_switch_back(ctx, job, None))
+        after = activate_switch_back(ctx, job, stage_switch_back(ctx, job))
         if after.outcome == "rolled_back":
             return HostOutcome(ctx.host, "rolled_back", after.release, "switched back because the canary batch "
                                "failed", ctx.timings)

@@ -2,7 +2,7 @@
 
     plan:      before any lock, every host's state is read and `rollback_target.choose_rollback` decides where
                each goes: the fleet's last good release, never a release that failed its gate, never forward
-               (`plan_rollback`; shown for confirmation, printed by --dry-run, and carried out as it was shown)
+               (`plan_rolling_rollback`; shown for confirmation, printed by --dry-run, and carried out as it was shown)
     stage:     read the node's state → check it still matches the plan → read the target's stored definition
     activate:  service definition → stop → switch → start → health → record; a host failing its gate returns to
                the release it was on (and is `failed`)
@@ -39,6 +39,8 @@ from fleetctl.rollout.preparation import Connect, PreparedRollback
 from fleetctl.rollout.release import Release, ServiceDefinition, is_current
 from fleetctl.rollout.rollback_target import HostReleases, RollbackChoice, RollbackPlan, choose_rollback
 from fleetctl.rollout.traffic_steps import HostTraffic, with_traffic
+
+USE_BLUE_GREEN = "roll it back with --strategy blue-green"
 
 
 @dataclass(frozen=True)
@@ -98,29 +100,40 @@ class RollbackProcedure:
         return outcome  # never forward: see the module's docstring
 
 
-def plan_rollback(prepared: PreparedRollback, *, connect: Connect | None = None,
-                  journal_failures: dict[str, dict[str, str]] | None = None) -> RollbackPlan:
+def plan_rolling_rollback(prepared: PreparedRollback, *, connect: Connect | None = None,
+                          journal_failures: dict[str, dict[str, str]] | None = None) -> RollbackPlan:
     """Read every targeted host's state (nothing changes) and choose where each goes (`choose_rollback`): the
     same plan is shown for confirmation, printed by --dry-run and carried out. A host that cannot be asked is
-    refused with the reason. `journal_failures` (host -> {release: why}): what the history journal remembers
-    failing (the CLI reads it: `Journal.gate_failures`), besides the marks the nodes keep."""
+    refused with the reason, and so is a host that runs blue-green (its proxy holds the public port: a rolling
+    switch there would fight it; the CLI refuses the whole run, naming --strategy blue-green). `journal_failures`
+    (host -> {release: why}): what the history journal remembers failing (the CLI reads it:
+    `Journal.gate_failures`), besides the marks the nodes keep."""
     factory = connect or prepared.fleet.client_factory()
     failures = journal_failures or {}
 
-    def read(host: str) -> HostReleases:
+    def read(host: str) -> tuple[HostReleases, str | None]:
         ref = prepared.references[host]
         client = factory(host)
         try:
             state = client.get_fleet_state(app=ref.app, root=ref.root, service_name=ref.service.name)
         finally:
             client.close()
-        return HostReleases.from_state(host, state, failures.get(host))
+        return HostReleases.from_state(host, state, failures.get(host)), state.live
 
     outcomes = run_parallel(list(prepared.plan.hosts), read, forks=prepared.fleet.forks)
-    views = [o.value for o in outcomes.values() if o.value is not None]
-    plan = choose_rollback(views, to_version=prepared.to_version, force=prepared.force)
-    choices = {h: plan.choices.get(h) or RollbackChoice(h, None, None, "refuse", f"could not be asked: "
-                                                        f"{outcomes[h].error}") for h in prepared.plan.hosts}
+    read_ok = {h: o.value for h, o in outcomes.items() if o.value is not None}
+    # Blue-green hosts stay out of the fleet's choice: their releases are the colours', not a rolling history.
+    plan = choose_rollback([view for view, live in read_ok.values() if live is None], to_version=prepared.to_version,
+                           force=prepared.force)
+    choices: dict[str, RollbackChoice] = {}
+    for host in prepared.plan.hosts:
+        if host not in read_ok:
+            choices[host] = RollbackChoice(host, None, None, "refuse", f"could not be asked: {outcomes[host].error}")
+        elif (live := read_ok[host][1]) is not None:
+            choices[host] = RollbackChoice(host, read_ok[host][0].current, None, "refuse",
+                                           f"runs blue-green (live colour {live}): {USE_BLUE_GREEN}")
+        else:
+            choices[host] = plan.choices[host]
     return RollbackPlan(plan.version, choices)
 
 
@@ -166,8 +179,7 @@ def stage_rollback(ctx: HostContext, job: RollbackJob) -> StagedRollback | HostO
     try:
         state = ctx.step("connect", lambda: read_state(ctx, ref), "reading node state")
         if state.live is not None:
-            raise StepFailed("rollback", f"this host runs blue-green (live colour {state.live}): roll it back with "
-                                         "--strategy blue-green")
+            raise StepFailed("rollback", f"this host runs blue-green (live colour {state.live}): {USE_BLUE_GREEN}")
         if job.choice is not None:
             planned = _planned_target(state, job.choice)
             if isinstance(planned, str):

@@ -24,8 +24,16 @@ from pathlib import Path
 
 from fleetctl.errors import RolloutFailed
 from fleetctl.node.fleet import run_parallel
+from fleetctl.node.results import NodeState
 from fleetctl.rollout.bluegreen import BackendSeat, colour_changes
-from fleetctl.rollout.bluegreen_run import BlueGreenProcedure, adopter, job_for, live_backend_ports
+from fleetctl.rollout.bluegreen_plan import SwitchBackPlan, plan_switch_back
+from fleetctl.rollout.bluegreen_run import (
+    BlueGreenProcedure,
+    adopter,
+    job_for,
+    live_backend_ports,
+    read_colour_state,
+)
 from fleetctl.rollout.deploy import DeployProcedure, deploy_run_info, host_extras, start_pull_server
 from fleetctl.rollout.engine import LockSpec, RolloutEngine, RunResult
 from fleetctl.rollout.events import EventBus
@@ -44,7 +52,7 @@ from fleetctl.rollout.preparation import (
     prepare_rollback,
 )
 from fleetctl.rollout.procedure import HostProcedure
-from fleetctl.rollout.rollback import RollbackProcedure, plan_rollback
+from fleetctl.rollout.rollback import RollbackProcedure, plan_rolling_rollback
 from fleetctl.rollout.rollback_target import RollbackPlan
 from fleetctl.rollout.traffic_steps import HostTraffic
 from fleetctl.traffic import BalancerError
@@ -133,25 +141,47 @@ def run_deploy(prepared: PreparedDeploy, bus: EventBus, *, connect: Connect | No
                              force=force, judge=judge, traffic=prepared.traffic, unattended=unattended)
 
 
+def plan_rollback(prepared: PreparedRollback, *, connect: Connect | None = None,
+                  journal_failures: dict[str, dict[str, str]] | None = None) -> RollbackPlan:
+    """Where each host goes, read before anything changes (shown, printed by --dry-run, carried out): the rolling
+    rollback's plan, or with --strategy blue-green the switch-back plan (`SwitchBackPlan`: the same targets, and
+    per host the colour it goes to and how)."""
+    colours = prepared.colours
+    if colours is not None:
+        factory = connect or prepared.fleet.client_factory()
+
+        def read(host: str) -> NodeState:
+            client = factory(host)
+            try:
+                return read_colour_state(colours[host], client)
+            finally:
+                client.close()
+
+        return plan_switch_back(list(prepared.plan.hosts), read, {h: c.ports for h, c in colours.items()},
+                                forks=prepared.fleet.forks, to_version=prepared.to_version, force=prepared.force,
+                                traffic=prepared.traffic, journal_failures=journal_failures)
+    return plan_rolling_rollback(prepared, connect=connect, journal_failures=journal_failures)
+
+
 def run_rollback(prepared: PreparedRollback, bus: EventBus, *, plan: RollbackPlan | None = None,
                  connect: Connect | None = None, interruption: Interruption | None = None, force: bool = False,
                  judge: HolderJudge | None = None) -> RunResult:
     """Carry out a rollback plan (`plan_rollback`, computed here when not given) batch by batch, gated: each
     host switches to its planned target, stays, or fails with the plan's reason. Success is `rolled_back`.
-    Blue-green hosts switch back to their other colour instead."""
+    Blue-green hosts switch back to their idle colour, which gets the planned release when it holds another."""
+    chosen = plan if plan is not None else plan_rollback(prepared, connect=connect)
     colours = prepared.colours
     if colours is not None:
-        info = prepared.fleet.run_info(prepared.run_id, "rollback", version=prepared.to_version)
+        assert isinstance(chosen, SwitchBackPlan), "a blue-green rollback carries out a switch-back plan"
+        info = prepared.fleet.run_info(prepared.run_id, "rollback", version=chosen.version)
         traffic = prepared.traffic
         fleet = prepared.fleet
         back = BlueGreenProcedure(info, lambda host: job_for(
             colours[host], artifact_path=Path(), transfer="push", pull_server=None, ensure_extras=None,
-            traffic=traffic, adopted=adopter(fleet.targets, fleet.playbooks[host], host)),
-            rollback=True, to_version=prepared.to_version)
+            traffic=traffic, adopted=adopter(fleet.targets, fleet.playbooks[host], host)), plan=chosen)
         with _balancer(traffic, _live_ports(prepared.fleet, connect)):
             return run_procedure(prepared.fleet, back, bus, connect=connect, interruption=interruption, force=force,
                                  judge=judge, traffic=traffic)
-    chosen = plan if plan is not None else plan_rollback(prepared, connect=connect)
     with _balancer(prepared.traffic):
         return run_procedure(prepared.fleet, RollbackProcedure(prepared, chosen), bus, connect=connect,
                              interruption=interruption, force=force, judge=judge, traffic=prepared.traffic)

@@ -339,6 +339,12 @@ def test_b2_a_warm_blue_green_rollback_behind_nginx_moves_the_backends_back_inst
         lab: Lab, ssh_host: SshHost, nginx: Any) -> None:
     lb = _lb_inventory(lab, ssh_host)
     playbook = _bg_playbook(lab, "hello-nginx-bg.yml", nginx.traffic("lb1", port=8080, drain="0.5s"))
+    # The plan names each host's colours, the instant switch and the backend's move on nginx.
+    code, doc, err = _bg(lab, "rollback", playbook, lb, "--var", "keep_warm=true", "--dry-run")
+    assert code == 0, err
+    for name, host in doc["hosts"].items():
+        assert host["mode"] == "instant" and host["backend"] == \
+            f"move backend {name} on nginx on lb1 from green port 18081 to blue port 18080", (name, host)
     before = _counters(lab)
     (code, doc, err), report = _under_load(nginx.address, nginx.port, lambda: _bg(
         lab, "rollback", playbook, lb, "--var", "keep_warm=true"))
@@ -404,6 +410,52 @@ def test_b4_interrupted_between_the_gate_and_the_move_nginx_is_untouched_and_a_r
     assert _upstream_ports(nginx)["lab-node02"] == _live_ports(lab, playbook, lb)["lab-node02"] == 18081
 
 
+class _Crash(BaseException):
+    """fleetctl dying mid-run (kill -9, a power cut): nothing of the run's own handling gets to run."""
+
+
+def test_b4b_a_run_stopped_between_the_balancer_move_and_the_proxy_switch_recovers_on_the_next_run(
+        lab: Lab, ssh_host: SshHost, nginx: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fleetctl.rollout import traffic_steps
+    from fleetctl.rollout.events import EventBus
+    from fleetctl.rollout.runner import DeployOptions, prepare_deploy, run_deploy
+
+    lb = _lb_inventory(lab, ssh_host)
+    playbook = _bg_playbook(lab, "hello-nginx-bg.yml", nginx.traffic("lb1", port=8080, drain="0.5s"))
+    live_before = _live_ports(lab, playbook, lb)["lab-node03"]
+    real = traffic_steps.HostTraffic.move
+
+    def move_then_die(self: Any, host: str, port: int) -> None:
+        real(self, host, port)  # nginx now sends lab-node03's traffic to the new colour (gated, running)
+        raise _Crash()          # ... and fleetctl is gone before the node's proxy switches
+
+    monkeypatch.setattr(traffic_steps.HostTraffic, "move", move_then_die)
+    options = DeployOptions(playbook=playbook, inventories=[lab.inventory, lb], limit="lab-node03", version="3.3.1",
+                            strategy="blue-green", dist_dir=lab.directory / "dist", extra_vars=("window=1s",))
+
+    def crashing_run() -> None:
+        with pytest.raises(_Crash):
+            run_deploy(prepare_deploy(options), EventBus())
+
+    _none, report = _under_load(nginx.address, nginx.port, crashing_run)
+    _record("blue-green stopped between the balancer move and the proxy switch, nginx", report)
+    monkeypatch.setattr(traffic_steps.HostTraffic, "move", real)
+    # Half-done: the balancer on the new colour, the node's proxy (and its record) still on the old one. Both
+    # colours run and answer, so no request failed; the new one passed its gate before the move.
+    moved = _upstream_ports(nginx)["lab-node03"]
+    assert moved != live_before and _live_ports(lab, playbook, lb)["lab-node03"] == live_before, moved
+    assert report.failed == 0, report.line()
+    states = {s["name"]: s["state"] for s in lab.status()["lab-node03"]["services"]}
+    assert states["hello-blue"] == states["hello-green"] == "Running", states
+    # The next run reads the node's live colour, points nginx back at it, then finishes the switch, under load.
+    (code, doc, err), report = _under_load(nginx.address, nginx.port, lambda: _deploy(
+        lab, playbook, lb, "3.3.1", "--strategy", "blue-green", "--limit", "lab-node03"))
+    _record("blue-green re-run after the stop between the move and the switch, nginx", report)
+    assert code == 0 and doc["hosts"]["lab-node03"]["outcome"] == "deployed", err
+    assert _releases(lab)["lab-node03"] == "3.3.1" and report.failed == 0, report.line()
+    assert _upstream_ports(nginx)["lab-node03"] == _live_ports(lab, playbook, lb)["lab-node03"] == moved
+
+
 def test_b5_blue_green_behind_haproxy_deploy_and_warm_rollback_drop_no_request(
         lab: Lab, ssh_host: SshHost, haproxy: Any) -> None:
     lb = _lb_inventory(lab, ssh_host)
@@ -418,6 +470,11 @@ def test_b5_blue_green_behind_haproxy_deploy_and_warm_rollback_drop_no_request(
     assert set(_releases(lab).values()) == {"3.4.0"}
     live = _live_ports(lab, playbook, lb)
     assert _haproxy_ports(haproxy) == live and set(live.values()) <= COLOUR_PORTS - {8080}
+    # One more, so the warm colour holds the release installed just before the current one on every host: the
+    # rollback's target (a rollback goes to the newest earlier release, never to a newer warm colour).
+    code, doc, err = _deploy(lab, playbook, lb, "3.4.1", "--strategy", "blue-green", "--var", "keep_warm=true")
+    assert code == 0 and set(_releases(lab).values()) == {"3.4.1"}, err
+    live = _live_ports(lab, playbook, lb)
     before = _counters(lab)
     (code, doc, err), report = _under_load(haproxy.address, haproxy.port, lambda: _bg(
         lab, "rollback", playbook, lb, "--var", "keep_warm=true"))
@@ -425,6 +482,7 @@ def test_b5_blue_green_behind_haproxy_deploy_and_warm_rollback_drop_no_request(
     assert code == 0, err
     assert report.failed == 0, report.line()
     assert _haproxy_ports(haproxy) == _live_ports(lab, playbook, lb) != live
+    assert set(_releases(lab).values()) == {"3.4.0"}
     after = _counters(lab)
     assert all(after[n]["service_starts"] == before[n]["service_starts"] for n in lab.nodes), (before, after)
 
