@@ -30,7 +30,7 @@ def choices_table(plan: RollbackPlan, title: str, options: RowOptions | None = N
                        problem=lambda c: 0 if c.action == "refuse" else None,
                        failed_alike=lambda c: c.action == "refuse")
     table = Table(title=title, title_justify="left")
-    for column in ("host", "from", "to", *(("how",) if colours is not None else ()), "why"):
+    for column in ("host", "from", "to", "why"):
         table.add_column(column)
     for group in arranged.groups:
         c: RollbackChoice = group.items[0]
