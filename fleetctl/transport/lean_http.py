@@ -26,6 +26,7 @@ import re
 import select
 import socket
 import ssl
+import time
 from typing import Any
 
 import spnego
@@ -34,6 +35,7 @@ from pypsrp.exceptions import AuthenticationError, WinRMTransportError
 from pypsrp.negotiate import HTTPNegotiateAuth
 
 from fleetctl.config.connection import ConnectionSettings
+from fleetctl.transport import trace
 from fleetctl.transport.tls import shared_context
 
 LEAN_AUTHS = ("negotiate", "ntlm", "kerberos", "basic")
@@ -69,8 +71,11 @@ class LeanTransport:
     """pypsrp's transport interface (`send(message, timeout=...) -> bytes`, `close()`, `endpoint`) over one
     authenticated keep-alive HTTPS connection."""
 
-    def __init__(self, settings: ConnectionSettings, context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, settings: ConnectionSettings, context: ssl.SSLContext | None = None,
+                 host: str | None = None) -> None:
         self.settings = settings
+        self.host = host or settings.address  # the inventory name, for -vv lines
+        self._tracing = trace.tracing()  # -vv: decided once per transport, not per request
         self.endpoint = settings.endpoint
         self.ssl = True
         self.auth = settings.auth
@@ -126,8 +131,16 @@ class LeanTransport:
         the first). Its (status, body)."""
         self.close()
         s = self.settings
-        conn = _Connection.open(s.address, s.port, self._context, s.connect_timeout,
-                                server_hostname=s.address if self._context.check_hostname else None)
+        started = time.monotonic()
+        try:
+            conn = _Connection.open(s.address, s.port, self._context, s.connect_timeout,
+                                    server_hostname=s.address if self._context.check_hostname else None)
+        except BaseException as err:
+            if self._tracing:
+                trace.connected(self.host, f"{s.address}:{s.port}", time.monotonic() - started, True, err)
+            raise
+        if self._tracing:
+            trace.connected(self.host, f"{s.address}:{s.port}", time.monotonic() - started, True)
         try:
             status, body = self._authenticate(conn, message, read_timeout)
         except BaseException:
@@ -177,11 +190,22 @@ class LeanTransport:
         pair = f"{s.user or ''}:{s.password or ''}".encode()
         return "Basic " + base64.b64encode(pair).decode("ascii")
 
-    @staticmethod
-    def _exchange(conn: _Connection, body: bytes, headers: dict[str, str],
+    def _exchange(self, conn: _Connection, body: bytes, headers: dict[str, str],
                   read_timeout: float) -> tuple[int, dict[str, str], bytes]:
-        """One request and its whole answer: (status, lower-cased headers, body)."""
-        return conn.exchange(body, headers, read_timeout)
+        """One request and its whole answer: (status, lower-cased headers, body); with -vv, a line for it (the
+        action, status and sizes: trace.py)."""
+        if not self._tracing:
+            return conn.exchange(body, headers, read_timeout)
+        started = time.monotonic()
+        try:
+            status, answer_headers, data = conn.exchange(body, headers, read_timeout)
+        except BaseException as err:
+            trace.round_trip(self.host, trace.action_of(body), f"failed ({type(err).__name__})",
+                             time.monotonic() - started, len(body))
+            raise
+        trace.round_trip(self.host, trace.action_of(body), f"HTTP {status}", time.monotonic() - started, len(body),
+                         len(data), trace.auth_note(status, answer_headers.get("www-authenticate", "")))
+        return status, answer_headers, data
 
 
 class _Connection:

@@ -95,7 +95,7 @@ def _timed_send(send: Callable[..., Any], host: str) -> Callable[..., Any]:
         body = request.body or b""
         if isinstance(body, str):
             body = body.encode("utf-8", "replace")
-        action = _action(body)
+        action = action_of(body)
         started = time.monotonic()
         try:
             response = send(request, *args, **kwargs)
@@ -103,25 +103,31 @@ def _timed_send(send: Callable[..., Any], host: str) -> Callable[..., Any]:
             round_trip(host, action, f"failed ({type(err).__name__})", time.monotonic() - started, len(body))
             raise
         length = response.headers.get("Content-Length")
-        note = ""
-        if response.status_code == 401:
-            # The scheme only (the first word): the rest of the header is the host's challenge token.
-            offered = response.headers.get("WWW-Authenticate", "").split(" ", 1)[0].rstrip(",")
-            note = f"authentication leg{', host offers ' + offered if offered else ''}"
         round_trip(host, action, f"HTTP {response.status_code}", time.monotonic() - started, len(body),
-                   int(length) if length and length.isdigit() else None, note)
+                   int(length) if length and length.isdigit() else None,
+                   auth_note(response.status_code, response.headers.get("WWW-Authenticate", "")))
         return response
 
     return timed
 
 
-def _action(body: bytes) -> str:
+def action_of(body: bytes) -> str:
+    """A WS-Man message's action (`Create`, `Command`, `Receive`...), from its header; never anything else of it."""
     if not body:
         return "(empty auth request)"
     match = _ACTION.search(body[:_HEAD])
     if match is None:
         return "(encrypted message)"
     return match.group(1).decode("ascii", "replace").rsplit("/", 1)[-1]
+
+
+def auth_note(status: int, offered_header: str) -> str:
+    """For a 401, "authentication leg" and the scheme the host offers (only the header's first word: the rest is
+    the host's challenge token); else nothing."""
+    if status != 401:
+        return ""
+    offered = offered_header.split(" ", 1)[0].rstrip(",")
+    return f"authentication leg{', host offers ' + offered if offered else ''}"
 
 
 def _time_connections(pool: Any, *, host: str, tls: bool) -> None:

@@ -173,7 +173,7 @@ class WinRMTransport(Transport):
         if lean:
             # pypsrp's WS-Man and PSRP logic, with text envelopes (envelope.py), over one keep-alive connection
             # of our own (lean_http.py)
-            wsman.transport = LeanTransport(s)  # type: ignore[assignment]
+            wsman.transport = LeanTransport(s, host=self.host)  # type: ignore[assignment]
             return wsman
         share_tls_context(wsman)  # one certificate store per CA bundle, not one per host (tls.py)
         _settle_environment(wsman)
