@@ -90,7 +90,12 @@ def choose_rollback(hosts: list[HostReleases], *, to_version: str | None = None,
                     force: bool = False) -> RollbackPlan:
     """Each host's rollback target (see the module's rules). Pure."""
     if to_version is not None:
-        return RollbackPlan(to_version, {h.host: _explicit(h, to_version, force) for h in hosts})
+        def newer_than_current(current_version: str | None) -> bool:
+            # For a host that does not keep `--to`'s release: newer by the install order of the hosts keeping both.
+            return current_version is not None and current_version != to_version and \
+                _installed_later(hosts, to_version, current_version)
+
+        return RollbackPlan(to_version, {h.host: _explicit(h, to_version, force, newer_than_current) for h in hosts})
     version = fleet_last_good_version(hosts)
 
     def older_than_target(other: str | None) -> bool:
@@ -138,6 +143,19 @@ def _newest_version(hosts: list[HostReleases], versions: set[str | None]) -> str
     return max(candidates, key=lambda v: (wins[v], v))
 
 
+def _installed_later(hosts: list[HostReleases], version: str, other: str) -> bool:
+    """Whether `version` was installed after `other` on most of the hosts that keep both (False when none does:
+    without a host to compare on, nothing is assumed)."""
+    later = earlier = 0
+    for h in hosts:
+        a = max((i for i, (_, v) in enumerate(h.releases) if v == version), default=-1)
+        b = max((i for i, (_, v) in enumerate(h.releases) if v == other), default=-1)
+        if a >= 0 and b >= 0:
+            later += a > b
+            earlier += a < b
+    return later > earlier
+
+
 def _to_fleet_version(h: HostReleases, version: str | None, older_than_target: Callable[[str | None], bool]
                       ) -> RollbackChoice:
     if h.current is None:
@@ -167,11 +185,16 @@ def _to_fleet_version(h: HostReleases, version: str | None, older_than_target: C
                                                              "its gate")
 
 
-def _explicit(h: HostReleases, to_version: str, force: bool) -> RollbackChoice:
+def _explicit(h: HostReleases, to_version: str, force: bool,
+              newer_than_current: Callable[[str | None], bool]) -> RollbackChoice:
     target = h.newest_of_version(to_version, allow_failed=True)
     if h.current is None:
         return RollbackChoice(h.host, None, target, "refuse" if target is None else "switch",
                               "runs no release of this service" if target is None else f"to {to_version}")
+    if target is None and newer_than_current(h.version_of(h.current)):
+        return RollbackChoice(h.host, h.current, h.current, "stay",
+                              f"{to_version} is newer than {h.current} (installed after it on the hosts that keep "
+                              "both) and not kept here: a rollback never moves a host forward")
     if target is None:
         kept = ", ".join(r for r, _ in h.releases) or "none"
         return RollbackChoice(h.host, h.current, None, "refuse",
