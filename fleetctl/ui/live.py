@@ -62,6 +62,15 @@ _PLAIN_HOSTS = 20  # host names listed in a plain batch line before "and N more"
 _LOCK_MARKS = (0.25, 0.5, 0.75, 1.0)  # a big run's plain log says `locked N/T` at these fractions (or by time)
 
 
+def _stop(live: Live) -> None:
+    """Stop the display and wait for its refresh thread: rich's stop() only tells that thread to end, and a frame
+    it paints late would land after the summary."""
+    refresher = getattr(live, "_refresh_thread", None)
+    live.stop()
+    if isinstance(refresher, threading.Thread) and refresher is not threading.current_thread():
+        refresher.join(timeout=2.0)
+
+
 class LiveView:
     """Event subscriber that shows a rollout as it happens (see the module docstring for wiring)."""
 
@@ -135,7 +144,7 @@ class LiveView:
             self.console.print(above, highlight=False)
         if isinstance(event, RunFinished):
             if stop is not None:
-                stop.stop()
+                _stop(stop)
                 show_above(None)
             with self._lock:
                 self._print_summary(event)
@@ -149,7 +158,7 @@ class LiveView:
             self._closed = True
             snapshot = self._render() if live is not None else None
         if live is not None:
-            live.stop()
+            _stop(live)
             show_above(None)
             if snapshot is not None:
                 self.console.print(snapshot)
