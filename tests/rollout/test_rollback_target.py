@@ -51,6 +51,13 @@ CASES = {
         [host("a", "4", "1 3 4", GATE)], "3", True, "3", {"a": ("switch", "3")}),
     "--to never moves forward": (
         [host("a", "1", "1 2"), host("b", "2", "1 2")], "2", False, "2", {"a": ("stay", "1"), "b": ("stay", "2")}),
+    # d never got 3 (the deploy halted before it); a and b installed 3 after 2, so 3 is newer for d too.
+    "--to a newer version a host never got stays": (
+        [host("a", "2", "1 2 3"), host("b", "2", "1 2 3"), host("d", "2", "1 2")], "3", True, "3",
+        {"a": ("stay", "2"), "b": ("stay", "2"), "d": ("stay", "2")}),
+    # ...but with no host keeping both, nothing says 9 is newer: refused as not kept, not guessed from the name.
+    "--to a version no host can compare": (
+        [host("a", "2", "1 2"), host("b", "9", "9")], "9", False, "9", {"a": ("refuse", None), "b": ("stay", "9")}),
     "--to a version not kept": (
         [host("a", "2", "1 2")], "9", False, "9", {"a": ("refuse", None)}),
 }
