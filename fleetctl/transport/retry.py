@@ -24,7 +24,8 @@ def retry_transient_io(
     wait_initial: float = 0.5,
     wait_max: float = 5.0,
 ) -> Retrying:
-    """A fresh policy (tenacity objects keep per-run state) retrying transient transport errors.
+    """A policy retrying transient transport errors (tenacity keeps a run's state per thread: one policy serves
+    one caller's calls one after the other, never two nested runs of itself).
 
     Exponential backoff from `wait_initial` capped at `wait_max`; the last error is re-raised unchanged so the
     user sees the real reason rather than a `RetryError`.
@@ -43,7 +44,7 @@ def is_expired_before_call(exc: BaseException) -> bool:
 
 
 def reopen_expired_shell() -> Retrying:
-    """A fresh policy sending a call once more, on a new pool, when its Command found the pool's shell gone
+    """A policy sending a call once more, on a new pool, when its Command found the pool's shell gone
     (WinRM's idle timeout). Safe for every operation, idempotent or not: the first attempt never ran. The
     caller opens the new pool; an authentication failure while doing so is raised, never retried."""
     return Retrying(retry=retry_if_exception(is_expired_before_call), stop=stop_after_attempt(2), reraise=True)
