@@ -88,6 +88,10 @@ class NodeClient:
         """Have the next call to this node also ask whether the artifact is cached (for `test_fleet_artifact()`)."""
         self._ahead.want("Test-FleetArtifact", _params("Test-FleetArtifact", locals()))
 
+    def forget_read_ahead(self) -> None:
+        """The next read goes to the node: answers read ahead are dropped (a read that must see the state now)."""
+        self._ahead.drop()
+
     @property
     def round_trips_saved(self) -> int:
         """Calls answered from a read-ahead instead of a round trip of their own."""

@@ -66,6 +66,11 @@ class ReadAhead:
             self._answers.clear()
             return None
 
+    def drop(self) -> None:
+        """Forget every answer read ahead (a caller that wants the node's state now, not as it was)."""
+        with self._lock:
+            self._answers.clear()
+
     def ride_along(self, calls: list[Call]) -> list[Call]:
         """`calls` followed by the reads waiting (which are no longer waiting)."""
         with self._lock:

@@ -198,6 +198,7 @@ def run_health_gate(
     clock: Clock = time.monotonic,
     started_pid: int | None = None,
     report: GateReporter | None = None,
+    first_read: ServiceSnapshot | None = None,
 ) -> HealthResult:
     """Retry `probe` (every `interval`, at most `retries` tries) until it passes, then hold the stability window.
 
@@ -205,7 +206,7 @@ def run_health_gate(
     is read after the first failed probe and then at most every `SERVICE_POLL_S`. `aborted`
     ends the gate early as a failure (a second Ctrl-C). `sleep`/`clock` are injectable for tests. `started_pid` (what
     the start reported) makes a restart between the start and the window count too: watched from the switch.
-    `report` hears each try and the window's progress.
+    `report` hears each try and the window's progress. `first_read` (default `service`) is the window's first read.
     """
     started = clock()
     attempts = 0
@@ -249,7 +250,7 @@ def run_health_gate(
         return HealthResult(False, reason, attempts, probe_seconds, {"probe": probe_seconds})
 
     stability = hold_stability_window(check, probe, service, aborted=aborted, sleep=sleep, clock=clock,
-                                      started_pid=started_pid, report=report)
+                                      started_pid=started_pid, report=report, first_read=first_read)
     total = clock() - started
     timings = {"probe": probe_seconds, "stability": total - probe_seconds}
     if stability is not None:
@@ -267,6 +268,7 @@ def hold_stability_window(
     clock: Clock = time.monotonic,
     started_pid: int | None = None,
     report: GateReporter | None = None,
+    first_read: ServiceSnapshot | None = None,
 ) -> str | None:
     """Watch the service for `stability_window` seconds: Running, same PID, no restarts, probes passing.
 
@@ -276,11 +278,14 @@ def hold_stability_window(
     CPU each) is read at most every `SERVICE_POLL_S` and always at the end of the window. A crash shows at once
     in the probe; a restart within the window changes the PID and the restart count, which the next read, at
     the latest the last, sees.
+
+    The first read is `first_read()` when given: the rollout passes the state read with the start itself (one round
+    trip less per host), so the window's PID is the started one and a restart since shows in the later reads.
     """
     window = check.stability_window
     if window <= 0:
         return None
-    baseline = service()
+    baseline = (first_read or service)()
     if baseline is None or baseline.state != "Running":
         return f"crash: service {baseline.state if baseline else 'absent'} right after passing its health check"
     if started_pid is not None and baseline.pid is not None and baseline.pid != started_pid:
@@ -305,7 +310,8 @@ def hold_stability_window(
                 return (f"crash during the stability window: service {now.state if now else 'absent'} "
                         f"(was pid {baseline.pid})")
             if now.pid != baseline.pid or now.restarts > baseline.restarts:
-                return (f"unstable: service restarted during the stability window (pid {baseline.pid} -> "
+                since = "since its start" if first_read is not None else "during the stability window"
+                return (f"unstable: service restarted {since} (pid {baseline.pid} -> "
                         f"{now.pid}, restarts {baseline.restarts} -> {now.restarts})")
         verdict = judge(check, probe())
         if not verdict.ok:

@@ -76,6 +76,7 @@ class HostContext:
     returns_to: tuple[str | None, str | None] = (None, None)  # (release, version) a failed deploy goes back to
     running_before: str | None = None  # the release the host's junction pointed at before this run touched it
     in_gate: bool = False  # in a health gate now (its deploy's or its rollback's): what Ctrl-C's notice counts
+    retention_due: int | None = None  # releases to keep, when retention waits to ride on the batch-end recheck
 
     def step(self, name: Step, action: Callable[[], T], detail: str = "", extra: float = 0.0) -> T:
         """Run one step: announce it, time it (accumulating, since rollback repeats steps), bound it by its
@@ -242,6 +243,8 @@ def activate(ctx: HostContext, target: Release, definition: ServiceDefinition | 
          target.id)
     ctx.last_state = None  # only a state read after this switch can vouch for it
     ctx.gate_service = None
+    # The state right after the start rides on its pipeline: the stability window's first read (or the record's).
+    client.read_ahead_state(app=target.app, root=target.root, service_name=target.service.name)
     mark("start")
     started = step("start", lambda: client.start_fleet_service(name=target.service.name,
                                                                timeout_seconds=seconds(job.start_timeout)),
@@ -295,6 +298,11 @@ def gate(ctx: HostContext, target: Release, check: HealthCheck) -> HealthResult:
         return probe_from_controller(check.url, check.timeout)
 
     def service() -> ServiceInfo | None:
+        client.forget_read_ahead()  # the state now: a crash is judged on it
+        return first_read()
+
+    def first_read() -> ServiceInfo | None:
+        # The window's first read may be the state read along with the start (rollout/health.py).
         state = ctx.bounded("health: node state", lambda: read_state(ctx, target))
         ctx.last_state = state
         return state.service
@@ -302,7 +310,8 @@ def gate(ctx: HostContext, target: Release, check: HealthCheck) -> HealthResult:
     ctx.in_gate = True
     try:
         return run_health_gate(check, probe, service, aborted=ctx.interruption.abort.is_set,
-                               started_pid=ctx.started_pid, report=GateReporter(ctx.host, ctx.bus.emit))
+                               started_pid=ctx.started_pid, report=GateReporter(ctx.host, ctx.bus.emit),
+                               first_read=first_read)
     finally:
         ctx.in_gate = False
 
