@@ -188,9 +188,14 @@ class DeployProcedure:
         return recheck_deployed(ctx, self.job(ctx.host), outcome)
 
     def follow_up(self, ctx: HostContext, outcome: HostOutcome) -> HostOutcome:
-        """Retention; an error is reported on the host, it does not undo a healthy deploy."""
+        """Retention; an error is reported on the host, it does not undo a healthy deploy. A host whose gate saw
+        its service is rechecked at the end of its batch: retention then goes with that recheck's state read, in
+        one round trip (`recheck_deployed`)."""
         job = self.job(ctx.host)
         release = job.release
+        if ctx.gate_service is not None:
+            ctx.retention_due = job.keep_releases
+            return outcome
         try:
             ctx.step("retention", lambda: ctx.client.remove_fleet_release(app=release.app, root=release.root,
                                                                           keep=job.keep_releases))
@@ -337,9 +342,22 @@ def recheck_deployed(ctx: HostContext, job: DeployJob, outcome: HostOutcome) -> 
     seen = ctx.gate_service
     if outcome.outcome != "deployed" or seen is None:
         return outcome
+    retention_error = None
+    keep, ctx.retention_due = ctx.retention_due, None
+    if keep is not None:
+        # Retention first, the state read riding on its pipeline (read-ahead): one round trip for both.
+        release = job.release
+        ctx.client.read_ahead_state(app=release.app, root=release.root, service_name=release.service.name)
+        try:
+            ctx.step("retention", lambda: ctx.client.remove_fleet_release(app=release.app, root=release.root,
+                                                                          keep=keep))
+        except Exception as err:  # noqa: BLE001 - reported on the host; it does not undo a healthy deploy
+            retention_error = f"retention: {describe_error(err)}"
     state = ctx.step("health", lambda: read_state(ctx, job.release), "still running since its gate?")
     problem = watch_problem(job.release.id, seen, state)
     if problem is None:
+        if retention_error is not None:
+            return replace(outcome, error=retention_error)
         return outcome
     previous, version = ctx.returns_to
     ctx.touched = "start"

@@ -99,6 +99,7 @@ class FakeFleetNode:
     cut_off_from_controller: bool = False  # Save-FleetArtifactFromUrl fails as if the URL could not be reached
     stop_hangs: bool = False  # the service ignores Stop: SERVICE_STOP_TIMEOUT, it stays StopPending and runs on
     lose_after: str | None = None  # after answering this operation the node becomes `lost_as` (cut off)
+    crash_after: str | None = None  # after answering this operation (once) the service stops by itself
     lost_as: str = "unreachable"  # unreachable (refused at once), auth-failure (401) or blackhole (never answers)
     released: threading.Event = field(default_factory=threading.Event)  # ends a blackhole's silence (test cleanup)
     artifact_bytes: int = 0
@@ -122,6 +123,9 @@ class FakeFleetNode:
             answer = handler(call.params, call.input_objects)
             if call.operation == self.lose_after:
                 self.unreachable = True
+            if call.operation == self.crash_after:
+                self.crash_after = None
+                self.state = "Stopped"
             return answer
 
     def running_args(self) -> list[str]:
