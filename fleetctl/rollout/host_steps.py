@@ -244,7 +244,9 @@ def activate(ctx: HostContext, target: Release, definition: ServiceDefinition | 
     ctx.last_state = None  # only a state read after this switch can vouch for it
     ctx.gate_service = None
     # The state right after the start rides on its pipeline: the stability window's first read (or the record's).
-    client.read_ahead_state(app=target.app, root=target.root, service_name=target.service.name)
+    # Not with probes from the node: the first probe is a node call, after which an answer read ahead is stale.
+    if health is None or not health.from_node:
+        client.read_ahead_state(app=target.app, root=target.root, service_name=target.service.name)
     mark("start")
     started = step("start", lambda: client.start_fleet_service(name=target.service.name,
                                                                timeout_seconds=seconds(job.start_timeout)),

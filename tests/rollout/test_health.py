@@ -138,3 +138,26 @@ def test_controller_probe_reads_status_and_body(http_server: str) -> None:
     assert down.status == 503 and down.body == "down for maintenance"
     refused = probe_from_controller("http://127.0.50.251:9/", 2)
     assert refused.status is None and refused.error == "connection refused"
+
+
+def test_the_window_may_start_from_the_state_read_with_the_start() -> None:
+    """`first_read` (the state read along with the start) is the window's baseline; the service is read for the
+    rest, and a restart since the start is told as such."""
+    clock = FakeClock()
+    reads: list[str] = []
+
+    def at_start() -> ServiceInfo:
+        reads.append("start")
+        return running(pid=7)
+
+    def service() -> ServiceInfo:
+        reads.append("now")
+        return running(pid=8, restarts=1)  # restarted between the start and the probe passing
+
+    result = run_health_gate(CHECK, lambda: OK, service, sleep=clock.sleep, clock=clock, started_pid=7,
+                             first_read=at_start)
+    assert not result.ok and "restarted since its start (pid 7 -> 8" in (result.reason or ""), result.reason
+    assert reads[:2] == ["start", "now"]
+    healthy = run_health_gate(CHECK, lambda: OK, lambda: running(pid=7), sleep=clock.sleep, clock=clock,
+                              started_pid=7, first_read=lambda: running(pid=7))
+    assert healthy.ok

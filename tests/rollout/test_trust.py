@@ -201,3 +201,35 @@ def test_a_restart_between_start_and_window_fails_the_gate() -> None:
     assert not result.ok and "restarted before its stability window" in (result.reason or "")
     same = run_health_gate(check, lambda: ProbeResult(200, "", 1), lambda: restarted, started_pid=4321)
     assert same.ok
+
+
+@pytest.mark.parametrize("health", ["from the node", "none"])
+def test_a_deploy_reads_the_state_along_with_the_start_and_with_retention(tmp_path: Path, health: str) -> None:
+    """Round trips saved per host (issue 16): the batch-end recheck's state read rides on retention's pipeline, and
+    the state right after the start on the start's (the window's or the record's first read) unless the probes are
+    node calls, which would make it stale before it is used."""
+    playbook = PLAYBOOK.replace("stability_window: 0s", "stability_window: 0.05s")
+    if health == "none":
+        playbook = playbook[:playbook.index("health:")] + playbook[playbook.index("rollout:"):]
+    project = write_project(tmp_path, 2, playbook)
+    fleet = FakeFleet(["n01", "n02"])
+    assert deploy(fleet, options(project)).exit_code == 0
+    for node in fleet.nodes.values():
+        node.operations.clear()
+    clients = []
+
+    def connect(host: str):  # type: ignore[no-untyped-def]
+        clients.append(client := fleet.connect(host))
+        return client
+
+    result = run_deploy(prepare_deploy(options(project, version="2.0.0")), EventBus(), connect=connect)
+    assert result.exit_code == 0 and {o.outcome for o in result.outcomes.values()} == {"deployed"}
+    for node in fleet.nodes.values():
+        ops = node.operations
+        after_start = ops[ops.index("Start-FleetService") + 1]
+        after_retention = ops[ops.index("Remove-FleetRelease") + 1]
+        expected = "Test-FleetHealth" if health == "from the node" else "Get-FleetState"
+        assert (after_start, after_retention) == (expected, "Get-FleetState"), ops
+    # Per host: the lock's two reads, retention's and (without node probes) the start's, each without a round trip.
+    saved = 3 if health == "from the node" else 4
+    assert [c.round_trips_saved for c in clients] == [saved, saved]
