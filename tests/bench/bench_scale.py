@@ -167,7 +167,8 @@ def client(lab: Path, batch: str, forks: int, transfer: str, max_failed: str | N
             "peak_rss_mb": _status_mb("VmHWM"), "lab_cpu": lab1 - lab0, "lab_requests": req1 - req0,
             "breakdown": run.breakdown(),
         }
-        failed = {h: o.error for h, o in result.outcomes.items() if o.outcome in ("failed", "rolled_back")}
+        bad = ("failed", "unknown") if phase == "rollback" else ("failed", "unknown", "rolled_back")  # a rollback's
+        failed = {h: o.error for h, o in result.outcomes.items() if o.outcome in bad}  # rolled_back is its success
         if failed:
             out[phase]["failed"] = dict(list(failed.items())[:5])
         if result.exit_code != 0:

@@ -304,3 +304,30 @@ def test_a_receive_whose_answer_is_late_is_sent_again_on_a_new_connection(serve:
             transport.send(b"<command/>", timeout=0.3)
     finally:
         transport.close()
+
+
+def test_ntlm_hashes_are_derived_once_per_password_and_never_shown() -> None:
+    """pyspnego would derive the LM and NT hashes for every connection (the LM hash in pure-Python DES): they are
+    computed once per password and handed over ahead of the password, which Kerberos still gets."""
+    import spnego
+    from spnego._ntlm_raw.crypto import lmowfv1, ntowfv1
+
+    from fleetctl.config.redaction import redact
+
+    lean_http._ntlm_hashes.cache_clear()
+    first, none = lean_http._credentials("ops@corp", "Hunter2-once-only", "negotiate")
+    again, _ = lean_http._credentials("ops@corp", "Hunter2-once-only", "ntlm")
+    assert none is None and lean_http._ntlm_hashes.cache_info().hits == 1
+    ntlm_hash, password = first
+    assert isinstance(ntlm_hash, spnego.NTLMHash) and isinstance(password, spnego.Password)
+    assert (ntlm_hash.lm_hash, ntlm_hash.nt_hash) == (lmowfv1("Hunter2-once-only").hex(),
+                                                      ntowfv1("Hunter2-once-only").hex())
+    assert password.password == "Hunter2-once-only" and again == first
+    assert ntlm_hash.nt_hash not in redact(f"leaked {ntlm_hash.nt_hash}")
+    # Kerberos, Basic and a password pyspnego itself reads as LMHASH:NTHASH are passed on as given.
+    assert lean_http._credentials("ops@corp", "pw", "kerberos") == ("ops@corp", "pw")
+    hashes = f"{'a' * 32}:{'b' * 32}"
+    assert lean_http._credentials("ops@corp", hashes, "ntlm") == ("ops@corp", hashes)
+    # The same NTLM exchange either way: a context from the hashes authenticates like one from the password.
+    client = spnego.client(*first, hostname="h", service="host", protocol="ntlm")
+    assert client.step() is not None
