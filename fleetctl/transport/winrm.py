@@ -18,7 +18,7 @@ import contextlib
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from pypsrp.complex_objects import PSInvocationState
@@ -37,7 +37,13 @@ from fleetctl.transport.envelope import LeanWSMan
 from fleetctl.transport.error_mapping import map_exception
 from fleetctl.transport.lean_http import LeanTransport, lean_applies
 from fleetctl.transport.pipeline_xml import use_fast_serializer
-from fleetctl.transport.retry import DEFAULT_ATTEMPTS, reopen_expired_shell, retry_transient_io
+from fleetctl.transport.retry import (
+    DEFAULT_ATTEMPTS,
+    is_expired_before_call,
+    is_transient,
+    reopen_expired_shell,
+    retry_transient_io,
+)
 from fleetctl.transport.tls import share_tls_context
 
 # pypsrp raises MaxEnvelopeSize to 512000 once the server speaks protocol 2.2+ (every supported Windows does);
@@ -250,35 +256,57 @@ class WinRMTransport(Transport):
         input_objects: Iterable[str] | None = None,
     ) -> dict[str, Any]:
         _check_and_protect(operation, params)
+
+        def once() -> list[Any]:
+            # Not open(): its own retries would multiply with these.
+            self._ensure_live_pool()
+            if self._pool is None:
+                self._open_once()
+            return self._run(operation, params, input_objects)
+
         with self._lock:
-            for attempt in trace.retries(self._retry, self.host,
-                                         operation):  # -vv
-                with attempt:
-                    for reopen in self._reopen:
-                        with reopen:
-                            # Not open(): its own retries would multiply with these.
-                            self._ensure_live_pool()
-                            if self._pool is None:
-                                self._open_once()
-                            outputs = self._run(operation, params, input_objects)
+            outputs = self._retrying(once, operation)
         return parse_result_document(outputs, operation, self.host)
 
     def invoke_all(self, calls: Sequence[Call]) -> list[dict[str, Any] | NodeOperationError]:
         """All `calls` as the statements of one pipeline (after the loader if the pool is not open yet)."""
         for operation, params in calls:
             _check_and_protect(operation, params)
+
+        def once() -> list[Any]:
+            self._ensure_live_pool()
+            if self._pool is None:
+                return self._open_once(calls)
+            return self._run_statements(calls)
+
         with self._lock:
-            for attempt in trace.retries(self._retry, self.host,
-                                         "pipeline"):  # -vv
-                with attempt:
-                    for reopen in self._reopen:
-                        with reopen:
-                            self._ensure_live_pool()
-                            if self._pool is None:
-                                outputs = self._open_once(calls)
-                            else:
-                                outputs = self._run_statements(calls)
+            outputs = self._retrying(once, "pipeline")
         return self._split(calls, outputs)
+
+    def _retrying(self, once: Callable[[], list[Any]], what: str) -> list[Any]:
+        """`once()` under the retry policies: transient errors are retried with backoff (`self._retry`), a call
+        whose pool's shell had expired before it ran is sent once more on a new pool (`self._reopen`). The first
+        try runs outside tenacity (the usual case costs no retry machinery, which was ~4 % of a deploy's CPU); a
+        failure either policy retries becomes the first attempt of the same policies, so retries, waits and
+        their -vv lines are as if tenacity had made that try itself."""
+        try:
+            return once()
+        except Exception as first:  # re-raised below unless a policy retries it
+            if not (is_transient(first) or is_expired_before_call(first)):
+                raise
+            failed: list[BaseException] = [first]
+
+        def attempt() -> list[Any]:
+            if failed:
+                raise failed.pop()  # the try already made, as the first attempt
+            return once()
+
+        for outer in trace.retries(self._retry, self.host, what):  # -vv
+            with outer:
+                for reopen in self._reopen:
+                    with reopen:
+                        outputs = attempt()
+        return outputs
 
     def _run_statements(self, calls: Sequence[Call]) -> list[Any]:
         assert self._pool is not None

@@ -61,3 +61,41 @@ def test_a_call_into_a_shell_the_host_dropped_is_sent_again_on_a_new_pool(node: 
         assert results == [{"released": True}] and transport.pools_reopened == 2
     finally:
         client.close()
+
+
+def test_a_transient_failure_of_the_first_try_is_retried_and_others_are_not(node: Any,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first try runs outside tenacity; a failure a policy retries becomes its first attempt (same count,
+    same waits), anything else is raised at once, unchanged."""
+    from fleetctl.protocol.errors import HostUnreachable, NodeOperationError
+
+    _, _, settings = node
+    transport = WinRMTransport(settings, retry_wait=0.0)
+    client = NodeClient(transport)
+    real_run = transport._run
+    tries: list[str] = []
+    failures: list[BaseException] = []
+
+    def flaky(operation: str, params: dict[str, Any], input_objects: Any = None) -> Any:
+        tries.append(operation)
+        if failures:
+            raise failures.pop()
+        return real_run(operation, params, input_objects)
+
+    monkeypatch.setattr(transport, "_run", flaky)
+    try:
+        failures[:] = [HostUnreachable("connection reset", host="n", transient=True)] * 2
+        assert client.get_fleet_facts().hostname == "NODE-127-0-31-1"
+        assert tries == ["Get-FleetFacts"] * 3  # two transient failures, then the answer (3 attempts allowed)
+        tries.clear()
+        failures[:] = [HostUnreachable("connection reset", host="n", transient=True)] * 3
+        with pytest.raises(HostUnreachable):
+            client.get_fleet_facts()
+        assert len(tries) == 3  # DEFAULT_ATTEMPTS in all, the first one outside tenacity included
+        tries.clear()
+        failures[:] = [NodeOperationError("LOCK_HELD", "held", operation="Get-FleetFacts", host="n")]
+        with pytest.raises(NodeOperationError):
+            client.get_fleet_facts()
+        assert len(tries) == 1  # a node error is an answer: never retried
+    finally:
+        client.close()
