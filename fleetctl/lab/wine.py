@@ -9,6 +9,7 @@ tests' prefixes are prepared by the same class.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import threading
 from pathlib import Path
@@ -75,15 +76,25 @@ class WinePrefix:
             self._ready.set()
 
     def _create(self) -> bool:
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._boot = subprocess.Popen([self.wine64, "wineboot", "--init"], env=self.env(),
-                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL, start_new_session=True)
-        code = self._boot.wait(PREPARE_TIMEOUT_S)
-        # The registry files appear only when the wineserver exits; exit code 0 is the signal to trust.
-        if code != 0:
+        # wineboot --init on a loaded machine has been seen to exit 1 once and succeed on a fresh prefix: one more
+        # try from scratch before the lab reports the prefix as broken.
+        for attempt in (1, 2):
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._boot = subprocess.Popen([self.wine64, "wineboot", "--init"], env=self.env(),
+                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL, start_new_session=True)
+            code = self._boot.wait(PREPARE_TIMEOUT_S)
+            # The registry files appear only when the wineserver exits; exit code 0 is the signal to trust.
+            if code == 0:
+                break
             self._error = f"preparing the Wine prefix {self.path} failed (wineboot exit code {code})"
-            return False
+            if attempt == 2:
+                return False
+            if os.access(self.wineserver, os.X_OK):
+                subprocess.run([self.wineserver, "-k"], env=self.env(), stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60, check=False)
+            shutil.rmtree(self.path, ignore_errors=True)
+        self._error = None
         # Let wineboot's own processes end before any exe runs: one started while the new prefix was still
         # settling was once killed (-9) by Wine instead of getting its Ctrl-C event.
         if os.access(self.wineserver, os.X_OK):

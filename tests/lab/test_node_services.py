@@ -312,3 +312,23 @@ def test_a_stop_while_a_windows_exe_waits_for_the_wine_prefix_cancels_the_start(
         assert node.scm.status("pe")["state"] == "Stopped" and node.scm.pids() == []
     finally:
         node.close()
+
+
+def test_a_wineboot_that_fails_once_is_tried_again_on_a_fresh_prefix(tmp_path: Path) -> None:
+    """wineboot --init exited 1 once on a loaded CI machine: the lab starts over from an empty prefix once, and
+    reports the exit code only when the second try fails too."""
+    tries = tmp_path / "tries"
+    fake_wine = tmp_path / "wine64"
+    fake_wine.write_text(f'#!/bin/sh\necho x >> "{tries}"\n[ -e "$WINEPREFIX/leftover" ] && exit 3\n'
+                         f'[ "$(wc -l < "{tries}")" -ge 2 ] && exit 0\ntouch "$WINEPREFIX/leftover"; exit 1\n')
+    fake_wine.chmod(0o755)
+    prefix = WinePrefix(tmp_path / "prefix", wine64=str(fake_wine), wineserver=str(tmp_path / "none"))
+    prefix.wait_ready(timeout=30)  # raises if the prefix is reported broken
+    assert tries.read_text().count("x") == 2 and not (tmp_path / "prefix" / "leftover").exists()
+
+    always = tmp_path / "wine64-broken"
+    always.write_text("#!/bin/sh\nexit 1\n")
+    always.chmod(0o755)
+    broken = WinePrefix(tmp_path / "broken", wine64=str(always), wineserver=str(tmp_path / "none"))
+    with pytest.raises(Exception, match="wineboot exit code 1"):
+        broken.wait_ready(timeout=30)
