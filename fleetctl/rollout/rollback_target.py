@@ -132,28 +132,28 @@ def _newest_version(hosts: list[HostReleases], versions: set[str | None]) -> str
     candidates = sorted(v for v in versions if v is not None)
     if len(candidates) <= 1:
         return candidates[0] if candidates else None
+    wins = _installed_last(hosts, candidates)
+    if not wins:
+        return candidates[-1]
+    return max(candidates, key=lambda v: (wins[v], v))
+
+
+def _installed_last(hosts: list[HostReleases], candidates: list[str]) -> Counter[str]:
+    """Per version of `candidates`, on how many of the hosts keeping more than one of them it was installed last."""
     wins: Counter[str] = Counter()
     for h in hosts:
         positions = {v: max((i for i, (_, rv) in enumerate(h.releases) if rv == v), default=-1) for v in candidates}
         kept = [v for v in candidates if positions[v] >= 0]
         if len(kept) > 1:
             wins[max(kept, key=lambda v: positions[v])] += 1
-    if not wins:
-        return candidates[-1]
-    return max(candidates, key=lambda v: (wins[v], v))
+    return wins
 
 
 def _installed_later(hosts: list[HostReleases], version: str, other: str) -> bool:
     """Whether `version` was installed after `other` on most of the hosts that keep both (False when none does:
-    without a host to compare on, nothing is assumed)."""
-    later = earlier = 0
-    for h in hosts:
-        a = max((i for i, (_, v) in enumerate(h.releases) if v == version), default=-1)
-        b = max((i for i, (_, v) in enumerate(h.releases) if v == other), default=-1)
-        if a >= 0 and b >= 0:
-            later += a > b
-            earlier += a < b
-    return later > earlier
+    without a host to compare on, nothing is assumed, unlike `_newest_version`'s name order)."""
+    wins = _installed_last(hosts, [version, other])
+    return wins[version] > wins[other]
 
 
 def _to_fleet_version(h: HostReleases, version: str | None, older_than_target: Callable[[str | None], bool]
