@@ -243,9 +243,11 @@ def activate(ctx: HostContext, target: Release, definition: ServiceDefinition | 
          target.id)
     ctx.last_state = None  # only a state read after this switch can vouch for it
     ctx.gate_service = None
-    # The state right after the start rides on its pipeline: the stability window's first read (or the record's).
-    # Not with probes from the node: the first probe is a node call, after which an answer read ahead is stale.
-    if health is None or not health.from_node:
+    # The state right after the start rides on its pipeline, for the one read that wants exactly that: the
+    # stability window's first, else the record's. Not with probes from the node (the first probe is a node call,
+    # after which an answer read ahead is stale), and not when nothing would use it (it must not linger).
+    if (health is None and record) or (health is not None and not health.from_node
+                                       and (health.stability_window > 0 or record)):
         client.read_ahead_state(app=target.app, root=target.root, service_name=target.service.name)
     mark("start")
     started = step("start", lambda: client.start_fleet_service(name=target.service.name,
@@ -299,21 +301,21 @@ def gate(ctx: HostContext, target: Release, check: HealthCheck) -> HealthResult:
             return ctx.bounded("health probe", lambda: probe_from_node(client, check.url, check.timeout))
         return probe_from_controller(check.url, check.timeout)
 
-    def service() -> ServiceInfo | None:
-        client.forget_read_ahead()  # the state now: a crash is judged on it
-        return first_read()
-
-    def first_read() -> ServiceInfo | None:
-        # The window's first read may be the state read along with the start (rollout/health.py).
+    def read() -> ServiceInfo | None:
+        # As the window's first read this may be the state read along with the start (rollout/health.py).
         state = ctx.bounded("health: node state", lambda: read_state(ctx, target))
         ctx.last_state = state
         return state.service
+
+    def service() -> ServiceInfo | None:
+        client.forget_read_ahead()  # the state now: a crash is judged on it
+        return read()
 
     ctx.in_gate = True
     try:
         return run_health_gate(check, probe, service, aborted=ctx.interruption.abort.is_set,
                                started_pid=ctx.started_pid, report=GateReporter(ctx.host, ctx.bus.emit),
-                               first_read=first_read)
+                               first_read=read)
     finally:
         ctx.in_gate = False
 

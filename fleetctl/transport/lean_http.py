@@ -139,11 +139,9 @@ class LeanTransport:
             conn = _Connection.open(s.address, s.port, self._context, s.connect_timeout,
                                     server_hostname=s.address if self._context.check_hostname else None)
         except BaseException as err:
-            if self._tracing:
-                trace.connected(self.host, f"{s.address}:{s.port}", time.monotonic() - started, True, err)
+            trace.connected(self.host, f"{s.address}:{s.port}", time.monotonic() - started, True, err)  # -vv
             raise
-        if self._tracing:
-            trace.connected(self.host, f"{s.address}:{s.port}", time.monotonic() - started, True)
+        trace.connected(self.host, f"{s.address}:{s.port}", time.monotonic() - started, True)  # -vv
         try:
             status, body = self._authenticate(conn, message, read_timeout)
         except BaseException:
